@@ -1,0 +1,156 @@
+//! The typed row stored for every message: what the journey engine reads without parsing JSON.
+
+use crate::channel::ChannelRules;
+use crate::message::{Message, MessageType};
+use serde_json::Value;
+
+/// One touchpoint of a journey: the typed facts of a message next to the full message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Touchpoint {
+    pub kind: MessageType,
+    pub message_id: String,
+    pub timestamp_ms: i64,
+    pub received_at_ms: i64,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// For alias: the id being merged into `user_id`.
+    pub previous_id: Option<String>,
+    /// For group, and any message with `context.groupId`: the B2B account.
+    pub group_id: Option<String>,
+    /// Track: the event; other types: their implicit name (`page_view`, `identify`, ...).
+    pub event: String,
+    pub channel: String,
+    /// Event name, or page/screen name, or the grouped page path.
+    pub touchpoint: String,
+    /// `properties.revenue`, else `properties.total`, when numeric.
+    pub revenue: Option<f64>,
+    /// The whole normalized message as JSON.
+    pub body: String,
+}
+
+impl Touchpoint {
+    pub fn from_message(m: &Message, rules: &ChannelRules) -> Touchpoint {
+        let event = match m.kind {
+            MessageType::Track => m.event.clone().unwrap_or_default(),
+            k => k.implicit_event_name().to_string(),
+        };
+        let touchpoint = match m.kind {
+            MessageType::Page => m
+                .name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .or_else(|| {
+                    m.properties()
+                        .and_then(|p| p.get("path"))
+                        .and_then(Value::as_str)
+                        .or_else(|| m.context_str(&["page", "path"]))
+                        .map(group_page_path)
+                })
+                .unwrap_or_else(|| event.clone()),
+            MessageType::Screen => m.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| event.clone()),
+            _ => event.clone(),
+        };
+        let revenue = m.properties().and_then(|p| {
+            ["revenue", "total"].iter().find_map(|k| match p.get(*k) {
+                Some(Value::Number(n)) => n.as_f64(),
+                Some(Value::String(s)) => s.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
+                _ => None,
+            })
+        });
+        let group_id = m.group_id.clone().or_else(|| {
+            m.context()
+                .and_then(|c| c.get("groupId"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        Touchpoint {
+            kind: m.kind,
+            message_id: m.message_id.clone(),
+            timestamp_ms: m.timestamp_ms,
+            received_at_ms: m.received_at_ms,
+            user_id: m.user_id.clone(),
+            anonymous_id: m.anonymous_id.clone(),
+            previous_id: m.previous_id.clone(),
+            group_id,
+            event,
+            channel: rules.classify(m),
+            touchpoint,
+            revenue,
+            body: m.to_json(),
+        }
+    }
+
+    /// The id the journey is keyed on before stitching: the user id when known.
+    pub fn distinct_id(&self) -> &str {
+        self.user_id
+            .as_deref()
+            .or(self.anonymous_id.as_deref())
+            .unwrap_or("")
+    }
+
+    /// Pairs of ids this message says belong to one person (identify, alias, or both ids present).
+    pub fn identity_links(&self) -> Vec<(&str, &str)> {
+        let mut links = Vec::new();
+        if let (Some(u), Some(a)) = (&self.user_id, &self.anonymous_id) {
+            links.push((u.as_str(), a.as_str()));
+        }
+        if self.kind == MessageType::Alias {
+            if let (Some(u), Some(p)) = (&self.user_id, &self.previous_id) {
+                links.push((u.as_str(), p.as_str()));
+            }
+        }
+        links
+    }
+}
+
+/// Groups a page path so that pages of one kind share a touchpoint: numeric, hex and UUID-like
+/// segments become `:id`; query strings and fragments are dropped; a trailing slash is removed.
+pub fn group_page_path(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        let is_id = seg.chars().all(|c| c.is_ascii_digit())
+            || (seg.len() >= 8 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && seg.chars().any(|c| c.is_ascii_digit()));
+        out.push_str(if is_id { ":id" } else { seg });
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{normalize, NormalizeOptions};
+    use serde_json::json;
+
+    fn tp(v: serde_json::Value) -> Touchpoint {
+        let m = normalize(v, None, &NormalizeOptions::at(0), || "id".into()).unwrap();
+        Touchpoint::from_message(&m, &ChannelRules::default())
+    }
+
+    #[test]
+    fn names_and_revenue() {
+        let t = tp(json!({"type":"page","anonymousId":"a","properties":{"path":"/products/123?x=1"},"timestamp":"1970-01-01T00:00:00Z"}));
+        assert_eq!((t.event.as_str(), t.touchpoint.as_str()), ("page_view", "/products/:id"));
+        let t = tp(json!({"type":"track","userId":"u","event":"Order Completed","properties":{"total":"19.90"},"timestamp":"1970-01-01T00:00:00Z"}));
+        assert_eq!(t.revenue, Some(19.9));
+        assert_eq!(t.touchpoint, "Order Completed");
+    }
+
+    #[test]
+    fn links() {
+        let t = tp(json!({"type":"alias","userId":"u","previousId":"p","anonymousId":"a","timestamp":"1970-01-01T00:00:00Z"}));
+        assert_eq!(t.identity_links(), vec![("u", "a"), ("u", "p")]);
+    }
+
+    #[test]
+    fn path_grouping() {
+        assert_eq!(group_page_path("/"), "/");
+        assert_eq!(group_page_path("/a/b/"), "/a/b");
+        assert_eq!(group_page_path("/o/550e8400-e29b-41d4-a716-446655440000"), "/o/:id");
+        assert_eq!(group_page_path("/blog/decade"), "/blog/decade");
+    }
+}

@@ -1,0 +1,303 @@
+//! Byte-level encodings shared by the log and the segments: varints, zigzag, length-prefixed
+//! strings, and checksummed frames. Every decoder returns an error on short or malformed input,
+//! never panics: the fuzz target and property tests hold it to that.
+
+use crate::error::{Result, StoreError};
+
+pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+pub fn put_ivarint(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, zigzag(v))
+}
+
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+pub fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+    }
+}
+
+/// A cursor over encoded bytes that reports corruption instead of panicking.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Reader { buf, pos: 0, what }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn corrupt(&self, reason: &str) -> StoreError {
+        StoreError::Corrupt(format!("{}: {} at byte {}", self.what, reason, self.pos))
+    }
+
+    pub fn u8(&mut self) -> Result<u8> {
+        let b = *self.buf.get(self.pos).ok_or_else(|| self.corrupt("unexpected end"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.remaining() < n {
+            return Err(self.corrupt("unexpected end"));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    pub fn u32_le(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
+    }
+
+    pub fn u64_le(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+
+    pub fn f64_le(&mut self) -> Result<f64> {
+        Ok(f64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+
+    pub fn uvarint(&mut self) -> Result<u64> {
+        let mut v: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let b = self.u8()?;
+            if shift == 63 && b > 1 {
+                return Err(self.corrupt("varint overflows 64 bits"));
+            }
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(self.corrupt("varint too long"));
+            }
+        }
+    }
+
+    pub fn ivarint(&mut self) -> Result<i64> {
+        Ok(unzigzag(self.uvarint()?))
+    }
+
+    /// A length that must fit in what is left of the buffer (so corrupt lengths cannot allocate).
+    pub fn len(&mut self) -> Result<usize> {
+        let n = self.uvarint()?;
+        if n > self.remaining() as u64 {
+            return Err(self.corrupt("length beyond the end"));
+        }
+        Ok(n as usize)
+    }
+
+    pub fn str(&mut self) -> Result<&'a str> {
+        let n = self.len()?;
+        let b = self.bytes(n)?;
+        std::str::from_utf8(b).map_err(|_| self.corrupt("invalid utf-8"))
+    }
+
+    pub fn opt_str(&mut self) -> Result<Option<&'a str>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.str()?)),
+            _ => Err(self.corrupt("bad option tag")),
+        }
+    }
+}
+
+/// FNV-1a 64: a stable hash for message ids (dedup) that does not change between Rust releases.
+pub fn hash64(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // final avalanche so that similar ids spread over the hash table
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+// ---- column codecs -------------------------------------------------------------------------
+
+pub fn encode_u32s(values: &[u32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() + 8);
+    for v in values {
+        put_uvarint(&mut out, *v as u64);
+    }
+    out
+}
+
+pub fn decode_u32s(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<u32>> {
+    let mut r = Reader::new(buf, what);
+    let mut out = Vec::with_capacity(n.min(buf.len()));
+    for _ in 0..n {
+        let v = r.uvarint()?;
+        out.push(u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: value over u32")))?);
+    }
+    Ok(out)
+}
+
+/// Run-length encoding of values that repeat in runs (the person column of a sorted segment):
+/// (delta of the value from the previous run, zigzag varint; run length, varint).
+pub fn encode_runs(values: &[u32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut prev = 0i64;
+    let mut i = 0;
+    while i < values.len() {
+        let v = values[i];
+        let mut j = i + 1;
+        while j < values.len() && values[j] == v {
+            j += 1;
+        }
+        put_ivarint(&mut out, v as i64 - prev);
+        put_uvarint(&mut out, (j - i) as u64);
+        prev = v as i64;
+        i = j;
+    }
+    out
+}
+
+pub fn decode_runs(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<u32>> {
+    let mut r = Reader::new(buf, what);
+    let mut out = Vec::with_capacity(n);
+    let mut prev = 0i64;
+    while out.len() < n {
+        let v = prev + r.ivarint()?;
+        let len = r.uvarint()? as usize;
+        if len == 0 || out.len() + len > n || !(0..=u32::MAX as i64).contains(&v) {
+            return Err(StoreError::Corrupt(format!("{what}: bad run")));
+        }
+        out.extend(std::iter::repeat(v as u32).take(len));
+        prev = v;
+    }
+    Ok(out)
+}
+
+/// Delta encoding of time stamps (zigzag varints of the difference to the previous row).
+pub fn encode_deltas(values: &[i64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 2);
+    let mut prev = 0i64;
+    for v in values {
+        put_ivarint(&mut out, v.wrapping_sub(prev));
+        prev = *v;
+    }
+    out
+}
+
+pub fn decode_deltas(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<i64>> {
+    let mut r = Reader::new(buf, what);
+    let mut out = Vec::with_capacity(n.min(buf.len()));
+    let mut prev = 0i64;
+    for _ in 0..n {
+        prev = prev.wrapping_add(r.ivarint()?);
+        out.push(prev);
+    }
+    Ok(out)
+}
+
+pub fn encode_f64s(values: &[f64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 8);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+pub fn decode_f64s(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<f64>> {
+    if buf.len() != n * 8 {
+        return Err(StoreError::Corrupt(format!("{what}: wrong length")));
+    }
+    Ok(buf.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect())
+}
+
+pub fn encode_u64s(values: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 8);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+pub fn decode_u64s(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<u64>> {
+    if buf.len() != n * 8 {
+        return Err(StoreError::Corrupt(format!("{what}: wrong length")));
+    }
+    Ok(buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn varints_round_trip(v in any::<u64>(), i in any::<i64>()) {
+            let mut b = Vec::new();
+            put_uvarint(&mut b, v);
+            put_ivarint(&mut b, i);
+            let mut r = Reader::new(&b, "t");
+            prop_assert_eq!(r.uvarint().unwrap(), v);
+            prop_assert_eq!(r.ivarint().unwrap(), i);
+            prop_assert!(r.is_empty());
+        }
+
+        #[test]
+        fn columns_round_trip(u in proptest::collection::vec(any::<u32>(), 0..200),
+                              runs in proptest::collection::vec((0u32..5, 1usize..5), 0..50),
+                              t in proptest::collection::vec(any::<i64>(), 0..200),
+                              f in proptest::collection::vec(any::<f64>(), 0..50)) {
+            prop_assert_eq!(decode_u32s(&encode_u32s(&u), u.len(), "t").unwrap(), u.clone());
+            let r: Vec<u32> = runs.iter().flat_map(|(v, n)| std::iter::repeat(*v).take(*n)).collect();
+            prop_assert_eq!(decode_runs(&encode_runs(&r), r.len(), "t").unwrap(), r);
+            prop_assert_eq!(decode_deltas(&encode_deltas(&t), t.len(), "t").unwrap(), t);
+            let back = decode_f64s(&encode_f64s(&f), f.len(), "t").unwrap();
+            prop_assert_eq!(back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), f.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn decoders_never_panic_on_garbage(b in proptest::collection::vec(any::<u8>(), 0..100), n in 0usize..50) {
+            let _ = decode_u32s(&b, n, "t");
+            let _ = decode_runs(&b, n, "t");
+            let _ = decode_deltas(&b, n, "t");
+            let _ = decode_f64s(&b, n, "t");
+            let mut r = Reader::new(&b, "t");
+            let _ = r.str();
+            let _ = r.opt_str();
+        }
+    }
+}
