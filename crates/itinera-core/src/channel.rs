@@ -106,17 +106,46 @@ impl Default for ChannelRules {
                 ("push", "push"),
             ]),
             social_sources: strings(&[
-                "facebook", "instagram", "linkedin", "twitter", "x", "tiktok", "pinterest", "reddit",
-                "youtube", "snapchat",
+                "facebook",
+                "instagram",
+                "linkedin",
+                "twitter",
+                "x",
+                "tiktok",
+                "pinterest",
+                "reddit",
+                "youtube",
+                "snapchat",
             ]),
             search_domains: strings(&[
-                "google.", "bing.com", "duckduckgo.com", "yahoo.com", "ecosia.org", "baidu.com",
-                "yandex.", "qwant.com", "startpage.com", "search.brave.com",
+                "google.",
+                "bing.com",
+                "duckduckgo.com",
+                "yahoo.com",
+                "ecosia.org",
+                "baidu.com",
+                "yandex.",
+                "qwant.com",
+                "startpage.com",
+                "search.brave.com",
             ]),
             social_domains: strings(&[
-                "facebook.com", "instagram.com", "linkedin.com", "lnkd.in", "twitter.com", "x.com",
-                "t.co", "tiktok.com", "pinterest.", "reddit.com", "youtube.com", "snapchat.com",
-                "xing.com", "threads.net", "mastodon.social", "bsky.app",
+                "facebook.com",
+                "instagram.com",
+                "linkedin.com",
+                "lnkd.in",
+                "twitter.com",
+                "x.com",
+                "t.co",
+                "tiktok.com",
+                "pinterest.",
+                "reddit.com",
+                "youtube.com",
+                "snapchat.com",
+                "xing.com",
+                "threads.net",
+                "mastodon.social",
+                "bsky.app",
             ]),
             default_channel: "direct".into(),
         }
@@ -143,9 +172,10 @@ fn host_matches(host: &str, pattern: &str) -> bool {
 }
 
 fn host_of(url: &str) -> Option<String> {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.trim_start_matches("www.").to_ascii_lowercase()))
+    url::Url::parse(url).ok().and_then(|u| {
+        u.host_str()
+            .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
+    })
 }
 
 impl ChannelRules {
@@ -161,11 +191,18 @@ impl ChannelRules {
             }
         }
         if let Some(event) = &m.event {
-            if let Some(r) = self.events.iter().find(|r| r.pattern.eq_ignore_ascii_case(event)) {
+            if let Some(r) = self
+                .events
+                .iter()
+                .find(|r| r.pattern.eq_ignore_ascii_case(event))
+            {
                 return r.channel.clone();
             }
         }
-        let library = m.context_str(&["library", "name"]).unwrap_or("").to_ascii_lowercase();
+        let library = m
+            .context_str(&["library", "name"])
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if !library.is_empty() {
             if let Some(r) = self
                 .libraries
@@ -231,20 +268,45 @@ mod tests {
         };
         assert_eq!(base(json!({})), "direct");
         assert_eq!(base(json!({"properties":{"channel":"Store"}})), "store");
-        assert_eq!(base(json!({"context":{"campaign":{"medium":"cpc","source":"google"}}})), "paid_search");
-        assert_eq!(base(json!({"context":{"campaign":{"medium":"cpc","source":"facebook"}}})), "paid_social");
-        assert_eq!(base(json!({"context":{"page":{"referrer":"https://www.google.de/search?q=x"}}})), "organic_search");
-        assert_eq!(base(json!({"context":{"page":{"referrer":"https://l.instagram.com/"}}})), "social");
-        assert_eq!(base(json!({"context":{"page":{"referrer":"https://blog.example.org/a"}}})), "referral");
         assert_eq!(
-            base(json!({"context":{"page":{"referrer":"https://shop.test/a","url":"https://shop.test/b"}}})),
+            base(json!({"context":{"campaign":{"medium":"cpc","source":"google"}}})),
+            "paid_search"
+        );
+        assert_eq!(
+            base(json!({"context":{"campaign":{"medium":"cpc","source":"facebook"}}})),
+            "paid_social"
+        );
+        assert_eq!(
+            base(json!({"context":{"page":{"referrer":"https://www.google.de/search?q=x"}}})),
+            "organic_search"
+        );
+        assert_eq!(
+            base(json!({"context":{"page":{"referrer":"https://l.instagram.com/"}}})),
+            "social"
+        );
+        assert_eq!(
+            base(json!({"context":{"page":{"referrer":"https://blog.example.org/a"}}})),
+            "referral"
+        );
+        assert_eq!(
+            base(
+                json!({"context":{"page":{"referrer":"https://shop.test/a","url":"https://shop.test/b"}}})
+            ),
             "direct",
             "a referrer on the same site is no channel"
         );
-        assert_eq!(base(json!({"context":{"library":{"name":"itinera-pos-import"}}})), "store");
-        assert_eq!(base(json!({"context":{"library":{"name":"analytics-ios"}}})), "app");
         assert_eq!(
-            channel(json!({"type":"track","event":"Email Opened","userId":"u","timestamp":"1970-01-01T00:00:00Z"})),
+            base(json!({"context":{"library":{"name":"itinera-pos-import"}}})),
+            "store"
+        );
+        assert_eq!(
+            base(json!({"context":{"library":{"name":"analytics-ios"}}})),
+            "app"
+        );
+        assert_eq!(
+            channel(
+                json!({"type":"track","event":"Email Opened","userId":"u","timestamp":"1970-01-01T00:00:00Z"})
+            ),
             "email"
         );
     }
@@ -254,7 +316,8 @@ mod tests {
         let r = ChannelRules::default();
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ChannelRules>(&s).unwrap(), r);
-        let partial: ChannelRules = serde_json::from_str(r#"{"default_channel":"unknown"}"#).unwrap();
+        let partial: ChannelRules =
+            serde_json::from_str(r#"{"default_channel":"unknown"}"#).unwrap();
         assert_eq!(partial.default_channel, "unknown");
         assert_eq!(partial.search_domains, r.search_domains);
     }

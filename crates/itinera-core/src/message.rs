@@ -180,7 +180,11 @@ impl Message {
         self.body
             .get("traits")
             .and_then(Value::as_object)
-            .or_else(|| self.context().and_then(|c| c.get("traits")).and_then(Value::as_object))
+            .or_else(|| {
+                self.context()
+                    .and_then(|c| c.get("traits"))
+                    .and_then(Value::as_object)
+            })
     }
 
     pub fn context(&self) -> Option<&Map<String, Value>> {
@@ -214,7 +218,11 @@ pub fn parse_ts(s: &str) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t.and_utc().timestamp_millis());
         }
@@ -229,10 +237,9 @@ fn id_field(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, Mes
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.len() > 512 => Err(MessageError::new(
-            field,
-            "must be at most 512 characters",
-        )),
+        Some(Value::String(s)) if s.len() > 512 => {
+            Err(MessageError::new(field, "must be at most 512 characters"))
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         // SDKs in typed languages sometimes send numeric ids; Segment accepts them as strings.
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
@@ -284,7 +291,14 @@ pub fn new_message_id(entropy: u128) -> String {
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
 }
 
 /// Validates and normalizes one message.
@@ -510,7 +524,9 @@ mod tests {
     use serde_json::json;
 
     fn norm(v: Value) -> Result<Message, MessageError> {
-        normalize(v, None, &NormalizeOptions::at(1_700_000_000_000), || "gen".into())
+        normalize(v, None, &NormalizeOptions::at(1_700_000_000_000), || {
+            "gen".into()
+        })
     }
 
     #[test]
@@ -526,7 +542,10 @@ mod tests {
         assert_eq!(m.body["integrations"], json!({"All": true}));
         assert_eq!(m.body["messageId"], json!("gen"));
         assert_eq!(m.body["receivedAt"], json!("2023-11-14T22:13:20.000Z"));
-        assert!(m.body.get("writeKey").is_none(), "write keys are never stored");
+        assert!(
+            m.body.get("writeKey").is_none(),
+            "write keys are never stored"
+        );
     }
 
     #[test]
@@ -541,7 +560,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.body["timestamp"], json!("2024-01-01T09:59:00.000Z"));
-        assert_eq!(m.body["originalTimestamp"], json!("2024-01-01T10:59:00.000Z"));
+        assert_eq!(
+            m.body["originalTimestamp"],
+            json!("2024-01-01T10:59:00.000Z")
+        );
     }
 
     #[test]
@@ -555,7 +577,10 @@ mod tests {
         assert_eq!(e.field, "event");
         let e = norm(json!({"type": "track", "userId": "u", "event": "e", "properties": [1]}))
             .unwrap_err();
-        assert_eq!((e.field.as_str(), e.reason.as_str()), ("properties", "must be an object, got array"));
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("properties", "must be an object, got array")
+        );
         let e = norm(json!({"type": "identify", "userId": {"a": 1}})).unwrap_err();
         assert_eq!(e.field, "userId");
         let e = norm(json!({"type":"identify","userId":"u","timestamp":"2999-01-01T00:00:00Z"}))
@@ -580,7 +605,13 @@ mod tests {
     fn ip_policy() {
         let mut o = NormalizeOptions::at(0);
         o.remote_ip = Some("10.1.2.3".into());
-        let m = normalize(json!({"type":"identify","userId":"u","timestamp":"1970-01-01T00:00:00Z"}), None, &o, || "x".into()).unwrap();
+        let m = normalize(
+            json!({"type":"identify","userId":"u","timestamp":"1970-01-01T00:00:00Z"}),
+            None,
+            &o,
+            || "x".into(),
+        )
+        .unwrap();
         assert_eq!(m.body["context"]["ip"], json!("10.1.2.0"));
         o.ip_policy = IpPolicy::Drop;
         let m = normalize(json!({"type":"identify","userId":"u","context":{"ip":"1.2.3.4"},"timestamp":"1970-01-01T00:00:00Z"}), None, &o, || "x".into()).unwrap();

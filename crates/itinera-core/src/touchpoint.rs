@@ -47,7 +47,11 @@ impl Touchpoint {
                         .map(group_page_path)
                 })
                 .unwrap_or_else(|| event.clone()),
-            MessageType::Screen => m.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| event.clone()),
+            MessageType::Screen => m
+                .name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| event.clone()),
             _ => event.clone(),
         };
         let revenue = m.properties().and_then(|p| {
@@ -111,7 +115,9 @@ pub fn group_page_path(path: &str) -> String {
     for seg in path.split('/').filter(|s| !s.is_empty()) {
         out.push('/');
         let is_id = seg.chars().all(|c| c.is_ascii_digit())
-            || (seg.len() >= 8 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && seg.chars().any(|c| c.is_ascii_digit()));
+            || (seg.len() >= 8
+                && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+                && seg.chars().any(|c| c.is_ascii_digit()));
         out.push_str(if is_id { ":id" } else { seg });
     }
     if out.is_empty() {
@@ -133,16 +139,25 @@ mod tests {
 
     #[test]
     fn names_and_revenue() {
-        let t = tp(json!({"type":"page","anonymousId":"a","properties":{"path":"/products/123?x=1"},"timestamp":"1970-01-01T00:00:00Z"}));
-        assert_eq!((t.event.as_str(), t.touchpoint.as_str()), ("page_view", "/products/:id"));
-        let t = tp(json!({"type":"track","userId":"u","event":"Order Completed","properties":{"total":"19.90"},"timestamp":"1970-01-01T00:00:00Z"}));
+        let t = tp(
+            json!({"type":"page","anonymousId":"a","properties":{"path":"/products/123?x=1"},"timestamp":"1970-01-01T00:00:00Z"}),
+        );
+        assert_eq!(
+            (t.event.as_str(), t.touchpoint.as_str()),
+            ("page_view", "/products/:id")
+        );
+        let t = tp(
+            json!({"type":"track","userId":"u","event":"Order Completed","properties":{"total":"19.90"},"timestamp":"1970-01-01T00:00:00Z"}),
+        );
         assert_eq!(t.revenue, Some(19.9));
         assert_eq!(t.touchpoint, "Order Completed");
     }
 
     #[test]
     fn links() {
-        let t = tp(json!({"type":"alias","userId":"u","previousId":"p","anonymousId":"a","timestamp":"1970-01-01T00:00:00Z"}));
+        let t = tp(
+            json!({"type":"alias","userId":"u","previousId":"p","anonymousId":"a","timestamp":"1970-01-01T00:00:00Z"}),
+        );
         assert_eq!(t.identity_links(), vec![("u", "a"), ("u", "p")]);
     }
 
@@ -150,7 +165,10 @@ mod tests {
     fn path_grouping() {
         assert_eq!(group_page_path("/"), "/");
         assert_eq!(group_page_path("/a/b/"), "/a/b");
-        assert_eq!(group_page_path("/o/550e8400-e29b-41d4-a716-446655440000"), "/o/:id");
+        assert_eq!(
+            group_page_path("/o/550e8400-e29b-41d4-a716-446655440000"),
+            "/o/:id"
+        );
         assert_eq!(group_page_path("/blog/decade"), "/blog/decade");
     }
 }

@@ -64,7 +64,10 @@ impl<'a> Reader<'a> {
     }
 
     pub fn u8(&mut self) -> Result<u8> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| self.corrupt("unexpected end"))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.corrupt("unexpected end"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -166,7 +169,9 @@ pub fn decode_u32s(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<u32>>
     let mut out = Vec::with_capacity(n.min(buf.len()));
     for _ in 0..n {
         let v = r.uvarint()?;
-        out.push(u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: value over u32")))?);
+        out.push(
+            u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: value over u32")))?,
+        );
     }
     Ok(out)
 }
@@ -241,7 +246,10 @@ pub fn decode_f64s(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<f64>>
     if buf.len() != n * 8 {
         return Err(StoreError::Corrupt(format!("{what}: wrong length")));
     }
-    Ok(buf.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect())
+    Ok(buf
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect())
 }
 
 pub fn encode_u64s(values: &[u64]) -> Vec<u8> {
@@ -256,7 +264,10 @@ pub fn decode_u64s(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<u64>>
     if buf.len() != n * 8 {
         return Err(StoreError::Corrupt(format!("{what}: wrong length")));
     }
-    Ok(buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
+    Ok(buf
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect())
 }
 
 #[cfg(test)]

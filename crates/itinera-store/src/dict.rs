@@ -26,7 +26,10 @@ impl Dict {
     }
 
     pub fn name(&self, code: u32) -> &str {
-        self.strings.get(code as usize).map(String::as_str).unwrap_or("")
+        self.strings
+            .get(code as usize)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     pub fn len(&self) -> usize {

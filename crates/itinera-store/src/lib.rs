@@ -1,1 +1,27 @@
+//! Itinera's embedded journey store.
+//!
+//! Files in one directory per project, no other service: a write-ahead log with group commit
+//! (an acknowledged event is on stable storage), immutable columnar segments in which rows are
+//! grouped by person and sorted by time, dictionary deltas, and a manifest swapped atomically.
+//! [`Store::snapshot`] gives the journey engine each person's touchpoints as one time-ordered
+//! sequence, with identities merged after the fact already applied.
 
+pub mod codec;
+pub mod columns;
+pub mod delta;
+pub mod dict;
+pub mod error;
+pub mod manifest;
+pub mod scan;
+pub mod segment;
+mod store;
+pub mod wal;
+
+pub use columns::{Columns, NO_GROUP};
+pub use error::{Result, StoreError};
+pub use manifest::FORMAT_VERSION;
+pub use scan::{PersonEvents, ScanOptions, Snapshot};
+pub use store::{
+    AppendOutcome, Dicts, Store, StoreConfig, StoreStats, DICT_CHANNELS, DICT_EVENTS, DICT_GROUPS,
+    DICT_IDS, DICT_TOUCHPOINTS,
+};

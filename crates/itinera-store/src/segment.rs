@@ -45,7 +45,11 @@ impl Footer {
 
     /// Compressed bytes of the named columns.
     pub fn bytes_of(&self, names: &[&str]) -> u64 {
-        names.iter().filter_map(|n| self.column(n)).map(|b| b.len).sum()
+        names
+            .iter()
+            .filter_map(|n| self.column(n))
+            .map(|b| b.len)
+            .sum()
     }
 
     pub fn body_bytes(&self) -> u64 {
@@ -172,12 +176,14 @@ impl SegmentFile {
             return Err(corrupt("footer length out of range"));
         }
         let mut fj = vec![0u8; flen as usize];
-        f.seek(SeekFrom::End(-16 - flen as i64)).map_err(StoreError::io(path))?;
+        f.seek(SeekFrom::End(-16 - flen as i64))
+            .map_err(StoreError::io(path))?;
         f.read_exact(&mut fj).map_err(StoreError::io(path))?;
         if crc32fast::hash(&fj) != fcrc {
             return Err(corrupt("footer checksum mismatch"));
         }
-        let footer: Footer = serde_json::from_slice(&fj).map_err(|e| corrupt(&format!("footer: {e}")))?;
+        let footer: Footer =
+            serde_json::from_slice(&fj).map_err(|e| corrupt(&format!("footer: {e}")))?;
         let data_end = size - 16 - flen;
         for (_, b) in &footer.columns {
             if b.offset + b.len > data_end {
@@ -192,18 +198,24 @@ impl SegmentFile {
 
     fn read_block(&self, f: &mut File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
         let corrupt = |why: String| {
-            StoreError::Corrupt(format!("segment {} block {what}: {why}", self.path.display()))
+            StoreError::Corrupt(format!(
+                "segment {} block {what}: {why}",
+                self.path.display()
+            ))
         };
         if b.raw_len > 1 << 34 {
             return Err(corrupt("size out of range".into()));
         }
         let mut comp = vec![0u8; b.len as usize];
-        f.seek(SeekFrom::Start(b.offset)).map_err(StoreError::io(&self.path))?;
-        f.read_exact(&mut comp).map_err(StoreError::io(&self.path))?;
+        f.seek(SeekFrom::Start(b.offset))
+            .map_err(StoreError::io(&self.path))?;
+        f.read_exact(&mut comp)
+            .map_err(StoreError::io(&self.path))?;
         if crc32fast::hash(&comp) != b.crc {
             return Err(corrupt("checksum mismatch".into()));
         }
-        let raw = zstd::bulk::decompress(&comp, b.raw_len as usize).map_err(|e| corrupt(e.to_string()))?;
+        let raw = zstd::bulk::decompress(&comp, b.raw_len as usize)
+            .map_err(|e| corrupt(e.to_string()))?;
         if raw.len() as u64 != b.raw_len {
             return Err(corrupt("wrong decompressed size".into()));
         }
@@ -222,7 +234,10 @@ impl SegmentFile {
         };
         let kind = get("kind")?;
         if kind.len() != n {
-            return Err(StoreError::Corrupt(format!("segment {}: kind length", self.path.display())));
+            return Err(StoreError::Corrupt(format!(
+                "segment {}: kind length",
+                self.path.display()
+            )));
         }
         let group: Vec<u32> = codec::decode_u32s(&get("group")?, n, "group")?
             .into_iter()
@@ -240,9 +255,17 @@ impl SegmentFile {
             msg_hash: codec::decode_u64s(&get("msg_hash")?, n, "msg_hash")?,
             received_at: codec::decode_deltas(&get("received_at")?, n, "received_at")?,
         };
-        for len in [cols.did.len(), cols.ts.len(), cols.event.len(), cols.group.len()] {
+        for len in [
+            cols.did.len(),
+            cols.ts.len(),
+            cols.event.len(),
+            cols.group.len(),
+        ] {
             if len != n {
-                return Err(StoreError::Corrupt(format!("segment {}: column length", self.path.display())));
+                return Err(StoreError::Corrupt(format!(
+                    "segment {}: column length",
+                    self.path.display()
+                )));
             }
         }
         Ok(cols)
@@ -260,7 +283,10 @@ impl SegmentFile {
                 row += 1;
             }
             if row != ((i + 1) * BODY_BLOCK_ROWS).min(self.footer.rows as usize) {
-                return Err(StoreError::Corrupt(format!("segment {}: body block {i} row count", self.path.display())));
+                return Err(StoreError::Corrupt(format!(
+                    "segment {}: body block {i} row count",
+                    self.path.display()
+                )));
             }
         }
         Ok(())

@@ -32,7 +32,10 @@ pub fn list(dir: &Path) -> Result<Vec<u64>> {
         let e = e.map_err(StoreError::io(dir))?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(n) = name
+            .strip_suffix(".log")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             seqs.push(n);
         }
     }
@@ -84,7 +87,9 @@ impl WalWriter {
     /// Writes already framed bytes and syncs them to stable storage.
     pub fn append_durable(&mut self, framed: &[u8]) -> Result<()> {
         let path = || self.dir.join(file_name(self.seq));
-        self.file.write_all(framed).map_err(StoreError::io(path()))?;
+        self.file
+            .write_all(framed)
+            .map_err(StoreError::io(path()))?;
         self.file.sync_data().map_err(StoreError::io(path()))?;
         self.bytes += framed.len() as u64;
         Ok(())
@@ -97,17 +102,17 @@ impl WalWriter {
         *self = WalWriter::open(&self.dir, self.seq + 1)?;
         Ok(self.seq)
     }
+}
 
-    /// Deletes the files before `seq` (their content is in segments now).
-    pub fn remove_before(&self, seq: u64) -> Result<()> {
-        for s in list(&self.dir)? {
-            if s < seq {
-                let p = self.dir.join(file_name(s));
-                fs::remove_file(&p).map_err(StoreError::io(&p))?;
-            }
+/// Deletes the log files numbered below `seq` (their content is in segments now).
+pub fn remove_before(dir: &Path, seq: u64) -> Result<()> {
+    for s in list(dir)? {
+        if s < seq {
+            let p = dir.join(file_name(s));
+            fs::remove_file(&p).map_err(StoreError::io(&p))?;
         }
-        sync_dir(&self.dir)
     }
+    sync_dir(dir)
 }
 
 /// What replay found.

@@ -1,0 +1,112 @@
+//! Dictionary and identity deltas: at every flush, the strings added to each dictionary, the
+//! identity links and the erasures since the previous flush are written to one checksummed file,
+//! so that segments can hold integer codes and the log can be cut.
+
+use crate::codec::{put_ivarint, put_str, put_uvarint, Reader};
+use crate::error::{Result, StoreError};
+use crate::wal::frame;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+/// The dictionaries, in file order.
+pub const DICTS: usize = 5;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Delta {
+    /// Per dictionary: the code of the first string, and the strings.
+    pub dicts: [(u64, Vec<String>); DICTS],
+    pub links: Vec<(u32, u32)>,
+    /// Erased distinct ids and when (rows received up to then are gone).
+    pub erased: Vec<(u32, i64)>,
+}
+
+impl Delta {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        for (start, strings) in &self.dicts {
+            put_uvarint(&mut p, *start);
+            put_uvarint(&mut p, strings.len() as u64);
+            for s in strings {
+                put_str(&mut p, s);
+            }
+        }
+        put_uvarint(&mut p, self.links.len() as u64);
+        for (a, b) in &self.links {
+            put_uvarint(&mut p, *a as u64);
+            put_uvarint(&mut p, *b as u64);
+        }
+        put_uvarint(&mut p, self.erased.len() as u64);
+        for (d, at) in &self.erased {
+            put_uvarint(&mut p, *d as u64);
+            put_ivarint(&mut p, *at);
+        }
+        let mut out = Vec::with_capacity(p.len() + 8);
+        frame(&mut out, &p);
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Delta> {
+        let corrupt = |why: &str| StoreError::Corrupt(format!("dictionary delta: {why}"));
+        if buf.len() < 8 {
+            return Err(corrupt("too short"));
+        }
+        let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+        let payload = buf.get(8..8 + len).ok_or_else(|| corrupt("truncated"))?;
+        if crc32fast::hash(payload) != crc || buf.len() != 8 + len {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let mut r = Reader::new(payload, "dictionary delta");
+        let mut d = Delta::default();
+        for slot in d.dicts.iter_mut() {
+            slot.0 = r.uvarint()?;
+            let n = r.len()?;
+            for _ in 0..n {
+                slot.1.push(r.str()?.to_string());
+            }
+        }
+        let n = r.len()?;
+        for _ in 0..n {
+            d.links.push((r.uvarint()? as u32, r.uvarint()? as u32));
+        }
+        let n = r.len()?;
+        for _ in 0..n {
+            d.erased.push((r.uvarint()? as u32, r.ivarint()?));
+        }
+        Ok(d)
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut f = File::create(path).map_err(StoreError::io(path))?;
+        f.write_all(&self.encode()).map_err(StoreError::io(path))?;
+        f.sync_all().map_err(StoreError::io(path))
+    }
+
+    pub fn read(path: &Path) -> Result<Delta> {
+        let buf = fs::read(path).map_err(StoreError::io(path))?;
+        Delta::decode(&buf).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(strings in proptest::collection::vec(".{0,12}", 0..20),
+                      links in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..20),
+                      erased in proptest::collection::vec((any::<u32>(), any::<i64>()), 0..5)) {
+            let mut d = Delta { links, erased, ..Default::default() };
+            d.dicts[2] = (7, strings);
+            prop_assert_eq!(Delta::decode(&d.encode()).unwrap(), d);
+        }
+
+        #[test]
+        fn garbage_is_an_error_not_a_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Delta::decode(&b);
+        }
+    }
+}

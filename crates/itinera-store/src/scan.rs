@@ -1,0 +1,257 @@
+//! Scans for the journey engine: each person's touchpoints as one time-ordered sequence, across
+//! segments, the in-memory table, and identities merged after the rows were written.
+//!
+//! Segment rows are sorted by the person their id belonged to when written; identity merges only
+//! join persons, so a person's rows form a few contiguous runs. The scan collects the runs of every
+//! person; a person with a single run is read in place, others are gathered and merged by time.
+//! Persons are split over threads in contiguous ranges.
+
+use crate::columns::{Columns, SharedChunk};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a scan reads.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Only rows with `from_ms <= ts < to_ms`.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Threads to use; 0 means all cores.
+    pub threads: usize,
+}
+
+/// One person's touchpoints in time order (ties keep arrival order).
+#[derive(Debug, Clone, Copy)]
+pub struct PersonEvents<'a> {
+    /// The person: the smallest distinct-id code linked to them.
+    pub person: u32,
+    pub did: &'a [u32],
+    pub ts: &'a [i64],
+    pub event: &'a [u32],
+    pub channel: &'a [u32],
+    pub touchpoint: &'a [u32],
+    pub kind: &'a [u8],
+    pub group: &'a [u32],
+    pub revenue: &'a [f64],
+}
+
+impl<'a> PersonEvents<'a> {
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+    fn of(person: u32, c: &'a Columns, start: usize, end: usize) -> Self {
+        PersonEvents {
+            person,
+            did: &c.did[start..end],
+            ts: &c.ts[start..end],
+            event: &c.event[start..end],
+            channel: &c.channel[start..end],
+            touchpoint: &c.touchpoint[start..end],
+            kind: &c.kind[start..end],
+            group: &c.group[start..end],
+            revenue: &c.revenue[start..end],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Run {
+    person: u32,
+    chunk: u32,
+    start: u32,
+    end: u32,
+}
+
+/// A consistent, immutable view of the store.
+pub struct Snapshot {
+    /// Segment columns (sorted by person at write) followed by sorted copies of memory chunks.
+    chunks: Vec<Arc<Columns>>,
+    roots: Arc<Vec<u32>>,
+    erased: Arc<HashMap<u32, i64>>,
+    runs: Vec<Run>,
+    /// Index into `runs` where each person starts, plus the end.
+    person_starts: Vec<usize>,
+}
+
+impl Snapshot {
+    pub(crate) fn new(
+        mut chunks: Vec<Arc<Columns>>,
+        _sorted: usize,
+        mem: Vec<SharedChunk>,
+        roots: Arc<Vec<u32>>,
+        erased: Arc<HashMap<u32, i64>>,
+    ) -> Snapshot {
+        let root = |d: u32| roots.get(d as usize).copied().unwrap_or(d);
+        // memory chunks arrive in arrival order: sort a copy by (person, time, arrival)
+        for m in mem {
+            let c = &m.cols;
+            let mut idx: Vec<u32> = (0..c.len() as u32).collect();
+            idx.sort_by_key(|&i| (root(c.did[i as usize]), c.ts[i as usize], i));
+            let mut s = Columns::with_capacity(c.len());
+            for i in idx {
+                s.push_from(c, i as usize);
+            }
+            chunks.push(Arc::new(s));
+        }
+        let mut runs = Vec::new();
+        for (ci, c) in chunks.iter().enumerate() {
+            let mut i = 0usize;
+            let n = c.len();
+            while i < n {
+                let p = root(c.did[i]);
+                let mut j = i + 1;
+                while j < n && (c.did[j] == c.did[i] || root(c.did[j]) == p) {
+                    j += 1;
+                }
+                runs.push(Run {
+                    person: p,
+                    chunk: ci as u32,
+                    start: i as u32,
+                    end: j as u32,
+                });
+                i = j;
+            }
+        }
+        runs.sort_unstable();
+        let mut person_starts = Vec::new();
+        for (i, r) in runs.iter().enumerate() {
+            if i == 0 || runs[i - 1].person != r.person {
+                person_starts.push(i);
+            }
+        }
+        person_starts.push(runs.len());
+        Snapshot {
+            chunks,
+            roots,
+            erased,
+            runs,
+            person_starts,
+        }
+    }
+
+    /// Persons with at least one row (erased persons may still count until compaction).
+    pub fn person_count(&self) -> usize {
+        self.person_starts.len().saturating_sub(1)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    fn hidden(&self, c: &Columns, i: usize) -> bool {
+        !self.erased.is_empty()
+            && self
+                .erased
+                .get(&c.did[i])
+                .is_some_and(|t| c.received_at[i] <= *t)
+    }
+
+    /// Rows visible to queries (erased persons left out).
+    pub fn visible_rows(&self) -> usize {
+        if self.erased.is_empty() {
+            return self.rows();
+        }
+        self.chunks
+            .iter()
+            .map(|c| (0..c.len()).filter(|i| !self.hidden(c, *i)).count())
+            .sum()
+    }
+
+    /// The person a distinct id belongs to.
+    pub fn person_of(&self, did: u32) -> u32 {
+        self.roots.get(did as usize).copied().unwrap_or(did)
+    }
+
+    /// Calls `f(acc, person)` for every person, in parallel over `opts.threads` threads, each with
+    /// its own accumulator from `init`; returns the accumulators.
+    pub fn scan_persons<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &PersonEvents<'_>) + Sync,
+    ) -> Vec<A> {
+        let persons = self.person_count();
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+        .clamp(1, persons.max(1));
+        let per = persons.div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (init, f) = (&init, &f);
+                    s.spawn(move || {
+                        let mut acc = init();
+                        let mut scratch = Columns::default();
+                        let lo = (t * per).min(persons);
+                        let hi = ((t + 1) * per).min(persons);
+                        for p in lo..hi {
+                            self.visit(p, opts, &mut scratch, |ev| f(&mut acc, ev));
+                        }
+                        acc
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("scan thread panicked"))
+                .collect()
+        })
+    }
+
+    fn visit(
+        &self,
+        p: usize,
+        opts: &ScanOptions,
+        scratch: &mut Columns,
+        mut f: impl FnMut(&PersonEvents<'_>),
+    ) {
+        let runs = &self.runs[self.person_starts[p]..self.person_starts[p + 1]];
+        let person = runs[0].person;
+        let in_range =
+            |ts: i64| opts.from_ms.is_none_or(|a| ts >= a) && opts.to_ms.is_none_or(|b| ts < b);
+        let needs_filter = !self.erased.is_empty();
+        if runs.len() == 1 && !needs_filter {
+            let r = runs[0];
+            let c = &self.chunks[r.chunk as usize];
+            let (mut s, mut e) = (r.start as usize, r.end as usize);
+            let ts = &c.ts[s..e];
+            if let Some(a) = opts.from_ms {
+                s += ts.partition_point(|t| *t < a);
+            }
+            if let Some(b) = opts.to_ms {
+                e = r.start as usize + ts.partition_point(|t| *t < b);
+            }
+            if s < e {
+                f(&PersonEvents::of(person, c, s, e));
+            }
+            return;
+        }
+        // several runs (merged identities, or rows in several segments): gather and order by time
+        let mut idx: Vec<(i64, u32, u32)> = Vec::new();
+        for r in runs {
+            let c = &self.chunks[r.chunk as usize];
+            for i in r.start..r.end {
+                let t = c.ts[i as usize];
+                if in_range(t) && !self.hidden(c, i as usize) {
+                    idx.push((t, r.chunk, i));
+                }
+            }
+        }
+        if idx.is_empty() {
+            return;
+        }
+        idx.sort_unstable();
+        *scratch = Columns::with_capacity(idx.len());
+        for (_, ci, i) in idx {
+            scratch.push_from(&self.chunks[ci as usize], i as usize);
+        }
+        f(&PersonEvents::of(person, scratch, 0, scratch.len()));
+    }
+}

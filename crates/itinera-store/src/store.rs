@@ -1,0 +1,970 @@
+//! The store: a writer thread with group commit in front of a write-ahead log, an in-memory table
+//! of recent rows, and immutable segments behind an atomically swapped manifest.
+//!
+//! Write path: `append` sends touchpoints to the writer thread, which takes every request waiting
+//! at that moment, drops duplicates (same message id), writes one log write and one `fdatasync` for
+//! all of them, applies them to the in-memory table, and only then answers. An answered append is
+//! therefore on stable storage.
+//!
+//! Flush: when the in-memory table is large, the writer moves on to a new log file and hands the
+//! frozen rows to a flush, which sorts them by person and time into a segment, writes the
+//! dictionary delta, commits a new manifest, and only then deletes the old log files. A crash
+//! before the manifest commit replays the log; after it, the segment is there.
+
+use crate::codec::{put_ivarint, put_str, Reader};
+use crate::columns::{encode_touchpoint, message_hash, Columns, MemChunk, SharedChunk, NO_GROUP};
+use crate::delta::{Delta, DICTS};
+use crate::dict::Dict;
+use crate::error::{Result, StoreError};
+use crate::manifest::Manifest;
+use crate::scan::Snapshot;
+use crate::segment::{self, SegmentFile};
+use crate::wal::{self, frame, WalWriter};
+use itinera_core::{IdentityGraph, Touchpoint};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+const REC_TOUCHPOINTS: u8 = 1;
+const REC_ERASE: u8 = 2;
+
+/// Dictionary numbers, as in the delta files.
+pub const DICT_IDS: usize = 0;
+pub const DICT_EVENTS: usize = 1;
+pub const DICT_CHANNELS: usize = 2;
+pub const DICT_TOUCHPOINTS: usize = 3;
+pub const DICT_GROUPS: usize = 4;
+
+/// Tuning of the store; the defaults suit a small server.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Rows in memory before a flush to a segment starts.
+    pub flush_rows: usize,
+    /// Rows in memory at which appends wait for the flush (bounds memory while ingesting).
+    pub max_memory_rows: usize,
+    /// Message ids received within this window are deduplicated on arrival; compaction removes
+    /// any duplicate that is older.
+    pub dedup_window_ms: i64,
+    /// Segments beyond this number trigger a compaction after a flush.
+    pub compact_after_segments: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            flush_rows: 1_000_000,
+            max_memory_rows: 4_000_000,
+            dedup_window_ms: 7 * 24 * 3600 * 1000,
+            compact_after_segments: 8,
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub stored: usize,
+    pub duplicates: usize,
+}
+
+type Reply = Box<dyn FnOnce(Result<AppendOutcome>) + Send>;
+
+enum Op {
+    Append(Vec<Touchpoint>),
+    Erase {
+        id: String,
+        at_ms: i64,
+    },
+    /// Rotate the log and freeze the in-memory table; replies with the new log number in `stored`.
+    Freeze,
+}
+
+struct Request {
+    op: Op,
+    reply: Reply,
+}
+
+/// The dictionaries of one store. Append-only: a code once given keeps its meaning.
+#[derive(Debug, Default)]
+pub struct Dicts {
+    pub all: [Dict; DICTS],
+}
+
+impl Dicts {
+    pub fn ids(&self) -> &Dict {
+        &self.all[DICT_IDS]
+    }
+    pub fn events(&self) -> &Dict {
+        &self.all[DICT_EVENTS]
+    }
+    pub fn channels(&self) -> &Dict {
+        &self.all[DICT_CHANNELS]
+    }
+    pub fn touchpoints(&self) -> &Dict {
+        &self.all[DICT_TOUCHPOINTS]
+    }
+    pub fn groups(&self) -> &Dict {
+        &self.all[DICT_GROUPS]
+    }
+}
+
+/// A segment in use: its file and its decoded columns.
+#[derive(Debug)]
+pub struct LoadedSegment {
+    pub name: String,
+    pub file: SegmentFile,
+    pub cols: Arc<Columns>,
+}
+
+pub(crate) struct State {
+    pub identity: IdentityGraph,
+    pub identity_version: u64,
+    pub roots_cache: Option<(u64, Arc<Vec<u32>>)>,
+    pending_links: Vec<(u32, u32)>,
+    pub erased: Arc<HashMap<u32, i64>>,
+    pending_erased: Vec<(u32, i64)>,
+    pub segments: Vec<Arc<LoadedSegment>>,
+    pub mem: Vec<SharedChunk>,
+    pub frozen: Vec<SharedChunk>,
+    mem_rows: usize,
+    /// message id hash → received at, for rows within the dedup window
+    dedup: HashMap<u64, i64>,
+    manifest: Manifest,
+    delta_starts: [usize; DICTS],
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: StoreConfig,
+    dicts: RwLock<Dicts>,
+    state: RwLock<State>,
+    tx: Mutex<Option<SyncSender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    flush_lock: Mutex<()>,
+    flush_wanted: AtomicBool,
+    write_error: Mutex<Option<String>>,
+    appended: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+/// Size and content figures for `itinera stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StoreStats {
+    pub events: u64,
+    pub persons: u64,
+    pub distinct_ids: u64,
+    pub accounts: u64,
+    pub segments: usize,
+    pub memory_rows: u64,
+    pub bytes_on_disk: u64,
+    pub segment_bytes: u64,
+    pub wal_bytes: u64,
+    /// Compressed bytes of person, time, event and channel per segment row.
+    pub core_bytes_per_event: f64,
+    pub bytes_per_event: f64,
+}
+
+/// A handle to one store (one project's data). Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating it if empty, replaying the log.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
+        for sub in ["", "wal", "seg"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(StoreError::io(dir.join(sub)))?;
+        }
+        let manifest = match Manifest::load(dir)? {
+            Some(m) => m,
+            None => {
+                let m = Manifest::new();
+                m.commit(dir)?;
+                m
+            }
+        };
+        let mut dicts = Dicts::default();
+        let mut identity = IdentityGraph::new();
+        let mut erased = HashMap::new();
+        for name in &manifest.deltas {
+            let d = Delta::read(&dir.join("seg").join(name))?;
+            for (k, (start, strings)) in d.dicts.into_iter().enumerate() {
+                let have = dicts.all[k].len() as u64;
+                if start > have {
+                    return Err(StoreError::Corrupt(format!(
+                        "{name}: dictionary {k} starts at {start}, have {have}"
+                    )));
+                }
+                // deltas may overlap (a delta holds strings added up to its writing)
+                let skip = (have - start) as usize;
+                dicts.all[k].extend_loaded(strings.into_iter().skip(skip));
+            }
+            identity.grow(dicts.all[DICT_IDS].len() as u32);
+            for (a, b) in d.links {
+                identity.link(a, b);
+            }
+            erased.extend(d.erased);
+        }
+        identity.grow(dicts.all[DICT_IDS].len() as u32);
+        let mut segments = Vec::new();
+        let mut dedup = HashMap::new();
+        let horizon = now_ms() - config.dedup_window_ms;
+        for name in &manifest.segments {
+            let file = SegmentFile::open(&dir.join("seg").join(name))?;
+            let cols = file.load_columns()?;
+            for (h, r) in cols.msg_hash.iter().zip(&cols.received_at) {
+                if *r >= horizon {
+                    dedup.insert(*h, *r);
+                }
+            }
+            segments.push(Arc::new(LoadedSegment {
+                name: name.clone(),
+                file,
+                cols: Arc::new(cols),
+            }));
+        }
+        remove_orphans(dir, &manifest)?;
+        let delta_starts = std::array::from_fn(|k| dicts.all[k].len());
+        let state = State {
+            identity,
+            identity_version: 0,
+            roots_cache: None,
+            pending_links: Vec::new(),
+            erased: Arc::new(erased),
+            pending_erased: Vec::new(),
+            segments,
+            mem: Vec::new(),
+            frozen: Vec::new(),
+            mem_rows: 0,
+            dedup,
+            manifest: manifest.clone(),
+            delta_starts,
+        };
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            config,
+            dicts: RwLock::new(dicts),
+            state: RwLock::new(state),
+            tx: Mutex::new(None),
+            writer: Mutex::new(None),
+            flusher: Mutex::new(None),
+            flush_lock: Mutex::new(()),
+            flush_wanted: AtomicBool::new(false),
+            write_error: Mutex::new(None),
+            appended: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+        });
+
+        // replay the log into the in-memory table
+        let wal_dir = dir.join("wal");
+        let mut replayed = 0u64;
+        let report = wal::replay(&wal_dir, manifest.wal_from, |payload| {
+            let rec = decode_record(payload)?;
+            replayed += 1;
+            inner.apply(rec);
+            Ok(())
+        })?;
+        if report.frames > 0 || report.truncated_bytes > 0 {
+            tracing::info!(
+                frames = report.frames,
+                files = report.files,
+                truncated_bytes = report.truncated_bytes,
+                "replayed write-ahead log"
+            );
+        }
+        let writer = WalWriter::open(&wal_dir, report.last_seq.max(manifest.wal_from))?;
+        let (tx, rx) = sync_channel::<Request>(1024);
+        *inner.tx.lock() = Some(tx);
+        let w = inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("itinera-wal".into())
+            .spawn(move || w.writer_loop(rx, writer))
+            .map_err(StoreError::io(dir))?;
+        *inner.writer.lock() = Some(handle);
+        Ok(Store { inner })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Appends touchpoints; `reply` is called once they are durable (or failed).
+    pub fn append_async(
+        &self,
+        batch: Vec<Touchpoint>,
+        reply: impl FnOnce(Result<AppendOutcome>) + Send + 'static,
+    ) {
+        self.send(Op::Append(batch), Box::new(reply));
+    }
+
+    /// Appends touchpoints and waits until they are durable.
+    pub fn append(&self, batch: Vec<Touchpoint>) -> Result<AppendOutcome> {
+        self.call(Op::Append(batch))
+    }
+
+    /// Erases a person (every id linked to `id`): gone from queries at once, from files after
+    /// [`Store::compact`].
+    pub fn erase_person(&self, id: &str) -> Result<usize> {
+        let known = self.inner.dicts.read().ids().get(id).is_some();
+        if !known {
+            return Ok(0);
+        }
+        self.call(Op::Erase {
+            id: id.to_string(),
+            at_ms: now_ms(),
+        })
+        .map(|o| o.stored)
+    }
+
+    fn send(&self, op: Op, reply: Reply) {
+        if let Some(e) = self.inner.write_error.lock().clone() {
+            return reply(Err(StoreError::ReadOnly(e)));
+        }
+        let tx = self.inner.tx.lock().clone();
+        match tx {
+            Some(tx) => {
+                if let Err(e) = tx.send(Request { op, reply }) {
+                    (e.0.reply)(Err(StoreError::Closed));
+                }
+            }
+            None => reply(Err(StoreError::Closed)),
+        }
+    }
+
+    fn call(&self, op: Op) -> Result<AppendOutcome> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(
+            op,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Writes everything in memory to a segment now.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush(self)
+    }
+
+    /// Rewrites all segments into one: identities folded in, erased persons and duplicates
+    /// removed from the files.
+    pub fn compact(&self) -> Result<()> {
+        self.flush()?;
+        self.inner.compact()
+    }
+
+    /// A consistent view for queries.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut st = self.inner.state.write();
+        let version = st.identity_version;
+        let roots = match &st.roots_cache {
+            Some((v, r)) if *v == version && r.len() == st.identity.len() => r.clone(),
+            _ => {
+                let r = Arc::new(st.identity.roots());
+                st.roots_cache = Some((version, r.clone()));
+                r
+            }
+        };
+        let mut chunks: Vec<Arc<Columns>> = st.segments.iter().map(|s| s.cols.clone()).collect();
+        let sorted = chunks.len();
+        let mem: Vec<SharedChunk> = st.frozen.iter().chain(st.mem.iter()).cloned().collect();
+        Snapshot::new(
+            chunks.drain(..).collect(),
+            sorted,
+            mem,
+            roots,
+            st.erased.clone(),
+        )
+    }
+
+    pub fn dicts(&self) -> parking_lot::RwLockReadGuard<'_, Dicts> {
+        self.inner.dicts.read()
+    }
+
+    /// Calls `f` with every stored message (normalized Segment JSON), segment rows first.
+    /// Erased persons are left out.
+    pub fn for_each_message(&self, mut f: impl FnMut(&str) -> Result<()>) -> Result<()> {
+        let (segments, mem, erased) = {
+            let st = self.inner.state.read();
+            let mem: Vec<SharedChunk> = st.frozen.iter().chain(st.mem.iter()).cloned().collect();
+            (st.segments.clone(), mem, st.erased.clone())
+        };
+        let hidden = |c: &Columns, i: usize| {
+            erased
+                .get(&c.did[i])
+                .is_some_and(|t| c.received_at[i] <= *t)
+        };
+        for s in &segments {
+            s.file.for_each_body(|row, body| {
+                if hidden(&s.cols, row) {
+                    Ok(())
+                } else {
+                    f(body)
+                }
+            })?;
+        }
+        for c in &mem {
+            for (i, b) in c.bodies.iter().enumerate() {
+                if !hidden(&c.cols, i) {
+                    f(b)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Result<StoreStats> {
+        let snap = self.snapshot();
+        let st = self.inner.state.read();
+        let dicts = self.inner.dicts.read();
+        let mut s = StoreStats {
+            events: snap.visible_rows() as u64,
+            distinct_ids: dicts.ids().len() as u64,
+            accounts: dicts.groups().len() as u64,
+            segments: st.segments.len(),
+            memory_rows: st.mem_rows as u64,
+            ..Default::default()
+        };
+        s.persons = snap.person_count() as u64;
+        let mut core = 0u64;
+        let mut seg_rows = 0u64;
+        for seg in &st.segments {
+            core += seg.file.footer.bytes_of(&["did", "ts", "event", "channel"]);
+            seg_rows += seg.file.footer.rows;
+        }
+        s.segment_bytes = dir_size(&self.inner.dir.join("seg"));
+        s.wal_bytes = dir_size(&self.inner.dir.join("wal"));
+        s.bytes_on_disk = s.segment_bytes + s.wal_bytes;
+        if seg_rows > 0 {
+            s.core_bytes_per_event = core as f64 / seg_rows as f64;
+        }
+        if s.events > 0 {
+            s.bytes_per_event = s.bytes_on_disk as f64 / s.events as f64;
+        }
+        Ok(s)
+    }
+
+    /// The error that made the store refuse writes, if any (reads keep working).
+    pub fn write_error(&self) -> Option<String> {
+        self.inner.write_error.lock().clone()
+    }
+
+    /// Stops the writer after the requests already sent; everything answered is durable.
+    pub fn close(&self) {
+        self.inner.tx.lock().take();
+        if let Some(h) = self.inner.writer.lock().take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.inner.flusher.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Copies a consistent state of the store into `out` (an online backup).
+    pub fn backup(&self, out: &Path) -> Result<()> {
+        self.flush()?;
+        let _g = self.inner.flush_lock.lock();
+        let manifest = self.inner.state.read().manifest.clone();
+        std::fs::create_dir_all(out.join("seg")).map_err(StoreError::io(out))?;
+        std::fs::create_dir_all(out.join("wal")).map_err(StoreError::io(out))?;
+        for name in manifest.segments.iter().chain(&manifest.deltas) {
+            let from = self.inner.dir.join("seg").join(name);
+            let to = out.join("seg").join(name);
+            std::fs::copy(&from, &to).map_err(StoreError::io(&from))?;
+        }
+        let mut m = manifest;
+        m.wal_from = 1;
+        m.commit(out)
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn remove_orphans(dir: &Path, m: &Manifest) -> Result<()> {
+    let seg = dir.join("seg");
+    let keep: HashSet<&String> = m.segments.iter().chain(&m.deltas).collect();
+    for e in std::fs::read_dir(&seg).map_err(StoreError::io(&seg))? {
+        let e = e.map_err(StoreError::io(&seg))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if !keep.contains(&name) {
+            tracing::info!(file = %name, "removing file left by an interrupted flush");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_file(dir.join("MANIFEST.tmp"));
+    Ok(())
+}
+
+enum Record {
+    Touchpoints(Vec<Touchpoint>),
+    Erase { id: String, at_ms: i64 },
+}
+
+fn decode_record(payload: &[u8]) -> Result<Record> {
+    let mut r = Reader::new(payload, "log record");
+    match r.u8()? {
+        REC_TOUCHPOINTS => {
+            let n = r.len()?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push(crate::columns::decode_touchpoint(&mut r)?);
+            }
+            Ok(Record::Touchpoints(v))
+        }
+        REC_ERASE => {
+            let id = r.str()?.to_string();
+            let at_ms = r.ivarint()?;
+            Ok(Record::Erase { id, at_ms })
+        }
+        t => Err(StoreError::Corrupt(format!("log record: unknown type {t}"))),
+    }
+}
+
+impl Inner {
+    fn writer_loop(self: Arc<Self>, rx: Receiver<Request>, mut wal: WalWriter) {
+        let mut pending: Vec<Request> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            pending.push(first);
+            while pending.len() < 256 {
+                match rx.try_recv() {
+                    Ok(r) => pending.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(&mut wal, std::mem::take(&mut pending));
+            if self.state.read().mem_rows >= self.config.max_memory_rows {
+                // backpressure: wait for the flush so memory stays bounded
+                let _g = self.flush_lock.lock();
+            }
+        }
+    }
+
+    /// One group commit: dedup, one log write + sync, apply, answer.
+    fn commit_group(self: &Arc<Self>, wal: &mut WalWriter, group: Vec<Request>) {
+        let mut framed = Vec::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut records = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        let mut freeze_replies = Vec::new();
+        {
+            let st = self.state.read();
+            let mut seen = HashSet::new();
+            for req in group {
+                match req.op {
+                    Op::Append(batch) => {
+                        let before = batch.len();
+                        let kept: Vec<Touchpoint> = batch
+                            .into_iter()
+                            .filter(|t| {
+                                let h = message_hash(&t.message_id);
+                                !st.dedup.contains_key(&h) && seen.insert(h)
+                            })
+                            .collect();
+                        let out = AppendOutcome {
+                            stored: kept.len(),
+                            duplicates: before - kept.len(),
+                        };
+                        if !kept.is_empty() {
+                            let mut p = vec![REC_TOUCHPOINTS];
+                            crate::codec::put_uvarint(&mut p, kept.len() as u64);
+                            for t in &kept {
+                                encode_touchpoint(&mut p, t);
+                            }
+                            frame(&mut framed, &p);
+                            records.push(Record::Touchpoints(kept));
+                        }
+                        outcomes.push(out);
+                        replies.push(req.reply);
+                    }
+                    Op::Erase { id, at_ms } => {
+                        let mut p = vec![REC_ERASE];
+                        put_str(&mut p, &id);
+                        put_ivarint(&mut p, at_ms);
+                        frame(&mut framed, &p);
+                        records.push(Record::Erase { id, at_ms });
+                        outcomes.push(AppendOutcome {
+                            stored: 1,
+                            duplicates: 0,
+                        });
+                        replies.push(req.reply);
+                    }
+                    Op::Freeze => freeze_replies.push(req.reply),
+                }
+            }
+        }
+        if !framed.is_empty() {
+            if let Err(e) = wal.append_durable(&framed) {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "write-ahead log write failed; the store is now read-only");
+                *self.write_error.lock() = Some(msg.clone());
+                for r in replies.into_iter().chain(freeze_replies) {
+                    r(Err(StoreError::ReadOnly(msg.clone())));
+                }
+                return;
+            }
+        }
+        let mut stored = 0u64;
+        let mut dups = 0u64;
+        for rec in records {
+            self.apply(rec);
+        }
+        for (reply, out) in replies.into_iter().zip(outcomes) {
+            stored += out.stored as u64;
+            dups += out.duplicates as u64;
+            reply(Ok(out));
+        }
+        self.appended.fetch_add(stored, Ordering::Relaxed);
+        self.duplicates.fetch_add(dups, Ordering::Relaxed);
+        for reply in freeze_replies {
+            reply(self.freeze(wal));
+        }
+        let rows = self.state.read().mem_rows;
+        if rows >= self.config.flush_rows && !self.flush_wanted.swap(true, Ordering::AcqRel) {
+            let me = self.clone();
+            let h = std::thread::Builder::new()
+                .name("itinera-flush".into())
+                .spawn(move || {
+                    let store = Store { inner: me.clone() };
+                    if let Err(e) = me.flush(&store) {
+                        tracing::error!(error = %e, "background flush failed");
+                    }
+                    me.flush_wanted.store(false, Ordering::Release);
+                });
+            if let Ok(h) = h {
+                if let Some(old) = self.flusher.lock().replace(h) {
+                    let _ = old.join();
+                }
+            }
+        }
+    }
+
+    fn freeze(&self, wal: &mut WalWriter) -> Result<AppendOutcome> {
+        let seq = wal.rotate()?;
+        let mut st = self.state.write();
+        let mem = std::mem::take(&mut st.mem);
+        st.frozen.extend(mem);
+        st.mem_rows = 0;
+        Ok(AppendOutcome {
+            stored: seq as usize,
+            duplicates: 0,
+        })
+    }
+
+    /// Applies a durable record to the in-memory state (used by the writer and by replay).
+    fn apply(&self, rec: Record) {
+        match rec {
+            Record::Touchpoints(batch) => self.apply_touchpoints(batch),
+            Record::Erase { id, at_ms } => {
+                let dicts = self.dicts.read();
+                let Some(did) = dicts.ids().get(&id) else {
+                    return;
+                };
+                let mut st = self.state.write();
+                let root = st.identity.root(did);
+                let members: Vec<u32> = (0..st.identity.len() as u32)
+                    .filter(|d| st.identity.root(*d) == root)
+                    .collect();
+                let mut erased = (*st.erased).clone();
+                for m in members {
+                    erased.insert(m, at_ms);
+                    st.pending_erased.push((m, at_ms));
+                }
+                st.erased = Arc::new(erased);
+            }
+        }
+    }
+
+    fn apply_touchpoints(&self, batch: Vec<Touchpoint>) {
+        let mut cols = Columns::with_capacity(batch.len());
+        let mut bodies = Vec::with_capacity(batch.len());
+        let mut links = Vec::new();
+        {
+            let mut d = self.dicts.write();
+            for t in &batch {
+                let did = d.all[DICT_IDS].intern(t.distinct_id());
+                for (a, b) in t.identity_links() {
+                    let (a, b) = (d.all[DICT_IDS].intern(a), d.all[DICT_IDS].intern(b));
+                    links.push((a, b));
+                }
+                cols.did.push(did);
+                cols.ts.push(t.timestamp_ms);
+                cols.event.push(d.all[DICT_EVENTS].intern(&t.event));
+                cols.channel.push(d.all[DICT_CHANNELS].intern(&t.channel));
+                cols.touchpoint
+                    .push(d.all[DICT_TOUCHPOINTS].intern(&t.touchpoint));
+                cols.kind.push(t.kind.code());
+                cols.group.push(
+                    t.group_id
+                        .as_deref()
+                        .map_or(NO_GROUP, |g| d.all[DICT_GROUPS].intern(g)),
+                );
+                cols.revenue.push(t.revenue.unwrap_or(f64::NAN));
+                cols.msg_hash.push(message_hash(&t.message_id));
+                cols.received_at.push(t.received_at_ms);
+            }
+        }
+        for t in batch {
+            bodies.push(t.body);
+        }
+        let ids_len = self.dicts.read().ids().len() as u32;
+        let mut st = self.state.write();
+        st.identity.grow(ids_len);
+        let mut changed = false;
+        for (a, b) in links {
+            if st.identity.link(a, b) {
+                st.pending_links.push((a, b));
+                changed = true;
+            }
+        }
+        if changed {
+            st.identity_version += 1;
+        }
+        for (h, r) in cols.msg_hash.iter().zip(&cols.received_at) {
+            st.dedup.insert(*h, *r);
+        }
+        st.mem_rows += cols.len();
+        st.mem.push(Arc::new(MemChunk { cols, bodies }));
+    }
+
+    fn flush(self: &Arc<Self>, store: &Store) -> Result<()> {
+        let _g = self.flush_lock.lock();
+        let seq = store.call(Op::Freeze)?.stored as u64;
+        let frozen: Vec<SharedChunk> = self.state.read().frozen.clone();
+        let rows: usize = frozen.iter().map(|c| c.cols.len()).sum();
+        let roots = Arc::new(self.state.read().identity.roots());
+        let mut st_manifest = self.state.read().manifest.clone();
+        st_manifest.generation += 1;
+        let gen = st_manifest.generation;
+        let seg_dir = self.dir.join("seg");
+        let mut new_segment = None;
+        if rows > 0 {
+            // sort all frozen rows by (person, time, arrival)
+            let mut order: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(rows);
+            for (ci, c) in frozen.iter().enumerate() {
+                for i in 0..c.cols.len() {
+                    let d = c.cols.did[i] as usize;
+                    let root = roots.get(d).copied().unwrap_or(d as u32);
+                    order.push((root, c.cols.ts[i], ci as u32, i as u32));
+                }
+            }
+            order.sort_unstable();
+            let mut cols = Columns::with_capacity(rows);
+            for &(_, _, ci, i) in &order {
+                cols.push_from(&frozen[ci as usize].cols, i as usize);
+            }
+            let name = format!("{gen:010}.seg");
+            let path = seg_dir.join(&name);
+            let bodies = order
+                .iter()
+                .map(|&(_, _, ci, i)| frozen[ci as usize].bodies[i as usize].clone());
+            segment::write(&path, &cols, bodies)?;
+            let file = SegmentFile::open(&path)?;
+            new_segment = Some(Arc::new(LoadedSegment {
+                name: name.clone(),
+                file,
+                cols: Arc::new(cols),
+            }));
+            st_manifest.segments.push(name);
+        }
+        // the delta: strings, links and erasures since the last one
+        let (delta, new_starts) = {
+            let mut st = self.state.write();
+            let d = self.dicts.read();
+            let mut delta = Delta {
+                links: std::mem::take(&mut st.pending_links),
+                erased: std::mem::take(&mut st.pending_erased),
+                ..Default::default()
+            };
+            let mut starts = [0usize; DICTS];
+            for k in 0..DICTS {
+                delta.dicts[k] = (
+                    st.delta_starts[k] as u64,
+                    d.all[k].strings_from(st.delta_starts[k]).to_vec(),
+                );
+                starts[k] = d.all[k].len();
+            }
+            (delta, starts)
+        };
+        let delta_name = format!("{gen:010}.delta");
+        delta.write(&seg_dir.join(&delta_name))?;
+        st_manifest.deltas.push(delta_name);
+        st_manifest.wal_from = seq;
+        wal::sync_dir(&seg_dir)?;
+        st_manifest.commit(&self.dir)?;
+        {
+            let mut st = self.state.write();
+            if let Some(s) = new_segment {
+                st.segments.push(s);
+            }
+            let n = frozen.len();
+            st.frozen.drain(..n);
+            st.manifest = st_manifest;
+            st.delta_starts = new_starts;
+            let horizon = now_ms() - self.config.dedup_window_ms;
+            if st.dedup.len() > 1_000_000 {
+                st.dedup.retain(|_, r| *r >= horizon);
+            }
+        }
+        wal::remove_before(&self.dir.join("wal"), seq)?;
+        tracing::debug!(rows, generation = gen, "flushed memory to segment");
+        let segs = self.state.read().segments.len();
+        drop(_g);
+        if segs > self.config.compact_after_segments {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn compact(&self) -> Result<()> {
+        let _g = self.flush_lock.lock();
+        let (segments, erased, roots, mut manifest) = {
+            let st = self.state.read();
+            (
+                st.segments.clone(),
+                st.erased.clone(),
+                Arc::new(st.identity.roots()),
+                st.manifest.clone(),
+            )
+        };
+        if segments.is_empty() {
+            return Ok(());
+        }
+        // gather the rows to keep: not erased, first copy of each message id
+        let mut seen = HashSet::new();
+        let mut order: Vec<(u32, i64, u32, u32)> = Vec::new();
+        for (si, s) in segments.iter().enumerate() {
+            let c = &s.cols;
+            for i in 0..c.len() {
+                let d = c.did[i];
+                if erased.get(&d).is_some_and(|t| c.received_at[i] <= *t) {
+                    continue;
+                }
+                if !seen.insert(c.msg_hash[i]) {
+                    continue;
+                }
+                let root = roots.get(d as usize).copied().unwrap_or(d);
+                order.push((root, c.ts[i], si as u32, i as u32));
+            }
+        }
+        order.sort_unstable();
+        let mut cols = Columns::with_capacity(order.len());
+        for &(_, _, si, i) in &order {
+            cols.push_from(&segments[si as usize].cols, i as usize);
+        }
+        // messages of kept rows, read segment by segment
+        let mut bodies: Vec<Vec<Option<String>>> = Vec::with_capacity(segments.len());
+        let mut keep: Vec<Vec<bool>> = segments.iter().map(|s| vec![false; s.cols.len()]).collect();
+        for &(_, _, si, i) in &order {
+            keep[si as usize][i as usize] = true;
+        }
+        for (si, s) in segments.iter().enumerate() {
+            let mut v = vec![None; s.cols.len()];
+            s.file.for_each_body(|row, b| {
+                if keep[si][row] {
+                    v[row] = Some(b.to_string());
+                }
+                Ok(())
+            })?;
+            bodies.push(v);
+        }
+        manifest.generation += 1;
+        let gen = manifest.generation;
+        let seg_dir = self.dir.join("seg");
+        let name = format!("{gen:010}.seg");
+        let path = seg_dir.join(&name);
+        let it = order
+            .iter()
+            .map(|&(_, _, si, i)| bodies[si as usize][i as usize].take().unwrap_or_default());
+        segment::write(&path, &cols, it)?;
+        let file = SegmentFile::open(&path)?;
+        // one full dictionary with erased ids blanked, replacing all deltas
+        let (delta, erased_dids) = {
+            let mut d = self.dicts.write();
+            let mut st = self.state.write();
+            // erased ids whose rows are all gone are blanked in the dictionary for good
+            let erased_dids: Vec<u32> = st.erased.keys().copied().collect();
+            for did in &erased_dids {
+                d.all[DICT_IDS].erase(*did);
+            }
+            let mut delta = Delta::default();
+            for k in 0..DICTS {
+                delta.dicts[k] = (0, d.all[k].strings_from(0).to_vec());
+                st.delta_starts[k] = d.all[k].len();
+            }
+            delta.links = st.identity.edges().collect();
+            st.pending_links.clear();
+            st.pending_erased.clear();
+            delta.erased = st.erased.iter().map(|(k, v)| (*k, *v)).collect();
+            (delta, erased_dids)
+        };
+        let delta_name = format!("{gen:010}.delta");
+        delta.write(&seg_dir.join(&delta_name))?;
+        wal::sync_dir(&seg_dir)?;
+        let old: Vec<String> = manifest
+            .segments
+            .iter()
+            .chain(&manifest.deltas)
+            .cloned()
+            .collect();
+        manifest.segments = vec![name.clone()];
+        manifest.deltas = vec![delta_name];
+        manifest.commit(&self.dir)?;
+        {
+            let mut st = self.state.write();
+            // segments flushed while compacting stay; the compacted ones are replaced
+            let compacted: HashSet<&str> = segments.iter().map(|s| s.name.as_str()).collect();
+            let rest: Vec<Arc<LoadedSegment>> = st
+                .segments
+                .iter()
+                .filter(|s| !compacted.contains(s.name.as_str()))
+                .cloned()
+                .collect();
+            st.segments = std::iter::once(Arc::new(LoadedSegment {
+                name,
+                file,
+                cols: Arc::new(cols),
+            }))
+            .chain(rest)
+            .collect();
+            st.manifest = manifest;
+        }
+        for f in old {
+            let _ = std::fs::remove_file(seg_dir.join(f));
+        }
+        wal::sync_dir(&seg_dir)?;
+        tracing::info!(
+            generation = gen,
+            erased_ids = erased_dids.len(),
+            "compacted segments"
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.tx.lock().take();
+    }
+}

@@ -1,0 +1,273 @@
+use itinera_core::{message, ChannelRules, NormalizeOptions, Touchpoint};
+use itinera_store::{ScanOptions, Store, StoreConfig, StoreError};
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn tp(v: Value) -> Touchpoint {
+    let m = message::normalize(v, None, &NormalizeOptions::at(now()), || "gen".into()).unwrap();
+    Touchpoint::from_message(&m, &ChannelRules::default())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn track(id: &str, user: &str, event: &str, minute: i64) -> Touchpoint {
+    tp(
+        json!({"type":"track","messageId":id,"userId":user,"event":event,
+        "timestamp": message::format_ts(1_699_000_000_000 + minute * 60_000)}),
+    )
+}
+
+fn small() -> StoreConfig {
+    StoreConfig {
+        flush_rows: 1_000_000,
+        ..Default::default()
+    }
+}
+
+/// (person id string, [event names in order]) for every person.
+fn journeys(store: &Store) -> Vec<(String, Vec<String>)> {
+    let snap = store.snapshot();
+    let parts = snap.scan_persons(&ScanOptions::default(), Vec::new, |acc, p| {
+        acc.push((p.person, p.event.to_vec()))
+    });
+    let d = store.dicts();
+    let mut out: Vec<(String, Vec<String>)> = parts
+        .into_iter()
+        .flatten()
+        .map(|(p, ev)| {
+            (
+                d.ids().name(p).to_string(),
+                ev.iter().map(|e| d.events().name(*e).to_string()).collect(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn all_files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for e in walk(dir) {
+        let data = std::fs::read(&e).unwrap();
+        // segments are compressed: look into the decompressed blocks too
+        let mut hay = data.clone();
+        if e.extension().is_some_and(|x| x == "seg") {
+            let f = itinera_store::segment::SegmentFile::open(&e).unwrap();
+            f.for_each_body(|_, b| {
+                hay.extend_from_slice(b.as_bytes());
+                Ok(())
+            })
+            .unwrap();
+        }
+        if hay.windows(needle.len()).any(|w| w == needle) {
+            hits.push(e.display().to_string());
+        }
+    }
+    hits
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
+
+#[test]
+fn append_dedup_recover_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), small()).unwrap();
+        let o = s
+            .append(vec![
+                track("m1", "u1", "a", 1),
+                track("m2", "u1", "b", 2),
+                track("m1", "u1", "a", 1),
+            ])
+            .unwrap();
+        assert_eq!((o.stored, o.duplicates), (2, 1));
+        let o = s
+            .append(vec![track("m2", "u1", "b", 2), track("m3", "u2", "a", 0)])
+            .unwrap();
+        assert_eq!((o.stored, o.duplicates), (1, 1));
+        s.close();
+    }
+    // restart: replayed from the log, dedup still knows m1..m3
+    let s = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(
+        journeys(&s),
+        vec![
+            ("u1".into(), vec!["a".into(), "b".into()]),
+            ("u2".into(), vec!["a".into()])
+        ]
+    );
+    assert_eq!(
+        s.append(vec![track("m3", "u2", "a", 0)])
+            .unwrap()
+            .duplicates,
+        1
+    );
+    s.flush().unwrap();
+    s.append(vec![track("m4", "u1", "c", 0)]).unwrap();
+    s.close();
+    let s = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(
+        journeys(&s)[0],
+        ("u1".into(), vec!["c".into(), "a".into(), "b".into()]),
+        "rows from segment and log merge by time"
+    );
+    assert_eq!(
+        s.append(vec![track("m1", "u1", "a", 1)])
+            .unwrap()
+            .duplicates,
+        1,
+        "dedup survives a flush and restart"
+    );
+    let stats = s.stats().unwrap();
+    assert_eq!(stats.events, 4);
+    assert_eq!(stats.persons, 2);
+}
+
+#[test]
+fn late_identify_joins_anonymous_history_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), small()).unwrap();
+    let page = |id: &str, anon: &str, m: i64| {
+        tp(json!({"type":"page","messageId":id,"anonymousId":anon,
+        "timestamp": message::format_ts(1_699_000_000_000 + m * 60_000)}))
+    };
+    s.append(vec![page("p1", "anon-1", 1), page("p2", "anon-2", 2)])
+        .unwrap();
+    s.flush().unwrap();
+    s.append(vec![track("t1", "user-9", "Signed Up", 5)])
+        .unwrap();
+    assert_eq!(journeys(&s).len(), 3);
+    // identify links anon-1 to user-9; alias links anon-2 too
+    s.append(vec![tp(json!({"type":"identify","messageId":"i1","userId":"user-9","anonymousId":"anon-1","timestamp":message::format_ts(1_699_000_000_000 + 6 * 60_000)}))]).unwrap();
+    s.append(vec![tp(json!({"type":"alias","messageId":"al","userId":"user-9","previousId":"anon-2","timestamp":message::format_ts(1_699_000_000_000 + 7 * 60_000)}))]).unwrap();
+    let j = journeys(&s);
+    assert_eq!(j.len(), 1, "{j:?}");
+    assert_eq!(
+        j[0].1,
+        vec!["page_view", "page_view", "Signed Up", "identify", "alias"]
+    );
+    s.close();
+    let s = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(journeys(&s).len(), 1, "stitching survives restart");
+    s.compact().unwrap();
+    s.close();
+    let s = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(journeys(&s)[0].1.len(), 5, "and compaction");
+}
+
+#[test]
+fn erasure_removes_the_person_from_queries_then_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), small()).unwrap();
+    let secret = "erase-me@example.org";
+    s.append(vec![
+        tp(json!({"type":"identify","messageId":"e1","userId":secret,"anonymousId":"anon-secret","traits":{"email":secret},"timestamp":"2024-01-01T00:00:00Z"})),
+        track("e2", "keep-me", "a", 1),
+    ])
+    .unwrap();
+    s.flush().unwrap();
+    s.append(vec![track("e3", secret, "later", 3)]).unwrap();
+    assert_eq!(s.erase_person("anon-secret").unwrap(), 1);
+    assert_eq!(
+        journeys(&s)
+            .iter()
+            .map(|j| j.0.as_str())
+            .collect::<Vec<_>>(),
+        vec!["keep-me"],
+        "gone from queries at once"
+    );
+    let mut exported = Vec::new();
+    s.for_each_message(|m| {
+        exported.push(m.to_string());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(exported.len(), 1);
+    assert!(
+        !all_files_contain(dir.path(), secret.as_bytes()).is_empty(),
+        "the test can see the id in files before compaction"
+    );
+    s.compact().unwrap();
+    assert_eq!(
+        all_files_contain(dir.path(), secret.as_bytes()),
+        Vec::<String>::new(),
+        "gone from every file"
+    );
+    assert_eq!(
+        all_files_contain(dir.path(), b"anon-secret"),
+        Vec::<String>::new()
+    );
+    s.close();
+    let s = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(journeys(&s).len(), 1);
+    // the person may come back later; that is a new journey
+    s.append(vec![track("e4", secret, "back", 9)]).unwrap();
+    assert_eq!(journeys(&s).len(), 2);
+}
+
+#[test]
+fn newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path(), small()).unwrap().close();
+    let p = dir.path().join("MANIFEST");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    m["format"] = json!(99);
+    std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+    match Store::open(dir.path(), small()) {
+        Err(StoreError::TooNew { found: 99, .. }) => {}
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("opened a newer format"),
+    }
+}
+
+#[test]
+fn background_flush_and_auto_compaction_keep_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        flush_rows: 500,
+        max_memory_rows: 2_000,
+        compact_after_segments: 3,
+        ..Default::default()
+    };
+    let s = Store::open(dir.path(), cfg.clone()).unwrap();
+    let mut n = 0;
+    for b in 0..40 {
+        let batch: Vec<Touchpoint> = (0..100)
+            .map(|i| {
+                n += 1;
+                track(
+                    &format!("b{b}-{i}"),
+                    &format!("u{}", i % 37),
+                    "e",
+                    (b * 100 + i) as i64,
+                )
+            })
+            .collect();
+        s.append(batch).unwrap();
+    }
+    s.flush().unwrap();
+    let total: usize = journeys(&s).iter().map(|j| j.1.len()).sum();
+    assert_eq!(total, n);
+    s.close();
+    let s = Store::open(dir.path(), cfg).unwrap();
+    let j = journeys(&s);
+    assert_eq!(j.iter().map(|j| j.1.len()).sum::<usize>(), n);
+    assert_eq!(j.len(), 37);
+    assert!(s.stats().unwrap().segments <= 4);
+}
