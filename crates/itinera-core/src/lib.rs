@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod identity;
+pub mod ingest;
 pub mod message;
 pub mod touchpoint;
 

@@ -1,1 +1,294 @@
+//! Metadata in an embedded SQLite database: projects and their credentials.
+//!
+//! Credentials come in two kinds that cannot stand in for each other: a **write key** can only
+//! ingest (it ships inside web pages and apps, so it must not read data), a **read token** can only
+//! query. Secrets are random, shown once, and stored as SHA-256 hashes; a short prefix is kept
+//! to tell keys apart in listings.
 
+use rand::Rng;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// The project that exists in every data directory, so single-project use needs no flag.
+pub const DEFAULT_PROJECT: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("no project named {0:?}")]
+    NoProject(String),
+    #[error("no key with id or prefix {0:?}")]
+    NoKey(String),
+    #[error("invalid project name {0:?}: use 1-64 letters, digits, '-' or '_'")]
+    BadName(String),
+}
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+/// What a credential allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    Write,
+    Read,
+}
+
+impl KeyKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Write => "write",
+            KeyKind::Read => "read",
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Write => "wk_",
+            KeyKind::Read => "rt_",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// A key as listed: never the secret, only its prefix.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub id: i64,
+    pub project: String,
+    pub kind: KeyKind,
+    pub prefix: String,
+    pub label: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// A freshly created pair of credentials; the only time the secrets are visible.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewKeys {
+    pub project: String,
+    pub write_key: String,
+    pub read_token: String,
+}
+
+pub struct Meta {
+    conn: Connection,
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn new_secret(kind: KeyKind) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rngs::OsRng;
+    let body: String = (0..32)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{}{}", kind.prefix(), body)
+}
+
+pub fn valid_project_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl Meta {
+    /// Opens (or creates) the database and makes sure the default project exists.
+    pub fn open(path: &Path) -> Result<Meta> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS projects (
+                id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS keys (
+                id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL REFERENCES projects(id),
+                kind TEXT NOT NULL CHECK (kind IN ('write','read')), prefix TEXT NOT NULL,
+                hash TEXT NOT NULL UNIQUE, label TEXT NOT NULL DEFAULT '',
+                created_at TEXT NOT NULL, revoked_at TEXT);
+             CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
+        )?;
+        let v: Option<i64> = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?;
+        if v.is_none() {
+            conn.execute("INSERT INTO schema_version VALUES (1)", [])?;
+        }
+        let meta = Meta { conn };
+        meta.ensure_project(DEFAULT_PROJECT)?;
+        Ok(meta)
+    }
+
+    /// Creates the project if missing; returns it.
+    pub fn ensure_project(&self, name: &str) -> Result<Project> {
+        if !valid_project_name(name) {
+            return Err(MetaError::BadName(name.into()));
+        }
+        self.conn.execute(
+            "INSERT OR IGNORE INTO projects (name, created_at) VALUES (?1, ?2)",
+            params![name, now()],
+        )?;
+        self.project(name)
+    }
+
+    pub fn project(&self, name: &str) -> Result<Project> {
+        self.conn
+            .query_row(
+                "SELECT id, name, created_at FROM projects WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(Project {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| MetaError::NoProject(name.into()))
+    }
+
+    pub fn projects(&self) -> Result<Vec<Project>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, name, created_at FROM projects ORDER BY id")?;
+        let rows = st.query_map([], |r| {
+            Ok(Project {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Creates a write key and a read token for the project (creating the project if needed).
+    pub fn create_keys(&self, project: &str, label: &str) -> Result<NewKeys> {
+        let p = self.ensure_project(project)?;
+        let write_key = new_secret(KeyKind::Write);
+        let read_token = new_secret(KeyKind::Read);
+        for (kind, secret) in [(KeyKind::Write, &write_key), (KeyKind::Read, &read_token)] {
+            self.conn.execute(
+                "INSERT INTO keys (project_id, kind, prefix, hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.id, kind.as_str(), &secret[..10], hash(secret), label, now()],
+            )?;
+        }
+        Ok(NewKeys {
+            project: p.name,
+            write_key,
+            read_token,
+        })
+    }
+
+    pub fn keys(&self, project: Option<&str>) -> Result<Vec<KeyInfo>> {
+        let mut st = self.conn.prepare(
+            "SELECT k.id, p.name, k.kind, k.prefix, k.label, k.created_at, k.revoked_at
+             FROM keys k JOIN projects p ON p.id = k.project_id
+             WHERE ?1 IS NULL OR p.name = ?1 ORDER BY k.id",
+        )?;
+        let rows = st.query_map([project], |r| {
+            let kind: String = r.get(2)?;
+            Ok(KeyInfo {
+                id: r.get(0)?,
+                project: r.get(1)?,
+                kind: if kind == "write" {
+                    KeyKind::Write
+                } else {
+                    KeyKind::Read
+                },
+                prefix: r.get(3)?,
+                label: r.get(4)?,
+                created_at: r.get(5)?,
+                revoked_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Revokes a key by its id or its prefix; returns how many keys were revoked.
+    pub fn revoke(&self, id_or_prefix: &str) -> Result<usize> {
+        let n = self.conn.execute(
+            "UPDATE keys SET revoked_at = ?2 WHERE revoked_at IS NULL AND (CAST(id AS TEXT) = ?1 OR prefix = ?1)",
+            params![id_or_prefix, now()],
+        )?;
+        if n == 0 {
+            return Err(MetaError::NoKey(id_or_prefix.into()));
+        }
+        Ok(n)
+    }
+
+    /// The project a live secret of the given kind belongs to.
+    pub fn authenticate(&self, secret: &str, kind: KeyKind) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT p.name FROM keys k JOIN projects p ON p.id = k.project_id
+                 WHERE k.hash = ?1 AND k.kind = ?2 AND k.revoked_at IS NULL",
+                params![hash(secret), kind.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.sqlite")).unwrap();
+        assert_eq!(m.projects().unwrap()[0].name, DEFAULT_PROJECT);
+        let k = m.create_keys("shop", "web").unwrap();
+        assert!(k.write_key.starts_with("wk_") && k.read_token.starts_with("rt_"));
+        assert_eq!(
+            m.authenticate(&k.write_key, KeyKind::Write)
+                .unwrap()
+                .as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            m.authenticate(&k.write_key, KeyKind::Read).unwrap(),
+            None,
+            "a write key cannot read"
+        );
+        assert_eq!(
+            m.authenticate(&k.read_token, KeyKind::Write).unwrap(),
+            None,
+            "a read token cannot write"
+        );
+        let listed = m.keys(Some("shop")).unwrap();
+        assert_eq!(listed.len(), 2);
+        let raw = std::fs::read(dir.path().join("meta.sqlite")).unwrap_or_default();
+        let wal = std::fs::read(dir.path().join("meta.sqlite-wal")).unwrap_or_default();
+        for bytes in [raw, wal] {
+            assert!(
+                !bytes
+                    .windows(k.write_key.len())
+                    .any(|w| w == k.write_key.as_bytes()),
+                "secrets are stored hashed"
+            );
+        }
+        m.revoke(&listed[0].prefix).unwrap();
+        assert_eq!(m.authenticate(&k.write_key, KeyKind::Write).unwrap(), None);
+        assert!(m.revoke("nope").is_err());
+        assert!(m.ensure_project("bad name!").is_err());
+    }
+}
