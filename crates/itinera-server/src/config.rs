@@ -1,0 +1,79 @@
+//! Server configuration, read by the CLI from a TOML file, `ITINERA_*` environment variables and
+//! flags (flags win). Every field has a documented default (see `docs/configuration.md`).
+
+use itinera_core::{ChannelRules, IpPolicy};
+use itinera_store::StoreConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Data directory: metadata database and one store per project.
+    pub data: PathBuf,
+    /// Address to listen on.
+    pub listen: String,
+    /// What to keep of client IP addresses: `full`, `anonymize` (default) or `drop`.
+    pub ip_policy: IpPolicy,
+    /// Messages timestamped further than this many hours ahead of the server clock are refused.
+    pub max_future_hours: i64,
+    /// Requests per second allowed per write key (a burst of twice as many is allowed).
+    pub rate_limit_per_key: u32,
+    /// Seconds a successful key lookup is cached (a revoked key stops working after at most this).
+    pub auth_cache_seconds: u64,
+    pub store: StoreSettings,
+    pub channels: ChannelRules,
+}
+
+/// Store tuning, mirrored from [`StoreConfig`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    pub flush_rows: usize,
+    pub max_memory_rows: usize,
+    pub dedup_window_hours: i64,
+    pub compact_after_segments: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        let d = StoreConfig::default();
+        StoreSettings {
+            flush_rows: d.flush_rows,
+            max_memory_rows: d.max_memory_rows,
+            dedup_window_hours: d.dedup_window_ms / 3_600_000,
+            compact_after_segments: d.compact_after_segments,
+        }
+    }
+}
+
+impl StoreSettings {
+    pub fn to_store_config(&self) -> StoreConfig {
+        StoreConfig {
+            flush_rows: self.flush_rows.max(1),
+            max_memory_rows: self.max_memory_rows.max(self.flush_rows.max(1)),
+            dedup_window_ms: self.dedup_window_hours * 3_600_000,
+            compact_after_segments: self.compact_after_segments.max(1),
+        }
+    }
+}
+
+/// The default data directory: `$ITINERA_DATA`, else `./itinera-data`.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("itinera-data")
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data: default_data_dir(),
+            listen: "127.0.0.1:8460".into(),
+            ip_policy: IpPolicy::default(),
+            max_future_hours: 24,
+            rate_limit_per_key: 5_000,
+            auth_cache_seconds: 5,
+            store: StoreSettings::default(),
+            channels: ChannelRules::default(),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! A data directory: the metadata database and one journey store per project, opened on demand.
+//! Used by the server and by the CLI commands that work on data without a server.
+
+use itinera_meta::{Meta, MetaError};
+use itinera_store::{Store, StoreConfig, StoreError};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Version of the directory layout (meta database + `projects/<name>/`).
+pub const LAYOUT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot use data directory {path}: {reason}")]
+    Dir { path: PathBuf, reason: String },
+}
+
+pub struct DataDir {
+    root: PathBuf,
+    store_config: StoreConfig,
+    pub meta: Mutex<Meta>,
+    stores: Mutex<HashMap<String, Store>>,
+}
+
+impl DataDir {
+    pub fn open(root: &Path, store_config: StoreConfig) -> Result<Arc<DataDir>, DataDirError> {
+        let dir_err = |reason: String| DataDirError::Dir { path: root.to_path_buf(), reason };
+        std::fs::create_dir_all(root.join("projects")).map_err(|e| dir_err(e.to_string()))?;
+        let layout = root.join("LAYOUT");
+        match std::fs::read_to_string(&layout) {
+            Ok(s) => {
+                let v: u32 = s.trim().parse().map_err(|_| dir_err(format!("unreadable LAYOUT file {s:?}")))?;
+                if v > LAYOUT_VERSION {
+                    return Err(dir_err(format!(
+                        "layout version {v} is newer than this binary supports ({LAYOUT_VERSION}); upgrade itinera"
+                    )));
+                }
+            }
+            Err(_) => std::fs::write(&layout, format!("{LAYOUT_VERSION}\n")).map_err(|e| dir_err(e.to_string()))?,
+        }
+        let meta = Meta::open(&root.join("meta.sqlite"))?;
+        Ok(Arc::new(DataDir {
+            root: root.to_path_buf(),
+            store_config,
+            meta: Mutex::new(meta),
+            stores: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The store of a project, opened (and its log replayed) on first use.
+    pub fn store(&self, project: &str) -> Result<Store, DataDirError> {
+        if let Some(s) = self.stores.lock().get(project) {
+            return Ok(s.clone());
+        }
+        self.meta.lock().project(project)?;
+        let mut stores = self.stores.lock();
+        if let Some(s) = stores.get(project) {
+            return Ok(s.clone());
+        }
+        let s = Store::open(&self.root.join("projects").join(project), self.store_config.clone())?;
+        stores.insert(project.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// Stores opened so far.
+    pub fn open_stores(&self) -> Vec<(String, Store)> {
+        let mut v: Vec<_> = self.stores.lock().iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Flushes and closes every open store.
+    pub fn close(&self) {
+        for (name, s) in self.stores.lock().drain() {
+            if let Err(e) = s.flush() {
+                tracing::warn!(project = %name, error = %e, "flush at shutdown failed; the log keeps the data");
+            }
+            s.close();
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! API errors, mapped to HTTP statuses at this edge. Bodies are JSON naming the field and reason.
+
+use crate::datadir::DataDirError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use itinera_core::ingest::IndexedError;
+use itinera_meta::MetaError;
+use itinera_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{field}: {reason}")]
+    BadRequest { field: String, reason: String },
+    #[error("no message could be stored")]
+    Invalid(Vec<IndexedError>),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("rate limit exceeded for this key; retry after {0} s")]
+    RateLimited(u64),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ReadOnly(_) | StoreError::Closed => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NoProject(_) | MetaError::NoKey(_) => ApiError::NotFound(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<DataDirError> for ApiError {
+    fn from(e: DataDirError) -> Self {
+        match e {
+            DataDirError::Meta(m) => m.into(),
+            DataDirError::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::BadRequest { .. } | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = match &self {
+            ApiError::BadRequest { field, reason } => json!({
+                "success": false, "error": self.to_string(),
+                "errors": [{"index": 0, "field": field, "reason": reason}]
+            }),
+            ApiError::Invalid(errors) => json!({"success": false, "error": self.to_string(), "errors": errors}),
+            _ => json!({"success": false, "error": self.to_string()}),
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if let ApiError::RateLimited(s) = self {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

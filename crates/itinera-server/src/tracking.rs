@@ -1,0 +1,175 @@
+//! The Segment-compatible tracking API (`/v1/track`, `/v1/batch`, the browser short forms, ...).
+//!
+//! A 200 answer means every stored message is on stable storage. In a batch, good messages are
+//! stored and bad ones reported by index, field and reason; a request in which nothing could be
+//! stored is a 400.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use base64::Engine;
+use itinera_core::ingest::{self, IndexedError, Parsed};
+use itinera_core::message::{new_message_id, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
+use itinera_core::{MessageType, NormalizeOptions};
+use itinera_meta::KeyKind;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    pub success: bool,
+    pub stored: usize,
+    pub duplicates: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<IndexedError>,
+}
+
+/// Which endpoint: a single message of a type, or a batch.
+fn endpoint(name: &str) -> Option<Option<MessageType>> {
+    match name {
+        "batch" | "b" | "import" => Some(None),
+        other => MessageType::parse(other).map(Some),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Reads the body, gunzipping when asked, refusing more than `limit` bytes after decompression.
+fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        if body.len() > limit {
+            return Err(ApiError::TooLarge(format!("body is {} bytes; the limit is {limit}", body.len())));
+        }
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::with_capacity(body.len() * 4);
+    flate2::read::GzDecoder::new(&body[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::BadRequest { field: "body".into(), reason: format!("invalid gzip: {e}") })?;
+    if out.len() > limit {
+        return Err(ApiError::TooLarge(format!("body is over {limit} bytes after decompression")));
+    }
+    Ok(out)
+}
+
+/// The write key from HTTP Basic auth (key as user name) or from `writeKey` in the body.
+fn write_key(headers: &HeaderMap, body: &Value) -> Option<String> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        if let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) {
+            if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+                if let Ok(s) = String::from_utf8(raw) {
+                    let user = s.split(':').next().unwrap_or("");
+                    if !user.is_empty() {
+                        return Some(user.to_string());
+                    }
+                }
+            }
+        }
+    }
+    body.get("writeKey").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+pub async fn ingest(
+    State(app): State<Arc<AppState>>,
+    Path(kind): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let forced = endpoint(&kind).ok_or_else(|| ApiError::NotFound(format!("no endpoint /v1/{kind}")))?;
+    let limit = if forced.is_some() { MAX_MESSAGE_BYTES } else { MAX_BATCH_BYTES };
+    let raw = read_body(&headers, &body, limit)?;
+    let value: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest {
+        field: "body".into(),
+        reason: format!("invalid JSON: {e}"),
+    })?;
+    let key = write_key(&headers, &value).ok_or(ApiError::Unauthorized("a write key is required (HTTP Basic user name, or writeKey in the body)"))?;
+    let project = app.authenticate(&key, KeyKind::Write)?;
+    app.rate_limit(&key)?;
+    let store = app.data.store(&project)?;
+    let opts = NormalizeOptions {
+        received_at_ms: now_ms(),
+        max_future_ms: app.config.max_future_hours * 3_600_000,
+        ip_policy: app.config.ip_policy,
+        remote_ip: Some(remote.ip().to_string()),
+    };
+    let new_id = || new_message_id(rand::random());
+    let parsed = match forced {
+        None => ingest::parse_batch(value, &opts, &app.config.channels, new_id)
+            .map_err(|e| ApiError::BadRequest { field: e.field, reason: e.reason })?,
+        Some(t) => {
+            let mut p = Parsed::default();
+            match ingest::parse_one(value, raw.len(), Some(t), &opts, &app.config.channels, &mut { new_id }) {
+                Ok(tp) => p.touchpoints.push(tp),
+                Err(e) => p.errors.push(IndexedError::new(0, e)),
+            }
+            p
+        }
+    };
+    let received = parsed.touchpoints.len() + parsed.errors.len();
+    app.metrics.events_received.inc_by(received as u64);
+    app.metrics.events_rejected.inc_by(parsed.errors.len() as u64);
+    if parsed.touchpoints.is_empty() {
+        return Err(ApiError::Invalid(parsed.errors));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.append_async(parsed.touchpoints, move |r| {
+        let _ = tx.send(r);
+    });
+    let outcome = rx.await.map_err(|_| ApiError::Unavailable("the store closed".into()))??;
+    app.metrics.events_accepted.inc_by(outcome.stored as u64);
+    app.metrics.events_duplicate.inc_by(outcome.duplicates as u64);
+    Ok(Json(IngestResponse {
+        success: true,
+        stored: outcome.stored,
+        duplicates: outcome.duplicates,
+        errors: parsed.errors,
+    }))
+}
+
+/// What analytics.js fetches at start: where to send events.
+pub async fn settings(
+    State(app): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    app.authenticate(&key, KeyKind::Write)?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    Ok(Json(json!({
+        "integrations": {
+            "Segment.io": {
+                "apiKey": key,
+                "apiHost": format!("{host}/v1"),
+                "protocol": "http",
+                "addBundledMetadata": true,
+                "unbundledIntegrations": [],
+                "maybeBundledConfigIds": {},
+                "versionSettings": {"version": "4.4.7", "componentTypes": ["browser"]}
+            }
+        },
+        "plan": {"track": {"__default": {"enabled": true, "integrations": {}}}, "identify": {"__default": {"enabled": true}}, "group": {"__default": {"enabled": true}}},
+        "edgeFunction": {},
+        "analyticsNextEnabled": true,
+        "middlewareSettings": {},
+        "enabledMiddleware": {},
+        "metrics": {"sampleRate": 0},
+        "legacyVideoPluginsEnabled": false,
+        "remotePlugins": []
+    })))
+}
