@@ -1,1 +1,554 @@
-fn main() {}
+//! `itinera`: the single binary. Serves the tracking API, runs the demo, imports, generates,
+//! exports and administers a data directory.
+
+mod import;
+mod output;
+
+use clap::{Args, Parser, Subcommand};
+use itinera_meta::DEFAULT_PROJECT;
+use itinera_server::{AppState, DataDir, ServerConfig};
+use itinera_synth::{World, WorldSpec};
+use output::{print_record, print_records, Format};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Result of a command; errors are printed once by `main`.
+pub type CliResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Parser)]
+#[command(
+    name = "itinera",
+    version,
+    about = "Customer journey analytics: collect touchpoints, stitch journeys, measure every stage."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Data directory (metadata database and one journey store per project).
+    #[arg(
+        long,
+        env = "ITINERA_DATA",
+        default_value = "itinera-data",
+        global = true
+    )]
+    data: PathBuf,
+    /// Configuration file (TOML); see docs/configuration.md.
+    #[arg(long, env = "ITINERA_CONFIG", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct ProjectArg {
+    /// Project (the default project when omitted).
+    #[arg(long, default_value = DEFAULT_PROJECT)]
+    project: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the tracking API (and, as they are built, the query API and web app).
+    Serve {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Address to listen on [default: 127.0.0.1:8460].
+        #[arg(long, env = "ITINERA_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Generate a demo world into an empty data directory, then serve it.
+    Demo {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, env = "ITINERA_LISTEN")]
+        listen: Option<String>,
+        /// People to generate when the data directory is empty.
+        #[arg(long, default_value_t = 20_000)]
+        customers: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Projects and their credentials.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Import Segment-shaped JSON lines or CSV (offline touchpoints, history).
+    Import {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+        /// Files to import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Input format; guessed from the file extension when omitted.
+        #[arg(long, value_enum)]
+        format: Option<import::ImportFormat>,
+        /// CSV column mapping, `column=field.path` (repeatable).
+        #[arg(long = "map", value_parser = parse_mapping)]
+        mapping: Vec<(String, String)>,
+        /// Message type of CSV rows without a `type` column.
+        #[arg(long, default_value = "track")]
+        csv_type: String,
+        /// Write rejected rows (with line number, field and reason) to this JSON-lines file.
+        #[arg(long)]
+        reject: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write a synthetic world as Segment JSON lines, plus its ground truth (`OUT.truth.json`).
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        customers: u64,
+        /// Stop after this many events (0: when every customer's journey is written).
+        #[arg(long, default_value_t = 0)]
+        events: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Export stored messages (Segment-shaped JSON lines that import again losslessly).
+    Export {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+    /// Events, persons, accounts and bytes on disk.
+    Stats {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Flush memory and merge all segments into one.
+    Compact {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+    },
+    /// Erase a person (right to erasure): gone from queries and, after compaction, from every file.
+    Delete {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+        /// A user id or anonymous id of the person; every id linked to it is erased.
+        #[arg(long)]
+        person: String,
+    },
+    /// Copy a consistent state of a project's store to DIR.
+    Backup {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a write key (ingest only) and a read token (query only) for a project.
+    Create {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List keys (prefixes only; secrets are never stored).
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Revoke a key by id or prefix.
+    Revoke {
+        #[command(flatten)]
+        data: DataArgs,
+        key: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Parquet,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(|| format!("expected column=field.path, got {s:?}"))
+}
+
+/// Configuration: defaults < TOML file < `ITINERA_*` environment < flags.
+fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<ServerConfig> {
+    let mut cfg = match &args.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| format!("config {}: {e}", p.display()))?;
+            toml::from_str::<ServerConfig>(&text)
+                .map_err(|e| format!("config {}: {e}", p.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(v) = env("ITINERA_IP_POLICY") {
+        cfg.ip_policy =
+            serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {
+                format!("ITINERA_IP_POLICY: expected full, anonymize or drop, got {v:?}")
+            })?;
+    }
+    for (key, slot) in [
+        (
+            "ITINERA_RATE_LIMIT_PER_KEY",
+            &mut cfg.rate_limit_per_key as &mut dyn SetFromStr,
+        ),
+        ("ITINERA_MAX_FUTURE_HOURS", &mut cfg.max_future_hours),
+        ("ITINERA_FLUSH_ROWS", &mut cfg.store.flush_rows),
+        ("ITINERA_AUTH_CACHE_SECONDS", &mut cfg.auth_cache_seconds),
+    ] {
+        if let Some(v) = env(key) {
+            slot.set(&v).map_err(|e| format!("{key}: {e}"))?;
+        }
+    }
+    // the data flag has a default; it only overrides the file when given (flag or environment)
+    let data_given = std::env::args().any(|a| a == "--data" || a.starts_with("--data="))
+        || env("ITINERA_DATA").is_some();
+    if data_given || args.config.is_none() {
+        cfg.data = args.data.clone();
+    }
+    if let Some(l) = listen {
+        cfg.listen = l.to_string();
+    }
+    Ok(cfg)
+}
+
+trait SetFromStr {
+    fn set(&mut self, s: &str) -> Result<(), String>;
+}
+
+macro_rules! set_from_str {
+    ($($t:ty),*) => {$(
+        impl SetFromStr for $t {
+            fn set(&mut self, s: &str) -> Result<(), String> {
+                *self = s.trim().parse().map_err(|e| format!("{e}: {s:?}"))?;
+                Ok(())
+            }
+        }
+    )*};
+}
+set_from_str!(u32, u64, i64, usize);
+
+fn open_data(cfg: &ServerConfig) -> CliResult<Arc<DataDir>> {
+    Ok(DataDir::open(&cfg.data, cfg.store.to_store_config())?)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ITINERA_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("ITINERA_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+}
+
+fn main() {
+    init_tracing();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Serve { data, listen } => {
+            let cfg = load_config(&data, listen.as_deref())?;
+            let dir = open_data(&cfg)?;
+            serve(cfg, dir, None)
+        }
+        Command::Demo {
+            data,
+            listen,
+            customers,
+            seed,
+        } => {
+            let cfg = load_config(&data, listen.as_deref())?;
+            let dir = open_data(&cfg)?;
+            let store = dir.store(DEFAULT_PROJECT)?;
+            if store.stats()?.events == 0 {
+                eprintln!(
+                    "generating a demo world of {customers} people into {} ...",
+                    cfg.data.display()
+                );
+                let started = std::time::Instant::now();
+                let mut imp = import::Importer::new(&store, &cfg.channels, None, false)?;
+                let world = World::new(WorldSpec {
+                    customers,
+                    seed,
+                    ..Default::default()
+                });
+                imp.progress.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {pos} events {per_sec}")
+                        .expect("valid"),
+                );
+                for (i, m) in world.enumerate() {
+                    imp.add("demo", i as u64 + 1, m, 0, "")?;
+                    imp.progress.inc(1);
+                }
+                let r = imp.finish(started)?;
+                store.flush()?;
+                eprintln!("stored {} events in {:.1} s", r.stored, r.seconds);
+            }
+            let keys = dir.meta.lock().create_keys(DEFAULT_PROJECT, "demo")?;
+            serve(cfg, dir, Some(keys))
+        }
+        Command::Keys { command } => keys(command),
+        Command::Import {
+            data,
+            project,
+            files,
+            format,
+            mapping,
+            csv_type,
+            reject,
+            output,
+            quiet,
+        } => {
+            let cfg = load_config(&data, None)?;
+            let dir = open_data(&cfg)?;
+            let store = dir.store(&project.project)?;
+            let started = std::time::Instant::now();
+            let mut imp = import::Importer::new(&store, &cfg.channels, reject.as_deref(), quiet)?;
+            for f in &files {
+                match format.unwrap_or_else(|| import::ImportFormat::guess(f)) {
+                    import::ImportFormat::Jsonl => imp.import_jsonl(f)?,
+                    import::ImportFormat::Csv => imp.import_csv(f, &mapping, &csv_type)?,
+                    import::ImportFormat::Parquet => {
+                        return Err("parquet import is not available in this build yet; convert to JSON lines (see docs/import.md)".into())
+                    }
+                }
+            }
+            let report = imp.finish(started)?;
+            dir.close();
+            print_record(output, &report)
+        }
+        Command::Generate {
+            out,
+            customers,
+            events,
+            seed,
+        } => generate(&out, customers, events, seed),
+        Command::Export {
+            data,
+            project,
+            out,
+            format,
+        } => {
+            if format == ExportFormat::Parquet {
+                return Err(
+                    "parquet export is not available in this build yet; use --format jsonl".into(),
+                );
+            }
+            let cfg = load_config(&data, None)?;
+            let dir = open_data(&cfg)?;
+            let store = dir.store(&project.project)?;
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
+            let mut n = 0u64;
+            store.for_each_message(|m| {
+                writeln!(w, "{m}").map_err(itinera_store::StoreError::io(&out))?;
+                n += 1;
+                Ok(())
+            })?;
+            w.flush()?;
+            eprintln!("exported {n} messages to {}", out.display());
+            Ok(())
+        }
+        Command::Stats {
+            data,
+            project,
+            format,
+        } => {
+            let cfg = load_config(&data, None)?;
+            let dir = open_data(&cfg)?;
+            let stats = dir.store(&project.project)?.stats()?;
+            print_record(format, &stats)
+        }
+        Command::Compact { data, project } => {
+            let cfg = load_config(&data, None)?;
+            let dir = open_data(&cfg)?;
+            dir.store(&project.project)?.compact()?;
+            dir.close();
+            Ok(())
+        }
+        Command::Delete {
+            data,
+            project,
+            person,
+        } => {
+            let cfg = load_config(&data, None)?;
+            let dir = open_data(&cfg)?;
+            let store = dir.store(&project.project)?;
+            if store.erase_person(&person)? == 0 {
+                return Err(format!(
+                    "no person with id {person:?} in project {}",
+                    project.project
+                )
+                .into());
+            }
+            store.compact()?;
+            dir.close();
+            eprintln!("erased {person:?} and every id linked to it; compacted");
+            Ok(())
+        }
+        Command::Backup {
+            data,
+            project,
+            dir: out,
+        } => {
+            let cfg = load_config(&data, None)?;
+            let dir = open_data(&cfg)?;
+            dir.store(&project.project)?.backup(&out)?;
+            eprintln!("backup written to {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn keys(cmd: KeysCommand) -> CliResult {
+    match cmd {
+        KeysCommand::Create {
+            data,
+            project,
+            label,
+            format,
+        } => {
+            let cfg = load_config(&data, None)?;
+            let keys = open_data(&cfg)?
+                .meta
+                .lock()
+                .create_keys(&project.project, &label)?;
+            print_record(format, &keys)
+        }
+        KeysCommand::List {
+            data,
+            project,
+            format,
+        } => {
+            let cfg = load_config(&data, None)?;
+            let keys = open_data(&cfg)?.meta.lock().keys(project.as_deref())?;
+            print_records(
+                format,
+                &[
+                    "id",
+                    "project",
+                    "kind",
+                    "prefix",
+                    "label",
+                    "created_at",
+                    "revoked_at",
+                ],
+                &keys,
+            )
+        }
+        KeysCommand::Revoke { data, key } => {
+            let cfg = load_config(&data, None)?;
+            let n = open_data(&cfg)?.meta.lock().revoke(&key)?;
+            eprintln!("revoked {n} key(s)");
+            Ok(())
+        }
+    }
+}
+
+fn generate(out: &Path, customers: u64, events: u64, seed: u64) -> CliResult {
+    let started = std::time::Instant::now();
+    let mut world = World::new(WorldSpec {
+        customers,
+        max_events: events,
+        seed,
+        ..Default::default()
+    });
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+    let bar = indicatif::ProgressBar::new(if events > 0 { events } else { 0 });
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} events {per_sec} ETA {eta}")
+            .expect("valid"),
+    );
+    let mut n = 0u64;
+    for m in world.by_ref() {
+        serde_json::to_writer(&mut w, &m)?;
+        w.write_all(b"\n")?;
+        n += 1;
+        if n % 10_000 == 0 {
+            bar.set_position(n);
+        }
+    }
+    w.flush()?;
+    bar.finish_and_clear();
+    let truth_path = PathBuf::from(format!("{}.truth.json", out.display()));
+    std::fs::write(&truth_path, serde_json::to_vec_pretty(world.truth())?)?;
+    eprintln!(
+        "wrote {n} events to {} in {:.1} s; ground truth in {}",
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        truth_path.display()
+    );
+    Ok(())
+}
+
+fn serve(
+    cfg: ServerConfig,
+    dir: Arc<DataDir>,
+    demo_keys: Option<itinera_meta::NewKeys>,
+) -> CliResult {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(listen = %addr, data = %cfg.data.display(), "itinera is serving");
+        println!("Itinera is running at http://{addr}/");
+        println!("  tracking API: http://{addr}/v1/batch   health: http://{addr}/healthz   metrics: http://{addr}/metrics");
+        if let Some(k) = demo_keys {
+            println!("  write key (ingest): {}", k.write_key);
+            println!("  read token (query): {}", k.read_token);
+            println!("  try: curl -u {}: http://{addr}/v1/track -d '{{\"userId\":\"me\",\"event\":\"Hello\"}}' -H 'content-type: application/json'", k.write_key);
+        }
+        std::io::stdout().flush()?;
+        let app = AppState::new(cfg, dir);
+        itinera_server::serve(app, listener, itinera_server::shutdown_signal()).await?;
+        CliResult::Ok(())
+    })
+}

@@ -30,19 +30,26 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn open(root: &Path, store_config: StoreConfig) -> Result<Arc<DataDir>, DataDirError> {
-        let dir_err = |reason: String| DataDirError::Dir { path: root.to_path_buf(), reason };
+        let dir_err = |reason: String| DataDirError::Dir {
+            path: root.to_path_buf(),
+            reason,
+        };
         std::fs::create_dir_all(root.join("projects")).map_err(|e| dir_err(e.to_string()))?;
         let layout = root.join("LAYOUT");
         match std::fs::read_to_string(&layout) {
             Ok(s) => {
-                let v: u32 = s.trim().parse().map_err(|_| dir_err(format!("unreadable LAYOUT file {s:?}")))?;
+                let v: u32 = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| dir_err(format!("unreadable LAYOUT file {s:?}")))?;
                 if v > LAYOUT_VERSION {
                     return Err(dir_err(format!(
                         "layout version {v} is newer than this binary supports ({LAYOUT_VERSION}); upgrade itinera"
                     )));
                 }
             }
-            Err(_) => std::fs::write(&layout, format!("{LAYOUT_VERSION}\n")).map_err(|e| dir_err(e.to_string()))?,
+            Err(_) => std::fs::write(&layout, format!("{LAYOUT_VERSION}\n"))
+                .map_err(|e| dir_err(e.to_string()))?,
         }
         let meta = Meta::open(&root.join("meta.sqlite"))?;
         Ok(Arc::new(DataDir {
@@ -67,14 +74,22 @@ impl DataDir {
         if let Some(s) = stores.get(project) {
             return Ok(s.clone());
         }
-        let s = Store::open(&self.root.join("projects").join(project), self.store_config.clone())?;
+        let s = Store::open(
+            &self.root.join("projects").join(project),
+            self.store_config.clone(),
+        )?;
         stores.insert(project.to_string(), s.clone());
         Ok(s)
     }
 
     /// Stores opened so far.
     pub fn open_stores(&self) -> Vec<(String, Store)> {
-        let mut v: Vec<_> = self.stores.lock().iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        let mut v: Vec<_> = self
+            .stores
+            .lock()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }

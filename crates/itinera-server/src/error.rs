@@ -76,7 +76,9 @@ impl IntoResponse for ApiError {
                 "success": false, "error": self.to_string(),
                 "errors": [{"index": 0, "field": field, "reason": reason}]
             }),
-            ApiError::Invalid(errors) => json!({"success": false, "error": self.to_string(), "errors": errors}),
+            ApiError::Invalid(errors) => {
+                json!({"success": false, "error": self.to_string(), "errors": errors})
+            }
             _ => json!({"success": false, "error": self.to_string()}),
         };
         let mut resp = (status, Json(body)).into_response();

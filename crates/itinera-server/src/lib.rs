@@ -95,7 +95,10 @@ async fn healthz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         .data
         .open_stores()
         .into_iter()
-        .filter_map(|(p, s)| s.write_error().map(|e| serde_json::json!({"project": p, "error": e})))
+        .filter_map(|(p, s)| {
+            s.write_error()
+                .map(|e| serde_json::json!({"project": p, "error": e}))
+        })
         .collect();
     Json(serde_json::json!({
         "status": if errors.is_empty() { "ok" } else { "degraded" },
@@ -108,12 +111,21 @@ async fn metrics_handler(State(app): State<Arc<AppState>>) -> impl IntoResponse 
     for (project, store) in app.data.open_stores() {
         if let Ok(s) = store.stats() {
             let labels = vec![("project".to_string(), project)];
-            app.metrics.store_events.get_or_create(&labels).set(s.events as i64);
-            app.metrics.store_bytes.get_or_create(&labels).set(s.bytes_on_disk as i64);
+            app.metrics
+                .store_events
+                .get_or_create(&labels)
+                .set(s.events as i64);
+            app.metrics
+                .store_bytes
+                .get_or_create(&labels)
+                .set(s.bytes_on_disk as i64);
         }
     }
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.metrics.render(),
     )
 }
@@ -126,8 +138,14 @@ async fn track_latency(State(app): State<Arc<AppState>>, req: Request, next: Nex
         .unwrap_or_else(|| "unmatched".into());
     let start = Instant::now();
     let resp = next.run(req).await;
-    let labels = vec![("route".to_string(), route), ("status".to_string(), resp.status().as_u16().to_string())];
-    app.metrics.request_seconds.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    let labels = vec![
+        ("route".to_string(), route),
+        ("status".to_string(), resp.status().as_u16().to_string()),
+    ];
+    app.metrics
+        .request_seconds
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
     resp
 }
 
@@ -144,12 +162,17 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/projects/{key}/settings", get(tracking::settings))
         .layer(cors)
         // compressed bodies are checked again after decompression
-        .layer(DefaultBodyLimit::max(itinera_core::message::MAX_BATCH_BYTES + 64 * 1024));
+        .layer(DefaultBodyLimit::max(
+            itinera_core::message::MAX_BATCH_BYTES + 64 * 1024,
+        ));
     Router::new()
         .merge(tracking)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), track_latency))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            track_latency,
+        ))
         .with_state(app)
 }
 
@@ -162,7 +185,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let data = app.data.clone();
     let svc = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, svc).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, svc)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tokio::task::spawn_blocking(move || data.close()).await.ok();
     Ok(())
 }
@@ -174,7 +199,8 @@ pub async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -31,16 +31,45 @@ impl Default for Metrics {
         let events_accepted = Counter::default();
         let events_rejected = Counter::default();
         let events_duplicate = Counter::default();
-        let request_seconds = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let request_seconds =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let store_events = Family::default();
         let store_bytes = Family::default();
-        registry.register("events_received", "Messages received by the tracking API", events_received.clone());
-        registry.register("events_accepted", "Messages stored durably", events_accepted.clone());
-        registry.register("events_rejected", "Messages refused as invalid", events_rejected.clone());
-        registry.register("events_duplicate", "Messages dropped as retries of a stored message id", events_duplicate.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route and status", request_seconds.clone());
-        registry.register("store_events", "Events stored per project", store_events.clone());
-        registry.register("store_bytes_on_disk", "Bytes on disk per project", store_bytes.clone());
+        registry.register(
+            "events_received",
+            "Messages received by the tracking API",
+            events_received.clone(),
+        );
+        registry.register(
+            "events_accepted",
+            "Messages stored durably",
+            events_accepted.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Messages refused as invalid",
+            events_rejected.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Messages dropped as retries of a stored message id",
+            events_duplicate.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route and status",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "store_events",
+            "Events stored per project",
+            store_events.clone(),
+        );
+        registry.register(
+            "store_bytes_on_disk",
+            "Bytes on disk per project",
+            store_bytes.clone(),
+        );
         Metrics {
             registry,
             events_received,

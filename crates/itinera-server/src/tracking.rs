@@ -53,7 +53,10 @@ fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>,
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     if !gzip {
         if body.len() > limit {
-            return Err(ApiError::TooLarge(format!("body is {} bytes; the limit is {limit}", body.len())));
+            return Err(ApiError::TooLarge(format!(
+                "body is {} bytes; the limit is {limit}",
+                body.len()
+            )));
         }
         return Ok(body.to_vec());
     }
@@ -61,17 +64,28 @@ fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>,
     flate2::read::GzDecoder::new(&body[..])
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| ApiError::BadRequest { field: "body".into(), reason: format!("invalid gzip: {e}") })?;
+        .map_err(|e| ApiError::BadRequest {
+            field: "body".into(),
+            reason: format!("invalid gzip: {e}"),
+        })?;
     if out.len() > limit {
-        return Err(ApiError::TooLarge(format!("body is over {limit} bytes after decompression")));
+        return Err(ApiError::TooLarge(format!(
+            "body is over {limit} bytes after decompression"
+        )));
     }
     Ok(out)
 }
 
 /// The write key from HTTP Basic auth (key as user name) or from `writeKey` in the body.
 fn write_key(headers: &HeaderMap, body: &Value) -> Option<String> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(b64) = auth
+            .strip_prefix("Basic ")
+            .or_else(|| auth.strip_prefix("basic "))
+        {
             if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
                 if let Ok(s) = String::from_utf8(raw) {
                     let user = s.split(':').next().unwrap_or("");
@@ -82,7 +96,10 @@ fn write_key(headers: &HeaderMap, body: &Value) -> Option<String> {
             }
         }
     }
-    body.get("writeKey").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+    body.get("writeKey")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 pub async fn ingest(
@@ -92,14 +109,21 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let forced = endpoint(&kind).ok_or_else(|| ApiError::NotFound(format!("no endpoint /v1/{kind}")))?;
-    let limit = if forced.is_some() { MAX_MESSAGE_BYTES } else { MAX_BATCH_BYTES };
+    let forced =
+        endpoint(&kind).ok_or_else(|| ApiError::NotFound(format!("no endpoint /v1/{kind}")))?;
+    let limit = if forced.is_some() {
+        MAX_MESSAGE_BYTES
+    } else {
+        MAX_BATCH_BYTES
+    };
     let raw = read_body(&headers, &body, limit)?;
     let value: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest {
         field: "body".into(),
         reason: format!("invalid JSON: {e}"),
     })?;
-    let key = write_key(&headers, &value).ok_or(ApiError::Unauthorized("a write key is required (HTTP Basic user name, or writeKey in the body)"))?;
+    let key = write_key(&headers, &value).ok_or(ApiError::Unauthorized(
+        "a write key is required (HTTP Basic user name, or writeKey in the body)",
+    ))?;
     let project = app.authenticate(&key, KeyKind::Write)?;
     app.rate_limit(&key)?;
     let store = app.data.store(&project)?;
@@ -111,11 +135,22 @@ pub async fn ingest(
     };
     let new_id = || new_message_id(rand::random());
     let parsed = match forced {
-        None => ingest::parse_batch(value, &opts, &app.config.channels, new_id)
-            .map_err(|e| ApiError::BadRequest { field: e.field, reason: e.reason })?,
+        None => ingest::parse_batch(value, &opts, &app.config.channels, new_id).map_err(|e| {
+            ApiError::BadRequest {
+                field: e.field,
+                reason: e.reason,
+            }
+        })?,
         Some(t) => {
             let mut p = Parsed::default();
-            match ingest::parse_one(value, raw.len(), Some(t), &opts, &app.config.channels, &mut { new_id }) {
+            match ingest::parse_one(
+                value,
+                raw.len(),
+                Some(t),
+                &opts,
+                &app.config.channels,
+                &mut { new_id },
+            ) {
                 Ok(tp) => p.touchpoints.push(tp),
                 Err(e) => p.errors.push(IndexedError::new(0, e)),
             }
@@ -124,7 +159,9 @@ pub async fn ingest(
     };
     let received = parsed.touchpoints.len() + parsed.errors.len();
     app.metrics.events_received.inc_by(received as u64);
-    app.metrics.events_rejected.inc_by(parsed.errors.len() as u64);
+    app.metrics
+        .events_rejected
+        .inc_by(parsed.errors.len() as u64);
     if parsed.touchpoints.is_empty() {
         return Err(ApiError::Invalid(parsed.errors));
     }
@@ -132,9 +169,13 @@ pub async fn ingest(
     store.append_async(parsed.touchpoints, move |r| {
         let _ = tx.send(r);
     });
-    let outcome = rx.await.map_err(|_| ApiError::Unavailable("the store closed".into()))??;
+    let outcome = rx
+        .await
+        .map_err(|_| ApiError::Unavailable("the store closed".into()))??;
     app.metrics.events_accepted.inc_by(outcome.stored as u64);
-    app.metrics.events_duplicate.inc_by(outcome.duplicates as u64);
+    app.metrics
+        .events_duplicate
+        .inc_by(outcome.duplicates as u64);
     Ok(Json(IngestResponse {
         success: true,
         stored: outcome.stored,
@@ -150,7 +191,10 @@ pub async fn settings(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     app.authenticate(&key, KeyKind::Write)?;
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     Ok(Json(json!({
         "integrations": {
             "Segment.io": {

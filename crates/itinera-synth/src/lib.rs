@@ -35,7 +35,7 @@ impl Default for WorldSpec {
             customers: 10_000,
             max_events: 0,
             seed: 42,
-            start_ms: 1_735_689_600_000, // 2025-01-01
+            start_ms: 1_704_067_200_000, // 2024-01-01
             days: 365,
         }
     }
@@ -96,10 +96,30 @@ pub struct Realized {
 
 fn personas() -> Vec<Persona> {
     vec![
-        Persona { name: "bargain_hunter", share: 0.35, progress: [0.55, 0.35, 0.45], repeat: 0.25 },
-        Persona { name: "researcher", share: 0.25, progress: [0.75, 0.30, 0.55], repeat: 0.30 },
-        Persona { name: "impulse_buyer", share: 0.25, progress: [0.45, 0.55, 0.70], repeat: 0.35 },
-        Persona { name: "loyal_regular", share: 0.15, progress: [0.70, 0.50, 0.75], repeat: 0.60 },
+        Persona {
+            name: "bargain_hunter",
+            share: 0.35,
+            progress: [0.55, 0.35, 0.45],
+            repeat: 0.25,
+        },
+        Persona {
+            name: "researcher",
+            share: 0.25,
+            progress: [0.75, 0.30, 0.55],
+            repeat: 0.30,
+        },
+        Persona {
+            name: "impulse_buyer",
+            share: 0.25,
+            progress: [0.45, 0.55, 0.70],
+            repeat: 0.35,
+        },
+        Persona {
+            name: "loyal_regular",
+            share: 0.15,
+            progress: [0.70, 0.50, 0.75],
+            repeat: 0.60,
+        },
     ]
 }
 
@@ -153,8 +173,10 @@ struct Ctx<'a> {
 impl World {
     pub fn new(spec: WorldSpec) -> World {
         let personas = personas();
-        let persona_pick = WeightedIndex::new(personas.iter().map(|p| p.share)).expect("shares are positive");
-        let channel_pick = WeightedIndex::new(CHANNELS.iter().map(|c| c.1)).expect("shares are positive");
+        let persona_pick =
+            WeightedIndex::new(personas.iter().map(|p| p.share)).expect("shares are positive");
+        let channel_pick =
+            WeightedIndex::new(CHANNELS.iter().map(|c| c.1)).expect("shares are positive");
         let truth = GroundTruth {
             seed: spec.seed,
             personas: personas.clone(),
@@ -216,18 +238,33 @@ impl World {
             match ch {
                 "organic_search" => ctx["page"]["referrer"] = json!("https://www.google.com/"),
                 "social" => ctx["page"]["referrer"] = json!("https://www.instagram.com/"),
-                "paid_search" => ctx["campaign"] = json!({"source": "google", "medium": "cpc", "name": "spring-sale"}),
-                "display" => ctx["campaign"] = json!({"source": "adnet", "medium": "display", "name": "banner-q2"}),
-                "email" => ctx["campaign"] = json!({"source": "newsletter", "medium": "email", "name": "weekly"}),
+                "paid_search" => {
+                    ctx["campaign"] =
+                        json!({"source": "google", "medium": "cpc", "name": "spring-sale"})
+                }
+                "display" => {
+                    ctx["campaign"] =
+                        json!({"source": "adnet", "medium": "display", "name": "banner-q2"})
+                }
+                "email" => {
+                    ctx["campaign"] =
+                        json!({"source": "newsletter", "medium": "email", "name": "weekly"})
+                }
                 "referral" => ctx["campaign"] = json!({"source": "friend", "medium": "referral"}),
                 _ => {}
             }
         }
-        self.emit(c, json!({"type": "page", "properties": {"path": path}, "context": ctx}));
+        self.emit(
+            c,
+            json!({"type": "page", "properties": {"path": path}, "context": ctx}),
+        );
     }
 
     fn track(&mut self, c: &mut Ctx<'_>, event: &str, props: Value) {
-        self.emit(c, json!({"type": "track", "event": event, "properties": props}));
+        self.emit(
+            c,
+            json!({"type": "track", "event": event, "properties": props}),
+        );
     }
 
     fn b2c_person(&mut self, out: &mut Vec<Value>, referral: Option<(String, String, i64)>) {
@@ -246,7 +283,12 @@ impl World {
             Some((_, _, t)) => *t + self.gap(60.0 * 24.0),
             None => self.spec.start_ms + self.rng.gen_range(0..self.spec.days * DAY),
         };
-        let mut c = Ctx { anon: format!("anon-{:x}-{n}", self.spec.seed), user: None, t: start, out };
+        let mut c = Ctx {
+            anon: format!("anon-{:x}-{n}", self.spec.seed),
+            user: None,
+            t: start,
+            out,
+        };
         let user_id = format!("c{n}");
         let mut reached = [1u64, 0, 0, 0];
         // awareness
@@ -254,11 +296,19 @@ impl World {
             c.user = Some(user_id.clone());
             self.emit(&mut c, json!({"type":"track","event":"Store Visit","properties":{"store":"berlin-mitte"},"context":{"library":{"name":"itinera-pos-import"}}}));
         } else {
-            let landing = if self.rng.gen_bool(0.5) { "/" } else { "/blog/packing-list" };
+            let landing = if self.rng.gen_bool(0.5) {
+                "/"
+            } else {
+                "/blog/packing-list"
+            };
             self.page(&mut c, landing, Some(channel));
         }
         if let Some((advocate, code, _)) = &referral {
-            self.track(&mut c, "Referral Accepted", json!({"referrer_id": advocate, "referral_code": code}));
+            self.track(
+                &mut c,
+                "Referral Accepted",
+                json!({"referrer_id": advocate, "referral_code": code}),
+            );
         }
         let p = |k: usize| (persona.progress[k] * effect).min(0.97);
         // consideration
@@ -272,18 +322,29 @@ impl World {
                 c.t += self.gap(3.0);
                 let sku = self.rng.gen_range(1000..1100);
                 self.page(&mut c, &format!("/products/{sku}"), None);
-                self.track(&mut c, "Product Viewed", json!({"product_id": product.0, "price": product.1}));
+                self.track(
+                    &mut c,
+                    "Product Viewed",
+                    json!({"product_id": product.0, "price": product.1}),
+                );
             }
             // decision
             if self.rng.gen_bool(p(1)) {
                 reached[2] = 1;
                 c.t += self.gap(5.0);
-                self.track(&mut c, "Product Added", json!({"product_id": product.0, "price": product.1}));
+                self.track(
+                    &mut c,
+                    "Product Added",
+                    json!({"product_id": product.0, "price": product.1}),
+                );
                 c.t += self.gap(600.0);
                 c.user = Some(user_id.clone());
                 let traits = json!({"email": format!("{user_id}@example.com"), "persona": persona.name, "segment": "b2c"});
                 let anon = c.anon.clone();
-                self.emit(&mut c, json!({"type":"identify","anonymousId": anon,"traits": traits}));
+                self.emit(
+                    &mut c,
+                    json!({"type":"identify","anonymousId": anon,"traits": traits}),
+                );
                 if self.rng.gen_bool(p(2)) {
                     reached[3] = 1;
                     self.purchase_cycle(&mut c, &persona, product);
@@ -294,7 +355,9 @@ impl World {
         for (k, hit) in reached.iter().enumerate() {
             r.reached[k] += hit;
             r.reached_by_persona.entry(persona.name.into()).or_default()[k] += hit;
-            r.reached_by_first_channel.entry(channel.into()).or_default()[k] += hit;
+            r.reached_by_first_channel
+                .entry(channel.into())
+                .or_default()[k] += hit;
         }
     }
 
@@ -311,17 +374,27 @@ impl World {
             let qty = 1 + (self.rng.gen_range(0..10) / 8) as i64;
             let revenue = (product.1 * qty as f64 * 100.0).round() / 100.0;
             let order_id = format!("o-{user}-{orders}");
-            self.track(c, "Order Completed", json!({"order_id": order_id, "revenue": revenue, "currency": "EUR",
-                "products": [{"product_id": product.0, "price": product.1, "quantity": qty}]}));
+            self.track(
+                c,
+                "Order Completed",
+                json!({"order_id": order_id, "revenue": revenue, "currency": "EUR",
+                "products": [{"product_id": product.0, "price": product.1, "quantity": qty}]}),
+            );
             self.truth.realized.orders += 1;
             self.truth.realized.revenue += revenue;
             if orders == 1 {
                 c.t += self.gap(2.0);
-                self.track(c, "Email Opened", json!({"email_subject": "Welcome! Here is what happens next"}));
+                self.track(
+                    c,
+                    "Email Opened",
+                    json!({"email_subject": "Welcome! Here is what happens next"}),
+                );
             }
             // CSAT after delivery
             c.t += 2 * DAY + self.gap(600.0);
-            let csat = (4.2 + self.rng.gen_range(-2.2..1.0f64)).round().clamp(1.0, 5.0) as i64;
+            let csat = (4.2 + self.rng.gen_range(-2.2..1.0f64))
+                .round()
+                .clamp(1.0, 5.0) as i64;
             self.survey(c, "csat-delivery", "csat", csat);
             if self.rng.gen_bool(0.15) {
                 c.t += self.gap(120.0);
@@ -339,8 +412,16 @@ impl World {
             } else {
                 self.page(c, "/", Some("email"));
             }
-            self.track(c, "Product Viewed", json!({"product_id": product.0, "price": product.1}));
-            self.track(c, "Product Added", json!({"product_id": product.0, "price": product.1}));
+            self.track(
+                c,
+                "Product Viewed",
+                json!({"product_id": product.0, "price": product.1}),
+            );
+            self.track(
+                c,
+                "Product Added",
+                json!({"product_id": product.0, "price": product.1}),
+            );
         }
         if orders > 1 {
             self.truth.realized.repeat_purchasers += 1;
@@ -348,7 +429,9 @@ impl World {
         // NPS a month after the last order
         c.t += 30 * DAY + self.gap(600.0);
         let base = 6.0 + orders.min(4) as f64 * 0.8;
-        let nps = (base + self.rng.gen_range(-4.0..3.5f64)).round().clamp(0.0, 10.0) as i64;
+        let nps = (base + self.rng.gen_range(-4.0..3.5f64))
+            .round()
+            .clamp(0.0, 10.0) as i64;
         self.survey(c, "nps-relationship", "nps", nps);
         if nps >= 9 && self.rng.gen_bool(self.truth.promoter_referral_rate) {
             c.t += self.gap(600.0);
@@ -369,7 +452,11 @@ impl World {
                 self.truth.realized.nps_detractors += 1;
             }
         }
-        self.track(c, "Survey Responded", json!({"survey_id": survey, "survey_kind": kind, "score": score}));
+        self.track(
+            c,
+            "Survey Responded",
+            json!({"survey_id": survey, "survey_kind": kind, "score": score}),
+        );
     }
 
     fn b2b_account(&mut self, out: &mut Vec<Value>) {
@@ -389,10 +476,23 @@ impl World {
             self.truth.realized.b2b_persons += 1;
             let role = ROLES[s % ROLES.len()];
             let user = format!("b{a}-{s}");
-            let mut c = Ctx { anon: format!("anon-b{a}-{s}-{n}"), user: None, t: start + self.rng.gen_range(0..20) * DAY, out };
-            self.page(&mut c, "/solutions/journey-analytics", Some(if s == 0 { "paid_search" } else { "direct" }));
+            let mut c = Ctx {
+                anon: format!("anon-b{a}-{s}-{n}"),
+                user: None,
+                t: start + self.rng.gen_range(0..20) * DAY,
+                out,
+            };
+            self.page(
+                &mut c,
+                "/solutions/journey-analytics",
+                Some(if s == 0 { "paid_search" } else { "direct" }),
+            );
             c.t += self.gap(20.0);
-            self.track(&mut c, "Whitepaper Downloaded", json!({"title": "ROI of journey analytics"}));
+            self.track(
+                &mut c,
+                "Whitepaper Downloaded",
+                json!({"title": "ROI of journey analytics"}),
+            );
             c.user = Some(user.clone());
             let anon = c.anon.clone();
             self.emit(&mut c, json!({"type":"identify","anonymousId": anon,"traits":{"email": format!("{user}@{account}.example"),"role": role,"segment":"b2b"}}));
@@ -413,10 +513,18 @@ impl World {
                     self.truth.realized.revenue += revenue;
                     c.t += 365 * DAY;
                     if self.rng.gen_bool(0.8) {
-                        self.track(&mut c, "Subscription Renewed", json!({"revenue": revenue, "account": account}));
+                        self.track(
+                            &mut c,
+                            "Subscription Renewed",
+                            json!({"revenue": revenue, "account": account}),
+                        );
                     }
                 } else {
-                    self.track(&mut c, "Deal Lost", json!({"account": account, "reason": "budget"}));
+                    self.track(
+                        &mut c,
+                        "Deal Lost",
+                        json!({"account": account, "reason": "budget"}),
+                    );
                 }
             }
         }
@@ -470,21 +578,39 @@ mod tests {
 
     #[test]
     fn deterministic_for_a_seed() {
-        let a: Vec<Value> = World::new(WorldSpec { customers: 200, ..Default::default() }).collect();
-        let b: Vec<Value> = World::new(WorldSpec { customers: 200, ..Default::default() }).collect();
+        let a: Vec<Value> = World::new(WorldSpec {
+            customers: 200,
+            ..Default::default()
+        })
+        .collect();
+        let b: Vec<Value> = World::new(WorldSpec {
+            customers: 200,
+            ..Default::default()
+        })
+        .collect();
         assert_eq!(a, b);
-        let c: Vec<Value> = World::new(WorldSpec { customers: 200, seed: 7, ..Default::default() }).collect();
+        let c: Vec<Value> = World::new(WorldSpec {
+            customers: 200,
+            seed: 7,
+            ..Default::default()
+        })
+        .collect();
         assert_ne!(a, c);
     }
 
     #[test]
     fn every_message_is_valid_and_truth_adds_up() {
-        let mut w = World::new(WorldSpec { customers: 2_000, ..Default::default() });
+        let mut w = World::new(WorldSpec {
+            customers: 2_000,
+            ..Default::default()
+        });
         let opts = itinera_core::NormalizeOptions::at(2_000_000_000_000);
         let mut n = 0u64;
         let mut purchases = 0u64;
         for m in w.by_ref() {
-            let msg = itinera_core::message::normalize(m, None, &opts, || unreachable!("ids are set")).unwrap();
+            let msg =
+                itinera_core::message::normalize(m, None, &opts, || unreachable!("ids are set"))
+                    .unwrap();
             n += 1;
             if msg.event.as_deref() == Some("Order Completed") {
                 purchases += 1;
@@ -493,13 +619,24 @@ mod tests {
         let t = w.truth();
         assert_eq!(t.realized.events, n);
         assert_eq!(t.realized.orders, purchases);
-        assert!(t.realized.reached[0] >= t.realized.reached[1] && t.realized.reached[1] >= t.realized.reached[2]);
+        assert!(
+            t.realized.reached[0] >= t.realized.reached[1]
+                && t.realized.reached[1] >= t.realized.reached[2]
+        );
         assert!(t.realized.referred_persons > 0, "promoters refer people");
         assert!(t.realized.accounts > 0);
     }
 
     #[test]
     fn max_events_bounds_the_stream() {
-        assert_eq!(World::new(WorldSpec { customers: 1_000_000, max_events: 1234, ..Default::default() }).count(), 1234);
+        assert_eq!(
+            World::new(WorldSpec {
+                customers: 1_000_000,
+                max_events: 1234,
+                ..Default::default()
+            })
+            .count(),
+            1234
+        );
     }
 }
