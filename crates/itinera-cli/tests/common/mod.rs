@@ -1,0 +1,115 @@
+//! Shared helpers for end-to-end tests: run the real `itinera` binary on a temporary data
+//! directory and a free loopback port.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_itinera"))
+}
+
+/// Runs `itinera ARGS` to completion and returns stdout; panics with stderr on failure.
+pub fn run(args: &[&str]) -> String {
+    let out = Command::new(bin()).args(args).env("ITINERA_LOG", "warn").output().expect("itinera runs");
+    assert!(out.status.success(), "itinera {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Keys {
+    pub write_key: String,
+    pub read_token: String,
+}
+
+pub fn create_keys(data: &Path, project: &str) -> Keys {
+    let out = run(&["keys", "create", "--data", data.to_str().unwrap(), "--project", project, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    Keys { write_key: v["write_key"].as_str().unwrap().into(), read_token: v["read_token"].as_str().unwrap().into() }
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub data: PathBuf,
+}
+
+impl Server {
+    pub fn start(data: &Path, extra_env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+            .env("ITINERA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("server starts");
+        let s = Server { child, port, data: data.to_path_buf() };
+        s.wait_ready();
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if reqwest::blocking::get(self.url("/healthz")).is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not become ready");
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        unsafe_sigterm(self.child.id());
+        let status = self.child.wait().unwrap();
+        status.code()
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every stored message of a project, via `itinera export`.
+pub fn export(data: &Path, project: &str) -> Vec<serde_json::Value> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    run(&["export", "--data", data.to_str().unwrap(), "--project", project, out.path().to_str().unwrap()]);
+    std::fs::read_to_string(out.path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn post(client: &reqwest::blocking::Client, url: &str, key: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let r = client.post(url).basic_auth(key, Some("")).json(body).send().expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
