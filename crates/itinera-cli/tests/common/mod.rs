@@ -13,13 +13,25 @@ pub fn bin() -> PathBuf {
 
 /// Runs `itinera ARGS` to completion and returns stdout; panics with stderr on failure.
 pub fn run(args: &[&str]) -> String {
-    let out = Command::new(bin()).args(args).env("ITINERA_LOG", "warn").output().expect("itinera runs");
-    assert!(out.status.success(), "itinera {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin())
+        .args(args)
+        .env("ITINERA_LOG", "warn")
+        .output()
+        .expect("itinera runs");
+    assert!(
+        out.status.success(),
+        "itinera {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Keys {
@@ -28,9 +40,21 @@ pub struct Keys {
 }
 
 pub fn create_keys(data: &Path, project: &str) -> Keys {
-    let out = run(&["keys", "create", "--data", data.to_str().unwrap(), "--project", project, "--format", "json"]);
+    let out = run(&[
+        "keys",
+        "create",
+        "--data",
+        data.to_str().unwrap(),
+        "--project",
+        project,
+        "--format",
+        "json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    Keys { write_key: v["write_key"].as_str().unwrap().into(), read_token: v["read_token"].as_str().unwrap().into() }
+    Keys {
+        write_key: v["write_key"].as_str().unwrap().into(),
+        read_token: v["read_token"].as_str().unwrap().into(),
+    }
 }
 
 /// A running server; killed when dropped.
@@ -42,17 +66,36 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, extra_env: &[(&str, &str)]) -> Server {
-        let port = free_port();
+        Server::start_on(data, free_port(), &[], extra_env)
+    }
+
+    pub fn start_on(
+        data: &Path,
+        port: u16,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = Command::new(bin());
-        cmd.args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-            .env("ITINERA_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(extra_args)
+        .env("ITINERA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("server starts");
-        let s = Server { child, port, data: data.to_path_buf() };
+        let s = Server {
+            child,
+            port,
+            data: data.to_path_buf(),
+        };
         s.wait_ready();
         s
     }
@@ -87,7 +130,9 @@ impl Server {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 impl Drop for Server {
@@ -100,7 +145,14 @@ impl Drop for Server {
 /// Every stored message of a project, via `itinera export`.
 pub fn export(data: &Path, project: &str) -> Vec<serde_json::Value> {
     let out = tempfile::NamedTempFile::new().unwrap();
-    run(&["export", "--data", data.to_str().unwrap(), "--project", project, out.path().to_str().unwrap()]);
+    run(&[
+        "export",
+        "--data",
+        data.to_str().unwrap(),
+        "--project",
+        project,
+        out.path().to_str().unwrap(),
+    ]);
     std::fs::read_to_string(out.path())
         .unwrap()
         .lines()
@@ -108,8 +160,18 @@ pub fn export(data: &Path, project: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-pub fn post(client: &reqwest::blocking::Client, url: &str, key: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    let r = client.post(url).basic_auth(key, Some("")).json(body).send().expect("request");
+pub fn post(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = client
+        .post(url)
+        .basic_auth(key, Some(""))
+        .json(body)
+        .send()
+        .expect("request");
     let status = r.status().as_u16();
     (status, r.json().unwrap_or(serde_json::Value::Null))
 }
