@@ -508,7 +508,7 @@ fn generate(out: &Path, customers: u64, events: u64, seed: u64) -> CliResult {
         serde_json::to_writer(&mut w, &m)?;
         w.write_all(b"\n")?;
         n += 1;
-        if n % 10_000 == 0 {
+        if n.is_multiple_of(10_000) {
             bar.set_position(n);
         }
     }

@@ -219,7 +219,7 @@ impl ChannelRules {
                     .context_str(&["campaign", "source"])
                     .unwrap_or("")
                     .to_ascii_lowercase();
-                if r.channel == "paid_search" && self.social_sources.iter().any(|s| *s == source) {
+                if r.channel == "paid_search" && self.social_sources.contains(&source) {
                     return "paid_social".into();
                 }
                 return r.channel.clone();

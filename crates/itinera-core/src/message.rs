@@ -380,7 +380,7 @@ pub fn normalize(
     let previous_id = id_field(&obj, "previousId")?;
     let group_id = id_field(&obj, "groupId")?;
     match kind {
-        MessageType::Track if event.as_deref().map_or(true, str::is_empty) => {
+        MessageType::Track if event.as_deref().is_none_or(str::is_empty) => {
             return Err(MessageError::new("event", "is required for track"))
         }
         MessageType::Track if event.as_deref().map_or(0, str::len) > 200 => {

@@ -71,9 +71,15 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
+        // `code` and `message` are what the Segment SDKs read from an error answer
+        let code = status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+            .replace(' ', "_");
         let body = match &self {
             ApiError::BadRequest { field, reason } => json!({
-                "success": false, "error": self.to_string(),
+                "success": false, "error": self.to_string(), "code": code, "message": self.to_string(),
                 "errors": [{"index": 0, "field": field, "reason": reason}]
             }),
             ApiError::Invalid(errors) => {

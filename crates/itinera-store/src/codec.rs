@@ -206,7 +206,7 @@ pub fn decode_runs(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<u32>>
         if len == 0 || out.len() + len > n || !(0..=u32::MAX as i64).contains(&v) {
             return Err(StoreError::Corrupt(format!("{what}: bad run")));
         }
-        out.extend(std::iter::repeat(v as u32).take(len));
+        out.extend(std::iter::repeat_n(v as u32, len));
         prev = v;
     }
     Ok(out)
@@ -293,7 +293,7 @@ mod tests {
                               t in proptest::collection::vec(any::<i64>(), 0..200),
                               f in proptest::collection::vec(any::<f64>(), 0..50)) {
             prop_assert_eq!(decode_u32s(&encode_u32s(&u), u.len(), "t").unwrap(), u.clone());
-            let r: Vec<u32> = runs.iter().flat_map(|(v, n)| std::iter::repeat(*v).take(*n)).collect();
+            let r: Vec<u32> = runs.iter().flat_map(|(v, n)| std::iter::repeat_n(*v, *n)).collect();
             prop_assert_eq!(decode_runs(&encode_runs(&r), r.len(), "t").unwrap(), r);
             prop_assert_eq!(decode_deltas(&encode_deltas(&t), t.len(), "t").unwrap(), t);
             let back = decode_f64s(&encode_f64s(&f), f.len(), "t").unwrap();

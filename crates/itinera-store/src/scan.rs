@@ -79,7 +79,6 @@ pub struct Snapshot {
 impl Snapshot {
     pub(crate) fn new(
         mut chunks: Vec<Arc<Columns>>,
-        _sorted: usize,
         mem: Vec<SharedChunk>,
         roots: Arc<Vec<u32>>,
         erased: Arc<HashMap<u32, i64>>,

@@ -379,16 +379,9 @@ impl Store {
                 r
             }
         };
-        let mut chunks: Vec<Arc<Columns>> = st.segments.iter().map(|s| s.cols.clone()).collect();
-        let sorted = chunks.len();
+        let chunks: Vec<Arc<Columns>> = st.segments.iter().map(|s| s.cols.clone()).collect();
         let mem: Vec<SharedChunk> = st.frozen.iter().chain(st.mem.iter()).cloned().collect();
-        Snapshot::new(
-            chunks.drain(..).collect(),
-            sorted,
-            mem,
-            roots,
-            st.erased.clone(),
-        )
+        Snapshot::new(chunks, mem, roots, st.erased.clone())
     }
 
     pub fn dicts(&self) -> parking_lot::RwLockReadGuard<'_, Dicts> {
@@ -797,14 +790,11 @@ impl Inner {
                 erased: std::mem::take(&mut st.pending_erased),
                 ..Default::default()
             };
-            let mut starts = [0usize; DICTS];
-            for k in 0..DICTS {
-                delta.dicts[k] = (
-                    st.delta_starts[k] as u64,
-                    d.all[k].strings_from(st.delta_starts[k]).to_vec(),
-                );
-                starts[k] = d.all[k].len();
+            for (k, slot) in delta.dicts.iter_mut().enumerate() {
+                let from = st.delta_starts[k];
+                *slot = (from as u64, d.all[k].strings_from(from).to_vec());
             }
+            let starts: [usize; DICTS] = std::array::from_fn(|k| d.all[k].len());
             (delta, starts)
         };
         let delta_name = format!("{gen:010}.delta");
