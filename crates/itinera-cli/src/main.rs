@@ -4,6 +4,10 @@
 mod import;
 mod output;
 
+/// mimalloc: the glibc allocator was a quarter of the CPU time of HTTP ingestion (measured with perf).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, Parser, Subcommand};
 use itinera_meta::DEFAULT_PROJECT;
 use itinera_server::{AppState, DataDir, ServerConfig};

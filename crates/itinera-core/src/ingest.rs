@@ -51,42 +51,80 @@ pub fn parse_one(
     Ok(Touchpoint::from_message(&m, rules))
 }
 
-/// Parses a `batch` body: `{"batch": [...], "context": {...}, "integrations": {...}}`. Top-level
-/// `context` and `integrations` are merged into each message that lacks them, as the Segment
-/// HTTP API does.
-pub fn parse_batch(
-    body: Value,
-    opts: &NormalizeOptions,
-    rules: &ChannelRules,
-    mut new_id: impl FnMut() -> String,
-) -> Result<Parsed, MessageError> {
-    let Value::Object(mut obj) = body else {
-        return Err(MessageError::new("", "a batch must be a JSON object"));
-    };
-    let items = match obj.remove("batch") {
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(MessageError::new("batch", "must be an array")),
-        None => return Err(MessageError::new("batch", "is required")),
-    };
-    let shared_context = obj.remove("context").filter(Value::is_object);
-    let shared_integrations = obj.remove("integrations").filter(Value::is_object);
-    let sent_at = obj.remove("sentAt");
-    let mut out = Parsed::default();
-    for (index, mut item) in items.into_iter().enumerate() {
-        if let Value::Object(m) = &mut item {
-            merge_default(m, "context", &shared_context);
-            merge_default(m, "integrations", &shared_integrations);
-            if let Some(s) = &sent_at {
-                m.entry("sentAt").or_insert_with(|| s.clone());
+/// A `batch` body, read without parsing its messages yet: `{"batch": [...], "context": {...},
+/// "integrations": {...}, "sentAt": "...", "writeKey": "..."}`. Each message is kept as raw JSON
+/// so its size is known without serializing it again.
+#[derive(Debug, serde::Deserialize)]
+pub struct BatchEnvelope<'a> {
+    #[serde(borrow)]
+    batch: Option<Vec<&'a serde_json::value::RawValue>>,
+    context: Option<Value>,
+    integrations: Option<Value>,
+    #[serde(rename = "sentAt")]
+    sent_at: Option<Value>,
+    #[serde(rename = "writeKey")]
+    pub write_key: Option<String>,
+}
+
+impl<'a> BatchEnvelope<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<BatchEnvelope<'a>, MessageError> {
+        let env: BatchEnvelope<'a> = serde_json::from_slice(body).map_err(|e| {
+            let field = if e.is_data() { "batch" } else { "body" };
+            MessageError::new(field, format!("invalid JSON: {e}"))
+        })?;
+        if env.batch.is_none() {
+            return Err(MessageError::new("batch", "is required"));
+        }
+        Ok(env)
+    }
+
+    /// Parses every message. Top-level `context` and `integrations` fill in messages that lack
+    /// them, and a top-level `sentAt` applies to each, as in the Segment HTTP API.
+    pub fn into_parsed(
+        self,
+        opts: &NormalizeOptions,
+        rules: &ChannelRules,
+        mut new_id: impl FnMut() -> String,
+    ) -> Parsed {
+        let shared_context = self.context.filter(Value::is_object);
+        let shared_integrations = self.integrations.filter(Value::is_object);
+        let mut out = Parsed::default();
+        for (index, raw) in self.batch.unwrap_or_default().into_iter().enumerate() {
+            let raw_len = raw.get().len();
+            let mut item: Value = match serde_json::from_str(raw.get()) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.errors.push(IndexedError::new(
+                        index,
+                        MessageError::new("", e.to_string()),
+                    ));
+                    continue;
+                }
+            };
+            if let Value::Object(m) = &mut item {
+                merge_default(m, "context", &shared_context);
+                merge_default(m, "integrations", &shared_integrations);
+                if let Some(s) = &self.sent_at {
+                    m.entry("sentAt").or_insert_with(|| s.clone());
+                }
+            }
+            match parse_one(item, raw_len, None, opts, rules, &mut new_id) {
+                Ok(t) => out.touchpoints.push(t),
+                Err(e) => out.errors.push(IndexedError::new(index, e)),
             }
         }
-        let raw_len = serde_json::to_string(&item).map(|s| s.len()).unwrap_or(0);
-        match parse_one(item, raw_len, None, opts, rules, &mut new_id) {
-            Ok(t) => out.touchpoints.push(t),
-            Err(e) => out.errors.push(IndexedError::new(index, e)),
-        }
+        out
     }
-    Ok(out)
+}
+
+/// Parses a whole `batch` body (see [`BatchEnvelope`]).
+pub fn parse_batch(
+    body: &[u8],
+    opts: &NormalizeOptions,
+    rules: &ChannelRules,
+    new_id: impl FnMut() -> String,
+) -> Result<Parsed, MessageError> {
+    Ok(BatchEnvelope::parse(body)?.into_parsed(opts, rules, new_id))
 }
 
 fn merge_default(m: &mut serde_json::Map<String, Value>, key: &str, shared: &Option<Value>) {
@@ -113,15 +151,16 @@ mod tests {
 
     #[test]
     fn batch_keeps_good_reports_bad() {
-        let body = json!({"batch": [
+        let body = serde_json::to_vec(&json!({"batch": [
             {"type":"track","userId":"u","event":"a"},
             {"type":"track","event":"no id"},
             {"type":"page","anonymousId":"x"},
             {"type":"nope","userId":"u"}
-        ], "context": {"library": {"name": "analytics-python"}}});
+        ], "context": {"library": {"name": "analytics-python"}}}))
+        .unwrap();
         let mut n = 0;
         let p = parse_batch(
-            body,
+            &body,
             &NormalizeOptions::at(0),
             &ChannelRules::default(),
             || {
@@ -148,7 +187,7 @@ mod tests {
     fn oversized_message() {
         let big = "x".repeat(MAX_MESSAGE_BYTES);
         let p = parse_batch(
-            json!({"batch":[{"type":"track","userId":"u","event":"a","properties":{"b":big}}]}),
+            &serde_json::to_vec(&json!({"batch":[{"type":"track","userId":"u","event":"a","properties":{"b":big}}]})).unwrap(),
             &NormalizeOptions::at(0),
             &ChannelRules::default(),
             || "i".into(),

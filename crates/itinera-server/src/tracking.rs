@@ -77,7 +77,7 @@ fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>,
 }
 
 /// The write key from HTTP Basic auth (key as user name) or from `writeKey` in the body.
-fn write_key(headers: &HeaderMap, body: &Value) -> Option<String> {
+fn write_key(headers: &HeaderMap, in_body: Option<&str>) -> Option<String> {
     if let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -96,10 +96,7 @@ fn write_key(headers: &HeaderMap, body: &Value) -> Option<String> {
             }
         }
     }
-    body.get("writeKey")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+    in_body.filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 pub async fn ingest(
@@ -117,11 +114,28 @@ pub async fn ingest(
         MAX_BATCH_BYTES
     };
     let raw = read_body(&headers, &body, limit)?;
-    let value: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest {
-        field: "body".into(),
-        reason: format!("invalid JSON: {e}"),
-    })?;
-    let key = write_key(&headers, &value).ok_or(ApiError::Unauthorized(
+    let bad = |e: itinera_core::MessageError| ApiError::BadRequest {
+        field: e.field,
+        reason: e.reason,
+    };
+    // a batch is read as an envelope first (messages stay raw JSON) so the key is checked before
+    // the messages are parsed
+    let (single, envelope) = match forced {
+        Some(_) => {
+            let v: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest {
+                field: "body".into(),
+                reason: format!("invalid JSON: {e}"),
+            })?;
+            (Some(v), None)
+        }
+        None => (None, Some(ingest::BatchEnvelope::parse(&raw).map_err(bad)?)),
+    };
+    let key = match (&single, &envelope) {
+        (Some(v), _) => write_key(&headers, v.get("writeKey").and_then(Value::as_str)),
+        (_, Some(env)) => write_key(&headers, env.write_key.as_deref()),
+        _ => None,
+    }
+    .ok_or(ApiError::Unauthorized(
         "a write key is required (HTTP Basic user name, or writeKey in the body)",
     ))?;
     let project = app.authenticate(&key, KeyKind::Write)?;
@@ -133,29 +147,25 @@ pub async fn ingest(
         ip_policy: app.config.ip_policy,
         remote_ip: Some(remote.ip().to_string()),
     };
-    let new_id = || new_message_id(rand::random());
-    let parsed = match forced {
-        None => ingest::parse_batch(value, &opts, &app.config.channels, new_id).map_err(|e| {
-            ApiError::BadRequest {
-                field: e.field,
-                reason: e.reason,
-            }
-        })?,
-        Some(t) => {
+    let mut new_id = || new_message_id(rand::random());
+    let parsed = match (single, envelope) {
+        (Some(value), _) => {
             let mut p = Parsed::default();
             match ingest::parse_one(
                 value,
                 raw.len(),
-                Some(t),
+                forced,
                 &opts,
                 &app.config.channels,
-                &mut { new_id },
+                &mut new_id,
             ) {
                 Ok(tp) => p.touchpoints.push(tp),
                 Err(e) => p.errors.push(IndexedError::new(0, e)),
             }
             p
         }
+        (_, Some(env)) => env.into_parsed(&opts, &app.config.channels, new_id),
+        _ => Parsed::default(),
     };
     let received = parsed.touchpoints.len() + parsed.errors.len();
     app.metrics.events_received.inc_by(received as u64);

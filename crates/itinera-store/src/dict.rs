@@ -1,7 +1,7 @@
 //! String dictionaries: every distinct id, event name, channel and touchpoint gets a dense code,
 //! so that columns hold small integers and the journey engine compares integers, not strings.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// An append-only string ↔ code map. Codes are assigned in insertion order.
 #[derive(Debug, Default, Clone)]

@@ -22,6 +22,7 @@ use crate::segment::{self, SegmentFile};
 use crate::wal::{self, frame, WalWriter};
 use itinera_core::{IdentityGraph, Touchpoint};
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -132,7 +133,7 @@ pub(crate) struct State {
     pub frozen: Vec<SharedChunk>,
     mem_rows: usize,
     /// message id hash → received at, for rows within the dedup window
-    dedup: HashMap<u64, i64>,
+    dedup: FxHashMap<u64, i64>,
     manifest: Manifest,
     delta_starts: [usize; DICTS],
 }
@@ -220,7 +221,7 @@ impl Store {
         }
         identity.grow(dicts.all[DICT_IDS].len() as u32);
         let mut segments = Vec::new();
-        let mut dedup = HashMap::new();
+        let mut dedup = FxHashMap::default();
         let horizon = now_ms() - config.dedup_window_ms;
         for name in &manifest.segments {
             let file = SegmentFile::open(&dir.join("seg").join(name))?;
@@ -563,7 +564,7 @@ impl Inner {
         let mut freeze_replies = Vec::new();
         {
             let st = self.state.read();
-            let mut seen = HashSet::new();
+            let mut seen = rustc_hash::FxHashSet::default();
             for req in group {
                 match req.op {
                     Op::Append(batch) => {
@@ -734,8 +735,10 @@ impl Inner {
         if changed {
             st.identity_version += 1;
         }
-        for (h, r) in cols.msg_hash.iter().zip(&cols.received_at) {
-            st.dedup.insert(*h, *r);
+        if self.config.dedup_window_ms > 0 {
+            for (h, r) in cols.msg_hash.iter().zip(&cols.received_at) {
+                st.dedup.insert(*h, *r);
+            }
         }
         st.mem_rows += cols.len();
         st.mem.push(Arc::new(MemChunk { cols, bodies }));
@@ -842,7 +845,7 @@ impl Inner {
             return Ok(());
         }
         // gather the rows to keep: not erased, first copy of each message id
-        let mut seen = HashSet::new();
+        let mut seen = rustc_hash::FxHashSet::default();
         let mut order: Vec<(u32, i64, u32, u32)> = Vec::new();
         for (si, s) in segments.iter().enumerate() {
             let c = &s.cols;

@@ -1,0 +1,416 @@
+//! `itinera-bench`: the measurements published in `docs/benchmarks.md`.
+//!
+//! - `store`: ingest a synthetic 4-column stream (person, time, event, channel) into the store
+//!   without HTTP, then report events/s, peak memory, bytes on disk per event for the core columns,
+//!   and warm full-scan time. `--csv` also writes the stream for the ClickHouse/DuckDB comparison
+//!   (`bench/compare_storage.py`).
+//! - `http`: a load generator for the tracking API: batches of Segment messages over loopback,
+//!   counted only when acknowledged (durable); reports events/s and request latency percentiles.
+
+/// mimalloc: the glibc allocator was a quarter of the CPU time of HTTP ingestion (measured with perf).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use clap::{Parser, Subcommand};
+use itinera_core::{MessageType, Touchpoint};
+use itinera_store::{ScanOptions, Store, StoreConfig};
+use rand::prelude::*;
+use rand_chacha::ChaCha8Rng;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Store ingest, bytes per event and warm scans, without HTTP.
+    Store {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 20)]
+        events_per_person: u64,
+        /// Store directory (a temporary one when omitted).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the 4-column stream as CSV (person,ts,event,channel).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        scan_runs: usize,
+    },
+    /// HTTP ingestion load generator.
+    Http {
+        /// Server to load; an in-process server on a temporary directory when omitted.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+const BATCH: usize = 50_000;
+const PREGENERATE_MAX: u64 = 20_000_000;
+
+const EVENTS: [&str; 12] = [
+    "page_view",
+    "Product Viewed",
+    "Product Added",
+    "Checkout Started",
+    "Order Completed",
+    "Signed Up",
+    "Email Opened",
+    "Survey Responded",
+    "Store Visit",
+    "Call Completed",
+    "Referral Sent",
+    "screen_view",
+];
+const CHANNELS: [&str; 8] = [
+    "direct",
+    "organic_search",
+    "paid_search",
+    "social",
+    "email",
+    "app",
+    "store",
+    "referral",
+];
+
+/// The synthetic 4-column stream, person by person: (person, ts ms, event, channel).
+struct Stream {
+    rng: ChaCha8Rng,
+    per_person: u64,
+    left: u64,
+    person: u64,
+    in_person: u64,
+    t: i64,
+    channel: usize,
+}
+
+impl Stream {
+    fn new(events: u64, per_person: u64) -> Stream {
+        Stream {
+            rng: ChaCha8Rng::seed_from_u64(7),
+            per_person,
+            left: events,
+            person: 0,
+            in_person: 0,
+            t: 0,
+            channel: 0,
+        }
+    }
+}
+
+impl Iterator for Stream {
+    type Item = (u64, i64, usize, usize);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        if self.in_person == 0 {
+            self.person += 1;
+            self.in_person = 1 + self.rng.gen_range(0..self.per_person * 2);
+            self.t = 1_704_067_200_000 + self.rng.gen_range(0..365 * 86_400_000i64);
+            self.channel = self.rng.gen_range(0..CHANNELS.len());
+        }
+        self.in_person -= 1;
+        // gaps: mostly seconds to minutes within a session, sometimes days
+        self.t += if self.rng.gen_bool(0.1) {
+            self.rng.gen_range(3_600_000..5 * 86_400_000)
+        } else {
+            self.rng.gen_range(1_000..300_000)
+        };
+        if self.rng.gen_bool(0.2) {
+            self.channel = self.rng.gen_range(0..CHANNELS.len());
+        }
+        let event = (self.rng.gen::<f64>().powi(2) * EVENTS.len() as f64) as usize;
+        Some((self.person, self.t, event, self.channel))
+    }
+}
+
+fn touchpoint(person: u64, ts: i64, event: usize, channel: usize, seq: u64) -> Touchpoint {
+    let user = format!("p{person}");
+    let message_id = format!("b{seq}");
+    let body = format!(
+        r#"{{"type":"track","event":"{}","userId":"{user}","messageId":"{message_id}","timestamp":"{}"}}"#,
+        EVENTS[event],
+        itinera_core::message::format_ts(ts)
+    );
+    Touchpoint {
+        kind: MessageType::Track,
+        message_id,
+        timestamp_ms: ts,
+        received_at_ms: ts,
+        user_id: Some(user),
+        anonymous_id: None,
+        previous_id: None,
+        group_id: None,
+        event: EVENTS[event].to_string(),
+        channel: CHANNELS[channel].to_string(),
+        touchpoint: EVENTS[event].to_string(),
+        revenue: None,
+        body,
+    }
+}
+
+fn store_bench(
+    events: u64,
+    per_person: u64,
+    dir: Option<PathBuf>,
+    csv: Option<PathBuf>,
+    scan_runs: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().join("store"));
+    let store = Store::open(
+        &dir,
+        StoreConfig {
+            dedup_window_ms: 0,
+            ..StoreConfig::default()
+        },
+    )?;
+    let mut csv_out = match &csv {
+        Some(p) => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(p)?);
+            writeln!(w, "person,ts,event,channel")?;
+            Some(w)
+        }
+        None => None,
+    };
+    // Up to `pregenerate` events the batches are built before the clock starts, so the figure is
+    // the store's own rate; beyond, a producer thread builds them while the store commits (memory
+    // stays bounded, and the producer's work shares the two cores).
+    let pregenerated = events <= PREGENERATE_MAX;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Touchpoint>>(if pregenerated {
+        (events as usize).div_ceil(BATCH) + 1
+    } else {
+        4
+    });
+    let producer = std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH);
+        for (seq, (p, t, e, c)) in Stream::new(events, per_person).enumerate() {
+            if let Some(w) = &mut csv_out {
+                writeln!(w, "{p},{t},{e},{c}").expect("csv write");
+            }
+            batch.push(touchpoint(p, t, e, c, seq as u64));
+            if batch.len() == BATCH {
+                tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                    .expect("store alive");
+            }
+        }
+        if !batch.is_empty() {
+            tx.send(batch).expect("store alive");
+        }
+    });
+    let batches: Box<dyn Iterator<Item = Vec<Touchpoint>>> = if pregenerated {
+        producer.join().expect("producer");
+        Box::new(rx.try_iter().collect::<Vec<_>>().into_iter())
+    } else {
+        Box::new(rx.into_iter())
+    };
+    let start = Instant::now();
+    let mut stored = 0u64;
+    for batch in batches {
+        stored += store.append(batch)?.stored as u64;
+    }
+    let ingest_s = start.elapsed().as_secs_f64();
+    let mode = if pregenerated {
+        "batches built before timing"
+    } else {
+        "batches built concurrently by a producer thread"
+    };
+    let t = Instant::now();
+    store.flush()?;
+    let flush_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    store.compact()?;
+    let compact_s = t.elapsed().as_secs_f64();
+    let stats = store.stats()?;
+    println!("store ingest ({mode}, batches of {BATCH}, durable): {stored} events in {ingest_s:.2} s = {:.0} events/s (final flush {flush_s:.2} s, compaction {compact_s:.2} s)", stored as f64 / ingest_s);
+    println!("peak memory (VmHWM): {:.0} MiB", peak_rss_mib());
+    println!(
+        "bytes on disk per event, core columns (person, time, event, channel): {:.3}",
+        stats.core_bytes_per_event
+    );
+    println!(
+        "bytes on disk per event, everything (all columns + full messages): {:.1}",
+        stats.bytes_per_event
+    );
+    let snap = store.snapshot();
+    let mut times = Vec::new();
+    for _ in 0..scan_runs {
+        let t = Instant::now();
+        let counts = snap.scan_persons(
+            &ScanOptions::default(),
+            || 0u64,
+            |acc, p| {
+                // touch person, time and event of every row
+                let mut x = p.person as u64;
+                for (ts, e) in p.ts.iter().zip(p.event) {
+                    x = x.wrapping_add(*ts as u64 ^ *e as u64);
+                }
+                *acc += p.len() as u64;
+                std::hint::black_box(x);
+            },
+        );
+        let total: u64 = counts.iter().sum();
+        assert_eq!(total, stored);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "warm full scan per person (person, time, event) of {} events: median {:.3} s, best {:.3} s over {scan_runs} runs",
+        stored,
+        times[times.len() / 2],
+        times[0]
+    );
+    store.close();
+    Ok(())
+}
+
+fn http_bench(
+    url: Option<String>,
+    key: Option<String>,
+    events: u64,
+    batch: usize,
+    concurrency: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let tmp = tempfile::tempdir()?;
+        let (url, key) = match (url, key) {
+            (Some(u), Some(k)) => (u, k),
+            _ => {
+                let data = itinera_server::DataDir::open(tmp.path(), StoreConfig::default())?;
+                let keys = data.meta.lock().create_keys("default", "bench")?;
+                let cfg = itinera_server::ServerConfig { rate_limit_per_key: 0, ..Default::default() };
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let addr = listener.local_addr()?;
+                let app = itinera_server::AppState::new(cfg, data);
+                tokio::spawn(itinera_server::serve(app, listener, std::future::pending()));
+                (format!("http://{addr}"), keys.write_key)
+            }
+        };
+        let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+        let next = Arc::new(AtomicU64::new(0));
+        let requests = events.div_ceil(batch as u64);
+        let pad = "x".repeat(260);
+        // request bodies are built before the clock starts, so the load generator spends its CPU
+        // on sending, not formatting (it shares the two cores with the server)
+        let bodies: Arc<Vec<String>> = Arc::new((0..requests).map(|r| {
+        let mut body = String::with_capacity(batch * 520 + 32);
+        body.push_str(r#"{"batch":["#);
+        for i in 0..batch {
+            if i > 0 {
+                body.push(',');
+            }
+            let n = r * batch as u64 + i as u64;
+            // ~500 bytes per message, like a typical track call from a browser SDK
+            body.push_str(&format!(
+                r#"{{"type":"track","event":"Product Viewed","userId":"user-{}","messageId":"lg-{n}","timestamp":"2025-06-01T12:00:00.000Z","properties":{{"product_id":"sku-{}","price":19.9,"note":"{pad}"}},"context":{{"library":{{"name":"analytics.js","version":"2.11.1"}},"page":{{"path":"/products/{}"}}}}}}"#,
+                n % 100_000,
+                n % 997,
+                n % 997
+            ));
+        }
+        body.push_str("]}");
+            body
+        }).collect());
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (client, next, url, key, bodies) = (client.clone(), next.clone(), format!("{url}/v1/batch"), key.clone(), bodies.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut acked = 0u64;
+                loop {
+                    let r = next.fetch_add(1, Ordering::Relaxed);
+                    if r >= requests {
+                        break;
+                    }
+                    let body = bodies[r as usize].clone();
+                    let t = Instant::now();
+                    let resp = client.post(&url).basic_auth(&key, Some("")).header("content-type", "application/json").body(body).send().await;
+                    match resp {
+                        Ok(r) if r.status().is_success() => {
+                            acked += batch as u64;
+                            lat.push(t.elapsed());
+                        }
+                        Ok(r) => return Err(format!("server answered {}", r.status())),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Ok::<_, String>((acked, lat))
+            }));
+        }
+        let mut acked = 0;
+        let mut lat: Vec<Duration> = Vec::new();
+        for t in tasks {
+            let (a, l) = t.await.map_err(|e| e.to_string())??;
+            acked += a;
+            lat.extend(l);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        lat.sort();
+        let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+        println!(
+            "http ingestion: {acked} events acknowledged (durable) in {secs:.2} s = {:.0} events/s; batches of {batch}, {concurrency} connections; request latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            acked as f64 / secs,
+            pct(0.5),
+            pct(0.99),
+            lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match Cli::parse().command {
+        Command::Store {
+            events,
+            events_per_person,
+            dir,
+            csv,
+            scan_runs,
+        } => store_bench(events, events_per_person, dir, csv, scan_runs),
+        Command::Http {
+            url,
+            key,
+            events,
+            batch,
+            concurrency,
+        } => http_bench(url, key, events, batch, concurrency),
+    }
+}
