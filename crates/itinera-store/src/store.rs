@@ -365,7 +365,7 @@ impl Store {
     /// removed from the files.
     pub fn compact(&self) -> Result<()> {
         self.flush()?;
-        self.inner.compact()
+        self.inner.compact(true)
     }
 
     /// A consistent view for queries.
@@ -825,14 +825,17 @@ impl Inner {
         let segs = self.state.read().segments.len();
         drop(_g);
         if segs > self.config.compact_after_segments {
-            self.compact()?;
+            self.compact(false)?;
         }
         Ok(())
     }
 
-    fn compact(&self) -> Result<()> {
+    /// Merges segments. `full`: all of them, with erased ids blanked from the dictionary for
+    /// good. Otherwise (after a flush) size-tiered: the smallest segments are merged until about
+    /// half the limit is left, so each row is rewritten a logarithmic number of times.
+    fn compact(&self, full: bool) -> Result<()> {
         let _g = self.flush_lock.lock();
-        let (segments, erased, roots, mut manifest) = {
+        let (all_segments, erased, roots, mut manifest) = {
             let st = self.state.read();
             (
                 st.segments.clone(),
@@ -841,7 +844,19 @@ impl Inner {
                 st.manifest.clone(),
             )
         };
-        if segments.is_empty() {
+        let segments: Vec<Arc<LoadedSegment>> = if full {
+            all_segments.clone()
+        } else {
+            let keep = (self.config.compact_after_segments / 2).max(1);
+            if all_segments.len() <= keep {
+                return Ok(());
+            }
+            let mut by_size = all_segments.clone();
+            by_size.sort_by_key(|s| s.file.footer.rows);
+            by_size.truncate(all_segments.len() - keep + 1);
+            by_size
+        };
+        if segments.is_empty() || (!full && segments.len() < 2) {
             return Ok(());
         }
         // gather the rows to keep: not erased, first copy of each message id
@@ -896,8 +911,12 @@ impl Inner {
         let (delta, erased_dids) = {
             let mut d = self.dicts.write();
             let mut st = self.state.write();
-            // erased ids whose rows are all gone are blanked in the dictionary for good
-            let erased_dids: Vec<u32> = st.erased.keys().copied().collect();
+            // after a full compaction no row of an erased id is left: blank the id strings for good
+            let erased_dids: Vec<u32> = if full {
+                st.erased.keys().copied().collect()
+            } else {
+                Vec::new()
+            };
             for did in &erased_dids {
                 d.all[DICT_IDS].erase(*did);
             }
@@ -915,19 +934,28 @@ impl Inner {
         let delta_name = format!("{gen:010}.delta");
         delta.write(&seg_dir.join(&delta_name))?;
         wal::sync_dir(&seg_dir)?;
+        let compacted: HashSet<&str> = segments.iter().map(|s| s.name.as_str()).collect();
         let old: Vec<String> = manifest
             .segments
             .iter()
+            .filter(|s| compacted.contains(s.as_str()))
             .chain(&manifest.deltas)
             .cloned()
             .collect();
-        manifest.segments = vec![name.clone()];
+        manifest.segments = std::iter::once(name.clone())
+            .chain(
+                manifest
+                    .segments
+                    .iter()
+                    .filter(|s| !compacted.contains(s.as_str()))
+                    .cloned(),
+            )
+            .collect();
         manifest.deltas = vec![delta_name];
         manifest.commit(&self.dir)?;
         {
             let mut st = self.state.write();
-            // segments flushed while compacting stay; the compacted ones are replaced
-            let compacted: HashSet<&str> = segments.iter().map(|s| s.name.as_str()).collect();
+            // the segments not chosen stay; the compacted ones are replaced
             let rest: Vec<Arc<LoadedSegment>> = st
                 .segments
                 .iter()
@@ -949,6 +977,8 @@ impl Inner {
         wal::sync_dir(&seg_dir)?;
         tracing::info!(
             generation = gen,
+            segments = segments.len(),
+            full,
             erased_ids = erased_dids.len(),
             "compacted segments"
         );
