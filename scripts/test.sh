@@ -15,5 +15,5 @@ echo "== SDK tests (official Segment and RudderStack SDKs from PyPI)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
-ITINERA_BIN="$PWD/target/debug/itinera" .venv/bin/python -m pytest -q tests/sdk
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+ITINERA_BIN="$PWD/target/debug/itinera" .venv/bin/python -m pytest -q tests/python

@@ -259,7 +259,7 @@ impl<'a> Importer<'a> {
     }
 }
 
-fn set_path(obj: &mut Map<String, Value>, path: &str, value: Value) {
+pub(crate) fn set_path(obj: &mut Map<String, Value>, path: &str, value: Value) {
     let mut parts = path.split('.').peekable();
     let mut cur = obj;
     while let Some(p) = parts.next() {

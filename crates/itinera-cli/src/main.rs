@@ -3,6 +3,7 @@
 
 mod import;
 mod output;
+mod parquet_io;
 
 /// mimalloc: the glibc allocator was a quarter of the CPU time of HTTP ingestion (measured with perf).
 #[global_allocator]
@@ -80,7 +81,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Import Segment-shaped JSON lines or CSV (offline touchpoints, history).
+    /// Import Segment-shaped JSON lines, CSV or Parquet (offline touchpoints, history).
     Import {
         #[command(flatten)]
         data: DataArgs,
@@ -119,7 +120,7 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
-    /// Export stored messages (Segment-shaped JSON lines that import again losslessly).
+    /// Export stored messages: Segment-shaped JSON lines, or Parquet; both import again losslessly.
     Export {
         #[command(flatten)]
         data: DataArgs,
@@ -357,9 +358,7 @@ fn run(cli: Cli) -> CliResult {
                 match format.unwrap_or_else(|| import::ImportFormat::guess(f)) {
                     import::ImportFormat::Jsonl => imp.import_jsonl(f)?,
                     import::ImportFormat::Csv => imp.import_csv(f, &mapping, &csv_type)?,
-                    import::ImportFormat::Parquet => {
-                        return Err("parquet import is not available in this build yet; convert to JSON lines (see docs/import.md)".into())
-                    }
+                    import::ImportFormat::Parquet => imp.import_parquet(f, &mapping, &csv_type)?,
                 }
             }
             let report = imp.finish(started)?;
@@ -378,22 +377,36 @@ fn run(cli: Cli) -> CliResult {
             out,
             format,
         } => {
-            if format == ExportFormat::Parquet {
-                return Err(
-                    "parquet export is not available in this build yet; use --format jsonl".into(),
-                );
-            }
             let cfg = load_config(&data, None)?;
             let dir = open_data(&cfg)?;
             let store = dir.store(&project.project)?;
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
-            let mut n = 0u64;
-            store.for_each_message(|m| {
-                writeln!(w, "{m}").map_err(itinera_store::StoreError::io(&out))?;
-                n += 1;
-                Ok(())
-            })?;
-            w.flush()?;
+            let n = match format {
+                ExportFormat::Jsonl => {
+                    let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
+                    let mut n = 0u64;
+                    store.for_each_message(|m| {
+                        writeln!(w, "{m}").map_err(itinera_store::StoreError::io(&out))?;
+                        n += 1;
+                        Ok(())
+                    })?;
+                    w.flush()?;
+                    n
+                }
+                ExportFormat::Parquet => {
+                    let mut p = parquet_io::ParquetExport::create(&out)?;
+                    let mut failed = None;
+                    store.for_each_message(|m| {
+                        if let Err(e) = p.add(m) {
+                            failed.get_or_insert(e.to_string());
+                        }
+                        Ok(())
+                    })?;
+                    if let Some(e) = failed {
+                        return Err(e.into());
+                    }
+                    p.finish()?
+                }
+            };
             eprintln!("exported {n} messages to {}", out.display());
             Ok(())
         }
