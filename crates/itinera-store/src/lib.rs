@@ -22,6 +22,6 @@ pub use error::{Result, StoreError};
 pub use manifest::FORMAT_VERSION;
 pub use scan::{PersonEvents, ScanOptions, Snapshot};
 pub use store::{
-    AppendOutcome, Dicts, Store, StoreConfig, StoreStats, DICT_CHANNELS, DICT_EVENTS, DICT_GROUPS,
-    DICT_IDS, DICT_TOUCHPOINTS,
+    check_log_record, AppendOutcome, Dicts, Store, StoreConfig, StoreStats, DICT_CHANNELS,
+    DICT_EVENTS, DICT_GROUPS, DICT_IDS, DICT_TOUCHPOINTS,
 };

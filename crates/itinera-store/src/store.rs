@@ -516,6 +516,11 @@ enum Record {
     Erase { id: String, at_ms: i64 },
 }
 
+/// Decodes one log record payload and drops it: the entry point of the log fuzz target.
+pub fn check_log_record(payload: &[u8]) -> Result<()> {
+    decode_record(payload).map(|_| ())
+}
+
 fn decode_record(payload: &[u8]) -> Result<Record> {
     let mut r = Reader::new(payload, "log record");
     match r.u8()? {

@@ -1,0 +1,24 @@
+//! Segment and dictionary-delta decoding: arbitrary bytes as a segment file are opened, their
+//! columns and messages decoded; as a delta file, decoded. Errors are fine; panics are bugs.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = itinera_store::delta::Delta::decode(data);
+    // the column decoders behind the block checksums, reached directly
+    if let Some((n, rest)) = data.split_first() {
+        let n = *n as usize * 4;
+        let _ = itinera_store::codec::decode_runs(rest, n, "fuzz");
+        let _ = itinera_store::codec::decode_deltas(rest, n, "fuzz");
+        let _ = itinera_store::codec::decode_u32s(rest, n, "fuzz");
+        let _ = itinera_store::codec::decode_f64s(rest, n, "fuzz");
+        let _ = itinera_store::codec::decode_u64s(rest, n, "fuzz");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.seg");
+    std::fs::write(&p, data).unwrap();
+    if let Ok(seg) = itinera_store::segment::SegmentFile::open(&p) {
+        let _ = seg.load_columns();
+        let _ = seg.for_each_body(|_, _| Ok(()));
+    }
+});
