@@ -18,7 +18,7 @@ fn as_log(data: &[u8]) {
     let _ = itinera_store::check_log_record(data);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("00000000000000000001.log"), data).unwrap();
-    let _ = itinera_store::wal::replay(dir.path(), 0, |p| itinera_store::check_log_record(p));
+    let _ = itinera_store::wal::replay(dir.path(), 0, itinera_store::check_log_record);
 }
 
 fn as_segment(data: &[u8]) {
