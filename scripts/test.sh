@@ -11,7 +11,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 
-echo "== SDK tests (official Segment and RudderStack SDKs from PyPI)"
+echo "== reference engines (ClickHouse 18.16 server from Debian; chDB and DuckDB come from PyPI)"
+if ! command -v clickhouse-server >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+fi
+
+echo "== Python tests: official Segment and RudderStack SDKs, Parquet interop, funnels vs ClickHouse"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

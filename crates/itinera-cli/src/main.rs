@@ -4,6 +4,7 @@
 mod import;
 mod output;
 mod parquet_io;
+mod query;
 
 /// mimalloc: the glibc allocator was a quarter of the CPU time of HTTP ingestion (measured with perf).
 #[global_allocator]
@@ -33,7 +34,7 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct DataArgs {
+pub(crate) struct DataArgs {
     /// Data directory (metadata database and one journey store per project).
     #[arg(
         long,
@@ -48,7 +49,7 @@ struct DataArgs {
 }
 
 #[derive(Args, Clone)]
-struct ProjectArg {
+pub(crate) struct ProjectArg {
     /// Project (the default project when omitted).
     #[arg(long, default_value = DEFAULT_PROJECT)]
     project: String,
@@ -156,6 +157,11 @@ enum Command {
         #[arg(long)]
         person: String,
     },
+    /// Analyses: funnels (and, as they are built, stages, paths, retention).
+    Query {
+        #[command(subcommand)]
+        command: query::QueryCommand,
+    },
     /// Copy a consistent state of a project's store to DIR.
     Backup {
         #[command(flatten)]
@@ -210,7 +216,7 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
 }
 
 /// Configuration: defaults < TOML file < `ITINERA_*` environment < flags.
-fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<ServerConfig> {
+pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<ServerConfig> {
     let mut cfg = match &args.config {
         Some(p) => {
             let text =
@@ -268,7 +274,7 @@ macro_rules! set_from_str {
 }
 set_from_str!(u32, u64, i64, usize);
 
-fn open_data(cfg: &ServerConfig) -> CliResult<Arc<DataDir>> {
+pub(crate) fn open_data(cfg: &ServerConfig) -> CliResult<Arc<DataDir>> {
     Ok(DataDir::open(&cfg.data, cfg.store.to_store_config())?)
 }
 
@@ -410,6 +416,7 @@ fn run(cli: Cli) -> CliResult {
             eprintln!("exported {n} messages to {}", out.display());
             Ok(())
         }
+        Command::Query { command } => query::run(command),
         Command::Stats {
             data,
             project,

@@ -7,53 +7,24 @@
 //! Persons are split over threads in contiguous ranges.
 
 use crate::columns::{Columns, SharedChunk};
+use itinera_engine::{Field, Journey, JourneySource, ScanOptions, Vocabulary};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What a scan reads.
-#[derive(Debug, Clone, Default)]
-pub struct ScanOptions {
-    /// Only rows with `from_ms <= ts < to_ms`.
-    pub from_ms: Option<i64>,
-    pub to_ms: Option<i64>,
-    /// Threads to use; 0 means all cores.
-    pub threads: usize,
-}
+/// The journey of one person, as the engine reads it.
+pub type PersonEvents<'a> = Journey<'a>;
 
-/// One person's touchpoints in time order (ties keep arrival order).
-#[derive(Debug, Clone, Copy)]
-pub struct PersonEvents<'a> {
-    /// The person: the smallest distinct-id code linked to them.
-    pub person: u32,
-    pub did: &'a [u32],
-    pub ts: &'a [i64],
-    pub event: &'a [u32],
-    pub channel: &'a [u32],
-    pub touchpoint: &'a [u32],
-    pub kind: &'a [u8],
-    pub group: &'a [u32],
-    pub revenue: &'a [f64],
-}
-
-impl<'a> PersonEvents<'a> {
-    pub fn len(&self) -> usize {
-        self.ts.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ts.is_empty()
-    }
-    fn of(person: u32, c: &'a Columns, start: usize, end: usize) -> Self {
-        PersonEvents {
-            person,
-            did: &c.did[start..end],
-            ts: &c.ts[start..end],
-            event: &c.event[start..end],
-            channel: &c.channel[start..end],
-            touchpoint: &c.touchpoint[start..end],
-            kind: &c.kind[start..end],
-            group: &c.group[start..end],
-            revenue: &c.revenue[start..end],
-        }
+fn journey_of(person: u32, c: &Columns, start: usize, end: usize) -> Journey<'_> {
+    Journey {
+        person,
+        did: &c.did[start..end],
+        ts: &c.ts[start..end],
+        event: &c.event[start..end],
+        channel: &c.channel[start..end],
+        touchpoint: &c.touchpoint[start..end],
+        kind: &c.kind[start..end],
+        group: &c.group[start..end],
+        revenue: &c.revenue[start..end],
     }
 }
 
@@ -180,6 +151,9 @@ impl Snapshot {
             n => n,
         }
         .clamp(1, persons.max(1));
+        if let Some(c) = &opts.control {
+            c.add_total(persons as u64);
+        }
         let per = persons.div_ceil(threads).max(1);
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
@@ -190,8 +164,20 @@ impl Snapshot {
                         let mut scratch = Columns::default();
                         let lo = (t * per).min(persons);
                         let hi = ((t + 1) * per).min(persons);
-                        for p in lo..hi {
+                        let control = opts.control.as_deref();
+                        for (k, p) in (lo..hi).enumerate() {
+                            if k % 4096 == 4095 {
+                                if let Some(c) = control {
+                                    c.add_done(4096);
+                                    if c.is_cancelled() {
+                                        break;
+                                    }
+                                }
+                            }
                             self.visit(p, opts, &mut scratch, |ev| f(&mut acc, ev));
+                        }
+                        if let Some(c) = control {
+                            c.add_done(((hi - lo) % 4096) as u64);
                         }
                         acc
                     })
@@ -228,7 +214,7 @@ impl Snapshot {
                 e = r.start as usize + ts.partition_point(|t| *t < b);
             }
             if s < e {
-                f(&PersonEvents::of(person, c, s, e));
+                f(&journey_of(person, c, s, e));
             }
             return;
         }
@@ -251,6 +237,58 @@ impl Snapshot {
         for (_, ci, i) in idx {
             scratch.push_from(&self.chunks[ci as usize], i as usize);
         }
-        f(&PersonEvents::of(person, scratch, 0, scratch.len()));
+        f(&journey_of(person, scratch, 0, scratch.len()));
+    }
+}
+
+/// A snapshot together with the store's dictionaries: what the journey engine queries.
+pub struct StoreView {
+    pub snapshot: Snapshot,
+    store: crate::Store,
+}
+
+impl StoreView {
+    pub(crate) fn new(snapshot: Snapshot, store: crate::Store) -> StoreView {
+        StoreView { snapshot, store }
+    }
+}
+
+struct DictsVocabulary<'a>(&'a crate::Dicts);
+
+impl DictsVocabulary<'_> {
+    fn dict(&self, field: Field) -> &crate::dict::Dict {
+        match field {
+            Field::Event => self.0.events(),
+            Field::Channel => self.0.channels(),
+            Field::Touchpoint => self.0.touchpoints(),
+            Field::Account => self.0.groups(),
+            Field::DistinctId => self.0.ids(),
+        }
+    }
+}
+
+impl Vocabulary for DictsVocabulary<'_> {
+    fn names(&self, field: Field) -> &[String] {
+        self.dict(field).strings_from(0)
+    }
+
+    fn code(&self, field: Field, name: &str) -> Option<u32> {
+        self.dict(field).get(name)
+    }
+}
+
+impl JourneySource for StoreView {
+    fn scan<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &Journey<'_>) + Sync,
+    ) -> Vec<A> {
+        self.snapshot.scan_persons(opts, init, f)
+    }
+
+    fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R {
+        let dicts = self.store.dicts();
+        f(&DictsVocabulary(&dicts))
     }
 }

@@ -385,6 +385,11 @@ impl Store {
         Snapshot::new(chunks, mem, roots, st.erased.clone())
     }
 
+    /// A consistent view for the journey engine: a snapshot and the dictionaries naming its codes.
+    pub fn view(&self) -> crate::StoreView {
+        crate::StoreView::new(self.snapshot(), self.clone())
+    }
+
     pub fn dicts(&self) -> parking_lot::RwLockReadGuard<'_, Dicts> {
         self.inner.dicts.read()
     }

@@ -1,0 +1,336 @@
+//! `itinera query …`: analyses on a data directory, or on a running server with a read token.
+//! Both paths build the same backend-neutral query; the JSON printed is the API's answer.
+
+use crate::output::{print_records, Format};
+use crate::{load_config, open_data, CliResult, DataArgs, ProjectArg};
+use clap::{Args, Subcommand};
+use itinera_engine::funnel::{
+    Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, CountBy, Exclusion,
+};
+use itinera_engine::{EventSelector, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep, Span};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum QueryCommand {
+    /// Event funnel: persons (or accounts) reaching each step, conversion, time between steps.
+    Funnel(FunnelArgs),
+}
+
+/// Where a query runs: a local data directory, or a server.
+#[derive(Args, Clone)]
+pub struct Target {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    project: ProjectArg,
+    /// Run on this server (e.g. http://127.0.0.1:8460) instead of a data directory.
+    #[arg(long, env = "ITINERA_SERVER")]
+    server: Option<String>,
+    /// Read token for `--server` (`rt_…`).
+    #[arg(long, env = "ITINERA_TOKEN")]
+    token: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Args)]
+pub struct FunnelArgs {
+    /// A step (repeat, in order): an event name, or `field=value` conditions joined by `&`,
+    /// alternatives by `|` (fields: event, channel, touchpoint, kind; `field~regex`).
+    #[arg(long = "step")]
+    steps: Vec<String>,
+    /// Longest time from step 1 to the last step.
+    #[arg(long, default_value = "7d")]
+    window: String,
+    /// ordered, strict, unordered, strict_deduplication, strict_order, strict_increase.
+    #[arg(long, default_value = "ordered")]
+    order: String,
+    /// Steps a person may skip (1-based, repeatable).
+    #[arg(long = "optional")]
+    optional: Vec<usize>,
+    /// A per-step window, `STEP=DURATION`: longest time since the previous step (repeatable).
+    #[arg(long = "step-window")]
+    step_windows: Vec<String>,
+    /// Exclusion: `SELECTOR` or `SELECTOR@FROM-TO` (steps, 1-based): breaks chains in between.
+    #[arg(long = "exclude")]
+    exclusions: Vec<String>,
+    /// Count B2B accounts (all members' touchpoints together) instead of persons.
+    #[arg(long)]
+    by_account: bool,
+    /// Break down by `channel`, `touchpoint` or `event`, with `:first` (default), `:last` or
+    /// `:step=N` attribution of the value.
+    #[arg(long)]
+    breakdown: Option<String>,
+    /// Only chains starting on or after this date (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// Only chains starting before this date.
+    #[arg(long)]
+    to: Option<String>,
+    /// List the persons who `reached:N` or `dropped:N` (step N) instead of the step table.
+    #[arg(long)]
+    cohort: Option<String>,
+    /// The whole query as JSON (the API's body); other query flags are ignored.
+    #[arg(long)]
+    query_file: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn run(cmd: QueryCommand) -> CliResult {
+    match cmd {
+        QueryCommand::Funnel(args) => {
+            let q = match &args.query_file {
+                Some(p) => serde_json::from_str(
+                    &std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+                )
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+                None => funnel_query(&args)?,
+            };
+            let result: FunnelResult = execute(&args.target, "funnel", &q, |view| {
+                itinera_engine::run_funnel(view, &q, &Default::default())
+            })?;
+            print_funnel(args.target.format, &result)
+        }
+    }
+}
+
+/// Runs `local` on the project's store, or posts `query` to the server's `/api/v1/{path}`.
+fn execute<Q: Serialize, R: DeserializeOwned + Serialize>(
+    target: &Target,
+    path: &str,
+    query: &Q,
+    local: impl FnOnce(&itinera_store::StoreView) -> itinera_engine::Result<R>,
+) -> CliResult<R> {
+    if let Some(server) = &target.server {
+        let token = target
+            .token
+            .as_deref()
+            .ok_or("--server needs --token (a read token, rt_…)")?;
+        let url = format!("{}/api/v1/{path}", server.trim_end_matches('/'));
+        let resp = reqwest::blocking::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .json(query)
+            .send()
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().map_err(|e| format!("{url}: {e}"))?;
+        if !status.is_success() {
+            let msg = body["message"].as_str().unwrap_or("request failed");
+            return Err(format!("{url}: {status}: {msg}").into());
+        }
+        return Ok(serde_json::from_value(body)?);
+    }
+    let cfg = load_config(&target.data, None)?;
+    let dir = open_data(&cfg)?;
+    let store = dir.store(&target.project.project)?;
+    let result = local(&store.view())?;
+    Ok(result)
+}
+
+/// Parses `YYYY-MM-DD` (midnight UTC) or RFC 3339 into ms since the epoch.
+pub fn parse_date(flag: &str, s: &str) -> CliResult<i64> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis());
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp_millis())
+        .map_err(|_| format!("--{flag}: `{s}` is not a date (YYYY-MM-DD or RFC 3339)").into())
+}
+
+fn span(flag: &str, s: &str) -> CliResult<Span> {
+    Span::parse(s).map_err(|e| format!("--{flag}: {e}").into())
+}
+
+fn funnel_query(a: &FunnelArgs) -> CliResult<FunnelQuery> {
+    if a.steps.is_empty() {
+        return Err("give the steps with --step (at least one)".into());
+    }
+    let mut steps = Vec::new();
+    for s in &a.steps {
+        steps.push(FunnelStep::new(
+            EventSelector::parse(s).map_err(|e| format!("--step {s}: {e}"))?,
+        ));
+    }
+    for k in &a.optional {
+        steps
+            .get_mut(k.wrapping_sub(1))
+            .ok_or_else(|| format!("--optional {k}: no such step"))?
+            .optional = true;
+    }
+    for sw in &a.step_windows {
+        let (k, d) = sw
+            .split_once('=')
+            .ok_or_else(|| format!("--step-window {sw}: expected STEP=DURATION"))?;
+        let k: usize = k
+            .trim()
+            .parse()
+            .map_err(|_| format!("--step-window {sw}: `{k}` is not a step number"))?;
+        steps
+            .get_mut(k.wrapping_sub(1))
+            .ok_or_else(|| format!("--step-window {sw}: no step {k}"))?
+            .within = Some(span("step-window", d)?);
+    }
+    let mut exclusions = Vec::new();
+    for e in &a.exclusions {
+        let (sel, range) = match e.rsplit_once('@') {
+            Some((sel, r)) if r.contains('-') => (sel, Some(r)),
+            _ => (e.as_str(), None),
+        };
+        let (from_step, to_step) = match range {
+            Some(r) => {
+                let (f, t) = r.split_once('-').unwrap();
+                let num = |x: &str| {
+                    x.trim()
+                        .parse::<usize>()
+                        .map_err(|_| format!("--exclude {e}: `{x}` is not a step number"))
+                };
+                (Some(num(f)?), Some(num(t)?))
+            }
+            None => (None, None),
+        };
+        exclusions.push(Exclusion {
+            selector: EventSelector::parse(sel).map_err(|err| format!("--exclude {e}: {err}"))?,
+            from_step,
+            to_step,
+        });
+    }
+    let breakdown = match &a.breakdown {
+        None => None,
+        Some(b) => {
+            let (field, attr) = b.split_once(':').unwrap_or((b, "first"));
+            let field = match field {
+                "channel" => BreakdownField::Channel,
+                "touchpoint" => BreakdownField::Touchpoint,
+                "event" => BreakdownField::Event,
+                other => {
+                    return Err(format!(
+                        "--breakdown: `{other}` is not channel, touchpoint or event"
+                    )
+                    .into())
+                }
+            };
+            let attribution = match attr {
+                "first" => Attribution::FirstTouch,
+                "last" => Attribution::LastTouch,
+                s if s.starts_with("step=") => Attribution::Step(
+                    s[5..]
+                        .parse()
+                        .map_err(|_| format!("--breakdown: `{s}` needs a step number"))?,
+                ),
+                other => {
+                    return Err(format!(
+                        "--breakdown: attribution `{other}` is not first, last or step=N"
+                    )
+                    .into())
+                }
+            };
+            Some(Breakdown { field, attribution })
+        }
+    };
+    let cohort = match &a.cohort {
+        None => None,
+        Some(c) => {
+            let (o, k) = c
+                .split_once(':')
+                .ok_or_else(|| format!("--cohort {c}: expected reached:N or dropped:N"))?;
+            let outcome = match o {
+                "reached" => CohortOutcome::Reached,
+                "dropped" => CohortOutcome::Dropped,
+                _ => return Err(format!("--cohort {c}: expected reached:N or dropped:N").into()),
+            };
+            let step = k
+                .parse()
+                .map_err(|_| format!("--cohort {c}: `{k}` is not a step number"))?;
+            Some(CohortRequest { step, outcome })
+        }
+    };
+    Ok(FunnelQuery {
+        steps,
+        window: span("window", &a.window)?,
+        order: FunnelOrder::parse(&a.order).map_err(|e| format!("--order: {e}"))?,
+        exclusions,
+        count_by: if a.by_account {
+            CountBy::Account
+        } else {
+            CountBy::Person
+        },
+        from_ms: a.from.as_deref().map(|d| parse_date("from", d)).transpose()?,
+        to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
+        breakdown,
+        cohort,
+    })
+}
+
+fn pct(v: Option<f64>) -> serde_json::Value {
+    v.map(|x| json!(format!("{:.1}%", x * 100.0)))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn duration(v: Option<f64>) -> serde_json::Value {
+    v.map(|s| json!(Span((s * 1000.0) as i64).to_string()))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn print_funnel(format: Format, r: &FunnelResult) -> CliResult {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    if let Some(cohort) = &r.cohort {
+        let rows: Vec<_> = cohort.iter().map(|p| json!({ "id": p })).collect();
+        return print_records(format, &["id"], &rows);
+    }
+    if !r.breakdown.is_empty() {
+        let mut cols: Vec<String> = vec!["value".into()];
+        cols.extend(r.steps.iter().map(|s| format!("{}. {}", s.step, s.name)));
+        cols.push("conversion".into());
+        let rows: Vec<_> = r
+            .breakdown
+            .iter()
+            .map(|b| {
+                let mut o = serde_json::Map::new();
+                o.insert("value".into(), json!(b.value));
+                for (s, c) in r.steps.iter().zip(&b.counts) {
+                    o.insert(format!("{}. {}", s.step, s.name), json!(c));
+                }
+                o.insert("conversion".into(), pct(b.conversion));
+                serde_json::Value::Object(o)
+            })
+            .collect();
+        let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+        return print_records(format, &cols, &rows);
+    }
+    let rows: Vec<_> = r
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "step": s.step,
+                "name": if s.optional { format!("{} (optional)", s.name) } else { s.name.clone() },
+                "count": s.count,
+                "dropped": s.dropped,
+                "from previous": if format == Format::Csv { json!(s.conversion_from_previous) } else { pct(s.conversion_from_previous) },
+                "from first": if format == Format::Csv { json!(s.conversion_from_first) } else { pct(s.conversion_from_first) },
+                "median time": if format == Format::Csv { json!(s.median_seconds_from_previous) } else { duration(s.median_seconds_from_previous) },
+            })
+        })
+        .collect();
+    print_records(
+        format,
+        &[
+            "step",
+            "name",
+            "count",
+            "dropped",
+            "from previous",
+            "from first",
+            "median time",
+        ],
+        &rows,
+    )
+}

@@ -1,0 +1,1121 @@
+//! Event funnels: how many persons (or accounts) did step 1, then step 2, … within a window.
+//!
+//! One pass over each person's time-ordered touchpoints, with state per step: the cost is linear
+//! in events whatever the number of steps. The `ordered` order and the three strict modes give
+//! exactly the levels of ClickHouse's `windowFunnel` (tested against it); the other orders and the
+//! extras (optional steps, per-step windows, exclusions) are defined in `docs/funnels.md`.
+
+use crate::duration::Span;
+use crate::error::{EngineError, Result};
+use crate::journey::{Field, Journey, JourneySource, ScanOptions, Vocabulary, NO_ACCOUNT};
+use crate::selector::{EventSelector, Matcher};
+use crate::stats::{quantile, ratio};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+/// Most steps in one funnel (plus exclusions, at most 64 selectors in all).
+pub const MAX_STEPS: usize = 48;
+
+/// How the steps must follow each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunnelOrder {
+    /// Steps in this order, other touchpoints allowed in between (`windowFunnel` default mode).
+    #[default]
+    Ordered,
+    /// Steps in this order as consecutive touchpoints: any other touchpoint breaks the chain,
+    /// which may start again later.
+    Strict,
+    /// Steps in any order within the window.
+    Unordered,
+    /// `windowFunnel` mode `strict_deduplication`: a repeat of a reached step stops the search.
+    StrictDeduplication,
+    /// `windowFunnel` mode `strict_order`: the first touchpoint that is not the next step stops
+    /// the search.
+    StrictOrder,
+    /// `windowFunnel` mode `strict_increase`: each step strictly later than the previous one.
+    StrictIncrease,
+}
+
+impl FunnelOrder {
+    pub fn parse(s: &str) -> Result<FunnelOrder> {
+        serde_json::from_value(serde_json::Value::String(s.replace('-', "_"))).map_err(|_| {
+            EngineError::invalid(
+                "order",
+                format!(
+                    "`{s}` is not one of ordered, strict, unordered, strict_deduplication, strict_order, strict_increase"
+                ),
+            )
+        })
+    }
+
+    fn sees_all_rows(self) -> bool {
+        matches!(self, FunnelOrder::Strict | FunnelOrder::StrictOrder)
+    }
+}
+
+/// One step of a funnel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelStep {
+    #[serde(rename = "match")]
+    pub selector: EventSelector,
+    /// A label for reports (defaults to the selector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A person may skip an optional step; it is counted for those who did it.
+    #[serde(default)]
+    pub optional: bool,
+    /// Longest time allowed since the previous step done, on top of the funnel's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<Span>,
+}
+
+impl FunnelStep {
+    pub fn new(selector: EventSelector) -> Self {
+        FunnelStep {
+            selector,
+            name: None,
+            optional: false,
+            within: None,
+        }
+    }
+
+    fn label(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match &self.selector {
+            EventSelector::Event(e) => e.clone(),
+            other => serde_json::to_string(other).unwrap_or_default(),
+        }
+    }
+}
+
+/// A touchpoint that breaks a chain between two steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusion {
+    #[serde(rename = "match")]
+    pub selector: EventSelector,
+    /// Chains that reached step `from_step` (1-based, default 1) but not yet `to_step` (default:
+    /// the last step) are broken when the excluded touchpoint happens.
+    #[serde(default)]
+    pub from_step: Option<usize>,
+    #[serde(default)]
+    pub to_step: Option<usize>,
+}
+
+/// What is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountBy {
+    #[default]
+    Person,
+    /// The touchpoints of every member of a B2B account form one journey.
+    Account,
+}
+
+/// Which touchpoint of the chain gives the breakdown value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "step")]
+pub enum Attribution {
+    /// The touchpoint of step 1.
+    #[default]
+    FirstTouch,
+    /// The touchpoint of the last step reached.
+    LastTouch,
+    /// The touchpoint of step N (1-based); persons who did not reach it get `(none)`.
+    Step(usize),
+}
+
+/// A field to break results down by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakdownField {
+    Channel,
+    Touchpoint,
+    Event,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breakdown {
+    pub field: BreakdownField,
+    #[serde(default)]
+    pub attribution: Attribution,
+}
+
+/// Which persons to list (a cohort to export).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortRequest {
+    /// 1-based step.
+    pub step: usize,
+    pub outcome: CohortOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CohortOutcome {
+    /// Reached the step.
+    Reached,
+    /// Reached the step before it (the previous required step) but not this one.
+    Dropped,
+}
+
+/// A funnel analysis, independent of the backend that runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelQuery {
+    pub steps: Vec<FunnelStep>,
+    /// Longest time from step 1 to the last step.
+    pub window: Span,
+    #[serde(default)]
+    pub order: FunnelOrder,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclusions: Vec<Exclusion>,
+    #[serde(default)]
+    pub count_by: CountBy,
+    /// Only chains whose step 1 happens in `[from, to)` (ms since the epoch); later steps may
+    /// follow up to the window after `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Breakdown>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<CohortRequest>,
+}
+
+impl FunnelQuery {
+    /// An ordered funnel over event names.
+    pub fn events(names: &[&str], window: Span) -> FunnelQuery {
+        FunnelQuery {
+            steps: names
+                .iter()
+                .map(|n| FunnelStep::new(EventSelector::event(n)))
+                .collect(),
+            window,
+            order: FunnelOrder::Ordered,
+            exclusions: Vec::new(),
+            count_by: CountBy::Person,
+            from_ms: None,
+            to_ms: None,
+            breakdown: None,
+            cohort: None,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let n = self.steps.len();
+        if n == 0 {
+            return Err(EngineError::invalid("steps", "a funnel needs at least one step"));
+        }
+        if n > MAX_STEPS {
+            return Err(EngineError::invalid(
+                "steps",
+                format!("{n} steps; at most {MAX_STEPS}"),
+            ));
+        }
+        if n + self.exclusions.len() > 64 {
+            return Err(EngineError::invalid(
+                "exclusions",
+                "steps and exclusions together are at most 64",
+            ));
+        }
+        if self.steps[0].optional {
+            return Err(EngineError::invalid("steps[0].optional", "step 1 cannot be optional"));
+        }
+        if self.steps[n - 1].optional {
+            return Err(EngineError::invalid(
+                &format!("steps[{}].optional", n - 1),
+                "the last step cannot be optional",
+            ));
+        }
+        if self.window.ms() <= 0 {
+            return Err(EngineError::invalid("window", "must be longer than zero"));
+        }
+        let extras = !self.exclusions.is_empty()
+            || self.steps.iter().any(|s| s.optional || s.within.is_some());
+        let ch_mode = matches!(
+            self.order,
+            FunnelOrder::StrictDeduplication | FunnelOrder::StrictOrder | FunnelOrder::StrictIncrease
+        );
+        if extras && ch_mode {
+            return Err(EngineError::invalid(
+                "order",
+                "optional steps, per-step windows and exclusions work with ordered, strict and unordered funnels",
+            ));
+        }
+        if self.order == FunnelOrder::Unordered
+            && (!self.exclusions.is_empty() || self.steps.iter().any(|s| s.within.is_some()))
+        {
+            return Err(EngineError::invalid(
+                "order",
+                "unordered funnels take no exclusions or per-step windows",
+            ));
+        }
+        for (i, e) in self.exclusions.iter().enumerate() {
+            let from = e.from_step.unwrap_or(1);
+            let to = e.to_step.unwrap_or(n);
+            if from < 1 || to > n || from >= to {
+                return Err(EngineError::invalid(
+                    format!("exclusions[{i}]"),
+                    format!("from_step {from} and to_step {to} must satisfy 1 <= from < to <= {n}"),
+                ));
+            }
+        }
+        if let Some(Breakdown {
+            attribution: Attribution::Step(k),
+            ..
+        }) = self.breakdown
+        {
+            if k < 1 || k > n {
+                return Err(EngineError::invalid(
+                    "breakdown.attribution.step",
+                    format!("{k} is not a step (1..={n})"),
+                ));
+            }
+        }
+        if let Some(c) = self.cohort {
+            if c.step < 1 || c.step > n {
+                return Err(EngineError::invalid(
+                    "cohort.step",
+                    format!("{} is not a step (1..={n})", c.step),
+                ));
+            }
+            if c.step == 1 && c.outcome == CohortOutcome::Dropped {
+                return Err(EngineError::invalid(
+                    "cohort",
+                    "nobody drops at step 1; ask for those who reached it",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Figures for one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub step: usize,
+    pub name: String,
+    pub optional: bool,
+    /// Persons (or accounts) who reached this step.
+    pub count: u64,
+    /// Reached the previous required step but not this one.
+    pub dropped: u64,
+    /// `count / count of the previous required step`.
+    pub conversion_from_previous: Option<f64>,
+    /// `count / count of step 1`.
+    pub conversion_from_first: Option<f64>,
+    /// Median and 90th percentile time since the previous step done, in seconds.
+    pub median_seconds_from_previous: Option<f64>,
+    pub p90_seconds_from_previous: Option<f64>,
+    /// Median time since step 1, in seconds.
+    pub median_seconds_from_first: Option<f64>,
+}
+
+/// Counts of one breakdown value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakdownRow {
+    pub value: String,
+    /// Reached count per step.
+    pub counts: Vec<u64>,
+    pub conversion: Option<f64>,
+}
+
+/// How long converters took from step 1 to the last step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeToConvert {
+    pub converted: u64,
+    pub median_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+    pub mean_seconds: Option<f64>,
+    /// Counts per bucket: `[upper bound in seconds (None = no bound), count]`.
+    pub histogram: Vec<(Option<f64>, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunnelResult {
+    pub counted: CountBy,
+    pub order: FunnelOrder,
+    pub window_seconds: f64,
+    pub steps: Vec<StepResult>,
+    pub time_to_convert: TimeToConvert,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakdown: Vec<BreakdownRow>,
+    /// The persons (or accounts) asked for by the query's `cohort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<Vec<String>>,
+    /// Distribution of levels, as ClickHouse's `windowFunnel` returns them: `levels[k]` persons
+    /// reached exactly the first `k` steps (a prefix; optional steps count when done).
+    pub levels: Vec<u64>,
+}
+
+/// One touchpoint as the kernels see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub ts: i64,
+    /// Steps matched (bits 0..n) and exclusions (bits n..).
+    pub mask: u64,
+    /// Breakdown code, or `u32::MAX`.
+    pub tag: u32,
+}
+
+/// What one person (or account) achieved.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Steps reached.
+    pub reached: u64,
+    /// Highest prefix of steps reached (required steps in order; optional ones when done).
+    pub level: usize,
+    /// Timestamps of the steps in the best chain (`i64::MIN` when skipped or unknown).
+    pub times: Vec<i64>,
+    /// Tags of the steps in the best chain.
+    pub tags: Vec<u32>,
+}
+
+/// A funnel ready to run: the query plus its per-step parameters.
+#[derive(Debug, Clone)]
+pub struct FunnelKernel {
+    n: usize,
+    order: FunnelOrder,
+    window: i64,
+    within: Vec<i64>,
+    optional: Vec<bool>,
+    /// Exclusion bit → (from, to) 0-based step range whose partial chains it breaks.
+    exclusions: Vec<(u64, usize, usize)>,
+    exclusion_bits: u64,
+    /// Step 1 only counts before this time.
+    entry_before: i64,
+}
+
+impl FunnelKernel {
+    pub fn new(q: &FunnelQuery) -> Result<FunnelKernel> {
+        q.validate()?;
+        let n = q.steps.len();
+        let exclusions: Vec<(u64, usize, usize)> = q
+            .exclusions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                (
+                    1u64 << (n + i),
+                    e.from_step.unwrap_or(1) - 1,
+                    e.to_step.unwrap_or(n) - 1,
+                )
+            })
+            .collect();
+        Ok(FunnelKernel {
+            n,
+            order: q.order,
+            window: q.window.ms(),
+            within: q
+                .steps
+                .iter()
+                .map(|s| s.within.map(|w| w.ms()).unwrap_or(i64::MAX))
+                .collect(),
+            optional: q.steps.iter().map(|s| s.optional).collect(),
+            exclusion_bits: exclusions.iter().fold(0, |a, e| a | e.0),
+            exclusions,
+            entry_before: q.to_ms.unwrap_or(i64::MAX),
+        })
+    }
+
+    /// True when rows matching nothing still matter (they break strict chains).
+    pub fn sees_all_rows(&self) -> bool {
+        self.order.sees_all_rows()
+    }
+
+    /// Runs the funnel over one journey's entries (time-ordered; ties in arrival order).
+    pub fn run(&self, entries: &[Entry], scratch: &mut Scratch, out: &mut Outcome) {
+        out.reached = 0;
+        out.level = 0;
+        out.times.clear();
+        out.times.resize(self.n, i64::MIN);
+        out.tags.clear();
+        out.tags.resize(self.n, u32::MAX);
+        if entries.is_empty() {
+            return;
+        }
+        match self.order {
+            FunnelOrder::Strict => self.run_strict(entries, out),
+            FunnelOrder::Unordered => self.run_unordered(entries, scratch, out),
+            _ => self.run_ordered(entries, scratch, out),
+        }
+        out.level = 0;
+        while out.level < self.n && out.reached & (1 << out.level) != 0 {
+            out.level += 1;
+        }
+    }
+
+    /// The `windowFunnel` family. Entries at the same time are taken by step number, as
+    /// ClickHouse sorts them; a row that matches several steps counts for each.
+    fn run_ordered(&self, entries: &[Entry], s: &mut Scratch, out: &mut Outcome) {
+        let n = self.n;
+        s.reset(n);
+        let step_mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let strict_order = self.order == FunnelOrder::StrictOrder;
+        let dedup = self.order == FunnelOrder::StrictDeduplication;
+        let increase = self.order == FunnelOrder::StrictIncrease;
+        let mut first_event = false;
+        let mut best: usize = 0; // highest step index + 1 reached by a chain
+        let mut i = 0;
+        'outer: while i < entries.len() {
+            // the group of entries with the same time
+            let t = entries[i].ts;
+            let mut j = i + 1;
+            while j < entries.len() && entries[j].ts == t {
+                j += 1;
+            }
+            s.group.clear();
+            for (k, e) in entries[i..j].iter().enumerate() {
+                let ex = e.mask & self.exclusion_bits;
+                if ex != 0 {
+                    for (bit, from, to) in &self.exclusions {
+                        if ex & bit != 0 {
+                            for l in *from..*to {
+                                s.set[l] = false;
+                            }
+                        }
+                    }
+                }
+                let m = e.mask & step_mask;
+                if m == 0 {
+                    if strict_order {
+                        s.group.push((0, (i + k) as u32));
+                    }
+                    continue;
+                }
+                let mut b = m;
+                while b != 0 {
+                    let st = b.trailing_zeros() as usize;
+                    s.group.push((st as u32 + 1, (i + k) as u32));
+                    b &= b - 1;
+                }
+            }
+            if j - i > 1 {
+                s.group.sort_by_key(|g| g.0);
+            }
+            for gi in 0..s.group.len() {
+                let (code, row) = s.group[gi];
+                let e = entries[row as usize];
+                if code == 0 {
+                    // strict_order: a touchpoint that is no step
+                    if first_event {
+                        break 'outer;
+                    }
+                    continue;
+                }
+                let st = code as usize - 1;
+                if st == 0 {
+                    if e.ts >= self.entry_before {
+                        continue;
+                    }
+                    s.set[0] = true;
+                    s.start[0] = e.ts;
+                    s.last[0] = e.ts;
+                    s.chain_times[0] = e.ts;
+                    s.chain_tags[0] = e.tag;
+                    s.ever |= 1;
+                    first_event = true;
+                    best = best.max(1);
+                } else if dedup && s.set[st] {
+                    // a repeat of a step already reached ends the search
+                    break 'outer;
+                } else if strict_order && first_event && !s.set[st - 1] {
+                    let level = (0..n).find(|l| !s.set[*l]).unwrap_or(n);
+                    self.finish_prefix(level, s, out);
+                    return;
+                } else if let Some(p) = self.predecessor(st, &s.set) {
+                    let ok = e.ts <= s.start[p].saturating_add(self.window)
+                        && e.ts - s.last[p] <= self.within[st]
+                        && (!increase || s.last[p] < e.ts);
+                    if ok {
+                        s.set[st] = true;
+                        s.start[st] = s.start[p];
+                        s.last[st] = e.ts;
+                        // the chain of `st` is the chain of `p` plus this step
+                        let (src, dst) = (p * n, st * n);
+                        s.chain_times.copy_within(src..src + st, dst);
+                        s.chain_tags.copy_within(src..src + st, dst);
+                        for l in p + 1..st {
+                            s.chain_times[dst + l] = i64::MIN;
+                            s.chain_tags[dst + l] = u32::MAX;
+                        }
+                        s.chain_times[dst + st] = e.ts;
+                        s.chain_tags[dst + st] = e.tag;
+                        s.ever |= 1 << st;
+                        if st + 1 > best {
+                            best = st + 1;
+                        }
+                        if st + 1 == n {
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+            i = j;
+        }
+        self.finish_best(best, s, out);
+    }
+
+    /// The nearest earlier step with a chain that `st` may extend: the previous step, or an
+    /// earlier one when every step in between is optional.
+    #[inline]
+    fn predecessor(&self, st: usize, set: &[bool]) -> Option<usize> {
+        let mut p = st - 1;
+        loop {
+            if set[p] {
+                return Some(p);
+            }
+            if !self.optional[p] || p == 0 {
+                return None;
+            }
+            p -= 1;
+        }
+    }
+
+    /// Result when ClickHouse stops early with `level`: the prefix of steps `0..level`.
+    fn finish_prefix(&self, level: usize, s: &Scratch, out: &mut Outcome) {
+        let level = level.min(self.n);
+        if level == 0 {
+            return;
+        }
+        out.reached = if level == 64 { u64::MAX } else { (1u64 << level) - 1 };
+        let top = level - 1;
+        if s.set[top] {
+            let base = top * self.n;
+            out.times[..level].copy_from_slice(&s.chain_times[base..base + level]);
+            out.tags[..level].copy_from_slice(&s.chain_tags[base..base + level]);
+        }
+    }
+
+    fn finish_best(&self, best: usize, s: &Scratch, out: &mut Outcome) {
+        if best == 0 {
+            return;
+        }
+        let top = best - 1;
+        // steps reached: every required step up to the best one, and optional steps done
+        let mut reached = 0u64;
+        for l in 0..best {
+            if !self.optional[l] || s.ever & (1 << l) != 0 {
+                reached |= 1 << l;
+            }
+        }
+        out.reached = reached;
+        if s.set[top] {
+            let base = top * self.n;
+            out.times[..best].copy_from_slice(&s.chain_times[base..base + best]);
+            out.tags[..best].copy_from_slice(&s.chain_tags[base..base + best]);
+        }
+    }
+
+    /// Consecutive touchpoints: the chain grows only with the very next touchpoint.
+    fn run_strict(&self, entries: &[Entry], out: &mut Outcome) {
+        let n = self.n;
+        let step_mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mut cur = 0usize; // next step index expected; 0 = no chain
+        let mut start = 0i64;
+        let mut last = 0i64;
+        let mut times = vec![i64::MIN; n];
+        let mut tags = vec![u32::MAX; n];
+        let mut best = 0usize;
+        for e in entries {
+            let m = e.mask & step_mask;
+            let excluded = self
+                .exclusions
+                .iter()
+                .any(|(bit, from, to)| e.mask & bit != 0 && cur > *from && cur <= *to);
+            let mut next = None;
+            if cur > 0 && !excluded {
+                // the next required step, or a later one when all steps between are optional
+                let mut st = cur;
+                while st < n {
+                    if m & (1 << st) != 0 {
+                        let ok = e.ts <= start.saturating_add(self.window)
+                            && e.ts - last <= self.within[st];
+                        if ok {
+                            next = Some(st);
+                        }
+                        break;
+                    }
+                    if !self.optional[st] {
+                        break;
+                    }
+                    st += 1;
+                }
+            }
+            match next {
+                Some(st) => {
+                    for l in cur..st {
+                        times[l] = i64::MIN;
+                        tags[l] = u32::MAX;
+                    }
+                    times[st] = e.ts;
+                    tags[st] = e.tag;
+                    last = e.ts;
+                    cur = st + 1;
+                }
+                None if m & 1 != 0 && e.ts < self.entry_before => {
+                    cur = 1;
+                    start = e.ts;
+                    last = e.ts;
+                    times[0] = e.ts;
+                    tags[0] = e.tag;
+                }
+                None => cur = 0,
+            }
+            if cur > best {
+                best = cur;
+                out.times[..best].copy_from_slice(&times[..best]);
+                out.tags[..best].copy_from_slice(&tags[..best]);
+                // required steps are never skipped: the steps with a time are the ones done
+                out.reached = times[..best]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| **t != i64::MIN)
+                    .fold(0u64, |m, (l, _)| m | 1 << l);
+                if best == n {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Any order: the best window `[t, t + window]` starting at a step touchpoint, by the
+    /// longest prefix of steps all done in it (optional steps need not be).
+    fn run_unordered(&self, entries: &[Entry], s: &mut Scratch, out: &mut Outcome) {
+        let n = self.n;
+        let step_mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        s.reset(n);
+        let counts = &mut s.counts;
+        counts.iter_mut().for_each(|c| *c = 0);
+        let mut present = 0u64;
+        let mut best_prefix = 0usize;
+        let mut best_anchor = usize::MAX;
+        let mut r = 0usize;
+        for a in 0..entries.len() {
+            let anchor = entries[a];
+            if anchor.mask & step_mask != 0 && anchor.ts < self.entry_before {
+                let end = anchor.ts.saturating_add(self.window);
+                while r < entries.len() && entries[r].ts <= end {
+                    let mut b = entries[r].mask & step_mask;
+                    while b != 0 {
+                        let st = b.trailing_zeros() as usize;
+                        counts[st] += 1;
+                        present |= 1 << st;
+                        b &= b - 1;
+                    }
+                    r += 1;
+                }
+                let mut prefix = 0;
+                while prefix < n && (present & (1 << prefix) != 0 || self.optional[prefix]) {
+                    prefix += 1;
+                }
+                // trailing optional steps without their required successor do not count
+                while prefix > 0 && self.optional[prefix - 1] && present & (1 << (prefix - 1)) == 0
+                {
+                    prefix -= 1;
+                }
+                if prefix > best_prefix {
+                    best_prefix = prefix;
+                    best_anchor = a;
+                    if prefix == n {
+                        break;
+                    }
+                }
+            }
+            // the anchor leaves the window
+            if a < r {
+                let mut b = anchor.mask & step_mask;
+                while b != 0 {
+                    let st = b.trailing_zeros() as usize;
+                    counts[st] -= 1;
+                    if counts[st] == 0 {
+                        present &= !(1 << st);
+                    }
+                    b &= b - 1;
+                }
+            }
+        }
+        if best_anchor == usize::MAX {
+            return;
+        }
+        let a = entries[best_anchor];
+        let end = a.ts.saturating_add(self.window);
+        for e in entries[best_anchor..].iter().take_while(|e| e.ts <= end) {
+            let mut b = e.mask & step_mask;
+            while b != 0 {
+                let st = b.trailing_zeros() as usize;
+                if st < best_prefix && out.times[st] == i64::MIN {
+                    out.times[st] = e.ts;
+                    out.tags[st] = e.tag;
+                    out.reached |= 1 << st;
+                }
+                b &= b - 1;
+            }
+        }
+        out.reached |= required_up_to(&self.optional, best_prefix);
+    }
+}
+
+fn required_up_to(optional: &[bool], upto: usize) -> u64 {
+    let mut m = 0u64;
+    for (l, o) in optional.iter().enumerate().take(upto) {
+        if !o {
+            m |= 1 << l;
+        }
+    }
+    m
+}
+
+/// Per-thread working memory of the kernels.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    set: Vec<bool>,
+    start: Vec<i64>,
+    last: Vec<i64>,
+    ever: u64,
+    /// `chain_times[l * n + k]`: time of step k in the chain that reached step l.
+    chain_times: Vec<i64>,
+    chain_tags: Vec<u32>,
+    group: Vec<(u32, u32)>,
+    counts: Vec<u32>,
+}
+
+impl Scratch {
+    fn reset(&mut self, n: usize) {
+        self.set.clear();
+        self.set.resize(n, false);
+        self.start.resize(n, 0);
+        self.last.resize(n, 0);
+        self.ever = 0;
+        if self.chain_times.len() != n * n {
+            self.chain_times = vec![i64::MIN; n * n];
+            self.chain_tags = vec![u32::MAX; n * n];
+        }
+        self.counts.resize(n, 0);
+    }
+}
+
+/// Per-thread totals.
+#[derive(Debug, Default)]
+struct Totals {
+    counts: Vec<u64>,
+    levels: Vec<u64>,
+    /// Per step: seconds-from-previous and seconds-from-first of those who reached it (ms).
+    from_prev: Vec<Vec<i64>>,
+    from_first: Vec<Vec<i64>>,
+    breakdown: FxHashMap<u32, Vec<u64>>,
+    cohort: Vec<u32>,
+}
+
+impl Totals {
+    fn new(n: usize) -> Totals {
+        Totals {
+            counts: vec![0; n],
+            levels: vec![0; n + 1],
+            from_prev: vec![Vec::new(); n],
+            from_first: vec![Vec::new(); n],
+            ..Default::default()
+        }
+    }
+
+    fn merge(&mut self, o: Totals) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts) {
+            *a += b;
+        }
+        for (a, b) in self.levels.iter_mut().zip(o.levels) {
+            *a += b;
+        }
+        for (a, b) in self.from_prev.iter_mut().zip(o.from_prev) {
+            a.extend(b);
+        }
+        for (a, b) in self.from_first.iter_mut().zip(o.from_first) {
+            a.extend(b);
+        }
+        for (k, v) in o.breakdown {
+            let e = self.breakdown.entry(k).or_insert_with(|| vec![0; v.len()]);
+            for (a, b) in e.iter_mut().zip(v) {
+                *a += b;
+            }
+        }
+        self.cohort.extend(o.cohort);
+    }
+}
+
+/// Everything a thread needs to turn a journey into an outcome.
+struct PersonRunner<'q> {
+    q: &'q FunnelQuery,
+    kernel: &'q FunnelKernel,
+    matcher: &'q Matcher,
+    breakdown: Option<BreakdownField>,
+}
+
+impl PersonRunner<'_> {
+    fn entries(&self, j: &Journey<'_>, out: &mut Vec<Entry>) {
+        out.clear();
+        let all = self.kernel.sees_all_rows();
+        for i in 0..j.len() {
+            let mask = self.matcher.row_mask(j, i);
+            if mask == 0 && !all {
+                continue;
+            }
+            let tag = match self.breakdown {
+                None => u32::MAX,
+                Some(BreakdownField::Channel) => j.channel[i],
+                Some(BreakdownField::Touchpoint) => j.touchpoint[i],
+                Some(BreakdownField::Event) => j.event[i],
+            };
+            out.push(Entry {
+                ts: j.ts[i],
+                mask,
+                tag,
+            });
+        }
+    }
+
+    fn record(&self, who: u32, o: &Outcome, t: &mut Totals) {
+        if o.reached == 0 {
+            t.levels[0] += 1;
+            return;
+        }
+        t.levels[o.level] += 1;
+        let n = self.q.steps.len();
+        let mut prev_time: Option<i64> = None;
+        for st in 0..n {
+            if o.reached & (1 << st) == 0 {
+                continue;
+            }
+            t.counts[st] += 1;
+            let time = o.times[st];
+            if time != i64::MIN {
+                if let Some(p) = prev_time {
+                    t.from_prev[st].push(time - p);
+                }
+                if st > 0 && o.times[0] != i64::MIN {
+                    t.from_first[st].push(time - o.times[0]);
+                }
+                prev_time = Some(time);
+            }
+        }
+        if let Some(b) = &self.q.breakdown {
+            let tag = match b.attribution {
+                Attribution::FirstTouch => o.tags[0],
+                Attribution::LastTouch => (0..n)
+                    .rev()
+                    .find(|s| o.reached & (1 << s) != 0 && o.tags[*s] != u32::MAX)
+                    .map(|s| o.tags[s])
+                    .unwrap_or(u32::MAX),
+                Attribution::Step(k) => o.tags[k - 1],
+            };
+            let row = t.breakdown.entry(tag).or_insert_with(|| vec![0; n]);
+            for (st, c) in row.iter_mut().enumerate() {
+                if o.reached & (1 << st) != 0 {
+                    *c += 1;
+                }
+            }
+        }
+        if let Some(c) = self.q.cohort {
+            let k = c.step - 1;
+            let hit = match c.outcome {
+                CohortOutcome::Reached => o.reached & (1 << k) != 0,
+                CohortOutcome::Dropped => {
+                    let prev = (0..k).rev().find(|p| !self.q.steps[*p].optional).unwrap_or(0);
+                    o.reached & (1 << prev) != 0 && o.reached & (1 << k) == 0
+                }
+            };
+            if hit {
+                t.cohort.push(who);
+            }
+        }
+    }
+}
+
+/// Runs a funnel on a backend.
+pub fn run_funnel<S: JourneySource>(
+    source: &S,
+    q: &FunnelQuery,
+    opts: &ScanOptions,
+) -> Result<FunnelResult> {
+    let kernel = FunnelKernel::new(q)?;
+    let n = q.steps.len();
+    let mut selectors: Vec<EventSelector> = q.steps.iter().map(|s| s.selector.clone()).collect();
+    selectors.extend(q.exclusions.iter().map(|e| e.selector.clone()));
+    let matcher = source.with_vocabulary(|v| Matcher::compile(&selectors, v))?;
+    let runner = PersonRunner {
+        q,
+        kernel: &kernel,
+        matcher: &matcher,
+        breakdown: q.breakdown.map(|b| b.field),
+    };
+    let mut scan_opts = opts.clone();
+    scan_opts.from_ms = max_opt(opts.from_ms, q.from_ms);
+    scan_opts.to_ms = min_opt(
+        opts.to_ms,
+        q.to_ms.map(|t| t.saturating_add(q.window.ms()).saturating_add(1)),
+    );
+    let mut totals = Totals::new(n);
+    match q.count_by {
+        CountBy::Person => {
+            let parts = source.scan(
+                &scan_opts,
+                || (Totals::new(n), Vec::new(), Scratch::default(), Outcome::default()),
+                |(t, entries, scratch, outcome), j| {
+                    runner.entries(j, entries);
+                    kernel.run(entries, scratch, outcome);
+                    runner.record(j.person, outcome, t);
+                },
+            );
+            for (t, ..) in parts {
+                totals.merge(t);
+            }
+        }
+        CountBy::Account => {
+            let parts = source.scan(
+                &scan_opts,
+                || (Vec::<(u32, Entry)>::new(), Vec::new()),
+                |(acc, entries), j| {
+                    let account = j.account();
+                    if account == NO_ACCOUNT {
+                        return;
+                    }
+                    runner.entries(j, entries);
+                    acc.extend(entries.iter().map(|e| (account, *e)));
+                },
+            );
+            let mut all: Vec<(u32, Entry)> = parts.into_iter().flat_map(|p| p.0).collect();
+            // stable: the arrival order of ties within a person is kept
+            all.sort_by_key(|(a, e)| (*a, e.ts));
+            let (mut scratch, mut outcome) = (Scratch::default(), Outcome::default());
+            let mut entries = Vec::new();
+            for group in all.chunk_by(|a, b| a.0 == b.0) {
+                entries.clear();
+                entries.extend(group.iter().map(|(_, e)| *e));
+                kernel.run(&entries, &mut scratch, &mut outcome);
+                runner.record(group[0].0, &outcome, &mut totals);
+            }
+        }
+    }
+    if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) {
+        return Err(EngineError::Cancelled);
+    }
+    Ok(source.with_vocabulary(|v| render(q, totals, v)))
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+fn secs(ms: Option<i64>) -> Option<f64> {
+    ms.map(|v| v as f64 / 1000.0)
+}
+
+/// Bucket bounds of the time-to-convert histogram, in seconds.
+const TTC_BOUNDS: [f64; 9] = [
+    60.0, 600.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0, 1209600.0, 2592000.0,
+];
+
+fn render(q: &FunnelQuery, mut t: Totals, v: &dyn Vocabulary) -> FunnelResult {
+    let n = q.steps.len();
+    let first = t.counts[0];
+    let mut steps = Vec::with_capacity(n);
+    let mut prev_required: Option<usize> = None;
+    for st in 0..n {
+        let step = &q.steps[st];
+        let count = t.counts[st];
+        let prev_count = prev_required.map(|p| t.counts[p]);
+        steps.push(StepResult {
+            step: st + 1,
+            name: step.label(),
+            optional: step.optional,
+            count,
+            dropped: prev_count.map(|p| p.saturating_sub(count)).unwrap_or(0),
+            conversion_from_previous: prev_count.and_then(|p| ratio(count, p)),
+            conversion_from_first: ratio(count, first),
+            median_seconds_from_previous: secs(quantile(&mut t.from_prev[st], 0.5)),
+            p90_seconds_from_previous: secs(quantile(&mut t.from_prev[st], 0.9)),
+            median_seconds_from_first: secs(quantile(&mut t.from_first[st], 0.5)),
+        });
+        if !step.optional {
+            prev_required = Some(st);
+        }
+    }
+    let ttc = &mut t.from_first[n - 1];
+    let mut histogram: Vec<(Option<f64>, u64)> = TTC_BOUNDS
+        .iter()
+        .map(|b| (Some(*b), 0))
+        .chain(std::iter::once((None, 0)))
+        .collect();
+    for ms in ttc.iter() {
+        let s = *ms as f64 / 1000.0;
+        let k = TTC_BOUNDS.iter().position(|b| s <= *b).unwrap_or(TTC_BOUNDS.len());
+        histogram[k].1 += 1;
+    }
+    let mean = (!ttc.is_empty()).then(|| ttc.iter().sum::<i64>() as f64 / ttc.len() as f64 / 1000.0);
+    let time_to_convert = TimeToConvert {
+        converted: if n == 1 { first } else { ttc.len() as u64 },
+        median_seconds: secs(quantile(ttc, 0.5)),
+        p90_seconds: secs(quantile(ttc, 0.9)),
+        mean_seconds: mean,
+        histogram,
+    };
+    let field = match q.count_by {
+        CountBy::Person => Field::DistinctId,
+        CountBy::Account => Field::Account,
+    };
+    let breakdown = q
+        .breakdown
+        .map(|b| {
+            let f = match b.field {
+                BreakdownField::Channel => Field::Channel,
+                BreakdownField::Touchpoint => Field::Touchpoint,
+                BreakdownField::Event => Field::Event,
+            };
+            let mut rows: Vec<BreakdownRow> = t
+                .breakdown
+                .iter()
+                .map(|(code, counts)| BreakdownRow {
+                    value: if *code == u32::MAX {
+                        "(none)".to_string()
+                    } else {
+                        v.name(f, *code).to_string()
+                    },
+                    conversion: ratio(counts[n - 1], counts[0]),
+                    counts: counts.clone(),
+                })
+                .collect();
+            rows.sort_by(|a, b| b.counts[0].cmp(&a.counts[0]).then(a.value.cmp(&b.value)));
+            rows
+        })
+        .unwrap_or_default();
+    let cohort = q.cohort.map(|_| {
+        let mut names: Vec<String> = t.cohort.iter().map(|c| v.name(field, *c).to_string()).collect();
+        names.sort();
+        names
+    });
+    FunnelResult {
+        counted: q.count_by,
+        order: q.order,
+        window_seconds: q.window.ms() as f64 / 1000.0,
+        steps,
+        time_to_convert,
+        breakdown,
+        cohort,
+        levels: t.levels,
+    }
+}

@@ -1,0 +1,142 @@
+//! What the engine reads: each person's touchpoints as one time-ordered sequence of dictionary
+//! codes, and the dictionaries that name the codes. A backend (the embedded store now, ClickHouse
+//! later) implements [`JourneySource`]; analyses never see files or SQL.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Code meaning "no account" in [`Journey::group`].
+pub const NO_ACCOUNT: u32 = u32::MAX;
+
+/// One person's touchpoints in time order (ties keep arrival order). Parallel columns of codes.
+#[derive(Debug, Clone, Copy)]
+pub struct Journey<'a> {
+    /// The person: the smallest distinct-id code linked to them.
+    pub person: u32,
+    /// Distinct id (user or anonymous id) code of each row.
+    pub did: &'a [u32],
+    /// Event time, ms since the epoch.
+    pub ts: &'a [i64],
+    pub event: &'a [u32],
+    pub channel: &'a [u32],
+    pub touchpoint: &'a [u32],
+    /// Segment message type code (track, page, identify, ...).
+    pub kind: &'a [u8],
+    /// Account code or [`NO_ACCOUNT`].
+    pub group: &'a [u32],
+    /// Revenue or NaN.
+    pub revenue: &'a [f64],
+}
+
+impl Journey<'_> {
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// The account this person belongs to: the last account named on their touchpoints.
+    pub fn account(&self) -> u32 {
+        self.group
+            .iter()
+            .rev()
+            .copied()
+            .find(|g| *g != NO_ACCOUNT)
+            .unwrap_or(NO_ACCOUNT)
+    }
+}
+
+/// Dictionary-coded fields of a touchpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    Event,
+    Channel,
+    Touchpoint,
+    Account,
+    /// Distinct ids: persons are named by their smallest linked id.
+    DistinctId,
+}
+
+/// The names behind the codes of one backend, at the time of the query.
+pub trait Vocabulary {
+    /// All names of a field, indexed by code (erased names are empty).
+    fn names(&self, field: Field) -> &[String];
+
+    fn code(&self, field: Field, name: &str) -> Option<u32>;
+
+    fn name(&self, field: Field, code: u32) -> &str {
+        self.names(field)
+            .get(code as usize)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// Progress and cancellation shared between a running query and whoever started it.
+#[derive(Debug, Default)]
+pub struct QueryControl {
+    cancelled: AtomicBool,
+    persons_done: AtomicU64,
+    persons_total: AtomicU64,
+}
+
+impl QueryControl {
+    pub fn new() -> Arc<QueryControl> {
+        Arc::new(QueryControl::default())
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Fraction of persons scanned so far, 0…1.
+    pub fn progress(&self) -> f64 {
+        let total = self.persons_total.load(Ordering::Relaxed);
+        if total == 0 {
+            return 0.0;
+        }
+        (self.persons_done.load(Ordering::Relaxed) as f64 / total as f64).min(1.0)
+    }
+
+    pub fn add_total(&self, n: u64) {
+        self.persons_total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_done(&self, n: u64) {
+        self.persons_done.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What a scan reads.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Only rows with `from_ms <= ts < to_ms`.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Threads to use; 0 means all cores.
+    pub threads: usize,
+    /// Progress reporting and cancellation; a cancelled scan stops early and the caller discards
+    /// its partial result.
+    pub control: Option<Arc<QueryControl>>,
+}
+
+/// A backend that can hand the engine every person's journey.
+pub trait JourneySource: Sync {
+    /// Calls `f(acc, journey)` for every person, in parallel, each thread with its own
+    /// accumulator from `init`; returns the accumulators.
+    fn scan<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &Journey<'_>) + Sync,
+    ) -> Vec<A>;
+
+    /// Runs `f` with the dictionaries (held briefly: compile and render phases only).
+    fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R;
+}

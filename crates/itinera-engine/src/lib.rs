@@ -1,0 +1,22 @@
+//! Itinera's journey engine.
+//!
+//! Analyses are backend-neutral descriptions ([`FunnelQuery`], …) that serialize to the JSON of
+//! the HTTP API. A backend hands the engine each person's touchpoints as one time-ordered sequence
+//! ([`JourneySource`]); the engine's kernels compute the answer in one pass per person, in
+//! parallel. No I/O happens here: the embedded store and, later, ClickHouse are the backends.
+
+pub mod duration;
+pub mod error;
+pub mod funnel;
+pub mod journey;
+pub mod memory;
+pub mod selector;
+pub mod stats;
+
+pub use duration::Span;
+pub use error::{EngineError, Result};
+pub use funnel::{run_funnel, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep};
+pub use journey::{
+    Field, Journey, JourneySource, QueryControl, ScanOptions, Vocabulary, NO_ACCOUNT,
+};
+pub use selector::{EventSelector, Matcher};

@@ -1,0 +1,166 @@
+//! A journey source held in memory: for tests, golden cases and small imports. Rows are given
+//! with names; codes are assigned here as a store would.
+
+use crate::journey::{Field, Journey, JourneySource, ScanOptions, Vocabulary, NO_ACCOUNT};
+use rustc_hash::FxHashMap;
+
+/// One touchpoint given by name.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub person: String,
+    pub ts: i64,
+    pub event: String,
+    pub channel: String,
+    pub touchpoint: String,
+    /// Segment message type code (0 = track).
+    pub kind: u8,
+    pub account: Option<String>,
+    pub revenue: Option<f64>,
+}
+
+impl Row {
+    pub fn new(person: &str, ts: i64, event: &str) -> Row {
+        Row {
+            person: person.into(),
+            ts,
+            event: event.into(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Names {
+    names: Vec<String>,
+    codes: FxHashMap<String, u32>,
+}
+
+impl Names {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(c) = self.codes.get(s) {
+            return *c;
+        }
+        let c = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.codes.insert(s.to_string(), c);
+        c
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cols {
+    did: Vec<u32>,
+    ts: Vec<i64>,
+    event: Vec<u32>,
+    channel: Vec<u32>,
+    touchpoint: Vec<u32>,
+    kind: Vec<u8>,
+    group: Vec<u32>,
+    revenue: Vec<f64>,
+}
+
+/// Persons' journeys in memory, sorted by person then time (ties in the order given).
+#[derive(Debug, Default)]
+pub struct MemorySource {
+    names: [Names; 5],
+    cols: Cols,
+    /// `(person code, start, end)` ranges of `cols`.
+    persons: Vec<(u32, usize, usize)>,
+}
+
+fn slot(f: Field) -> usize {
+    match f {
+        Field::Event => 0,
+        Field::Channel => 1,
+        Field::Touchpoint => 2,
+        Field::Account => 3,
+        Field::DistinctId => 4,
+    }
+}
+
+impl MemorySource {
+    pub fn new(rows: &[Row]) -> MemorySource {
+        let mut m = MemorySource::default();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let mut person_codes = Vec::with_capacity(rows.len());
+        for r in rows {
+            person_codes.push(m.names[4].intern(&r.person));
+        }
+        order.sort_by_key(|&i| (person_codes[i], rows[i].ts));
+        for &i in &order {
+            let r = &rows[i];
+            let c = &mut m.cols;
+            c.did.push(person_codes[i]);
+            c.ts.push(r.ts);
+            c.event.push(m.names[0].intern(&r.event));
+            c.channel.push(m.names[1].intern(&r.channel));
+            c.touchpoint.push(m.names[2].intern(&r.touchpoint));
+            c.kind.push(r.kind);
+            c.group.push(
+                r.account
+                    .as_deref()
+                    .map(|a| m.names[3].intern(a))
+                    .unwrap_or(NO_ACCOUNT),
+            );
+            c.revenue.push(r.revenue.unwrap_or(f64::NAN));
+        }
+        let mut start = 0;
+        for i in 1..=m.cols.did.len() {
+            if i == m.cols.did.len() || m.cols.did[i] != m.cols.did[start] {
+                m.persons.push((m.cols.did[start], start, i));
+                start = i;
+            }
+        }
+        m
+    }
+
+    fn journey(&self, p: usize, opts: &ScanOptions) -> Option<Journey<'_>> {
+        let (person, s, e) = self.persons[p];
+        let c = &self.cols;
+        let ts = &c.ts[s..e];
+        let lo = s + opts.from_ms.map(|a| ts.partition_point(|t| *t < a)).unwrap_or(0);
+        let hi = s + opts.to_ms.map(|b| ts.partition_point(|t| *t < b)).unwrap_or(e - s);
+        (lo < hi).then(|| Journey {
+            person,
+            did: &c.did[lo..hi],
+            ts: &c.ts[lo..hi],
+            event: &c.event[lo..hi],
+            channel: &c.channel[lo..hi],
+            touchpoint: &c.touchpoint[lo..hi],
+            kind: &c.kind[lo..hi],
+            group: &c.group[lo..hi],
+            revenue: &c.revenue[lo..hi],
+        })
+    }
+}
+
+impl Vocabulary for MemorySource {
+    fn names(&self, field: Field) -> &[String] {
+        &self.names[slot(field)].names
+    }
+
+    fn code(&self, field: Field, name: &str) -> Option<u32> {
+        self.names[slot(field)].codes.get(name).copied()
+    }
+}
+
+impl JourneySource for MemorySource {
+    fn scan<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &Journey<'_>) + Sync,
+    ) -> Vec<A> {
+        let mut acc = init();
+        for p in 0..self.persons.len() {
+            if let Some(j) = self.journey(p, opts) {
+                f(&mut acc, &j);
+            }
+        }
+        vec![acc]
+    }
+
+    fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R {
+        f(self)
+    }
+}

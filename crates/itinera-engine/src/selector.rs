@@ -1,0 +1,336 @@
+//! Event selectors: which touchpoints a funnel step, a stage entry rule or a return event means.
+//!
+//! A selector is an OR of conjunctions over the coded fields (event name, channel, touchpoint,
+//! message type). Each field condition is a name, a list of names or a regular expression. Before
+//! a scan, selectors are compiled against the backend's dictionaries into lookup tables, so that
+//! matching a row costs one table load per constrained field, whatever the number of selectors.
+
+use crate::error::{EngineError, Result};
+use crate::journey::{Field, Journey, Vocabulary};
+use serde::{Deserialize, Serialize};
+
+/// Names of the Segment message types, indexed by their code in [`Journey::kind`].
+pub const KIND_NAMES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
+
+/// A condition on one field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Pattern {
+    One(String),
+    AnyOf(Vec<String>),
+    Regex { regex: String },
+}
+
+/// Field conditions that must all hold. A missing field matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conjunction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Pattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Pattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touchpoint: Option<Pattern>,
+    /// Segment message type: `track`, `page`, `screen`, `identify`, `group`, `alias`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Pattern>,
+}
+
+/// Which touchpoints match: an event name, one conjunction, or any of several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EventSelector {
+    /// Shorthand for `{"event": NAME}`.
+    Event(String),
+    Any { any: Vec<Conjunction> },
+    All(Conjunction),
+}
+
+impl EventSelector {
+    pub fn event(name: &str) -> Self {
+        EventSelector::Event(name.to_string())
+    }
+
+    /// The alternatives of this selector.
+    pub fn alternatives(&self) -> Vec<Conjunction> {
+        match self {
+            EventSelector::Event(e) => vec![Conjunction {
+                event: Some(Pattern::One(e.clone())),
+                ..Default::default()
+            }],
+            EventSelector::Any { any } => any.clone(),
+            EventSelector::All(c) => vec![c.clone()],
+        }
+    }
+
+    /// Parses the command-line form: alternatives separated by `|`, conditions by `&`, each
+    /// condition `field=value` or `field~regex` (field: event, channel, touchpoint, kind); a bare
+    /// text is an event name. `Order Completed|channel=email&kind=track`.
+    pub fn parse(text: &str) -> Result<EventSelector> {
+        let text = text.trim();
+        if text.starts_with('{') {
+            return serde_json::from_str(text)
+                .map_err(|e| EngineError::invalid("selector", e.to_string()));
+        }
+        let mut any = Vec::new();
+        for alt in text.split('|') {
+            let mut c = Conjunction::default();
+            for cond in alt.split('&') {
+                let cond = cond.trim();
+                let (field, pattern) = match cond.find(['=', '~']) {
+                    Some(i) => {
+                        let value = cond[i + 1..].trim().to_string();
+                        let p = if cond.as_bytes()[i] == b'~' {
+                            Pattern::Regex { regex: value }
+                        } else {
+                            Pattern::One(value)
+                        };
+                        (cond[..i].trim(), p)
+                    }
+                    None => ("event", Pattern::One(cond.to_string())),
+                };
+                if matches!(&pattern, Pattern::One(v) if v.is_empty()) {
+                    return Err(EngineError::invalid(
+                        "selector",
+                        format!("empty value in condition `{cond}`"),
+                    ));
+                }
+                let slot = match field {
+                    "event" => &mut c.event,
+                    "channel" => &mut c.channel,
+                    "touchpoint" => &mut c.touchpoint,
+                    "kind" | "type" => &mut c.kind,
+                    other => {
+                        return Err(EngineError::invalid(
+                            "selector",
+                            format!(
+                                "unknown field `{other}` (expected event, channel, touchpoint or kind)"
+                            ),
+                        ))
+                    }
+                };
+                if slot.is_some() {
+                    return Err(EngineError::invalid(
+                        "selector",
+                        format!("field `{field}` given twice in `{alt}`"),
+                    ));
+                }
+                *slot = Some(pattern);
+            }
+            any.push(c);
+        }
+        Ok(if any.len() == 1 {
+            EventSelector::All(any.pop().unwrap())
+        } else {
+            EventSelector::Any { any }
+        })
+    }
+}
+
+/// A code table: bit `a` of `table[code]` is set when alternative `a` accepts the code.
+#[derive(Debug, Clone, Default)]
+struct FieldTable {
+    table: Vec<u64>,
+}
+
+impl FieldTable {
+    #[inline(always)]
+    fn get(&self, code: u32) -> u64 {
+        self.table.get(code as usize).copied().unwrap_or(0)
+    }
+}
+
+/// Selectors compiled against one vocabulary. Each selector becomes one output bit: a row's
+/// mask has bit `s` set when selector `s` matches it. At most 64 selectors and 64 alternatives.
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    selectors: usize,
+    /// Alternatives with no condition at all on a field pass that field.
+    free: [u64; 4],
+    fields: [Option<FieldTable>; 4],
+    /// Output bit of each alternative.
+    owner: Vec<u8>,
+    /// Bits of the alternatives in use.
+    valid: u64,
+    /// True when every selector has exactly one alternative (alternative bit = selector bit).
+    identity: bool,
+    /// True when only the event field is constrained: one table load per row.
+    event_only: bool,
+}
+
+const F_EVENT: usize = 0;
+const F_CHANNEL: usize = 1;
+const F_TOUCHPOINT: usize = 2;
+const F_KIND: usize = 3;
+
+fn compile_pattern(
+    what: &str,
+    pattern: &Pattern,
+    names: &[&str],
+    bit: u64,
+    table: &mut Vec<u64>,
+) -> Result<()> {
+    if table.len() < names.len() {
+        table.resize(names.len(), 0);
+    }
+    match pattern {
+        Pattern::One(n) => {
+            if let Some(i) = names.iter().position(|s| *s == n) {
+                table[i] |= bit;
+            }
+        }
+        Pattern::AnyOf(list) => {
+            for n in list {
+                if let Some(i) = names.iter().position(|s| *s == n) {
+                    table[i] |= bit;
+                }
+            }
+        }
+        Pattern::Regex { regex } => {
+            let re = regex::Regex::new(regex)
+                .map_err(|e| EngineError::invalid(what, format!("bad regex `{regex}`: {e}")))?;
+            for (i, n) in names.iter().enumerate() {
+                if !n.is_empty() && re.is_match(n) {
+                    table[i] |= bit;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Matcher {
+    /// Compiles `selectors` (output bit `i` for selector `i`).
+    pub fn compile(selectors: &[EventSelector], vocab: &dyn Vocabulary) -> Result<Matcher> {
+        if selectors.len() > 64 {
+            return Err(EngineError::invalid("steps", "at most 64 selectors in one query"));
+        }
+        let event_names: Vec<&str> = vocab.names(Field::Event).iter().map(|s| s.as_str()).collect();
+        let channel_names: Vec<&str> =
+            vocab.names(Field::Channel).iter().map(|s| s.as_str()).collect();
+        let tp_names: Vec<&str> = vocab
+            .names(Field::Touchpoint)
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        let mut m = Matcher {
+            selectors: selectors.len(),
+            ..Default::default()
+        };
+        let mut tables: [Option<Vec<u64>>; 4] = Default::default();
+        let mut alt = 0usize;
+        for (s, sel) in selectors.iter().enumerate() {
+            let alts = sel.alternatives();
+            if alts.is_empty() {
+                return Err(EngineError::invalid(
+                    "selector",
+                    format!("selector {} has no alternatives", s + 1),
+                ));
+            }
+            for c in alts {
+                if alt >= 64 {
+                    return Err(EngineError::invalid(
+                        "selector",
+                        "at most 64 alternatives over all selectors of one query",
+                    ));
+                }
+                let bit = 1u64 << alt;
+                m.owner.push(s as u8);
+                let conds: [(&str, &Option<Pattern>, &[&str]); 4] = [
+                    ("event", &c.event, &event_names),
+                    ("channel", &c.channel, &channel_names),
+                    ("touchpoint", &c.touchpoint, &tp_names),
+                    ("kind", &c.kind, &KIND_NAMES),
+                ];
+                for (f, (what, p, names)) in conds.into_iter().enumerate() {
+                    match p {
+                        None => m.free[f] |= bit,
+                        Some(p) => {
+                            if f == F_KIND {
+                                check_kind(p)?;
+                            }
+                            compile_pattern(
+                                what,
+                                p,
+                                names,
+                                bit,
+                                tables[f].get_or_insert_with(Vec::new),
+                            )?
+                        }
+                    }
+                }
+                alt += 1;
+            }
+        }
+        m.valid = if alt == 64 { u64::MAX } else { (1u64 << alt) - 1 };
+        m.identity = m.owner.iter().enumerate().all(|(a, s)| a == *s as usize);
+        for (f, t) in tables.into_iter().enumerate() {
+            m.fields[f] = t.map(|mut table| {
+                for v in table.iter_mut() {
+                    *v |= m.free[f];
+                }
+                FieldTable { table }
+            });
+        }
+        m.event_only = m.identity
+            && m.fields[F_CHANNEL].is_none()
+            && m.fields[F_TOUCHPOINT].is_none()
+            && m.fields[F_KIND].is_none();
+        if m.event_only && m.fields[F_EVENT].is_none() {
+            // every selector matches everything
+            m.fields[F_EVENT] = Some(FieldTable {
+                table: vec![m.free[F_EVENT]; event_names.len()],
+            });
+        }
+        Ok(m)
+    }
+
+    pub fn selectors(&self) -> usize {
+        self.selectors
+    }
+
+    /// The mask of selectors matching row `i` of `j`.
+    #[inline(always)]
+    pub fn row_mask(&self, j: &Journey<'_>, i: usize) -> u64 {
+        if self.event_only {
+            return self.fields[F_EVENT].as_ref().unwrap().get(j.event[i]);
+        }
+        let mut alts = u64::MAX;
+        let fetch = |f: usize, code: u32| match &self.fields[f] {
+            Some(t) => t.get(code),
+            None => u64::MAX,
+        };
+        alts &= fetch(F_EVENT, j.event[i]);
+        alts &= fetch(F_CHANNEL, j.channel[i]);
+        alts &= fetch(F_TOUCHPOINT, j.touchpoint[i]);
+        alts &= fetch(F_KIND, j.kind[i] as u32);
+        alts &= self.valid;
+        if self.identity || alts == 0 {
+            return alts;
+        }
+        let mut out = 0u64;
+        while alts != 0 {
+            let a = alts.trailing_zeros() as usize;
+            out |= 1u64 << self.owner[a];
+            alts &= alts - 1;
+        }
+        out
+    }
+}
+
+fn check_kind(p: &Pattern) -> Result<()> {
+    let names: Vec<&String> = match p {
+        Pattern::One(n) => vec![n],
+        Pattern::AnyOf(l) => l.iter().collect(),
+        Pattern::Regex { .. } => return Ok(()),
+    };
+    for n in names {
+        if !KIND_NAMES.contains(&n.as_str()) {
+            return Err(EngineError::invalid(
+                "kind",
+                format!("unknown message type `{n}` (expected one of {})", KIND_NAMES.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
