@@ -442,7 +442,7 @@ impl FunnelKernel {
             return;
         }
         match self.order {
-            FunnelOrder::Strict => self.run_strict(entries, out),
+            FunnelOrder::Strict => self.run_strict(entries, scratch, out),
             FunnelOrder::Unordered => self.run_unordered(entries, scratch, out),
             _ => self.run_ordered(entries, scratch, out),
         }
@@ -538,16 +538,7 @@ impl FunnelKernel {
                         s.set[st] = true;
                         s.start[st] = s.start[p];
                         s.last[st] = e.ts;
-                        // the chain of `st` is the chain of `p` plus this step
-                        let (src, dst) = (p * n, st * n);
-                        s.chain_times.copy_within(src..src + st, dst);
-                        s.chain_tags.copy_within(src..src + st, dst);
-                        for l in p + 1..st {
-                            s.chain_times[dst + l] = i64::MIN;
-                            s.chain_tags[dst + l] = u32::MAX;
-                        }
-                        s.chain_times[dst + st] = e.ts;
-                        s.chain_tags[dst + st] = e.tag;
+                        s.extend_chain(n, p, st, &e);
                         s.ever |= 1 << st;
                         if st + 1 > best {
                             best = st + 1;
@@ -614,73 +605,82 @@ impl FunnelKernel {
         }
     }
 
-    /// Consecutive touchpoints: the chain grows only with the very next touchpoint.
-    fn run_strict(&self, entries: &[Entry], out: &mut Outcome) {
+    /// Consecutive touchpoints: a chain grows only with the very next touchpoint. A touchpoint
+    /// can extend one chain and start another, so every chain length alive at the previous
+    /// touchpoint is tracked; for each, the latest start (all of them end at the same touchpoint,
+    /// so a later start dominates).
+    fn run_strict(&self, entries: &[Entry], s: &mut Scratch, out: &mut Outcome) {
         let n = self.n;
+        s.reset(n);
         let step_mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-        let mut cur = 0usize; // next step index expected; 0 = no chain
-        let mut start = 0i64;
-        let mut last = 0i64;
-        let mut times = vec![i64::MIN; n];
-        let mut tags = vec![u32::MAX; n];
+        // bit k: a chain whose last step is k ends at the previous touchpoint
+        let mut alive = 0u64;
         let mut best = 0usize;
         for e in entries {
             let m = e.mask & step_mask;
-            let excluded = self
-                .exclusions
-                .iter()
-                .any(|(bit, from, to)| e.mask & bit != 0 && cur > *from && cur <= *to);
-            let mut next = None;
-            if cur > 0 && !excluded {
-                // the next required step, or a later one when all steps between are optional
-                let mut st = cur;
-                while st < n {
-                    if m & (1 << st) != 0 {
-                        let ok = e.ts <= start.saturating_add(self.window)
-                            && e.ts - last <= self.within[st];
-                        if ok {
-                            next = Some(st);
+            let mut next = 0u64;
+            if m != 0 {
+                // longest chains first: a destination is always longer than its source, so no
+                // source is overwritten before it is read
+                let mut src = alive;
+                while src != 0 {
+                    let k = 63 - src.leading_zeros() as usize;
+                    src &= !(1u64 << k);
+                    let broken = self
+                        .exclusions
+                        .iter()
+                        .any(|(bit, from, to)| e.mask & bit != 0 && k >= *from && k < *to);
+                    if broken {
+                        continue;
+                    }
+                    let mut st = k + 1;
+                    while st < n {
+                        if m & (1 << st) != 0 {
+                            let ok = e.ts <= s.start[k].saturating_add(self.window)
+                                && e.ts - s.last[k] <= self.within[st];
+                            if ok && (next & (1 << st) == 0 || s.start[st] < s.start[k]) {
+                                next |= 1 << st;
+                                s.start[st] = s.start[k];
+                                s.extend_chain(n, k, st, e);
+                            }
+                            break;
                         }
-                        break;
+                        if !self.optional[st] {
+                            break;
+                        }
+                        st += 1;
                     }
-                    if !self.optional[st] {
-                        break;
-                    }
-                    st += 1;
+                }
+                if m & 1 != 0 && e.ts < self.entry_before {
+                    next |= 1;
+                    s.start[0] = e.ts;
+                    s.chain_times[0] = e.ts;
+                    s.chain_tags[0] = e.tag;
                 }
             }
-            match next {
-                Some(st) => {
-                    for l in cur..st {
-                        times[l] = i64::MIN;
-                        tags[l] = u32::MAX;
-                    }
-                    times[st] = e.ts;
-                    tags[st] = e.tag;
-                    last = e.ts;
-                    cur = st + 1;
-                }
-                None if m & 1 != 0 && e.ts < self.entry_before => {
-                    cur = 1;
-                    start = e.ts;
-                    last = e.ts;
-                    times[0] = e.ts;
-                    tags[0] = e.tag;
-                }
-                None => cur = 0,
+            let mut b = next;
+            while b != 0 {
+                let st = b.trailing_zeros() as usize;
+                b &= b - 1;
+                s.last[st] = e.ts;
             }
-            if cur > best {
-                best = cur;
-                out.times[..best].copy_from_slice(&times[..best]);
-                out.tags[..best].copy_from_slice(&tags[..best]);
-                // required steps are never skipped: the steps with a time are the ones done
-                out.reached = times[..best]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| **t != i64::MIN)
-                    .fold(0u64, |m, (l, _)| m | 1 << l);
-                if best == n {
-                    break;
+            alive = next;
+            if alive != 0 {
+                let top = 63 - alive.leading_zeros() as usize;
+                if top + 1 > best {
+                    best = top + 1;
+                    let base = top * n;
+                    out.times[..best].copy_from_slice(&s.chain_times[base..base + best]);
+                    out.tags[..best].copy_from_slice(&s.chain_tags[base..base + best]);
+                    // required steps are never skipped: the steps with a time are the ones done
+                    out.reached = out.times[..best]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| **t != i64::MIN)
+                        .fold(0u64, |acc, (l, _)| acc | 1 << l);
+                    if best == n {
+                        break;
+                    }
                 }
             }
         }
@@ -788,6 +788,21 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// The chain of step `st` becomes the chain of step `p` (an earlier step), the optional
+    /// steps between them skipped, and `e` as step `st`.
+    #[inline]
+    fn extend_chain(&mut self, n: usize, p: usize, st: usize, e: &Entry) {
+        let (src, dst) = (p * n, st * n);
+        self.chain_times.copy_within(src..=src + p, dst);
+        self.chain_tags.copy_within(src..=src + p, dst);
+        for l in p + 1..st {
+            self.chain_times[dst + l] = i64::MIN;
+            self.chain_tags[dst + l] = u32::MAX;
+        }
+        self.chain_times[dst + st] = e.ts;
+        self.chain_tags[dst + st] = e.tag;
+    }
+
     fn reset(&mut self, n: usize) {
         self.set.clear();
         self.set.resize(n, false);

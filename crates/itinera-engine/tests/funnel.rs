@@ -1,0 +1,365 @@
+//! Funnel semantics: golden edge cases, a brute-force reference and properties.
+
+use itinera_engine::funnel::{
+    Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, CountBy, Exclusion,
+};
+use itinera_engine::memory::{MemorySource, Row};
+use itinera_engine::{run_funnel, EventSelector, FunnelOrder, FunnelQuery, Span};
+use proptest::prelude::*;
+
+fn rows(spec: &[(&str, i64, &str)]) -> Vec<Row> {
+    spec.iter().map(|(p, t, e)| Row::new(p, *t, e)).collect()
+}
+
+fn funnel(steps: &[&str], window_ms: i64, order: FunnelOrder) -> FunnelQuery {
+    let mut q = FunnelQuery::events(steps, Span(window_ms));
+    q.order = order;
+    q
+}
+
+fn counts(src: &MemorySource, q: &FunnelQuery) -> Vec<u64> {
+    run_funnel(src, q, &Default::default())
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| s.count)
+        .collect()
+}
+
+fn level_of(seq: &[(i64, &str)], steps: &[&str], window: i64, order: FunnelOrder) -> usize {
+    let r: Vec<Row> = seq.iter().map(|(t, e)| Row::new("p", *t, e)).collect();
+    let src = MemorySource::new(&r);
+    let res = run_funnel(&src, &funnel(steps, window, order), &Default::default()).unwrap();
+    res.levels.iter().rposition(|n| *n > 0).unwrap_or(0)
+}
+
+#[test]
+fn ordered_allows_other_touchpoints_in_between_and_respects_the_window() {
+    let seq = [(1, "a"), (2, "x"), (3, "b"), (50, "c")];
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::Ordered), 3);
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Ordered), 2);
+    // the window is inclusive
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 49, FunnelOrder::Ordered), 3);
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 48, FunnelOrder::Ordered), 2);
+}
+
+#[test]
+fn a_later_start_can_rescue_a_chain() {
+    // the first `a` is too early for `c`; the second one is not
+    let seq = [(0, "a"), (5, "b"), (20, "a"), (25, "b"), (28, "c")];
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Ordered), 3);
+}
+
+#[test]
+fn strict_needs_consecutive_touchpoints_but_may_restart() {
+    let seq = [(1, "a"), (2, "x"), (3, "b"), (4, "a"), (5, "b"), (6, "c")];
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::Strict), 3);
+    let seq = [(1, "a"), (2, "b"), (3, "x"), (4, "c")];
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::Strict), 2);
+    // windowFunnel's strict_order stops at the first intruder
+    let seq = [(1, "a"), (2, "x"), (3, "a"), (4, "b")];
+    assert_eq!(level_of(&seq, &["a", "b"], 100, FunnelOrder::StrictOrder), 1);
+    assert_eq!(level_of(&seq, &["a", "b"], 100, FunnelOrder::Strict), 2);
+}
+
+#[test]
+fn unordered_counts_steps_in_any_order_within_the_window() {
+    let seq = [(1, "c"), (2, "b"), (3, "a")];
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Unordered), 3);
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Ordered), 1);
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 1, FunnelOrder::Unordered), 2);
+}
+
+#[test]
+fn clickhouse_modes_on_repeats_and_ties() {
+    // equal times are taken by step number
+    let seq = [(1, "b"), (1, "a")];
+    assert_eq!(level_of(&seq, &["a", "b"], 10, FunnelOrder::Ordered), 2);
+    assert_eq!(level_of(&seq, &["a", "b"], 10, FunnelOrder::StrictIncrease), 1);
+    // a touchpoint counts for every step it matches
+    assert_eq!(level_of(&[(1, "a")], &["a", "a"], 10, FunnelOrder::Ordered), 2);
+    // a repeat of a reached step ends strict_deduplication, a repeat of step 1 restarts
+    let seq = [(1, "a"), (2, "b"), (3, "a"), (4, "b"), (5, "c")];
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::StrictDeduplication), 2);
+    let seq = [(1, "a"), (2, "a"), (3, "b")];
+    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::StrictDeduplication), 2);
+}
+
+#[test]
+fn optional_steps_may_be_skipped() {
+    let src = MemorySource::new(&rows(&[
+        ("p1", 1, "a"),
+        ("p1", 2, "b"),
+        ("p1", 3, "c"),
+        ("p2", 1, "a"),
+        ("p2", 3, "c"),
+        ("p3", 1, "a"),
+    ]));
+    let mut q = funnel(&["a", "b", "c"], 100, FunnelOrder::Ordered);
+    q.steps[1].optional = true;
+    let r = run_funnel(&src, &q, &Default::default()).unwrap();
+    let c: Vec<u64> = r.steps.iter().map(|s| s.count).collect();
+    assert_eq!(c, vec![3, 1, 2]);
+    // conversion of step 3 is from the previous required step (1)
+    assert_eq!(r.steps[2].conversion_from_previous, Some(2.0 / 3.0));
+    q.order = FunnelOrder::Strict;
+    assert_eq!(counts(&src, &q), vec![3, 1, 2]);
+    q.order = FunnelOrder::Unordered;
+    assert_eq!(counts(&src, &q), vec![3, 1, 2]);
+}
+
+#[test]
+fn per_step_windows_and_exclusions() {
+    let src = MemorySource::new(&rows(&[
+        ("p1", 0, "a"),
+        ("p1", 50, "b"),
+        ("p2", 0, "a"),
+        ("p2", 5, "b"),
+        ("p3", 0, "a"),
+        ("p3", 2, "cancel"),
+        ("p3", 4, "b"),
+        ("p4", 0, "a"),
+        ("p4", 2, "cancel"),
+        ("p4", 3, "a"),
+        ("p4", 4, "b"),
+    ]));
+    let mut q = funnel(&["a", "b"], 100, FunnelOrder::Ordered);
+    q.steps[1].within = Some(Span(10));
+    assert_eq!(counts(&src, &q), vec![4, 3]);
+    q.exclusions.push(Exclusion {
+        selector: EventSelector::event("cancel"),
+        from_step: None,
+        to_step: None,
+    });
+    // p3's chain is broken; p4 starts again after the exclusion
+    assert_eq!(counts(&src, &q), vec![4, 2]);
+    q.order = FunnelOrder::Strict;
+    assert_eq!(counts(&src, &q), vec![4, 2]);
+}
+
+#[test]
+fn accounts_are_counted_over_all_members() {
+    let mut r = rows(&[("alice", 1, "a"), ("bob", 2, "b"), ("carol", 1, "a")]);
+    r[0].account = Some("acme".into());
+    r[1].account = Some("acme".into());
+    r[2].account = Some("globex".into());
+    let src = MemorySource::new(&r);
+    let mut q = funnel(&["a", "b"], 100, FunnelOrder::Ordered);
+    assert_eq!(counts(&src, &q), vec![2, 0]);
+    q.count_by = CountBy::Account;
+    assert_eq!(counts(&src, &q), vec![2, 1]);
+    q.cohort = Some(CohortRequest {
+        step: 2,
+        outcome: CohortOutcome::Dropped,
+    });
+    let res = run_funnel(&src, &q, &Default::default()).unwrap();
+    assert_eq!(res.cohort.unwrap(), vec!["globex".to_string()]);
+}
+
+#[test]
+fn breakdown_attributes_the_value_of_the_chosen_touchpoint() {
+    let mut r = rows(&[("p1", 1, "a"), ("p1", 2, "b"), ("p2", 1, "a"), ("p2", 2, "b")]);
+    r[0].channel = "email".into();
+    r[1].channel = "direct".into();
+    r[2].channel = "social".into();
+    r[3].channel = "direct".into();
+    let src = MemorySource::new(&r);
+    let mut q = funnel(&["a", "b"], 100, FunnelOrder::Ordered);
+    q.breakdown = Some(Breakdown {
+        field: BreakdownField::Channel,
+        attribution: Attribution::FirstTouch,
+    });
+    let res = run_funnel(&src, &q, &Default::default()).unwrap();
+    let vals: Vec<(String, Vec<u64>)> = res
+        .breakdown
+        .iter()
+        .map(|b| (b.value.clone(), b.counts.clone()))
+        .collect();
+    assert_eq!(
+        vals,
+        vec![("email".into(), vec![1, 1]), ("social".into(), vec![1, 1])]
+    );
+    q.breakdown = Some(Breakdown {
+        field: BreakdownField::Channel,
+        attribution: Attribution::LastTouch,
+    });
+    let res = run_funnel(&src, &q, &Default::default()).unwrap();
+    assert_eq!(res.breakdown.len(), 1);
+    assert_eq!(res.breakdown[0].value, "direct");
+    assert_eq!(res.breakdown[0].counts, vec![2, 2]);
+}
+
+#[test]
+fn times_between_steps_and_time_to_convert() {
+    let src = MemorySource::new(&rows(&[
+        ("p1", 0, "a"),
+        ("p1", 10_000, "b"),
+        ("p1", 40_000, "c"),
+        ("p2", 0, "a"),
+        ("p2", 20_000, "b"),
+    ]));
+    let res = run_funnel(
+        &src,
+        &funnel(&["a", "b", "c"], 100_000, FunnelOrder::Ordered),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(res.steps[1].median_seconds_from_previous, Some(10.0));
+    assert_eq!(res.steps[1].p90_seconds_from_previous, Some(20.0));
+    assert_eq!(res.steps[2].median_seconds_from_first, Some(40.0));
+    assert_eq!(res.time_to_convert.converted, 1);
+    assert_eq!(res.time_to_convert.median_seconds, Some(40.0));
+}
+
+#[test]
+fn invalid_queries_name_the_field() {
+    let src = MemorySource::new(&rows(&[("p", 1, "a")]));
+    let mut q = funnel(&["a", "b"], 100, FunnelOrder::StrictOrder);
+    q.steps[1].within = Some(Span(5));
+    let err = run_funnel(&src, &q, &Default::default()).unwrap_err();
+    assert!(err.to_string().starts_with("invalid order"), "{err}");
+    let q = funnel(&[], 100, FunnelOrder::Ordered);
+    assert!(run_funnel(&src, &q, &Default::default())
+        .unwrap_err()
+        .to_string()
+        .contains("steps"));
+    assert!(EventSelector::parse("colour=red").is_err());
+}
+
+/// The longest chain by exhaustive search: entries sorted by (time, step); a chain takes
+/// entries at increasing positions matching steps 1, 2, … with the last within the window of
+/// the first.
+fn brute_force_ordered(seq: &[(i64, u8)], steps: &[u8], window: i64) -> usize {
+    let mut entries: Vec<(i64, usize)> = Vec::new();
+    for (t, e) in seq {
+        for (s, st) in steps.iter().enumerate() {
+            if st == e {
+                entries.push((*t, s));
+            }
+        }
+    }
+    entries.sort();
+    fn extend(entries: &[(i64, usize)], from: usize, step: usize, start: i64, window: i64, n: usize) -> usize {
+        if step == n {
+            return n;
+        }
+        let mut best = step;
+        for i in from..entries.len() {
+            let (t, s) = entries[i];
+            if s == step && t <= start + window {
+                best = best.max(extend(entries, i + 1, step + 1, start, window, n));
+            }
+        }
+        best
+    }
+    let mut best = 0;
+    for (i, (t, s)) in entries.iter().enumerate() {
+        if *s == 0 {
+            best = best.max(extend(&entries, i + 1, 1, *t, window, steps.len()));
+        }
+    }
+    best
+}
+
+fn source(seqs: &[Vec<(i64, u8)>]) -> MemorySource {
+    let mut r = Vec::new();
+    for (p, seq) in seqs.iter().enumerate() {
+        for (t, e) in seq {
+            r.push(Row::new(&format!("p{p}"), *t, &format!("e{e}")));
+        }
+    }
+    MemorySource::new(&r)
+}
+
+fn names(steps: &[u8]) -> Vec<String> {
+    steps.iter().map(|s| format!("e{s}")).collect()
+}
+
+fn journeys() -> impl Strategy<Value = Vec<Vec<(i64, u8)>>> {
+    prop::collection::vec(
+        prop::collection::vec((0i64..40, 0u8..4), 0..14).prop_map(|mut v| {
+            v.sort_by_key(|x| x.0);
+            v
+        }),
+        1..12,
+    )
+}
+
+proptest! {
+    #[test]
+    fn ordered_equals_the_exhaustive_search(
+        seq in prop::collection::vec((0i64..30, 0u8..4), 0..12),
+        steps in prop::collection::vec(0u8..4, 1..5),
+        window in 0i64..20,
+    ) {
+        let mut seq = seq;
+        seq.sort_by_key(|x| x.0);
+        let named: Vec<(i64, String)> = seq.iter().map(|(t, e)| (*t, format!("e{e}"))).collect();
+        let named_ref: Vec<(i64, &str)> = named.iter().map(|(t, e)| (*t, e.as_str())).collect();
+        let n = names(&steps);
+        let n_ref: Vec<&str> = n.iter().map(String::as_str).collect();
+        let ours = level_of(&named_ref, &n_ref, window.max(1), FunnelOrder::Ordered);
+        prop_assert_eq!(ours, brute_force_ordered(&seq, &steps, window.max(1)));
+    }
+
+    #[test]
+    fn unordered_at_least_ordered_at_least_strict(
+        seqs in journeys(),
+        steps in prop::collection::vec(0u8..4, 1..5),
+        window in 1i64..30,
+    ) {
+        let src = source(&seqs);
+        let n = names(&steps);
+        let n_ref: Vec<&str> = n.iter().map(String::as_str).collect();
+        let u = counts(&src, &funnel(&n_ref, window, FunnelOrder::Unordered));
+        let o = counts(&src, &funnel(&n_ref, window, FunnelOrder::Ordered));
+        let s = counts(&src, &funnel(&n_ref, window, FunnelOrder::Strict));
+        let so = counts(&src, &funnel(&n_ref, window, FunnelOrder::StrictOrder));
+        let si = counts(&src, &funnel(&n_ref, window, FunnelOrder::StrictIncrease));
+        let sd = counts(&src, &funnel(&n_ref, window, FunnelOrder::StrictDeduplication));
+        for k in 0..steps.len() {
+            prop_assert!(u[k] >= o[k], "unordered {:?} < ordered {:?}", u, o);
+            prop_assert!(o[k] >= s[k], "ordered {:?} < strict {:?}", o, s);
+            prop_assert!(o[k] >= so[k] && o[k] >= si[k] && o[k] >= sd[k]);
+        }
+    }
+
+    #[test]
+    fn a_longer_window_never_lowers_conversion(
+        seqs in journeys(),
+        steps in prop::collection::vec(0u8..4, 1..5),
+        window in 1i64..20,
+        extra in 0i64..20,
+    ) {
+        let src = source(&seqs);
+        let n = names(&steps);
+        let n_ref: Vec<&str> = n.iter().map(String::as_str).collect();
+        for order in [FunnelOrder::Ordered, FunnelOrder::Strict, FunnelOrder::Unordered] {
+            let a = counts(&src, &funnel(&n_ref, window, order));
+            let b = counts(&src, &funnel(&n_ref, window + extra, order));
+            for k in 0..steps.len() {
+                prop_assert!(b[k] >= a[k], "{:?}: {:?} then {:?}", order, a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn adding_a_step_never_raises_conversion(
+        seqs in journeys(),
+        steps in prop::collection::vec(0u8..4, 1..5),
+        added in 0u8..4,
+        window in 1i64..30,
+    ) {
+        let src = source(&seqs);
+        let n = names(&steps);
+        let mut longer = n.clone();
+        longer.push(format!("e{added}"));
+        let n_ref: Vec<&str> = n.iter().map(String::as_str).collect();
+        let l_ref: Vec<&str> = longer.iter().map(String::as_str).collect();
+        for order in [FunnelOrder::Ordered, FunnelOrder::Strict, FunnelOrder::Unordered] {
+            let a = counts(&src, &funnel(&n_ref, window, order));
+            let b = counts(&src, &funnel(&l_ref, window, order));
+            prop_assert!(b[steps.len()] <= a[steps.len() - 1], "{:?}: {:?} then {:?}", order, a, b);
+        }
+    }
+}
