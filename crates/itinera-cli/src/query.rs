@@ -16,7 +16,7 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub enum QueryCommand {
     /// Event funnel: persons (or accounts) reaching each step, conversion, time between steps.
-    Funnel(FunnelArgs),
+    Funnel(Box<FunnelArgs>),
 }
 
 /// Where a query runs: a local data directory, or a server.
@@ -120,7 +120,10 @@ fn execute<Q: Serialize, R: DeserializeOwned + Serialize>(
         let status = resp.status();
         let body: serde_json::Value = resp.json().map_err(|e| format!("{url}: {e}"))?;
         if !status.is_success() {
-            let msg = body["message"].as_str().unwrap_or("request failed");
+            let msg = body["message"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or("request failed");
             return Err(format!("{url}: {status}: {msg}").into());
         }
         return Ok(serde_json::from_value(body)?);
@@ -259,7 +262,11 @@ fn funnel_query(a: &FunnelArgs) -> CliResult<FunnelQuery> {
         } else {
             CountBy::Person
         },
-        from_ms: a.from.as_deref().map(|d| parse_date("from", d)).transpose()?,
+        from_ms: a
+            .from
+            .as_deref()
+            .map(|d| parse_date("from", d))
+            .transpose()?,
         to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
         breakdown,
         cohort,

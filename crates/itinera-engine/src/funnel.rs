@@ -82,12 +82,9 @@ impl FunnelStep {
     }
 
     fn label(&self) -> String {
-        if let Some(n) = &self.name {
-            return n.clone();
-        }
-        match &self.selector {
-            EventSelector::Event(e) => e.clone(),
-            other => serde_json::to_string(other).unwrap_or_default(),
+        match &self.name {
+            Some(n) => n.clone(),
+            None => self.selector.to_string(),
         }
     }
 }
@@ -211,7 +208,10 @@ impl FunnelQuery {
     fn validate(&self) -> Result<()> {
         let n = self.steps.len();
         if n == 0 {
-            return Err(EngineError::invalid("steps", "a funnel needs at least one step"));
+            return Err(EngineError::invalid(
+                "steps",
+                "a funnel needs at least one step",
+            ));
         }
         if n > MAX_STEPS {
             return Err(EngineError::invalid(
@@ -226,11 +226,14 @@ impl FunnelQuery {
             ));
         }
         if self.steps[0].optional {
-            return Err(EngineError::invalid("steps[0].optional", "step 1 cannot be optional"));
+            return Err(EngineError::invalid(
+                "steps[0].optional",
+                "step 1 cannot be optional",
+            ));
         }
         if self.steps[n - 1].optional {
             return Err(EngineError::invalid(
-                &format!("steps[{}].optional", n - 1),
+                format!("steps[{}].optional", n - 1),
                 "the last step cannot be optional",
             ));
         }
@@ -241,7 +244,9 @@ impl FunnelQuery {
             || self.steps.iter().any(|s| s.optional || s.within.is_some());
         let ch_mode = matches!(
             self.order,
-            FunnelOrder::StrictDeduplication | FunnelOrder::StrictOrder | FunnelOrder::StrictIncrease
+            FunnelOrder::StrictDeduplication
+                | FunnelOrder::StrictOrder
+                | FunnelOrder::StrictIncrease
         );
         if extras && ch_mode {
             return Err(EngineError::invalid(
@@ -576,7 +581,11 @@ impl FunnelKernel {
         if level == 0 {
             return;
         }
-        out.reached = if level == 64 { u64::MAX } else { (1u64 << level) - 1 };
+        out.reached = if level == 64 {
+            u64::MAX
+        } else {
+            (1u64 << level) - 1
+        };
         let top = level - 1;
         if s.set[top] {
             let base = top * self.n;
@@ -940,7 +949,10 @@ impl PersonRunner<'_> {
             let hit = match c.outcome {
                 CohortOutcome::Reached => o.reached & (1 << k) != 0,
                 CohortOutcome::Dropped => {
-                    let prev = (0..k).rev().find(|p| !self.q.steps[*p].optional).unwrap_or(0);
+                    let prev = (0..k)
+                        .rev()
+                        .find(|p| !self.q.steps[*p].optional)
+                        .unwrap_or(0);
                     o.reached & (1 << prev) != 0 && o.reached & (1 << k) == 0
                 }
             };
@@ -972,14 +984,22 @@ pub fn run_funnel<S: JourneySource>(
     scan_opts.from_ms = max_opt(opts.from_ms, q.from_ms);
     scan_opts.to_ms = min_opt(
         opts.to_ms,
-        q.to_ms.map(|t| t.saturating_add(q.window.ms()).saturating_add(1)),
+        q.to_ms
+            .map(|t| t.saturating_add(q.window.ms()).saturating_add(1)),
     );
     let mut totals = Totals::new(n);
     match q.count_by {
         CountBy::Person => {
             let parts = source.scan(
                 &scan_opts,
-                || (Totals::new(n), Vec::new(), Scratch::default(), Outcome::default()),
+                || {
+                    (
+                        Totals::new(n),
+                        Vec::new(),
+                        Scratch::default(),
+                        Outcome::default(),
+                    )
+                },
                 |(t, entries, scratch, outcome), j| {
                     runner.entries(j, entries);
                     kernel.run(entries, scratch, outcome);
@@ -1078,10 +1098,14 @@ fn render(q: &FunnelQuery, mut t: Totals, v: &dyn Vocabulary) -> FunnelResult {
         .collect();
     for ms in ttc.iter() {
         let s = *ms as f64 / 1000.0;
-        let k = TTC_BOUNDS.iter().position(|b| s <= *b).unwrap_or(TTC_BOUNDS.len());
+        let k = TTC_BOUNDS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(TTC_BOUNDS.len());
         histogram[k].1 += 1;
     }
-    let mean = (!ttc.is_empty()).then(|| ttc.iter().sum::<i64>() as f64 / ttc.len() as f64 / 1000.0);
+    let mean =
+        (!ttc.is_empty()).then(|| ttc.iter().sum::<i64>() as f64 / ttc.len() as f64 / 1000.0);
     let time_to_convert = TimeToConvert {
         converted: if n == 1 { first } else { ttc.len() as u64 },
         median_seconds: secs(quantile(ttc, 0.5)),
@@ -1119,7 +1143,11 @@ fn render(q: &FunnelQuery, mut t: Totals, v: &dyn Vocabulary) -> FunnelResult {
         })
         .unwrap_or_default();
     let cohort = q.cohort.map(|_| {
-        let mut names: Vec<String> = t.cohort.iter().map(|c| v.name(field, *c).to_string()).collect();
+        let mut names: Vec<String> = t
+            .cohort
+            .iter()
+            .map(|c| v.name(field, *c).to_string())
+            .collect();
         names.sort();
         names
     });

@@ -118,8 +118,14 @@ impl MemorySource {
         let (person, s, e) = self.persons[p];
         let c = &self.cols;
         let ts = &c.ts[s..e];
-        let lo = s + opts.from_ms.map(|a| ts.partition_point(|t| *t < a)).unwrap_or(0);
-        let hi = s + opts.to_ms.map(|b| ts.partition_point(|t| *t < b)).unwrap_or(e - s);
+        let lo = s + opts
+            .from_ms
+            .map(|a| ts.partition_point(|t| *t < a))
+            .unwrap_or(0);
+        let hi = s + opts
+            .to_ms
+            .map(|b| ts.partition_point(|t| *t < b))
+            .unwrap_or(e - s);
         (lo < hi).then(|| Journey {
             person,
             did: &c.did[lo..hi],

@@ -42,7 +42,9 @@ pub struct Conjunction {
 pub enum EventSelector {
     /// Shorthand for `{"event": NAME}`.
     Event(String),
-    Any { any: Vec<Conjunction> },
+    Any {
+        any: Vec<Conjunction>,
+    },
     All(Conjunction),
 }
 
@@ -100,14 +102,12 @@ impl EventSelector {
                     "channel" => &mut c.channel,
                     "touchpoint" => &mut c.touchpoint,
                     "kind" | "type" => &mut c.kind,
-                    other => {
-                        return Err(EngineError::invalid(
-                            "selector",
-                            format!(
-                                "unknown field `{other}` (expected event, channel, touchpoint or kind)"
-                            ),
-                        ))
-                    }
+                    other => return Err(EngineError::invalid(
+                        "selector",
+                        format!(
+                            "unknown field `{other}` (expected event, channel, touchpoint or kind)"
+                        ),
+                    )),
                 };
                 if slot.is_some() {
                     return Err(EngineError::invalid(
@@ -120,10 +120,72 @@ impl EventSelector {
             any.push(c);
         }
         Ok(if any.len() == 1 {
-            EventSelector::All(any.pop().unwrap())
+            let c = any.pop().unwrap();
+            match c {
+                Conjunction {
+                    event: Some(Pattern::One(name)),
+                    channel: None,
+                    touchpoint: None,
+                    kind: None,
+                } => EventSelector::Event(name),
+                c => EventSelector::All(c),
+            }
         } else {
             EventSelector::Any { any }
         })
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pattern::One(n) => write!(f, "={n}"),
+            Pattern::AnyOf(l) => write!(f, " in [{}]", l.join(", ")),
+            Pattern::Regex { regex } => write!(f, "~{regex}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Conjunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (name, p) in [
+            ("event", &self.event),
+            ("channel", &self.channel),
+            ("touchpoint", &self.touchpoint),
+            ("kind", &self.kind),
+        ] {
+            if let Some(p) = p {
+                if !first {
+                    f.write_str(" & ")?;
+                }
+                write!(f, "{name}{p}")?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("any touchpoint")?;
+        }
+        Ok(())
+    }
+}
+
+/// The readable form used as a default label: `Order Completed`, `channel=email & kind=track`.
+impl std::fmt::Display for EventSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventSelector::Event(e) => f.write_str(e),
+            EventSelector::All(c) => write!(f, "{c}"),
+            EventSelector::Any { any } => {
+                for (i, c) in any.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" | ")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -203,11 +265,21 @@ impl Matcher {
     /// Compiles `selectors` (output bit `i` for selector `i`).
     pub fn compile(selectors: &[EventSelector], vocab: &dyn Vocabulary) -> Result<Matcher> {
         if selectors.len() > 64 {
-            return Err(EngineError::invalid("steps", "at most 64 selectors in one query"));
+            return Err(EngineError::invalid(
+                "steps",
+                "at most 64 selectors in one query",
+            ));
         }
-        let event_names: Vec<&str> = vocab.names(Field::Event).iter().map(|s| s.as_str()).collect();
-        let channel_names: Vec<&str> =
-            vocab.names(Field::Channel).iter().map(|s| s.as_str()).collect();
+        let event_names: Vec<&str> = vocab
+            .names(Field::Event)
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        let channel_names: Vec<&str> = vocab
+            .names(Field::Channel)
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         let tp_names: Vec<&str> = vocab
             .names(Field::Touchpoint)
             .iter()
@@ -262,7 +334,11 @@ impl Matcher {
                 alt += 1;
             }
         }
-        m.valid = if alt == 64 { u64::MAX } else { (1u64 << alt) - 1 };
+        m.valid = if alt == 64 {
+            u64::MAX
+        } else {
+            (1u64 << alt) - 1
+        };
         m.identity = m.owner.iter().enumerate().all(|(a, s)| a == *s as usize);
         for (f, t) in tables.into_iter().enumerate() {
             m.fields[f] = t.map(|mut table| {
@@ -328,7 +404,10 @@ fn check_kind(p: &Pattern) -> Result<()> {
         if !KIND_NAMES.contains(&n.as_str()) {
             return Err(EngineError::invalid(
                 "kind",
-                format!("unknown message type `{n}` (expected one of {})", KIND_NAMES.join(", ")),
+                format!(
+                    "unknown message type `{n}` (expected one of {})",
+                    KIND_NAMES.join(", ")
+                ),
             ));
         }
     }

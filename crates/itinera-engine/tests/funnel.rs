@@ -36,38 +36,71 @@ fn level_of(seq: &[(i64, &str)], steps: &[&str], window: i64, order: FunnelOrder
 #[test]
 fn ordered_allows_other_touchpoints_in_between_and_respects_the_window() {
     let seq = [(1, "a"), (2, "x"), (3, "b"), (50, "c")];
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::Ordered), 3);
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Ordered), 2);
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::Ordered),
+        3
+    );
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Ordered),
+        2
+    );
     // the window is inclusive
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 49, FunnelOrder::Ordered), 3);
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 48, FunnelOrder::Ordered), 2);
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 49, FunnelOrder::Ordered),
+        3
+    );
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 48, FunnelOrder::Ordered),
+        2
+    );
 }
 
 #[test]
 fn a_later_start_can_rescue_a_chain() {
     // the first `a` is too early for `c`; the second one is not
     let seq = [(0, "a"), (5, "b"), (20, "a"), (25, "b"), (28, "c")];
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Ordered), 3);
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Ordered),
+        3
+    );
 }
 
 #[test]
 fn strict_needs_consecutive_touchpoints_but_may_restart() {
     let seq = [(1, "a"), (2, "x"), (3, "b"), (4, "a"), (5, "b"), (6, "c")];
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::Strict), 3);
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::Strict),
+        3
+    );
     let seq = [(1, "a"), (2, "b"), (3, "x"), (4, "c")];
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::Strict), 2);
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::Strict),
+        2
+    );
     // windowFunnel's strict_order stops at the first intruder
     let seq = [(1, "a"), (2, "x"), (3, "a"), (4, "b")];
-    assert_eq!(level_of(&seq, &["a", "b"], 100, FunnelOrder::StrictOrder), 1);
+    assert_eq!(
+        level_of(&seq, &["a", "b"], 100, FunnelOrder::StrictOrder),
+        1
+    );
     assert_eq!(level_of(&seq, &["a", "b"], 100, FunnelOrder::Strict), 2);
 }
 
 #[test]
 fn unordered_counts_steps_in_any_order_within_the_window() {
     let seq = [(1, "c"), (2, "b"), (3, "a")];
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Unordered), 3);
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Ordered), 1);
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 1, FunnelOrder::Unordered), 2);
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Unordered),
+        3
+    );
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 10, FunnelOrder::Ordered),
+        1
+    );
+    assert_eq!(
+        level_of(&seq, &["a", "b", "c"], 1, FunnelOrder::Unordered),
+        2
+    );
 }
 
 #[test]
@@ -75,14 +108,36 @@ fn clickhouse_modes_on_repeats_and_ties() {
     // equal times are taken by step number
     let seq = [(1, "b"), (1, "a")];
     assert_eq!(level_of(&seq, &["a", "b"], 10, FunnelOrder::Ordered), 2);
-    assert_eq!(level_of(&seq, &["a", "b"], 10, FunnelOrder::StrictIncrease), 1);
+    assert_eq!(
+        level_of(&seq, &["a", "b"], 10, FunnelOrder::StrictIncrease),
+        1
+    );
     // a touchpoint counts for every step it matches
-    assert_eq!(level_of(&[(1, "a")], &["a", "a"], 10, FunnelOrder::Ordered), 2);
+    assert_eq!(
+        level_of(&[(1, "a")], &["a", "a"], 10, FunnelOrder::Ordered),
+        2
+    );
     // a repeat of a reached step ends strict_deduplication, a repeat of step 1 restarts
     let seq = [(1, "a"), (2, "b"), (3, "a"), (4, "b"), (5, "c")];
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::StrictDeduplication), 2);
+    assert_eq!(
+        level_of(
+            &seq,
+            &["a", "b", "c"],
+            100,
+            FunnelOrder::StrictDeduplication
+        ),
+        2
+    );
     let seq = [(1, "a"), (2, "a"), (3, "b")];
-    assert_eq!(level_of(&seq, &["a", "b", "c"], 100, FunnelOrder::StrictDeduplication), 2);
+    assert_eq!(
+        level_of(
+            &seq,
+            &["a", "b", "c"],
+            100,
+            FunnelOrder::StrictDeduplication
+        ),
+        2
+    );
 }
 
 #[test]
@@ -158,7 +213,12 @@ fn accounts_are_counted_over_all_members() {
 
 #[test]
 fn breakdown_attributes_the_value_of_the_chosen_touchpoint() {
-    let mut r = rows(&[("p1", 1, "a"), ("p1", 2, "b"), ("p2", 1, "a"), ("p2", 2, "b")]);
+    let mut r = rows(&[
+        ("p1", 1, "a"),
+        ("p1", 2, "b"),
+        ("p2", 1, "a"),
+        ("p2", 2, "b"),
+    ]);
     r[0].channel = "email".into();
     r[1].channel = "direct".into();
     r[2].channel = "social".into();
@@ -239,7 +299,14 @@ fn brute_force_ordered(seq: &[(i64, u8)], steps: &[u8], window: i64) -> usize {
         }
     }
     entries.sort();
-    fn extend(entries: &[(i64, usize)], from: usize, step: usize, start: i64, window: i64, n: usize) -> usize {
+    fn extend(
+        entries: &[(i64, usize)],
+        from: usize,
+        step: usize,
+        start: i64,
+        window: i64,
+        n: usize,
+    ) -> usize {
         if step == n {
             return n;
         }

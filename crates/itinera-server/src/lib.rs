@@ -1,6 +1,7 @@
-//! Itinera's HTTP server: the Segment-compatible tracking API, health and Prometheus metrics.
-//! Query APIs (`/api/v1/`) and the web app are mounted here as they are built.
+//! Itinera's HTTP server: the Segment-compatible tracking API, the query API under `/api/v1/`,
+//! health and Prometheus metrics. The web app is mounted here as it is built.
 
+pub mod api;
 pub mod config;
 pub mod datadir;
 pub mod error;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub config: ServerConfig,
     pub data: Arc<DataDir>,
     pub metrics: metrics::Metrics,
+    pub jobs: api::Jobs,
     auth_cache: Mutex<HashMap<(String, bool), (String, Instant)>>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
@@ -40,6 +42,7 @@ impl AppState {
             config,
             data,
             metrics: metrics::Metrics::default(),
+            jobs: api::Jobs::default(),
             auth_cache: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
         })
@@ -167,6 +170,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         ));
     Router::new()
         .merge(tracking)
+        .merge(api::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .layer(axum::middleware::from_fn_with_state(

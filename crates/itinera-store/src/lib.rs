@@ -19,8 +19,8 @@ pub mod wal;
 
 pub use columns::{Columns, NO_GROUP};
 pub use error::{Result, StoreError};
-pub use manifest::FORMAT_VERSION;
 pub use itinera_engine::ScanOptions;
+pub use manifest::FORMAT_VERSION;
 pub use scan::{PersonEvents, Snapshot, StoreView};
 pub use store::{
     check_log_record, AppendOutcome, Dicts, Store, StoreConfig, StoreStats, DICT_CHANNELS,

@@ -1,0 +1,271 @@
+//! The query API under `/api/v1/`, authorized by a read token (`Authorization: Bearer rt_…`).
+//!
+//! Each analysis has a synchronous endpoint (`POST /api/v1/funnel`) that answers when done and is
+//! cancelled when the client goes away, and can run as a job (`POST /api/v1/queries`) whose
+//! progress is polled and which can be cancelled (`DELETE /api/v1/queries/{id}`).
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use itinera_engine::{EngineError, FunnelQuery, QueryControl, ScanOptions};
+use itinera_meta::KeyKind;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Finished jobs are kept this long for their owner to fetch.
+const JOB_TTL: Duration = Duration::from_secs(600);
+/// At most this many jobs (running or finished) are kept.
+const MAX_JOBS: usize = 256;
+
+/// One analysis, as the job API and the CLI send it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AnalysisRequest {
+    Funnel(FunnelQuery),
+}
+
+impl AnalysisRequest {
+    fn run(&self, store: &itinera_store::Store, opts: &ScanOptions) -> Result<Value, EngineError> {
+        let view = store.view();
+        match self {
+            AnalysisRequest::Funnel(q) => itinera_engine::run_funnel(&view, q, opts)
+                .map(|r| serde_json::to_value(r).expect("results serialize")),
+        }
+    }
+}
+
+/// A query running or done in the background.
+pub struct Job {
+    project: String,
+    control: Arc<QueryControl>,
+    started: Instant,
+    finished: Option<(Instant, Result<Value, String>)>,
+}
+
+/// The jobs of a server.
+#[derive(Default)]
+pub struct Jobs {
+    jobs: parking_lot::Mutex<HashMap<String, Job>>,
+}
+
+#[derive(Serialize)]
+struct JobStatus {
+    id: String,
+    status: &'static str,
+    progress: f64,
+    elapsed_ms: u128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Job {
+    fn status(&self, id: &str) -> JobStatus {
+        let (status, result, error, elapsed) = match &self.finished {
+            None if self.control.is_cancelled() => {
+                ("cancelling", None, None, self.started.elapsed())
+            }
+            None => ("running", None, None, self.started.elapsed()),
+            Some((at, Ok(v))) => ("done", Some(v.clone()), None, *at - self.started),
+            Some((at, Err(e))) if e == "query cancelled" => {
+                ("cancelled", None, Some(e.clone()), *at - self.started)
+            }
+            Some((at, Err(e))) => ("failed", None, Some(e.clone()), *at - self.started),
+        };
+        JobStatus {
+            id: id.to_string(),
+            status,
+            progress: if self.finished.is_some() {
+                1.0
+            } else {
+                self.control.progress()
+            },
+            elapsed_ms: elapsed.as_millis(),
+            result,
+            error,
+        }
+    }
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/funnel", post(funnel))
+        .route("/api/v1/queries", post(start_job))
+        .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))
+        .route("/api/v1/openapi.json", get(openapi))
+}
+
+/// The project of the request's read token.
+fn read_project(app: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized(
+            "a read token is required: Authorization: Bearer rt_…",
+        ))?;
+    app.authenticate(token, KeyKind::Read)
+}
+
+fn engine_error(e: EngineError) -> ApiError {
+    match e {
+        EngineError::Invalid { field, reason } => ApiError::BadRequest { field, reason },
+        EngineError::Cancelled => ApiError::Unavailable("query cancelled".into()),
+    }
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(v)| v).map_err(|e| ApiError::BadRequest {
+        field: "body".into(),
+        reason: e.body_text(),
+    })
+}
+
+/// Cancels a query when the request that runs it is dropped (the client went away).
+struct CancelOnDrop(Arc<QueryControl>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+async fn run_now(
+    app: Arc<AppState>,
+    headers: HeaderMap,
+    request: AnalysisRequest,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let store = app.data.store(&project)?;
+    let control = QueryControl::new();
+    // dropped with this future: when the client disconnects, the scan stops
+    let _guard = CancelOnDrop(control.clone());
+    let opts = ScanOptions {
+        control: Some(control),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || request.run(&store, &opts))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(engine_error)?;
+    tracing::debug!(
+        project,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "query done"
+    );
+    Ok(Json(result))
+}
+
+async fn funnel(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<FunnelQuery>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = json_body(body)?;
+    run_now(app, headers, AnalysisRequest::Funnel(q)).await
+}
+
+async fn start_job(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<AnalysisRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let request = json_body(body)?;
+    let project = read_project(&app, &headers)?;
+    let store = app.data.store(&project)?;
+    let id = format!("q_{:016x}", rand::random::<u64>());
+    let control = QueryControl::new();
+    {
+        let mut jobs = app.jobs.jobs.lock();
+        jobs.retain(|_, j| {
+            j.finished
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() < JOB_TTL)
+        });
+        if jobs.len() >= MAX_JOBS {
+            return Err(ApiError::RateLimited(10));
+        }
+        jobs.insert(
+            id.clone(),
+            Job {
+                project,
+                control: control.clone(),
+                started: Instant::now(),
+                finished: None,
+            },
+        );
+    }
+    let app2 = app.clone();
+    let id2 = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let opts = ScanOptions {
+            control: Some(control),
+            ..Default::default()
+        };
+        let outcome = request.run(&store, &opts).map_err(|e| e.to_string());
+        if let Some(job) = app2.jobs.jobs.lock().get_mut(&id2) {
+            job.finished = Some((Instant::now(), outcome));
+        }
+    });
+    let status = app.jobs.jobs.lock().get(&id).map(|j| j.status(&id));
+    Ok((StatusCode::ACCEPTED, Json(status)))
+}
+
+fn find_job<T>(
+    app: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    f: impl FnOnce(&Job) -> T,
+) -> Result<T, ApiError> {
+    let project = read_project(app, headers)?;
+    let jobs = app.jobs.jobs.lock();
+    match jobs.get(id) {
+        // another project's job is as invisible as a missing one
+        Some(j) if j.project == project => Ok(f(j)),
+        _ => Err(ApiError::NotFound(format!("no query {id}"))),
+    }
+}
+
+async fn job_status(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let status = find_job(&app, &headers, &id, |j| j.status(&id))?;
+    Ok(Json(
+        serde_json::to_value(status).expect("status serializes"),
+    ))
+}
+
+async fn cancel_job(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let status = find_job(&app, &headers, &id, |j| {
+        j.control.cancel();
+        j.status(&id)
+    })?;
+    Ok(Json(
+        serde_json::to_value(status).expect("status serializes"),
+    ))
+}
+
+/// The OpenAPI document of the query API.
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
+}
