@@ -45,6 +45,21 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         scan_runs: usize,
     },
+    /// Funnels over the store's stream: in-process and through the HTTP API (warm), 4 vs 20 steps.
+    /// Builds the data directory first when it is empty (and writes the CSV for the references).
+    Funnel {
+        /// Data directory (a project `default` is filled when empty).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 20)]
+        events_per_person: u64,
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        #[arg(long, default_value_t = 11)]
+        runs: usize,
+    },
     /// HTTP ingestion load generator.
     Http {
         /// Server to load; an in-process server on a temporary directory when omitted.
@@ -412,5 +427,134 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             batch,
             concurrency,
         } => http_bench(url, key, events, batch, concurrency),
+        Command::Funnel {
+            data,
+            events,
+            events_per_person,
+            csv,
+            runs,
+        } => funnel_bench(data, events, events_per_person, csv, runs),
     }
+}
+
+/// The 4-step funnel of the published comparison, and a 20-step one over the same events.
+pub const FUNNEL_4: [&str; 4] = ["page_view", "Product Viewed", "Product Added", "Order Completed"];
+
+fn median_ms(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2] * 1000.0
+}
+
+fn funnel_bench(
+    data: PathBuf,
+    events: u64,
+    per_person: u64,
+    csv: Option<PathBuf>,
+    runs: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use itinera_engine::{run_funnel, FunnelQuery, Span};
+    let store_config = itinera_store::StoreConfig {
+        dedup_window_ms: 0,
+        ..Default::default()
+    };
+    let dir = itinera_server::DataDir::open(&data, store_config.clone())?;
+    if dir.store("default")?.stats()?.events == 0 {
+        dir.close();
+        drop(dir);
+        println!("building {events} events into {}", data.display());
+        store_bench(
+            events,
+            per_person,
+            Some(data.join("projects").join("default")),
+            csv,
+            1,
+        )?;
+    } else {
+        dir.close();
+    }
+    let dir = itinera_server::DataDir::open(&data, store_config)?;
+    let store = dir.store("default")?;
+    let stats = store.stats()?;
+    println!("data: {} events, {} persons", stats.events, stats.persons);
+    let q4 = FunnelQuery::events(&FUNNEL_4, Span(7 * 86_400_000));
+    {
+        let mut t_snap = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let v = store.view();
+            t_snap.push(t.elapsed().as_secs_f64());
+            std::hint::black_box(&v);
+        }
+        let v = store.view();
+        let mut t_run = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            run_funnel(&v, &q4, &Default::default())?;
+            t_run.push(t.elapsed().as_secs_f64());
+        }
+        println!("snapshot: median {:.1} ms; 4-step funnel on a held snapshot: median {:.1} ms", median_ms(t_snap), median_ms(t_run));
+    }
+    let steps20: Vec<&str> = (0..20).map(|i| EVENTS[i % 5]).collect();
+    let q20 = FunnelQuery::events(&steps20, Span(7 * 86_400_000));
+    let mut answers = Vec::new();
+    for (name, q) in [("4-step", &q4), ("20-step", &q20)] {
+        let mut times = Vec::new();
+        let mut first = None;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let r = run_funnel(&store.view(), q, &Default::default())?;
+            times.push(t.elapsed().as_secs_f64());
+            first.get_or_insert(r);
+        }
+        let r = first.unwrap();
+        let counts: Vec<u64> = r.steps.iter().map(|s| s.count).collect();
+        println!(
+            "in-process {name} ordered funnel, 7-day window: median {:.1} ms over {runs} runs (snapshot included); counts {:?}",
+            median_ms(times),
+            &counts[..counts.len().min(6)]
+        );
+        answers.push(counts);
+    }
+    // through the HTTP API, warm
+    let keys = dir.meta.lock().create_keys("default", "bench")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let app = itinera_server::AppState::new(itinera_server::ServerConfig::default(), dir.clone());
+    let (url, body4, body20) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(itinera_server::serve(app, listener, std::future::pending()));
+        Ok::<_, Box<dyn std::error::Error>>((
+            format!("http://{addr}/api/v1/funnel"),
+            serde_json::to_string(&q4)?,
+            serde_json::to_string(&q20)?,
+        ))
+    })?;
+    let client = reqwest::Client::new();
+    for (name, body) in [("4-step", body4), ("20-step", body20)] {
+        let mut times = Vec::new();
+        for _ in 0..runs + 1 {
+            let t = Instant::now();
+            let resp = rt.block_on(
+                client
+                    .post(&url)
+                    .bearer_auth(&keys.read_token)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send(),
+            )?;
+            let status = resp.status();
+            let text = rt.block_on(resp.text())?;
+            assert!(status.is_success(), "{status}: {text}");
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.remove(0); // the first request warms the server
+        println!(
+            "HTTP API {name} ordered funnel, 7-day window (warm): median {:.1} ms over {runs} runs",
+            median_ms(times)
+        );
+    }
+    let _ = answers;
+    Ok(())
 }

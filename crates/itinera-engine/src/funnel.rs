@@ -370,6 +370,108 @@ pub struct Entry {
     pub tag: u32,
 }
 
+/// Touchpoints as a kernel reads them: the prepared entries of an account, or a person's
+/// journey matched on the fly (no copy: the hot path).
+pub trait Rows {
+    fn len(&self) -> usize;
+    fn ts(&self, i: usize) -> i64;
+    fn mask(&self, i: usize) -> u64;
+    fn tag(&self, i: usize) -> u32;
+}
+
+impl Rows for [Entry] {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        <[Entry]>::len(self)
+    }
+    #[inline(always)]
+    fn ts(&self, i: usize) -> i64 {
+        self[i].ts
+    }
+    #[inline(always)]
+    fn mask(&self, i: usize) -> u64 {
+        self[i].mask
+    }
+    #[inline(always)]
+    fn tag(&self, i: usize) -> u32 {
+        self[i].tag
+    }
+}
+
+/// A journey seen through a compiled matcher.
+pub struct MatchedJourney<'a, 'j> {
+    pub journey: &'a Journey<'j>,
+    pub matcher: &'a Matcher,
+    pub breakdown: Option<BreakdownField>,
+}
+
+impl Rows for MatchedJourney<'_, '_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.journey.len()
+    }
+    #[inline(always)]
+    fn ts(&self, i: usize) -> i64 {
+        self.journey.ts[i]
+    }
+    #[inline(always)]
+    fn mask(&self, i: usize) -> u64 {
+        self.matcher.row_mask(self.journey, i)
+    }
+    #[inline(always)]
+    fn tag(&self, i: usize) -> u32 {
+        tag_of(self.journey, i, self.breakdown)
+    }
+}
+
+#[inline(always)]
+fn tag_of(j: &Journey<'_>, i: usize, field: Option<BreakdownField>) -> u32 {
+    match field {
+        None => u32::MAX,
+        Some(BreakdownField::Channel) => j.channel[i],
+        Some(BreakdownField::Touchpoint) => j.touchpoint[i],
+        Some(BreakdownField::Event) => j.event[i],
+    }
+}
+
+/// For each event code, the steps it matches (see [`FunnelKernel::run_slots`]).
+#[derive(Debug, Clone)]
+pub struct SlotTable {
+    stride: usize,
+    slots: Vec<u8>,
+    none: Vec<u8>,
+}
+
+impl SlotTable {
+    /// Most steps one event may match for the table to pay off.
+    const MAX_STRIDE: usize = 8;
+
+    fn new(masks: &[u64], n: usize) -> Option<SlotTable> {
+        let stride = masks.iter().map(|m| m.count_ones() as usize).max().unwrap_or(0).max(1);
+        if stride > Self::MAX_STRIDE {
+            return None;
+        }
+        let dummy = (n + 1) as u8;
+        let mut slots = Vec::with_capacity(masks.len() * stride);
+        for m in masks {
+            let mut b = *m;
+            for _ in 0..stride {
+                if b == 0 {
+                    slots.push(dummy);
+                } else {
+                    slots.push(b.trailing_zeros() as u8);
+                    b &= b - 1;
+                }
+            }
+        }
+        Some(SlotTable {
+            stride,
+            slots,
+            none: vec![dummy; stride],
+        })
+    }
+}
+
 /// What one person (or account) achieved.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -396,6 +498,8 @@ pub struct FunnelKernel {
     exclusion_bits: u64,
     /// Step 1 only counts before this time.
     entry_before: i64,
+    /// No optional steps, per-step windows or exclusions.
+    plain: bool,
 }
 
 impl FunnelKernel {
@@ -427,12 +531,19 @@ impl FunnelKernel {
             exclusion_bits: exclusions.iter().fold(0, |a, e| a | e.0),
             exclusions,
             entry_before: q.to_ms.unwrap_or(i64::MAX),
+            plain: q.exclusions.is_empty()
+                && q.steps.iter().all(|s| !s.optional && s.within.is_none()),
         })
     }
 
     /// True when rows matching nothing still matter (they break strict chains).
     pub fn sees_all_rows(&self) -> bool {
         self.order.sees_all_rows()
+    }
+
+    /// True when [`FunnelKernel::run_plain`] applies.
+    pub fn is_plain(&self) -> bool {
+        self.plain && self.order == FunnelOrder::Ordered
     }
 
     /// Runs the funnel over one journey's entries (time-ordered; ties in arrival order).
@@ -447,6 +558,11 @@ impl FunnelKernel {
             return;
         }
         match self.order {
+            FunnelOrder::Ordered if self.plain => {
+                if !self.run_plain(entries, out) {
+                    self.run_ordered(entries, scratch, out)
+                }
+            }
             FunnelOrder::Strict => self.run_strict(entries, scratch, out),
             FunnelOrder::Unordered => self.run_unordered(entries, scratch, out),
             _ => self.run_ordered(entries, scratch, out),
@@ -455,6 +571,142 @@ impl FunnelKernel {
         while out.level < self.n && out.reached & (1 << out.level) != 0 {
             out.level += 1;
         }
+    }
+
+    /// The ordered funnel without extras, on a journey without equal times: the hot loop of the
+    /// engine. Keeps per step only the latest start of a chain reaching it (a later start leaves
+    /// more of the window). Returns false, having done nothing, when two entries share a time
+    /// (the general kernel orders those by step).
+    #[inline]
+    pub fn run_plain<R: Rows + ?Sized>(&self, rows: &R, out: &mut Outcome) -> bool {
+        let n = self.n;
+        let step_mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mut start = [0i64; MAX_STEPS];
+        let mut set = 0u64;
+        let mut best = 0usize;
+        let mut prev_ts = i64::MIN;
+        let len = rows.len();
+        'rows: for i in 0..len {
+            let mut m = rows.mask(i) & step_mask;
+            if m == 0 {
+                continue;
+            }
+            let ts = rows.ts(i);
+            if ts == prev_ts {
+                return false;
+            }
+            prev_ts = ts;
+            while m != 0 {
+                let st = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if st == 0 {
+                    if ts < self.entry_before {
+                        start[0] = ts;
+                        set |= 1;
+                        best = best.max(1);
+                    }
+                } else if set & (1 << (st - 1)) != 0
+                    && ts <= start[st - 1].saturating_add(self.window)
+                {
+                    start[st] = start[st - 1];
+                    set |= 1 << st;
+                    if st + 1 > best {
+                        best = st + 1;
+                        if best == n {
+                            break 'rows;
+                        }
+                    }
+                }
+            }
+        }
+        out.reached = 0;
+        out.level = best;
+        if best == 0 {
+            return true;
+        }
+        self.report_chain(rows, best, start[best - 1], out);
+        true
+    }
+
+    /// Fills `out` for a chain of `best` steps starting at `t0`: from that start, each step as
+    /// early as possible (a chain from the latest start exists; this is its fastest form).
+    fn report_chain<R: Rows + ?Sized>(&self, rows: &R, best: usize, t0: i64, out: &mut Outcome) {
+        let n = self.n;
+        out.level = best;
+        out.times.clear();
+        out.times.resize(n, i64::MIN);
+        out.tags.clear();
+        out.tags.resize(n, u32::MAX);
+        out.reached = if best == 64 { u64::MAX } else { (1u64 << best) - 1 };
+        let end = t0.saturating_add(self.window);
+        let mut k = 0usize;
+        for i in 0..rows.len() {
+            let ts = rows.ts(i);
+            if ts < t0 {
+                continue;
+            }
+            if ts > end || k == best {
+                break;
+            }
+            let m = rows.mask(i);
+            if k == 0 && (ts != t0 || m & 1 == 0) {
+                continue;
+            }
+            // a touchpoint may serve several consecutive steps
+            while k < best && m & (1 << k) != 0 {
+                out.times[k] = ts;
+                out.tags[k] = rows.tag(i);
+                k += 1;
+            }
+        }
+        debug_assert_eq!(k, best, "a chain from the latest start exists");
+    }
+
+    /// [`FunnelKernel::run_plain`] for funnels over event names only, with no branch that
+    /// depends on the data. `slots` lists for each event code the steps it matches, ascending,
+    /// padded to `stride` with the dummy step `n + 1`; `s[k + 1]` holds the latest start of a
+    /// chain reaching step k and `s[0]` the current touchpoint's time, so step k extends from
+    /// `s[k]`. Returns false when two touchpoints share a time (the general kernel orders
+    /// those by step).
+    pub fn run_slots(
+        &self,
+        j: &MatchedJourney<'_, '_>,
+        slots: &SlotTable,
+        out: &mut Outcome,
+    ) -> bool {
+        const UNSET: i64 = i64::MIN / 2;
+        let n = self.n;
+        let mut s = [UNSET; MAX_STEPS + 3];
+        let w = self.window.min(i64::MAX / 4);
+        let stride = slots.stride;
+        let none = &slots.none[..stride];
+        let mut tie = false;
+        let mut prev = i64::MIN;
+        for (ts, code) in j.journey.ts.iter().zip(j.journey.event) {
+            let ts = *ts;
+            let at = *code as usize * stride;
+            let steps = slots.slots.get(at..at + stride).unwrap_or(none);
+            tie |= ts == prev;
+            prev = ts;
+            s[0] = if ts < self.entry_before { ts } else { UNSET };
+            for &p in steps {
+                let p = p as usize;
+                let (pred, cur) = (s[p], s[p + 1]);
+                // a conditional move, not a branch: whether a touchpoint extends a chain is
+                // unpredictable
+                s[p + 1] = std::hint::select_unpredictable(ts <= pred + w, pred, cur);
+            }
+        }
+        if tie {
+            return false;
+        }
+        let best = (1..=n).rev().find(|k| s[*k] != UNSET).unwrap_or(0);
+        out.reached = 0;
+        out.level = 0;
+        if best > 0 {
+            self.report_chain(j, best, s[best], out);
+        }
+        true
     }
 
     /// The `windowFunnel` family. Entries at the same time are taken by step number, as
@@ -889,16 +1141,10 @@ impl PersonRunner<'_> {
             if mask == 0 && !all {
                 continue;
             }
-            let tag = match self.breakdown {
-                None => u32::MAX,
-                Some(BreakdownField::Channel) => j.channel[i],
-                Some(BreakdownField::Touchpoint) => j.touchpoint[i],
-                Some(BreakdownField::Event) => j.event[i],
-            };
             out.push(Entry {
                 ts: j.ts[i],
                 mask,
-                tag,
+                tag: tag_of(j, i, self.breakdown),
             });
         }
     }
@@ -987,6 +1233,12 @@ pub fn run_funnel<S: JourneySource>(
         q.to_ms
             .map(|t| t.saturating_add(q.window.ms()).saturating_add(1)),
     );
+    // steps over event names only: the branch-free kernel
+    let slot_table = if kernel.is_plain() {
+        matcher.event_masks().and_then(|m| SlotTable::new(m, n))
+    } else {
+        None
+    };
     let mut totals = Totals::new(n);
     match q.count_by {
         CountBy::Person => {
@@ -1001,8 +1253,19 @@ pub fn run_funnel<S: JourneySource>(
                     )
                 },
                 |(t, entries, scratch, outcome), j| {
-                    runner.entries(j, entries);
-                    kernel.run(entries, scratch, outcome);
+                    let matched = MatchedJourney {
+                        journey: j,
+                        matcher: &matcher,
+                        breakdown: runner.breakdown,
+                    };
+                    let done = match &slot_table {
+                        Some(slots) => kernel.run_slots(&matched, slots, outcome),
+                        None => kernel.is_plain() && kernel.run_plain(&matched, outcome),
+                    };
+                    if !done {
+                        runner.entries(j, entries);
+                        kernel.run(entries, scratch, outcome);
+                    }
                     runner.record(j.person, outcome, t);
                 },
             );

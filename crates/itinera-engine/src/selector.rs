@@ -365,6 +365,16 @@ impl Matcher {
         self.selectors
     }
 
+    /// When only event names are constrained and each selector has one alternative: the mask of
+    /// every event code (codes beyond the table match nothing).
+    pub fn event_masks(&self) -> Option<&[u64]> {
+        if self.event_only {
+            self.fields[F_EVENT].as_ref().map(|t| t.table.as_slice())
+        } else {
+            None
+        }
+    }
+
     /// The mask of selectors matching row `i` of `j`.
     #[inline(always)]
     pub fn row_mask(&self, j: &Journey<'_>, i: usize) -> u64 {

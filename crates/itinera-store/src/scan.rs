@@ -36,15 +36,16 @@ struct Run {
     end: u32,
 }
 
-/// A consistent, immutable view of the store.
+/// A consistent, immutable view of the store. Cheap to clone.
+#[derive(Clone)]
 pub struct Snapshot {
     /// Segment columns (sorted by person at write) followed by sorted copies of memory chunks.
     chunks: Vec<Arc<Columns>>,
     roots: Arc<Vec<u32>>,
     erased: Arc<HashMap<u32, i64>>,
-    runs: Vec<Run>,
+    runs: Arc<Vec<Run>>,
     /// Index into `runs` where each person starts, plus the end.
-    person_starts: Vec<usize>,
+    person_starts: Arc<Vec<usize>>,
 }
 
 impl Snapshot {
@@ -97,8 +98,8 @@ impl Snapshot {
             chunks,
             roots,
             erased,
-            runs,
-            person_starts,
+            runs: Arc::new(runs),
+            person_starts: Arc::new(person_starts),
         }
     }
 

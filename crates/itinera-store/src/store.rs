@@ -151,6 +151,9 @@ struct Inner {
     write_error: Mutex<Option<String>>,
     appended: AtomicU64,
     duplicates: AtomicU64,
+    /// The last snapshot and what it was built from.
+    /// The memory chunks are held too, so no address in the key can be reused while cached.
+    snapshot_cache: Mutex<Option<(Vec<usize>, Vec<SharedChunk>, Snapshot)>>,
 }
 
 /// Size and content figures for `itinera stats`.
@@ -267,6 +270,7 @@ impl Store {
             write_error: Mutex::new(None),
             appended: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            snapshot_cache: Mutex::new(None),
         });
 
         // replay the log into the in-memory table
@@ -368,7 +372,9 @@ impl Store {
         self.inner.compact(true)
     }
 
-    /// A consistent view for queries.
+    /// A consistent view for queries. Reused while nothing changed (no append, flush,
+    /// compaction, identity merge or erasure): the snapshot's person index costs a pass over the
+    /// rows to build.
     pub fn snapshot(&self) -> Snapshot {
         let mut st = self.inner.state.write();
         let version = st.identity_version;
@@ -382,7 +388,28 @@ impl Store {
         };
         let chunks: Vec<Arc<Columns>> = st.segments.iter().map(|s| s.cols.clone()).collect();
         let mem: Vec<SharedChunk> = st.frozen.iter().chain(st.mem.iter()).cloned().collect();
-        Snapshot::new(chunks, mem, roots, st.erased.clone())
+        // chunks are immutable once shared: their addresses name the data
+        let key: Vec<usize> = chunks
+            .iter()
+            .map(|c| Arc::as_ptr(c) as usize)
+            .chain(mem.iter().map(|m| Arc::as_ptr(m) as usize))
+            .chain([
+                Arc::as_ptr(&roots) as usize,
+                Arc::as_ptr(&st.erased) as usize,
+                st.erased.len(),
+            ])
+            .collect();
+        let erased = st.erased.clone();
+        drop(st);
+        let mut cache = self.inner.snapshot_cache.lock();
+        if let Some((k, _, snap)) = cache.as_ref() {
+            if *k == key {
+                return snap.clone();
+            }
+        }
+        let snap = Snapshot::new(chunks, mem.clone(), roots, erased);
+        *cache = Some((key, mem, snap.clone()));
+        snap
     }
 
     /// A consistent view for the journey engine: a snapshot and the dictionaries naming its codes.
