@@ -438,7 +438,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The 4-step funnel of the published comparison, and a 20-step one over the same events.
-pub const FUNNEL_4: [&str; 4] = ["page_view", "Product Viewed", "Product Added", "Order Completed"];
+pub const FUNNEL_4: [&str; 4] = [
+    "page_view",
+    "Product Viewed",
+    "Product Added",
+    "Order Completed",
+];
 
 fn median_ms(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -492,7 +497,11 @@ fn funnel_bench(
             run_funnel(&v, &q4, &Default::default())?;
             t_run.push(t.elapsed().as_secs_f64());
         }
-        println!("snapshot: median {:.1} ms; 4-step funnel on a held snapshot: median {:.1} ms", median_ms(t_snap), median_ms(t_run));
+        println!(
+            "snapshot: median {:.1} ms; 4-step funnel on a held snapshot: median {:.1} ms",
+            median_ms(t_snap),
+            median_ms(t_run)
+        );
     }
     let steps20: Vec<&str> = (0..20).map(|i| EVENTS[i % 5]).collect();
     let q20 = FunnelQuery::events(&steps20, Span(7 * 86_400_000));

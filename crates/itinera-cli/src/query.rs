@@ -279,8 +279,16 @@ fn pct(v: Option<f64>) -> serde_json::Value {
 }
 
 fn duration(v: Option<f64>) -> serde_json::Value {
-    v.map(|s| json!(Span((s * 1000.0) as i64).to_string()))
-        .unwrap_or(serde_json::Value::Null)
+    // whole seconds from a minute on: milliseconds are noise there
+    v.map(|s| {
+        let ms = if s >= 60.0 {
+            s.round() * 1000.0
+        } else {
+            s * 1000.0
+        };
+        json!(Span(ms as i64).to_string())
+    })
+    .unwrap_or(serde_json::Value::Null)
 }
 
 fn print_funnel(format: Format, r: &FunnelResult) -> CliResult {

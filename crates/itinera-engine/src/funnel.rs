@@ -373,7 +373,7 @@ pub struct Entry {
 /// Touchpoints as a kernel reads them: the prepared entries of an account, or a person's
 /// journey matched on the fly (no copy: the hot path).
 pub trait Rows {
-    fn len(&self) -> usize;
+    fn row_count(&self) -> usize;
     fn ts(&self, i: usize) -> i64;
     fn mask(&self, i: usize) -> u64;
     fn tag(&self, i: usize) -> u32;
@@ -381,8 +381,8 @@ pub trait Rows {
 
 impl Rows for [Entry] {
     #[inline(always)]
-    fn len(&self) -> usize {
-        <[Entry]>::len(self)
+    fn row_count(&self) -> usize {
+        self.len()
     }
     #[inline(always)]
     fn ts(&self, i: usize) -> i64 {
@@ -407,7 +407,7 @@ pub struct MatchedJourney<'a, 'j> {
 
 impl Rows for MatchedJourney<'_, '_> {
     #[inline(always)]
-    fn len(&self) -> usize {
+    fn row_count(&self) -> usize {
         self.journey.len()
     }
     #[inline(always)]
@@ -447,7 +447,12 @@ impl SlotTable {
     const MAX_STRIDE: usize = 8;
 
     fn new(masks: &[u64], n: usize) -> Option<SlotTable> {
-        let stride = masks.iter().map(|m| m.count_ones() as usize).max().unwrap_or(0).max(1);
+        let stride = masks
+            .iter()
+            .map(|m| m.count_ones() as usize)
+            .max()
+            .unwrap_or(0)
+            .max(1);
         if stride > Self::MAX_STRIDE {
             return None;
         }
@@ -585,7 +590,7 @@ impl FunnelKernel {
         let mut set = 0u64;
         let mut best = 0usize;
         let mut prev_ts = i64::MIN;
-        let len = rows.len();
+        let len = rows.row_count();
         'rows: for i in 0..len {
             let mut m = rows.mask(i) & step_mask;
             if m == 0 {
@@ -637,10 +642,14 @@ impl FunnelKernel {
         out.times.resize(n, i64::MIN);
         out.tags.clear();
         out.tags.resize(n, u32::MAX);
-        out.reached = if best == 64 { u64::MAX } else { (1u64 << best) - 1 };
+        out.reached = if best == 64 {
+            u64::MAX
+        } else {
+            (1u64 << best) - 1
+        };
         let end = t0.saturating_add(self.window);
         let mut k = 0usize;
-        for i in 0..rows.len() {
+        for i in 0..rows.row_count() {
             let ts = rows.ts(i);
             if ts < t0 {
                 continue;

@@ -102,12 +102,14 @@ impl EventSelector {
                     "channel" => &mut c.channel,
                     "touchpoint" => &mut c.touchpoint,
                     "kind" | "type" => &mut c.kind,
-                    other => return Err(EngineError::invalid(
-                        "selector",
-                        format!(
+                    other => {
+                        return Err(EngineError::invalid(
+                            "selector",
+                            format!(
                             "unknown field `{other}` (expected event, channel, touchpoint or kind)"
                         ),
-                    )),
+                        ))
+                    }
                 };
                 if slot.is_some() {
                     return Err(EngineError::invalid(

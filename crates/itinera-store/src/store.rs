@@ -138,6 +138,9 @@ pub(crate) struct State {
     delta_starts: [usize; DICTS],
 }
 
+/// A snapshot, the addresses it was built from, and the memory chunks among them.
+type CachedSnapshot = (Vec<usize>, Vec<SharedChunk>, Snapshot);
+
 struct Inner {
     dir: PathBuf,
     config: StoreConfig,
@@ -153,7 +156,7 @@ struct Inner {
     duplicates: AtomicU64,
     /// The last snapshot and what it was built from.
     /// The memory chunks are held too, so no address in the key can be reused while cached.
-    snapshot_cache: Mutex<Option<(Vec<usize>, Vec<SharedChunk>, Snapshot)>>,
+    snapshot_cache: Mutex<Option<CachedSnapshot>>,
 }
 
 /// Size and content figures for `itinera stats`.

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The funnel comparison of docs/benchmarks.md in one run, on one generated stream:
+# Itinera in-process and through the HTTP API (warm), the cold CLI, ClickHouse 26 (chDB),
+# ClickHouse 18.16 (Debian server) and DuckDB. Usage: bench/funnel.sh [EVENTS] [WORKDIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events=${1:-10000000}
+work=${2:-/tmp/itinera-funnel-bench}
+mkdir -p "$work"
+cargo build --release -q -p itinera-bench -p itinera-cli
+target/release/itinera-bench funnel --data "$work/data" --events "$events" --csv "$work/stream.csv" --runs 11
+echo "cold CLI (opens the data directory, loads segments, runs once):"
+/usr/bin/time -f "  %e s wall, %M KiB peak" target/release/itinera query funnel --data "$work/data" \
+  --step page_view --step "Product Viewed" --step "Product Added" --step "Order Completed" \
+  --window 7d --format csv >/dev/null
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+.venv/bin/python bench/compare_funnel.py "$work/stream.csv" --runs 5
