@@ -214,3 +214,32 @@ def test_default_mode_equals_clickhouse_18_16_server(distinct):
         if pid.exists():
             subprocess.run(["kill", pid.read_text().strip()])
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_retention_on_period_n_equals_clickhouse_retention(world):
+    """Day cohorts by the first `Product Viewed`; coming back = a `page_view` N days later.
+    ClickHouse's retention(cond1, cond2, …) per person, cond1 = the first cohort touchpoint."""
+    n = 7
+    ours = json.loads(run("query", "retention", "--data", str(world / "data"), "--cohort", "Product Viewed",
+                          "--return", "page_view", "--period", "day", "--periods", str(n), "--format", "json"))
+    day = "toDate(toDateTime(intDiv({}, 1000), 'UTC'))"
+    conds = ", ".join(f"{day.format('ts')} = {day.format('f')} + {k} AND event = 'page_view'" for k in range(1, n + 1))
+    src = f"file('{world / 'w.csv'}', 'CSVWithNames', 'person String, ts UInt64, event String')"
+    sql = f"""
+        SELECT toString(cohort), count(), {", ".join(f"sum(r[{k + 1}])" for k in range(1, n + 1))}
+        FROM (
+            SELECT person, {day.format('any(f)')} AS cohort,
+                   retention(ts = f AND event = 'Product Viewed', {conds}) AS r
+            FROM {src} AS t
+            INNER JOIN (SELECT person, min(ts) AS f FROM {src} WHERE event = 'Product Viewed' GROUP BY person) AS first
+            USING person
+            GROUP BY person)
+        GROUP BY cohort ORDER BY cohort"""
+    out = chdb.query(sql, "CSV").bytes().decode()
+    ref = {}
+    for line in out.split():
+        cells = line.replace('"', "").split(",")
+        ref[cells[0]] = [int(c) for c in cells[1:]]
+    mine = {c["cohort"]: c["returned"] for c in ours["cohorts"]}
+    assert len(ref) > 50
+    assert mine == ref

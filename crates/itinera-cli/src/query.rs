@@ -7,7 +7,10 @@ use clap::{Args, Subcommand};
 use itinera_engine::funnel::{
     Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, CountBy, Exclusion,
 };
-use itinera_engine::{EventSelector, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep, Span};
+use itinera_engine::{
+    EventSelector, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep, RetentionQuery,
+    RetentionResult, Span,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
@@ -17,6 +20,38 @@ use std::path::PathBuf;
 pub enum QueryCommand {
     /// Event funnel: persons (or accounts) reaching each step, conversion, time between steps.
     Funnel(Box<FunnelArgs>),
+    /// Retention: cohorts by the period of their first cohort touchpoint, and how many came back
+    /// in each later period.
+    Retention(Box<RetentionArgs>),
+}
+
+#[derive(Args)]
+pub struct RetentionArgs {
+    /// The touchpoint that puts a person in a cohort (selector, as for funnel steps).
+    #[arg(long)]
+    cohort: String,
+    /// What counts as coming back (any touchpoint when omitted).
+    #[arg(long = "return")]
+    return_event: Option<String>,
+    /// day, week (ISO, Monday first) or month.
+    #[arg(long, default_value = "week")]
+    period: String,
+    #[arg(long, default_value_t = 12)]
+    periods: usize,
+    /// `on` (came back in period N) or `on_or_after` (in N or later).
+    #[arg(long, default_value = "on")]
+    mode: String,
+    /// The project's time zone as an offset from UTC, e.g. +01:00 (default UTC).
+    #[arg(long, default_value = "+00:00")]
+    utc_offset: String,
+    /// Cohorts entered on or after this date.
+    #[arg(long)]
+    from: Option<String>,
+    /// Cohorts entered before this date.
+    #[arg(long)]
+    to: Option<String>,
+    #[command(flatten)]
+    target: Target,
 }
 
 /// Where a query runs: a local data directory, or a server.
@@ -95,7 +130,104 @@ pub fn run(cmd: QueryCommand) -> CliResult {
             })?;
             print_funnel(args.target.format, &result)
         }
+        QueryCommand::Retention(args) => {
+            let q = retention_query(&args)?;
+            let result: RetentionResult = execute(&args.target, "retention", &q, |view| {
+                itinera_engine::run_retention(view, &q, &Default::default())
+            })?;
+            print_retention(args.target.format, &result)
+        }
     }
+}
+
+fn enum_arg<T: DeserializeOwned>(flag: &str, value: &str, allowed: &str) -> CliResult<T> {
+    serde_json::from_value(serde_json::Value::String(value.replace('-', "_")))
+        .map_err(|_| format!("--{flag}: `{value}` is not one of {allowed}").into())
+}
+
+/// `+01:00`, `-05:30`, `Z` → minutes east of UTC.
+fn parse_offset(s: &str) -> CliResult<i32> {
+    if s == "Z" || s == "UTC" {
+        return Ok(0);
+    }
+    let bad = || format!("--utc-offset: `{s}` is not an offset like +01:00");
+    let sign = match s.as_bytes().first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return Err(bad().into()),
+    };
+    let (h, m) = s[1..].split_once(':').unwrap_or((&s[1..], "0"));
+    let h: i32 = h.parse().map_err(|_| bad())?;
+    let m: i32 = m.parse().map_err(|_| bad())?;
+    Ok(sign * (h * 60 + m))
+}
+
+fn retention_query(a: &RetentionArgs) -> CliResult<RetentionQuery> {
+    Ok(RetentionQuery {
+        cohort: EventSelector::parse(&a.cohort).map_err(|e| format!("--cohort: {e}"))?,
+        return_event: a
+            .return_event
+            .as_deref()
+            .map(EventSelector::parse)
+            .transpose()
+            .map_err(|e| format!("--return: {e}"))?,
+        period: enum_arg("period", &a.period, "day, week, month")?,
+        periods: a.periods,
+        mode: enum_arg("mode", &a.mode, "on, on_or_after")?,
+        from_ms: a
+            .from
+            .as_deref()
+            .map(|d| parse_date("from", d))
+            .transpose()?,
+        to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
+        utc_offset_minutes: parse_offset(&a.utc_offset)?,
+    })
+}
+
+fn print_retention(format: Format, r: &RetentionResult) -> CliResult {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    let periods = r.overall.len();
+    let mut cols: Vec<String> = vec!["cohort".into(), "size".into()];
+    cols.extend((1..periods).map(|p| format!("{p}")));
+    let cell = |count: u64, rate: Option<f64>| {
+        if format == Format::Csv {
+            json!(count)
+        } else {
+            json!(rate
+                .map(|x| format!("{:.1}%", x * 100.0))
+                .unwrap_or_default())
+        }
+    };
+    let mut rows: Vec<serde_json::Value> = r
+        .cohorts
+        .iter()
+        .map(|c| {
+            let mut o = serde_json::Map::new();
+            o.insert("cohort".into(), json!(c.cohort));
+            o.insert("size".into(), json!(c.size));
+            for p in 1..periods {
+                o.insert(format!("{p}"), cell(c.returned[p], c.rates[p]));
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    if format == Format::Table {
+        let mut o = serde_json::Map::new();
+        o.insert("cohort".into(), json!("all"));
+        o.insert(
+            "size".into(),
+            json!(r.cohorts.iter().map(|c| c.size).sum::<u64>()),
+        );
+        for p in 1..periods {
+            o.insert(format!("{p}"), pct(r.overall[p]));
+        }
+        rows.push(serde_json::Value::Object(o));
+    }
+    let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+    print_records(format, &cols, &rows)
 }
 
 /// Runs `local` on the project's store, or posts `query` to the server's `/api/v1/{path}`.

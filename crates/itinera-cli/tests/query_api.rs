@@ -95,6 +95,42 @@ fn funnel_locally_and_through_the_server_agree() {
     let remote = cli_funnel(&["--server", &url, "--token", &keys.read_token]);
     assert_eq!(local, remote);
 
+    // retention: the same through the server
+    let retention = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "query",
+            "retention",
+            "--cohort",
+            "Product Viewed",
+            "--return",
+            "page_view",
+            "--period",
+            "week",
+            "--periods",
+            "4",
+            "--format",
+            "json",
+        ];
+        args.extend(extra);
+        serde_json::from_str(&run(&args)).unwrap()
+    };
+    let local_r = retention(&["--data", d]);
+    assert!(
+        local_r["cohorts"].as_array().unwrap().len() > 10,
+        "{local_r}"
+    );
+    let total: u64 = local_r["cohorts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, truth["realized"]["reached"][1].as_u64().unwrap());
+    assert_eq!(
+        local_r,
+        retention(&["--server", &url, "--token", &keys.read_token])
+    );
+
     let c = reqwest::blocking::Client::new();
     // a write key cannot read
     let r = c

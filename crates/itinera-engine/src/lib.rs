@@ -10,6 +10,7 @@ pub mod error;
 pub mod funnel;
 pub mod journey;
 pub mod memory;
+pub mod retention;
 pub mod selector;
 pub mod stats;
 
@@ -19,4 +20,5 @@ pub use funnel::{run_funnel, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep}
 pub use journey::{
     Field, Journey, JourneySource, QueryControl, ScanOptions, Vocabulary, NO_ACCOUNT,
 };
+pub use retention::{run_retention, RetentionQuery, RetentionResult};
 pub use selector::{EventSelector, Matcher};

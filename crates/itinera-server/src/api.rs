@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use itinera_engine::{EngineError, FunnelQuery, QueryControl, ScanOptions};
+use itinera_engine::{EngineError, FunnelQuery, QueryControl, RetentionQuery, ScanOptions};
 use itinera_meta::KeyKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,6 +30,7 @@ const MAX_JOBS: usize = 256;
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AnalysisRequest {
     Funnel(FunnelQuery),
+    Retention(RetentionQuery),
 }
 
 impl AnalysisRequest {
@@ -37,6 +38,8 @@ impl AnalysisRequest {
         let view = store.view();
         match self {
             AnalysisRequest::Funnel(q) => itinera_engine::run_funnel(&view, q, opts)
+                .map(|r| serde_json::to_value(r).expect("results serialize")),
+            AnalysisRequest::Retention(q) => itinera_engine::run_retention(&view, q, opts)
                 .map(|r| serde_json::to_value(r).expect("results serialize")),
         }
     }
@@ -99,6 +102,7 @@ impl Job {
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/funnel", post(funnel))
+        .route("/api/v1/retention", post(retention))
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))
         .route("/api/v1/openapi.json", get(openapi))
@@ -174,6 +178,15 @@ async fn funnel(
 ) -> Result<Json<Value>, ApiError> {
     let q = json_body(body)?;
     run_now(app, headers, AnalysisRequest::Funnel(q)).await
+}
+
+async fn retention(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<RetentionQuery>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = json_body(body)?;
+    run_now(app, headers, AnalysisRequest::Retention(q)).await
 }
 
 async fn start_job(

@@ -1,0 +1,319 @@
+//! Retention: of the persons who first did X in a period (their cohort), how many came back in
+//! each later period.
+//!
+//! Periods are calendar days, ISO weeks (Monday first) or months in the project's time zone,
+//! given as a fixed offset from UTC. A person's cohort is the period of their first cohort
+//! touchpoint in the date range; "came back in period N" means a return touchpoint in the N-th
+//! period after the cohort's period (period 0 is the cohort itself, 100 % by definition).
+
+use crate::error::{EngineError, Result};
+use crate::journey::{JourneySource, ScanOptions};
+use crate::selector::{EventSelector, Matcher};
+use crate::stats::ratio;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    #[default]
+    Week,
+    Month,
+}
+
+impl Period {
+    /// The period index of `ts` (ms since the epoch, shifted to local time).
+    pub fn index(self, local_ms: i64) -> i64 {
+        let day = local_ms.div_euclid(DAY_MS);
+        match self {
+            Period::Day => day,
+            // 1970-01-01 was a Thursday: shift so weeks start on Monday
+            Period::Week => (day + 3).div_euclid(7),
+            Period::Month => {
+                let (y, m, _) = civil_from_days(day);
+                y * 12 + (m as i64 - 1)
+            }
+        }
+    }
+
+    /// The first day of period `index`, as `YYYY-MM-DD`.
+    pub fn label(self, index: i64) -> String {
+        let day = match self {
+            Period::Day => index,
+            Period::Week => index * 7 - 3,
+            Period::Month => {
+                days_from_civil(index.div_euclid(12), (index.rem_euclid(12) + 1) as u32, 1)
+            }
+        };
+        let (y, m, d) = civil_from_days(day);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionMode {
+    /// Returned during period N.
+    #[default]
+    On,
+    /// Returned during period N or any later one (of those counted).
+    OnOrAfter,
+}
+
+/// A retention analysis, independent of the backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionQuery {
+    /// The touchpoint that puts a person in a cohort (their first one counts).
+    pub cohort: EventSelector,
+    /// The touchpoint that counts as coming back; any touchpoint when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_event: Option<EventSelector>,
+    #[serde(default)]
+    pub period: Period,
+    /// Periods after the cohort's to count (1…N).
+    #[serde(default = "default_periods")]
+    pub periods: usize,
+    #[serde(default)]
+    pub mode: RetentionMode,
+    /// Cohorts entered in `[from, to)` (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ms: Option<i64>,
+    /// The project's time zone as minutes east of UTC (0 = UTC).
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+}
+
+fn default_periods() -> usize {
+    12
+}
+
+/// One cohort's row of the table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortRow {
+    /// First day of the cohort's period.
+    pub cohort: String,
+    pub size: u64,
+    /// `returned[n]`: persons counted in period n (`returned[0]` = size).
+    pub returned: Vec<u64>,
+    pub rates: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionResult {
+    pub period: Period,
+    pub mode: RetentionMode,
+    pub cohorts: Vec<CohortRow>,
+    /// Over all cohorts, period n's rate among the cohorts old enough to have a period n (as of
+    /// the latest touchpoint seen).
+    pub overall: Vec<Option<f64>>,
+}
+
+/// Runs a retention analysis on a backend.
+pub fn run_retention<S: JourneySource>(
+    source: &S,
+    q: &RetentionQuery,
+    opts: &ScanOptions,
+) -> Result<RetentionResult> {
+    if q.periods == 0 || q.periods > 400 {
+        return Err(EngineError::invalid("periods", "between 1 and 400"));
+    }
+    if q.utc_offset_minutes.abs() > 14 * 60 {
+        return Err(EngineError::invalid(
+            "utc_offset_minutes",
+            "a time zone is at most 14 hours from UTC",
+        ));
+    }
+    let mut selectors = vec![q.cohort.clone()];
+    if let Some(r) = &q.return_event {
+        selectors.push(r.clone());
+    }
+    let matcher = source.with_vocabulary(|v| Matcher::compile(&selectors, v))?;
+    let return_bit = if q.return_event.is_some() { 2 } else { 0 };
+    let offset = q.utc_offset_minutes as i64 * 60_000;
+    let n = q.periods;
+    let mut scan_opts = opts.clone();
+    // returns may come after `to`; nothing before `from` matters
+    scan_opts.from_ms = q.from_ms;
+    let parts = source.scan(
+        &scan_opts,
+        || (FxHashMap::<i64, Vec<u64>>::default(), i64::MIN),
+        |(acc, latest), j| {
+            if let Some(last) = j.ts.last() {
+                *latest = (*latest).max(*last);
+            }
+            let in_range =
+                |t: i64| q.from_ms.is_none_or(|f| t >= f) && q.to_ms.is_none_or(|e| t < e);
+            let Some(first) =
+                (0..j.len()).find(|&i| matcher.row_mask(j, i) & 1 != 0 && in_range(j.ts[i]))
+            else {
+                return;
+            };
+            let cohort = q.period.index(j.ts[first] + offset);
+            let mut back = vec![false; n + 1];
+            for i in first + 1..j.len() {
+                if return_bit != 0 && matcher.row_mask(j, i) & return_bit == 0 {
+                    continue;
+                }
+                let k = q.period.index(j.ts[i] + offset) - cohort;
+                if k >= 1 && k as usize <= n {
+                    back[k as usize] = true;
+                }
+            }
+            let row = acc.entry(cohort).or_insert_with(|| vec![0; n + 1]);
+            row[0] += 1;
+            let mut later = false;
+            for k in (1..=n).rev() {
+                later |= back[k];
+                let hit = match q.mode {
+                    RetentionMode::On => back[k],
+                    RetentionMode::OnOrAfter => later,
+                };
+                if hit {
+                    row[k] += 1;
+                }
+            }
+        },
+    );
+    if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) {
+        return Err(EngineError::Cancelled);
+    }
+    let mut table: FxHashMap<i64, Vec<u64>> = FxHashMap::default();
+    let mut latest = i64::MIN;
+    for (part, l) in parts {
+        latest = latest.max(l);
+        for (k, v) in part {
+            let e = table.entry(k).or_insert_with(|| vec![0; n + 1]);
+            for (a, b) in e.iter_mut().zip(v) {
+                *a += b;
+            }
+        }
+    }
+    let latest_period = q.period.index(latest.saturating_add(offset));
+    let mut keys: Vec<i64> = table.keys().copied().collect();
+    keys.sort_unstable();
+    let mut sums = vec![(0u64, 0u64); n + 1];
+    let cohorts = keys
+        .iter()
+        .map(|k| {
+            let row = &table[k];
+            let size = row[0];
+            for (p, s) in sums.iter_mut().enumerate() {
+                if k + p as i64 <= latest_period {
+                    s.0 += row[p];
+                    s.1 += size;
+                }
+            }
+            CohortRow {
+                cohort: q.period.label(*k),
+                size,
+                returned: row.clone(),
+                rates: row.iter().map(|r| ratio(*r, size)).collect(),
+            }
+        })
+        .collect();
+    Ok(RetentionResult {
+        period: q.period,
+        mode: q.mode,
+        cohorts,
+        overall: sums.iter().map(|(r, s)| ratio(*r, *s)).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemorySource, Row};
+
+    const D: i64 = DAY_MS;
+
+    #[test]
+    fn calendar_periods() {
+        // 2024-01-01 was a Monday
+        let jan1 = days_from_civil(2024, 1, 1);
+        assert_eq!(civil_from_days(jan1), (2024, 1, 1));
+        assert_eq!(
+            Period::Week.label(Period::Week.index(jan1 * D + 5 * D)),
+            "2024-01-01"
+        );
+        assert_eq!(
+            Period::Week.index(jan1 * D + 7 * D) - Period::Week.index(jan1 * D),
+            1
+        );
+        assert_eq!(
+            Period::Month.label(Period::Month.index((jan1 + 40) * D)),
+            "2024-02-01"
+        );
+        assert_eq!(Period::Day.label(Period::Day.index(jan1 * D)), "2024-01-01");
+        for day in [-800_000i64, -1, 0, 1, 59, 10_000, 2_000_000] {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
+    }
+
+    #[test]
+    fn cohorts_by_first_touch_on_and_on_or_after() {
+        let base = days_from_civil(2024, 1, 1) * D;
+        let rows = vec![
+            Row::new("a", base + 3_600_000, "signup"),
+            Row::new("a", base + D, "visit"),
+            Row::new("a", base + 3 * D, "visit"),
+            Row::new("b", base + 2_000, "signup"),
+            Row::new("b", base + 3 * D, "visit"),
+            Row::new("c", base + D, "signup"),
+            Row::new("c", base + D + 5, "signup"),
+        ];
+        let src = MemorySource::new(&rows);
+        let mut q = RetentionQuery {
+            cohort: EventSelector::event("signup"),
+            return_event: Some(EventSelector::event("visit")),
+            period: Period::Day,
+            periods: 3,
+            mode: RetentionMode::On,
+            from_ms: None,
+            to_ms: None,
+            utc_offset_minutes: 0,
+        };
+        let r = run_retention(&src, &q, &Default::default()).unwrap();
+        assert_eq!(r.cohorts.len(), 2);
+        assert_eq!(r.cohorts[0].cohort, "2024-01-01");
+        assert_eq!(r.cohorts[0].returned, vec![2, 1, 0, 2]);
+        assert_eq!(r.cohorts[1].returned, vec![1, 0, 0, 0]);
+        q.mode = RetentionMode::OnOrAfter;
+        let r = run_retention(&src, &q, &Default::default()).unwrap();
+        assert_eq!(r.cohorts[0].returned, vec![2, 2, 2, 2]);
+        // two hours west of UTC, a's 01:00 and b's 00:00:02 signups fall on Dec 31
+        q.utc_offset_minutes = -120;
+        let r = run_retention(&src, &q, &Default::default()).unwrap();
+        assert_eq!(r.cohorts[0].cohort, "2023-12-31");
+    }
+}
