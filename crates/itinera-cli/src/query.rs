@@ -7,9 +7,10 @@ use clap::{Args, Subcommand};
 use itinera_engine::funnel::{
     Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, CountBy, Exclusion,
 };
+use itinera_engine::stages::ModelRef;
 use itinera_engine::{
-    EventSelector, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep, RetentionQuery,
-    RetentionResult, Span,
+    EventSelector, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep, PersonJourney,
+    RetentionQuery, RetentionResult, Span, StageFunnelQuery, StageFunnelResult, StageModel,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,6 +24,33 @@ pub enum QueryCommand {
     /// Retention: cohorts by the period of their first cohort touchpoint, and how many came back
     /// in each later period.
     Retention(Box<RetentionArgs>),
+    /// Stage funnel of a stage model (buyer journey, customer journey, seven-stage, AIDA or your
+    /// own), or one person's stage history with `--person`.
+    Stages(Box<StagesArgs>),
+}
+
+#[derive(Args)]
+pub struct StagesArgs {
+    /// A built-in model (buyer-journey, customer-journey, seven-stage, aida) or a TOML/JSON file.
+    #[arg(long, default_value = "customer-journey")]
+    model: String,
+    /// Break down by `channel` (of the first touchpoint) or `b2b` (B2B vs B2C).
+    #[arg(long)]
+    breakdown: Option<String>,
+    /// Only touchpoints on or after this date.
+    #[arg(long)]
+    from: Option<String>,
+    /// Only touchpoints before this date.
+    #[arg(long)]
+    to: Option<String>,
+    /// Print this person's current stage and stage history instead.
+    #[arg(long)]
+    person: Option<String>,
+    /// Print the model (built-in or the file, validated) instead.
+    #[arg(long)]
+    show_model: bool,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Args)]
@@ -130,6 +158,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
             })?;
             print_funnel(args.target.format, &result)
         }
+        QueryCommand::Stages(args) => run_stages(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {
@@ -477,6 +506,134 @@ fn print_funnel(format: Format, r: &FunnelResult) -> CliResult {
             "from previous",
             "from first",
             "median time",
+        ],
+        &rows,
+    )
+}
+
+/// A built-in model name, or a model file (TOML or JSON by extension).
+fn model_ref(arg: &str) -> CliResult<ModelRef> {
+    if StageModel::BUILTIN.contains(&arg) {
+        return Ok(ModelRef::Builtin(arg.to_string()));
+    }
+    let path = std::path::Path::new(arg);
+    if !path.exists() {
+        return Err(format!(
+            "--model: `{arg}` is neither a built-in model ({}) nor a file",
+            StageModel::BUILTIN.join(", ")
+        )
+        .into());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{arg}: {e}"))?;
+    let model: StageModel = if arg.ends_with(".toml") {
+        toml::from_str(&text).map_err(|e| format!("{arg}: {e}"))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("{arg}: {e}"))?
+    };
+    model.validate().map_err(|e| format!("{arg}: {e}"))?;
+    Ok(ModelRef::Inline(model))
+}
+
+fn run_stages(a: &StagesArgs) -> CliResult {
+    let model = model_ref(&a.model)?;
+    let format = a.target.format;
+    if a.show_model {
+        let m = model.resolve()?;
+        println!("{}", serde_json::to_string_pretty(&m)?);
+        return Ok(());
+    }
+    if let Some(id) = &a.person {
+        let q = json!({"model": model, "person": id});
+        let r: PersonJourney = execute(&a.target, "stages/person", &q, |view| {
+            itinera_engine::run_person_stages(view, &model, id)
+        })?;
+        if format == Format::Json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            return Ok(());
+        }
+        println!(
+            "{}: current stage {}, furthest {}",
+            r.person,
+            r.current_stage.as_deref().unwrap_or("-"),
+            r.furthest_stage.as_deref().unwrap_or("-")
+        );
+        let rows: Vec<_> = r
+            .history
+            .iter()
+            .map(|v| {
+                json!({
+                    "stage": v.stage,
+                    "entered": itinera_core::message::format_ts(v.entered_ms),
+                    "exited": v.exited_ms.map(itinera_core::message::format_ts),
+                })
+            })
+            .collect();
+        return print_records(format, &["stage", "entered", "exited"], &rows);
+    }
+    let breakdown = match a.breakdown.as_deref() {
+        None => None,
+        Some(b) => Some(enum_arg("breakdown", b, "channel, b2b")?),
+    };
+    let q = StageFunnelQuery {
+        model,
+        from_ms: a
+            .from
+            .as_deref()
+            .map(|d| parse_date("from", d))
+            .transpose()?,
+        to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
+        breakdown,
+    };
+    let r: StageFunnelResult = execute(&a.target, "stages", &q, |view| {
+        itinera_engine::run_stage_funnel(view, &q, &Default::default())
+    })?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let csv = format == Format::Csv;
+    let p = |v: Option<f64>| if csv { json!(v) } else { pct(v) };
+    let d = |v: Option<f64>| if csv { json!(v) } else { duration(v) };
+    let mut rows: Vec<serde_json::Value> = r
+        .stages
+        .iter()
+        .map(|s| {
+            json!({
+                "stage": s.stage, "entered": s.entered, "reached": s.reached, "dropped": s.dropped,
+                "next stage": p(s.next_stage_conversion), "cumulative": p(s.cumulative_conversion),
+                "current": s.current, "median time in stage": d(s.median_seconds_in_stage),
+            })
+        })
+        .collect();
+    for b in &r.breakdown {
+        let mut o = serde_json::Map::new();
+        o.insert("stage".into(), json!(format!("[{}]", b.value)));
+        o.insert("reached".into(), json!(b.reached.first()));
+        o.insert(
+            "cumulative".into(),
+            p(b.reached
+                .last()
+                .and_then(|l| itinera_engine::stats::ratio(*l, b.reached[0]))),
+        );
+        rows.push(serde_json::Value::Object(o));
+    }
+    if !csv {
+        println!(
+            "{} ({} persons, {} customers, {} churned)",
+            r.model.name, r.persons, r.customers, r.churned
+        );
+    }
+    print_records(
+        format,
+        &[
+            "stage",
+            "entered",
+            "reached",
+            "dropped",
+            "next stage",
+            "cumulative",
+            "current",
+            "median time in stage",
         ],
         &rows,
     )

@@ -131,6 +131,53 @@ fn funnel_locally_and_through_the_server_agree() {
         retention(&["--server", &url, "--token", &keys.read_token])
     );
 
+    // stage models: built-in and custom (TOML), locally and through the server
+    let model = dir.path().join("m.toml");
+    std::fs::write(
+        &model,
+        r#"name = "shop"
+purchase_stage = "Bought"
+churn_after = "60d"
+[[stages]]
+name = "Looked"
+enter = "Product Viewed"
+[[stages]]
+name = "Bought"
+enter = "Order Completed"
+[[stages]]
+name = "Again"
+enter = "Order Completed"
+after = "Bought"
+"#,
+    )
+    .unwrap();
+    let stages = |extra: &[&str]| -> Value {
+        let mut args = vec!["query", "stages", "--format", "json"];
+        args.extend(extra);
+        serde_json::from_str(&run(&args)).unwrap()
+    };
+    for m in ["customer-journey", "seven-stage", model.to_str().unwrap()] {
+        let local_s = stages(&["--data", d, "--model", m]);
+        let reached: Vec<u64> = local_s["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["reached"].as_u64().unwrap())
+            .collect();
+        assert!(reached.windows(2).all(|w| w[1] <= w[0]), "{m}: {reached:?}");
+        assert!(reached[0] > 0);
+        assert_eq!(
+            local_s,
+            stages(&["--server", &url, "--token", &keys.read_token, "--model", m])
+        );
+    }
+    let custom = stages(&["--data", d, "--model", model.to_str().unwrap()]);
+    // `Looked` is entered by exactly the persons the generator sent to product pages
+    assert_eq!(
+        custom["stages"][0]["entered"],
+        truth["realized"]["reached"][1]
+    );
+
     let c = reqwest::blocking::Client::new();
     // a write key cannot read
     let r = c

@@ -12,6 +12,7 @@ pub mod journey;
 pub mod memory;
 pub mod retention;
 pub mod selector;
+pub mod stages;
 pub mod stats;
 
 pub use duration::Span;
@@ -22,3 +23,7 @@ pub use journey::{
 };
 pub use retention::{run_retention, RetentionQuery, RetentionResult};
 pub use selector::{EventSelector, Matcher};
+pub use stages::{
+    run_person_stages, run_stage_funnel, ModelRef, PersonJourney, StageFunnelQuery,
+    StageFunnelResult, StageModel,
+};

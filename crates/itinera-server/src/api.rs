@@ -12,7 +12,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use itinera_engine::{EngineError, FunnelQuery, QueryControl, RetentionQuery, ScanOptions};
+use itinera_engine::{
+    EngineError, FunnelQuery, ModelRef, QueryControl, RetentionQuery, ScanOptions, StageFunnelQuery,
+};
 use itinera_meta::KeyKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,6 +33,15 @@ const MAX_JOBS: usize = 256;
 pub enum AnalysisRequest {
     Funnel(FunnelQuery),
     Retention(RetentionQuery),
+    Stages(StageFunnelQuery),
+}
+
+/// One person's stages under a model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonStagesRequest {
+    pub model: ModelRef,
+    pub person: String,
 }
 
 impl AnalysisRequest {
@@ -40,6 +51,8 @@ impl AnalysisRequest {
             AnalysisRequest::Funnel(q) => itinera_engine::run_funnel(&view, q, opts)
                 .map(|r| serde_json::to_value(r).expect("results serialize")),
             AnalysisRequest::Retention(q) => itinera_engine::run_retention(&view, q, opts)
+                .map(|r| serde_json::to_value(r).expect("results serialize")),
+            AnalysisRequest::Stages(q) => itinera_engine::run_stage_funnel(&view, q, opts)
                 .map(|r| serde_json::to_value(r).expect("results serialize")),
         }
     }
@@ -103,6 +116,8 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/funnel", post(funnel))
         .route("/api/v1/retention", post(retention))
+        .route("/api/v1/stages", post(stages))
+        .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))
         .route("/api/v1/openapi.json", get(openapi))
@@ -187,6 +202,32 @@ async fn retention(
 ) -> Result<Json<Value>, ApiError> {
     let q = json_body(body)?;
     run_now(app, headers, AnalysisRequest::Retention(q)).await
+}
+
+async fn stages(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<StageFunnelQuery>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = json_body(body)?;
+    run_now(app, headers, AnalysisRequest::Stages(q)).await
+}
+
+async fn person_stages(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<PersonStagesRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = json_body(body)?;
+    let project = read_project(&app, &headers)?;
+    let store = app.data.store(&project)?;
+    let r = tokio::task::spawn_blocking(move || {
+        itinera_engine::run_person_stages(&store.view(), &q.model, &q.person)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(engine_error)?;
+    Ok(Json(serde_json::to_value(r).expect("results serialize")))
 }
 
 async fn start_job(
