@@ -7,10 +7,12 @@ use clap::{Args, Subcommand};
 use itinera_engine::funnel::{
     Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, CountBy, Exclusion,
 };
+use itinera_engine::paths::CleaningRule;
 use itinera_engine::stages::ModelRef;
 use itinera_engine::{
-    EventSelector, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep, PersonJourney,
-    RetentionQuery, RetentionResult, Span, StageFunnelQuery, StageFunnelResult, StageModel,
+    EventSelector, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep, PathQuery, PathResult,
+    PersonJourney, RetentionQuery, RetentionResult, Span, StageFunnelQuery, StageFunnelResult,
+    StageModel,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -27,6 +29,49 @@ pub enum QueryCommand {
     /// Stage funnel of a stage model (buyer journey, customer journey, seven-stage, AIDA or your
     /// own), or one person's stage history with `--person`.
     Stages(Box<StagesArgs>),
+    /// Paths and flows: forward from a touchpoint, backward from one, or between two; top
+    /// complete paths, or Sankey links with `--sankey`.
+    Paths(Box<PathsArgs>),
+}
+
+#[derive(Args)]
+pub struct PathsArgs {
+    /// Forward from the first touchpoint matching this selector.
+    #[arg(long)]
+    start: Option<String>,
+    /// Backward from the last touchpoint matching this (with --start: paths between the two).
+    #[arg(long)]
+    end: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// What a node names: event, touchpoint or channel.
+    #[arg(long, default_value = "event")]
+    node: String,
+    /// Count sessions split at gaps this long (e.g. 30m) instead of persons.
+    #[arg(long)]
+    session_gap: Option<String>,
+    /// Keep repeats of the same node in a row.
+    #[arg(long)]
+    keep_repeats: bool,
+    /// Group node names: `REGEX=>REPLACEMENT` (repeatable), e.g. `^/products/.*=>/products/:id`.
+    #[arg(long = "clean")]
+    clean: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    min_weight: u64,
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Show, for each top path, the share who later did this.
+    #[arg(long)]
+    conversion: Option<String>,
+    /// Print the Sankey links instead of the top paths.
+    #[arg(long)]
+    sankey: bool,
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Args)]
@@ -159,6 +204,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
             print_funnel(args.target.format, &result)
         }
         QueryCommand::Stages(args) => run_stages(&args),
+        QueryCommand::Paths(args) => run_path_query(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {
@@ -637,4 +683,82 @@ fn run_stages(a: &StagesArgs) -> CliResult {
         ],
         &rows,
     )
+}
+
+fn selector_arg(flag: &str, v: &Option<String>) -> CliResult<Option<EventSelector>> {
+    v.as_deref()
+        .map(EventSelector::parse)
+        .transpose()
+        .map_err(|e| format!("--{flag}: {e}").into())
+}
+
+fn run_path_query(a: &PathsArgs) -> CliResult {
+    let clean = a
+        .clean
+        .iter()
+        .map(|c| {
+            c.split_once("=>")
+                .map(|(r, p)| CleaningRule {
+                    regex: r.to_string(),
+                    replace: p.to_string(),
+                })
+                .ok_or_else(|| format!("--clean {c}: expected REGEX=>REPLACEMENT"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let q = PathQuery {
+        start: selector_arg("start", &a.start)?,
+        end: selector_arg("end", &a.end)?,
+        steps: a.steps,
+        node: enum_arg("node", &a.node, "event, touchpoint, channel")?,
+        session_gap: a
+            .session_gap
+            .as_deref()
+            .map(|g| span("session-gap", g))
+            .transpose()?,
+        collapse_repeats: !a.keep_repeats,
+        clean,
+        min_weight: a.min_weight,
+        top: a.top,
+        conversion: selector_arg("conversion", &a.conversion)?,
+        from_ms: a
+            .from
+            .as_deref()
+            .map(|d| parse_date("from", d))
+            .transpose()?,
+        to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
+    };
+    let r: PathResult = execute(&a.target, "paths", &q, |view| {
+        itinera_engine::run_paths(view, &q, &Default::default())
+    })?;
+    let format = a.target.format;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    if a.sankey {
+        let rows: Vec<_> = r
+            .links
+            .iter()
+            .map(|l| json!({"source": l.source, "target": l.target, "value": l.value}))
+            .collect();
+        return print_records(format, &["source", "target", "value"], &rows);
+    }
+    let rows: Vec<_> = r
+        .top_paths
+        .iter()
+        .map(|p| {
+            json!({
+                "path": p.path.join(" > "),
+                "count": p.count,
+                "share": pct(itinera_engine::stats::ratio(p.count, r.paths_counted)),
+                "conversion": pct(p.conversion),
+            })
+        })
+        .collect();
+    let cols: &[&str] = if q.conversion.is_some() {
+        &["path", "count", "share", "conversion"]
+    } else {
+        &["path", "count", "share"]
+    };
+    print_records(format, cols, &rows)
 }

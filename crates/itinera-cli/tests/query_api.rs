@@ -178,6 +178,37 @@ after = "Bought"
         truth["realized"]["reached"][1]
     );
 
+    // paths: the same locally and through the server; every counted path starts at the start
+    let paths = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "query",
+            "paths",
+            "--start",
+            "Product Viewed",
+            "--steps",
+            "4",
+            "--node",
+            "touchpoint",
+            "--clean",
+            "^/products/.*=>/products/:id",
+            "--conversion",
+            "Order Completed",
+            "--format",
+            "json",
+        ];
+        args.extend(extra);
+        serde_json::from_str(&run(&args)).unwrap()
+    };
+    let local_p = paths(&["--data", d]);
+    assert_eq!(local_p["paths_counted"], truth["realized"]["reached"][1]);
+    for p in local_p["top_paths"].as_array().unwrap() {
+        assert_eq!(p["path"][0], "Product Viewed", "{p}");
+    }
+    assert_eq!(
+        local_p,
+        paths(&["--server", &url, "--token", &keys.read_token])
+    );
+
     let c = reqwest::blocking::Client::new();
     // a write key cannot read
     let r = c

@@ -10,6 +10,7 @@ pub mod error;
 pub mod funnel;
 pub mod journey;
 pub mod memory;
+pub mod paths;
 pub mod retention;
 pub mod selector;
 pub mod stages;
@@ -21,6 +22,7 @@ pub use funnel::{run_funnel, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep}
 pub use journey::{
     Field, Journey, JourneySource, QueryControl, ScanOptions, Vocabulary, NO_ACCOUNT,
 };
+pub use paths::{run_paths, PathQuery, PathResult};
 pub use retention::{run_retention, RetentionQuery, RetentionResult};
 pub use selector::{EventSelector, Matcher};
 pub use stages::{

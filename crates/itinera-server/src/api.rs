@@ -13,7 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use itinera_engine::{
-    EngineError, FunnelQuery, ModelRef, QueryControl, RetentionQuery, ScanOptions, StageFunnelQuery,
+    EngineError, FunnelQuery, ModelRef, PathQuery, QueryControl, RetentionQuery, ScanOptions,
+    StageFunnelQuery,
 };
 use itinera_meta::KeyKind;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,7 @@ pub enum AnalysisRequest {
     Funnel(FunnelQuery),
     Retention(RetentionQuery),
     Stages(StageFunnelQuery),
+    Paths(PathQuery),
 }
 
 /// One person's stages under a model.
@@ -51,6 +53,8 @@ impl AnalysisRequest {
             AnalysisRequest::Funnel(q) => itinera_engine::run_funnel(&view, q, opts)
                 .map(|r| serde_json::to_value(r).expect("results serialize")),
             AnalysisRequest::Retention(q) => itinera_engine::run_retention(&view, q, opts)
+                .map(|r| serde_json::to_value(r).expect("results serialize")),
+            AnalysisRequest::Paths(q) => itinera_engine::run_paths(&view, q, opts)
                 .map(|r| serde_json::to_value(r).expect("results serialize")),
             AnalysisRequest::Stages(q) => itinera_engine::run_stage_funnel(&view, q, opts)
                 .map(|r| serde_json::to_value(r).expect("results serialize")),
@@ -117,6 +121,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/funnel", post(funnel))
         .route("/api/v1/retention", post(retention))
         .route("/api/v1/stages", post(stages))
+        .route("/api/v1/paths", post(paths))
         .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))
@@ -211,6 +216,15 @@ async fn stages(
 ) -> Result<Json<Value>, ApiError> {
     let q = json_body(body)?;
     run_now(app, headers, AnalysisRequest::Stages(q)).await
+}
+
+async fn paths(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<PathQuery>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = json_body(body)?;
+    run_now(app, headers, AnalysisRequest::Paths(q)).await
 }
 
 async fn person_stages(
