@@ -91,6 +91,13 @@ pub struct StagesArgs {
     /// Print this person's current stage and stage history instead.
     #[arg(long)]
     person: Option<String>,
+    /// Also stage B2B accounts by their buying group.
+    #[arg(long)]
+    by_account: bool,
+    /// With --by-account: an account is in a stage when this share of its members reached it
+    /// (0: any member).
+    #[arg(long, default_value_t = 0.0)]
+    min_share: f64,
     /// Print the model (built-in or the file, validated) instead.
     #[arg(long)]
     show_model: bool,
@@ -629,6 +636,11 @@ fn run_stages(a: &StagesArgs) -> CliResult {
             .transpose()?,
         to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
         breakdown,
+        accounts: a
+            .by_account
+            .then_some(itinera_engine::stages::AccountStageRule {
+                min_share: a.min_share,
+            }),
     };
     let r: StageFunnelResult = execute(&a.target, "stages", &q, |view| {
         itinera_engine::run_stage_funnel(view, &q, &Default::default())
@@ -663,10 +675,29 @@ fn run_stages(a: &StagesArgs) -> CliResult {
         );
         rows.push(serde_json::Value::Object(o));
     }
+    if let Some(acc) = &r.accounts {
+        for (s, reached) in r.stages.iter().zip(&acc.reached) {
+            let mut o = serde_json::Map::new();
+            o.insert("stage".into(), json!(format!("{} [accounts]", s.stage)));
+            o.insert("reached".into(), json!(reached));
+            o.insert(
+                "cumulative".into(),
+                p(itinera_engine::stats::ratio(*reached, acc.reached[0])),
+            );
+            rows.push(serde_json::Value::Object(o));
+        }
+    }
     if !csv {
         println!(
-            "{} ({} persons, {} customers, {} churned)",
-            r.model.name, r.persons, r.customers, r.churned
+            "{} ({} persons, {} customers, {} churned{})",
+            r.model.name,
+            r.persons,
+            r.customers,
+            r.churned,
+            r.accounts
+                .as_ref()
+                .map(|a| format!(", {} accounts", a.accounts))
+                .unwrap_or_default()
         );
     }
     print_records(

@@ -171,6 +171,13 @@ after = "Bought"
             stages(&["--server", &url, "--token", &keys.read_token, "--model", m])
         );
     }
+    // B2B: accounts staged by their buying group recover the generator's accounts and deals won
+    let acc = stages(&["--data", d, "--model", "buyer-journey", "--by-account"]);
+    assert_eq!(acc["accounts"]["accounts"], truth["realized"]["accounts"]);
+    assert_eq!(
+        acc["accounts"]["reached"][2],
+        truth["realized"]["accounts_won"]
+    );
     let custom = stages(&["--data", d, "--model", model.to_str().unwrap()]);
     // `Looked` is entered by exactly the persons the generator sent to product pages
     assert_eq!(

@@ -319,6 +319,28 @@ pub struct StageFunnelQuery {
     pub to_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<StageBreakdown>,
+    /// Also stage B2B accounts by their buying group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<AccountStageRule>,
+}
+
+/// When an account is in a stage: when at least `min_share` of its members (persons with
+/// touchpoints naming the account) reached it; 0 (the default) means any one member.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountStageRule {
+    #[serde(default)]
+    pub min_share: f64,
+}
+
+/// The stage funnel of accounts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountStages {
+    pub rule: AccountStageRule,
+    pub accounts: u64,
+    /// Accounts in each stage or a later one, by the rule.
+    pub reached: Vec<u64>,
+    pub cumulative_conversion: Vec<Option<f64>>,
 }
 
 /// Figures of one stage.
@@ -354,6 +376,8 @@ pub struct StageFunnelResult {
     pub customers: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub breakdown: Vec<StageBreakdownRow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<AccountStages>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -373,6 +397,8 @@ struct StageTotals {
     churn_candidates: Vec<i64>,
     customers: u64,
     breakdown: FxHashMap<u32, Vec<u64>>,
+    /// Per account: members, and members who reached each stage.
+    accounts: FxHashMap<u32, (u32, Vec<u32>)>,
 }
 
 /// Runs the stage funnel of a model on a backend.
@@ -435,6 +461,16 @@ pub fn run_stage_funnel<S: JourneySource>(
             if let Some(c) = p.current {
                 t.current[c] += 1;
             }
+            if q.accounts.is_some() {
+                let a = j.account();
+                if a != crate::NO_ACCOUNT {
+                    let e = t.accounts.entry(a).or_insert_with(|| (0, vec![0; n]));
+                    e.0 += 1;
+                    for r in e.1.iter_mut().take(furthest + 1) {
+                        *r += 1;
+                    }
+                }
+            }
             if let Some(b) = q.breakdown {
                 let key = match b {
                     StageBreakdown::Channel => j.channel.first().copied().unwrap_or(u32::MAX),
@@ -471,6 +507,13 @@ pub fn run_stage_funnel<S: JourneySource>(
             a.extend(b);
         }
         total.churn_candidates.extend(t.churn_candidates);
+        for (k, (members, reached)) in t.accounts {
+            let e = total.accounts.entry(k).or_insert_with(|| (0, vec![0; n]));
+            e.0 += members;
+            for (a, b) in e.1.iter_mut().zip(reached) {
+                *a += b;
+            }
+        }
         for (k, v) in t.breakdown {
             let e = total.breakdown.entry(k).or_insert_with(|| vec![0; n]);
             for (a, b) in e.iter_mut().zip(v) {
@@ -525,7 +568,29 @@ pub fn run_stage_funnel<S: JourneySource>(
         rows.sort_by(|a, b| b.reached[0].cmp(&a.reached[0]).then(a.value.cmp(&b.value)));
         rows
     });
+    let accounts = q.accounts.map(|rule| {
+        let mut reached = vec![0u64; n];
+        for (members, r) in total.accounts.values() {
+            for s in 0..n {
+                let ok = if rule.min_share <= 0.0 {
+                    r[s] > 0
+                } else {
+                    r[s] as f64 >= rule.min_share * *members as f64
+                };
+                if ok {
+                    reached[s] += 1;
+                }
+            }
+        }
+        AccountStages {
+            rule,
+            accounts: total.accounts.len() as u64,
+            cumulative_conversion: reached.iter().map(|r| ratio(*r, reached[0])).collect(),
+            reached,
+        }
+    });
     Ok(StageFunnelResult {
+        accounts,
         model: compiled.model,
         persons: total.persons,
         stages,
@@ -629,6 +694,7 @@ mod tests {
             from_ms: None,
             to_ms: None,
             breakdown: None,
+            accounts: None,
         };
         let r = run_stage_funnel(&src, &q, &Default::default()).unwrap();
         let reached: Vec<u64> = r.stages.iter().map(|s| s.reached).collect();
@@ -647,6 +713,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("built-in"));
+    }
+
+    #[test]
+    fn accounts_by_any_member_or_a_share() {
+        let mut rows = vec![
+            Row::new("ann", 1, "Product Viewed"),
+            Row::new("ann", 2, "Order Completed"),
+            Row::new("bob", 1, "Product Viewed"),
+            Row::new("cy", 1, "Product Viewed"),
+            Row::new("dee", 1, "Product Viewed"),
+        ];
+        for (r, a) in rows
+            .iter_mut()
+            .zip(["acme", "acme", "acme", "acme", "globex"])
+        {
+            r.account = Some(a.into());
+        }
+        let src = MemorySource::new(&rows);
+        let mut q = StageFunnelQuery {
+            model: ModelRef::Builtin("buyer-journey".into()),
+            from_ms: None,
+            to_ms: None,
+            breakdown: None,
+            accounts: Some(AccountStageRule { min_share: 0.0 }),
+        };
+        let r = run_stage_funnel(&src, &q, &Default::default()).unwrap();
+        let a = r.accounts.unwrap();
+        assert_eq!(a.accounts, 2);
+        // Awareness reached by skipping: every member who researched passed through it
+        assert_eq!(a.reached, vec![2, 2, 1]);
+        q.accounts = Some(AccountStageRule { min_share: 0.5 });
+        let a = run_stage_funnel(&src, &q, &Default::default())
+            .unwrap()
+            .accounts
+            .unwrap();
+        // one of acme's three members bought: not half of the buying group
+        assert_eq!(a.reached, vec![2, 2, 0]);
     }
 
     #[test]
