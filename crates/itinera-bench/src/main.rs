@@ -505,7 +505,6 @@ fn funnel_bench(
     }
     let steps20: Vec<&str> = (0..20).map(|i| EVENTS[i % 5]).collect();
     let q20 = FunnelQuery::events(&steps20, Span(7 * 86_400_000));
-    let mut answers = Vec::new();
     for (name, q) in [("4-step", &q4), ("20-step", &q20)] {
         let mut times = Vec::new();
         let mut first = None;
@@ -522,7 +521,6 @@ fn funnel_bench(
             median_ms(times),
             &counts[..counts.len().min(6)]
         );
-        answers.push(counts);
     }
     // through the HTTP API, warm
     let keys = dir.meta.lock().create_keys("default", "bench")?;
@@ -564,6 +562,5 @@ fn funnel_bench(
             median_ms(times)
         );
     }
-    let _ = answers;
     Ok(())
 }

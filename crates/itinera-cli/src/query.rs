@@ -66,10 +66,8 @@ pub struct PathsArgs {
     /// Print the Sankey links instead of the top paths.
     #[arg(long)]
     sankey: bool,
-    #[arg(long)]
-    from: Option<String>,
-    #[arg(long)]
-    to: Option<String>,
+    #[command(flatten)]
+    range: DateRange,
     #[command(flatten)]
     target: Target,
 }
@@ -82,12 +80,8 @@ pub struct StagesArgs {
     /// Break down by `channel` (of the first touchpoint) or `b2b` (B2B vs B2C).
     #[arg(long)]
     breakdown: Option<String>,
-    /// Only touchpoints on or after this date.
-    #[arg(long)]
-    from: Option<String>,
-    /// Only touchpoints before this date.
-    #[arg(long)]
-    to: Option<String>,
+    #[command(flatten)]
+    range: DateRange,
     /// Print this person's current stage and stage history instead.
     #[arg(long)]
     person: Option<String>,
@@ -124,12 +118,8 @@ pub struct RetentionArgs {
     /// The project's time zone as an offset from UTC, e.g. +01:00 (default UTC).
     #[arg(long, default_value = "+00:00")]
     utc_offset: String,
-    /// Cohorts entered on or after this date.
-    #[arg(long)]
-    from: Option<String>,
-    /// Cohorts entered before this date.
-    #[arg(long)]
-    to: Option<String>,
+    #[command(flatten)]
+    range: DateRange,
     #[command(flatten)]
     target: Target,
 }
@@ -179,12 +169,8 @@ pub struct FunnelArgs {
     /// `:step=N` attribution of the value.
     #[arg(long)]
     breakdown: Option<String>,
-    /// Only chains starting on or after this date (YYYY-MM-DD or RFC 3339).
-    #[arg(long)]
-    from: Option<String>,
-    /// Only chains starting before this date.
-    #[arg(long)]
-    to: Option<String>,
+    #[command(flatten)]
+    range: DateRange,
     /// List the persons who `reached:N` or `dropped:N` (step N) instead of the step table.
     #[arg(long)]
     cohort: Option<String>,
@@ -256,12 +242,8 @@ fn retention_query(a: &RetentionArgs) -> CliResult<RetentionQuery> {
         period: enum_arg("period", &a.period, "day, week, month")?,
         periods: a.periods,
         mode: enum_arg("mode", &a.mode, "on, on_or_after")?,
-        from_ms: a
-            .from
-            .as_deref()
-            .map(|d| parse_date("from", d))
-            .transpose()?,
-        to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
+        from_ms: a.range.from_ms()?,
+        to_ms: a.range.to_ms()?,
         utc_offset_minutes: parse_offset(&a.utc_offset)?,
     })
 }
@@ -347,6 +329,31 @@ fn execute<Q: Serialize, R: DeserializeOwned + Serialize>(
     let store = dir.store(&target.project.project)?;
     let result = local(&store.view())?;
     Ok(result)
+}
+
+/// `--from` / `--to`: what the range bounds depends on the analysis (chain starts, cohort
+/// entries, touchpoints); see each command's help.
+#[derive(Args, Clone)]
+pub struct DateRange {
+    /// On or after this date (YYYY-MM-DD, midnight UTC, or RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// Before this date.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl DateRange {
+    fn from_ms(&self) -> CliResult<Option<i64>> {
+        self.from
+            .as_deref()
+            .map(|d| parse_date("from", d))
+            .transpose()
+    }
+
+    fn to_ms(&self) -> CliResult<Option<i64>> {
+        self.to.as_deref().map(|d| parse_date("to", d)).transpose()
+    }
 }
 
 /// Parses `YYYY-MM-DD` (midnight UTC) or RFC 3339 into ms since the epoch.
@@ -476,12 +483,8 @@ fn funnel_query(a: &FunnelArgs) -> CliResult<FunnelQuery> {
         } else {
             CountBy::Person
         },
-        from_ms: a
-            .from
-            .as_deref()
-            .map(|d| parse_date("from", d))
-            .transpose()?,
-        to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
+        from_ms: a.range.from_ms()?,
+        to_ms: a.range.to_ms()?,
         breakdown,
         cohort,
     })
@@ -629,12 +632,8 @@ fn run_stages(a: &StagesArgs) -> CliResult {
     };
     let q = StageFunnelQuery {
         model,
-        from_ms: a
-            .from
-            .as_deref()
-            .map(|d| parse_date("from", d))
-            .transpose()?,
-        to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
+        from_ms: a.range.from_ms()?,
+        to_ms: a.range.to_ms()?,
         breakdown,
         accounts: a
             .by_account
@@ -751,12 +750,8 @@ fn run_path_query(a: &PathsArgs) -> CliResult {
         min_weight: a.min_weight,
         top: a.top,
         conversion: selector_arg("conversion", &a.conversion)?,
-        from_ms: a
-            .from
-            .as_deref()
-            .map(|d| parse_date("from", d))
-            .transpose()?,
-        to_ms: a.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
+        from_ms: a.range.from_ms()?,
+        to_ms: a.range.to_ms()?,
     };
     let r: PathResult = execute(&a.target, "paths", &q, |view| {
         itinera_engine::run_paths(view, &q, &Default::default())

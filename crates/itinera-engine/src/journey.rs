@@ -28,13 +28,36 @@ pub struct Journey<'a> {
     pub revenue: &'a [f64],
 }
 
-impl Journey<'_> {
+impl<'a> Journey<'a> {
     pub fn len(&self) -> usize {
         self.ts.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
+    }
+
+    /// Rows `lo..hi` of this journey.
+    pub fn slice(&self, lo: usize, hi: usize) -> Journey<'a> {
+        Journey {
+            person: self.person,
+            did: &self.did[lo..hi],
+            ts: &self.ts[lo..hi],
+            event: &self.event[lo..hi],
+            channel: &self.channel[lo..hi],
+            touchpoint: &self.touchpoint[lo..hi],
+            kind: &self.kind[lo..hi],
+            group: &self.group[lo..hi],
+            revenue: &self.revenue[lo..hi],
+        }
+    }
+
+    /// The rows with `from_ms <= ts < to_ms` (time-ordered rows: two binary searches), or None
+    /// when there are none.
+    pub fn within(&self, from_ms: Option<i64>, to_ms: Option<i64>) -> Option<Journey<'a>> {
+        let lo = from_ms.map_or(0, |a| self.ts.partition_point(|t| *t < a));
+        let hi = to_ms.map_or(self.len(), |b| self.ts.partition_point(|t| *t < b));
+        (lo < hi).then(|| self.slice(lo, hi))
     }
 
     /// The account this person belongs to: the last account named on their touchpoints.

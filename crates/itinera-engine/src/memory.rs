@@ -117,26 +117,19 @@ impl MemorySource {
     fn journey(&self, p: usize, opts: &ScanOptions) -> Option<Journey<'_>> {
         let (person, s, e) = self.persons[p];
         let c = &self.cols;
-        let ts = &c.ts[s..e];
-        let lo = s + opts
-            .from_ms
-            .map(|a| ts.partition_point(|t| *t < a))
-            .unwrap_or(0);
-        let hi = s + opts
-            .to_ms
-            .map(|b| ts.partition_point(|t| *t < b))
-            .unwrap_or(e - s);
-        (lo < hi).then(|| Journey {
+        Journey {
             person,
-            did: &c.did[lo..hi],
-            ts: &c.ts[lo..hi],
-            event: &c.event[lo..hi],
-            channel: &c.channel[lo..hi],
-            touchpoint: &c.touchpoint[lo..hi],
-            kind: &c.kind[lo..hi],
-            group: &c.group[lo..hi],
-            revenue: &c.revenue[lo..hi],
-        })
+            did: &c.did,
+            ts: &c.ts,
+            event: &c.event,
+            channel: &c.channel,
+            touchpoint: &c.touchpoint,
+            kind: &c.kind,
+            group: &c.group,
+            revenue: &c.revenue,
+        }
+        .slice(s, e)
+        .within(opts.from_ms, opts.to_ms)
     }
 }
 

@@ -191,8 +191,8 @@ pub fn run_paths<S: JourneySource>(
     scan_opts.to_ms = q.to_ms.or(opts.to_ms);
     let parts = source.scan(
         &scan_opts,
-        FxHashMap::<Vec<u32>, (u64, u64)>::default,
-        |acc, j| {
+        || (FxHashMap::<Vec<u32>, (u64, u64)>::default(), Vec::new()),
+        |(acc, path), j| {
             let n = j.len();
             // sessions: [lo, hi) ranges
             let mut lo = 0;
@@ -215,7 +215,7 @@ pub fn run_paths<S: JourneySource>(
                     }
                 };
                 if let Some(a) = anchor {
-                    let mut path: Vec<u32> = Vec::with_capacity(q.steps);
+                    path.clear();
                     let push = |i: usize, path: &mut Vec<u32>| {
                         let c = node_code(j, i);
                         if !(q.collapse_repeats && path.last() == Some(&c)) {
@@ -224,14 +224,14 @@ pub fn run_paths<S: JourneySource>(
                     };
                     if backward {
                         for i in (lo..=a).rev() {
-                            push(i, &mut path);
+                            push(i, path);
                             if path.len() == q.steps {
                                 break;
                             }
                         }
                     } else {
                         for i in a..hi {
-                            push(i, &mut path);
+                            push(i, path);
                             if path.len() == q.steps
                                 || (i > a && end_bit.is_some_and(|b| mask(i) & b != 0))
                             {
@@ -240,7 +240,11 @@ pub fn run_paths<S: JourneySource>(
                         }
                     }
                     let converted = conv_bit.is_some_and(|b| (a..n).any(|i| mask(i) & b != 0));
-                    let e = acc.entry(path).or_insert((0, 0));
+                    // the path is copied only the first time it is seen
+                    let e = match acc.get_mut(path.as_slice()) {
+                        Some(e) => e,
+                        None => acc.entry(path.clone()).or_insert((0, 0)),
+                    };
                     e.0 += 1;
                     e.1 += u64::from(converted);
                 }
@@ -252,7 +256,7 @@ pub fn run_paths<S: JourneySource>(
         return Err(EngineError::Cancelled);
     }
     let mut all: FxHashMap<Vec<u32>, (u64, u64)> = FxHashMap::default();
-    for p in parts {
+    for (p, _) in parts {
         for (k, v) in p {
             let e = all.entry(k).or_insert((0, 0));
             e.0 += v.0;
@@ -367,6 +371,13 @@ mod tests {
         )
     }
 
+    fn top(r: &PathResult) -> Vec<(String, u64)> {
+        r.top_paths
+            .iter()
+            .map(|p| (p.path.join(" > "), p.count))
+            .collect()
+    }
+
     fn query() -> PathQuery {
         serde_json::from_str(
             r#"{"start": "home", "steps": 3,
@@ -380,13 +391,8 @@ mod tests {
     fn forward_paths_collapse_repeats_and_clean_names() {
         let r = run_paths(&src(), &query(), &Default::default()).unwrap();
         assert_eq!(r.paths_counted, 3);
-        let top: Vec<(String, u64)> = r
-            .top_paths
-            .iter()
-            .map(|p| (p.path.join(" > "), p.count))
-            .collect();
         assert_eq!(
-            top,
+            top(&r),
             vec![
                 ("home > /products/:id > cart".to_string(), 2),
                 ("home > /products/:id > home".to_string(), 1)
@@ -412,13 +418,8 @@ mod tests {
         // a one-hour session gap cuts c's late cart off its session
         q.session_gap = Some(Span(3_600_000));
         let r = run_paths(&src(), &q, &Default::default()).unwrap();
-        let top: Vec<(String, u64)> = r
-            .top_paths
-            .iter()
-            .map(|p| (p.path.join(" > "), p.count))
-            .collect();
         assert_eq!(
-            top,
+            top(&r),
             vec![
                 ("cart".to_string(), 1),
                 ("home > /products/:id > cart".to_string(), 1)

@@ -166,8 +166,8 @@ pub fn run_retention<S: JourneySource>(
     scan_opts.from_ms = q.from_ms;
     let parts = source.scan(
         &scan_opts,
-        || (FxHashMap::<i64, Vec<u64>>::default(), i64::MIN),
-        |(acc, latest), j| {
+        || (FxHashMap::<i64, Vec<u64>>::default(), i64::MIN, Vec::new()),
+        |(acc, latest, back), j| {
             if let Some(last) = j.ts.last() {
                 *latest = (*latest).max(*last);
             }
@@ -179,7 +179,8 @@ pub fn run_retention<S: JourneySource>(
                 return;
             };
             let cohort = q.period.index(j.ts[first] + offset);
-            let mut back = vec![false; n + 1];
+            back.clear();
+            back.resize(n + 1, false);
             for i in first + 1..j.len() {
                 if return_bit != 0 && matcher.row_mask(j, i) & return_bit == 0 {
                     continue;
@@ -209,7 +210,7 @@ pub fn run_retention<S: JourneySource>(
     }
     let mut table: FxHashMap<i64, Vec<u64>> = FxHashMap::default();
     let mut latest = i64::MIN;
-    for (part, l) in parts {
+    for (part, l, _) in parts {
         latest = latest.max(l);
         for (k, v) in part {
             let e = table.entry(k).or_insert_with(|| vec![0; n + 1]);

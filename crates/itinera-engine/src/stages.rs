@@ -228,6 +228,15 @@ impl PersonStages {
     pub fn furthest(&self) -> Option<usize> {
         self.entered.iter().rposition(|t| *t != i64::MIN)
     }
+
+    /// When the person left stage `s`: their first entry into any later stage.
+    pub fn exit_of(&self, s: usize) -> Option<i64> {
+        self.entered[s + 1..]
+            .iter()
+            .copied()
+            .filter(|t| *t != i64::MIN)
+            .min()
+    }
 }
 
 /// A model compiled against one vocabulary.
@@ -289,9 +298,7 @@ impl CompiledModel {
             .map(|s| StageVisit {
                 stage: self.model.stages[s].name.clone(),
                 entered_ms: p.entered[s],
-                exited_ms: (s + 1..n)
-                    .filter_map(|l| (p.entered[l] != i64::MIN).then_some(p.entered[l]))
-                    .min(),
+                exited_ms: p.exit_of(s),
             })
             .collect()
     }
@@ -443,10 +450,7 @@ pub fn run_stage_funnel<S: JourneySource>(
             for s in 0..n {
                 if p.entered[s] != i64::MIN {
                     t.entered[s] += 1;
-                    if let Some(next) = (s + 1..n)
-                        .filter_map(|l| (p.entered[l] != i64::MIN).then_some(p.entered[l]))
-                        .min()
-                    {
+                    if let Some(next) = p.exit_of(s) {
                         t.in_stage[s].push(next - p.entered[s]);
                     }
                 }

@@ -11,8 +11,9 @@ fn rows(spec: &[(&str, i64, &str)]) -> Vec<Row> {
     spec.iter().map(|(p, t, e)| Row::new(p, *t, e)).collect()
 }
 
-fn funnel(steps: &[&str], window_ms: i64, order: FunnelOrder) -> FunnelQuery {
-    let mut q = FunnelQuery::events(steps, Span(window_ms));
+fn funnel<S: AsRef<str>>(steps: &[S], window_ms: i64, order: FunnelOrder) -> FunnelQuery {
+    let names: Vec<&str> = steps.iter().map(AsRef::as_ref).collect();
+    let mut q = FunnelQuery::events(&names, Span(window_ms));
     q.order = order;
     q
 }
@@ -278,7 +279,7 @@ fn invalid_queries_name_the_field() {
     q.steps[1].within = Some(Span(5));
     let err = run_funnel(&src, &q, &Default::default()).unwrap_err();
     assert!(err.to_string().starts_with("invalid order"), "{err}");
-    let q = funnel(&[], 100, FunnelOrder::Ordered);
+    let q = funnel::<&str>(&[], 100, FunnelOrder::Ordered);
     assert!(run_funnel(&src, &q, &Default::default())
         .unwrap_err()
         .to_string()
@@ -377,13 +378,12 @@ proptest! {
     ) {
         let src = source(&seqs);
         let n = names(&steps);
-        let n_ref: Vec<&str> = n.iter().map(String::as_str).collect();
-        let u = counts(&src, &funnel(&n_ref, window, FunnelOrder::Unordered));
-        let o = counts(&src, &funnel(&n_ref, window, FunnelOrder::Ordered));
-        let s = counts(&src, &funnel(&n_ref, window, FunnelOrder::Strict));
-        let so = counts(&src, &funnel(&n_ref, window, FunnelOrder::StrictOrder));
-        let si = counts(&src, &funnel(&n_ref, window, FunnelOrder::StrictIncrease));
-        let sd = counts(&src, &funnel(&n_ref, window, FunnelOrder::StrictDeduplication));
+        let u = counts(&src, &funnel(&n, window, FunnelOrder::Unordered));
+        let o = counts(&src, &funnel(&n, window, FunnelOrder::Ordered));
+        let s = counts(&src, &funnel(&n, window, FunnelOrder::Strict));
+        let so = counts(&src, &funnel(&n, window, FunnelOrder::StrictOrder));
+        let si = counts(&src, &funnel(&n, window, FunnelOrder::StrictIncrease));
+        let sd = counts(&src, &funnel(&n, window, FunnelOrder::StrictDeduplication));
         for k in 0..steps.len() {
             prop_assert!(u[k] >= o[k], "unordered {:?} < ordered {:?}", u, o);
             prop_assert!(o[k] >= s[k], "ordered {:?} < strict {:?}", o, s);
@@ -400,10 +400,9 @@ proptest! {
     ) {
         let src = source(&seqs);
         let n = names(&steps);
-        let n_ref: Vec<&str> = n.iter().map(String::as_str).collect();
         for order in [FunnelOrder::Ordered, FunnelOrder::Strict, FunnelOrder::Unordered] {
-            let a = counts(&src, &funnel(&n_ref, window, order));
-            let b = counts(&src, &funnel(&n_ref, window + extra, order));
+            let a = counts(&src, &funnel(&n, window, order));
+            let b = counts(&src, &funnel(&n, window + extra, order));
             for k in 0..steps.len() {
                 prop_assert!(b[k] >= a[k], "{:?}: {:?} then {:?}", order, a, b);
             }
@@ -421,11 +420,9 @@ proptest! {
         let n = names(&steps);
         let mut longer = n.clone();
         longer.push(format!("e{added}"));
-        let n_ref: Vec<&str> = n.iter().map(String::as_str).collect();
-        let l_ref: Vec<&str> = longer.iter().map(String::as_str).collect();
         for order in [FunnelOrder::Ordered, FunnelOrder::Strict, FunnelOrder::Unordered] {
-            let a = counts(&src, &funnel(&n_ref, window, order));
-            let b = counts(&src, &funnel(&l_ref, window, order));
+            let a = counts(&src, &funnel(&n, window, order));
+            let b = counts(&src, &funnel(&longer, window, order));
             prop_assert!(b[steps.len()] <= a[steps.len() - 1], "{:?}: {:?} then {:?}", order, a, b);
         }
     }

@@ -10,7 +10,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use itinera_engine::{
     EngineError, FunnelQuery, ModelRef, PathQuery, QueryControl, RetentionQuery, ScanOptions,
@@ -118,14 +118,29 @@ impl Job {
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/api/v1/funnel", post(funnel))
-        .route("/api/v1/retention", post(retention))
-        .route("/api/v1/stages", post(stages))
-        .route("/api/v1/paths", post(paths))
+        .route("/api/v1/funnel", analysis(AnalysisRequest::Funnel))
+        .route("/api/v1/retention", analysis(AnalysisRequest::Retention))
+        .route("/api/v1/stages", analysis(AnalysisRequest::Stages))
+        .route("/api/v1/paths", analysis(AnalysisRequest::Paths))
         .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))
         .route("/api/v1/openapi.json", get(openapi))
+}
+
+/// `POST` of one analysis: the body is its query, the answer its result.
+fn analysis<Q>(wrap: fn(Q) -> AnalysisRequest) -> MethodRouter<Arc<AppState>>
+where
+    Q: serde::de::DeserializeOwned + Send + 'static,
+{
+    post(
+        move |State(app): State<Arc<AppState>>,
+              headers: HeaderMap,
+              body: Result<Json<Q>, JsonRejection>| async move {
+            let q = json_body(body)?;
+            run_now(app, headers, wrap(q)).await
+        },
+    )
 }
 
 /// The project of the request's read token.
@@ -189,42 +204,6 @@ async fn run_now(
         "query done"
     );
     Ok(Json(result))
-}
-
-async fn funnel(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<FunnelQuery>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let q = json_body(body)?;
-    run_now(app, headers, AnalysisRequest::Funnel(q)).await
-}
-
-async fn retention(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<RetentionQuery>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let q = json_body(body)?;
-    run_now(app, headers, AnalysisRequest::Retention(q)).await
-}
-
-async fn stages(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<StageFunnelQuery>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let q = json_body(body)?;
-    run_now(app, headers, AnalysisRequest::Stages(q)).await
-}
-
-async fn paths(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<PathQuery>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let q = json_body(body)?;
-    run_now(app, headers, AnalysisRequest::Paths(q)).await
 }
 
 async fn person_stages(

@@ -17,15 +17,16 @@ pub type PersonEvents<'a> = Journey<'a>;
 fn journey_of(person: u32, c: &Columns, start: usize, end: usize) -> Journey<'_> {
     Journey {
         person,
-        did: &c.did[start..end],
-        ts: &c.ts[start..end],
-        event: &c.event[start..end],
-        channel: &c.channel[start..end],
-        touchpoint: &c.touchpoint[start..end],
-        kind: &c.kind[start..end],
-        group: &c.group[start..end],
-        revenue: &c.revenue[start..end],
+        did: &c.did,
+        ts: &c.ts,
+        event: &c.event,
+        channel: &c.channel,
+        touchpoint: &c.touchpoint,
+        kind: &c.kind,
+        group: &c.group,
+        revenue: &c.revenue,
     }
+    .slice(start, end)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -206,16 +207,10 @@ impl Snapshot {
         if runs.len() == 1 && !needs_filter {
             let r = runs[0];
             let c = &self.chunks[r.chunk as usize];
-            let (mut s, mut e) = (r.start as usize, r.end as usize);
-            let ts = &c.ts[s..e];
-            if let Some(a) = opts.from_ms {
-                s += ts.partition_point(|t| *t < a);
-            }
-            if let Some(b) = opts.to_ms {
-                e = r.start as usize + ts.partition_point(|t| *t < b);
-            }
-            if s < e {
-                f(&journey_of(person, c, s, e));
+            if let Some(j) = journey_of(person, c, r.start as usize, r.end as usize)
+                .within(opts.from_ms, opts.to_ms)
+            {
+                f(&j);
             }
             return;
         }
