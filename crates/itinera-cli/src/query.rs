@@ -242,8 +242,8 @@ fn retention_query(a: &RetentionArgs) -> CliResult<RetentionQuery> {
         period: enum_arg("period", &a.period, "day, week, month")?,
         periods: a.periods,
         mode: enum_arg("mode", &a.mode, "on, on_or_after")?,
-        from_ms: a.range.from_ms()?,
-        to_ms: a.range.to_ms()?,
+        from_ms: a.range.start_ms()?,
+        to_ms: a.range.end_ms()?,
         utc_offset_minutes: parse_offset(&a.utc_offset)?,
     })
 }
@@ -344,14 +344,14 @@ pub struct DateRange {
 }
 
 impl DateRange {
-    fn from_ms(&self) -> CliResult<Option<i64>> {
+    fn start_ms(&self) -> CliResult<Option<i64>> {
         self.from
             .as_deref()
             .map(|d| parse_date("from", d))
             .transpose()
     }
 
-    fn to_ms(&self) -> CliResult<Option<i64>> {
+    fn end_ms(&self) -> CliResult<Option<i64>> {
         self.to.as_deref().map(|d| parse_date("to", d)).transpose()
     }
 }
@@ -483,8 +483,8 @@ fn funnel_query(a: &FunnelArgs) -> CliResult<FunnelQuery> {
         } else {
             CountBy::Person
         },
-        from_ms: a.range.from_ms()?,
-        to_ms: a.range.to_ms()?,
+        from_ms: a.range.start_ms()?,
+        to_ms: a.range.end_ms()?,
         breakdown,
         cohort,
     })
@@ -632,8 +632,8 @@ fn run_stages(a: &StagesArgs) -> CliResult {
     };
     let q = StageFunnelQuery {
         model,
-        from_ms: a.range.from_ms()?,
-        to_ms: a.range.to_ms()?,
+        from_ms: a.range.start_ms()?,
+        to_ms: a.range.end_ms()?,
         breakdown,
         accounts: a
             .by_account
@@ -750,8 +750,8 @@ fn run_path_query(a: &PathsArgs) -> CliResult {
         min_weight: a.min_weight,
         top: a.top,
         conversion: selector_arg("conversion", &a.conversion)?,
-        from_ms: a.range.from_ms()?,
-        to_ms: a.range.to_ms()?,
+        from_ms: a.range.start_ms()?,
+        to_ms: a.range.end_ms()?,
     };
     let r: PathResult = execute(&a.target, "paths", &q, |view| {
         itinera_engine::run_paths(view, &q, &Default::default())
