@@ -31,7 +31,7 @@ cat > "$dir/users.xml" <<XML
 XML
 clickhouse-server --config-file="$dir/config.xml" --pid-file="$dir/server.pid" --daemon
 for _ in $(seq 1 100); do
-  if curl -sf "http://127.0.0.1:$http_port/ping" >/dev/null 2>&1; then
+  if clickhouse-client --host 127.0.0.1 --port "$tcp_port" --query "SELECT 1" >/dev/null 2>&1; then
     echo "$http_port"
     exit 0
   fi
