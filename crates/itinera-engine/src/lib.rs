@@ -5,6 +5,7 @@
 //! ([`JourneySource`]); the engine's kernels compute the answer in one pass per person, in
 //! parallel. No I/O happens here: the embedded store and, later, ClickHouse are the backends.
 
+pub mod attribution;
 pub mod duration;
 pub mod error;
 pub mod funnel;
@@ -16,6 +17,7 @@ pub mod selector;
 pub mod stages;
 pub mod stats;
 
+pub use attribution::{run_attribution, AttributionQuery, AttributionResult};
 pub use duration::Span;
 pub use error::{EngineError, Result};
 pub use funnel::{run_funnel, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep};

@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use itinera_engine::{
-    EngineError, FunnelQuery, ModelRef, PathQuery, QueryControl, RetentionQuery, ScanOptions,
-    StageFunnelQuery,
+    AttributionQuery, EngineError, FunnelQuery, ModelRef, PathQuery, QueryControl, RetentionQuery,
+    ScanOptions, StageFunnelQuery,
 };
 use itinera_meta::KeyKind;
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,7 @@ pub enum AnalysisRequest {
     Retention(RetentionQuery),
     Stages(StageFunnelQuery),
     Paths(PathQuery),
+    Attribution(AttributionQuery),
 }
 
 /// One person's stages under a model.
@@ -49,15 +50,17 @@ pub struct PersonStagesRequest {
 impl AnalysisRequest {
     fn run(&self, store: &itinera_store::Store, opts: &ScanOptions) -> Result<Value, EngineError> {
         let view = store.view();
+        fn json<T: Serialize>(r: Result<T, EngineError>) -> Result<Value, EngineError> {
+            r.map(|r| serde_json::to_value(r).expect("results serialize"))
+        }
         match self {
-            AnalysisRequest::Funnel(q) => itinera_engine::run_funnel(&view, q, opts)
-                .map(|r| serde_json::to_value(r).expect("results serialize")),
-            AnalysisRequest::Retention(q) => itinera_engine::run_retention(&view, q, opts)
-                .map(|r| serde_json::to_value(r).expect("results serialize")),
-            AnalysisRequest::Paths(q) => itinera_engine::run_paths(&view, q, opts)
-                .map(|r| serde_json::to_value(r).expect("results serialize")),
-            AnalysisRequest::Stages(q) => itinera_engine::run_stage_funnel(&view, q, opts)
-                .map(|r| serde_json::to_value(r).expect("results serialize")),
+            AnalysisRequest::Funnel(q) => json(itinera_engine::run_funnel(&view, q, opts)),
+            AnalysisRequest::Retention(q) => json(itinera_engine::run_retention(&view, q, opts)),
+            AnalysisRequest::Paths(q) => json(itinera_engine::run_paths(&view, q, opts)),
+            AnalysisRequest::Stages(q) => json(itinera_engine::run_stage_funnel(&view, q, opts)),
+            AnalysisRequest::Attribution(q) => {
+                json(itinera_engine::run_attribution(&view, q, opts))
+            }
         }
     }
 }
@@ -122,6 +125,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/retention", analysis(AnalysisRequest::Retention))
         .route("/api/v1/stages", analysis(AnalysisRequest::Stages))
         .route("/api/v1/paths", analysis(AnalysisRequest::Paths))
+        .route(
+            "/api/v1/attribution",
+            analysis(AnalysisRequest::Attribution),
+        )
         .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))

@@ -19,6 +19,8 @@ use serde::Serialize;
 use serde_json::json;
 use std::path::PathBuf;
 
+mod value;
+
 #[derive(Subcommand)]
 pub enum QueryCommand {
     /// Event funnel: persons (or accounts) reaching each step, conversion, time between steps.
@@ -32,6 +34,10 @@ pub enum QueryCommand {
     /// Paths and flows: forward from a touchpoint, backward from one, or between two; top
     /// complete paths, or Sankey links with `--sankey`.
     Paths(Box<PathsArgs>),
+    /// Attribution: credit for conversions and revenue to channels, touchpoints or events, all
+    /// models side by side (first/last touch, last non-direct, linear, time decay, position
+    /// based, Markov, Shapley); on stored journeys or a path table (`--paths`).
+    Attribution(Box<value::AttributionArgs>),
 }
 
 #[derive(Args)]
@@ -198,6 +204,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         }
         QueryCommand::Stages(args) => run_stages(&args),
         QueryCommand::Paths(args) => run_path_query(&args),
+        QueryCommand::Attribution(args) => value::run_attribution(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {
