@@ -6,6 +6,7 @@
 //! parallel. No I/O happens here: the embedded store and, later, ClickHouse are the backends.
 
 pub mod attribution;
+pub mod clv;
 pub mod duration;
 pub mod error;
 pub mod funnel;
@@ -18,6 +19,7 @@ pub mod stages;
 pub mod stats;
 
 pub use attribution::{run_attribution, AttributionQuery, AttributionResult};
+pub use clv::{run_clv, ClvQuery, ClvResult};
 pub use duration::Span;
 pub use error::{EngineError, Result};
 pub use funnel::{run_funnel, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep};

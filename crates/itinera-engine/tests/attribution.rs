@@ -2,8 +2,8 @@
 //! properties every model must keep.
 
 use itinera_engine::attribution::{
-    run_on_paths, AttributionKey, AttributionModel, AttributionQuery, AttributionResult,
-    PathRow, PathTable,
+    run_on_paths, AttributionKey, AttributionModel, AttributionQuery, AttributionResult, PathRow,
+    PathTable,
 };
 use itinera_engine::funnel::CountBy;
 use itinera_engine::memory::{MemorySource, Row};
@@ -143,7 +143,10 @@ fn account_journeys_join_their_members() {
     assert_eq!(r.totals.conversions, 1.0);
     assert_eq!(credit(&r, "first_touch", "event"), 1.0);
     assert_eq!(credit(&r, "last_touch", "call_center"), 1.0);
-    assert_eq!(r.totals.null_paths, 0.0, "persons outside accounts are not journeys here");
+    assert_eq!(
+        r.totals.null_paths, 0.0,
+        "persons outside accounts are not journeys here"
+    );
 }
 
 #[test]
@@ -198,7 +201,10 @@ fn bad_settings_name_the_field() {
     let table = PathTable::parse("a > b;1;2;3").unwrap();
     let mut s = AttributionQuery::default().settings();
     s.models = vec![AttributionModel::TimeDecay];
-    assert!(run_on_paths(table, &s).unwrap_err().to_string().contains("time"));
+    assert!(run_on_paths(table, &s)
+        .unwrap_err()
+        .to_string()
+        .contains("time"));
     assert!(PathTable::parse("a > > b;1").is_err());
     assert!(PathTable::parse("a;x").is_ok(), "a header line");
     assert!(PathTable::parse("path;conv\na;-1").is_err());

@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use itinera_engine::{
-    AttributionQuery, EngineError, FunnelQuery, ModelRef, PathQuery, QueryControl, RetentionQuery,
-    ScanOptions, StageFunnelQuery,
+    AttributionQuery, ClvQuery, EngineError, FunnelQuery, ModelRef, PathQuery, QueryControl,
+    RetentionQuery, ScanOptions, StageFunnelQuery,
 };
 use itinera_meta::KeyKind;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,7 @@ pub enum AnalysisRequest {
     Stages(StageFunnelQuery),
     Paths(PathQuery),
     Attribution(AttributionQuery),
+    Clv(ClvQuery),
 }
 
 /// One person's stages under a model.
@@ -61,6 +62,7 @@ impl AnalysisRequest {
             AnalysisRequest::Attribution(q) => {
                 json(itinera_engine::run_attribution(&view, q, opts))
             }
+            AnalysisRequest::Clv(q) => json(itinera_engine::run_clv(&view, q, opts)),
         }
     }
 }

@@ -38,6 +38,9 @@ pub enum QueryCommand {
     /// models side by side (first/last touch, last non-direct, linear, time decay, position
     /// based, Markov, Shapley); on stored journeys or a path table (`--paths`).
     Attribution(Box<value::AttributionArgs>),
+    /// Customer lifetime value: revenue to date, and BG/NBD + Gamma-Gamma predictions
+    /// (purchases, probability alive, spend, discounted CLV) per customer.
+    Clv(Box<value::ClvArgs>),
 }
 
 #[derive(Args)]
@@ -205,6 +208,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Stages(args) => run_stages(&args),
         QueryCommand::Paths(args) => run_path_query(&args),
         QueryCommand::Attribution(args) => value::run_attribution(&args),
+        QueryCommand::Clv(args) => value::run_clv(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {

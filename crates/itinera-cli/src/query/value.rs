@@ -8,6 +8,7 @@ use clap::Args;
 use itinera_engine::attribution::{
     run_on_paths, AttributionKey, AttributionModel, AttributionQuery, AttributionResult, PathTable,
 };
+use itinera_engine::clv::{ClvQuery, ClvResult, TimeUnit};
 use itinera_engine::funnel::CountBy;
 use itinera_engine::EventSelector;
 use serde_json::json;
@@ -168,4 +169,108 @@ fn print_attribution(format: Format, r: &AttributionResult) -> CliResult {
         }
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub struct ClvArgs {
+    /// The last day of the calibration period (YYYY-MM-DD): purchases up to it fit the models.
+    #[arg(long)]
+    calibration_end: String,
+    /// day or week: the unit of recency, age, the horizon and the discount rate.
+    #[arg(long, default_value = "week")]
+    time_unit: String,
+    /// Prediction horizon in time units.
+    #[arg(long, default_value_t = 52)]
+    horizon: u32,
+    /// Discount rate per time unit.
+    #[arg(long, default_value_t = 0.01)]
+    discount: f64,
+    /// Purchases (their revenue is the spend).
+    #[arg(long, default_value = "Order Completed")]
+    purchase: String,
+    /// Refunds, subtracted from the revenue to date (`none` to ignore refunds).
+    #[arg(long, default_value = "Order Refunded")]
+    refund: String,
+    /// Probability alive below which a customer is at churn risk.
+    #[arg(long, default_value_t = 0.5)]
+    churn_threshold: f64,
+    /// Customers printed, by predicted CLV (all when omitted).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// B2B accounts as the customers.
+    #[arg(long)]
+    by_account: bool,
+    /// Calendar days in this offset from UTC, e.g. +01:00.
+    #[arg(long, default_value = "+00:00")]
+    utc_offset: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn run_clv(a: &ClvArgs) -> CliResult {
+    let mut q = ClvQuery::new(super::parse_date("calibration-end", &a.calibration_end)?);
+    q.time_unit = enum_arg::<TimeUnit>("time-unit", &a.time_unit, "day, week")?;
+    q.horizon = a.horizon;
+    q.discount = a.discount;
+    q.purchase = EventSelector::parse(&a.purchase)?;
+    q.refund = (a.refund != "none")
+        .then(|| EventSelector::parse(&a.refund))
+        .transpose()?;
+    q.churn_threshold = a.churn_threshold;
+    q.limit = a.limit;
+    q.utc_offset_minutes = super::parse_offset(&a.utc_offset)?;
+    if a.by_account {
+        q.count_by = CountBy::Account;
+    }
+    let r: ClvResult = execute(&a.target, "clv", &q, |view| {
+        itinera_engine::run_clv(view, &q, &Default::default())
+    })?;
+    if a.target.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    if a.target.format == Format::Table {
+        let b = &r.bg_nbd;
+        println!(
+            "BG/NBD: r = {:.4}, alpha = {:.4}, a = {:.4}, b = {:.4} (log-likelihood {:.2})",
+            b.r, b.alpha, b.a, b.b, b.log_likelihood
+        );
+        match &r.gamma_gamma {
+            Some(g) => println!(
+                "Gamma-Gamma: p = {:.4}, q = {:.4}, gamma = {:.4} (log-likelihood {:.2})",
+                g.p, g.q, g.gamma, g.log_likelihood
+            ),
+            None => println!("Gamma-Gamma: not fitted (too few repeat customers with spend)"),
+        }
+        let t = &r.totals;
+        println!(
+            "{} customers, repeat purchase rate {:.1} %, revenue to date {:.2}, predicted CLV {:.2} over {} {:?}s, {} at churn risk",
+            t.customers,
+            100.0 * t.repeat_purchase_rate,
+            t.revenue_to_date,
+            t.predicted_clv,
+            r.horizon,
+            r.time_unit,
+            t.churn_risk
+        );
+    }
+    print_records(
+        a.target.format,
+        &[
+            "id",
+            "frequency",
+            "recency",
+            "age",
+            "monetary_value",
+            "orders",
+            "revenue_to_date",
+            "probability_alive",
+            "expected_purchases",
+            "expected_spend",
+            "predicted_clv",
+            "value_tier",
+            "churn_risk",
+        ],
+        &r.customers,
+    )
 }
