@@ -12,6 +12,8 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
+
+mod value;
 use itinera_core::{MessageType, Touchpoint};
 use itinera_store::{ScanOptions, Store, StoreConfig};
 use rand::prelude::*;
@@ -58,6 +60,24 @@ enum Command {
         #[arg(long)]
         csv: Option<PathBuf>,
         #[arg(long, default_value_t = 11)]
+        runs: usize,
+    },
+    /// Attribution over many short journeys: rule-based models, Markov order 1, Shapley.
+    Attribution {
+        /// Data directory (a project `default` is filled when empty).
+        #[arg(long)]
+        data: PathBuf,
+        /// Events to generate when the directory is empty (about 2.5 per person).
+        #[arg(long, default_value_t = 30_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// BG/NBD and Gamma-Gamma fits over simulated customers.
+    Clv {
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 3)]
         runs: usize,
     },
     /// HTTP ingestion load generator.
@@ -434,6 +454,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             csv,
             runs,
         } => funnel_bench(data, events, events_per_person, csv, runs),
+        Command::Attribution { data, events, runs } => {
+            let dir = open_or_build(&data, events, 2, None)?;
+            value::attribution_bench(&dir, runs)
+        }
+        Command::Clv { customers, runs } => value::clv_bench(customers, runs),
     }
 }
 
@@ -450,19 +475,19 @@ fn median_ms(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2] * 1000.0
 }
 
-fn funnel_bench(
-    data: PathBuf,
+/// Opens the bench data directory, filling its `default` project with the synthetic stream first
+/// when it is empty.
+fn open_or_build(
+    data: &std::path::Path,
     events: u64,
     per_person: u64,
     csv: Option<PathBuf>,
-    runs: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
-    use itinera_engine::{run_funnel, FunnelQuery, Span};
+) -> Result<std::sync::Arc<itinera_server::DataDir>, Box<dyn std::error::Error>> {
     let store_config = itinera_store::StoreConfig {
         dedup_window_ms: 0,
         ..Default::default()
     };
-    let dir = itinera_server::DataDir::open(&data, store_config.clone())?;
+    let dir = itinera_server::DataDir::open(data, store_config.clone())?;
     if dir.store("default")?.stats()?.events == 0 {
         dir.close();
         drop(dir);
@@ -477,7 +502,18 @@ fn funnel_bench(
     } else {
         dir.close();
     }
-    let dir = itinera_server::DataDir::open(&data, store_config)?;
+    Ok(itinera_server::DataDir::open(data, store_config)?)
+}
+
+fn funnel_bench(
+    data: PathBuf,
+    events: u64,
+    per_person: u64,
+    csv: Option<PathBuf>,
+    runs: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use itinera_engine::{run_funnel, FunnelQuery, Span};
+    let dir = open_or_build(&data, events, per_person, csv)?;
     let store = dir.store("default")?;
     let stats = store.stats()?;
     println!("data: {} events, {} persons", stats.events, stats.persons);
