@@ -40,7 +40,8 @@ pub fn attribution_bench(
             last = Some(r);
         }
         let r = last.expect("runs > 0");
-        let journeys = r.totals.conversions + r.totals.unattributed_conversions + r.totals.null_paths;
+        let journeys =
+            r.totals.conversions + r.totals.unattributed_conversions + r.totals.null_paths;
         println!(
             "attribution, {name}: median {:.1} ms over {runs} runs; {journeys} journeys ({} converting, {} distinct paths, {} channels{})",
             median_ms(times),

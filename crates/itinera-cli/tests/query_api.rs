@@ -298,3 +298,85 @@ after = "Bought"
     assert_eq!(doc["openapi"], "3.0.3");
     assert!(doc["paths"]["/api/v1/funnel"]["post"].is_object());
 }
+
+/// Attribution and CLV: the same answer locally and through the server, and the generator's
+/// orders, revenue and repeat purchasers recovered.
+#[test]
+fn value_analyses_locally_and_through_the_server_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = world(dir.path());
+    let d = data.to_str().unwrap();
+    let truth: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("w.jsonl.truth.json")).unwrap(),
+    )
+    .unwrap();
+    let keys = create_keys(&data, "default");
+    let server = Server::start(&data, &[]);
+    let url = server.url("");
+    let both = |args: &[&str]| -> Value {
+        let mut local = args.to_vec();
+        local.extend(["--format", "json", "--data", d]);
+        let mut remote = args.to_vec();
+        remote.extend([
+            "--format",
+            "json",
+            "--server",
+            &url,
+            "--token",
+            &keys.read_token,
+        ]);
+        let l: Value = serde_json::from_str(&run(&local)).unwrap();
+        let r: Value = serde_json::from_str(&run(&remote)).unwrap();
+        assert_eq!(l, r, "{args:?}");
+        l
+    };
+
+    let attribution = both(&["query", "attribution"]);
+    let t = &attribution["totals"];
+    let orders =
+        t["conversions"].as_f64().unwrap() + t["unattributed_conversions"].as_f64().unwrap();
+    assert_eq!(orders, truth["realized"]["orders"].as_f64().unwrap());
+    let revenue = t["value"].as_f64().unwrap() + t["unattributed_value"].as_f64().unwrap();
+    assert!((revenue - truth["realized"]["revenue"].as_f64().unwrap()).abs() < 1e-6);
+    assert_eq!(attribution["models"].as_array().unwrap().len(), 8);
+    for model in ["first_touch", "markov", "shapley"] {
+        let credited: f64 = attribution["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["credit"][model]["conversions"].as_f64().unwrap_or(0.0))
+            .sum();
+        assert!(
+            (credited - t["conversions"].as_f64().unwrap()).abs() < 1e-6,
+            "{model}"
+        );
+    }
+    let accounts = both(&["query", "attribution", "--by-account", "--model", "linear"]);
+    assert!(accounts["totals"]["conversions"].as_f64().unwrap() > 0.0);
+
+    // after the last event: every purchase is in the calibration period
+    let clv = both(&[
+        "query",
+        "clv",
+        "--calibration-end",
+        "2100-01-01",
+        "--limit",
+        "10",
+    ]);
+    let t = &clv["totals"];
+    assert!(
+        (t["revenue_to_date"].as_f64().unwrap() - truth["realized"]["revenue"].as_f64().unwrap())
+            .abs()
+            < 1e-6
+    );
+    assert_eq!(
+        t["repeat_customers"],
+        truth["realized"]["repeat_purchasers"]
+    );
+    assert_eq!(clv["customers"].as_array().unwrap().len(), 10);
+    assert!(clv["bg_nbd"]["log_likelihood"].as_f64().unwrap() < 0.0);
+
+    // bad input names the field
+    let out = run_fails(&["query", "attribution", "--data", d, "--order", "7"]);
+    assert!(out.contains("markov_order"), "{out}");
+}

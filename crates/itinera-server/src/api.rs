@@ -131,6 +131,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/v1/attribution",
             analysis(AnalysisRequest::Attribution),
         )
+        .route("/api/v1/clv", analysis(AnalysisRequest::Clv))
         .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))

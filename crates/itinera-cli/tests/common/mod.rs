@@ -26,6 +26,17 @@ pub fn run(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `itinera ARGS`, expects it to fail, and returns stderr.
+pub fn run_fails(args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(args)
+        .env("ITINERA_LOG", "warn")
+        .output()
+        .expect("itinera runs");
+    assert!(!out.status.success(), "itinera {args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
