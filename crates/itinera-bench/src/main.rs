@@ -214,6 +214,7 @@ fn touchpoint(person: u64, ts: i64, event: usize, channel: usize, seq: u64) -> T
         channel: CHANNELS[channel].to_string(),
         touchpoint: EVENTS[event].to_string(),
         revenue: None,
+        props: Vec::new(),
         body,
     }
 }

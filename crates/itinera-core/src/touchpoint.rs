@@ -2,7 +2,12 @@
 
 use crate::channel::ChannelRules;
 use crate::message::{Message, MessageType};
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// Longest property value kept as a typed property (longer ones stay in the message only).
+pub const MAX_PROP_VALUE: usize = 200;
+/// Most properties kept per message.
+pub const MAX_PROPS: usize = 64;
 
 /// One touchpoint of a journey: the typed facts of a message next to the full message.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +29,9 @@ pub struct Touchpoint {
     pub touchpoint: String,
     /// `properties.revenue`, else `properties.total`, when numeric.
     pub revenue: Option<f64>,
+    /// Scalar properties and traits as (`properties.KEY` | `traits.KEY`, value as text): what
+    /// selectors filter on and analyses read (roles, scores, referral codes) without parsing JSON.
+    pub props: Vec<(String, String)>,
     /// The whole normalized message as JSON.
     pub body: String,
 }
@@ -80,8 +88,30 @@ impl Touchpoint {
             channel: rules.classify(m),
             touchpoint,
             revenue,
+            props: scalar_props(
+                m.properties(),
+                m.traits(),
+                m.context()
+                    .and_then(|c| c.get("traits"))
+                    .and_then(Value::as_object),
+            ),
             body: m.to_json(),
         }
+    }
+
+    /// The typed properties of a stored message body (as [`Touchpoint::props`]).
+    pub fn props_from_body(body: &str) -> Vec<(String, String)> {
+        let Ok(Value::Object(root)) = serde_json::from_str::<Value>(body) else {
+            return Vec::new();
+        };
+        fn obj(v: Option<&Value>) -> Option<&Map<String, Value>> {
+            v.and_then(Value::as_object)
+        }
+        scalar_props(
+            obj(root.get("properties")),
+            obj(root.get("traits")),
+            obj(root.get("context").and_then(|c| c.get("traits"))),
+        )
     }
 
     /// The id the journey is keyed on before stitching: the user id when known.
@@ -105,6 +135,41 @@ impl Touchpoint {
         }
         links
     }
+}
+
+/// Top-level scalar values of `properties` and of `traits` (the message's own, else those in
+/// `context.traits`): strings up to [`MAX_PROP_VALUE`] bytes, numbers as JSON writes them,
+/// booleans as `true`/`false`. Nested objects and arrays are not kept as typed properties.
+pub fn scalar_props(
+    properties: Option<&Map<String, Value>>,
+    traits: Option<&Map<String, Value>>,
+    context_traits: Option<&Map<String, Value>>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let add = |prefix: &str, m: &Map<String, Value>, out: &mut Vec<(String, String)>| {
+        for (k, v) in m {
+            if out.len() >= MAX_PROPS {
+                return;
+            }
+            let text = match v {
+                Value::String(s) if s.len() <= MAX_PROP_VALUE => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => continue,
+            };
+            let key = format!("{prefix}.{k}");
+            if !out.iter().any(|(e, _)| *e == key) {
+                out.push((key, text));
+            }
+        }
+    };
+    if let Some(p) = properties {
+        add("properties", p, &mut out);
+    }
+    for t in [traits, context_traits].into_iter().flatten() {
+        add("traits", t, &mut out);
+    }
+    out
 }
 
 /// Groups a page path so that pages of one kind share a touchpoint: numeric, hex and UUID-like
@@ -151,6 +216,24 @@ mod tests {
         );
         assert_eq!(t.revenue, Some(19.9));
         assert_eq!(t.touchpoint, "Order Completed");
+    }
+
+    #[test]
+    fn typed_properties() {
+        let t = tp(json!({"type": "identify", "userId": "u", "traits": {"role": "champion", "seats": 12, "ok": true, "nested": {"a": 1}},
+            "context": {"traits": {"role": "ignored-duplicate", "plan": "pro"}}}));
+        assert_eq!(
+            t.props,
+            vec![
+                ("traits.ok".to_string(), "true".to_string()),
+                ("traits.role".into(), "champion".into()),
+                ("traits.seats".into(), "12".into()),
+                ("traits.plan".into(), "pro".into()),
+            ]
+        );
+        assert_eq!(Touchpoint::props_from_body(&t.body), t.props);
+        let t = tp(json!({"type": "track", "userId": "u", "event": "Survey Responded", "properties": {"score": 9.5, "comment": "x".repeat(300)}}));
+        assert_eq!(t.props, vec![("properties.score".to_string(), "9.5".to_string())]);
     }
 
     #[test]

@@ -26,6 +26,42 @@ pub struct Journey<'a> {
     pub group: &'a [u32],
     /// Revenue or NaN.
     pub revenue: &'a [f64],
+    pub props: Props<'a>,
+}
+
+/// The typed properties of a journey's rows: row i holds the (key, value) code pairs
+/// `key[start_of(i)..end[i]]`, `val[…]`, where `start_of(0)` is `start`. `key`/`val` are the
+/// backend's whole arrays; only the offsets are sliced with the rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Props<'a> {
+    pub start: u32,
+    pub end: &'a [u32],
+    pub key: &'a [u32],
+    pub val: &'a [u32],
+}
+
+impl<'a> Props<'a> {
+    /// The (key, value) codes of row `i`.
+    pub fn row(&self, i: usize) -> (&'a [u32], &'a [u32]) {
+        let lo = if i == 0 { self.start } else { self.end[i - 1] } as usize;
+        let hi = self.end[i] as usize;
+        (&self.key[lo..hi], &self.val[lo..hi])
+    }
+
+    /// The value code of property `key` on row `i`.
+    pub fn get(&self, i: usize, key: u32) -> Option<u32> {
+        let (k, v) = self.row(i);
+        k.iter().position(|x| *x == key).map(|p| v[p])
+    }
+
+    fn slice(&self, lo: usize, hi: usize) -> Props<'a> {
+        Props {
+            start: if lo == 0 { self.start } else { self.end[lo - 1] },
+            end: &self.end[lo..hi],
+            key: self.key,
+            val: self.val,
+        }
+    }
 }
 
 impl<'a> Journey<'a> {
@@ -49,6 +85,7 @@ impl<'a> Journey<'a> {
             kind: &self.kind[lo..hi],
             group: &self.group[lo..hi],
             revenue: &self.revenue[lo..hi],
+            props: self.props.slice(lo, hi),
         }
     }
 
@@ -80,6 +117,10 @@ pub enum Field {
     Account,
     /// Distinct ids: persons are named by their smallest linked id.
     DistinctId,
+    /// Property keys: `properties.NAME`, `traits.NAME`.
+    PropKey,
+    /// Property values, as text.
+    PropValue,
 }
 
 /// The names behind the codes of one backend, at the time of the query.

@@ -16,6 +16,8 @@ pub struct Row {
     pub kind: u8,
     pub account: Option<String>,
     pub revenue: Option<f64>,
+    /// Typed properties, as (`properties.NAME` | `traits.NAME`, value).
+    pub props: Vec<(String, String)>,
 }
 
 impl Row {
@@ -57,12 +59,15 @@ struct Cols {
     kind: Vec<u8>,
     group: Vec<u32>,
     revenue: Vec<f64>,
+    prop_end: Vec<u32>,
+    prop_key: Vec<u32>,
+    prop_val: Vec<u32>,
 }
 
 /// Persons' journeys in memory, sorted by person then time (ties in the order given).
 #[derive(Debug, Default)]
 pub struct MemorySource {
-    names: [Names; 5],
+    names: [Names; 7],
     cols: Cols,
     /// `(person code, start, end)` ranges of `cols`.
     persons: Vec<(u32, usize, usize)>,
@@ -75,6 +80,8 @@ fn slot(f: Field) -> usize {
         Field::Touchpoint => 2,
         Field::Account => 3,
         Field::DistinctId => 4,
+        Field::PropKey => 5,
+        Field::PropValue => 6,
     }
 }
 
@@ -103,6 +110,11 @@ impl MemorySource {
                     .unwrap_or(NO_ACCOUNT),
             );
             c.revenue.push(r.revenue.unwrap_or(f64::NAN));
+            for (k, v) in &r.props {
+                c.prop_key.push(m.names[5].intern(k));
+                c.prop_val.push(m.names[6].intern(v));
+            }
+            c.prop_end.push(c.prop_key.len() as u32);
         }
         let mut start = 0;
         for i in 1..=m.cols.did.len() {
@@ -127,6 +139,12 @@ impl MemorySource {
             kind: &c.kind,
             group: &c.group,
             revenue: &c.revenue,
+            props: crate::journey::Props {
+                start: 0,
+                end: &c.prop_end,
+                key: &c.prop_key,
+                val: &c.prop_val,
+            },
         }
         .slice(s, e)
         .within(opts.from_ms, opts.to_ms)

@@ -28,6 +28,11 @@ pub struct Columns {
     /// Hash of the message id, for deduplication.
     pub msg_hash: Vec<u64>,
     pub received_at: Vec<i64>,
+    /// Typed properties: row i holds pairs `prop_end[i-1]..prop_end[i]` (from 0 for row 0) of
+    /// `prop_key` (property-key dictionary code) and `prop_val` (property-value code).
+    pub prop_end: Vec<u32>,
+    pub prop_key: Vec<u32>,
+    pub prop_val: Vec<u32>,
 }
 
 impl Columns {
@@ -51,7 +56,21 @@ impl Columns {
             revenue: Vec::with_capacity(n),
             msg_hash: Vec::with_capacity(n),
             received_at: Vec::with_capacity(n),
+            prop_end: Vec::with_capacity(n),
+            prop_key: Vec::new(),
+            prop_val: Vec::new(),
         }
+    }
+
+    /// The range of row `i`'s properties in `prop_key`/`prop_val`.
+    pub fn prop_range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.prop_end[i - 1] as usize };
+        start..self.prop_end[i] as usize
+    }
+
+    /// Ends the current row's properties (after pushing its pairs).
+    pub fn end_props(&mut self) {
+        self.prop_end.push(self.prop_key.len() as u32);
     }
 
     /// Appends row `i` of `other`.
@@ -66,11 +85,15 @@ impl Columns {
         self.revenue.push(other.revenue[i]);
         self.msg_hash.push(other.msg_hash[i]);
         self.received_at.push(other.received_at[i]);
+        let r = other.prop_range(i);
+        self.prop_key.extend_from_slice(&other.prop_key[r.clone()]);
+        self.prop_val.extend_from_slice(&other.prop_val[r]);
+        self.end_props();
     }
 
     /// Heap bytes held, for stats and memory bounds.
     pub fn heap_bytes(&self) -> usize {
-        self.len() * (4 * 5 + 1 + 8 * 3 + 8)
+        self.len() * (4 * 6 + 1 + 8 * 3 + 8) + self.prop_key.len() * 8
     }
 }
 
@@ -128,6 +151,8 @@ pub fn decode_touchpoint(r: &mut Reader<'_>) -> Result<Touchpoint> {
         _ => return Err(StoreError::Corrupt("log: bad revenue tag".into())),
     };
     let body = r.str()?.to_string();
+    // the log keeps the message; its typed properties are derived from it again
+    let props = Touchpoint::props_from_body(&body);
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(StoreError::Corrupt("log: touchpoint without an id".into()));
     }
@@ -144,6 +169,7 @@ pub fn decode_touchpoint(r: &mut Reader<'_>) -> Result<Touchpoint> {
         channel,
         touchpoint,
         revenue,
+        props,
         body,
     })
 }
@@ -184,6 +210,7 @@ mod tests {
                 channel: "web".into(),
                 touchpoint: e,
                 revenue: rev.filter(|v| !v.is_nan()),
+                props: Touchpoint::props_from_body(&body),
                 body,
             })
     }

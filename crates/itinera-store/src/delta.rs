@@ -9,8 +9,10 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
-/// The dictionaries, in file order.
-pub const DICTS: usize = 5;
+/// The dictionaries. The first [`DICTS_V1`] come first in the file (format 1 had only those);
+/// the property dictionaries follow the erasures, so a format-1 delta reads as having none.
+pub const DICTS: usize = 7;
+pub const DICTS_V1: usize = 5;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Delta {
@@ -24,12 +26,15 @@ pub struct Delta {
 impl Delta {
     pub fn encode(&self) -> Vec<u8> {
         let mut p = Vec::new();
-        for (start, strings) in &self.dicts {
-            put_uvarint(&mut p, *start);
-            put_uvarint(&mut p, strings.len() as u64);
+        let put_dict = |p: &mut Vec<u8>, (start, strings): &(u64, Vec<String>)| {
+            put_uvarint(p, *start);
+            put_uvarint(p, strings.len() as u64);
             for s in strings {
-                put_str(&mut p, s);
+                put_str(p, s);
             }
+        };
+        for d in &self.dicts[..DICTS_V1] {
+            put_dict(&mut p, d);
         }
         put_uvarint(&mut p, self.links.len() as u64);
         for (a, b) in &self.links {
@@ -40,6 +45,9 @@ impl Delta {
         for (d, at) in &self.erased {
             put_uvarint(&mut p, *d as u64);
             put_ivarint(&mut p, *at);
+        }
+        for d in &self.dicts[DICTS_V1..] {
+            put_dict(&mut p, d);
         }
         let mut out = Vec::with_capacity(p.len() + 8);
         frame(&mut out, &p);
@@ -59,12 +67,16 @@ impl Delta {
         }
         let mut r = Reader::new(payload, "dictionary delta");
         let mut d = Delta::default();
-        for slot in d.dicts.iter_mut() {
+        let read_dict = |r: &mut Reader<'_>, slot: &mut (u64, Vec<String>)| -> Result<()> {
             slot.0 = r.uvarint()?;
             let n = r.len()?;
             for _ in 0..n {
                 slot.1.push(r.str()?.to_string());
             }
+            Ok(())
+        };
+        for slot in d.dicts[..DICTS_V1].iter_mut() {
+            read_dict(&mut r, slot)?;
         }
         let n = r.len()?;
         for _ in 0..n {
@@ -73,6 +85,11 @@ impl Delta {
         let n = r.len()?;
         for _ in 0..n {
             d.erased.push((r.uvarint()? as u32, r.ivarint()?));
+        }
+        if !r.is_empty() {
+            for slot in d.dicts[DICTS_V1..].iter_mut() {
+                read_dict(&mut r, slot)?;
+            }
         }
         Ok(d)
     }
@@ -100,7 +117,8 @@ mod tests {
                       links in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..20),
                       erased in proptest::collection::vec((any::<u32>(), any::<i64>()), 0..5)) {
             let mut d = Delta { links, erased, ..Default::default() };
-            d.dicts[2] = (7, strings);
+            d.dicts[2] = (7, strings.clone());
+            d.dicts[6] = (3, strings);
             prop_assert_eq!(Delta::decode(&d.encode()).unwrap(), d);
         }
 

@@ -24,5 +24,5 @@ pub use manifest::FORMAT_VERSION;
 pub use scan::{PersonEvents, Snapshot, StoreView};
 pub use store::{
     check_log_record, AppendOutcome, Dicts, Store, StoreConfig, StoreStats, DICT_CHANNELS,
-    DICT_EVENTS, DICT_GROUPS, DICT_IDS, DICT_TOUCHPOINTS,
+    DICT_EVENTS, DICT_GROUPS, DICT_IDS, DICT_PROP_KEYS, DICT_PROP_VALUES, DICT_TOUCHPOINTS,
 };

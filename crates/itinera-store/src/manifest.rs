@@ -9,8 +9,9 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
-/// The on-disk format this binary writes and understands.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this binary writes and understands. Format 2 added typed properties (three
+/// segment columns and two dictionaries at the end of deltas); format 1 reads as having none.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Manifest {

@@ -25,6 +25,12 @@ fn journey_of(person: u32, c: &Columns, start: usize, end: usize) -> Journey<'_>
         kind: &c.kind,
         group: &c.group,
         revenue: &c.revenue,
+        props: itinera_engine::journey::Props {
+            start: 0,
+            end: &c.prop_end,
+            key: &c.prop_key,
+            val: &c.prop_val,
+        },
     }
     .slice(start, end)
 }
@@ -259,6 +265,8 @@ impl DictsVocabulary<'_> {
             Field::Touchpoint => self.0.touchpoints(),
             Field::Account => self.0.groups(),
             Field::DistinctId => self.0.ids(),
+            Field::PropKey => self.0.prop_keys(),
+            Field::PropValue => self.0.prop_values(),
         }
     }
 }

@@ -90,7 +90,10 @@ pub fn write(path: &Path, cols: &Columns, bodies: impl Iterator<Item = String>) 
         w.pos = MAGIC.len() as u64;
         let mut columns = Vec::new();
         let group_plus1: Vec<u32> = cols.group.iter().map(|g| g.wrapping_add(1)).collect();
-        let encoded: [(&str, Vec<u8>); 10] = [
+        let prop_counts: Vec<u32> = (0..cols.len())
+            .map(|i| cols.prop_range(i).len() as u32)
+            .collect();
+        let encoded: [(&str, Vec<u8>); 13] = [
             ("did", codec::encode_runs(&cols.did)),
             ("ts", codec::encode_deltas(&cols.ts)),
             ("event", codec::encode_u32s(&cols.event)),
@@ -101,6 +104,9 @@ pub fn write(path: &Path, cols: &Columns, bodies: impl Iterator<Item = String>) 
             ("revenue", codec::encode_f64s(&cols.revenue)),
             ("msg_hash", codec::encode_u64s(&cols.msg_hash)),
             ("received_at", codec::encode_deltas(&cols.received_at)),
+            ("prop_count", codec::encode_u32s(&prop_counts)),
+            ("prop_key", codec::encode_u32s(&cols.prop_key)),
+            ("prop_val", codec::encode_u32s(&cols.prop_val)),
         ];
         for (name, raw) in encoded {
             columns.push((name.to_string(), w.block(&raw, COLUMN_LEVEL)?));
@@ -243,7 +249,27 @@ impl SegmentFile {
             .into_iter()
             .map(|g| g.wrapping_sub(1))
             .collect();
+        // typed properties (absent in format-1 segments: no properties)
+        let (mut prop_end, mut prop_key, mut prop_val) = (Vec::with_capacity(n), Vec::new(), Vec::new());
+        if self.footer.column("prop_count").is_some() {
+            let counts = codec::decode_u32s(&get("prop_count")?, n, "prop_count")?;
+            let mut end = 0u64;
+            for c in counts {
+                end += c as u64;
+                prop_end.push(u32::try_from(end).map_err(|_| {
+                    StoreError::Corrupt(format!("segment {}: too many properties", self.path.display()))
+                })?);
+            }
+            let total = end as usize;
+            prop_key = codec::decode_u32s(&get("prop_key")?, total, "prop_key")?;
+            prop_val = codec::decode_u32s(&get("prop_val")?, total, "prop_val")?;
+        } else {
+            prop_end.resize(n, 0);
+        }
         let cols = Columns {
+            prop_end,
+            prop_key,
+            prop_val,
             did: codec::decode_runs(&get("did")?, n, "did")?,
             ts: codec::decode_deltas(&get("ts")?, n, "ts")?,
             event: codec::decode_u32s(&get("event")?, n, "event")?,
@@ -311,6 +337,11 @@ mod tests {
             c.revenue.push(if i % 4 == 0 { 9.5 } else { f64::NAN });
             c.msg_hash.push(i as u64 * 31);
             c.received_at.push(1_700_000_000_000);
+            if i % 3 == 0 {
+                c.prop_key.push((i % 4) as u32);
+                c.prop_val.push(i as u32);
+            }
+            c.end_props();
         }
         c
     }

@@ -39,6 +39,9 @@ pub const DICT_EVENTS: usize = 1;
 pub const DICT_CHANNELS: usize = 2;
 pub const DICT_TOUCHPOINTS: usize = 3;
 pub const DICT_GROUPS: usize = 4;
+/// Property keys (`properties.plan`, `traits.role`) and property values (as text).
+pub const DICT_PROP_KEYS: usize = 5;
+pub const DICT_PROP_VALUES: usize = 6;
 
 /// Tuning of the store; the defaults suit a small server.
 #[derive(Debug, Clone)]
@@ -110,6 +113,12 @@ impl Dicts {
     }
     pub fn groups(&self) -> &Dict {
         &self.all[DICT_GROUPS]
+    }
+    pub fn prop_keys(&self) -> &Dict {
+        &self.all[DICT_PROP_KEYS]
+    }
+    pub fn prop_values(&self) -> &Dict {
+        &self.all[DICT_PROP_VALUES]
     }
 }
 
@@ -196,7 +205,12 @@ impl Store {
             std::fs::create_dir_all(dir.join(sub)).map_err(StoreError::io(dir.join(sub)))?;
         }
         let manifest = match Manifest::load(dir)? {
-            Some(m) => m,
+            // format 1 files read as format 2 without properties; the next commit (which adds
+            // format-2 files) records format 2, so older binaries then refuse the directory
+            Some(mut m) => {
+                m.format = crate::manifest::FORMAT_VERSION;
+                m
+            }
             None => {
                 let m = Manifest::new();
                 m.commit(dir)?;
@@ -458,8 +472,9 @@ impl Store {
 
     pub fn stats(&self) -> Result<StoreStats> {
         let snap = self.snapshot();
-        let st = self.inner.state.read();
+        // lock order everywhere: dictionaries, then state
         let dicts = self.inner.dicts.read();
+        let st = self.inner.state.read();
         let mut s = StoreStats {
             events: snap.visible_rows() as u64,
             distinct_ids: dicts.ids().len() as u64,
@@ -734,8 +749,10 @@ impl Inner {
         let mut cols = Columns::with_capacity(batch.len());
         let mut bodies = Vec::with_capacity(batch.len());
         let mut links = Vec::new();
+        // the dictionaries stay locked until the rows are in the table, so that a compaction
+        // (which takes both locks) sees every code in use when it blanks erased values
+        let mut d = self.dicts.write();
         {
-            let mut d = self.dicts.write();
             for t in &batch {
                 let did = d.all[DICT_IDS].intern(t.distinct_id());
                 for (a, b) in t.identity_links() {
@@ -757,13 +774,19 @@ impl Inner {
                 cols.revenue.push(t.revenue.unwrap_or(f64::NAN));
                 cols.msg_hash.push(message_hash(&t.message_id));
                 cols.received_at.push(t.received_at_ms);
+                for (k, v) in &t.props {
+                    cols.prop_key.push(d.all[DICT_PROP_KEYS].intern(k));
+                    cols.prop_val.push(d.all[DICT_PROP_VALUES].intern(v));
+                }
+                cols.end_props();
             }
         }
         for t in batch {
             bodies.push(t.body);
         }
-        let ids_len = self.dicts.read().ids().len() as u32;
+        let ids_len = d.ids().len() as u32;
         let mut st = self.state.write();
+        drop(d);
         st.identity.grow(ids_len);
         let mut changed = false;
         for (a, b) in links {
@@ -826,8 +849,9 @@ impl Inner {
         }
         // the delta: strings, links and erasures since the last one
         let (delta, new_starts) = {
-            let mut st = self.state.write();
+            // lock order everywhere: dictionaries, then state
             let d = self.dicts.read();
+            let mut st = self.state.write();
             let mut delta = Delta {
                 links: std::mem::take(&mut st.pending_links),
                 erased: std::mem::take(&mut st.pending_erased),
@@ -959,6 +983,21 @@ impl Inner {
             };
             for did in &erased_dids {
                 d.all[DICT_IDS].erase(*did);
+            }
+            if !erased_dids.is_empty() {
+                // property values no row uses any more (an erased person's email, name…) go too
+                let mut used = vec![false; d.all[DICT_PROP_VALUES].len()];
+                let chunks = st.mem.iter().chain(&st.frozen).map(|c| &c.cols);
+                for c in std::iter::once(&cols).chain(chunks) {
+                    for v in &c.prop_val {
+                        used[*v as usize] = true;
+                    }
+                }
+                for (code, used) in used.iter().enumerate() {
+                    if !used {
+                        d.all[DICT_PROP_VALUES].erase(code as u32);
+                    }
+                }
             }
             let mut delta = Delta::default();
             for k in 0..DICTS {
