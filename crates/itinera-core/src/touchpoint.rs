@@ -220,8 +220,10 @@ mod tests {
 
     #[test]
     fn typed_properties() {
-        let t = tp(json!({"type": "identify", "userId": "u", "traits": {"role": "champion", "seats": 12, "ok": true, "nested": {"a": 1}},
-            "context": {"traits": {"role": "ignored-duplicate", "plan": "pro"}}}));
+        let t = tp(
+            json!({"type": "identify", "userId": "u", "traits": {"role": "champion", "seats": 12, "ok": true, "nested": {"a": 1}},
+            "context": {"traits": {"role": "ignored-duplicate", "plan": "pro"}}}),
+        );
         assert_eq!(
             t.props,
             vec![
@@ -232,8 +234,13 @@ mod tests {
             ]
         );
         assert_eq!(Touchpoint::props_from_body(&t.body), t.props);
-        let t = tp(json!({"type": "track", "userId": "u", "event": "Survey Responded", "properties": {"score": 9.5, "comment": "x".repeat(300)}}));
-        assert_eq!(t.props, vec![("properties.score".to_string(), "9.5".to_string())]);
+        let t = tp(
+            json!({"type": "track", "userId": "u", "event": "Survey Responded", "properties": {"score": 9.5, "comment": "x".repeat(300)}}),
+        );
+        assert_eq!(
+            t.props,
+            vec![("properties.score".to_string(), "9.5".to_string())]
+        );
     }
 
     #[test]

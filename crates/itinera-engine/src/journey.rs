@@ -56,7 +56,11 @@ impl<'a> Props<'a> {
 
     fn slice(&self, lo: usize, hi: usize) -> Props<'a> {
         Props {
-            start: if lo == 0 { self.start } else { self.end[lo - 1] },
+            start: if lo == 0 {
+                self.start
+            } else {
+                self.end[lo - 1]
+            },
             end: &self.end[lo..hi],
             key: self.key,
             val: self.val,

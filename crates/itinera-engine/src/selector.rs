@@ -21,6 +21,69 @@ pub enum Pattern {
     Regex { regex: String },
 }
 
+/// A condition on a typed property: text (a name, a list, a regex), a number, or a range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PropPattern {
+    Text(Pattern),
+    Number(f64),
+    Range(Range),
+}
+
+/// Numeric bounds; every bound given must hold, and the value must be a number.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gte: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lt: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lte: Option<f64>,
+}
+
+impl PropPattern {
+    /// Whether a stored value (as text) satisfies the condition.
+    fn accepts(&self, value: &str, regex: Option<&regex::Regex>) -> bool {
+        match self {
+            PropPattern::Text(Pattern::One(n)) => value == n,
+            PropPattern::Text(Pattern::AnyOf(l)) => l.iter().any(|n| n == value),
+            PropPattern::Text(Pattern::Regex { .. }) => regex.is_some_and(|r| r.is_match(value)),
+            PropPattern::Number(x) => value.parse::<f64>().is_ok_and(|v| v == *x),
+            PropPattern::Range(r) => value.parse::<f64>().is_ok_and(|v| {
+                r.gt.is_none_or(|b| v > b)
+                    && r.gte.is_none_or(|b| v >= b)
+                    && r.lt.is_none_or(|b| v < b)
+                    && r.lte.is_none_or(|b| v <= b)
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for PropPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PropPattern::Text(p) => write!(f, "{p}"),
+            PropPattern::Number(x) => write!(f, "={x}"),
+            PropPattern::Range(r) => {
+                let mut first = true;
+                for (op, b) in [(">", r.gt), (">=", r.gte), ("<", r.lt), ("<=", r.lte)] {
+                    if let Some(b) = b {
+                        if !first {
+                            f.write_str(",")?;
+                        }
+                        write!(f, "{op}{b}")?;
+                        first = false;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Field conditions that must all hold. A missing field matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +97,13 @@ pub struct Conjunction {
     /// Segment message type: `track`, `page`, `screen`, `identify`, `group`, `alias`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Pattern>,
+    /// Typed properties of the touchpoint: `properties.NAME` or `traits.NAME` → condition.
+    #[serde(
+        default,
+        rename = "where",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub props: std::collections::BTreeMap<String, PropPattern>,
 }
 
 /// Which touchpoints match: an event name, one conjunction, or any of several.
@@ -79,6 +149,16 @@ impl EventSelector {
             let mut c = Conjunction::default();
             for cond in alt.split('&') {
                 let cond = cond.trim();
+                if cond.starts_with("properties.") || cond.starts_with("traits.") {
+                    let (key, pattern) = parse_prop_condition(cond)?;
+                    if c.props.insert(key.clone(), pattern).is_some() {
+                        return Err(EngineError::invalid(
+                            "selector",
+                            format!("property `{key}` given twice in `{alt}`"),
+                        ));
+                    }
+                    continue;
+                }
                 let (field, pattern) = match cond.find(['=', '~']) {
                     Some(i) => {
                         let value = cond[i + 1..].trim().to_string();
@@ -129,13 +209,59 @@ impl EventSelector {
                     channel: None,
                     touchpoint: None,
                     kind: None,
-                } => EventSelector::Event(name),
+                    props,
+                } if props.is_empty() => EventSelector::Event(name),
                 c => EventSelector::All(c),
             }
         } else {
             EventSelector::Any { any }
         })
     }
+}
+
+/// `properties.score>=9`, `traits.role=champion`, `properties.plan~^pro`.
+fn parse_prop_condition(cond: &str) -> Result<(String, PropPattern)> {
+    let bad = |why: &str| EngineError::invalid("selector", format!("`{cond}`: {why}"));
+    let i = cond
+        .find(['=', '~', '<', '>'])
+        .ok_or_else(|| bad("expected KEY=VALUE, KEY~REGEX or KEY>=NUMBER (also >, <, <=)"))?;
+    let key = cond[..i].trim().to_string();
+    let rest = &cond[i..];
+    let (op, value) = [">=", "<=", ">", "<", "=", "~"]
+        .iter()
+        .find_map(|op| rest.strip_prefix(op).map(|v| (*op, v.trim())))
+        .expect("starts with an operator");
+    if value.is_empty() {
+        return Err(bad("empty value"));
+    }
+    let number = || {
+        value
+            .parse::<f64>()
+            .map_err(|_| bad(&format!("`{value}` is not a number")))
+    };
+    let pattern = match op {
+        "=" => PropPattern::Text(Pattern::One(value.to_string())),
+        "~" => PropPattern::Text(Pattern::Regex {
+            regex: value.to_string(),
+        }),
+        ">=" => PropPattern::Range(Range {
+            gte: Some(number()?),
+            ..Default::default()
+        }),
+        "<=" => PropPattern::Range(Range {
+            lte: Some(number()?),
+            ..Default::default()
+        }),
+        ">" => PropPattern::Range(Range {
+            gt: Some(number()?),
+            ..Default::default()
+        }),
+        _ => PropPattern::Range(Range {
+            lt: Some(number()?),
+            ..Default::default()
+        }),
+    };
+    Ok((key, pattern))
 }
 
 impl std::fmt::Display for Pattern {
@@ -164,6 +290,13 @@ impl std::fmt::Display for Conjunction {
                 write!(f, "{name}{p}")?;
                 first = false;
             }
+        }
+        for (key, p) in &self.props {
+            if !first {
+                f.write_str(" & ")?;
+            }
+            write!(f, "{key}{p}")?;
+            first = false;
         }
         if first {
             f.write_str("any touchpoint")?;
@@ -220,6 +353,19 @@ pub struct Matcher {
     identity: bool,
     /// True when only the event field is constrained: one table load per row.
     event_only: bool,
+    /// Property conditions, each of one alternative.
+    props: Vec<PropCheck>,
+    /// Alternatives with property conditions.
+    prop_alts: u64,
+}
+
+/// One property condition of one alternative: the row must hold `key` with an accepted value.
+#[derive(Debug, Clone, Default)]
+struct PropCheck {
+    /// `None` when no touchpoint ever had the key: the alternative cannot match.
+    key: Option<u32>,
+    accepted: Vec<bool>,
+    bit: u64,
 }
 
 const F_EVENT: usize = 0;
@@ -316,6 +462,10 @@ impl Matcher {
                     ("touchpoint", &c.touchpoint, &tp_names),
                     ("kind", &c.kind, &KIND_NAMES),
                 ];
+                for (key, p) in &c.props {
+                    m.props.push(compile_prop(key, p, vocab, bit)?);
+                    m.prop_alts |= bit;
+                }
                 for (f, (what, p, names)) in conds.into_iter().enumerate() {
                     match p {
                         None => m.free[f] |= bit,
@@ -351,6 +501,7 @@ impl Matcher {
             });
         }
         m.event_only = m.identity
+            && m.props.is_empty()
             && m.fields[F_CHANNEL].is_none()
             && m.fields[F_TOUCHPOINT].is_none()
             && m.fields[F_KIND].is_none();
@@ -393,6 +544,20 @@ impl Matcher {
         alts &= fetch(F_TOUCHPOINT, j.touchpoint[i]);
         alts &= fetch(F_KIND, j.kind[i] as u32);
         alts &= self.valid;
+        if alts & self.prop_alts != 0 {
+            for c in &self.props {
+                if alts & c.bit != 0 {
+                    let ok = c.key.is_some_and(|k| {
+                        j.props
+                            .get(i, k)
+                            .is_some_and(|v| c.accepted.get(v as usize).copied().unwrap_or(false))
+                    });
+                    if !ok {
+                        alts &= !c.bit;
+                    }
+                }
+            }
+        }
         if self.identity || alts == 0 {
             return alts;
         }
@@ -404,6 +569,31 @@ impl Matcher {
         }
         out
     }
+}
+
+fn compile_prop(key: &str, p: &PropPattern, vocab: &dyn Vocabulary, bit: u64) -> Result<PropCheck> {
+    if !(key.starts_with("properties.") || key.starts_with("traits.")) || key.ends_with('.') {
+        return Err(EngineError::invalid(
+            "where",
+            format!("`{key}` is not a property (expected properties.NAME or traits.NAME)"),
+        ));
+    }
+    let regex = match p {
+        PropPattern::Text(Pattern::Regex { regex }) => Some(
+            regex::Regex::new(regex)
+                .map_err(|e| EngineError::invalid("where", format!("bad regex `{regex}`: {e}")))?,
+        ),
+        _ => None,
+    };
+    let values = vocab.names(Field::PropValue);
+    Ok(PropCheck {
+        key: vocab.code(Field::PropKey, key),
+        accepted: values
+            .iter()
+            .map(|v| !v.is_empty() && p.accepts(v, regex.as_ref()))
+            .collect(),
+        bit,
+    })
 }
 
 fn check_kind(p: &Pattern) -> Result<()> {

@@ -64,7 +64,11 @@ impl Columns {
 
     /// The range of row `i`'s properties in `prop_key`/`prop_val`.
     pub fn prop_range(&self, i: usize) -> std::ops::Range<usize> {
-        let start = if i == 0 { 0 } else { self.prop_end[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.prop_end[i - 1] as usize
+        };
         start..self.prop_end[i] as usize
     }
 

@@ -250,14 +250,18 @@ impl SegmentFile {
             .map(|g| g.wrapping_sub(1))
             .collect();
         // typed properties (absent in format-1 segments: no properties)
-        let (mut prop_end, mut prop_key, mut prop_val) = (Vec::with_capacity(n), Vec::new(), Vec::new());
+        let (mut prop_end, mut prop_key, mut prop_val) =
+            (Vec::with_capacity(n), Vec::new(), Vec::new());
         if self.footer.column("prop_count").is_some() {
             let counts = codec::decode_u32s(&get("prop_count")?, n, "prop_count")?;
             let mut end = 0u64;
             for c in counts {
                 end += c as u64;
                 prop_end.push(u32::try_from(end).map_err(|_| {
-                    StoreError::Corrupt(format!("segment {}: too many properties", self.path.display()))
+                    StoreError::Corrupt(format!(
+                        "segment {}: too many properties",
+                        self.path.display()
+                    ))
                 })?);
             }
             let total = end as usize;

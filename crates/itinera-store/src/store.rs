@@ -961,6 +961,33 @@ impl Inner {
             })?;
             bodies.push(v);
         }
+        // segments written before typed properties (format 1): derive them from the messages
+        let legacy: Vec<bool> = segments
+            .iter()
+            .map(|s| s.file.footer.column("prop_count").is_none())
+            .collect();
+        if legacy.iter().any(|l| *l) {
+            let mut d = self.dicts.write();
+            let (mut key, mut val) = (Vec::new(), Vec::new());
+            let mut end = Vec::with_capacity(order.len());
+            for (row, &(_, _, si, i)) in order.iter().enumerate() {
+                match &bodies[si as usize][i as usize] {
+                    Some(b) if legacy[si as usize] => {
+                        for (k, v) in Touchpoint::props_from_body(b) {
+                            key.push(d.all[DICT_PROP_KEYS].intern(&k));
+                            val.push(d.all[DICT_PROP_VALUES].intern(&v));
+                        }
+                    }
+                    _ => {
+                        let r = cols.prop_range(row);
+                        key.extend_from_slice(&cols.prop_key[r.clone()]);
+                        val.extend_from_slice(&cols.prop_val[r]);
+                    }
+                }
+                end.push(key.len() as u32);
+            }
+            (cols.prop_key, cols.prop_val, cols.prop_end) = (key, val, end);
+        }
         manifest.generation += 1;
         let gen = manifest.generation;
         let seg_dir = self.dir.join("seg");
