@@ -376,6 +376,23 @@ fn value_analyses_locally_and_through_the_server_agree() {
     assert_eq!(clv["customers"].as_array().unwrap().len(), 10);
     assert!(clv["bg_nbd"]["log_likelihood"].as_f64().unwrap() < 0.0);
 
+    // typed properties: NPS promoters and responses as the generator wrote them down
+    let persons = |step: &str| -> u64 {
+        let r: Value = serde_json::from_str(&run(&[
+            "query", "funnel", "--data", d, "--format", "json", "--step", step,
+        ]))
+        .unwrap();
+        r["steps"][0]["count"].as_u64().unwrap()
+    };
+    assert_eq!(
+        persons("Survey Responded&properties.survey_kind=nps&properties.score>=9"),
+        truth["realized"]["nps_promoters"].as_u64().unwrap()
+    );
+    assert_eq!(
+        persons("Survey Responded&properties.survey_kind=nps"),
+        truth["realized"]["nps_responses"].as_u64().unwrap()
+    );
+
     // bad input names the field
     let out = run_fails(&["query", "attribution", "--data", d, "--order", "7"]);
     assert!(out.contains("markov_order"), "{out}");

@@ -101,6 +101,11 @@ impl<'a> Journey<'a> {
         (lo < hi).then(|| self.slice(lo, hi))
     }
 
+    /// The latest value code of property `key` on this journey (e.g. a trait such as the role).
+    pub fn latest_prop(&self, key: u32) -> Option<u32> {
+        (0..self.len()).rev().find_map(|i| self.props.get(i, key))
+    }
+
     /// The account this person belongs to: the last account named on their touchpoints.
     pub fn account(&self) -> u32 {
         self.group

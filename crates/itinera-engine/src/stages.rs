@@ -332,12 +332,42 @@ pub struct StageFunnelQuery {
 }
 
 /// When an account is in a stage: when at least `min_share` of its members (persons with
-/// touchpoints naming the account) reached it; 0 (the default) means any one member.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+/// touchpoints naming the account) reached it (0, the default, means any one member), and, with
+/// `required_role`, when a member holding that role reached it too.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountStageRule {
     #[serde(default)]
     pub min_share: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_role: Option<String>,
+    /// The trait that names a member's role (their latest value of it).
+    #[serde(default = "default_role_property")]
+    pub role_property: String,
+}
+
+pub fn default_role_property() -> String {
+    "traits.role".into()
+}
+
+impl AccountStageRule {
+    pub fn any_member() -> AccountStageRule {
+        AccountStageRule {
+            min_share: 0.0,
+            required_role: None,
+            role_property: default_role_property(),
+        }
+    }
+
+    /// (property key, value) codes of the required role; `Some(None)` when no one holds it.
+    fn role_codes(&self, vocab: &dyn crate::journey::Vocabulary) -> Option<Option<(u32, u32)>> {
+        let role = self.required_role.as_deref()?;
+        Some(
+            vocab
+                .code(crate::Field::PropKey, &self.role_property)
+                .zip(vocab.code(crate::Field::PropValue, role)),
+        )
+    }
 }
 
 /// The stage funnel of accounts.
@@ -404,8 +434,9 @@ struct StageTotals {
     churn_candidates: Vec<i64>,
     customers: u64,
     breakdown: FxHashMap<u32, Vec<u64>>,
-    /// Per account: members, and members who reached each stage.
-    accounts: FxHashMap<u32, (u32, Vec<u32>)>,
+    /// Per account: members, members who reached each stage, and members holding the required
+    /// role who reached each stage.
+    accounts: FxHashMap<u32, (u32, Vec<u32>, Vec<u32>)>,
 }
 
 /// Runs the stage funnel of a model on a backend.
@@ -415,7 +446,10 @@ pub fn run_stage_funnel<S: JourneySource>(
     opts: &ScanOptions,
 ) -> Result<StageFunnelResult> {
     let model = q.model.resolve()?;
-    let compiled = source.with_vocabulary(|v| CompiledModel::compile(model, v))?;
+    let (compiled, role) = source.with_vocabulary(|v| {
+        CompiledModel::compile(model, v)
+            .map(|c| (c, q.accounts.as_ref().and_then(|a| a.role_codes(v))))
+    })?;
     let n = compiled.model.stages.len();
     let purchase = compiled
         .model
@@ -468,10 +502,21 @@ pub fn run_stage_funnel<S: JourneySource>(
             if q.accounts.is_some() {
                 let a = j.account();
                 if a != crate::NO_ACCOUNT {
-                    let e = t.accounts.entry(a).or_insert_with(|| (0, vec![0; n]));
+                    let e = t
+                        .accounts
+                        .entry(a)
+                        .or_insert_with(|| (0, vec![0; n], vec![0; n]));
                     e.0 += 1;
                     for r in e.1.iter_mut().take(furthest + 1) {
                         *r += 1;
+                    }
+                    let holds_role = role
+                        .flatten()
+                        .is_some_and(|(k, v)| j.latest_prop(k) == Some(v));
+                    if holds_role {
+                        for r in e.2.iter_mut().take(furthest + 1) {
+                            *r += 1;
+                        }
                     }
                 }
             }
@@ -511,10 +556,16 @@ pub fn run_stage_funnel<S: JourneySource>(
             a.extend(b);
         }
         total.churn_candidates.extend(t.churn_candidates);
-        for (k, (members, reached)) in t.accounts {
-            let e = total.accounts.entry(k).or_insert_with(|| (0, vec![0; n]));
+        for (k, (members, reached, with_role)) in t.accounts {
+            let e = total
+                .accounts
+                .entry(k)
+                .or_insert_with(|| (0, vec![0; n], vec![0; n]));
             e.0 += members;
             for (a, b) in e.1.iter_mut().zip(reached) {
+                *a += b;
+            }
+            for (a, b) in e.2.iter_mut().zip(with_role) {
                 *a += b;
             }
         }
@@ -572,16 +623,16 @@ pub fn run_stage_funnel<S: JourneySource>(
         rows.sort_by(|a, b| b.reached[0].cmp(&a.reached[0]).then(a.value.cmp(&b.value)));
         rows
     });
-    let accounts = q.accounts.map(|rule| {
+    let accounts = q.accounts.clone().map(|rule| {
         let mut reached = vec![0u64; n];
-        for (members, r) in total.accounts.values() {
+        for (members, r, with_role) in total.accounts.values() {
             for s in 0..n {
                 let ok = if rule.min_share <= 0.0 {
                     r[s] > 0
                 } else {
                     r[s] as f64 >= rule.min_share * *members as f64
                 };
-                if ok {
+                if ok && (rule.required_role.is_none() || with_role[s] > 0) {
                     reached[s] += 1;
                 }
             }
@@ -740,20 +791,46 @@ mod tests {
             from_ms: None,
             to_ms: None,
             breakdown: None,
-            accounts: Some(AccountStageRule { min_share: 0.0 }),
+            accounts: Some(AccountStageRule::any_member()),
         };
         let r = run_stage_funnel(&src, &q, &Default::default()).unwrap();
         let a = r.accounts.unwrap();
         assert_eq!(a.accounts, 2);
         // Awareness reached by skipping: every member who researched passed through it
         assert_eq!(a.reached, vec![2, 2, 1]);
-        q.accounts = Some(AccountStageRule { min_share: 0.5 });
+        q.accounts = Some(AccountStageRule {
+            min_share: 0.5,
+            ..AccountStageRule::any_member()
+        });
         let a = run_stage_funnel(&src, &q, &Default::default())
             .unwrap()
             .accounts
             .unwrap();
         // one of acme's three members bought: not half of the buying group
         assert_eq!(a.reached, vec![2, 2, 0]);
+
+        // a required role: ann bought, but only when the buyer must be the decision maker
+        let mut with_roles = rows.clone();
+        let mut identify = Row::new("bob", 0, "identify");
+        identify.account = Some("acme".into());
+        identify.props = vec![("traits.role".into(), "decision_maker".into())];
+        with_roles.push(identify);
+        let mut identify = Row::new("ann", 0, "identify");
+        identify.account = Some("acme".into());
+        identify.props = vec![("traits.role".into(), "user".into())];
+        with_roles.push(identify);
+        let src = MemorySource::new(&with_roles);
+        q.accounts = Some(AccountStageRule {
+            required_role: Some("decision_maker".into()),
+            ..AccountStageRule::any_member()
+        });
+        let a = run_stage_funnel(&src, &q, &Default::default())
+            .unwrap()
+            .accounts
+            .unwrap();
+        // acme is in Consideration (bob researched) but not in Decision (bob did not buy);
+        // globex has no decision maker at all
+        assert_eq!(a.reached, vec![1, 1, 0]);
     }
 
     #[test]

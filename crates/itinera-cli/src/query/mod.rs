@@ -101,6 +101,10 @@ pub struct StagesArgs {
     /// (0: any member).
     #[arg(long, default_value_t = 0.0)]
     min_share: f64,
+    /// With --by-account: an account is in a stage only when a member with this role
+    /// (`traits.role`, their latest value) reached it, e.g. `decision_maker`.
+    #[arg(long)]
+    required_role: Option<String>,
     /// Print the model (built-in or the file, validated) instead.
     #[arg(long)]
     show_model: bool,
@@ -648,8 +652,10 @@ fn run_stages(a: &StagesArgs) -> CliResult {
         breakdown,
         accounts: a
             .by_account
-            .then_some(itinera_engine::stages::AccountStageRule {
+            .then(|| itinera_engine::stages::AccountStageRule {
                 min_share: a.min_share,
+                required_role: a.required_role.clone(),
+                ..itinera_engine::stages::AccountStageRule::any_member()
             }),
     };
     let r: StageFunnelResult = execute(&a.target, "stages", &q, |view| {
