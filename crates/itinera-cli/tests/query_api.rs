@@ -376,6 +376,38 @@ fn value_analyses_locally_and_through_the_server_agree() {
     assert_eq!(clv["customers"].as_array().unwrap().len(), 10);
     assert!(clv["bg_nbd"]["log_likelihood"].as_f64().unwrap() < 0.0);
 
+    // B2B buying groups and the advocacy loop recover the generator's accounts, deals and referrals
+    let accounts = both(&["query", "accounts"]);
+    let won = accounts["comparison"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "won")
+        .unwrap();
+    assert_eq!(won["accounts"], truth["realized"]["accounts_won"]);
+    assert_eq!(
+        accounts["accounts"].as_array().unwrap().len() as u64,
+        truth["realized"]["accounts"].as_u64().unwrap()
+    );
+    assert!(accounts["roles"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("decision_maker")));
+    let advocacy = both(&["query", "advocacy"]);
+    assert_eq!(
+        advocacy["referrals_sent"],
+        truth["realized"]["referrals_sent"]
+    );
+    assert_eq!(
+        advocacy["referred_persons"],
+        truth["realized"]["referred_persons"]
+    );
+    assert_eq!(advocacy["referred_linked"], advocacy["referred_persons"]);
+    assert_eq!(
+        advocacy["cycle"][0]["count"],
+        truth["realized"]["nps_promoters"]
+    );
+
     // typed properties: NPS promoters and responses as the generator wrote them down
     let persons = |step: &str| -> u64 {
         let r: Value = serde_json::from_str(&run(&[

@@ -5,7 +5,9 @@
 //! ([`JourneySource`]); the engine's kernels compute the answer in one pass per person, in
 //! parallel. No I/O happens here: the embedded store and, later, ClickHouse are the backends.
 
+pub mod advocacy;
 pub mod attribution;
+pub mod b2b;
 pub mod clv;
 pub mod duration;
 pub mod error;
@@ -18,7 +20,9 @@ pub mod selector;
 pub mod stages;
 pub mod stats;
 
+pub use advocacy::{run_advocacy, AdvocacyQuery, AdvocacyResult};
 pub use attribution::{run_attribution, AttributionQuery, AttributionResult};
+pub use b2b::{run_accounts, AccountsQuery, AccountsResult};
 pub use clv::{run_clv, ClvQuery, ClvResult};
 pub use duration::Span;
 pub use error::{EngineError, Result};

@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use itinera_engine::{
-    AttributionQuery, ClvQuery, EngineError, FunnelQuery, ModelRef, PathQuery, QueryControl,
-    RetentionQuery, ScanOptions, StageFunnelQuery,
+    AccountsQuery, AdvocacyQuery, AttributionQuery, ClvQuery, EngineError, FunnelQuery, ModelRef,
+    PathQuery, QueryControl, RetentionQuery, ScanOptions, StageFunnelQuery,
 };
 use itinera_meta::KeyKind;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,8 @@ pub enum AnalysisRequest {
     Paths(PathQuery),
     Attribution(AttributionQuery),
     Clv(ClvQuery),
+    Accounts(AccountsQuery),
+    Advocacy(AdvocacyQuery),
 }
 
 /// One person's stages under a model.
@@ -63,6 +65,8 @@ impl AnalysisRequest {
                 json(itinera_engine::run_attribution(&view, q, opts))
             }
             AnalysisRequest::Clv(q) => json(itinera_engine::run_clv(&view, q, opts)),
+            AnalysisRequest::Accounts(q) => json(itinera_engine::run_accounts(&view, q, opts)),
+            AnalysisRequest::Advocacy(q) => json(itinera_engine::run_advocacy(&view, q, opts)),
         }
     }
 }
@@ -132,6 +136,8 @@ pub fn routes() -> Router<Arc<AppState>> {
             analysis(AnalysisRequest::Attribution),
         )
         .route("/api/v1/clv", analysis(AnalysisRequest::Clv))
+        .route("/api/v1/accounts", analysis(AnalysisRequest::Accounts))
+        .route("/api/v1/advocacy", analysis(AnalysisRequest::Advocacy))
         .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))

@@ -41,6 +41,12 @@ pub enum QueryCommand {
     /// Customer lifetime value: revenue to date, and BG/NBD + Gamma-Gamma predictions
     /// (purchases, probability alive, spend, discounted CLV) per customer.
     Clv(Box<value::ClvArgs>),
+    /// B2B buying groups: per account the roles engaged and missing, stage, deal status, time
+    /// to close and share of personal contact; won, lost and open accounts compared.
+    Accounts(Box<value::AccountsArgs>),
+    /// The advocacy loop: promoters → referrals → referred customers, viral coefficient,
+    /// referred vs other customers, NPS of referrers.
+    Advocacy(Box<value::AdvocacyArgs>),
 }
 
 #[derive(Args)]
@@ -213,6 +219,8 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Paths(args) => run_path_query(&args),
         QueryCommand::Attribution(args) => value::run_attribution(&args),
         QueryCommand::Clv(args) => value::run_clv(&args),
+        QueryCommand::Accounts(args) => value::run_accounts(&args),
+        QueryCommand::Advocacy(args) => value::run_advocacy(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {

@@ -5,9 +5,11 @@ use super::{enum_arg, execute, span, DateRange, Target};
 use crate::output::{print_records, Format};
 use crate::CliResult;
 use clap::Args;
+use itinera_engine::advocacy::{AdvocacyQuery, AdvocacyResult};
 use itinera_engine::attribution::{
     run_on_paths, AttributionKey, AttributionModel, AttributionQuery, AttributionResult, PathTable,
 };
+use itinera_engine::b2b::{AccountsQuery, AccountsResult};
 use itinera_engine::clv::{ClvQuery, ClvResult, TimeUnit};
 use itinera_engine::funnel::CountBy;
 use itinera_engine::EventSelector;
@@ -273,4 +275,162 @@ pub fn run_clv(a: &ClvArgs) -> CliResult {
         ],
         &r.customers,
     )
+}
+
+#[derive(Args)]
+pub struct AccountsArgs {
+    /// The won-deal event.
+    #[arg(long, default_value = "Order Completed")]
+    won: String,
+    /// The lost-deal event.
+    #[arg(long, default_value = "Deal Lost")]
+    lost: String,
+    /// A buying-group role (repeatable; default: every role seen).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// The trait naming a member's role.
+    #[arg(long, default_value = "traits.role")]
+    role_property: String,
+    /// A personal or phone channel (repeatable; default call_center, store, sales, event, phone).
+    #[arg(long = "personal-channel")]
+    personal_channels: Vec<String>,
+    /// Stage model that stages an account (built-in name or file).
+    #[arg(long, default_value = "buyer-journey")]
+    model: String,
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    range: DateRange,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn run_accounts(a: &AccountsArgs) -> CliResult {
+    let mut q = AccountsQuery {
+        won: EventSelector::parse(&a.won)?,
+        lost: EventSelector::parse(&a.lost)?,
+        role_property: a.role_property.clone(),
+        roles: a.roles.clone(),
+        model: super::model_ref(&a.model)?,
+        limit: a.limit,
+        from_ms: a.range.start_ms()?,
+        to_ms: a.range.end_ms()?,
+        ..Default::default()
+    };
+    if !a.personal_channels.is_empty() {
+        q.personal_channels = a.personal_channels.clone();
+    }
+    let r: AccountsResult = execute(&a.target, "accounts", &q, |view| {
+        itinera_engine::run_accounts(view, &q, &Default::default())
+    })?;
+    if a.target.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let rows: Vec<_> = r
+        .comparison
+        .iter()
+        .map(|c| {
+            json!({
+                "status": c.status,
+                "accounts": c.accounts,
+                "members": c.mean_members,
+                "coverage": c.mean_coverage,
+                "personal share": c.mean_personal_share,
+                "touchpoints": c.mean_touchpoints,
+                "median days to close": c.median_days_to_close,
+            })
+        })
+        .collect();
+    print_records(
+        a.target.format,
+        &[
+            "status",
+            "accounts",
+            "members",
+            "coverage",
+            "personal share",
+            "touchpoints",
+            "median days to close",
+        ],
+        &rows,
+    )?;
+    let rows: Vec<_> = r
+        .accounts
+        .iter()
+        .map(|x| {
+            json!({
+                "account": x.account,
+                "status": x.status,
+                "stage": x.stage,
+                "members": x.members,
+                "coverage": x.coverage,
+                "missing roles": x.missing_roles.join(" "),
+                "personal share": x.personal_share,
+                "days to close": x.days_to_close,
+            })
+        })
+        .collect();
+    print_records(
+        a.target.format,
+        &[
+            "account",
+            "status",
+            "stage",
+            "members",
+            "coverage",
+            "missing roles",
+            "personal share",
+            "days to close",
+        ],
+        &rows,
+    )
+}
+
+#[derive(Args)]
+pub struct AdvocacyArgs {
+    #[arg(long, default_value = "Order Completed")]
+    purchase: String,
+    #[arg(long, default_value = "Referral Sent")]
+    referral_sent: String,
+    #[arg(long, default_value = "Referral Accepted")]
+    referral_accepted: String,
+    /// The property of an accepted referral naming the advocate's id.
+    #[arg(long, default_value = "properties.referrer_id")]
+    referrer_property: String,
+    /// The referral-code property (on sent and accepted referrals).
+    #[arg(long, default_value = "properties.referral_code")]
+    code_property: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn run_advocacy(a: &AdvocacyArgs) -> CliResult {
+    let q = AdvocacyQuery {
+        purchase: EventSelector::parse(&a.purchase)?,
+        referral_sent: EventSelector::parse(&a.referral_sent)?,
+        referral_accepted: EventSelector::parse(&a.referral_accepted)?,
+        referrer_property: a.referrer_property.clone(),
+        code_property: a.code_property.clone(),
+        ..Default::default()
+    };
+    let r: AdvocacyResult = execute(&a.target, "advocacy", &q, |view| {
+        itinera_engine::run_advocacy(view, &q, &Default::default())
+    })?;
+    if a.target.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    print_records(a.target.format, &["step", "count", "definition"], &r.cycle)?;
+    let pct = |v: Option<f64>| v.map_or("".to_string(), |v| format!("{:.1} %", 100.0 * v));
+    let rows = vec![
+        json!({"measure": "customers", "value": r.customers}),
+        json!({"measure": "share of customers who refer", "value": pct(r.share_of_customers_who_refer)}),
+        json!({"measure": "share of customers acquired by referral", "value": pct(r.share_of_customers_acquired_by_referral)}),
+        json!({"measure": "viral coefficient (referred customers / customers)", "value": r.viral_coefficient}),
+        json!({"measure": "mean revenue, referred / other customers", "value": format!("{:.2} / {:.2}", r.referred.mean_revenue, r.others.mean_revenue)}),
+        json!({"measure": "repeat purchase rate, referred / other customers", "value": format!("{} / {}", pct(Some(r.referred.repeat_purchase_rate)), pct(Some(r.others.repeat_purchase_rate)))}),
+        json!({"measure": "NPS of referrers (n)", "value": format!("{} ({})", r.nps_of_referrers.nps.map_or("".into(), |v| format!("{v:.1}")), r.nps_of_referrers.n)}),
+    ];
+    print_records(a.target.format, &["measure", "value"], &rows)
 }
