@@ -376,6 +376,23 @@ fn value_analyses_locally_and_through_the_server_agree() {
     assert_eq!(clv["customers"].as_array().unwrap().len(), 10);
     assert!(clv["bg_nbd"]["log_likelihood"].as_f64().unwrap() < 0.0);
 
+    // revenue: the generator's orders and revenue, per currency
+    let revenue = both(&["query", "revenue", "--period", "week"]);
+    let orders: u64 = revenue["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["orders"].as_u64().unwrap())
+        .sum();
+    assert_eq!(orders, truth["realized"]["orders"].as_u64().unwrap());
+    let gross: f64 = revenue["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["gross_revenue"].as_f64().unwrap())
+        .sum();
+    assert!((gross - truth["realized"]["revenue"].as_f64().unwrap()).abs() < 1e-6);
+
     // B2B buying groups and the advocacy loop recover the generator's accounts, deals and referrals
     let accounts = both(&["query", "accounts"]);
     let won = accounts["comparison"]

@@ -16,6 +16,7 @@ pub mod journey;
 pub mod memory;
 pub mod paths;
 pub mod retention;
+pub mod revenue;
 pub mod selector;
 pub mod stages;
 pub mod stats;
@@ -32,6 +33,7 @@ pub use journey::{
 };
 pub use paths::{run_paths, PathQuery, PathResult};
 pub use retention::{run_retention, RetentionQuery, RetentionResult};
+pub use revenue::{run_revenue, RevenueQuery, RevenueResult};
 pub use selector::{EventSelector, Matcher};
 pub use stages::{
     run_person_stages, run_stage_funnel, ModelRef, PersonJourney, StageFunnelQuery,

@@ -14,7 +14,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use itinera_engine::{
     AccountsQuery, AdvocacyQuery, AttributionQuery, ClvQuery, EngineError, FunnelQuery, ModelRef,
-    PathQuery, QueryControl, RetentionQuery, ScanOptions, StageFunnelQuery,
+    PathQuery, QueryControl, RetentionQuery, RevenueQuery, ScanOptions, StageFunnelQuery,
 };
 use itinera_meta::KeyKind;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,7 @@ pub enum AnalysisRequest {
     Clv(ClvQuery),
     Accounts(AccountsQuery),
     Advocacy(AdvocacyQuery),
+    Revenue(RevenueQuery),
 }
 
 /// One person's stages under a model.
@@ -67,6 +68,7 @@ impl AnalysisRequest {
             AnalysisRequest::Clv(q) => json(itinera_engine::run_clv(&view, q, opts)),
             AnalysisRequest::Accounts(q) => json(itinera_engine::run_accounts(&view, q, opts)),
             AnalysisRequest::Advocacy(q) => json(itinera_engine::run_advocacy(&view, q, opts)),
+            AnalysisRequest::Revenue(q) => json(itinera_engine::run_revenue(&view, q, opts)),
         }
     }
 }
@@ -138,6 +140,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/clv", analysis(AnalysisRequest::Clv))
         .route("/api/v1/accounts", analysis(AnalysisRequest::Accounts))
         .route("/api/v1/advocacy", analysis(AnalysisRequest::Advocacy))
+        .route("/api/v1/revenue", analysis(AnalysisRequest::Revenue))
         .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))

@@ -47,6 +47,8 @@ pub enum QueryCommand {
     /// The advocacy loop: promoters → referrals → referred customers, viral coefficient,
     /// referred vs other customers, NPS of referrers.
     Advocacy(Box<value::AdvocacyArgs>),
+    /// Orders and revenue per period and currency, refunds subtracted.
+    Revenue(Box<value::RevenueArgs>),
 }
 
 #[derive(Args)]
@@ -221,6 +223,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Clv(args) => value::run_clv(&args),
         QueryCommand::Accounts(args) => value::run_accounts(&args),
         QueryCommand::Advocacy(args) => value::run_advocacy(&args),
+        QueryCommand::Revenue(args) => value::run_revenue(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {

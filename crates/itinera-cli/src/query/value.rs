@@ -12,6 +12,8 @@ use itinera_engine::attribution::{
 use itinera_engine::b2b::{AccountsQuery, AccountsResult};
 use itinera_engine::clv::{ClvQuery, ClvResult, TimeUnit};
 use itinera_engine::funnel::CountBy;
+use itinera_engine::retention::Period;
+use itinera_engine::revenue::{RevenueQuery, RevenueResult};
 use itinera_engine::EventSelector;
 use serde_json::json;
 use std::path::PathBuf;
@@ -433,4 +435,58 @@ pub fn run_advocacy(a: &AdvocacyArgs) -> CliResult {
         json!({"measure": "NPS of referrers (n)", "value": format!("{} ({})", r.nps_of_referrers.nps.map_or("".into(), |v| format!("{v:.1}")), r.nps_of_referrers.n)}),
     ];
     print_records(a.target.format, &["measure", "value"], &rows)
+}
+
+#[derive(Args)]
+pub struct RevenueArgs {
+    /// day, week (ISO) or month.
+    #[arg(long, default_value = "month")]
+    period: String,
+    #[arg(long, default_value = "Order Completed")]
+    purchase: String,
+    /// Refunds, subtracted (`none` to ignore).
+    #[arg(long, default_value = "Order Refunded")]
+    refund: String,
+    #[arg(long, default_value = "properties.currency")]
+    currency_property: String,
+    #[arg(long, default_value = "+00:00")]
+    utc_offset: String,
+    #[command(flatten)]
+    range: DateRange,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn run_revenue(a: &RevenueArgs) -> CliResult {
+    let q = RevenueQuery {
+        purchase: EventSelector::parse(&a.purchase)?,
+        refund: (a.refund != "none")
+            .then(|| EventSelector::parse(&a.refund))
+            .transpose()?,
+        currency_property: a.currency_property.clone(),
+        period: enum_arg::<Period>("period", &a.period, "day, week, month")?,
+        utc_offset_minutes: super::parse_offset(&a.utc_offset)?,
+        from_ms: a.range.start_ms()?,
+        to_ms: a.range.end_ms()?,
+    };
+    let r: RevenueResult = execute(&a.target, "revenue", &q, |view| {
+        itinera_engine::run_revenue(view, &q, &Default::default())
+    })?;
+    if a.target.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let cols = [
+        "period",
+        "currency",
+        "orders",
+        "gross_revenue",
+        "refunds",
+        "refunded",
+        "net_revenue",
+        "average_order_value",
+        "customers",
+    ];
+    print_records(a.target.format, &cols, &r.rows)?;
+    print_records(a.target.format, &cols[1..], &r.totals)
 }
