@@ -17,6 +17,7 @@ pub mod memory;
 pub mod paths;
 pub mod retention;
 pub mod revenue;
+pub mod segments;
 pub mod selector;
 pub mod stages;
 pub mod stats;
@@ -34,6 +35,7 @@ pub use journey::{
 pub use paths::{run_paths, PathQuery, PathResult};
 pub use retention::{run_retention, RetentionQuery, RetentionResult};
 pub use revenue::{run_revenue, RevenueQuery, RevenueResult};
+pub use segments::{Filter, Filtered, SegmentDef, SegmentRule};
 pub use selector::{EventSelector, Matcher};
 pub use stages::{
     run_person_stages, run_stage_funnel, ModelRef, PersonJourney, StageFunnelQuery,

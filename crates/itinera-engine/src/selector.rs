@@ -46,7 +46,7 @@ pub struct Range {
 
 impl PropPattern {
     /// Whether a stored value (as text) satisfies the condition.
-    fn accepts(&self, value: &str, regex: Option<&regex::Regex>) -> bool {
+    pub(crate) fn accepts(&self, value: &str, regex: Option<&regex::Regex>) -> bool {
         match self {
             PropPattern::Text(Pattern::One(n)) => value == n,
             PropPattern::Text(Pattern::AnyOf(l)) => l.iter().any(|n| n == value),

@@ -268,7 +268,7 @@ impl PathTable {
             let at = |what: &str, i: usize| -> Result<f64> {
                 match fields.get(i) {
                     None => Ok(0.0),
-                    Some(f) if f.is_empty() => Ok(0.0),
+                    Some(&"") => Ok(0.0),
                     Some(f) => f
                         .parse::<f64>()
                         .ok()

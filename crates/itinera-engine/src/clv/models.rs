@@ -45,10 +45,13 @@ pub struct GammaGamma {
     pub log_likelihood: f64,
 }
 
+/// The last evaluation: parameters, cost, gradient (argmin asks for cost and gradient apart).
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
+
 /// Minimizes a negative log-likelihood over log-parameters; `eval` returns (cost, gradient).
 struct Problem<F> {
     eval: F,
-    last: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    last: Mutex<Option<Evaluation>>,
 }
 
 impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> Problem<F> {
