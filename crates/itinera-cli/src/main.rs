@@ -1,6 +1,7 @@
 //! `itinera`: the single binary. Serves the tracking API, runs the demo, imports, generates,
 //! exports and administers a data directory.
 
+mod definitions;
 mod import;
 mod output;
 mod parquet_io;
@@ -76,6 +77,17 @@ enum Command {
         customers: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// Saved segments: rules on traits, properties and behaviour; any query takes `--segment NAME`.
+    Segments {
+        #[command(subcommand)]
+        command: definitions::DefinitionCommand,
+    },
+    /// Personas: an ordered list of rules, the first match is a person's persona; any query
+    /// takes `--persona NAME`.
+    Personas {
+        #[command(subcommand)]
+        command: definitions::DefinitionCommand,
     },
     /// Projects and their credentials.
     Keys {
@@ -344,6 +356,12 @@ fn run(cli: Cli) -> CliResult {
             serve(cfg, dir, Some(keys))
         }
         Command::Keys { command } => keys(command),
+        Command::Segments { command } => {
+            definitions::run(itinera_server::population::SEGMENT, command)
+        }
+        Command::Personas { command } => {
+            definitions::run(itinera_server::population::PERSONA, command)
+        }
         Command::Import {
             data,
             project,

@@ -446,3 +446,153 @@ fn value_analyses_locally_and_through_the_server_agree() {
     let out = run_fails(&["query", "attribution", "--data", d, "--order", "7"]);
     assert!(out.contains("markov_order"), "{out}");
 }
+
+/// Segments and personas: saved in the metadata, applied to any analysis locally and through the
+/// server; the generator's purchasers per persona recovered.
+#[test]
+fn segments_and_personas_filter_every_analysis() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = world(dir.path());
+    let d = data.to_str().unwrap();
+    let truth: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("w.jsonl.truth.json")).unwrap(),
+    )
+    .unwrap();
+    let by_persona = truth["realized"]["reached_by_persona"].as_object().unwrap();
+    for (i, name) in by_persona.keys().enumerate() {
+        let rule = format!(r#"{{"trait": {{"key": "traits.persona", "is": "{name}"}}}}"#);
+        let pos = i.to_string();
+        run(&[
+            "personas",
+            "set",
+            name,
+            "--rule",
+            &rule,
+            "--position",
+            &pos,
+            "--data",
+            d,
+        ]);
+    }
+    run(&[
+        "segments",
+        "set",
+        "repeat buyers",
+        "--data",
+        d,
+        "--rule",
+        r#"{"did": {"match": "Order Completed", "at_least": 2}}"#,
+    ]);
+    let bad = run_fails(&[
+        "segments",
+        "set",
+        "bad",
+        "--data",
+        d,
+        "--rule",
+        r#"{"trait": {"key": "plan", "is": "x"}}"#,
+    ]);
+    assert!(bad.contains("not a property"), "{bad}");
+
+    let keys = create_keys(&data, "default");
+    let server = Server::start(&data, &[]);
+    let url = server.url("");
+    let purchasers = |extra: &[&str]| -> u64 {
+        let mut args = vec![
+            "query",
+            "funnel",
+            "--step",
+            "Order Completed",
+            "--format",
+            "json",
+        ];
+        args.extend(extra);
+        let r: Value = serde_json::from_str(&run(&args)).unwrap();
+        r["steps"][0]["count"].as_u64().unwrap()
+    };
+    for (name, reached) in by_persona {
+        let expected = reached[3].as_u64().unwrap();
+        assert_eq!(
+            purchasers(&["--data", d, "--persona", name]),
+            expected,
+            "{name}"
+        );
+        assert_eq!(
+            purchasers(&[
+                "--server",
+                &url,
+                "--token",
+                &keys.read_token,
+                "--persona",
+                name
+            ]),
+            expected,
+            "{name} through the server"
+        );
+    }
+    let repeat = purchasers(&["--data", d, "--segment", "repeat buyers"]);
+    assert_eq!(
+        repeat,
+        truth["realized"]["repeat_purchasers"].as_u64().unwrap()
+    );
+    let report: Value = serde_json::from_str(&run(&[
+        "query", "segments", "--data", d, "--format", "json",
+    ]))
+    .unwrap();
+    assert_eq!(report["segments"][0][1].as_u64().unwrap(), repeat);
+    let remote: Value = serde_json::from_str(&run(&[
+        "query",
+        "segments",
+        "--server",
+        &url,
+        "--token",
+        &keys.read_token,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(report, remote);
+    let out = run_fails(&[
+        "query",
+        "funnel",
+        "--step",
+        "a",
+        "--data",
+        d,
+        "--segment",
+        "nope",
+    ]);
+    assert!(out.contains("no segment named"), "{out}");
+
+    // the API: define, use, delete
+    let client = reqwest::blocking::Client::new();
+    let put = client
+        .put(server.url("/api/v1/segments/b2b"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"rule": {"trait": {"key": "traits.segment", "is": "b2b"}}}))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let b2b: Value = client
+        .post(server.url("/api/v1/stages?segment=b2b"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"model": "buyer-journey"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(b2b["persons"], truth["realized"]["b2b_persons"], "{b2b}");
+    let del = client
+        .delete(server.url("/api/v1/segments/b2b"))
+        .bearer_auth(&keys.read_token)
+        .send()
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    let gone = client
+        .post(server.url("/api/v1/stages?segment=b2b"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"model": "buyer-journey"}))
+        .send()
+        .unwrap();
+    assert_eq!(gone.status(), 400);
+}

@@ -1,4 +1,5 @@
-//! Metadata in an embedded SQLite database: projects and their credentials.
+//! Metadata in an embedded SQLite database: projects and their credentials, and the saved
+//! definitions of a project (segments, personas), kept as JSON the edges validate.
 //!
 //! Credentials come in two kinds that cannot stand in for each other: a **write key** can only
 //! ingest (it ships inside web pages and apps, so it must not read data), a **read token** can only
@@ -70,6 +71,15 @@ pub struct KeyInfo {
     pub revoked_at: Option<String>,
 }
 
+/// A saved definition (a segment, a persona): its JSON body and its place in an ordered list.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Definition {
+    pub name: String,
+    pub position: i64,
+    pub body: String,
+    pub updated_at: String,
+}
+
 /// A freshly created pair of credentials; the only time the secrets are visible.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewKeys {
@@ -122,6 +132,11 @@ impl Meta {
                 kind TEXT NOT NULL CHECK (kind IN ('write','read')), prefix TEXT NOT NULL,
                 hash TEXT NOT NULL UNIQUE, label TEXT NOT NULL DEFAULT '',
                 created_at TEXT NOT NULL, revoked_at TEXT);
+             CREATE TABLE IF NOT EXISTS definitions (
+                project_id INTEGER NOT NULL REFERENCES projects(id),
+                kind TEXT NOT NULL, name TEXT NOT NULL, position INTEGER NOT NULL DEFAULT 0,
+                body TEXT NOT NULL, updated_at TEXT NOT NULL,
+                PRIMARY KEY (project_id, kind, name));
              CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
         )?;
         let v: Option<i64> = conn
@@ -133,6 +148,54 @@ impl Meta {
         let meta = Meta { conn };
         meta.ensure_project(DEFAULT_PROJECT)?;
         Ok(meta)
+    }
+
+    /// Saves (creates or replaces) a definition of `kind` in `project`.
+    pub fn put_definition(
+        &self,
+        project: &str,
+        kind: &str,
+        name: &str,
+        body: &str,
+        position: i64,
+    ) -> Result<()> {
+        let p = self.project(project)?;
+        self.conn.execute(
+            "INSERT INTO definitions (project_id, kind, name, position, body, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (project_id, kind, name) DO UPDATE SET
+                position = excluded.position, body = excluded.body, updated_at = excluded.updated_at",
+            params![p.id, kind, name, position, body, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The definitions of `kind` in `project`, by position then name.
+    pub fn definitions(&self, project: &str, kind: &str) -> Result<Vec<Definition>> {
+        let p = self.project(project)?;
+        let mut st = self.conn.prepare(
+            "SELECT name, position, body, updated_at FROM definitions
+             WHERE project_id = ?1 AND kind = ?2 ORDER BY position, name",
+        )?;
+        let rows = st.query_map(params![p.id, kind], |r| {
+            Ok(Definition {
+                name: r.get(0)?,
+                position: r.get(1)?,
+                body: r.get(2)?,
+                updated_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Deletes a definition; false when there was none.
+    pub fn delete_definition(&self, project: &str, kind: &str, name: &str) -> Result<bool> {
+        let p = self.project(project)?;
+        let n = self.conn.execute(
+            "DELETE FROM definitions WHERE project_id = ?1 AND kind = ?2 AND name = ?3",
+            params![p.id, kind, name],
+        )?;
+        Ok(n > 0)
     }
 
     /// Creates the project if missing; returns it.
@@ -250,6 +313,34 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn definitions_are_saved_per_project_and_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.db")).unwrap();
+        m.ensure_project("other").unwrap();
+        m.put_definition("default", "persona", "b", "{\"x\":1}", 2)
+            .unwrap();
+        m.put_definition("default", "persona", "a", "{}", 1)
+            .unwrap();
+        m.put_definition("default", "segment", "a", "{}", 0)
+            .unwrap();
+        m.put_definition("default", "persona", "b", "{\"x\":2}", 0)
+            .unwrap();
+        let p = m.definitions("default", "persona").unwrap();
+        assert_eq!(
+            p.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        assert_eq!(p[0].body, "{\"x\":2}");
+        assert!(m.definitions("other", "persona").unwrap().is_empty());
+        assert!(m.delete_definition("default", "persona", "a").unwrap());
+        assert!(!m.delete_definition("default", "persona", "a").unwrap());
+        assert!(matches!(
+            m.definitions("nope", "segment"),
+            Err(MetaError::NoProject(_))
+        ));
+    }
 
     #[test]
     fn keys_lifecycle() {

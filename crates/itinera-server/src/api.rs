@@ -5,13 +5,16 @@
 //! progress is polled and which can be cancelled (`DELETE /api/v1/queries/{id}`).
 
 use crate::error::ApiError;
+use crate::population::{self, Population};
 use crate::AppState;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
+use itinera_engine::segments::{Filter, Filtered, SegmentDef, SegmentRule};
+use itinera_engine::JourneySource;
 use itinera_engine::{
     AccountsQuery, AdvocacyQuery, AttributionQuery, ClvQuery, EngineError, FunnelQuery, ModelRef,
     PathQuery, QueryControl, RetentionQuery, RevenueQuery, ScanOptions, StageFunnelQuery,
@@ -52,8 +55,18 @@ pub struct PersonStagesRequest {
 }
 
 impl AnalysisRequest {
-    fn run(&self, store: &itinera_store::Store, opts: &ScanOptions) -> Result<Value, EngineError> {
-        let view = store.view();
+    /// Runs the analysis on the persons `filter` keeps.
+    fn run(
+        &self,
+        view: &itinera_store::StoreView,
+        filter: Filter,
+        opts: &ScanOptions,
+    ) -> Result<Value, EngineError> {
+        let view = Filtered {
+            inner: view,
+            filter,
+            as_of_ms: population::now_ms(),
+        };
         fn json<T: Serialize>(r: Result<T, EngineError>) -> Result<Value, EngineError> {
             r.map(|r| serde_json::to_value(r).expect("results serialize"))
         }
@@ -142,6 +155,18 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/advocacy", analysis(AnalysisRequest::Advocacy))
         .route("/api/v1/revenue", analysis(AnalysisRequest::Revenue))
         .route("/api/v1/stages/person", post(person_stages))
+        .route("/api/v1/segments", get(list_definitions))
+        .route("/api/v1/segments/report", post(segments_report))
+        .route(
+            "/api/v1/segments/{name}",
+            put(|s, h, p, b| put_definition(s, h, p, b, population::SEGMENT))
+                .delete(|s, h, p| delete_definition(s, h, p, population::SEGMENT)),
+        )
+        .route(
+            "/api/v1/personas/{name}",
+            put(|s, h, p, b| put_definition(s, h, p, b, population::PERSONA))
+                .delete(|s, h, p| delete_definition(s, h, p, population::PERSONA)),
+        )
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))
         .route("/api/v1/openapi.json", get(openapi))
@@ -155,9 +180,11 @@ where
     post(
         move |State(app): State<Arc<AppState>>,
               headers: HeaderMap,
+              pop: Result<Query<Population>, QueryRejection>,
               body: Result<Json<Q>, JsonRejection>| async move {
+            let pop = population_param(pop)?;
             let q = json_body(body)?;
-            run_now(app, headers, wrap(q)).await
+            run_now(app, headers, wrap(q), pop).await
         },
     )
 }
@@ -198,10 +225,32 @@ impl Drop for CancelOnDrop {
     }
 }
 
+fn population_param(p: Result<Query<Population>, QueryRejection>) -> Result<Population, ApiError> {
+    p.map(|Query(p)| p).map_err(|e| ApiError::BadRequest {
+        field: "query string".into(),
+        reason: e.body_text(),
+    })
+}
+
+/// Runs `request` on the project's store for `pop`, on a blocking thread.
+fn run_blocking(
+    app: &AppState,
+    project: &str,
+    store: &itinera_store::Store,
+    request: &AnalysisRequest,
+    pop: &Population,
+    opts: &ScanOptions,
+) -> Result<Value, ApiError> {
+    let view = store.view();
+    let filter = view.with_vocabulary(|v| pop.filter(&app.data, project, v))?;
+    request.run(&view, filter, opts).map_err(engine_error)
+}
+
 async fn run_now(
     app: Arc<AppState>,
     headers: HeaderMap,
     request: AnalysisRequest,
+    pop: Population,
 ) -> Result<Json<Value>, ApiError> {
     let project = read_project(&app, &headers)?;
     let store = app.data.store(&project)?;
@@ -213,10 +262,13 @@ async fn run_now(
         ..Default::default()
     };
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || request.run(&store, &opts))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(engine_error)?;
+    let app2 = app.clone();
+    let project2 = project.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        run_blocking(&app2, &project2, &store, &request, &pop, &opts)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     tracing::debug!(
         project,
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -245,8 +297,10 @@ async fn person_stages(
 async fn start_job(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
+    pop: Result<Query<Population>, QueryRejection>,
     body: Result<Json<AnalysisRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let pop = population_param(pop)?;
     let request = json_body(body)?;
     let project = read_project(&app, &headers)?;
     let store = app.data.store(&project)?;
@@ -265,7 +319,7 @@ async fn start_job(
         jobs.insert(
             id.clone(),
             Job {
-                project,
+                project: project.clone(),
                 control: control.clone(),
                 started: Instant::now(),
                 finished: None,
@@ -279,7 +333,8 @@ async fn start_job(
             control: Some(control),
             ..Default::default()
         };
-        let outcome = request.run(&store, &opts).map_err(|e| e.to_string());
+        let outcome =
+            run_blocking(&app2, &project, &store, &request, &pop, &opts).map_err(|e| e.to_string());
         if let Some(job) = app2.jobs.jobs.lock().get_mut(&id2) {
             job.finished = Some((Instant::now(), outcome));
         }
@@ -334,4 +389,124 @@ async fn openapi() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         include_str!("../../../docs/openapi.json"),
     )
+}
+
+/// A segment or persona as sent to `PUT /api/v1/{segments,personas}/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionBody {
+    #[serde(default)]
+    pub description: Option<String>,
+    pub rule: SegmentRule,
+    /// Personas: the place in the ordered list (the first matching persona wins).
+    #[serde(default)]
+    pub position: i64,
+}
+
+async fn list_definitions(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let meta = app.data.meta.lock();
+    Ok(Json(serde_json::json!({
+        "segments": population::load(&meta, &project, population::SEGMENT)?,
+        "personas": population::load(&meta, &project, population::PERSONA)?,
+    })))
+}
+
+async fn put_definition(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<DefinitionBody>, JsonRejection>,
+    kind: &'static str,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let body = json_body(body)?;
+    let def = SegmentDef {
+        name: name.clone(),
+        description: body.description,
+        rule: body.rule,
+    };
+    valid_definition_name(&name)?;
+    // compiles against the project's data: unknown fields, bad regexes and selectors are refused
+    let store = app.data.store(&project)?;
+    store
+        .view()
+        .with_vocabulary(|v| {
+            itinera_engine::segments::CompiledRule::compile(&def.rule, v).map(|_| ())
+        })
+        .map_err(engine_error)?;
+    let json = serde_json::to_string(&def).expect("definitions serialize");
+    app.data
+        .meta
+        .lock()
+        .put_definition(&project, kind, &name, &json, body.position)?;
+    Ok(Json(
+        serde_json::to_value(&def).expect("definitions serialize"),
+    ))
+}
+
+/// Names are path segments and CLI arguments: keep them plain.
+pub fn valid_definition_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest {
+            field: "name".into(),
+            reason: format!("`{name}`: use 1-100 letters, digits, spaces, '-', '_' or '.'"),
+        })
+    }
+}
+
+async fn delete_definition(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    kind: &'static str,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    if !app
+        .data
+        .meta
+        .lock()
+        .delete_definition(&project, kind, &name)?
+    {
+        return Err(ApiError::NotFound(format!("no {kind} named {name}")));
+    }
+    Ok(Json(serde_json::json!({ "deleted": name })))
+}
+
+async fn segments_report(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let store = app.data.store(&project)?;
+    let (segments, personas) = {
+        let meta = app.data.meta.lock();
+        (
+            population::load(&meta, &project, population::SEGMENT)?,
+            population::load(&meta, &project, population::PERSONA)?,
+        )
+    };
+    let r = tokio::task::spawn_blocking(move || {
+        itinera_engine::segments::run_segments_report(
+            &store.view(),
+            &segments,
+            &personas,
+            population::now_ms(),
+            &Default::default(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(engine_error)?;
+    Ok(Json(serde_json::to_value(r).expect("results serialize")))
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod metrics;
+pub mod population;
 pub mod tracking;
 
 pub use config::ServerConfig;

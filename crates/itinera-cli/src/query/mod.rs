@@ -9,11 +9,13 @@ use itinera_engine::funnel::{
 };
 use itinera_engine::paths::CleaningRule;
 use itinera_engine::stages::ModelRef;
+use itinera_engine::JourneySource;
 use itinera_engine::{
     EventSelector, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep, PathQuery, PathResult,
     PersonJourney, RetentionQuery, RetentionResult, Span, StageFunnelQuery, StageFunnelResult,
     StageModel,
 };
+use itinera_server::population::Population;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
@@ -49,6 +51,14 @@ pub enum QueryCommand {
     Advocacy(Box<value::AdvocacyArgs>),
     /// Orders and revenue per period and currency, refunds subtracted.
     Revenue(Box<value::RevenueArgs>),
+    /// Sizes of the saved segments and personas.
+    Segments(Box<SegmentsArgs>),
+}
+
+#[derive(Args)]
+pub struct SegmentsArgs {
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Args)]
@@ -158,6 +168,12 @@ pub struct Target {
     /// Read token for `--server` (`rt_…`).
     #[arg(long, env = "ITINERA_TOKEN")]
     token: Option<String>,
+    /// Only the persons of this saved segment (`itinera segments set`).
+    #[arg(long)]
+    segment: Option<String>,
+    /// Only the persons of this persona (`itinera personas set`; `(none)`: persons without one).
+    #[arg(long)]
+    persona: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
@@ -224,6 +240,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Accounts(args) => value::run_accounts(&args),
         QueryCommand::Advocacy(args) => value::run_advocacy(&args),
         QueryCommand::Revenue(args) => value::run_revenue(&args),
+        QueryCommand::Segments(args) => run_segments_report(&args.target),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {
@@ -325,8 +342,14 @@ fn execute<Q: Serialize, R: DeserializeOwned + Serialize>(
     target: &Target,
     path: &str,
     query: &Q,
-    local: impl FnOnce(&itinera_store::StoreView) -> itinera_engine::Result<R>,
+    local: impl FnOnce(
+        &itinera_engine::Filtered<'_, itinera_store::StoreView>,
+    ) -> itinera_engine::Result<R>,
 ) -> CliResult<R> {
+    let population = Population {
+        segment: target.segment.clone(),
+        persona: target.persona.clone(),
+    };
     if let Some(server) = &target.server {
         let token = target
             .token
@@ -336,6 +359,7 @@ fn execute<Q: Serialize, R: DeserializeOwned + Serialize>(
         let resp = reqwest::blocking::Client::new()
             .post(&url)
             .bearer_auth(token)
+            .query(&population)
             .json(query)
             .send()
             .map_err(|e| format!("{url}: {e}"))?;
@@ -352,8 +376,15 @@ fn execute<Q: Serialize, R: DeserializeOwned + Serialize>(
     }
     let cfg = load_config(&target.data, None)?;
     let dir = open_data(&cfg)?;
-    let store = dir.store(&target.project.project)?;
-    let result = local(&store.view())?;
+    let project = &target.project.project;
+    let store = dir.store(project)?;
+    let view = store.view();
+    let filter = view.with_vocabulary(|v| population.filter(&dir, project, v))?;
+    let result = local(&itinera_engine::Filtered {
+        inner: &view,
+        filter,
+        as_of_ms: itinera_server::population::now_ms(),
+    })?;
     Ok(result)
 }
 
@@ -815,4 +846,71 @@ fn run_path_query(a: &PathsArgs) -> CliResult {
         &["path", "count", "share"]
     };
     print_records(format, cols, &rows)
+}
+
+/// `itinera query segments`: persons per saved segment and per persona.
+fn run_segments_report(target: &Target) -> CliResult {
+    let r: itinera_engine::segments::SegmentsReport = if let Some(server) = &target.server {
+        let token = target
+            .token
+            .as_deref()
+            .ok_or("--server needs --token (a read token, rt_…)")?;
+        let url = format!("{}/api/v1/segments/report", server.trim_end_matches('/'));
+        let resp = reqwest::blocking::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .send()
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{url}: {}", resp.status()).into());
+        }
+        resp.json().map_err(|e| format!("{url}: {e}"))?
+    } else {
+        let cfg = load_config(&target.data, None)?;
+        let dir = open_data(&cfg)?;
+        let project = &target.project.project;
+        let (segments, personas) = {
+            let meta = dir.meta.lock();
+            (
+                itinera_server::population::load(
+                    &meta,
+                    project,
+                    itinera_server::population::SEGMENT,
+                )?,
+                itinera_server::population::load(
+                    &meta,
+                    project,
+                    itinera_server::population::PERSONA,
+                )?,
+            )
+        };
+        let store = dir.store(project)?;
+        itinera_engine::segments::run_segments_report(
+            &store.view(),
+            &segments,
+            &personas,
+            itinera_server::population::now_ms(),
+            &Default::default(),
+        )?
+    };
+    if target.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let share = |n: u64| {
+        if r.persons > 0 {
+            format!("{:.1} %", 100.0 * n as f64 / r.persons as f64)
+        } else {
+            String::new()
+        }
+    };
+    let rows: Vec<_> =
+        r.segments
+            .iter()
+            .map(|(n, c)| json!({"kind": "segment", "name": n, "persons": c, "share": share(*c)}))
+            .chain(r.personas.iter().map(
+                |(n, c)| json!({"kind": "persona", "name": n, "persons": c, "share": share(*c)}),
+            ))
+            .collect();
+    print_records(target.format, &["kind", "name", "persons", "share"], &rows)
 }
