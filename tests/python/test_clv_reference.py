@@ -30,6 +30,13 @@ def run(*args):
                           env={**os.environ, "ITINERA_LOG": "warn"}).stdout
 
 
+DATA_DIRS = {}
+
+
+def cdnow_data(_tx):
+    return DATA_DIRS["cdnow"]
+
+
 @pytest.fixture(scope="module")
 def cdnow(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cdnow")
@@ -53,6 +60,7 @@ def cdnow(tmp_path_factory):
         freq="D", monetary_value_col="value")
     summary["recency"] /= 7
     summary["T"] /= 7
+    DATA_DIRS["cdnow"] = data
     return ours, summary, tx
 
 
@@ -108,6 +116,23 @@ def test_summaries_and_predictions_agree_with_lifetimes(cdnow):
     print("largest relative difference:", worst)
     holdout = tx[(tx["date"] > "1997-09-30")].groupby("id")["date"].nunique()
     assert ours["totals"]["holdout_purchases"] == int(holdout.sum())
+
+
+def test_value_tiers_and_churn_risk_become_segments(cdnow):
+    ours, summary, tx = cdnow
+    data = str(cdnow_data(tx))
+    run("query", "clv", "--data", data, "--calibration-end", "1997-09-30", "--limit", "1",
+        "--save-segment", "vip=high", "--save-segment", "at-risk=churn-risk")
+    sizes = dict(json.loads(run("query", "segments", "--data", data, "--format", "json"))["segments"])
+    assert sizes["vip"] == sum(1 for c in ours["customers"] if c["value_tier"] == "high")
+    assert sizes["at-risk"] == ours["totals"]["churn_risk"]
+    # customers predicted valuable buy more in the holdout period than those at churn risk
+    holdout = {}
+    for seg in ["vip", "at-risk"]:
+        r = json.loads(run("query", "funnel", "--data", data, "--step", "Order Completed",
+                           "--from", "1997-10-01", "--segment", seg, "--format", "json"))
+        holdout[seg] = r["steps"][0]["count"] / sizes[seg]
+    assert holdout["vip"] > 1.5 * holdout["at-risk"], holdout  # measured: 0.67 vs 0.35
 
 
 def test_bad_calibration_input_names_the_flag(tmp_path):

@@ -207,8 +207,60 @@ pub struct ClvArgs {
     /// Calendar days in this offset from UTC, e.g. +01:00.
     #[arg(long, default_value = "+00:00")]
     utc_offset: String,
+    /// Save customers as a segment of this name (a person list usable with `--segment`):
+    /// `NAME=churn-risk`, `NAME=high`, `NAME=medium` or `NAME=low` (value tier).
+    #[arg(long)]
+    save_segment: Vec<String>,
     #[command(flatten)]
     target: Target,
+}
+
+/// Saves the customers of a churn-risk or value-tier selection as person-list segments.
+fn save_clv_segments(a: &ClvArgs, r: &ClvResult) -> CliResult {
+    if a.save_segment.is_empty() {
+        return Ok(());
+    }
+    if a.target.server.is_some() {
+        return Err("--save-segment works on a data directory (use PUT /api/v1/segments/{name} on a server)".into());
+    }
+    let dir = crate::open_data(&crate::load_config(&a.target.data, None)?)?;
+    for spec in &a.save_segment {
+        let (name, which) = spec.split_once('=').ok_or_else(|| {
+            format!("--save-segment {spec}: expected NAME=churn-risk|high|medium|low")
+        })?;
+        itinera_server::api::valid_definition_name(name)?;
+        let ids: Vec<String> = r
+            .customers
+            .iter()
+            .filter(|c| match which {
+                "churn-risk" => c.churn_risk,
+                tier => c.value_tier == tier,
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        if !["churn-risk", "high", "medium", "low"].contains(&which) {
+            return Err(
+                format!("--save-segment {spec}: expected churn-risk, high, medium or low").into(),
+            );
+        }
+        let def = itinera_engine::SegmentDef {
+            name: name.to_string(),
+            description: Some(format!(
+                "CLV {which} customers, calibration end {}",
+                a.calibration_end
+            )),
+            rule: itinera_engine::SegmentRule::Persons(ids.clone()),
+        };
+        dir.meta.lock().put_definition(
+            &a.target.project.project,
+            itinera_server::population::SEGMENT,
+            name,
+            &serde_json::to_string(&def)?,
+            0,
+        )?;
+        eprintln!("saved segment {name}: {} customers", ids.len());
+    }
+    Ok(())
 }
 
 pub fn run_clv(a: &ClvArgs) -> CliResult {
@@ -221,14 +273,23 @@ pub fn run_clv(a: &ClvArgs) -> CliResult {
         .then(|| EventSelector::parse(&a.refund))
         .transpose()?;
     q.churn_threshold = a.churn_threshold;
-    q.limit = a.limit;
+    // every customer is needed to save a segment; the print is cut to --limit below
+    q.limit = if a.save_segment.is_empty() {
+        a.limit
+    } else {
+        None
+    };
     q.utc_offset_minutes = super::parse_offset(&a.utc_offset)?;
     if a.by_account {
         q.count_by = CountBy::Account;
     }
-    let r: ClvResult = execute(&a.target, "clv", &q, |view| {
+    let mut r: ClvResult = execute(&a.target, "clv", &q, |view| {
         itinera_engine::run_clv(view, &q, &Default::default())
     })?;
+    save_clv_segments(a, &r)?;
+    if let Some(l) = a.limit {
+        r.customers.truncate(l);
+    }
     if a.target.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
