@@ -94,6 +94,9 @@ impl Touchpoint {
                 m.context()
                     .and_then(|c| c.get("traits"))
                     .and_then(Value::as_object),
+                m.context()
+                    .and_then(|c| c.get("campaign"))
+                    .and_then(Value::as_object),
             ),
             body: m.to_json(),
         }
@@ -111,6 +114,7 @@ impl Touchpoint {
             obj(root.get("properties")),
             obj(root.get("traits")),
             obj(root.get("context").and_then(|c| c.get("traits"))),
+            obj(root.get("context").and_then(|c| c.get("campaign"))),
         )
     }
 
@@ -137,13 +141,15 @@ impl Touchpoint {
     }
 }
 
-/// Top-level scalar values of `properties` and of `traits` (the message's own, else those in
-/// `context.traits`): strings up to [`MAX_PROP_VALUE`] bytes, numbers as JSON writes them,
-/// booleans as `true`/`false`. Nested objects and arrays are not kept as typed properties.
+/// Top-level scalar values of `properties`, of `traits` (the message's own, else those in
+/// `context.traits`) and of the UTM campaign (`context.campaign`, as `campaign.NAME`): strings up
+/// to [`MAX_PROP_VALUE`] bytes, numbers as JSON writes them, booleans as `true`/`false`. Nested
+/// objects and arrays are not kept as typed properties.
 pub fn scalar_props(
     properties: Option<&Map<String, Value>>,
     traits: Option<&Map<String, Value>>,
     context_traits: Option<&Map<String, Value>>,
+    campaign: Option<&Map<String, Value>>,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let add = |prefix: &str, m: &Map<String, Value>, out: &mut Vec<(String, String)>| {
@@ -168,6 +174,9 @@ pub fn scalar_props(
     }
     for t in [traits, context_traits].into_iter().flatten() {
         add("traits", t, &mut out);
+    }
+    if let Some(c) = campaign {
+        add("campaign", c, &mut out);
     }
     out
 }

@@ -21,6 +21,14 @@ pub enum Pattern {
     Regex { regex: String },
 }
 
+/// Whether `key` names a typed property: `properties.NAME`, `traits.NAME` or `campaign.NAME`
+/// (the UTM campaign of `context.campaign`).
+pub fn is_prop_key(key: &str) -> bool {
+    ["properties.", "traits.", "campaign."]
+        .iter()
+        .any(|p| key.len() > p.len() && key.starts_with(p))
+}
+
 /// A condition on a typed property: text (a name, a list, a regex), a number, or a range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -149,7 +157,7 @@ impl EventSelector {
             let mut c = Conjunction::default();
             for cond in alt.split('&') {
                 let cond = cond.trim();
-                if cond.starts_with("properties.") || cond.starts_with("traits.") {
+                if is_prop_key(cond.split(['=', '~', '<', '>']).next().unwrap_or("")) {
                     let (key, pattern) = parse_prop_condition(cond)?;
                     if c.props.insert(key.clone(), pattern).is_some() {
                         return Err(EngineError::invalid(
@@ -572,10 +580,10 @@ impl Matcher {
 }
 
 fn compile_prop(key: &str, p: &PropPattern, vocab: &dyn Vocabulary, bit: u64) -> Result<PropCheck> {
-    if !(key.starts_with("properties.") || key.starts_with("traits.")) || key.ends_with('.') {
+    if !is_prop_key(key) {
         return Err(EngineError::invalid(
             "where",
-            format!("`{key}` is not a property (expected properties.NAME or traits.NAME)"),
+            format!("`{key}` is not a property (expected properties.NAME, traits.NAME or campaign.NAME)"),
         ));
     }
     let regex = match p {

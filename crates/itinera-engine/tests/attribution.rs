@@ -270,3 +270,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn campaigns_are_credited_by_visit() {
+    let with_campaign = |p: &str, ts: i64, c: &str| Row {
+        props: vec![("campaign.name".into(), c.into())],
+        ..page(p, ts, "paid_search")
+    };
+    let rows = [
+        with_campaign("p", 0, "spring-sale"),
+        page("p", MIN, "direct"),
+        with_campaign("p", DAY, "weekly"),
+        page("p", DAY + MIN, "direct"),
+        order("p", DAY + 2 * MIN, 10.0),
+        page("q", 0, "organic_search"),
+        order("q", MIN, 5.0),
+    ];
+    let q = AttributionQuery {
+        by: AttributionKey::Campaign,
+        ..Default::default()
+    };
+    let r = run(&rows, &q);
+    assert_eq!(r.by, "campaign");
+    assert_eq!(credit(&r, "first_touch", "spring-sale"), 1.0);
+    assert_eq!(credit(&r, "last_touch", "weekly"), 1.0);
+    assert_eq!(
+        credit(&r, "linear", "spring-sale"),
+        0.5,
+        "pages of the visit are not touches"
+    );
+    assert_eq!(
+        credit(&r, "first_touch", "(none)"),
+        1.0,
+        "q came without a campaign"
+    );
+}

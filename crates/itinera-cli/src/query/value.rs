@@ -37,9 +37,12 @@ pub struct AttributionArgs {
     /// Touchpoints that can earn credit (default: every page, screen and track).
     #[arg(long)]
     touch: Option<String>,
-    /// Credit channels, touchpoints or events.
+    /// Credit channels, touchpoints, events or campaigns (UTM `campaign.name`).
     #[arg(long, default_value = "channel")]
     by: String,
+    /// With `--by campaign`: the property naming the campaign.
+    #[arg(long, default_value = "campaign.name")]
+    campaign_property: String,
     /// Touches older than this before a conversion earn nothing.
     #[arg(long, default_value = "30d")]
     lookback: String,
@@ -99,7 +102,8 @@ fn attribution_query(a: &AttributionArgs) -> CliResult<AttributionQuery> {
     Ok(AttributionQuery {
         conversion: EventSelector::parse(&a.conversion)?,
         touch: a.touch.as_deref().map(EventSelector::parse).transpose()?,
-        by: enum_arg::<AttributionKey>("by", &a.by, "channel, touchpoint, event")?,
+        by: enum_arg::<AttributionKey>("by", &a.by, "channel, touchpoint, event, campaign")?,
+        campaign_property: a.campaign_property.clone(),
         lookback: span("lookback", &a.lookback)?,
         count_by: if a.by_account {
             CountBy::Account

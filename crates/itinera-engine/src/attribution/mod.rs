@@ -26,6 +26,9 @@ pub enum AttributionKey {
     Channel,
     Touchpoint,
     Event,
+    /// The UTM campaign (`campaign_property`, default `campaign.name`); touchpoints without one
+    /// continue the visit of the campaign before them, as direct ones do for channels.
+    Campaign,
 }
 
 impl AttributionKey {
@@ -34,14 +37,26 @@ impl AttributionKey {
             AttributionKey::Channel => Field::Channel,
             AttributionKey::Touchpoint => Field::Touchpoint,
             AttributionKey::Event => Field::Event,
+            AttributionKey::Campaign => Field::PropValue,
         }
     }
+}
 
-    fn column<'a>(self, j: &Journey<'a>) -> &'a [u32] {
-        match self {
-            AttributionKey::Channel => j.channel,
-            AttributionKey::Touchpoint => j.touchpoint,
-            AttributionKey::Event => j.event,
+/// Where a row's key comes from: a coded column, or a property (rows without it get `none`).
+#[derive(Clone, Copy)]
+enum KeySource {
+    Column(AttributionKey),
+    Prop { key: Option<u32>, none: u32 },
+}
+
+impl KeySource {
+    fn key(&self, j: &Journey<'_>, i: usize) -> u32 {
+        match *self {
+            KeySource::Column(AttributionKey::Channel) => j.channel[i],
+            KeySource::Column(AttributionKey::Touchpoint) => j.touchpoint[i],
+            KeySource::Column(AttributionKey::Event) => j.event[i],
+            KeySource::Column(AttributionKey::Campaign) => unreachable!("campaigns are properties"),
+            KeySource::Prop { key, none } => key.and_then(|k| j.props.get(i, k)).unwrap_or(none),
         }
     }
 }
@@ -85,6 +100,9 @@ pub struct AttributionQuery {
     /// The key name that last-non-direct skips.
     #[serde(default = "default_direct")]
     pub direct: String,
+    /// With `by: campaign`: the property naming the campaign.
+    #[serde(default = "default_campaign_property")]
+    pub campaign_property: String,
     /// Random orders drawn when Shapley has more than 15 players.
     #[serde(default = "default_samples")]
     pub shapley_samples: usize,
@@ -117,6 +135,9 @@ fn default_order() -> usize {
 }
 fn default_direct() -> String {
     "direct".into()
+}
+fn default_campaign_property() -> String {
+    "campaign.name".into()
 }
 fn default_samples() -> usize {
     20_000
@@ -530,15 +551,25 @@ pub fn run_attribution<S: JourneySource>(
         })
     });
     let field = q.by.field();
-    let (matcher, keys, direct) = source.with_vocabulary(|v| {
-        Matcher::compile(&[q.conversion.clone(), touch], v)
-            .map(|m| (m, v.names(field).len(), v.code(field, &q.direct)))
+    let (matcher, keys, direct, source_of_key) = source.with_vocabulary(|v| {
+        Matcher::compile(&[q.conversion.clone(), touch], v).map(|m| {
+            let n = v.names(field).len();
+            if q.by == AttributionKey::Campaign {
+                // one more key for touchpoints without a campaign: the "direct" of campaigns
+                let none = n as u32;
+                let key = v.code(Field::PropKey, &q.campaign_property);
+                (m, n + 1, Some(none), KeySource::Prop { key, none })
+            } else {
+                (m, n, v.code(field, &q.direct), KeySource::Column(q.by))
+            }
+        })
     })?;
     let heuristics = settings.heuristics();
     let walker = Walker {
         heuristics: &heuristics,
         params: settings.params(direct),
-        session_gap: (q.by == AttributionKey::Channel).then_some(q.session_gap.ms()),
+        session_gap: matches!(q.by, AttributionKey::Channel | AttributionKey::Campaign)
+            .then_some(q.session_gap.ms()),
         lookback: q.lookback.ms(),
         from: q.from_ms.unwrap_or(i64::MIN),
         to: q.to_ms.unwrap_or(i64::MAX),
@@ -558,7 +589,7 @@ pub fn run_attribution<S: JourneySource>(
             let parts = source.scan(
                 &scan,
                 || (Gathered::new(heuristics.len(), keys), Vec::new()),
-                |(g, path), j| walker.walk(rows_of(j, q.by, &matcher), path, g),
+                |(g, path), j| walker.walk(rows_of(j, source_of_key, &matcher), path, g),
             );
             for (g, _) in parts {
                 gathered.merge(g);
@@ -568,7 +599,7 @@ pub fn run_attribution<S: JourneySource>(
             let parts = source.scan(&scan, Vec::new, |acc: &mut Vec<(u32, Row)>, j| {
                 let account = j.account();
                 if account != NO_ACCOUNT {
-                    acc.extend(rows_of(j, q.by, &matcher).map(|r| (account, r)));
+                    acc.extend(rows_of(j, source_of_key, &matcher).map(|r| (account, r)));
                 }
             });
             let mut all: Vec<(u32, Row)> = parts.into_iter().flatten().collect();
@@ -597,15 +628,14 @@ pub fn run_attribution<S: JourneySource>(
 /// The touches (selector 2) and conversions (selector 1, which wins) of a journey.
 fn rows_of<'a>(
     j: &'a Journey<'a>,
-    by: AttributionKey,
+    by: KeySource,
     matcher: &'a Matcher,
 ) -> impl Iterator<Item = Row> + 'a {
-    let column = by.column(j);
     (0..j.len()).filter_map(move |i| {
         let mask = matcher.row_mask(j, i);
         (mask != 0).then(|| Row {
             ts: j.ts[i],
-            key: column[i],
+            key: by.key(j, i),
             conversion: mask & 1 != 0,
             revenue: j.revenue[i],
         })
@@ -618,6 +648,7 @@ impl AttributionQuery {
             AttributionKey::Channel => "channel",
             AttributionKey::Touchpoint => "touchpoint",
             AttributionKey::Event => "event",
+            AttributionKey::Campaign => "campaign",
         }
         .into()
     }
