@@ -20,15 +20,35 @@ pub fn attribution_bench(
         .into_iter()
         .filter(|m| m.is_heuristic())
         .collect();
-    let cases: [(&str, Vec<AttributionModel>); 4] = [
-        ("all six rule-based models", heuristics),
-        ("markov order 1", vec![AttributionModel::Markov]),
-        ("shapley", vec![AttributionModel::Shapley]),
-        ("all eight models", vec![]),
+    use itinera_engine::attribution::AttributionKey;
+    let cases: [(&str, Vec<AttributionModel>, AttributionKey); 5] = [
+        (
+            "all six rule-based models",
+            heuristics,
+            AttributionKey::Channel,
+        ),
+        (
+            "markov order 1",
+            vec![AttributionModel::Markov],
+            AttributionKey::Channel,
+        ),
+        (
+            "shapley",
+            vec![AttributionModel::Shapley],
+            AttributionKey::Channel,
+        ),
+        ("all eight models", vec![], AttributionKey::Channel),
+        // more players: the 11 event names that are not the conversion
+        (
+            "shapley by event",
+            vec![AttributionModel::Shapley],
+            AttributionKey::Event,
+        ),
     ];
-    for (name, models) in cases {
+    for (name, models, by) in cases {
         let q = AttributionQuery {
             models,
+            by,
             ..Default::default()
         };
         let mut times = Vec::new();
@@ -43,7 +63,7 @@ pub fn attribution_bench(
         let journeys =
             r.totals.conversions + r.totals.unattributed_conversions + r.totals.null_paths;
         println!(
-            "attribution, {name}: median {:.1} ms over {runs} runs; {journeys} journeys ({} converting, {} distinct paths, {} channels{})",
+            "attribution, {name}: median {:.1} ms over {runs} runs; {journeys} journeys ({} converting, {} distinct paths, {} keys{})",
             median_ms(times),
             r.totals.conversions,
             r.totals.distinct_paths,

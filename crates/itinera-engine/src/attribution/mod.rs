@@ -362,6 +362,7 @@ pub struct AttributionTotals {
     pub unattributed_value: f64,
     /// Paths that ended without a conversion (inputs of Markov and Shapley).
     pub null_paths: f64,
+    /// Distinct paths gathered for Markov and Shapley (0 when neither runs).
     pub distinct_paths: usize,
 }
 
@@ -457,6 +458,8 @@ struct Row {
 /// touches within the lookback window and starts a new path; what is left at the end is a null.
 struct Walker<'q> {
     heuristics: &'q [AttributionModel],
+    /// Gather the distinct paths (for Markov and Shapley).
+    need_paths: bool,
     params: HeuristicParams,
     /// Visits for channels; `None`: a run of rows with the same key is one touch.
     session_gap: Option<i64>,
@@ -510,20 +513,24 @@ impl Walker<'_> {
                             credit[k as usize].value += c * value;
                         });
                     }
-                    keys.clear();
-                    keys.extend(window.iter().map(|t| t.key));
-                    g.add_path(&keys, 1.0, value, 0.0);
+                    if self.need_paths {
+                        keys.clear();
+                        keys.extend(window.iter().map(|t| t.key));
+                        g.add_path(&keys, 1.0, value, 0.0);
+                    }
                 }
             }
             path.clear();
         }
         if let Some(last) = path.last().and_then(|t| t.ts) {
             if (self.from..self.to).contains(&last) {
-                let start = path.partition_point(|t| t.ts.unwrap_or(0) < last - self.lookback);
-                keys.clear();
-                keys.extend(path[start..].iter().map(|t| t.key));
                 g.totals.null_paths += 1.0;
-                g.add_path(&keys, 0.0, 0.0, 1.0);
+                if self.need_paths {
+                    let start = path.partition_point(|t| t.ts.unwrap_or(0) < last - self.lookback);
+                    keys.clear();
+                    keys.extend(path[start..].iter().map(|t| t.key));
+                    g.add_path(&keys, 0.0, 0.0, 1.0);
+                }
             }
         }
     }
@@ -567,6 +574,7 @@ pub fn run_attribution<S: JourneySource>(
     let heuristics = settings.heuristics();
     let walker = Walker {
         heuristics: &heuristics,
+        need_paths: settings.models.len() > heuristics.len(),
         params: settings.params(direct),
         session_gap: matches!(q.by, AttributionKey::Channel | AttributionKey::Campaign)
             .then_some(q.session_gap.ms()),
