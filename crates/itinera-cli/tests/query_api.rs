@@ -596,3 +596,81 @@ fn segments_and_personas_filter_every_analysis() {
         .unwrap();
     assert_eq!(gone.status(), 400);
 }
+
+/// NPS, CSAT and CES from the CLI equal the same figures computed here from the raw events the
+/// generator wrote (and the generator's own NPS counts).
+#[test]
+fn scores_match_the_raw_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = world(dir.path());
+    let d = data.to_str().unwrap();
+    let mut answers: std::collections::HashMap<String, Vec<f64>> = Default::default();
+    for line in std::fs::read_to_string(dir.path().join("w.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let m: Value = serde_json::from_str(line).unwrap();
+        if m["event"] == "Survey Responded" {
+            let kind = m["properties"]["survey_kind"].as_str().unwrap().to_string();
+            answers
+                .entry(kind)
+                .or_default()
+                .push(m["properties"]["score"].as_f64().unwrap());
+        }
+    }
+    let scores = |kind: &str| -> Value {
+        serde_json::from_str(&run(&[
+            "query", "scores", "--kind", kind, "--data", d, "--format", "json",
+        ]))
+        .unwrap()
+    };
+    let share = |v: &[f64], good: &dyn Fn(f64) -> bool| {
+        v.iter().filter(|s| good(**s)).count() as f64 / v.len() as f64
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+
+    let nps = &answers["nps"];
+    let r = scores("nps");
+    let expected = 100.0 * (share(nps, &|s| s >= 9.0) - share(nps, &|s| s <= 6.0));
+    assert!((r["overall"]["nps"]["nps"].as_f64().unwrap() - expected).abs() < 1e-9);
+    assert_eq!(r["overall"]["n"].as_u64().unwrap() as usize, nps.len());
+    let truth: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("w.jsonl.truth.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        r["overall"]["nps"]["promoters"],
+        truth["realized"]["nps_promoters"]
+    );
+    assert_eq!(
+        r["overall"]["nps"]["detractors"],
+        truth["realized"]["nps_detractors"]
+    );
+    let (lo, hi) = (
+        r["overall"]["nps"]["ci_low"].as_f64().unwrap(),
+        r["overall"]["nps"]["ci_high"].as_f64().unwrap(),
+    );
+    assert!(lo < expected && expected < hi);
+
+    for (kind, good) in [("csat", 4.0), ("ces", 5.0)] {
+        let v = &answers[kind];
+        let r = scores(kind);
+        let o = &r["overall"];
+        assert_eq!(o["n"].as_u64().unwrap() as usize, v.len(), "{kind}");
+        assert!(
+            (o["good_share"]["share"].as_f64().unwrap() - share(v, &|s| s >= good)).abs() < 1e-12,
+            "{kind}"
+        );
+        assert!(
+            (o["mean"].as_f64().unwrap() - mean(v)).abs() < 1e-9,
+            "{kind}"
+        );
+        let dist: u64 = o["distribution"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|c| c.as_u64().unwrap())
+            .sum();
+        assert_eq!(dist as usize, v.len());
+    }
+}

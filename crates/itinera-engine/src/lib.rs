@@ -17,6 +17,7 @@ pub mod memory;
 pub mod paths;
 pub mod retention;
 pub mod revenue;
+pub mod scores;
 pub mod segments;
 pub mod selector;
 pub mod stages;
@@ -35,6 +36,7 @@ pub use journey::{
 pub use paths::{run_paths, PathQuery, PathResult};
 pub use retention::{run_retention, RetentionQuery, RetentionResult};
 pub use revenue::{run_revenue, RevenueQuery, RevenueResult};
+pub use scores::{run_scores, ScoresQuery, ScoresResult};
 pub use segments::{Filter, Filtered, SegmentDef, SegmentRule};
 pub use selector::{EventSelector, Matcher};
 pub use stages::{

@@ -17,7 +17,8 @@ use itinera_engine::segments::{Filter, Filtered, SegmentDef, SegmentRule};
 use itinera_engine::JourneySource;
 use itinera_engine::{
     AccountsQuery, AdvocacyQuery, AttributionQuery, ClvQuery, EngineError, FunnelQuery, ModelRef,
-    PathQuery, QueryControl, RetentionQuery, RevenueQuery, ScanOptions, StageFunnelQuery,
+    PathQuery, QueryControl, RetentionQuery, RevenueQuery, ScanOptions, ScoresQuery,
+    StageFunnelQuery,
 };
 use itinera_meta::KeyKind;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,7 @@ pub enum AnalysisRequest {
     Accounts(AccountsQuery),
     Advocacy(AdvocacyQuery),
     Revenue(RevenueQuery),
+    Scores(ScoresQuery),
 }
 
 /// One person's stages under a model.
@@ -82,6 +84,7 @@ impl AnalysisRequest {
             AnalysisRequest::Accounts(q) => json(itinera_engine::run_accounts(&view, q, opts)),
             AnalysisRequest::Advocacy(q) => json(itinera_engine::run_advocacy(&view, q, opts)),
             AnalysisRequest::Revenue(q) => json(itinera_engine::run_revenue(&view, q, opts)),
+            AnalysisRequest::Scores(q) => json(itinera_engine::run_scores(&view, q, opts)),
         }
     }
 }
@@ -154,6 +157,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/accounts", analysis(AnalysisRequest::Accounts))
         .route("/api/v1/advocacy", analysis(AnalysisRequest::Advocacy))
         .route("/api/v1/revenue", analysis(AnalysisRequest::Revenue))
+        .route("/api/v1/scores", analysis(AnalysisRequest::Scores))
         .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/segments", get(list_definitions))
         .route("/api/v1/segments/report", post(segments_report))
@@ -243,6 +247,12 @@ fn run_blocking(
 ) -> Result<Value, ApiError> {
     let view = store.view();
     let filter = view.with_vocabulary(|v| pop.filter(&app.data, project, v))?;
+    let mut request = request.clone();
+    if let AnalysisRequest::Scores(q) = &mut request {
+        if q.by == Some(itinera_engine::scores::ScoreBy::Persona) && q.personas.is_empty() {
+            q.personas = population::load(&app.data.meta.lock(), project, population::PERSONA)?;
+        }
+    }
     request.run(&view, filter, opts).map_err(engine_error)
 }
 

@@ -53,6 +53,9 @@ pub enum QueryCommand {
     Revenue(Box<value::RevenueArgs>),
     /// Sizes of the saved segments and personas.
     Segments(Box<SegmentsArgs>),
+    /// NPS, CSAT or CES with n, interval, distribution and emotion value; per stage, touchpoint,
+    /// channel, persona, account, survey or period.
+    Scores(Box<value::ScoresArgs>),
 }
 
 #[derive(Args)]
@@ -241,6 +244,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Advocacy(args) => value::run_advocacy(&args),
         QueryCommand::Revenue(args) => value::run_revenue(&args),
         QueryCommand::Segments(args) => run_segments_report(&args.target),
+        QueryCommand::Scores(args) => value::run_scores(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {

@@ -14,6 +14,7 @@ use itinera_engine::clv::{ClvQuery, ClvResult, TimeUnit};
 use itinera_engine::funnel::CountBy;
 use itinera_engine::retention::Period;
 use itinera_engine::revenue::{RevenueQuery, RevenueResult};
+use itinera_engine::scores::{ScoreBy, ScoreKind, ScoresQuery, ScoresResult};
 use itinera_engine::EventSelector;
 use serde_json::json;
 use std::path::PathBuf;
@@ -554,4 +555,118 @@ pub fn run_revenue(a: &RevenueArgs) -> CliResult {
     ];
     print_records(a.target.format, &cols, &r.rows)?;
     print_records(a.target.format, &cols[1..], &r.totals)
+}
+
+#[derive(Args)]
+pub struct ScoresArgs {
+    /// nps, csat or ces.
+    #[arg(long)]
+    kind: String,
+    /// Group by stage, touchpoint, channel, persona, account, survey, day, week or month.
+    #[arg(long)]
+    by: Option<String>,
+    /// Only answers to this survey (`properties.survey_id`).
+    #[arg(long)]
+    survey: Option<String>,
+    /// The scale, MIN-MAX (CSAT default 1-5; NPS is 0-10, CES 1-7).
+    #[arg(long)]
+    scale: Option<String>,
+    /// CES: the low end of the scale means easy.
+    #[arg(long)]
+    low_is_good: bool,
+    /// Stage model for `--by stage`.
+    #[arg(long, default_value = "customer-journey")]
+    model: String,
+    #[arg(long, default_value_t = 0.95)]
+    confidence: f64,
+    #[command(flatten)]
+    range: DateRange,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn run_scores(a: &ScoresArgs) -> CliResult {
+    let mut q = ScoresQuery::new(enum_arg::<ScoreKind>("kind", &a.kind, "nps, csat, ces")?);
+    q.by =
+        a.by.as_deref()
+            .map(|b| {
+                enum_arg::<ScoreBy>(
+                    "by",
+                    b,
+                    "stage, touchpoint, channel, persona, account, survey, day, week, month",
+                )
+            })
+            .transpose()?;
+    q.survey_id = a.survey.clone();
+    q.scale = match &a.scale {
+        None => None,
+        Some(s) => {
+            let bad = || format!("--scale {s}: expected MIN-MAX, e.g. 1-5");
+            let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+            Some([
+                lo.trim().parse().map_err(|_| bad())?,
+                hi.trim().parse().map_err(|_| bad())?,
+            ])
+        }
+    };
+    q.low_is_good = a.low_is_good;
+    q.model = super::model_ref(&a.model)?;
+    q.confidence = a.confidence;
+    q.from_ms = a.range.start_ms()?;
+    q.to_ms = a.range.end_ms()?;
+    if q.by == Some(ScoreBy::Persona) && a.target.server.is_none() {
+        let dir = crate::open_data(&crate::load_config(&a.target.data, None)?)?;
+        q.personas = itinera_server::population::load(
+            &dir.meta.lock(),
+            &a.target.project.project,
+            itinera_server::population::PERSONA,
+        )?;
+    }
+    let r: ScoresResult = execute(&a.target, "scores", &q, |view| {
+        itinera_engine::run_scores(view, &q, &Default::default())
+    })?;
+    if a.target.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let pct = |v: f64| format!("{:.1} %", 100.0 * v);
+    let row = |x: &itinera_engine::scores::ScoreRow| {
+        let (score, ci) = match (&x.nps, &x.good_share) {
+            (Some(n), _) => (
+                format!("{:.1}", n.nps),
+                format!("{:.1} … {:.1}", n.ci_low, n.ci_high),
+            ),
+            (None, Some(g)) => (
+                pct(g.share),
+                format!("{} … {}", pct(g.ci_low), pct(g.ci_high)),
+            ),
+            _ => (String::new(), String::new()),
+        };
+        json!({
+            "group": x.key.clone().unwrap_or_else(|| "all".into()),
+            "n": x.n,
+            "score": score,
+            "interval": ci,
+            "mean": x.mean,
+            "emotion": x.emotion,
+        })
+    };
+    let rows: Vec<_> = std::iter::once(&r.overall)
+        .chain(&r.groups)
+        .map(row)
+        .collect();
+    print_records(
+        a.target.format,
+        &["group", "n", "score", "interval", "mean", "emotion"],
+        &rows,
+    )?;
+    if a.target.format == Format::Table {
+        println!(
+            "{} ({:.0} % intervals); {} answers not counted (no score or outside the scale)",
+            r.definition,
+            100.0 * r.confidence,
+            r.rejected
+        );
+    }
+    Ok(())
 }

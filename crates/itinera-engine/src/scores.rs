@@ -1,0 +1,567 @@
+//! Voice of the customer: NPS, CSAT and CES from survey answers, each response joined to the
+//! person's journey (the stage they were in and the last touchpoint before the answer), with n,
+//! a confidence interval, the raw distribution and an emotion value for the journey map.
+
+use crate::error::{EngineError, Result};
+use crate::journey::{Field, Journey, JourneySource, ScanOptions, NO_ACCOUNT};
+use crate::retention::Period;
+use crate::segments::{CompiledRule, SegmentDef};
+use crate::selector::{EventSelector, Matcher};
+use crate::stages::{CompiledModel, ModelRef, PersonStages};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreKind {
+    Nps,
+    Csat,
+    Ces,
+}
+
+impl ScoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            ScoreKind::Nps => "nps",
+            ScoreKind::Csat => "csat",
+            ScoreKind::Ces => "ces",
+        }
+    }
+}
+
+/// What a score is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreBy {
+    /// The stage the person was in when answering: the furthest stage of the model they had
+    /// reached by then (a customer who browses again is still a customer).
+    Stage,
+    /// The last touchpoint before the answer.
+    Touchpoint,
+    /// The channel of that touchpoint.
+    Channel,
+    /// The person's B2B account.
+    Account,
+    /// The person's persona (first matching rule of `personas`, judged on their whole history).
+    Persona,
+    /// The survey (`properties.survey_id`).
+    Survey,
+    Day,
+    Week,
+    Month,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoresQuery {
+    pub kind: ScoreKind,
+    /// Survey answers.
+    #[serde(default = "default_response")]
+    pub response: EventSelector,
+    #[serde(default = "default_score_property")]
+    pub score_property: String,
+    /// The property naming the kind of an answer (`nps`, `csat`, `ces`).
+    #[serde(default = "default_kind_property")]
+    pub kind_property: String,
+    #[serde(default = "default_survey_property")]
+    pub survey_property: String,
+    /// Only answers to this survey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survey_id: Option<String>,
+    /// The scale `[min, max]`: NPS is 0–10, CES 1–7, CSAT 1–5 unless declared otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<[f64; 2]>,
+    /// CES only: true when the scale's low end means easy (the default is 7 = strongly agree
+    /// that it was easy).
+    #[serde(default)]
+    pub low_is_good: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<ScoreBy>,
+    /// The stage model for `by: stage`.
+    #[serde(default = "default_model")]
+    pub model: ModelRef,
+    /// The personas for `by: persona`, in order (the server and CLI fill in the saved ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personas: Vec<SegmentDef>,
+    /// Two-sided confidence level of the intervals.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ms: Option<i64>,
+}
+
+fn default_response() -> EventSelector {
+    EventSelector::event("Survey Responded")
+}
+fn default_score_property() -> String {
+    "properties.score".into()
+}
+fn default_kind_property() -> String {
+    "properties.survey_kind".into()
+}
+fn default_survey_property() -> String {
+    "properties.survey_id".into()
+}
+fn default_model() -> ModelRef {
+    ModelRef::Builtin("customer-journey".into())
+}
+fn default_confidence() -> f64 {
+    0.95
+}
+
+impl ScoresQuery {
+    pub fn new(kind: ScoreKind) -> ScoresQuery {
+        serde_json::from_value(serde_json::json!({ "kind": kind })).expect("defaults")
+    }
+
+    fn scale(&self) -> [f64; 2] {
+        self.scale.unwrap_or(match self.kind {
+            ScoreKind::Nps => [0.0, 10.0],
+            ScoreKind::Csat => [1.0, 5.0],
+            ScoreKind::Ces => [1.0, 7.0],
+        })
+    }
+
+    /// Whether a score counts as good: promoter (9–10), top-2-box, or "easy" (5–7 on 1–7).
+    fn good(&self, s: f64) -> bool {
+        let [min, max] = self.scale();
+        match self.kind {
+            ScoreKind::Nps => s >= 9.0,
+            ScoreKind::Csat => s >= max - 1.0,
+            ScoreKind::Ces if self.low_is_good => s <= min + 2.0,
+            ScoreKind::Ces => s >= max - 2.0,
+        }
+    }
+}
+
+/// NPS with its parts and interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NpsFigures {
+    pub nps: f64,
+    pub promoters: u64,
+    pub passives: u64,
+    pub detractors: u64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+/// Share of good answers (CSAT top-2-box, CES 5–7) with its Wilson interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShareFigures {
+    pub share: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRow {
+    /// The group (absent for the overall row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub n: u64,
+    pub mean: f64,
+    /// Score → answers.
+    pub distribution: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nps: Option<NpsFigures>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub good_share: Option<ShareFigures>,
+    /// −2…+2: the mean's place on the scale (direction-adjusted for CES).
+    pub emotion: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoresResult {
+    pub kind: ScoreKind,
+    pub scale: [f64; 2],
+    pub confidence: f64,
+    pub overall: ScoreRow,
+    pub groups: Vec<ScoreRow>,
+    /// Answers outside the scale or without a numeric score (not counted).
+    pub rejected: u64,
+    pub definition: String,
+}
+
+/// The two-sided normal quantile of a confidence level: P(|Z| < z) = confidence.
+fn z_for(confidence: f64) -> f64 {
+    std::f64::consts::SQRT_2 * statrs::function::erf::erf_inv(confidence)
+}
+
+#[derive(Default, Clone)]
+struct Acc {
+    /// Score (×1000, to key exactly) → answers.
+    counts: BTreeMap<i64, u64>,
+}
+
+impl Acc {
+    fn add(&mut self, s: f64) {
+        *self.counts.entry((s * 1000.0).round() as i64).or_default() += 1;
+    }
+
+    fn merge(&mut self, o: &Acc) {
+        for (k, n) in &o.counts {
+            *self.counts.entry(*k).or_default() += n;
+        }
+    }
+
+    fn row(&self, q: &ScoresQuery, key: Option<String>, z: f64) -> ScoreRow {
+        let n: u64 = self.counts.values().sum();
+        let nf = n as f64;
+        let sum: f64 = self
+            .counts
+            .iter()
+            .map(|(k, c)| *k as f64 / 1000.0 * *c as f64)
+            .sum();
+        let mean = if n > 0 { sum / nf } else { 0.0 };
+        let good: u64 = self
+            .counts
+            .iter()
+            .filter(|(k, _)| q.good(**k as f64 / 1000.0))
+            .map(|(_, c)| c)
+            .sum();
+        let [min, max] = q.scale();
+        let nps = (q.kind == ScoreKind::Nps && n > 0).then(|| {
+            let detractors: u64 = self
+                .counts
+                .iter()
+                .filter(|(k, _)| (**k as f64 / 1000.0) <= 6.0)
+                .map(|(_, c)| c)
+                .sum();
+            let (pp, pd) = (good as f64 / nf, detractors as f64 / nf);
+            let score = pp - pd;
+            // variance of the per-answer value (+1, 0, −1)
+            let se = ((pp + pd - score * score) / nf).sqrt();
+            NpsFigures {
+                nps: 100.0 * score,
+                promoters: good,
+                passives: n - good - detractors,
+                detractors,
+                ci_low: 100.0 * (score - z * se).max(-1.0),
+                ci_high: 100.0 * (score + z * se).min(1.0),
+            }
+        });
+        let good_share = (q.kind != ScoreKind::Nps && n > 0).then(|| {
+            let p = good as f64 / nf;
+            let z2 = z * z;
+            let centre = (p + z2 / (2.0 * nf)) / (1.0 + z2 / nf);
+            let half = z * (p * (1.0 - p) / nf + z2 / (4.0 * nf * nf)).sqrt() / (1.0 + z2 / nf);
+            ShareFigures {
+                share: p,
+                ci_low: (centre - half).max(0.0),
+                ci_high: (centre + half).min(1.0),
+            }
+        });
+        let position = if max > min {
+            (mean - min) / (max - min)
+        } else {
+            0.5
+        };
+        let position = if q.kind == ScoreKind::Ces && q.low_is_good {
+            1.0 - position
+        } else {
+            position
+        };
+        ScoreRow {
+            key,
+            n,
+            mean,
+            distribution: self
+                .counts
+                .iter()
+                .map(|(k, c)| {
+                    let v = *k as f64 / 1000.0;
+                    (
+                        if v.fract() == 0.0 {
+                            format!("{v:.0}")
+                        } else {
+                            v.to_string()
+                        },
+                        *c,
+                    )
+                })
+                .collect(),
+            nps,
+            good_share,
+            emotion: if n > 0 { 4.0 * position - 2.0 } else { 0.0 },
+        }
+    }
+}
+
+pub fn run_scores<S: JourneySource>(
+    source: &S,
+    q: &ScoresQuery,
+    opts: &ScanOptions,
+) -> Result<ScoresResult> {
+    if !(0.5..1.0).contains(&q.confidence) {
+        return Err(EngineError::invalid(
+            "confidence",
+            "must be in 0.5…1 (e.g. 0.95)",
+        ));
+    }
+    let [min, max] = q.scale();
+    if !(max > min) {
+        return Err(EngineError::invalid("scale", "max must be above min"));
+    }
+    let needs_stage = q.by == Some(ScoreBy::Stage);
+    let model = q.model.resolve()?;
+    if q.by == Some(ScoreBy::Persona) && q.personas.is_empty() {
+        return Err(EngineError::invalid(
+            "personas",
+            "by persona needs personas (none are defined)",
+        ));
+    }
+    let personas = source.with_vocabulary(|v| {
+        q.personas
+            .iter()
+            .map(|p| CompiledRule::compile(&p.rule, v))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let (matcher, compiled, keys) = source.with_vocabulary(|v| -> Result<_> {
+        let key = |k: &str| v.code(Field::PropKey, k);
+        Ok((
+            Matcher::compile(std::slice::from_ref(&q.response), v)?,
+            needs_stage
+                .then(|| CompiledModel::compile(model, v))
+                .transpose()?,
+            (
+                key(&q.score_property),
+                key(&q.kind_property),
+                key(&q.survey_property),
+                v.code(Field::PropValue, q.kind.name()),
+                q.survey_id.as_deref().map(|s| v.code(Field::PropValue, s)),
+            ),
+        ))
+    })?;
+    let (score_key, kind_key, survey_key, kind_code, survey_code) = keys;
+    let score_names = source.with_vocabulary(|v| -> Vec<Option<f64>> {
+        v.names(Field::PropValue)
+            .iter()
+            .map(|s| s.parse::<f64>().ok())
+            .collect()
+    });
+    let offset = q.utc_offset_minutes as i64 * 60_000;
+    let mut scan = opts.clone();
+    scan.from_ms = q.from_ms.or(opts.from_ms);
+    scan.to_ms = q.to_ms.or(opts.to_ms);
+    type Part = (FxHashMap<u64, Acc>, Acc, u64, PersonStages);
+    let group_of = |j: &Journey<'_>, i: usize, stages: &mut PersonStages| -> u64 {
+        let last_touch = (0..i)
+            .rev()
+            .find(|&k| j.kind[k] != 1 && j.kind[k] < 4 && matcher.row_mask(j, k) == 0);
+        match q.by {
+            None => 0,
+            Some(ScoreBy::Stage) => {
+                let c = compiled.as_ref().expect("compiled for stage");
+                c.person(&j.slice(0, i + 1), stages);
+                stages.furthest().map_or(u64::MAX, |s| s as u64)
+            }
+            Some(ScoreBy::Touchpoint) => last_touch.map_or(u64::MAX, |k| j.touchpoint[k] as u64),
+            Some(ScoreBy::Channel) => last_touch.map_or(u64::MAX, |k| j.channel[k] as u64),
+            Some(ScoreBy::Account) => match j.account() {
+                NO_ACCOUNT => u64::MAX,
+                a => a as u64,
+            },
+            Some(ScoreBy::Persona) => personas
+                .iter()
+                .position(|r| r.matches(j, i64::MAX))
+                .map_or(u64::MAX, |p| p as u64),
+            Some(ScoreBy::Survey) => survey_key
+                .and_then(|k| j.props.get(i, k))
+                .map_or(u64::MAX, |v| v as u64),
+            Some(p @ (ScoreBy::Day | ScoreBy::Week | ScoreBy::Month)) => {
+                let period = match p {
+                    ScoreBy::Day => Period::Day,
+                    ScoreBy::Week => Period::Week,
+                    _ => Period::Month,
+                };
+                (period.index(j.ts[i] + offset) as u64) ^ (1 << 63)
+            }
+        }
+    };
+    let parts = source.scan(
+        &scan,
+        Part::default,
+        |(groups, overall, rejected, stages): &mut Part, j| {
+            for i in 0..j.len() {
+                if matcher.row_mask(j, i) == 0 {
+                    continue;
+                }
+                // the answer's kind: from its kind property when it has one
+                if let Some(k) = kind_key {
+                    if let Some(v) = j.props.get(i, k) {
+                        if Some(v) != kind_code {
+                            continue;
+                        }
+                    }
+                }
+                if let Some(wanted) = survey_code {
+                    if wanted.is_none() || survey_key.and_then(|k| j.props.get(i, k)) != wanted {
+                        continue;
+                    }
+                }
+                let score = score_key
+                    .and_then(|k| j.props.get(i, k))
+                    .and_then(|v| score_names.get(v as usize).copied().flatten())
+                    .filter(|s| (min..=max).contains(s));
+                let Some(score) = score else {
+                    *rejected += 1;
+                    continue;
+                };
+                overall.add(score);
+                if q.by.is_some() {
+                    groups.entry(group_of(j, i, stages)).or_default().add(score);
+                }
+            }
+        },
+    );
+    if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) {
+        return Err(EngineError::Cancelled);
+    }
+    let (mut groups, mut overall, mut rejected) =
+        (FxHashMap::<u64, Acc>::default(), Acc::default(), 0);
+    for (g, o, r, _) in parts {
+        overall.merge(&o);
+        rejected += r;
+        for (k, a) in g {
+            groups.entry(k).or_default().merge(&a);
+        }
+    }
+    let z = z_for(q.confidence);
+    let name = |k: u64| -> String {
+        if k == u64::MAX {
+            return "(none)".into();
+        }
+        source.with_vocabulary(|v| match q.by {
+            Some(ScoreBy::Stage) => compiled.as_ref().expect("compiled").model.stages[k as usize]
+                .name
+                .clone(),
+            Some(ScoreBy::Touchpoint) => v.name(Field::Touchpoint, k as u32).to_string(),
+            Some(ScoreBy::Channel) => v.name(Field::Channel, k as u32).to_string(),
+            Some(ScoreBy::Account) => v.name(Field::Account, k as u32).to_string(),
+            Some(ScoreBy::Persona) => q.personas[k as usize].name.clone(),
+            Some(ScoreBy::Survey) => v.name(Field::PropValue, k as u32).to_string(),
+            Some(ScoreBy::Day) => Period::Day.label((k ^ (1 << 63)) as i64),
+            Some(ScoreBy::Week) => Period::Week.label((k ^ (1 << 63)) as i64),
+            Some(ScoreBy::Month) => Period::Month.label((k ^ (1 << 63)) as i64),
+            None => String::new(),
+        })
+    };
+    let mut keys: Vec<u64> = groups.keys().copied().collect();
+    keys.sort_unstable();
+    let groups = keys
+        .into_iter()
+        .map(|k| groups[&k].row(q, Some(name(k)), z))
+        .collect();
+    Ok(ScoresResult {
+        kind: q.kind,
+        scale: [min, max],
+        confidence: q.confidence,
+        overall: overall.row(q, None, z),
+        groups,
+        rejected,
+        definition: match q.kind {
+            ScoreKind::Nps => "NPS = % promoters (9-10) - % detractors (0-6); passives (7-8) count in n; interval: normal approximation of the mean of +1/0/-1 per answer",
+            ScoreKind::Csat => "CSAT: top-2-box share (the two highest points of the scale) with a Wilson interval, and the mean",
+            ScoreKind::Ces => "CES: share of 5-7 on 1-7 (easy; with low_is_good, of 1-3) with a Wilson interval, and the mean",
+        }
+        .to_string()
+            + "; emotion = 4 x (mean - min)/(max - min) - 2, in -2..+2 (CES direction-adjusted)",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemorySource, Row};
+
+    fn answer(p: &str, ts: i64, kind: &str, score: &str) -> Row {
+        Row {
+            props: vec![
+                ("properties.survey_kind".into(), kind.into()),
+                ("properties.score".into(), score.into()),
+                ("properties.survey_id".into(), format!("{kind}-1")),
+            ],
+            ..Row::new(p, ts, "Survey Responded")
+        }
+    }
+
+    #[test]
+    fn nps_with_interval_and_groups() {
+        let mut rows = Vec::new();
+        // 6 promoters, 2 passives, 2 detractors: NPS 40
+        for (i, s) in ["10", "9", "9", "10", "9", "10", "7", "8", "3", "6"]
+            .iter()
+            .enumerate()
+        {
+            let p = format!("p{i}");
+            let mut tp = Row::new(&p, 0, "Product Viewed");
+            tp.channel = if i < 5 {
+                "email".into()
+            } else {
+                "social".into()
+            };
+            rows.push(tp);
+            rows.push(answer(&p, 1, "nps", s));
+        }
+        rows.push(answer("x", 1, "csat", "5"));
+        rows.push(answer("y", 1, "nps", "11"));
+        let mut q = ScoresQuery::new(ScoreKind::Nps);
+        q.by = Some(ScoreBy::Channel);
+        let r = run_scores(&MemorySource::new(&rows), &q, &Default::default()).unwrap();
+        let nps = r.overall.nps.clone().unwrap();
+        assert_eq!(r.overall.n, 10);
+        assert_eq!(r.rejected, 1, "11 is outside 0-10");
+        assert!((nps.nps - 40.0).abs() < 1e-9);
+        // se = sqrt((0.6 + 0.2 - 0.16) / 10) = 0.253; ±1.96 se
+        assert!((nps.ci_high - 40.0 - 100.0 * 1.959964 * 0.0642f64.sqrt() * 0.9987).abs() < 0.5);
+        assert_eq!(r.groups.len(), 2);
+        assert_eq!(r.groups[0].key.as_deref(), Some("email"));
+        assert!((r.groups[0].nps.as_ref().unwrap().nps - 100.0).abs() < 1e-9);
+        assert_eq!(r.overall.distribution["9"], 3);
+        assert!((r.overall.emotion - (4.0 * 8.1 / 10.0 - 2.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn csat_top_two_box_and_ces_direction() {
+        let rows: Vec<Row> = ["5", "4", "4", "2", "1"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| answer(&format!("p{i}"), 0, "csat", s))
+            .collect();
+        let r = run_scores(
+            &MemorySource::new(&rows),
+            &ScoresQuery::new(ScoreKind::Csat),
+            &Default::default(),
+        )
+        .unwrap();
+        let g = r.overall.good_share.unwrap();
+        assert!((g.share - 0.6).abs() < 1e-12);
+        assert!(g.ci_low < 0.6 && g.ci_high > 0.6 && g.ci_low > 0.0);
+        assert!((r.overall.mean - 3.2).abs() < 1e-12);
+        let rows: Vec<Row> = ["1", "2", "7"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| answer(&format!("p{i}"), 0, "ces", s))
+            .collect();
+        let mut q = ScoresQuery::new(ScoreKind::Ces);
+        q.low_is_good = true;
+        let r = run_scores(&MemorySource::new(&rows), &q, &Default::default()).unwrap();
+        assert!((r.overall.good_share.unwrap().share - 2.0 / 3.0).abs() < 1e-12);
+        assert!(
+            r.overall.emotion > 0.0,
+            "mostly easy on a low-is-good scale"
+        );
+    }
+
+    #[test]
+    fn normal_quantiles() {
+        assert!((z_for(0.95) - 1.959964).abs() < 1e-5);
+        assert!((z_for(0.99) - 2.575829).abs() < 1e-5);
+        assert!((z_for(0.9) - 1.644854).abs() < 1e-5);
+    }
+}
