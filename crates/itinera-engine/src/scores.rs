@@ -304,7 +304,7 @@ pub fn run_scores<S: JourneySource>(
         ));
     }
     let [min, max] = q.scale();
-    if !(max > min) {
+    if max.partial_cmp(&min) != Some(std::cmp::Ordering::Greater) {
         return Err(EngineError::invalid("scale", "max must be above min"));
     }
     let needs_stage = q.by == Some(ScoreBy::Stage);
