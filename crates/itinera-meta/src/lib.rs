@@ -25,6 +25,8 @@ pub enum MetaError {
     NoKey(String),
     #[error("invalid project name {0:?}: use 1-64 letters, digits, '-' or '_'")]
     BadName(String),
+    #[error("{0}")]
+    BadValue(String),
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
@@ -79,6 +81,57 @@ pub struct Definition {
     pub body: String,
     pub updated_at: String,
 }
+
+/// An alert that fired, with where its delivery stands.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub rule: String,
+    pub key: String,
+    pub payload: serde_json::Value,
+    pub created_at: String,
+    /// `pending`, `delivered`, `failed` or `none` (no webhook).
+    pub delivery: String,
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeliveryAttempt {
+    pub attempt: i64,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub at: String,
+}
+
+/// A case opened to close the loop with a customer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Case {
+    pub id: i64,
+    pub alert_id: Option<i64>,
+    pub person: Option<String>,
+    pub title: String,
+    pub status: String,
+    pub assignee: Option<String>,
+    pub root_cause: Option<String>,
+    pub action: Option<String>,
+    pub follow_up: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Changes to a case; absent fields stay as they are.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseUpdate {
+    pub status: Option<String>,
+    pub assignee: Option<String>,
+    pub root_cause: Option<String>,
+    pub action: Option<String>,
+    pub follow_up: Option<String>,
+}
+
+/// Case statuses.
+pub const CASE_STATUSES: [&str; 4] = ["open", "in_progress", "waiting_on_customer", "closed"];
 
 /// A freshly created pair of credentials; the only time the secrets are visible.
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +190,24 @@ impl Meta {
                 kind TEXT NOT NULL, name TEXT NOT NULL, position INTEGER NOT NULL DEFAULT 0,
                 body TEXT NOT NULL, updated_at TEXT NOT NULL,
                 PRIMARY KEY (project_id, kind, name));
+             CREATE TABLE IF NOT EXISTS alert_state (
+                project_id INTEGER NOT NULL REFERENCES projects(id), rule TEXT NOT NULL,
+                watermark_ms INTEGER NOT NULL, last_fired_ms INTEGER,
+                PRIMARY KEY (project_id, rule));
+             CREATE TABLE IF NOT EXISTS alerts (
+                id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL REFERENCES projects(id),
+                rule TEXT NOT NULL, key TEXT NOT NULL, payload TEXT NOT NULL,
+                created_at TEXT NOT NULL, delivery TEXT NOT NULL DEFAULT 'pending',
+                UNIQUE (project_id, rule, key));
+             CREATE TABLE IF NOT EXISTS deliveries (
+                alert_id INTEGER NOT NULL REFERENCES alerts(id), attempt INTEGER NOT NULL,
+                status INTEGER, error TEXT, at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS cases (
+                id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL REFERENCES projects(id),
+                alert_id INTEGER REFERENCES alerts(id), person TEXT,
+                status TEXT NOT NULL DEFAULT 'open', assignee TEXT, root_cause TEXT,
+                action TEXT, follow_up TEXT, title TEXT NOT NULL,
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
         )?;
         let v: Option<i64> = conn
@@ -196,6 +267,200 @@ impl Meta {
             params![p.id, kind, name],
         )?;
         Ok(n > 0)
+    }
+
+    /// (watermark, last fired) of an alert rule; `None` before its first evaluation.
+    pub fn alert_state(&self, project: &str, rule: &str) -> Result<Option<(i64, Option<i64>)>> {
+        let p = self.project(project)?;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT watermark_ms, last_fired_ms FROM alert_state WHERE project_id = ?1 AND rule = ?2",
+                params![p.id, rule],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn set_alert_state(
+        &self,
+        project: &str,
+        rule: &str,
+        watermark_ms: i64,
+        last_fired_ms: Option<i64>,
+    ) -> Result<()> {
+        let p = self.project(project)?;
+        self.conn.execute(
+            "INSERT INTO alert_state (project_id, rule, watermark_ms, last_fired_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (project_id, rule) DO UPDATE SET watermark_ms = excluded.watermark_ms,
+                last_fired_ms = excluded.last_fired_ms",
+            params![p.id, rule, watermark_ms, last_fired_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Records an alert; `None` when one with the same rule and key exists (deduplication).
+    pub fn insert_alert(
+        &self,
+        project: &str,
+        rule: &str,
+        key: &str,
+        payload: &serde_json::Value,
+        delivery: &str,
+    ) -> Result<Option<i64>> {
+        let p = self.project(project)?;
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO alerts (project_id, rule, key, payload, created_at, delivery)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![p.id, rule, key, payload.to_string(), now(), delivery],
+        )?;
+        Ok((n > 0).then(|| self.conn.last_insert_rowid()))
+    }
+
+    pub fn log_delivery(
+        &self,
+        alert_id: i64,
+        attempt: i64,
+        status: Option<i64>,
+        error: Option<&str>,
+        outcome: Option<&str>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO deliveries (alert_id, attempt, status, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![alert_id, attempt, status, error, now()],
+        )?;
+        if let Some(o) = outcome {
+            self.conn.execute(
+                "UPDATE alerts SET delivery = ?2 WHERE id = ?1",
+                params![alert_id, o],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The newest alerts of a project with their delivery attempts.
+    pub fn alerts(&self, project: &str, limit: i64) -> Result<Vec<AlertRecord>> {
+        let p = self.project(project)?;
+        let mut st = self.conn.prepare(
+            "SELECT id, rule, key, payload, created_at, delivery FROM alerts
+             WHERE project_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st
+            .query_map(params![p.id, limit], |r| {
+                Ok(AlertRecord {
+                    id: r.get(0)?,
+                    rule: r.get(1)?,
+                    key: r.get(2)?,
+                    payload: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                    created_at: r.get(4)?,
+                    delivery: r.get(5)?,
+                    attempts: Vec::new(),
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut st = self.conn.prepare(
+            "SELECT attempt, status, error, at FROM deliveries WHERE alert_id = ?1 ORDER BY attempt",
+        )?;
+        rows.into_iter()
+            .map(|mut a| {
+                a.attempts = st
+                    .query_map(params![a.id], |r| {
+                        Ok(DeliveryAttempt {
+                            attempt: r.get(0)?,
+                            status: r.get(1)?,
+                            error: r.get(2)?,
+                            at: r.get(3)?,
+                        })
+                    })?
+                    .collect::<std::result::Result<_, _>>()?;
+                Ok(a)
+            })
+            .collect()
+    }
+
+    pub fn open_case(
+        &self,
+        project: &str,
+        alert_id: Option<i64>,
+        person: Option<&str>,
+        title: &str,
+    ) -> Result<i64> {
+        let p = self.project(project)?;
+        let t = now();
+        self.conn.execute(
+            "INSERT INTO cases (project_id, alert_id, person, title, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![p.id, alert_id, person, title, t],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    const CASE_COLUMNS: &'static str = "id, alert_id, person, title, status, assignee, root_cause, action, follow_up, created_at, updated_at";
+
+    fn case_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Case> {
+        Ok(Case {
+            id: r.get(0)?,
+            alert_id: r.get(1)?,
+            person: r.get(2)?,
+            title: r.get(3)?,
+            status: r.get(4)?,
+            assignee: r.get(5)?,
+            root_cause: r.get(6)?,
+            action: r.get(7)?,
+            follow_up: r.get(8)?,
+            created_at: r.get(9)?,
+            updated_at: r.get(10)?,
+        })
+    }
+
+    /// Cases of a project, newest first, optionally of one status.
+    pub fn cases(&self, project: &str, status: Option<&str>) -> Result<Vec<Case>> {
+        let p = self.project(project)?;
+        let sql = format!(
+            "SELECT {} FROM cases WHERE project_id = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY id DESC",
+            Self::CASE_COLUMNS
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(params![p.id, status], Self::case_of)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Applies `u` to case `id` of `project`; `None` when there is no such case.
+    pub fn update_case(&self, project: &str, id: i64, u: &CaseUpdate) -> Result<Option<Case>> {
+        let p = self.project(project)?;
+        if let Some(s) = &u.status {
+            if !CASE_STATUSES.contains(&s.as_str()) {
+                return Err(MetaError::BadValue(format!(
+                    "status {s:?}: expected one of {}",
+                    CASE_STATUSES.join(", ")
+                )));
+            }
+        }
+        let n = self.conn.execute(
+            "UPDATE cases SET status = COALESCE(?3, status), assignee = COALESCE(?4, assignee),
+                root_cause = COALESCE(?5, root_cause), action = COALESCE(?6, action),
+                follow_up = COALESCE(?7, follow_up), updated_at = ?8
+             WHERE id = ?1 AND project_id = ?2",
+            params![
+                id,
+                p.id,
+                u.status,
+                u.assignee,
+                u.root_cause,
+                u.action,
+                u.follow_up,
+                now()
+            ],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {} FROM cases WHERE id = ?1", Self::CASE_COLUMNS);
+        Ok(Some(self.conn.query_row(
+            &sql,
+            params![id],
+            Self::case_of,
+        )?))
     }
 
     /// Creates the project if missing; returns it.
@@ -313,6 +578,54 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alerts_deliveries_and_cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.db")).unwrap();
+        assert_eq!(m.alert_state("default", "r").unwrap(), None);
+        m.set_alert_state("default", "r", 5, Some(3)).unwrap();
+        assert_eq!(m.alert_state("default", "r").unwrap(), Some((5, Some(3))));
+        let payload = serde_json::json!({"score": 2});
+        let id = m
+            .insert_alert("default", "r", "k1", &payload, "pending")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            m.insert_alert("default", "r", "k1", &payload, "pending")
+                .unwrap(),
+            None,
+            "deduplicated"
+        );
+        m.log_delivery(id, 1, Some(500), Some("server error"), None)
+            .unwrap();
+        m.log_delivery(id, 2, Some(200), None, Some("delivered"))
+            .unwrap();
+        let a = m.alerts("default", 10).unwrap();
+        assert_eq!(a[0].delivery, "delivered");
+        assert_eq!(a[0].attempts.len(), 2);
+        let c = m
+            .open_case("default", Some(id), Some("p1"), "detractor")
+            .unwrap();
+        let u = CaseUpdate {
+            status: Some("in_progress".into()),
+            assignee: Some("kim".into()),
+            ..Default::default()
+        };
+        let case = m.update_case("default", c, &u).unwrap().unwrap();
+        assert_eq!(
+            (case.status.as_str(), case.assignee.as_deref()),
+            ("in_progress", Some("kim"))
+        );
+        assert!(m.update_case("default", 999, &u).unwrap().is_none());
+        let bad = CaseUpdate {
+            status: Some("done".into()),
+            ..Default::default()
+        };
+        assert!(m.update_case("default", c, &bad).is_err());
+        assert_eq!(m.cases("default", Some("in_progress")).unwrap().len(), 1);
+        assert!(m.cases("default", Some("closed")).unwrap().is_empty());
+    }
 
     #[test]
     fn definitions_are_saved_per_project_and_kind() {
