@@ -253,6 +253,12 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
         ("ITINERA_MAX_FUTURE_HOURS", &mut cfg.max_future_hours),
         ("ITINERA_FLUSH_ROWS", &mut cfg.store.flush_rows),
         ("ITINERA_AUTH_CACHE_SECONDS", &mut cfg.auth_cache_seconds),
+        (
+            "ITINERA_ALERT_INTERVAL_SECONDS",
+            &mut cfg.alert_interval_seconds,
+        ),
+        ("ITINERA_WEBHOOK_ATTEMPTS", &mut cfg.webhook_attempts),
+        ("ITINERA_WEBHOOK_BACKOFF_MS", &mut cfg.webhook_backoff_ms),
     ] {
         if let Some(v) = env(key) {
             slot.set(&v).map_err(|e| format!("{key}: {e}"))?;

@@ -6,6 +6,7 @@
 //! parallel. No I/O happens here: the embedded store and, later, ClickHouse are the backends.
 
 pub mod advocacy;
+pub mod alerts;
 pub mod attribution;
 pub mod b2b;
 pub mod clv;

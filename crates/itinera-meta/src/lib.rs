@@ -317,6 +317,27 @@ impl Meta {
         Ok((n > 0).then(|| self.conn.last_insert_rowid()))
     }
 
+    /// Whether `rule` fired an alert whose key starts with `key_prefix` at or after `since_ms`.
+    pub fn recent_alert(
+        &self,
+        project: &str,
+        rule: &str,
+        key_prefix: &str,
+        since_ms: i64,
+    ) -> Result<bool> {
+        let p = self.project(project)?;
+        let since = chrono::DateTime::from_timestamp_millis(since_ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM alerts WHERE project_id = ?1 AND rule = ?2
+             AND substr(key, 1, length(?3)) = ?3 AND created_at >= ?4",
+            params![p.id, rule, key_prefix, since],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     pub fn log_delivery(
         &self,
         alert_id: i64,

@@ -159,6 +159,15 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/revenue", analysis(AnalysisRequest::Revenue))
         .route("/api/v1/scores", analysis(AnalysisRequest::Scores))
         .route("/api/v1/stages/person", post(person_stages))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/evaluate", post(evaluate_alerts))
+        .route("/api/v1/alerts/rules", get(list_alert_rules))
+        .route(
+            "/api/v1/alerts/rules/{name}",
+            put(put_alert_rule).delete(|s, h, p| delete_definition(s, h, p, crate::alerts::ALERT)),
+        )
+        .route("/api/v1/cases", get(list_cases).post(create_case))
+        .route("/api/v1/cases/{id}", axum::routing::patch(update_case))
         .route("/api/v1/segments", get(list_definitions))
         .route("/api/v1/segments/report", post(segments_report))
         .route(
@@ -519,4 +528,150 @@ async fn segments_report(
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(engine_error)?;
     Ok(Json(serde_json::to_value(r).expect("results serialize")))
+}
+
+async fn list_alert_rules(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let rules: Vec<_> = crate::alerts::load_rules(&app, &project)?
+        .iter()
+        .map(|r| r.redacted())
+        .collect();
+    Ok(Json(serde_json::json!({ "rules": rules })))
+}
+
+async fn put_alert_rule(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    valid_definition_name(&name)?;
+    let mut body = json_body(body)?;
+    if let Some(o) = body.as_object_mut() {
+        o.insert("name".into(), Value::String(name.clone()));
+    }
+    let rule: itinera_engine::alerts::AlertRule =
+        serde_json::from_value(body).map_err(|e| ApiError::BadRequest {
+            field: "body".into(),
+            reason: e.to_string(),
+        })?;
+    rule.validate().map_err(engine_error)?;
+    // the rule's answers query must compile against the project's data
+    let store = app.data.store(&project)?;
+    itinera_engine::scores::run_scores(
+        &store.view(),
+        &itinera_engine::ScoresQuery {
+            from_ms: Some(0),
+            to_ms: Some(0),
+            ..rule.scores.clone()
+        },
+        &Default::default(),
+    )
+    .map_err(engine_error)?;
+    let json = serde_json::to_string(&rule).expect("rules serialize");
+    app.data
+        .meta
+        .lock()
+        .put_definition(&project, crate::alerts::ALERT, &name, &json, 0)?;
+    Ok(Json(
+        serde_json::to_value(rule.redacted()).expect("rules serialize"),
+    ))
+}
+
+async fn evaluate_alerts(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let app2 = app.clone();
+    let fired = tokio::task::spawn_blocking(move || {
+        crate::alerts::evaluate_project(&app2, &project, population::now_ms())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(serde_json::json!({ "fired": fired })))
+}
+
+async fn list_alerts(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let alerts = app.data.meta.lock().alerts(&project, 500)?;
+    Ok(Json(serde_json::json!({ "alerts": alerts })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFilter {
+    status: Option<String>,
+}
+
+async fn list_cases(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    filter: Result<Query<CaseFilter>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let filter = filter.map(|Query(f)| f).map_err(|e| ApiError::BadRequest {
+        field: "query string".into(),
+        reason: e.body_text(),
+    })?;
+    let cases = app
+        .data
+        .meta
+        .lock()
+        .cases(&project, filter.status.as_deref())?;
+    Ok(Json(serde_json::json!({ "cases": cases })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCase {
+    title: String,
+    #[serde(default)]
+    person: Option<String>,
+}
+
+async fn create_case(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<NewCase>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let c = json_body(body)?;
+    if c.title.trim().is_empty() || c.title.len() > 500 {
+        return Err(ApiError::BadRequest {
+            field: "title".into(),
+            reason: "1-500 characters".into(),
+        });
+    }
+    let meta = app.data.meta.lock();
+    let id = meta.open_case(&project, None, c.person.as_deref(), &c.title)?;
+    let case = meta.cases(&project, None)?.into_iter().find(|x| x.id == id);
+    Ok(Json(serde_json::to_value(case).expect("cases serialize")))
+}
+
+async fn update_case(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Result<Json<itinera_meta::CaseUpdate>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let u = json_body(body)?;
+    let updated = app.data.meta.lock().update_case(&project, id, &u);
+    match updated {
+        Ok(Some(c)) => Ok(Json(serde_json::to_value(c).expect("cases serialize"))),
+        Ok(None) => Err(ApiError::NotFound(format!("no case {id}"))),
+        Err(itinera_meta::MetaError::BadValue(reason)) => Err(ApiError::BadRequest {
+            field: "status".into(),
+            reason,
+        }),
+        Err(e) => Err(e.into()),
+    }
 }

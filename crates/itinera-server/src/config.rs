@@ -21,6 +21,11 @@ pub struct ServerConfig {
     pub rate_limit_per_key: u32,
     /// Seconds a successful key lookup is cached (a revoked key stops working after at most this).
     pub auth_cache_seconds: u64,
+    /// Seconds between evaluations of the alert rules (0: only on `POST /api/v1/alerts/evaluate`).
+    pub alert_interval_seconds: u64,
+    /// Webhook delivery: attempts, and the delay before the second one (doubling after each).
+    pub webhook_attempts: u32,
+    pub webhook_backoff_ms: u64,
     pub store: StoreSettings,
     pub channels: ChannelRules,
 }
@@ -72,6 +77,9 @@ impl Default for ServerConfig {
             max_future_hours: 24,
             rate_limit_per_key: 5_000,
             auth_cache_seconds: 5,
+            alert_interval_seconds: 30,
+            webhook_attempts: 5,
+            webhook_backoff_ms: 1_000,
             store: StoreSettings::default(),
             channels: ChannelRules::default(),
         }

@@ -1,6 +1,7 @@
 //! Itinera's HTTP server: the Segment-compatible tracking API, the query API under `/api/v1/`,
 //! health and Prometheus metrics. The web app is mounted here as it is built.
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod datadir;
@@ -189,6 +190,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let data = app.data.clone();
+    alerts::spawn_loop(app.clone());
     let svc = router(app).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, svc)
         .with_graceful_shutdown(shutdown)

@@ -1,0 +1,239 @@
+//! Alerts end to end: a rule on detractor answers fires once per new answer (not for history,
+//! not twice for the same person within the cool-down), is delivered to a webhook signed with
+//! HMAC-SHA256 and retried after a failure, logs every attempt and opens a case; an aggregate
+//! rule fires once within its cool-down; secrets are never given back.
+
+mod common;
+
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+/// Requests a sink received: (lower-case headers, body).
+type Received = Arc<Mutex<Vec<(Vec<(String, String)>, String)>>>;
+
+/// A webhook receiver on loopback: answers 500 to the first request and 200 afterwards.
+fn sink() -> (String, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let got2 = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let line = line.trim_end().to_string();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    if k == "content-length" {
+                        len = v.parse().unwrap();
+                    }
+                    headers.push((k, v));
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let n = {
+                let mut g = got2.lock().unwrap();
+                g.push((headers, String::from_utf8(body).unwrap()));
+                g.len()
+            };
+            let status = if n == 1 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+        }
+    });
+    (url, got)
+}
+
+fn nps_answer(user: &str, score: u32, id: &str) -> Value {
+    json!({"type": "track", "userId": user, "event": "Survey Responded", "messageId": id,
+           "properties": {"survey_id": "nps-relationship", "survey_kind": "nps", "score": score}})
+}
+
+#[test]
+fn detractor_alerts_are_signed_retried_logged_and_open_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let server = Server::start(
+        &data,
+        &[
+            ("ITINERA_ALERT_INTERVAL_SECONDS", "0"),
+            ("ITINERA_WEBHOOK_BACKOFF_MS", "50"),
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    let api = |method: reqwest::Method, path: &str, body: Option<Value>| -> (u16, Value) {
+        let mut r = client
+            .request(method, server.url(path))
+            .bearer_auth(&keys.read_token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    };
+    let track = |batch: Vec<Value>| {
+        let r = client
+            .post(server.url("/v1/batch"))
+            .basic_auth(&keys.write_key, Some(""))
+            .json(&json!({"batch": batch}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    let (hook, received) = sink();
+    let secret = "a-webhook-secret-of-some-length";
+    // history before the rule: never alerted
+    track(vec![nps_answer("old", 0, "h1")]);
+    let (s, rule) = api(
+        reqwest::Method::PUT,
+        "/api/v1/alerts/rules/detractors",
+        Some(
+            json!({"scores": {"kind": "nps"}, "trigger": {"response": {"max_score": 6}},
+                    "webhook": {"url": hook, "secret": secret}, "open_case": true}),
+        ),
+    );
+    assert_eq!(s, 200, "{rule}");
+    assert_eq!(rule["webhook"]["secret"], "***");
+    let (_, fired) = api(reqwest::Method::POST, "/api/v1/alerts/evaluate", None);
+    assert_eq!(
+        fired["fired"].as_array().unwrap().len(),
+        0,
+        "the first evaluation only starts watching"
+    );
+
+    track(vec![
+        nps_answer("x", 3, "a1"),
+        nps_answer("y", 10, "a2"),
+        nps_answer("x", 2, "a3"),
+    ]);
+    let (_, fired) = api(reqwest::Method::POST, "/api/v1/alerts/evaluate", None);
+    let fired = fired["fired"].as_array().unwrap().clone();
+    assert_eq!(
+        fired.len(),
+        1,
+        "x once (cool-down), y is a promoter: {fired:?}"
+    );
+    assert_eq!(fired[0]["payload"]["person"], "x");
+    let (_, again) = api(reqwest::Method::POST, "/api/v1/alerts/evaluate", None);
+    assert!(
+        again["fired"].as_array().unwrap().is_empty(),
+        "deduplicated"
+    );
+
+    // delivery: a failure, then success after the backoff
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while received.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    for (headers, body) in &got {
+        let sig = headers
+            .iter()
+            .find(|(k, _)| k == "x-itinera-signature")
+            .unwrap()
+            .1
+            .clone();
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        assert_eq!(
+            sig,
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        );
+        let b: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(b["alert"]["score"], 3.0);
+    }
+    let mut delivered = Value::Null;
+    while std::time::Instant::now() < deadline {
+        let (_, alerts) = api(reqwest::Method::GET, "/api/v1/alerts", None);
+        delivered = alerts["alerts"][0].clone();
+        if delivered["delivery"] == "delivered" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(delivered["delivery"], "delivered", "{delivered}");
+    assert_eq!(delivered["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(delivered["attempts"][0]["status"], 500);
+
+    // the case, and closing the loop
+    let (_, cases) = api(reqwest::Method::GET, "/api/v1/cases?status=open", None);
+    let case = cases["cases"][0].clone();
+    assert_eq!(case["person"], "x");
+    let path = format!("/api/v1/cases/{}", case["id"]);
+    let (s, updated) = api(
+        reqwest::Method::PATCH,
+        &path,
+        Some(
+            json!({"status": "closed", "assignee": "kim", "root_cause": "late delivery", "action": "refund"}),
+        ),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(updated["status"], "closed");
+    let (s, bad) = api(
+        reqwest::Method::PATCH,
+        &path,
+        Some(json!({"status": "done"})),
+    );
+    assert_eq!(s, 400, "{bad}");
+
+    // an aggregate rule: NPS below 50 with at least 2 answers in 7 days; once per cool-down
+    let (s, _) = api(
+        reqwest::Method::PUT,
+        "/api/v1/alerts/rules/nps-low",
+        Some(
+            json!({"scores": {"kind": "nps"}, "trigger": {"aggregate": {"window": "7d", "min_n": 2, "below": 50}}, "cooldown": "1d"}),
+        ),
+    );
+    assert_eq!(s, 200);
+    let (_, fired) = api(reqwest::Method::POST, "/api/v1/alerts/evaluate", None);
+    let agg: Vec<&Value> = fired["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "nps-low")
+        .collect();
+    assert_eq!(agg.len(), 1, "{fired}");
+    assert!(agg[0]["payload"]["check"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("below 50"));
+    let (_, fired) = api(reqwest::Method::POST, "/api/v1/alerts/evaluate", None);
+    assert!(fired["fired"].as_array().unwrap().is_empty(), "cool-down");
+
+    let (s, bad) = api(
+        reqwest::Method::PUT,
+        "/api/v1/alerts/rules/bad",
+        Some(json!({"scores": {"kind": "nps"}, "trigger": {"aggregate": {"window": "7d"}}})),
+    );
+    assert_eq!(s, 400);
+    assert!(bad.to_string().contains("below or drop"), "{bad}");
+    let (_, rules) = api(reqwest::Method::GET, "/api/v1/alerts/rules", None);
+    assert!(
+        !rules.to_string().contains(secret),
+        "secrets are never given back"
+    );
+}
