@@ -259,6 +259,10 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
         ),
         ("ITINERA_WEBHOOK_ATTEMPTS", &mut cfg.webhook_attempts),
         ("ITINERA_WEBHOOK_BACKOFF_MS", &mut cfg.webhook_backoff_ms),
+        (
+            "ITINERA_SURVEY_RATE_PER_MINUTE",
+            &mut cfg.survey_rate_per_minute,
+        ),
     ] {
         if let Some(v) = env(key) {
             slot.set(&v).map_err(|e| format!("{key}: {e}"))?;

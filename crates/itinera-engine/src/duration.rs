@@ -28,9 +28,17 @@ impl Span {
     }
 }
 
+/// Whole days, hours, minutes or seconds as typed (`90d`, `36h`, `30m`), else humantime's form
+/// (`1h 30m 15s`; humantime's months and years are avoided, being 30.44 and 365.25 days).
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = std::time::Duration::from_millis(self.0.max(0) as u64);
+        let ms = self.0.max(0);
+        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if ms > 0 && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        let d = std::time::Duration::from_millis(ms as u64);
         write!(f, "{}", humantime::format_duration(d))
     }
 }
@@ -68,5 +76,10 @@ mod tests {
         assert_eq!(Span::parse("1h 30m").unwrap().ms(), 5_400_000);
         assert!(Span::parse("soon").is_err());
         assert!(Span::parse("-3").is_err());
+        for text in ["90d", "36h", "30m", "45s", "250ms"] {
+            assert_eq!(Span::parse(text).unwrap().to_string(), text, "round trip");
+        }
+        let odd = Span::parse("1h 30m 15s").unwrap();
+        assert_eq!(Span::parse(&odd.to_string()).unwrap(), odd);
     }
 }

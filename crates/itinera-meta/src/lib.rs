@@ -208,6 +208,7 @@ impl Meta {
                 status TEXT NOT NULL DEFAULT 'open', assignee TEXT, root_cause TEXT,
                 action TEXT, follow_up TEXT, title TEXT NOT NULL,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
         )?;
         let v: Option<i64> = conn
@@ -267,6 +268,33 @@ impl Meta {
             params![p.id, kind, name],
         )?;
         Ok(n > 0)
+    }
+
+    /// A server secret (e.g. the key that signs survey links), created at random on first use.
+    pub fn secret(&self, name: &str) -> Result<String> {
+        let found: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM secrets WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(v) = found {
+            return Ok(v);
+        }
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill(&mut bytes);
+        let v = hex::encode(bytes);
+        self.conn.execute(
+            "INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)",
+            params![name, v],
+        )?;
+        Ok(self.conn.query_row(
+            "SELECT value FROM secrets WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )?)
     }
 
     /// (watermark, last fired) of an alert rule; `None` before its first evaluation.

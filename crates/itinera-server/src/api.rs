@@ -166,6 +166,12 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/v1/alerts/rules/{name}",
             put(put_alert_rule).delete(|s, h, p| delete_definition(s, h, p, crate::alerts::ALERT)),
         )
+        .route("/api/v1/surveys", get(list_surveys))
+        .route(
+            "/api/v1/surveys/{id}",
+            put(put_survey).delete(|s, h, p| delete_definition(s, h, p, crate::surveys::SURVEY)),
+        )
+        .route("/api/v1/surveys/{id}/link", post(survey_link))
         .route("/api/v1/cases", get(list_cases).post(create_case))
         .route("/api/v1/cases/{id}", axum::routing::patch(update_case))
         .route("/api/v1/segments", get(list_definitions))
@@ -674,4 +680,82 @@ async fn update_case(
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+async fn list_surveys(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    Ok(Json(
+        serde_json::json!({ "surveys": crate::surveys::load(&app, &project)? }),
+    ))
+}
+
+async fn put_survey(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<crate::surveys::SurveyDef>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    valid_definition_name(&id)?;
+    let mut def = json_body(body)?;
+    def.id = id.clone();
+    save_survey(&app, &project, &def)?;
+    Ok(Json(serde_json::to_value(&def).expect("surveys serialize")))
+}
+
+/// Validates and saves a survey definition (API and CLI).
+pub fn save_survey(
+    app: &AppState,
+    project: &str,
+    def: &crate::surveys::SurveyDef,
+) -> Result<(), ApiError> {
+    def.validate()?;
+    let json = serde_json::to_string(def).expect("surveys serialize");
+    app.data
+        .meta
+        .lock()
+        .put_definition(project, crate::surveys::SURVEY, &def.id, &json, 0)?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkRequest {
+    person: String,
+    #[serde(default = "thirty")]
+    days: u32,
+}
+
+fn thirty() -> u32 {
+    30
+}
+
+async fn survey_link(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<LinkRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let req = json_body(body)?;
+    if !crate::surveys::load(&app, &project)?
+        .iter()
+        .any(|s| s.id == id)
+    {
+        return Err(ApiError::NotFound(format!("no survey {id}")));
+    }
+    if req.person.is_empty() || req.person.len() > 200 || req.days == 0 || req.days > 365 {
+        return Err(ApiError::BadRequest {
+            field: "person".into(),
+            reason: "a person id (1-200 bytes) and 1-365 days".into(),
+        });
+    }
+    let expires = population::now_ms() + req.days as i64 * 86_400_000;
+    let url = crate::surveys::signed_link(&app, &project, &id, &req.person, expires)?;
+    Ok(Json(
+        serde_json::json!({ "path": url, "expires_ms": expires }),
+    ))
 }

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     /// Webhook delivery: attempts, and the delay before the second one (doubling after each).
     pub webhook_attempts: u32,
     pub webhook_backoff_ms: u64,
+    /// Requests per minute to the public survey pages, per client IP and per person.
+    pub survey_rate_per_minute: u32,
     pub store: StoreSettings,
     pub channels: ChannelRules,
 }
@@ -80,6 +82,7 @@ impl Default for ServerConfig {
             alert_interval_seconds: 30,
             webhook_attempts: 5,
             webhook_backoff_ms: 1_000,
+            survey_rate_per_minute: 30,
             store: StoreSettings::default(),
             channels: ChannelRules::default(),
         }

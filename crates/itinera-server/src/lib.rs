@@ -8,6 +8,7 @@ pub mod datadir;
 pub mod error;
 pub mod metrics;
 pub mod population;
+pub mod surveys;
 pub mod tracking;
 
 pub use config::ServerConfig;
@@ -79,13 +80,26 @@ impl AppState {
     /// Token bucket per key: `rate_limit_per_key` per second, bursts of twice that.
     pub fn rate_limit(&self, key: &str) -> Result<(), ApiError> {
         let rate = self.config.rate_limit_per_key as f64;
+        self.bucket(key, rate, rate * 2.0)
+    }
+
+    /// Token bucket per key at `per_minute` requests a minute, a minute's worth at once; 0 = off.
+    pub fn rate_limit_at(&self, key: &str, per_minute: u32) -> Result<(), ApiError> {
+        self.bucket(key, per_minute as f64 / 60.0, per_minute as f64)
+    }
+
+    fn bucket(&self, key: &str, rate: f64, burst: f64) -> Result<(), ApiError> {
         if rate <= 0.0 {
             return Ok(());
         }
         let mut buckets = self.buckets.lock();
+        if buckets.len() > 100_000 {
+            // keyed by client addresses too: forget idle buckets rather than grow without bound
+            buckets.retain(|_, (_, last)| last.elapsed() < Duration::from_secs(120));
+        }
         let now = Instant::now();
-        let (tokens, last) = buckets.entry(key.to_string()).or_insert((rate * 2.0, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate * 2.0);
+        let (tokens, last) = buckets.entry(key.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
         *last = now;
         if *tokens < 1.0 {
             return Err(ApiError::RateLimited(1));
@@ -165,6 +179,8 @@ pub fn router(app: Arc<AppState>) -> Router {
     let tracking = Router::new()
         .route("/v1/{kind}", post(tracking::ingest))
         .route("/v1/projects/{key}/settings", get(tracking::settings))
+        .route("/v1/surveys/{id}", get(surveys::public_definition))
+        .route("/widget.js", get(surveys::widget))
         .layer(cors)
         // compressed bodies are checked again after decompression
         .layer(DefaultBodyLimit::max(
@@ -173,6 +189,10 @@ pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .merge(tracking)
         .merge(api::routes())
+        .route(
+            "/s/{project}/{survey}",
+            get(surveys::show).post(surveys::answer),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .layer(axum::middleware::from_fn_with_state(

@@ -1,0 +1,151 @@
+//! Surveys end to end: a definition, a signed link to the hosted page (in English and German),
+//! an answer stored as a `Survey Responded` event and counted in the scores; a link cannot answer
+//! for someone else; bad answers get clear 4xx errors; the public endpoints are rate-limited; the
+//! widget's script and public definition are served.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[test]
+fn hosted_survey_page_and_widget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let server = Server::start(&data, &[("ITINERA_SURVEY_RATE_PER_MINUTE", "8")]);
+    let client = reqwest::blocking::Client::new();
+    let survey = json!({
+        "kind": "nps",
+        "question": {"en": "How likely are you to recommend us?", "de": "Wie wahrscheinlich empfehlen Sie uns weiter?"},
+        "follow_up": {"en": "Why?", "de": "Warum?"},
+        "trigger": {"after": "Order Completed", "delay": "1d", "sample_rate": 0.5, "throttle": "90d"},
+        "stage": "Retention"
+    });
+    let put = client
+        .put(server.url("/api/v1/surveys/nps-after-order"))
+        .bearer_auth(&keys.read_token)
+        .json(&survey)
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let bad = client
+        .put(server.url("/api/v1/surveys/no-english"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"kind": "csat", "question": {"de": "Zufrieden?"}}))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("English"));
+
+    let link: Value = client
+        .post(server.url("/api/v1/surveys/nps-after-order/link"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"person": "customer-7", "days": 7}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let path = link["path"].as_str().unwrap().to_string();
+    let page = client
+        .get(server.url(&format!("{path}&lang=de")))
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().unwrap();
+    assert!(
+        html.contains("Wie wahrscheinlich")
+            && html.contains("Warum?")
+            && html.contains("lang=\"de\"")
+    );
+    assert_eq!(html.matches("type=\"radio\"").count(), 11, "0 to 10");
+    let en = client
+        .get(server.url(&path))
+        .header("accept-language", "en-GB,en;q=0.8")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(en.contains("How likely"));
+
+    // the link's fields, as the form posts them back
+    let q: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(path.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    let post = |person: &str, score: &str| {
+        client
+            .post(server.url("/s/default/nps-after-order"))
+            .form(&[
+                ("p", person),
+                ("e", &q["e"]),
+                ("t", &q["t"]),
+                ("score", score),
+                ("comment", "fast delivery"),
+            ])
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        post("someone-else", "10").status(),
+        403,
+        "a link answers only for its person"
+    );
+    assert_eq!(post("customer-7", "11").status(), 400, "outside the scale");
+    let ok = post("customer-7", "9");
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().unwrap().contains("Thank you"));
+    let tampered = client
+        .get(server.url(&path.replace(&q["e"], "99999999999999")))
+        .send()
+        .unwrap();
+    assert_eq!(tampered.status(), 403);
+
+    // the answer is a journey event like any other
+    let scores: Value = client
+        .post(server.url("/api/v1/scores"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"kind": "nps", "by": "survey"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(scores["overall"]["n"], 1, "{scores}");
+    assert_eq!(scores["groups"][0]["key"], "nps-after-order");
+    assert_eq!(scores["overall"]["nps"]["promoters"], 1);
+
+    // rate limit: 8 a minute per client address
+    let mut limited = false;
+    for _ in 0..12 {
+        if client.get(server.url(&path)).send().unwrap().status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the public survey page is rate-limited");
+
+    // the widget
+    let js = client.get(server.url("/widget.js")).send().unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
+    let js = js.text().unwrap();
+    assert!(js.contains("Survey Responded") && js.len() < 12_000);
+    let def: Value = client
+        .get(server.url(&format!(
+            "/v1/surveys/nps-after-order?writeKey={}",
+            keys.write_key
+        )))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(def["trigger"]["throttle"], "90d");
+    let denied = client
+        .get(server.url("/v1/surveys/nps-after-order?writeKey=wk_nope"))
+        .send()
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+}
