@@ -6,6 +6,7 @@ mod import;
 mod output;
 mod parquet_io;
 mod query;
+mod surveys;
 
 /// mimalloc: the glibc allocator was a quarter of the CPU time of HTTP ingestion (measured with perf).
 #[global_allocator]
@@ -88,6 +89,11 @@ enum Command {
     Personas {
         #[command(subcommand)]
         command: definitions::DefinitionCommand,
+    },
+    /// Survey definitions and signed links to the hosted survey page.
+    Surveys {
+        #[command(subcommand)]
+        command: surveys::SurveyCommand,
     },
     /// Projects and their credentials.
     Keys {
@@ -366,6 +372,7 @@ fn run(cli: Cli) -> CliResult {
             serve(cfg, dir, Some(keys))
         }
         Command::Keys { command } => keys(command),
+        Command::Surveys { command } => surveys::run(command),
         Command::Segments { command } => {
             definitions::run(itinera_server::population::SEGMENT, command)
         }

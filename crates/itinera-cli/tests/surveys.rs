@@ -149,3 +149,54 @@ fn hosted_survey_page_and_widget() {
         .unwrap();
     assert_eq!(denied.status(), 401);
 }
+
+#[test]
+fn surveys_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    run(&[
+        "surveys",
+        "set",
+        "csat-delivery",
+        "--data",
+        d,
+        "--definition",
+        r#"{"kind": "csat", "question": {"en": "How satisfied are you with the delivery?", "de": "Wie zufrieden sind Sie mit der Lieferung?"}}"#,
+    ]);
+    let bad = run_fails(&[
+        "surveys",
+        "set",
+        "x",
+        "--data",
+        d,
+        "--definition",
+        r#"{"kind": "csat"}"#,
+    ]);
+    assert!(bad.contains("question"), "{bad}");
+    let list: Value =
+        serde_json::from_str(&run(&["surveys", "list", "--data", d, "--format", "json"])).unwrap();
+    assert_eq!(list[0]["id"], "csat-delivery");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let link = run(&[
+        "surveys",
+        "link",
+        "csat-delivery",
+        "--person",
+        "ana",
+        "--data",
+        d,
+        "--base-url",
+        &base,
+    ]);
+    let server = Server::start_on(&data, port, &[], &[]);
+    let page = reqwest::blocking::get(link.trim()).unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().unwrap();
+    assert!(html.contains("How satisfied"));
+    assert_eq!(html.matches("type=\"radio\"").count(), 5, "CSAT 1 to 5");
+    drop(server);
+    run(&["surveys", "delete", "csat-delivery", "--data", d]);
+    assert!(run_fails(&["surveys", "delete", "csat-delivery", "--data", d]).contains("no survey"));
+}

@@ -702,22 +702,20 @@ async fn put_survey(
     valid_definition_name(&id)?;
     let mut def = json_body(body)?;
     def.id = id.clone();
-    save_survey(&app, &project, &def)?;
+    save_survey(&app.data.meta.lock(), &project, &def)?;
     Ok(Json(serde_json::to_value(&def).expect("surveys serialize")))
 }
 
 /// Validates and saves a survey definition (API and CLI).
 pub fn save_survey(
-    app: &AppState,
+    meta: &itinera_meta::Meta,
     project: &str,
     def: &crate::surveys::SurveyDef,
 ) -> Result<(), ApiError> {
+    valid_definition_name(&def.id)?;
     def.validate()?;
     let json = serde_json::to_string(def).expect("surveys serialize");
-    app.data
-        .meta
-        .lock()
-        .put_definition(project, crate::surveys::SURVEY, &def.id, &json, 0)?;
+    meta.put_definition(project, crate::surveys::SURVEY, &def.id, &json, 0)?;
     Ok(())
 }
 
@@ -754,7 +752,8 @@ async fn survey_link(
         });
     }
     let expires = population::now_ms() + req.days as i64 * 86_400_000;
-    let url = crate::surveys::signed_link(&app, &project, &id, &req.person, expires)?;
+    let url =
+        crate::surveys::signed_link(&app.data.meta.lock(), &project, &id, &req.person, expires)?;
     Ok(Json(
         serde_json::json!({ "path": url, "expires_ms": expires }),
     ))

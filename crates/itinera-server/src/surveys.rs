@@ -121,10 +121,11 @@ impl SurveyDef {
 }
 
 pub fn load(app: &AppState, project: &str) -> Result<Vec<SurveyDef>, ApiError> {
-    app.data
-        .meta
-        .lock()
-        .definitions(project, SURVEY)?
+    load_from(&app.data.meta.lock(), project)
+}
+
+pub fn load_from(meta: &itinera_meta::Meta, project: &str) -> Result<Vec<SurveyDef>, ApiError> {
+    meta.definitions(project, SURVEY)?
         .into_iter()
         .map(|d| {
             serde_json::from_str(&d.body)
@@ -150,13 +151,13 @@ pub fn link_token(key: &str, project: &str, survey: &str, person: &str, expires_
 
 /// `/s/{project}/{survey}?p=…&e=…&t=…` for one person, valid until `expires_ms`.
 pub fn signed_link(
-    app: &AppState,
+    meta: &itinera_meta::Meta,
     project: &str,
     survey: &str,
     person: &str,
     expires_ms: i64,
 ) -> Result<String, ApiError> {
-    let key = app.data.meta.lock().secret("survey-links")?;
+    let key = meta.secret("survey-links")?;
     let t = link_token(&key, project, survey, person, expires_ms);
     Ok(format!(
         "/s/{project}/{survey}?p={}&e={expires_ms}&t={t}",
