@@ -46,6 +46,7 @@ pub enum AnalysisRequest {
     Advocacy(AdvocacyQuery),
     Revenue(RevenueQuery),
     Scores(ScoresQuery),
+    Promoters(itinera_engine::scores::PromotersQuery),
 }
 
 /// One person's stages under a model.
@@ -85,6 +86,9 @@ impl AnalysisRequest {
             AnalysisRequest::Advocacy(q) => json(itinera_engine::run_advocacy(&view, q, opts)),
             AnalysisRequest::Revenue(q) => json(itinera_engine::run_revenue(&view, q, opts)),
             AnalysisRequest::Scores(q) => json(itinera_engine::run_scores(&view, q, opts)),
+            AnalysisRequest::Promoters(q) => {
+                json(itinera_engine::scores::find_promoters(&view, q, opts))
+            }
         }
     }
 }
@@ -158,6 +162,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/advocacy", analysis(AnalysisRequest::Advocacy))
         .route("/api/v1/revenue", analysis(AnalysisRequest::Revenue))
         .route("/api/v1/scores", analysis(AnalysisRequest::Scores))
+        .route("/api/v1/promoters", analysis(AnalysisRequest::Promoters))
         .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/evaluate", post(evaluate_alerts))

@@ -56,6 +56,9 @@ pub enum QueryCommand {
     /// NPS, CSAT or CES with n, interval, distribution and emotion value; per stage, touchpoint,
     /// channel, persona, account, survey or period.
     Scores(Box<value::ScoresArgs>),
+    /// Promoters (latest NPS answer 9-10) with consent and contact traits, for advocacy and
+    /// referral programmes (`--format csv` to export).
+    Promoters(Box<value::PromotersArgs>),
 }
 
 #[derive(Args)]
@@ -245,6 +248,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Revenue(args) => value::run_revenue(&args),
         QueryCommand::Segments(args) => run_segments_report(&args.target),
         QueryCommand::Scores(args) => value::run_scores(&args),
+        QueryCommand::Promoters(args) => value::run_promoters(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {

@@ -14,7 +14,9 @@ use itinera_engine::clv::{ClvQuery, ClvResult, TimeUnit};
 use itinera_engine::funnel::CountBy;
 use itinera_engine::retention::Period;
 use itinera_engine::revenue::{RevenueQuery, RevenueResult};
-use itinera_engine::scores::{ScoreBy, ScoreKind, ScoresQuery, ScoresResult};
+use itinera_engine::scores::{
+    PromotersQuery, PromotersResult, ScoreBy, ScoreKind, ScoresQuery, ScoresResult,
+};
 use itinera_engine::EventSelector;
 use serde_json::json;
 use std::path::PathBuf;
@@ -669,4 +671,71 @@ pub fn run_scores(a: &ScoresArgs) -> CliResult {
         );
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub struct PromotersArgs {
+    /// Only answers to this survey.
+    #[arg(long)]
+    survey: Option<String>,
+    /// The trait recording consent to be contacted.
+    #[arg(long, default_value = "traits.marketing_consent")]
+    consent_property: String,
+    /// Only promoters whose consent trait is true, yes or 1.
+    #[arg(long)]
+    require_consent: bool,
+    /// Contact traits to export (repeatable; default traits.email and traits.name).
+    #[arg(long = "contact")]
+    contact: Vec<String>,
+    #[command(flatten)]
+    range: DateRange,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn run_promoters(a: &PromotersArgs) -> CliResult {
+    let mut q = PromotersQuery {
+        survey_id: a.survey.clone(),
+        consent_property: a.consent_property.clone(),
+        require_consent: a.require_consent,
+        from_ms: a.range.start_ms()?,
+        to_ms: a.range.end_ms()?,
+        ..Default::default()
+    };
+    if !a.contact.is_empty() {
+        q.contact_properties = a.contact.clone();
+    }
+    let r: PromotersResult = execute(&a.target, "promoters", &q, |view| {
+        itinera_engine::scores::find_promoters(view, &q, &Default::default())
+    })?;
+    if a.target.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let mut cols = vec![
+        "person".to_string(),
+        "score".into(),
+        "answered_at".into(),
+        "consent".into(),
+    ];
+    cols.extend(q.contact_properties.iter().cloned());
+    let rows: Vec<_> = r
+        .promoters
+        .iter()
+        .map(|p| {
+            let mut o = serde_json::Map::new();
+            o.insert("person".into(), json!(p.person));
+            o.insert("score".into(), json!(p.score));
+            let at = chrono::DateTime::from_timestamp_millis(p.answered_at_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            o.insert("answered_at".into(), json!(at));
+            o.insert("consent".into(), json!(p.consent));
+            for k in &q.contact_properties {
+                o.insert(k.clone(), json!(p.contact.get(k)));
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+    print_records(a.target.format, &cols, &rows)
 }
