@@ -245,6 +245,15 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
         None => ServerConfig::default(),
     };
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(v) = env("ITINERA_SMTP_HOST") {
+        cfg.smtp.host = v;
+    }
+    if let Some(v) = env("ITINERA_SMTP_FROM") {
+        cfg.smtp.from = v;
+    }
+    if let Some(v) = env("ITINERA_SMTP_PASSWORD") {
+        cfg.smtp.password = Some(v);
+    }
     if let Some(v) = env("ITINERA_IP_POLICY") {
         cfg.ip_policy =
             serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {
@@ -269,6 +278,7 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
             "ITINERA_SURVEY_RATE_PER_MINUTE",
             &mut cfg.survey_rate_per_minute,
         ),
+        ("ITINERA_SMTP_PORT", &mut cfg.smtp.port),
     ] {
         if let Some(v) = env(key) {
             slot.set(&v).map_err(|e| format!("{key}: {e}"))?;
@@ -300,7 +310,7 @@ macro_rules! set_from_str {
         }
     )*};
 }
-set_from_str!(u32, u64, i64, usize);
+set_from_str!(u16, u32, u64, i64, usize);
 
 pub(crate) fn open_data(cfg: &ServerConfig) -> CliResult<Arc<DataDir>> {
     Ok(DataDir::open(&cfg.data, cfg.store.to_store_config())?)

@@ -237,3 +237,138 @@ fn detractor_alerts_are_signed_retried_logged_and_open_cases() {
         "secrets are never given back"
     );
 }
+
+/// A minimal SMTP server on loopback that keeps every message it is given.
+fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let got2 = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            write!(stream, "220 sink ESMTP\r\n").unwrap();
+            let mut data: Option<String> = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(d) = &mut data {
+                    if line == ".\r\n" {
+                        got2.lock().unwrap().push(std::mem::take(d));
+                        data = None;
+                        write!(stream, "250 queued\r\n").unwrap();
+                    } else {
+                        d.push_str(&line);
+                    }
+                    continue;
+                }
+                let cmd = line.to_ascii_uppercase();
+                let reply = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                    "250 sink\r\n"
+                } else if cmd.starts_with("DATA") {
+                    data = Some(String::new());
+                    "354 go ahead\r\n"
+                } else if cmd.starts_with("QUIT") {
+                    write!(stream, "221 bye\r\n").unwrap();
+                    break;
+                } else {
+                    "250 ok\r\n"
+                };
+                write!(stream, "{reply}").unwrap();
+            }
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn alert_emails_go_through_smtp() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let client = reqwest::blocking::Client::new();
+    // without a relay, e-mail rules are refused
+    {
+        let server = Server::start(&data, &[("ITINERA_ALERT_INTERVAL_SECONDS", "0")]);
+        let r = client
+            .put(server.url("/api/v1/alerts/rules/mail"))
+            .bearer_auth(&keys.read_token)
+            .json(&json!({"scores": {"kind": "csat"}, "trigger": {"response": {"max_score": 2}}, "email": ["cx@example.com"]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    }
+    let (port, mails) = smtp_sink();
+    let port = port.to_string();
+    let server = Server::start(
+        &data,
+        &[
+            ("ITINERA_ALERT_INTERVAL_SECONDS", "0"),
+            ("ITINERA_SMTP_HOST", "127.0.0.1"),
+            ("ITINERA_SMTP_PORT", &port),
+            ("ITINERA_SMTP_FROM", "alerts@itinera.example"),
+        ],
+    );
+    let put = client
+        .put(server.url("/api/v1/alerts/rules/unhappy-delivery"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"scores": {"kind": "csat"}, "trigger": {"response": {"max_score": 2}}, "email": ["cx@example.com", "lead@example.com"]}))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let evaluate = || -> Value {
+        client
+            .post(server.url("/api/v1/alerts/evaluate"))
+            .bearer_auth(&keys.read_token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    evaluate();
+    let r = client
+        .post(server.url("/v1/track"))
+        .basic_auth(&keys.write_key, Some(""))
+        .json(&json!({"userId": "maria", "event": "Survey Responded",
+                      "properties": {"survey_id": "csat-delivery", "survey_kind": "csat", "score": 1}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(evaluate()["fired"].as_array().unwrap().len(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while mails.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mail = mails
+        .lock()
+        .unwrap()
+        .first()
+        .cloned()
+        .expect("an e-mail arrived");
+    assert!(
+        mail.contains("Subject: [Itinera] unhappy-delivery: maria answered 1"),
+        "{mail}"
+    );
+    assert!(mail.contains("From: alerts@itinera.example"));
+    assert!(mail.contains("cx@example.com") && mail.contains("lead@example.com"));
+    let mut attempt = Value::Null;
+    while std::time::Instant::now() < deadline {
+        let alerts: Value = client
+            .get(server.url("/api/v1/alerts"))
+            .bearer_auth(&keys.read_token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        attempt = alerts["alerts"][0]["attempts"][0].clone();
+        if !attempt.is_null() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(attempt["channel"], "email");
+    assert_eq!(attempt["status"], 250);
+}

@@ -57,6 +57,9 @@ pub struct AlertRule {
     pub trigger: Trigger,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Webhook>,
+    /// E-mail recipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub email: Vec<String>,
     /// No second aggregate alert, and no second answer alert for the same person, within this.
     #[serde(default = "default_cooldown")]
     pub cooldown: Span,
@@ -89,6 +92,18 @@ impl AlertRule {
             }
             if window.ms() <= 0 {
                 return Err(EngineError::invalid("window", "must be positive"));
+            }
+        }
+        for to in &self.email {
+            let ok = to.len() <= 254
+                && to
+                    .split_once('@')
+                    .is_some_and(|(u, d)| !u.is_empty() && (d.contains('.') || d == "localhost"));
+            if !ok {
+                return Err(EngineError::invalid(
+                    "email",
+                    format!("`{to}` is not an e-mail address"),
+                ));
             }
         }
         if let Some(w) = &self.webhook {
@@ -255,6 +270,7 @@ mod tests {
             group: None,
             trigger,
             webhook: None,
+            email: Vec::new(),
             cooldown: Span(DAY),
             open_case: false,
         }

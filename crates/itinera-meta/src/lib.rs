@@ -97,6 +97,8 @@ pub struct AlertRecord {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeliveryAttempt {
+    /// `webhook` or `email`.
+    pub channel: String,
     pub attempt: i64,
     pub status: Option<i64>,
     pub error: Option<String>,
@@ -201,7 +203,8 @@ impl Meta {
                 UNIQUE (project_id, rule, key));
              CREATE TABLE IF NOT EXISTS deliveries (
                 alert_id INTEGER NOT NULL REFERENCES alerts(id), attempt INTEGER NOT NULL,
-                status INTEGER, error TEXT, at TEXT NOT NULL);
+                status INTEGER, error TEXT, at TEXT NOT NULL,
+                channel TEXT NOT NULL DEFAULT 'webhook');
              CREATE TABLE IF NOT EXISTS cases (
                 id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL REFERENCES projects(id),
                 alert_id INTEGER REFERENCES alerts(id), person TEXT,
@@ -369,14 +372,15 @@ impl Meta {
     pub fn log_delivery(
         &self,
         alert_id: i64,
+        channel: &str,
         attempt: i64,
         status: Option<i64>,
         error: Option<&str>,
         outcome: Option<&str>,
     ) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO deliveries (alert_id, attempt, status, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![alert_id, attempt, status, error, now()],
+            "INSERT INTO deliveries (alert_id, attempt, status, error, at, channel) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![alert_id, attempt, status, error, now(), channel],
         )?;
         if let Some(o) = outcome {
             self.conn.execute(
@@ -408,13 +412,14 @@ impl Meta {
             })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut st = self.conn.prepare(
-            "SELECT attempt, status, error, at FROM deliveries WHERE alert_id = ?1 ORDER BY attempt",
+            "SELECT attempt, status, error, at, channel FROM deliveries WHERE alert_id = ?1 ORDER BY channel DESC, attempt",
         )?;
         rows.into_iter()
             .map(|mut a| {
                 a.attempts = st
                     .query_map(params![a.id], |r| {
                         Ok(DeliveryAttempt {
+                            channel: r.get(4)?,
                             attempt: r.get(0)?,
                             status: r.get(1)?,
                             error: r.get(2)?,

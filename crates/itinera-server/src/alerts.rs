@@ -169,12 +169,113 @@ fn fire(
         let body = json!({"alert_id": id, "alert": payload, "case_id": case}).to_string();
         tokio::spawn(deliver(app.clone(), id, w.clone(), body));
     }
+    if !rule.email.is_empty() {
+        let (app2, to) = (app.clone(), rule.email.clone());
+        let (subject, text) = email_text(rule, &payload, case);
+        tokio::task::spawn_blocking(move || deliver_email(&app2, id, &to, &subject, &text));
+    }
     Ok(Some(Fired {
         id,
         rule: rule.name.clone(),
         payload,
         case,
     }))
+}
+
+/// Subject and plain-text body of an alert e-mail.
+fn email_text(rule: &AlertRule, payload: &Value, case: Option<i64>) -> (String, String) {
+    let what = match payload["type"].as_str() {
+        Some("response") => format!(
+            "{} answered {} ({})",
+            payload["person"].as_str().unwrap_or("someone"),
+            payload["score"],
+            payload["kind"].as_str().unwrap_or("score"),
+        ),
+        _ => payload["check"]["reason"]
+            .as_str()
+            .unwrap_or("aggregate")
+            .to_string(),
+    };
+    let subject = format!("[Itinera] {}: {what}", rule.name);
+    let mut text = format!("Alert rule: {}\n{what}\n", rule.name);
+    if let Some(g) = &rule.group {
+        text.push_str(&format!("Group: {g}\n"));
+    }
+    if let Some(c) = case {
+        text.push_str(&format!("Case: {c}\n"));
+    }
+    text.push_str(&format!(
+        "\nDetails:\n{}\n",
+        serde_json::to_string_pretty(payload).unwrap_or_default()
+    ));
+    (subject, text)
+}
+
+/// Sends the alert e-mail through the configured SMTP relay, with the webhook's retry policy.
+/// Blocking.
+fn deliver_email(app: &AppState, id: i64, to: &[String], subject: &str, text: &str) {
+    use lettre::message::{header::ContentType, Mailbox};
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{Message, SmtpTransport, Transport};
+    let smtp = &app.config.smtp;
+    let build = || -> Result<Message, String> {
+        let mut m = Message::builder()
+            .from(
+                smtp.from
+                    .parse::<Mailbox>()
+                    .map_err(|e| format!("smtp.from: {e}"))?,
+            )
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN);
+        for t in to {
+            m = m.to(t.parse::<Mailbox>().map_err(|e| format!("{t}: {e}"))?);
+        }
+        m.body(text.to_string()).map_err(|e| e.to_string())
+    };
+    let mut transport = SmtpTransport::builder_dangerous(&smtp.host).port(smtp.port);
+    if let (Some(u), Some(p)) = (&smtp.username, &smtp.password) {
+        transport = transport.credentials(Credentials::new(u.clone(), p.clone()));
+    }
+    let mailer = transport.timeout(Some(Duration::from_secs(10))).build();
+    let attempts = app.config.webhook_attempts.max(1) as i64;
+    for attempt in 1..=attempts {
+        let result = build().and_then(|m| mailer.send(&m).map_err(|e| e.to_string()));
+        let (status, error) = match &result {
+            Ok(r) => (Some(i64::from(u16::from(r.code()))), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        let last = result.is_ok() || attempt == attempts;
+        let outcome = match (&result, last) {
+            (Ok(_), _) => Some("delivered"),
+            (Err(_), true) => Some("failed"),
+            _ => None,
+        };
+        let logged = app.data.meta.lock().log_delivery(
+            id,
+            "email",
+            attempt,
+            status,
+            error.as_deref(),
+            outcome,
+        );
+        if let Err(e) = logged {
+            tracing::warn!(alert = id, error = %e, "cannot log an e-mail delivery");
+        }
+        if last {
+            return;
+        }
+        tracing::warn!(
+            alert = id,
+            attempt,
+            error = error.as_deref().unwrap_or(""),
+            "alert e-mail failed"
+        );
+        let delay = app
+            .config
+            .webhook_backoff_ms
+            .saturating_mul(1 << (attempt - 1).min(20));
+        std::thread::sleep(Duration::from_millis(delay));
+    }
 }
 
 /// Posts the alert to its webhook until a 2xx answer, with exponential backoff.
@@ -209,11 +310,14 @@ async fn deliver(app: Arc<AppState>, id: i64, hook: Webhook, body: String) {
         } else {
             None
         };
-        let logged =
-            app.data
-                .meta
-                .lock()
-                .log_delivery(id, attempt, status, error.as_deref(), outcome);
+        let logged = app.data.meta.lock().log_delivery(
+            id,
+            "webhook",
+            attempt,
+            status,
+            error.as_deref(),
+            outcome,
+        );
         if let Err(e) = logged {
             tracing::warn!(alert = id, error = %e, "cannot log a webhook delivery");
         }

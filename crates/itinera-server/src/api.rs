@@ -571,6 +571,12 @@ async fn put_alert_rule(
             reason: e.to_string(),
         })?;
     rule.validate().map_err(engine_error)?;
+    if !rule.email.is_empty() && app.config.smtp.host.is_empty() {
+        return Err(ApiError::BadRequest {
+            field: "email".into(),
+            reason: "e-mail alerts need an SMTP relay: set [smtp] host (ITINERA_SMTP_HOST)".into(),
+        });
+    }
     // the rule's answers query must compile against the project's data
     let store = app.data.store(&project)?;
     itinera_engine::scores::run_scores(

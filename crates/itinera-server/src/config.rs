@@ -30,6 +30,33 @@ pub struct ServerConfig {
     pub survey_rate_per_minute: u32,
     pub store: StoreSettings,
     pub channels: ChannelRules,
+    /// Where alert e-mails go out.
+    pub smtp: SmtpSettings,
+}
+
+/// An SMTP relay for alert e-mails (plain SMTP, optionally with a login, e.g. to a local relay
+/// that handles TLS onwards).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// Host of the relay; empty: e-mail alerts are refused.
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        SmtpSettings {
+            host: String::new(),
+            port: 25,
+            from: "itinera@localhost".into(),
+            username: None,
+            password: None,
+        }
+    }
 }
 
 /// Store tuning, mirrored from [`StoreConfig`].
@@ -85,6 +112,7 @@ impl Default for ServerConfig {
             survey_rate_per_minute: 30,
             store: StoreSettings::default(),
             channels: ChannelRules::default(),
+            smtp: SmtpSettings::default(),
         }
     }
 }
