@@ -651,9 +651,9 @@ mod tests {
             None,
             "deduplicated"
         );
-        m.log_delivery(id, 1, Some(500), Some("server error"), None)
+        m.log_delivery(id, "webhook", 1, Some(500), Some("server error"), None)
             .unwrap();
-        m.log_delivery(id, 2, Some(200), None, Some("delivered"))
+        m.log_delivery(id, "webhook", 2, Some(200), None, Some("delivered"))
             .unwrap();
         let a = m.alerts("default", 10).unwrap();
         assert_eq!(a[0].delivery, "delivered");
