@@ -114,6 +114,27 @@ fn hosted_survey_page_and_widget() {
     assert_eq!(scores["groups"][0]["key"], "nps-after-order");
     assert_eq!(scores["overall"]["nps"]["promoters"], 1);
 
+    // the open answer: searchable, with its sentiment
+    let comments: Value = client
+        .post(server.url("/api/v1/comments"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"scores": {"kind": "nps"}, "search": "DELIVERY"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(comments["n"], 1, "{comments}");
+    assert_eq!(comments["comments"][0]["comment"], "fast delivery");
+    let none: Value = client
+        .post(server.url("/api/v1/comments"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"scores": {"kind": "nps"}, "search": "refund"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(none["n"], 0);
+
     // rate limit: 8 a minute per client address
     let mut limited = false;
     for _ in 0..12 {

@@ -6,6 +6,8 @@ use serde_json::{Map, Value};
 
 /// Longest property value kept as a typed property (longer ones stay in the message only).
 pub const MAX_PROP_VALUE: usize = 200;
+/// Open answers (`properties.comment`) are kept up to this length, for search and sentiment.
+pub const MAX_COMMENT_VALUE: usize = 2_000;
 /// Most properties kept per message.
 pub const MAX_PROPS: usize = 64;
 
@@ -159,6 +161,11 @@ pub fn scalar_props(
             }
             let text = match v {
                 Value::String(s) if s.len() <= MAX_PROP_VALUE => s.clone(),
+                Value::String(s)
+                    if prefix == "properties" && k == "comment" && s.len() <= MAX_COMMENT_VALUE =>
+                {
+                    s.clone()
+                }
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 _ => continue,

@@ -47,6 +47,7 @@ pub enum AnalysisRequest {
     Revenue(RevenueQuery),
     Scores(ScoresQuery),
     Promoters(itinera_engine::scores::PromotersQuery),
+    Comments(itinera_engine::scores::CommentsQuery),
 }
 
 /// One person's stages under a model.
@@ -88,6 +89,9 @@ impl AnalysisRequest {
             AnalysisRequest::Scores(q) => json(itinera_engine::run_scores(&view, q, opts)),
             AnalysisRequest::Promoters(q) => {
                 json(itinera_engine::scores::find_promoters(&view, q, opts))
+            }
+            AnalysisRequest::Comments(q) => {
+                json(itinera_engine::scores::find_comments(&view, q, opts))
             }
         }
     }
@@ -163,6 +167,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/revenue", analysis(AnalysisRequest::Revenue))
         .route("/api/v1/scores", analysis(AnalysisRequest::Scores))
         .route("/api/v1/promoters", analysis(AnalysisRequest::Promoters))
+        .route("/api/v1/comments", analysis(AnalysisRequest::Comments))
         .route("/api/v1/stages/person", post(person_stages))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/evaluate", post(evaluate_alerts))

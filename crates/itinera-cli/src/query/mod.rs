@@ -59,6 +59,8 @@ pub enum QueryCommand {
     /// Promoters (latest NPS answer 9-10) with consent and contact traits, for advocacy and
     /// referral programmes (`--format csv` to export).
     Promoters(Box<value::PromotersArgs>),
+    /// Open answers: search, sentiment, keywords.
+    Comments(Box<value::CommentsArgs>),
 }
 
 #[derive(Args)]
@@ -249,6 +251,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Segments(args) => run_segments_report(&args.target),
         QueryCommand::Scores(args) => value::run_scores(&args),
         QueryCommand::Promoters(args) => value::run_promoters(&args),
+        QueryCommand::Comments(args) => value::run_comments(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
             let result: RetentionResult = execute(&args.target, "retention", &q, |view| {

@@ -15,7 +15,8 @@ use itinera_engine::funnel::CountBy;
 use itinera_engine::retention::Period;
 use itinera_engine::revenue::{RevenueQuery, RevenueResult};
 use itinera_engine::scores::{
-    PromotersQuery, PromotersResult, ScoreBy, ScoreKind, ScoresQuery, ScoresResult,
+    CommentsQuery, CommentsResult, PromotersQuery, PromotersResult, ScoreBy, ScoreKind,
+    ScoresQuery, ScoresResult,
 };
 use itinera_engine::EventSelector;
 use serde_json::json;
@@ -738,4 +739,69 @@ pub fn run_promoters(a: &PromotersArgs) -> CliResult {
         .collect();
     let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
     print_records(a.target.format, &cols, &rows)
+}
+
+#[derive(Args)]
+pub struct CommentsArgs {
+    /// nps, csat or ces.
+    #[arg(long)]
+    kind: String,
+    /// Words that must all occur in the comment.
+    #[arg(long)]
+    search: Option<String>,
+    /// Group by stage, touchpoint, channel, persona, account, survey, day, week or month.
+    #[arg(long)]
+    by: Option<String>,
+    #[arg(long)]
+    survey: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    #[command(flatten)]
+    range: DateRange,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn run_comments(a: &CommentsArgs) -> CliResult {
+    let mut scores = ScoresQuery::new(enum_arg::<ScoreKind>("kind", &a.kind, "nps, csat, ces")?);
+    scores.by =
+        a.by.as_deref()
+            .map(|b| {
+                enum_arg::<ScoreBy>(
+                    "by",
+                    b,
+                    "stage, touchpoint, channel, persona, account, survey, day, week, month",
+                )
+            })
+            .transpose()?;
+    scores.survey_id = a.survey.clone();
+    scores.from_ms = a.range.start_ms()?;
+    scores.to_ms = a.range.end_ms()?;
+    let q = CommentsQuery {
+        scores,
+        comment_property: "properties.comment".into(),
+        search: a.search.clone(),
+        limit: a.limit,
+    };
+    let r: CommentsResult = execute(&a.target, "comments", &q, |view| {
+        itinera_engine::scores::find_comments(view, &q, &Default::default())
+    })?;
+    if a.target.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    print_records(
+        a.target.format,
+        &["person", "score", "group", "sentiment", "comment"],
+        &r.comments,
+    )?;
+    if a.target.format == Format::Table {
+        print_records(
+            a.target.format,
+            &["term", "comments", "mean_score", "mean_sentiment"],
+            &r.keywords,
+        )?;
+        println!("{} comments; {}", r.n, r.definition);
+    }
+    Ok(())
 }
