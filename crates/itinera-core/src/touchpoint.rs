@@ -251,11 +251,15 @@ mod tests {
         );
         assert_eq!(Touchpoint::props_from_body(&t.body), t.props);
         let t = tp(
-            json!({"type": "track", "userId": "u", "event": "Survey Responded", "properties": {"score": 9.5, "comment": "x".repeat(300)}}),
+            json!({"type": "track", "userId": "u", "event": "Survey Responded", "properties": {"score": 9.5, "note": "x".repeat(300), "comment": "y".repeat(300)}}),
         );
         assert_eq!(
             t.props,
-            vec![("properties.score".to_string(), "9.5".to_string())]
+            vec![
+                ("properties.comment".to_string(), "y".repeat(300)),
+                ("properties.score".to_string(), "9.5".to_string())
+            ],
+            "long strings are left out, except open answers up to 2,000 bytes"
         );
     }
 
