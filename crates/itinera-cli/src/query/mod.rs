@@ -219,6 +219,10 @@ pub struct FunnelArgs {
     /// List the persons who `reached:N` or `dropped:N` (step N) instead of the step table.
     #[arg(long)]
     cohort: Option<String>,
+    /// With --cohort: save the persons as a segment of this name, e.g. to see what the people
+    /// who dropped at a step did next (`itinera query paths --segment NAME`).
+    #[arg(long, requires = "cohort")]
+    save_segment: Option<String>,
     /// The whole query as JSON (the API's body); other query flags are ignored.
     #[arg(long)]
     query_file: Option<PathBuf>,
@@ -239,6 +243,14 @@ pub fn run(cmd: QueryCommand) -> CliResult {
             let result: FunnelResult = execute(&args.target, "funnel", &q, |view| {
                 itinera_engine::run_funnel(view, &q, &Default::default())
             })?;
+            if let (Some(name), Some(persons)) = (&args.save_segment, &result.cohort) {
+                save_person_segment(
+                    &args.target,
+                    name,
+                    persons,
+                    args.cohort.as_deref().unwrap_or(""),
+                )?;
+            }
             print_funnel(args.target.format, &result)
         }
         QueryCommand::Stages(args) => run_stages(&args),
@@ -924,4 +936,32 @@ fn run_segments_report(target: &Target) -> CliResult {
             ))
             .collect();
     print_records(target.format, &["kind", "name", "persons", "share"], &rows)
+}
+
+/// Saves `persons` as a person-list segment of the target's project (data directories only).
+pub(crate) fn save_person_segment(
+    target: &Target,
+    name: &str,
+    persons: &[String],
+    what: &str,
+) -> CliResult {
+    if target.server.is_some() {
+        return Err("--save-segment works on a data directory (use PUT /api/v1/segments/{name} on a server)".into());
+    }
+    itinera_server::api::valid_definition_name(name)?;
+    let def = itinera_engine::SegmentDef {
+        name: name.to_string(),
+        description: Some(what.to_string()),
+        rule: itinera_engine::SegmentRule::Persons(persons.to_vec()),
+    };
+    let dir = open_data(&load_config(&target.data, None)?)?;
+    dir.meta.lock().put_definition(
+        &target.project.project,
+        itinera_server::population::SEGMENT,
+        name,
+        &serde_json::to_string(&def)?,
+        0,
+    )?;
+    eprintln!("saved segment {name}: {} persons", persons.len());
+    Ok(())
 }

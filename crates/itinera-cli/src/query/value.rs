@@ -225,18 +225,15 @@ pub struct ClvArgs {
 
 /// Saves the customers of a churn-risk or value-tier selection as person-list segments.
 fn save_clv_segments(a: &ClvArgs, r: &ClvResult) -> CliResult {
-    if a.save_segment.is_empty() {
-        return Ok(());
-    }
-    if a.target.server.is_some() {
-        return Err("--save-segment works on a data directory (use PUT /api/v1/segments/{name} on a server)".into());
-    }
-    let dir = crate::open_data(&crate::load_config(&a.target.data, None)?)?;
     for spec in &a.save_segment {
         let (name, which) = spec.split_once('=').ok_or_else(|| {
             format!("--save-segment {spec}: expected NAME=churn-risk|high|medium|low")
         })?;
-        itinera_server::api::valid_definition_name(name)?;
+        if !["churn-risk", "high", "medium", "low"].contains(&which) {
+            return Err(
+                format!("--save-segment {spec}: expected churn-risk, high, medium or low").into(),
+            );
+        }
         let ids: Vec<String> = r
             .customers
             .iter()
@@ -246,27 +243,11 @@ fn save_clv_segments(a: &ClvArgs, r: &ClvResult) -> CliResult {
             })
             .map(|c| c.id.clone())
             .collect();
-        if !["churn-risk", "high", "medium", "low"].contains(&which) {
-            return Err(
-                format!("--save-segment {spec}: expected churn-risk, high, medium or low").into(),
-            );
-        }
-        let def = itinera_engine::SegmentDef {
-            name: name.to_string(),
-            description: Some(format!(
-                "CLV {which} customers, calibration end {}",
-                a.calibration_end
-            )),
-            rule: itinera_engine::SegmentRule::Persons(ids.clone()),
-        };
-        dir.meta.lock().put_definition(
-            &a.target.project.project,
-            itinera_server::population::SEGMENT,
-            name,
-            &serde_json::to_string(&def)?,
-            0,
-        )?;
-        eprintln!("saved segment {name}: {} customers", ids.len());
+        let what = format!(
+            "CLV {which} customers, calibration end {}",
+            a.calibration_end
+        );
+        super::save_person_segment(&a.target, name, &ids, &what)?;
     }
     Ok(())
 }
