@@ -248,6 +248,9 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
     if let Some(v) = env("ITINERA_SMTP_HOST") {
         cfg.smtp.host = v;
     }
+    if let Some(v) = env("ITINERA_PUBLIC_URL") {
+        cfg.public_url = v;
+    }
     if let Some(v) = env("ITINERA_SMTP_FROM") {
         cfg.smtp.from = v;
     }

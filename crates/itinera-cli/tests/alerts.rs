@@ -315,7 +315,7 @@ fn alert_emails_go_through_smtp() {
     let put = client
         .put(server.url("/api/v1/alerts/rules/unhappy-delivery"))
         .bearer_auth(&keys.read_token)
-        .json(&json!({"scores": {"kind": "csat"}, "trigger": {"response": {"max_score": 2}}, "email": ["cx@example.com", "lead@example.com"]}))
+        .json(&json!({"scores": {"kind": "csat"}, "trigger": {"response": {"max_score": 2}}, "email": ["cx@example.com", "lead@example.com"], "open_case": true}))
         .send()
         .unwrap();
     assert_eq!(put.status(), 200);
@@ -329,6 +329,13 @@ fn alert_emails_go_through_smtp() {
             .unwrap()
     };
     evaluate();
+    let r = client
+        .post(server.url("/v1/identify"))
+        .basic_auth(&keys.write_key, Some(""))
+        .json(&json!({"userId": "maria", "traits": {"email": "maria@example.org"}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = client
         .post(server.url("/v1/track"))
         .basic_auth(&keys.write_key, Some(""))
@@ -371,4 +378,44 @@ fn alert_emails_go_through_smtp() {
     }
     assert_eq!(attempt["channel"], "email");
     assert_eq!(attempt["status"], 250);
+
+    // closing the loop: a follow-up survey to the customer, by e-mail, recorded on the case
+    let put = client
+        .put(server.url("/api/v1/surveys/csat-follow-up"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"kind": "csat", "question": {"en": "Did we solve your problem?"}}))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let cases: Value = client
+        .get(server.url("/api/v1/cases"))
+        .bearer_auth(&keys.read_token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let case_id = cases["cases"][0]["id"].as_i64().unwrap();
+    let follow: Value = client
+        .post(server.url(&format!("/api/v1/cases/{case_id}/follow-up")))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"survey": "csat-follow-up"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(follow["emailed_to"], "maria@example.org", "{follow}");
+    assert_eq!(follow["case"]["status"], "waiting_on_customer");
+    let path = follow["path"].as_str().unwrap();
+    assert!(follow["case"]["follow_up"].as_str().unwrap().contains(path));
+    while mails.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mail = mails.lock().unwrap()[1].clone();
+    assert!(
+        mail.contains("maria@example.org") && mail.contains("Did we solve your problem?"),
+        "{mail}"
+    );
+    // the link in the e-mail opens the survey for maria
+    let page = client.get(server.url(path)).send().unwrap();
+    assert_eq!(page.status(), 200);
 }

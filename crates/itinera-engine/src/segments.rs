@@ -377,3 +377,31 @@ pub fn run_segments_report<S: JourneySource>(
             .collect(),
     })
 }
+
+/// The latest value of a trait or property of one person (by any of their ids), e.g. the e-mail
+/// to send a follow-up survey to.
+pub fn person_trait<S: JourneySource>(source: &S, person: &str, key: &str) -> Option<String> {
+    let (did, key) = source.with_vocabulary(|v| {
+        (
+            v.code(Field::DistinctId, person),
+            v.code(Field::PropKey, key),
+        )
+    });
+    let (did, key) = (did?, key?);
+    let found = source.scan(
+        &ScanOptions::default(),
+        || None,
+        |acc: &mut Option<(i64, u32)>, j| {
+            if j.did.contains(&did) {
+                let latest = (0..j.len())
+                    .rev()
+                    .find_map(|i| j.props.get(i, key).map(|v| (j.ts[i], v)));
+                if latest.is_some_and(|l| acc.is_none_or(|a| l.0 >= a.0)) {
+                    *acc = latest;
+                }
+            }
+        },
+    );
+    let (_, v) = found.into_iter().flatten().max_by_key(|(t, _)| *t)?;
+    Some(source.with_vocabulary(|voc| voc.name(Field::PropValue, v).to_string()))
+}

@@ -479,6 +479,19 @@ impl Meta {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// Case `id` of `project`.
+    pub fn case(&self, project: &str, id: i64) -> Result<Option<Case>> {
+        let p = self.project(project)?;
+        let sql = format!(
+            "SELECT {} FROM cases WHERE id = ?1 AND project_id = ?2",
+            Self::CASE_COLUMNS
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, params![id, p.id], Self::case_of)
+            .optional()?)
+    }
+
     /// Applies `u` to case `id` of `project`; `None` when there is no such case.
     pub fn update_case(&self, project: &str, id: i64, u: &CaseUpdate) -> Result<Option<Case>> {
         let p = self.project(project)?;

@@ -211,37 +211,46 @@ fn email_text(rule: &AlertRule, payload: &Value, case: Option<i64>) -> (String, 
     (subject, text)
 }
 
-/// Sends the alert e-mail through the configured SMTP relay, with the webhook's retry policy.
+/// Sends one plain-text e-mail through the configured SMTP relay; the reply code on success.
 /// Blocking.
-fn deliver_email(app: &AppState, id: i64, to: &[String], subject: &str, text: &str) {
+pub fn send_mail(app: &AppState, to: &[String], subject: &str, text: &str) -> Result<u16, String> {
     use lettre::message::{header::ContentType, Mailbox};
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{Message, SmtpTransport, Transport};
     let smtp = &app.config.smtp;
-    let build = || -> Result<Message, String> {
-        let mut m = Message::builder()
-            .from(
-                smtp.from
-                    .parse::<Mailbox>()
-                    .map_err(|e| format!("smtp.from: {e}"))?,
-            )
-            .subject(subject)
-            .header(ContentType::TEXT_PLAIN);
-        for t in to {
-            m = m.to(t.parse::<Mailbox>().map_err(|e| format!("{t}: {e}"))?);
-        }
-        m.body(text.to_string()).map_err(|e| e.to_string())
-    };
+    if smtp.host.is_empty() {
+        return Err("no SMTP relay is configured ([smtp] host)".into());
+    }
+    let mut m = Message::builder()
+        .from(
+            smtp.from
+                .parse::<Mailbox>()
+                .map_err(|e| format!("smtp.from: {e}"))?,
+        )
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN);
+    for t in to {
+        m = m.to(t.parse::<Mailbox>().map_err(|e| format!("{t}: {e}"))?);
+    }
+    let message = m.body(text.to_string()).map_err(|e| e.to_string())?;
     let mut transport = SmtpTransport::builder_dangerous(&smtp.host).port(smtp.port);
     if let (Some(u), Some(p)) = (&smtp.username, &smtp.password) {
         transport = transport.credentials(Credentials::new(u.clone(), p.clone()));
     }
     let mailer = transport.timeout(Some(Duration::from_secs(10))).build();
+    mailer
+        .send(&message)
+        .map(|r| u16::from(r.code()))
+        .map_err(|e| e.to_string())
+}
+
+/// Sends the alert e-mail with the webhook's retry policy, logging every attempt. Blocking.
+fn deliver_email(app: &AppState, id: i64, to: &[String], subject: &str, text: &str) {
     let attempts = app.config.webhook_attempts.max(1) as i64;
     for attempt in 1..=attempts {
-        let result = build().and_then(|m| mailer.send(&m).map_err(|e| e.to_string()));
+        let result = send_mail(app, to, subject, text);
         let (status, error) = match &result {
-            Ok(r) => (Some(i64::from(u16::from(r.code()))), None),
+            Ok(code) => (Some(i64::from(*code)), None),
             Err(e) => (None, Some(e.clone())),
         };
         let last = result.is_ok() || attempt == attempts;

@@ -184,6 +184,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/surveys/{id}/link", post(survey_link))
         .route("/api/v1/cases", get(list_cases).post(create_case))
         .route("/api/v1/cases/{id}", axum::routing::patch(update_case))
+        .route("/api/v1/cases/{id}/follow-up", post(case_follow_up))
         .route("/api/v1/segments", get(list_definitions))
         .route("/api/v1/segments/report", post(segments_report))
         .route(
@@ -772,5 +773,105 @@ async fn survey_link(
         crate::surveys::signed_link(&app.data.meta.lock(), &project, &id, &req.person, expires)?;
     Ok(Json(
         serde_json::json!({ "path": url, "expires_ms": expires }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FollowUp {
+    survey: String,
+    #[serde(default = "thirty")]
+    days: u32,
+    /// The trait holding the customer's e-mail address.
+    #[serde(default = "email_trait")]
+    email_property: String,
+}
+
+fn email_trait() -> String {
+    "traits.email".into()
+}
+
+/// `POST /api/v1/cases/{id}/follow-up`: a signed survey link for the case's customer, recorded on
+/// the case and e-mailed to them when the SMTP relay is set and their e-mail trait is known.
+async fn case_follow_up(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Result<Json<FollowUp>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let f = json_body(body)?;
+    if f.days == 0 || f.days > 365 {
+        return Err(ApiError::BadRequest {
+            field: "days".into(),
+            reason: "1-365".into(),
+        });
+    }
+    let case = app
+        .data
+        .meta
+        .lock()
+        .case(&project, id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no case {id}")))?;
+    let person = case.person.clone().ok_or_else(|| ApiError::BadRequest {
+        field: "person".into(),
+        reason: "the case names no customer".into(),
+    })?;
+    let survey = crate::surveys::load(&app, &project)?
+        .into_iter()
+        .find(|s| s.id == f.survey)
+        .ok_or_else(|| ApiError::NotFound(format!("no survey {}", f.survey)))?;
+    let expires = population::now_ms() + f.days as i64 * 86_400_000;
+    let path = crate::surveys::signed_link(
+        &app.data.meta.lock(),
+        &project,
+        &survey.id,
+        &person,
+        expires,
+    )?;
+    let app2 = app.clone();
+    let (project2, person2, path2) = (project.clone(), person.clone(), path.clone());
+    let question = survey.question.get("en").cloned().unwrap_or_default();
+    let emailed = tokio::task::spawn_blocking(move || -> Result<Option<String>, ApiError> {
+        if app2.config.smtp.host.is_empty() {
+            return Ok(None);
+        }
+        let store = app2.data.store(&project2)?;
+        let Some(to) =
+            itinera_engine::segments::person_trait(&store.view(), &person2, &f.email_property)
+        else {
+            return Ok(None);
+        };
+        let text = format!(
+            "{question}\n\nPlease tell us here: {}{path2}\n",
+            app2.config.public_url.trim_end_matches('/')
+        );
+        crate::alerts::send_mail(
+            &app2,
+            std::slice::from_ref(&to),
+            "A quick question from us",
+            &text,
+        )
+        .map_err(ApiError::Unavailable)?;
+        Ok(Some(to))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let note = format!(
+        "survey {} sent{}: {path}",
+        survey.id,
+        emailed
+            .as_deref()
+            .map(|t| format!(" to {t}"))
+            .unwrap_or_default()
+    );
+    let update = itinera_meta::CaseUpdate {
+        follow_up: Some(note),
+        status: (case.status == "open").then(|| "waiting_on_customer".to_string()),
+        ..Default::default()
+    };
+    let case = app.data.meta.lock().update_case(&project, id, &update)?;
+    Ok(Json(
+        serde_json::json!({ "case": case, "path": path, "emailed_to": emailed }),
     ))
 }

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub channels: ChannelRules,
     /// Where alert e-mails go out.
     pub smtp: SmtpSettings,
+    /// The address customers reach this server at (for links in e-mails).
+    pub public_url: String,
 }
 
 /// An SMTP relay for alert e-mails (plain SMTP, optionally with a login, e.g. to a local relay
@@ -113,6 +115,7 @@ impl Default for ServerConfig {
             store: StoreSettings::default(),
             channels: ChannelRules::default(),
             smtp: SmtpSettings::default(),
+            public_url: "http://127.0.0.1:8460".into(),
         }
     }
 }
