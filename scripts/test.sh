@@ -11,16 +11,24 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 
-echo "== reference engines (ClickHouse 18.16 server from Debian; chDB and DuckDB come from PyPI)"
-if ! command -v clickhouse-server >/dev/null; then
-  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+echo "== Debian packages: ClickHouse 18.16 server (reference engine) and chromium (browser tests)"
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+MISSING=""
+command -v clickhouse-server >/dev/null || MISSING="$MISSING clickhouse-server clickhouse-client"
+[ -x /usr/bin/chromium ] || MISSING="$MISSING chromium"
+command -v npm >/dev/null || MISSING="$MISSING nodejs npm"
+if [ -n "$MISSING" ]; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 
-echo "== Python tests: official Segment and RudderStack SDKs, Parquet interop, funnels vs ClickHouse"
+echo "== Python tests: official SDKs, Parquet interop, funnels vs ClickHouse, attribution vs ChannelAttribution, CLV vs lifetimes"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 ITINERA_BIN="$PWD/target/debug/itinera" .venv/bin/python -m pytest -q tests/python
+
+echo "== browser tests: the survey widget in Debian's chromium (playwright-core from npm, no browser download)"
+(cd tests/browser && npm ci --no-audit --no-fund --silent && ITINERA_BIN="$OLDPWD/target/debug/itinera" node --test)
