@@ -95,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         command: surveys::SurveyCommand,
     },
+    /// Cases opened by alerts (or by hand): list them, update status, assignee, root cause, action.
+    Cases {
+        #[command(subcommand)]
+        command: surveys::CaseCommand,
+    },
     /// Projects and their credentials.
     Keys {
         #[command(subcommand)]
@@ -386,6 +391,7 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Keys { command } => keys(command),
         Command::Surveys { command } => surveys::run(command),
+        Command::Cases { command } => surveys::run_cases(command),
         Command::Segments { command } => {
             definitions::run(itinera_server::population::SEGMENT, command)
         }

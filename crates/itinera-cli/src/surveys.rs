@@ -133,3 +133,88 @@ pub fn run(cmd: SurveyCommand) -> CliResult {
         }
     }
 }
+
+#[derive(Subcommand)]
+pub enum CaseCommand {
+    /// Cases, newest first.
+    List {
+        /// open, in_progress, waiting_on_customer or closed.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Change a case; fields left out stay as they are.
+    Update {
+        id: i64,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        assignee: Option<String>,
+        #[arg(long)]
+        root_cause: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+pub fn run_cases(cmd: CaseCommand) -> CliResult {
+    let columns = [
+        "id",
+        "status",
+        "person",
+        "title",
+        "assignee",
+        "root_cause",
+        "action",
+        "follow_up",
+        "updated_at",
+    ];
+    match cmd {
+        CaseCommand::List {
+            status,
+            data,
+            project,
+            format,
+        } => {
+            let dir = open_data(&load_config(&data, None)?)?;
+            let cases = dir.meta.lock().cases(&project.project, status.as_deref())?;
+            print_records(format, &columns, &cases)
+        }
+        CaseCommand::Update {
+            id,
+            status,
+            assignee,
+            root_cause,
+            action,
+            data,
+            project,
+            format,
+        } => {
+            let dir = open_data(&load_config(&data, None)?)?;
+            let update = itinera_meta::CaseUpdate {
+                status,
+                assignee,
+                root_cause,
+                action,
+                follow_up: None,
+            };
+            let case = dir
+                .meta
+                .lock()
+                .update_case(&project.project, id, &update)?
+                .ok_or_else(|| format!("no case {id}"))?;
+            print_records(format, &columns, &[case])
+        }
+    }
+}

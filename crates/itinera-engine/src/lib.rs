@@ -21,6 +21,7 @@ pub mod revenue;
 pub mod scores;
 pub mod segments;
 pub mod selector;
+pub mod sentiment;
 pub mod stages;
 pub mod stats;
 

@@ -824,8 +824,10 @@ pub struct Comment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     pub comment: String,
-    /// VADER compound score, −1…+1 (English lexicon).
+    /// Compound score, −1…+1 (see [`crate::sentiment`]).
     pub sentiment: f64,
+    /// The language the sentiment was read in: `en` or `de`.
+    pub language: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -923,12 +925,14 @@ pub fn find_comments<S: JourneySource>(
                 if !words.iter().all(|w| lower.contains(w.as_str())) {
                     return None;
                 }
+                let (sentiment, language) = crate::sentiment::score(&analyzer, text);
                 Some(Comment {
                     person: v.name(Field::DistinctId, person).to_string(),
                     ts_ms: ts,
                     score,
                     group: q.scores.by.map(|_| a.name(v, g)),
-                    sentiment: analyzer.polarity_scores(text)["compound"],
+                    sentiment,
+                    language: language.into(),
                     comment: text.to_string(),
                 })
             })
@@ -965,7 +969,7 @@ pub fn find_comments<S: JourneySource>(
         mean_sentiment,
         comments,
         keywords,
-        definition: "sentiment: VADER compound score (-1..+1) from its English lexicon (MIT-licensed vader_sentiment crate); keywords: words of 3+ letters, English and German stop words removed, counted once per comment".into(),
+        definition: "sentiment: compound score -1..+1; English by VADER (vader_sentiment crate, MIT), German by Itinera's own lexicon with VADER's rules; the language is guessed from stop words; keywords: words of 3+ letters, English and German stop words removed, counted once per comment".into(),
     })
 }
 
