@@ -3,6 +3,7 @@
 
 mod definitions;
 mod import;
+mod models;
 mod output;
 mod parquet_io;
 mod query;
@@ -99,6 +100,11 @@ enum Command {
     Cases {
         #[command(subcommand)]
         command: surveys::CaseCommand,
+    },
+    /// Stage models saved in the project (custom buyer or customer journeys), usable by name.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelCommand,
     },
     /// Projects and their credentials.
     Keys {
@@ -392,6 +398,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Keys { command } => keys(command),
         Command::Surveys { command } => surveys::run(command),
         Command::Cases { command } => surveys::run_cases(command),
+        Command::Models { command } => models::run(command),
         Command::Segments { command } => {
             definitions::run(itinera_server::population::SEGMENT, command)
         }

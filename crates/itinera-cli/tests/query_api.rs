@@ -184,6 +184,30 @@ after = "Bought"
         custom["stages"][0]["entered"],
         truth["realized"]["reached"][1]
     );
+    // saved in the project, the model is used by name, locally and through the server
+    run(&[
+        "models",
+        "set",
+        "shop",
+        "--file",
+        model.to_str().unwrap(),
+        "--data",
+        d,
+    ]);
+    assert_eq!(stages(&["--data", d, "--model", "shop"]), custom);
+    assert_eq!(
+        stages(&[
+            "--server",
+            &url,
+            "--token",
+            &keys.read_token,
+            "--model",
+            "shop"
+        ]),
+        custom
+    );
+    let unknown = run_fails(&["query", "stages", "--data", d, "--model", "nope"]);
+    assert!(unknown.contains("no built-in or saved model"), "{unknown}");
 
     // paths: the same locally and through the server; every counted path starts at the start
     let paths = |extra: &[&str]| -> Value {

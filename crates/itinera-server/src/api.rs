@@ -274,9 +274,22 @@ fn run_blocking(
     let view = store.view();
     let filter = view.with_vocabulary(|v| pop.filter(&app.data, project, v))?;
     let mut request = request.clone();
-    if let AnalysisRequest::Scores(q) = &mut request {
-        if q.by == Some(itinera_engine::scores::ScoreBy::Persona) && q.personas.is_empty() {
-            q.personas = population::load(&app.data.meta.lock(), project, population::PERSONA)?;
+    {
+        let meta = app.data.meta.lock();
+        let resolve = |m: &mut ModelRef| -> Result<(), ApiError> {
+            *m = population::resolve_model(&meta, project, m)?;
+            Ok(())
+        };
+        match &mut request {
+            AnalysisRequest::Scores(q) => {
+                if q.by == Some(itinera_engine::scores::ScoreBy::Persona) && q.personas.is_empty() {
+                    q.personas = population::load(&meta, project, population::PERSONA)?;
+                }
+                resolve(&mut q.model)?;
+            }
+            AnalysisRequest::Stages(q) => resolve(&mut q.model)?,
+            AnalysisRequest::Accounts(q) => resolve(&mut q.model)?,
+            _ => {}
         }
     }
     request.run(&view, filter, opts).map_err(engine_error)
@@ -321,8 +334,9 @@ async fn person_stages(
     let q = json_body(body)?;
     let project = read_project(&app, &headers)?;
     let store = app.data.store(&project)?;
+    let model = population::resolve_model(&app.data.meta.lock(), &project, &q.model)?;
     let r = tokio::task::spawn_blocking(move || {
-        itinera_engine::run_person_stages(&store.view(), &q.model, &q.person)
+        itinera_engine::run_person_stages(&store.view(), &model, &q.person)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?

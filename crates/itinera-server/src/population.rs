@@ -80,3 +80,35 @@ impl Population {
         }
     }
 }
+
+/// Definition kind of saved stage models.
+pub const STAGE_MODEL: &str = "stage_model";
+
+/// A model reference with saved models resolved: a name that is not built in is looked up among
+/// the project's saved models and given whole.
+pub fn resolve_model(
+    meta: &Meta,
+    project: &str,
+    model: &itinera_engine::stages::ModelRef,
+) -> Result<itinera_engine::stages::ModelRef, ApiError> {
+    use itinera_engine::stages::{ModelRef, StageModel};
+    match model {
+        ModelRef::Builtin(name) if !StageModel::BUILTIN.contains(&name.as_str()) => {
+            let saved = meta
+                .definitions(project, STAGE_MODEL)?
+                .into_iter()
+                .find(|d| d.name == *name)
+                .ok_or_else(|| ApiError::BadRequest {
+                    field: "model".into(),
+                    reason: format!(
+                        "no built-in or saved model `{name}` (built-in: {})",
+                        StageModel::BUILTIN.join(", ")
+                    ),
+                })?;
+            let m: StageModel = serde_json::from_str(&saved.body)
+                .map_err(|e| ApiError::Internal(format!("saved model {name}: {e}")))?;
+            Ok(ModelRef::Inline(m))
+        }
+        other => Ok(other.clone()),
+    }
+}

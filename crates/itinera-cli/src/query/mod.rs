@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::path::PathBuf;
 
-mod value;
+pub(crate) mod value;
 
 #[derive(Subcommand)]
 pub enum QueryCommand {
@@ -648,19 +648,33 @@ fn print_funnel(format: Format, r: &FunnelResult) -> CliResult {
 }
 
 /// A built-in model name, or a model file (TOML or JSON by extension).
-fn model_ref(arg: &str) -> CliResult<ModelRef> {
+/// A built-in model, a model file, or a saved model (resolved here on a data directory, by the
+/// server otherwise).
+fn model_ref(arg: &str, target: &Target) -> CliResult<ModelRef> {
     if StageModel::BUILTIN.contains(&arg) {
         return Ok(ModelRef::Builtin(arg.to_string()));
     }
     let path = std::path::Path::new(arg);
     if !path.exists() {
-        return Err(format!(
-            "--model: `{arg}` is neither a built-in model ({}) nor a file",
-            StageModel::BUILTIN.join(", ")
+        let named = ModelRef::Builtin(arg.to_string());
+        if target.server.is_some() {
+            return Ok(named);
+        }
+        let dir = open_data(&load_config(&target.data, None)?)?;
+        let resolved = itinera_server::population::resolve_model(
+            &dir.meta.lock(),
+            &target.project.project,
+            &named,
         )
-        .into());
+        .map_err(|e| format!("--model: {e}"))?;
+        return Ok(resolved);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{arg}: {e}"))?;
+    model_file(arg)
+}
+
+/// A model from a TOML or JSON file.
+pub(crate) fn model_file(arg: &str) -> CliResult<ModelRef> {
+    let text = std::fs::read_to_string(arg).map_err(|e| format!("{arg}: {e}"))?;
     let model: StageModel = if arg.ends_with(".toml") {
         toml::from_str(&text).map_err(|e| format!("{arg}: {e}"))?
     } else {
@@ -671,7 +685,7 @@ fn model_ref(arg: &str) -> CliResult<ModelRef> {
 }
 
 fn run_stages(a: &StagesArgs) -> CliResult {
-    let model = model_ref(&a.model)?;
+    let model = model_ref(&a.model, &a.target)?;
     let format = a.target.format;
     if a.show_model {
         let m = model.resolve()?;

@@ -363,7 +363,7 @@ pub fn run_accounts(a: &AccountsArgs) -> CliResult {
         lost: EventSelector::parse(&a.lost)?,
         role_property: a.role_property.clone(),
         roles: a.roles.clone(),
-        model: super::model_ref(&a.model)?,
+        model: super::model_ref(&a.model, &a.target)?,
         limit: a.limit,
         from_ms: a.range.start_ms()?,
         to_ms: a.range.end_ms()?,
@@ -594,7 +594,7 @@ pub fn run_scores(a: &ScoresArgs) -> CliResult {
         }
     };
     q.low_is_good = a.low_is_good;
-    q.model = super::model_ref(&a.model)?;
+    q.model = super::model_ref(&a.model, &a.target)?;
     q.confidence = a.confidence;
     q.from_ms = a.range.start_ms()?;
     q.to_ms = a.range.end_ms()?;
