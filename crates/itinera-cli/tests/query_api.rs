@@ -131,6 +131,33 @@ fn funnel_locally_and_through_the_server_agree() {
         retention(&["--server", &url, "--token", &keys.read_token])
     );
 
+    // repeat purchase rate of the purchase cohorts: the generator's repeat purchasers
+    let buyers: Value = serde_json::from_str(&run(&[
+        "query",
+        "retention",
+        "--cohort",
+        "Order Completed",
+        "--period",
+        "month",
+        "--data",
+        d,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        buyers["repeat_customers"],
+        truth["realized"]["repeat_purchasers"]
+    );
+    let members: u64 = buyers["cohorts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(buyers["customers"].as_u64().unwrap(), members);
+    assert!(buyers["churn_rate"].as_f64().unwrap() > 0.0);
+
     // stage models: built-in and custom (TOML), locally and through the server
     let model = dir.path().join("m.toml");
     std::fs::write(

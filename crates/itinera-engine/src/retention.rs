@@ -111,10 +111,22 @@ pub struct RetentionQuery {
     /// The project's time zone as minutes east of UTC (0 = UTC).
     #[serde(default)]
     pub utc_offset_minutes: i32,
+    /// Purchases, for the repeat purchase rate of the cohorts (none: not computed).
+    #[serde(default = "default_purchase")]
+    pub purchase: Option<EventSelector>,
+    /// A cohort member with no touchpoint in this span before the latest one seen has churned.
+    #[serde(default = "default_churn_after")]
+    pub churn_after: crate::Span,
 }
 
 fn default_periods() -> usize {
     12
+}
+fn default_purchase() -> Option<EventSelector> {
+    Some(EventSelector::event("Order Completed"))
+}
+fn default_churn_after() -> crate::Span {
+    crate::Span(30 * DAY_MS)
 }
 
 /// One cohort's row of the table.
@@ -136,6 +148,15 @@ pub struct RetentionResult {
     /// Over all cohorts, period n's rate among the cohorts old enough to have a period n (as of
     /// the latest touchpoint seen).
     pub overall: Vec<Option<f64>>,
+    /// Cohort members with at least one purchase, and with at least two.
+    pub customers: u64,
+    pub repeat_customers: u64,
+    /// Repeat customers / customers.
+    pub repeat_purchase_rate: Option<f64>,
+    /// Cohort members without a touchpoint in the `churn_after` before the latest one seen.
+    pub churned: u64,
+    /// Churned / cohort members.
+    pub churn_rate: Option<f64>,
 }
 
 /// Runs a retention analysis on a backend.
@@ -157,17 +178,32 @@ pub fn run_retention<S: JourneySource>(
     if let Some(r) = &q.return_event {
         selectors.push(r.clone());
     }
-    let matcher = source.with_vocabulary(|v| Matcher::compile(&selectors, v))?;
     let return_bit = if q.return_event.is_some() { 2 } else { 0 };
+    let purchase_bit = match &q.purchase {
+        Some(p) => {
+            selectors.push(p.clone());
+            1u64 << (selectors.len() - 1)
+        }
+        None => 0,
+    };
+    let matcher = source.with_vocabulary(|v| Matcher::compile(&selectors, v))?;
     let offset = q.utc_offset_minutes as i64 * 60_000;
     let n = q.periods;
     let mut scan_opts = opts.clone();
     // returns may come after `to`; nothing before `from` matters
     scan_opts.from_ms = q.from_ms;
+    // per part: table, latest touchpoint, scratch, (customers, repeat), members' last touchpoints
+    type Part = (
+        FxHashMap<i64, Vec<u64>>,
+        i64,
+        Vec<bool>,
+        (u64, u64),
+        Vec<i64>,
+    );
     let parts = source.scan(
         &scan_opts,
-        || (FxHashMap::<i64, Vec<u64>>::default(), i64::MIN, Vec::new()),
-        |(acc, latest, back), j| {
+        Part::default,
+        |(acc, latest, back, buyers, last_seen): &mut Part, j| {
             if let Some(last) = j.ts.last() {
                 *latest = (*latest).max(*last);
             }
@@ -179,6 +215,15 @@ pub fn run_retention<S: JourneySource>(
                 return;
             };
             let cohort = q.period.index(j.ts[first] + offset);
+            if purchase_bit != 0 {
+                let purchases = (first..j.len())
+                    .filter(|&i| matcher.row_mask(j, i) & purchase_bit != 0)
+                    .take(2)
+                    .count();
+                buyers.0 += u64::from(purchases >= 1);
+                buyers.1 += u64::from(purchases >= 2);
+            }
+            last_seen.push(*j.ts.last().expect("a matched row"));
             back.clear();
             back.resize(n + 1, false);
             for i in first + 1..j.len() {
@@ -210,8 +255,13 @@ pub fn run_retention<S: JourneySource>(
     }
     let mut table: FxHashMap<i64, Vec<u64>> = FxHashMap::default();
     let mut latest = i64::MIN;
-    for (part, l, _) in parts {
+    let (mut customers, mut repeat_customers) = (0, 0);
+    let mut last_seen = Vec::new();
+    for (part, l, _, (c, r), seen) in parts {
         latest = latest.max(l);
+        customers += c;
+        repeat_customers += r;
+        last_seen.extend(seen);
         for (k, v) in part {
             let e = table.entry(k).or_insert_with(|| vec![0; n + 1]);
             for (a, b) in e.iter_mut().zip(v) {
@@ -242,11 +292,21 @@ pub fn run_retention<S: JourneySource>(
             }
         })
         .collect();
+    let members = last_seen.len() as u64;
+    let churned = last_seen
+        .iter()
+        .filter(|t| **t < latest.saturating_sub(q.churn_after.ms()))
+        .count() as u64;
     Ok(RetentionResult {
         period: q.period,
         mode: q.mode,
         cohorts,
         overall: sums.iter().map(|(r, s)| ratio(*r, *s)).collect(),
+        customers,
+        repeat_customers,
+        repeat_purchase_rate: ratio(repeat_customers, customers),
+        churned,
+        churn_rate: ratio(churned, members),
     })
 }
 
@@ -282,6 +342,28 @@ mod tests {
     }
 
     #[test]
+    fn repeat_purchase_and_churn_rates() {
+        let rows = vec![
+            Row::new("a", 0, "Order Completed"),
+            Row::new("a", 5 * D, "Order Completed"),
+            Row::new("a", 95 * D, "visit"),
+            Row::new("b", D, "Order Completed"),
+            Row::new("b", 10 * D, "visit"),
+            Row::new("c", 2 * D, "Order Completed"),
+            Row::new("c", 100 * D, "Order Completed"),
+            Row::new("d", 3 * D, "visit"),
+        ];
+        let q: RetentionQuery =
+            serde_json::from_value(serde_json::json!({"cohort": "Order Completed"})).unwrap();
+        let r = run_retention(&MemorySource::new(&rows), &q, &Default::default()).unwrap();
+        assert_eq!((r.customers, r.repeat_customers), (3, 2));
+        assert_eq!(r.repeat_purchase_rate, Some(2.0 / 3.0));
+        // the latest touchpoint is at day 100: b (last seen day 10) has churned, a and c have not
+        assert_eq!(r.churned, 1);
+        assert_eq!(r.churn_rate, Some(1.0 / 3.0));
+    }
+
+    #[test]
     fn cohorts_by_first_touch_on_and_on_or_after() {
         let base = days_from_civil(2024, 1, 1) * D;
         let rows = vec![
@@ -303,6 +385,8 @@ mod tests {
             from_ms: None,
             to_ms: None,
             utc_offset_minutes: 0,
+            purchase: None,
+            churn_after: crate::Span(30 * D),
         };
         let r = run_retention(&src, &q, &Default::default()).unwrap();
         assert_eq!(r.cohorts.len(), 2);

@@ -157,6 +157,12 @@ pub struct RetentionArgs {
     /// The project's time zone as an offset from UTC, e.g. +01:00 (default UTC).
     #[arg(long, default_value = "+00:00")]
     utc_offset: String,
+    /// Purchases, for the repeat purchase rate (`none` to leave it out).
+    #[arg(long, default_value = "Order Completed")]
+    purchase: String,
+    /// A member without a touchpoint in this span before the latest one has churned.
+    #[arg(long, default_value = "30d")]
+    churn_after: String,
     #[command(flatten)]
     range: DateRange,
     #[command(flatten)]
@@ -310,6 +316,11 @@ fn retention_query(a: &RetentionArgs) -> CliResult<RetentionQuery> {
         mode: enum_arg("mode", &a.mode, "on, on_or_after")?,
         from_ms: a.range.start_ms()?,
         to_ms: a.range.end_ms()?,
+        purchase: (a.purchase != "none")
+            .then(|| EventSelector::parse(&a.purchase))
+            .transpose()
+            .map_err(|e| format!("--purchase: {e}"))?,
+        churn_after: span("churn-after", &a.churn_after)?,
         utc_offset_minutes: parse_offset(&a.utc_offset)?,
     })
 }
@@ -357,7 +368,19 @@ fn print_retention(format: Format, r: &RetentionResult) -> CliResult {
         rows.push(serde_json::Value::Object(o));
     }
     let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
-    print_records(format, &cols, &rows)
+    print_records(format, &cols, &rows)?;
+    if format == Format::Table {
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1} %", 100.0 * v));
+        println!(
+            "repeat purchase rate {} ({} of {} customers with 2+ purchases); churn rate {} ({} members without a touchpoint in the last churn period)",
+            pct(r.repeat_purchase_rate),
+            r.repeat_customers,
+            r.customers,
+            pct(r.churn_rate),
+            r.churned
+        );
+    }
+    Ok(())
 }
 
 /// Runs `local` on the project's store, or posts `query` to the server's `/api/v1/{path}`.
