@@ -24,6 +24,7 @@ pub mod selector;
 pub mod sentiment;
 pub mod stages;
 pub mod stats;
+pub mod timezone;
 
 pub use advocacy::{run_advocacy, AdvocacyQuery, AdvocacyResult};
 pub use attribution::{run_attribution, AttributionQuery, AttributionResult};

@@ -111,6 +111,10 @@ pub struct RetentionQuery {
     /// The project's time zone as minutes east of UTC (0 = UTC).
     #[serde(default)]
     pub utc_offset_minutes: i32,
+    /// The project's time zone by IANA name (`Europe/Berlin`), following daylight saving time;
+    /// wins over `utc_offset_minutes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     /// Purchases, for the repeat purchase rate of the cohorts (none: not computed).
     #[serde(default = "default_purchase")]
     pub purchase: Option<EventSelector>,
@@ -168,12 +172,7 @@ pub fn run_retention<S: JourneySource>(
     if q.periods == 0 || q.periods > 400 {
         return Err(EngineError::invalid("periods", "between 1 and 400"));
     }
-    if q.utc_offset_minutes.abs() > 14 * 60 {
-        return Err(EngineError::invalid(
-            "utc_offset_minutes",
-            "a time zone is at most 14 hours from UTC",
-        ));
-    }
+    let zone = crate::timezone::Zone::new(q.time_zone.as_deref(), q.utc_offset_minutes)?;
     let mut selectors = vec![q.cohort.clone()];
     if let Some(r) = &q.return_event {
         selectors.push(r.clone());
@@ -187,7 +186,6 @@ pub fn run_retention<S: JourneySource>(
         None => 0,
     };
     let matcher = source.with_vocabulary(|v| Matcher::compile(&selectors, v))?;
-    let offset = q.utc_offset_minutes as i64 * 60_000;
     let n = q.periods;
     let mut scan_opts = opts.clone();
     // returns may come after `to`; nothing before `from` matters
@@ -214,7 +212,7 @@ pub fn run_retention<S: JourneySource>(
             else {
                 return;
             };
-            let cohort = q.period.index(j.ts[first] + offset);
+            let cohort = q.period.index(zone.local_ms(j.ts[first]));
             if purchase_bit != 0 {
                 let purchases = (first..j.len())
                     .filter(|&i| matcher.row_mask(j, i) & purchase_bit != 0)
@@ -230,7 +228,7 @@ pub fn run_retention<S: JourneySource>(
                 if return_bit != 0 && matcher.row_mask(j, i) & return_bit == 0 {
                     continue;
                 }
-                let k = q.period.index(j.ts[i] + offset) - cohort;
+                let k = q.period.index(zone.local_ms(j.ts[i])) - cohort;
                 if k >= 1 && k as usize <= n {
                     back[k as usize] = true;
                 }
@@ -269,7 +267,7 @@ pub fn run_retention<S: JourneySource>(
             }
         }
     }
-    let latest_period = q.period.index(latest.saturating_add(offset));
+    let latest_period = q.period.index(zone.local_ms(latest));
     let mut keys: Vec<i64> = table.keys().copied().collect();
     keys.sort_unstable();
     let mut sums = vec![(0u64, 0u64); n + 1];
@@ -342,6 +340,28 @@ mod tests {
     }
 
     #[test]
+    fn named_time_zones_follow_daylight_saving_time() {
+        // 2024-07-01 22:30 UTC is 00:30 on July 2 in Berlin (CEST, +2), 23:30 on July 1 at +1
+        let rows = vec![Row::new("a", 1_719_873_000_000, "signup")];
+        let src = MemorySource::new(&rows);
+        let mut q: RetentionQuery = serde_json::from_value(
+            serde_json::json!({"cohort": "signup", "period": "day", "utc_offset_minutes": 60}),
+        )
+        .unwrap();
+        let day = |q: &RetentionQuery| {
+            run_retention(&src, q, &Default::default()).unwrap().cohorts[0]
+                .cohort
+                .clone()
+        };
+        assert_eq!(day(&q), "2024-07-01");
+        q.time_zone = Some("Europe/Berlin".into());
+        assert_eq!(day(&q), "2024-07-02");
+        q.time_zone = Some("Europe/Nowhere".into());
+        let e = run_retention(&src, &q, &Default::default()).unwrap_err();
+        assert!(e.to_string().contains("time_zone"));
+    }
+
+    #[test]
     fn repeat_purchase_and_churn_rates() {
         let rows = vec![
             Row::new("a", 0, "Order Completed"),
@@ -385,6 +405,7 @@ mod tests {
             from_ms: None,
             to_ms: None,
             utc_offset_minutes: 0,
+            time_zone: None,
             purchase: None,
             churn_after: crate::Span(30 * D),
         };

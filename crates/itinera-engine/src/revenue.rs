@@ -22,6 +22,9 @@ pub struct RevenueQuery {
     pub period: Period,
     #[serde(default)]
     pub utc_offset_minutes: i32,
+    /// IANA time zone (`Europe/Berlin`), following daylight saving time; wins over the offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,18 +121,12 @@ pub fn run_revenue<S: JourneySource>(
     q: &RevenueQuery,
     opts: &ScanOptions,
 ) -> Result<RevenueResult> {
-    if !(-24 * 60..=24 * 60).contains(&q.utc_offset_minutes) {
-        return Err(EngineError::invalid(
-            "utc_offset_minutes",
-            "must be within ±24 h",
-        ));
-    }
+    let zone = crate::timezone::Zone::new(q.time_zone.as_deref(), q.utc_offset_minutes)?;
     let mut sels = vec![q.purchase.clone()];
     sels.extend(q.refund.clone());
     let (matcher, currency_key) = source.with_vocabulary(|v| {
         Matcher::compile(&sels, v).map(|m| (m, v.code(Field::PropKey, &q.currency_property)))
     })?;
-    let offset = q.utc_offset_minutes as i64 * 60_000;
     let mut scan = opts.clone();
     scan.from_ms = q.from_ms.or(opts.from_ms);
     scan.to_ms = q.to_ms.or(opts.to_ms);
@@ -150,7 +147,7 @@ pub fn run_revenue<S: JourneySource>(
                 let currency = currency_key
                     .and_then(|k| j.props.get(i, k))
                     .unwrap_or(u32::MAX);
-                let key = (q.period.index(j.ts[i] + offset), currency);
+                let key = (q.period.index(zone.local_ms(j.ts[i])), currency);
                 let a = acc.entry(key).or_default();
                 let value = j.revenue[i];
                 if m & 1 != 0 {

@@ -89,6 +89,9 @@ pub struct ScoresQuery {
     pub confidence: f64,
     #[serde(default)]
     pub utc_offset_minutes: i32,
+    /// IANA time zone (`Europe/Berlin`) for periods, following daylight saving time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,6 +309,7 @@ struct AnswerScan<'q> {
     survey_code: Option<Option<u32>>,
     /// The numeric value of every property value code.
     numbers: Vec<Option<f64>>,
+    zone: crate::timezone::Zone,
 }
 
 impl<'q> AnswerScan<'q> {
@@ -321,6 +325,7 @@ impl<'q> AnswerScan<'q> {
             ));
         }
         let model = q.model.resolve()?;
+        let zone = crate::timezone::Zone::new(q.time_zone.as_deref(), q.utc_offset_minutes)?;
         source.with_vocabulary(|v| {
             let key = |k: &str| v.code(Field::PropKey, k);
             Ok(AnswerScan {
@@ -344,6 +349,7 @@ impl<'q> AnswerScan<'q> {
                     .iter()
                     .map(|s| s.parse::<f64>().ok())
                     .collect(),
+                zone,
             })
         })
     }
@@ -404,8 +410,7 @@ impl<'q> AnswerScan<'q> {
                 .and_then(|k| j.props.get(i, k))
                 .map_or(u64::MAX, |v| v as u64),
             Some(p @ (ScoreBy::Day | ScoreBy::Week | ScoreBy::Month)) => {
-                let offset = self.q.utc_offset_minutes as i64 * 60_000;
-                (period_of(p).index(j.ts[i] + offset) as u64) ^ (1 << 63)
+                (period_of(p).index(self.zone.local_ms(j.ts[i])) as u64) ^ (1 << 63)
             }
         }
     }

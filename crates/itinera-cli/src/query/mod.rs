@@ -157,6 +157,10 @@ pub struct RetentionArgs {
     /// The project's time zone as an offset from UTC, e.g. +01:00 (default UTC).
     #[arg(long, default_value = "+00:00")]
     utc_offset: String,
+    /// The project's time zone by IANA name, following daylight saving time (e.g.
+    /// Europe/Berlin); wins over --utc-offset.
+    #[arg(long)]
+    time_zone: Option<String>,
     /// Purchases, for the repeat purchase rate (`none` to leave it out).
     #[arg(long, default_value = "Order Completed")]
     purchase: String,
@@ -322,6 +326,7 @@ fn retention_query(a: &RetentionArgs) -> CliResult<RetentionQuery> {
             .map_err(|e| format!("--purchase: {e}"))?,
         churn_after: span("churn-after", &a.churn_after)?,
         utc_offset_minutes: parse_offset(&a.utc_offset)?,
+        time_zone: a.time_zone.clone(),
     })
 }
 

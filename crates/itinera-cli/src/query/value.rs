@@ -215,6 +215,9 @@ pub struct ClvArgs {
     /// Calendar days in this offset from UTC, e.g. +01:00.
     #[arg(long, default_value = "+00:00")]
     utc_offset: String,
+    /// Calendar days in this IANA time zone (e.g. Europe/Berlin).
+    #[arg(long)]
+    time_zone: Option<String>,
     /// Save customers as a segment of this name (a person list usable with `--segment`):
     /// `NAME=churn-risk`, `NAME=high`, `NAME=medium` or `NAME=low` (value tier).
     #[arg(long)]
@@ -269,6 +272,7 @@ pub fn run_clv(a: &ClvArgs) -> CliResult {
         None
     };
     q.utc_offset_minutes = super::parse_offset(&a.utc_offset)?;
+    q.time_zone = a.time_zone.clone();
     if a.by_account {
         q.count_by = CountBy::Account;
     }
@@ -501,6 +505,9 @@ pub struct RevenueArgs {
     currency_property: String,
     #[arg(long, default_value = "+00:00")]
     utc_offset: String,
+    /// IANA time zone (e.g. Europe/Berlin), following daylight saving time.
+    #[arg(long)]
+    time_zone: Option<String>,
     #[command(flatten)]
     range: DateRange,
     #[command(flatten)]
@@ -516,6 +523,7 @@ pub fn run_revenue(a: &RevenueArgs) -> CliResult {
         currency_property: a.currency_property.clone(),
         period: enum_arg::<Period>("period", &a.period, "day, week, month")?,
         utc_offset_minutes: super::parse_offset(&a.utc_offset)?,
+        time_zone: a.time_zone.clone(),
         from_ms: a.range.start_ms()?,
         to_ms: a.range.end_ms()?,
     };
@@ -563,6 +571,9 @@ pub struct ScoresArgs {
     model: String,
     #[arg(long, default_value_t = 0.95)]
     confidence: f64,
+    /// IANA time zone for the periods of --by day|week|month (e.g. Europe/Berlin).
+    #[arg(long)]
+    time_zone: Option<String>,
     #[command(flatten)]
     range: DateRange,
     #[command(flatten)]
@@ -596,6 +607,7 @@ pub fn run_scores(a: &ScoresArgs) -> CliResult {
     q.low_is_good = a.low_is_good;
     q.model = super::model_ref(&a.model, &a.target)?;
     q.confidence = a.confidence;
+    q.time_zone = a.time_zone.clone();
     q.from_ms = a.range.start_ms()?;
     q.to_ms = a.range.end_ms()?;
     if q.by == Some(ScoreBy::Persona) && a.target.server.is_none() {

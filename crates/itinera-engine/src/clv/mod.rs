@@ -58,6 +58,9 @@ pub struct ClvQuery {
     /// Calendar days in this offset from UTC.
     #[serde(default)]
     pub utc_offset_minutes: i32,
+    /// Calendar days in this IANA time zone (`Europe/Berlin`); wins over the offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     #[serde(default)]
     pub count_by: CountBy,
     /// A customer alive with a probability below this is at churn risk.
@@ -170,13 +173,18 @@ struct Sale {
     revenue: f64,
 }
 
-fn history(id: u32, sales: impl Iterator<Item = Sale>, end_day: i64, offset_ms: i64) -> History {
+fn history(
+    id: u32,
+    sales: impl Iterator<Item = Sale>,
+    end_day: i64,
+    zone: &crate::timezone::Zone,
+) -> History {
     let mut h = History {
         id,
         ..Default::default()
     };
     for s in sales {
-        let day = (s.ts + offset_ms).div_euclid(DAY_MS);
+        let day = zone.local_ms(s.ts).div_euclid(DAY_MS);
         let value = if s.revenue.is_nan() { 0.0 } else { s.revenue };
         if day > end_day {
             if !s.refund {
@@ -236,8 +244,8 @@ pub fn run_clv<S: JourneySource>(
             "must be 1…10000 time units",
         ));
     }
-    let offset_ms = q.utc_offset_minutes as i64 * 60_000;
-    let end_day = (q.calibration_end_ms + offset_ms).div_euclid(DAY_MS);
+    let zone = crate::timezone::Zone::new(q.time_zone.as_deref(), q.utc_offset_minutes)?;
+    let end_day = zone.local_ms(q.calibration_end_ms).div_euclid(DAY_MS);
     let mut selectors = vec![q.purchase.clone()];
     selectors.extend(q.refund.clone());
     let matcher = source.with_vocabulary(|v| Matcher::compile(&selectors, v))?;
@@ -263,7 +271,7 @@ pub fn run_clv<S: JourneySource>(
                     buf.clear();
                     sales_of(j, buf);
                     if !buf.is_empty() {
-                        let h = history(j.person, buf.iter().copied(), end_day, offset_ms);
+                        let h = history(j.person, buf.iter().copied(), end_day, &zone);
                         if !h.days.is_empty() {
                             acc.push(h);
                         }
@@ -288,7 +296,7 @@ pub fn run_clv<S: JourneySource>(
             let mut all: Vec<(u32, Sale)> = parts.into_iter().flat_map(|p| p.0).collect();
             all.sort_by_key(|(a, s)| (*a, s.ts));
             for g in all.chunk_by(|a, b| a.0 == b.0) {
-                let h = history(g[0].0, g.iter().map(|x| x.1), end_day, offset_ms);
+                let h = history(g[0].0, g.iter().map(|x| x.1), end_day, &zone);
                 if !h.days.is_empty() {
                     histories.push(h);
                 }
