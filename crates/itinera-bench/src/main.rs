@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
+mod analyses;
 mod value;
 use itinera_core::{MessageType, Touchpoint};
 use itinera_store::{ScanOptions, Store, StoreConfig};
@@ -70,6 +71,18 @@ enum Command {
         /// Events to generate when the directory is empty (about 2.5 per person).
         #[arg(long, default_value_t = 30_000_000)]
         events: u64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Stage funnel, Sankey paths and retention over the store bench's stream.
+    Analyses {
+        /// Data directory (a project `default` is filled when empty).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 20)]
+        events_per_person: u64,
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
@@ -460,6 +473,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             value::attribution_bench(&dir, runs)
         }
         Command::Clv { customers, runs } => value::clv_bench(customers, runs),
+        Command::Analyses {
+            data,
+            events,
+            events_per_person,
+            runs,
+        } => {
+            let dir = open_or_build(&data, events, events_per_person, None)?;
+            analyses::analyses_bench(&dir, runs)
+        }
     }
 }
 
