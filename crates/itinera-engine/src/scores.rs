@@ -1017,15 +1017,7 @@ mod comment_tests {
             ("I called the hotline", 0),
         ];
         let analyzer = vader_sentiment::SentimentIntensityAnalyzer::new();
-        let label = |c: f64| {
-            if c >= 0.05 {
-                1
-            } else if c <= -0.05 {
-                -1
-            } else {
-                0
-            }
-        };
+        let label = crate::sentiment::polarity;
         let right = sample
             .iter()
             .filter(|(t, l)| label(analyzer.polarity_scores(t)["compound"]) == *l)

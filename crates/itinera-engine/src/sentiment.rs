@@ -244,6 +244,17 @@ pub fn german(text: &str) -> f64 {
     normalize(sum)
 }
 
+/// The polarity a compound score says: +1, −1, or 0 within ±0.05 (VADER's usual cut).
+pub fn polarity(compound: f64) -> i8 {
+    if compound >= 0.05 {
+        1
+    } else if compound <= -0.05 {
+        -1
+    } else {
+        0
+    }
+}
+
 /// Compound score of a comment in English or German, −1…+1, with the language used.
 pub fn score(
     analyzer: &vader_sentiment::SentimentIntensityAnalyzer<'_>,
@@ -292,15 +303,7 @@ mod tests {
             ("Die Bestellnummer steht in der E-Mail", 0),
             ("Ich habe die Hotline angerufen", 0),
         ];
-        let label = |c: f64| {
-            if c >= 0.05 {
-                1
-            } else if c <= -0.05 {
-                -1
-            } else {
-                0
-            }
-        };
+        let label = polarity;
         let mut right = 0;
         for (t, l) in sample {
             assert_eq!(language(t), "de", "{t}");
@@ -341,15 +344,7 @@ mod tests {
             ("Der Kurier klingelte am Nachmittag", 0),
             ("Ich wohne in Berlin", 0),
         ];
-        let label = |c: f64| {
-            if c >= 0.05 {
-                1
-            } else if c <= -0.05 {
-                -1
-            } else {
-                0
-            }
-        };
+        let label = polarity;
         let right = sample
             .iter()
             .filter(|(t, l)| label(german(t)) == *l)

@@ -580,19 +580,31 @@ pub struct ScoresArgs {
     target: Target,
 }
 
+/// The answers a scores or comments command looks at: kind, grouping, survey and range.
+fn answers_query(
+    kind: &str,
+    by: Option<&str>,
+    survey: Option<&str>,
+    range: &DateRange,
+) -> CliResult<ScoresQuery> {
+    let mut q = ScoresQuery::new(enum_arg::<ScoreKind>("kind", kind, "nps, csat, ces")?);
+    q.by = by
+        .map(|b| {
+            enum_arg::<ScoreBy>(
+                "by",
+                b,
+                "stage, touchpoint, channel, persona, account, survey, day, week, month",
+            )
+        })
+        .transpose()?;
+    q.survey_id = survey.map(str::to_string);
+    q.from_ms = range.start_ms()?;
+    q.to_ms = range.end_ms()?;
+    Ok(q)
+}
+
 pub fn run_scores(a: &ScoresArgs) -> CliResult {
-    let mut q = ScoresQuery::new(enum_arg::<ScoreKind>("kind", &a.kind, "nps, csat, ces")?);
-    q.by =
-        a.by.as_deref()
-            .map(|b| {
-                enum_arg::<ScoreBy>(
-                    "by",
-                    b,
-                    "stage, touchpoint, channel, persona, account, survey, day, week, month",
-                )
-            })
-            .transpose()?;
-    q.survey_id = a.survey.clone();
+    let mut q = answers_query(&a.kind, a.by.as_deref(), a.survey.as_deref(), &a.range)?;
     q.scale = match &a.scale {
         None => None,
         Some(s) => {
@@ -608,8 +620,6 @@ pub fn run_scores(a: &ScoresArgs) -> CliResult {
     q.model = super::model_ref(&a.model, &a.target)?;
     q.confidence = a.confidence;
     q.time_zone = a.time_zone.clone();
-    q.from_ms = a.range.start_ms()?;
-    q.to_ms = a.range.end_ms()?;
     if q.by == Some(ScoreBy::Persona) && a.target.server.is_none() {
         let dir = crate::open_data(&crate::load_config(&a.target.data, None)?)?;
         q.personas = itinera_server::population::load(
@@ -756,20 +766,7 @@ pub struct CommentsArgs {
 }
 
 pub fn run_comments(a: &CommentsArgs) -> CliResult {
-    let mut scores = ScoresQuery::new(enum_arg::<ScoreKind>("kind", &a.kind, "nps, csat, ces")?);
-    scores.by =
-        a.by.as_deref()
-            .map(|b| {
-                enum_arg::<ScoreBy>(
-                    "by",
-                    b,
-                    "stage, touchpoint, channel, persona, account, survey, day, week, month",
-                )
-            })
-            .transpose()?;
-    scores.survey_id = a.survey.clone();
-    scores.from_ms = a.range.start_ms()?;
-    scores.to_ms = a.range.end_ms()?;
+    let scores = answers_query(&a.kind, a.by.as_deref(), a.survey.as_deref(), &a.range)?;
     let q = CommentsQuery {
         scores,
         comment_property: "properties.comment".into(),
