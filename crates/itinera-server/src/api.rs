@@ -197,6 +197,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(|s, h, p, b| put_definition(s, h, p, b, population::PERSONA))
                 .delete(|s, h, p| delete_definition(s, h, p, population::PERSONA)),
         )
+        .route("/api/v1/breakdown", post(breakdown))
         .route("/api/v1/queries", post(start_job))
         .route("/api/v1/queries/{id}", get(job_status).delete(cancel_job))
         .route("/api/v1/openapi.json", get(openapi))
@@ -263,7 +264,7 @@ fn population_param(p: Result<Query<Population>, QueryRejection>) -> Result<Popu
 }
 
 /// Runs `request` on the project's store for `pop`, on a blocking thread.
-fn run_blocking(
+pub fn run_blocking(
     app: &AppState,
     project: &str,
     store: &itinera_store::Store,
@@ -888,4 +889,79 @@ async fn case_follow_up(
     Ok(Json(
         serde_json::json!({ "case": case, "path": path, "emailed_to": emailed }),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakdownParams {
+    by: String,
+}
+
+/// The groups of a breakdown by `persona` (every persona, then `(none)`) or `segment` (every saved
+/// segment), as populations.
+pub fn breakdown_groups(
+    meta: &itinera_meta::Meta,
+    project: &str,
+    by: &str,
+) -> Result<Vec<(String, Population)>, ApiError> {
+    match by {
+        "persona" => Ok(population::load(meta, project, population::PERSONA)?
+            .into_iter()
+            .map(|d| d.name)
+            .chain(["(none)".to_string()])
+            .map(|n| {
+                let p = Population {
+                    segment: None,
+                    persona: Some(n.clone()),
+                };
+                (n, p)
+            })
+            .collect()),
+        "segment" => Ok(population::load(meta, project, population::SEGMENT)?
+            .into_iter()
+            .map(|d| {
+                let p = Population {
+                    segment: Some(d.name.clone()),
+                    persona: None,
+                };
+                (d.name, p)
+            })
+            .collect()),
+        other => Err(ApiError::BadRequest {
+            field: "by".into(),
+            reason: format!("`{other}`: expected persona or segment"),
+        }),
+    }
+}
+
+/// `POST /api/v1/breakdown?by=persona|segment`: any analysis (the body as for
+/// `/api/v1/queries`), once per persona or saved segment.
+async fn breakdown(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Result<Query<BreakdownParams>, QueryRejection>,
+    body: Result<Json<AnalysisRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let project = read_project(&app, &headers)?;
+    let by = params
+        .map(|Query(p)| p.by)
+        .map_err(|e| ApiError::BadRequest {
+            field: "by".into(),
+            reason: e.body_text(),
+        })?;
+    let request = json_body(body)?;
+    let groups = breakdown_groups(&app.data.meta.lock(), &project, &by)?;
+    let store = app.data.store(&project)?;
+    let app2 = app.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let mut out = Vec::new();
+        for (name, pop) in groups {
+            let r = run_blocking(&app2, &project, &store, &request, &pop, &Default::default())?;
+            out.push(serde_json::json!({ "name": name, "result": r }));
+        }
+        Ok(serde_json::json!({ "by": by, "groups": out }))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(result))
 }

@@ -53,6 +53,9 @@ pub enum QueryCommand {
     Revenue(Box<value::RevenueArgs>),
     /// Sizes of the saved segments and personas.
     Segments(Box<SegmentsArgs>),
+    /// Any analysis once per persona or per saved segment: `--query '{"funnel": {…}}'` (the
+    /// body of `POST /api/v1/queries`); prints JSON.
+    Breakdown(Box<BreakdownArgs>),
     /// NPS, CSAT or CES with n, interval, distribution and emotion value; per stage, touchpoint,
     /// channel, persona, account, survey or period.
     Scores(Box<value::ScoresArgs>),
@@ -61,6 +64,18 @@ pub enum QueryCommand {
     Promoters(Box<value::PromotersArgs>),
     /// Open answers: search, sentiment, keywords.
     Comments(Box<value::CommentsArgs>),
+}
+
+#[derive(Args)]
+pub struct BreakdownArgs {
+    /// persona or segment.
+    #[arg(long)]
+    by: String,
+    /// The analysis as JSON, or `@FILE`: `{"stages": {"model": "customer-journey"}}`.
+    #[arg(long)]
+    query: String,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Args)]
@@ -271,6 +286,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Advocacy(args) => value::run_advocacy(&args),
         QueryCommand::Revenue(args) => value::run_revenue(&args),
         QueryCommand::Segments(args) => run_segments_report(&args.target),
+        QueryCommand::Breakdown(args) => run_breakdown(&args),
         QueryCommand::Scores(args) => value::run_scores(&args),
         QueryCommand::Promoters(args) => value::run_promoters(&args),
         QueryCommand::Comments(args) => value::run_comments(&args),
@@ -1005,5 +1021,62 @@ pub(crate) fn save_person_segment(
         0,
     )?;
     eprintln!("saved segment {name}: {} persons", persons.len());
+    Ok(())
+}
+
+/// `itinera query breakdown`: the analysis once per persona or segment.
+fn run_breakdown(a: &BreakdownArgs) -> CliResult {
+    let text = match a.query.strip_prefix('@') {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("--query {p}: {e}"))?,
+        None => a.query.clone(),
+    };
+    let request: itinera_server::api::AnalysisRequest =
+        serde_json::from_str(&text).map_err(|e| format!("--query: {e}"))?;
+    let result: serde_json::Value = if let Some(server) = &a.target.server {
+        let token = a
+            .target
+            .token
+            .as_deref()
+            .ok_or("--server needs --token (a read token, rt_…)")?;
+        let url = format!("{}/api/v1/breakdown", server.trim_end_matches('/'));
+        let resp = reqwest::blocking::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .query(&[("by", &a.by)])
+            .json(&request)
+            .send()
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().map_err(|e| format!("{url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{url}: {status}: {}",
+                body["error"].as_str().unwrap_or("failed")
+            )
+            .into());
+        }
+        body
+    } else {
+        let cfg = load_config(&a.target.data, None)?;
+        let dir = open_data(&cfg)?;
+        let project = &a.target.project.project;
+        let groups = itinera_server::api::breakdown_groups(&dir.meta.lock(), project, &a.by)?;
+        let store = dir.store(project)?;
+        let app = itinera_server::AppState::new(cfg, dir.clone());
+        let mut out = Vec::new();
+        for (name, pop) in groups {
+            let r = itinera_server::api::run_blocking(
+                &app,
+                project,
+                &store,
+                &request,
+                &pop,
+                &Default::default(),
+            )?;
+            out.push(json!({ "name": name, "result": r }));
+        }
+        json!({ "by": a.by, "groups": out })
+    };
+    println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())
 }
