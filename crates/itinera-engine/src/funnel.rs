@@ -133,14 +133,30 @@ pub enum BreakdownField {
     Channel,
     Touchpoint,
     Event,
+    /// A typed property of the touchpoint (`property` names it, e.g. `properties.plan` or
+    /// `campaign.name`); touchpoints without it give `(none)`.
+    Property,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Breakdown {
     pub field: BreakdownField,
     #[serde(default)]
     pub attribution: Attribution,
+    /// With `field: property`: the property.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+}
+
+/// Where a row's breakdown value comes from, resolved against the vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagSource {
+    Channel,
+    Touchpoint,
+    Event,
+    /// The property-key code (`None`: no touchpoint has it).
+    Property(Option<u32>),
 }
 
 /// Which persons to list (a cohort to export).
@@ -269,6 +285,18 @@ impl FunnelQuery {
                 return Err(EngineError::invalid(
                     format!("exclusions[{i}]"),
                     format!("from_step {from} and to_step {to} must satisfy 1 <= from < to <= {n}"),
+                ));
+            }
+        }
+        if let Some(b) = &self.breakdown {
+            let named = b
+                .property
+                .as_deref()
+                .is_some_and(crate::selector::is_prop_key);
+            if (b.field == BreakdownField::Property) != named {
+                return Err(EngineError::invalid(
+                    "breakdown.property",
+                    "a property breakdown names one (properties.NAME, traits.NAME or campaign.NAME), and only it",
                 ));
             }
         }
@@ -402,7 +430,7 @@ impl Rows for [Entry] {
 pub struct MatchedJourney<'a, 'j> {
     pub journey: &'a Journey<'j>,
     pub matcher: &'a Matcher,
-    pub breakdown: Option<BreakdownField>,
+    pub breakdown: Option<TagSource>,
 }
 
 impl Rows for MatchedJourney<'_, '_> {
@@ -425,12 +453,13 @@ impl Rows for MatchedJourney<'_, '_> {
 }
 
 #[inline(always)]
-fn tag_of(j: &Journey<'_>, i: usize, field: Option<BreakdownField>) -> u32 {
+fn tag_of(j: &Journey<'_>, i: usize, field: Option<TagSource>) -> u32 {
     match field {
         None => u32::MAX,
-        Some(BreakdownField::Channel) => j.channel[i],
-        Some(BreakdownField::Touchpoint) => j.touchpoint[i],
-        Some(BreakdownField::Event) => j.event[i],
+        Some(TagSource::Channel) => j.channel[i],
+        Some(TagSource::Touchpoint) => j.touchpoint[i],
+        Some(TagSource::Event) => j.event[i],
+        Some(TagSource::Property(k)) => k.and_then(|k| j.props.get(i, k)).unwrap_or(u32::MAX),
     }
 }
 
@@ -1138,7 +1167,7 @@ struct PersonRunner<'q> {
     q: &'q FunnelQuery,
     kernel: &'q FunnelKernel,
     matcher: &'q Matcher,
-    breakdown: Option<BreakdownField>,
+    breakdown: Option<TagSource>,
 }
 
 impl PersonRunner<'_> {
@@ -1228,12 +1257,24 @@ pub fn run_funnel<S: JourneySource>(
     let n = q.steps.len();
     let mut selectors: Vec<EventSelector> = q.steps.iter().map(|s| s.selector.clone()).collect();
     selectors.extend(q.exclusions.iter().map(|e| e.selector.clone()));
-    let matcher = source.with_vocabulary(|v| Matcher::compile(&selectors, v))?;
+    let (matcher, tags) = source.with_vocabulary(|v| {
+        let tags = q.breakdown.as_ref().map(|b| match b.field {
+            BreakdownField::Channel => TagSource::Channel,
+            BreakdownField::Touchpoint => TagSource::Touchpoint,
+            BreakdownField::Event => TagSource::Event,
+            BreakdownField::Property => TagSource::Property(
+                b.property
+                    .as_deref()
+                    .and_then(|p| v.code(Field::PropKey, p)),
+            ),
+        });
+        Matcher::compile(&selectors, v).map(|m| (m, tags))
+    })?;
     let runner = PersonRunner {
         q,
         kernel: &kernel,
         matcher: &matcher,
-        breakdown: q.breakdown.map(|b| b.field),
+        breakdown: tags,
     };
     let mut scan_opts = opts.clone();
     scan_opts.from_ms = max_opt(opts.from_ms, q.from_ms);
@@ -1391,11 +1432,13 @@ fn render(q: &FunnelQuery, mut t: Totals, v: &dyn Vocabulary) -> FunnelResult {
     };
     let breakdown = q
         .breakdown
+        .as_ref()
         .map(|b| {
             let f = match b.field {
                 BreakdownField::Channel => Field::Channel,
                 BreakdownField::Touchpoint => Field::Touchpoint,
                 BreakdownField::Event => Field::Event,
+                BreakdownField::Property => Field::PropValue,
             };
             let mut rows: Vec<BreakdownRow> = t
                 .breakdown

@@ -228,6 +228,7 @@ fn breakdown_attributes_the_value_of_the_chosen_touchpoint() {
     let mut q = funnel(&["a", "b"], 100, FunnelOrder::Ordered);
     q.breakdown = Some(Breakdown {
         field: BreakdownField::Channel,
+        property: None,
         attribution: Attribution::FirstTouch,
     });
     let res = run_funnel(&src, &q, &Default::default()).unwrap();
@@ -242,6 +243,7 @@ fn breakdown_attributes_the_value_of_the_chosen_touchpoint() {
     );
     q.breakdown = Some(Breakdown {
         field: BreakdownField::Channel,
+        property: None,
         attribution: Attribution::LastTouch,
     });
     let res = run_funnel(&src, &q, &Default::default()).unwrap();
@@ -426,4 +428,49 @@ proptest! {
             prop_assert!(b[steps.len()] <= a[steps.len() - 1], "{:?}: {:?} then {:?}", order, a, b);
         }
     }
+}
+
+#[test]
+fn breakdown_by_a_property() {
+    let row = |p: &str, t: i64, e: &str, plan: Option<&str>| Row {
+        props: plan
+            .map(|v| vec![("properties.plan".to_string(), v.to_string())])
+            .unwrap_or_default(),
+        ..Row::new(p, t, e)
+    };
+    let src = MemorySource::new(&[
+        row("p1", 1, "a", Some("pro")),
+        row("p1", 2, "b", None),
+        row("p2", 1, "a", Some("free")),
+        row("p3", 1, "a", None),
+        row("p3", 2, "b", Some("pro")),
+    ]);
+    let mut q = funnel(&["a", "b"], 100, FunnelOrder::Ordered);
+    q.breakdown = Some(Breakdown {
+        field: BreakdownField::Property,
+        property: Some("properties.plan".into()),
+        attribution: Attribution::FirstTouch,
+    });
+    let res = run_funnel(&src, &q, &Default::default()).unwrap();
+    let mut vals: Vec<(String, Vec<u64>)> = res
+        .breakdown
+        .iter()
+        .map(|b| (b.value.clone(), b.counts.clone()))
+        .collect();
+    vals.sort();
+    assert_eq!(
+        vals,
+        vec![
+            ("(none)".into(), vec![1, 1]),
+            ("free".into(), vec![1, 0]),
+            ("pro".into(), vec![1, 1])
+        ]
+    );
+    q.breakdown = Some(Breakdown {
+        field: BreakdownField::Property,
+        property: None,
+        attribution: Attribution::FirstTouch,
+    });
+    let e = run_funnel(&src, &q, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("breakdown.property"), "{e}");
 }

@@ -235,8 +235,8 @@ pub struct FunnelArgs {
     /// Count B2B accounts (all members' touchpoints together) instead of persons.
     #[arg(long)]
     by_account: bool,
-    /// Break down by `channel`, `touchpoint` or `event`, with `:first` (default), `:last` or
-    /// `:step=N` attribution of the value.
+    /// Break down by `channel`, `touchpoint`, `event` or a property (`properties.plan`,
+    /// `campaign.name`), with `:first` (default), `:last` or `:step=N` attribution of the value.
     #[arg(long)]
     breakdown: Option<String>,
     #[command(flatten)]
@@ -551,13 +551,18 @@ fn funnel_query(a: &FunnelArgs) -> CliResult<FunnelQuery> {
         None => None,
         Some(b) => {
             let (field, attr) = b.split_once(':').unwrap_or((b, "first"));
+            let mut property = None;
             let field = match field {
                 "channel" => BreakdownField::Channel,
                 "touchpoint" => BreakdownField::Touchpoint,
                 "event" => BreakdownField::Event,
+                p if itinera_engine::selector::is_prop_key(p) => {
+                    property = Some(p.to_string());
+                    BreakdownField::Property
+                }
                 other => {
                     return Err(format!(
-                        "--breakdown: `{other}` is not channel, touchpoint or event"
+                        "--breakdown: `{other}` is not channel, touchpoint, event or a property (properties.NAME, traits.NAME, campaign.NAME)"
                     )
                     .into())
                 }
@@ -577,7 +582,11 @@ fn funnel_query(a: &FunnelArgs) -> CliResult<FunnelQuery> {
                     .into())
                 }
             };
-            Some(Breakdown { field, attribution })
+            Some(Breakdown {
+                field,
+                attribution,
+                property,
+            })
         }
     };
     let cohort = match &a.cohort {
