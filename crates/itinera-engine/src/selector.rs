@@ -361,6 +361,9 @@ pub struct Matcher {
     identity: bool,
     /// True when only the event field is constrained: one table load per row.
     event_only: bool,
+    /// When only the event name and the message type are constrained: the selector mask of
+    /// every (event code × 6 + type code), so that a row costs one table load.
+    event_kind: Option<Vec<u64>>,
     /// Property conditions, each of one alternative.
     props: Vec<PropCheck>,
     /// Alternatives with property conditions.
@@ -513,6 +516,25 @@ impl Matcher {
             && m.fields[F_CHANNEL].is_none()
             && m.fields[F_TOUCHPOINT].is_none()
             && m.fields[F_KIND].is_none();
+        if !m.event_only
+            && m.props.is_empty()
+            && m.fields[F_CHANNEL].is_none()
+            && m.fields[F_TOUCHPOINT].is_none()
+        {
+            let events = event_names.len();
+            let mut table = vec![0u64; events * KIND_NAMES.len()];
+            for e in 0..events {
+                for k in 0..KIND_NAMES.len() {
+                    let get = |f: usize, code: usize| match &m.fields[f] {
+                        Some(t) => t.get(code as u32),
+                        None => u64::MAX,
+                    };
+                    let alts = get(F_EVENT, e) & get(F_KIND, k) & m.valid;
+                    table[e * KIND_NAMES.len() + k] = m.owners_of(alts);
+                }
+            }
+            m.event_kind = Some(table);
+        }
         if m.event_only && m.fields[F_EVENT].is_none() {
             // every selector matches everything
             m.fields[F_EVENT] = Some(FieldTable {
@@ -536,11 +558,30 @@ impl Matcher {
         }
     }
 
+    /// The selectors (output bits) of a set of alternatives.
+    #[inline(always)]
+    fn owners_of(&self, mut alts: u64) -> u64 {
+        if self.identity || alts == 0 {
+            return alts;
+        }
+        let mut out = 0u64;
+        while alts != 0 {
+            let a = alts.trailing_zeros() as usize;
+            out |= 1u64 << self.owner[a];
+            alts &= alts - 1;
+        }
+        out
+    }
+
     /// The mask of selectors matching row `i` of `j`.
     #[inline(always)]
     pub fn row_mask(&self, j: &Journey<'_>, i: usize) -> u64 {
         if self.event_only {
             return self.fields[F_EVENT].as_ref().unwrap().get(j.event[i]);
+        }
+        if let Some(t) = &self.event_kind {
+            let k = j.event[i] as usize * KIND_NAMES.len() + j.kind[i] as usize;
+            return t.get(k).copied().unwrap_or(0);
         }
         let mut alts = u64::MAX;
         let fetch = |f: usize, code: u32| match &self.fields[f] {
@@ -566,16 +607,7 @@ impl Matcher {
                 }
             }
         }
-        if self.identity || alts == 0 {
-            return alts;
-        }
-        let mut out = 0u64;
-        while alts != 0 {
-            let a = alts.trailing_zeros() as usize;
-            out |= 1u64 << self.owner[a];
-            alts &= alts - 1;
-        }
-        out
+        self.owners_of(alts)
     }
 }
 
