@@ -110,17 +110,21 @@ pub fn run(kind: &'static str, cmd: DefinitionCommand) -> CliResult {
             name,
             data,
             project,
-        } => {
-            let dir = open_data(&load_config(&data, None)?)?;
-            if !dir
-                .meta
-                .lock()
-                .delete_definition(&project.project, kind, &name)?
-            {
-                return Err(format!("no {kind} named {name}").into());
-            }
-            eprintln!("deleted {kind} {name}");
-            Ok(())
-        }
+        } => delete_saved(&data, &project, kind, &name),
     }
+}
+
+/// Deletes a saved definition of `kind` (segment, persona, survey, stage model); an error names
+/// it when there is none.
+pub fn delete_saved(data: &DataArgs, project: &ProjectArg, kind: &str, name: &str) -> CliResult {
+    let dir = open_data(&load_config(data, None)?)?;
+    if !dir
+        .meta
+        .lock()
+        .delete_definition(&project.project, kind, name)?
+    {
+        return Err(format!("no {kind} named {name}").into());
+    }
+    eprintln!("deleted {kind} {name}");
+    Ok(())
 }

@@ -92,17 +92,6 @@ pub fn run(cmd: ModelCommand) -> CliResult {
             name,
             data,
             project,
-        } => {
-            let dir = open_data(&load_config(&data, None)?)?;
-            if !dir
-                .meta
-                .lock()
-                .delete_definition(&project.project, STAGE_MODEL, &name)?
-            {
-                return Err(format!("no saved model {name}").into());
-            }
-            eprintln!("deleted model {name}");
-            Ok(())
-        }
+        } => crate::definitions::delete_saved(&data, &project, STAGE_MODEL, &name),
     }
 }

@@ -95,17 +95,7 @@ pub fn run(cmd: SurveyCommand) -> CliResult {
             Ok(())
         }
         SurveyCommand::Delete { id, data, project } => {
-            let dir = open_data(&load_config(&data, None)?)?;
-            let gone = dir.meta.lock().delete_definition(
-                &project.project,
-                itinera_server::surveys::SURVEY,
-                &id,
-            )?;
-            if !gone {
-                return Err(format!("no survey {id}").into());
-            }
-            eprintln!("deleted survey {id}");
-            Ok(())
+            crate::definitions::delete_saved(&data, &project, itinera_server::surveys::SURVEY, &id)
         }
         SurveyCommand::Link {
             id,

@@ -445,6 +445,12 @@ fn period_of(by: ScoreBy) -> Period {
     }
 }
 
+/// Checks a scores query against a source's vocabulary (kind, scale, selectors, personas, model)
+/// without scanning anything.
+pub fn check_scores<S: JourneySource>(source: &S, q: &ScoresQuery) -> Result<()> {
+    AnswerScan::compile(source, q).map(|_| ())
+}
+
 /// One answer, for alerts and listings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {

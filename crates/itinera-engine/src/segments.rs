@@ -260,16 +260,6 @@ pub struct Filtered<'s, S> {
     pub as_of_ms: i64,
 }
 
-impl<'s, S: JourneySource> Filtered<'s, S> {
-    pub fn all(inner: &'s S) -> Self {
-        Filtered {
-            inner,
-            filter: Filter::All,
-            as_of_ms: i64::MAX,
-        }
-    }
-}
-
 impl<S: JourneySource> JourneySource for Filtered<'_, S> {
     fn scan<A: Send>(
         &self,

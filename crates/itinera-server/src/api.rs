@@ -598,18 +598,9 @@ async fn put_alert_rule(
             reason: "e-mail alerts need an SMTP relay: set [smtp] host (ITINERA_SMTP_HOST)".into(),
         });
     }
-    // the rule's answers query must compile against the project's data
+    // the rule's answers query must compile against the project's data (no scan)
     let store = app.data.store(&project)?;
-    itinera_engine::scores::run_scores(
-        &store.view(),
-        &itinera_engine::ScoresQuery {
-            from_ms: Some(0),
-            to_ms: Some(0),
-            ..rule.scores.clone()
-        },
-        &Default::default(),
-    )
-    .map_err(engine_error)?;
+    itinera_engine::scores::check_scores(&store.view(), &rule.scores).map_err(engine_error)?;
     let json = serde_json::to_string(&rule).expect("rules serialize");
     app.data
         .meta
