@@ -463,12 +463,49 @@ fn tag_of(j: &Journey<'_>, i: usize, field: Option<TagSource>) -> u32 {
     }
 }
 
+/// A journey whose rows are matched by an event-code table (funnels over event names only).
+/// Rows `lo..hi` of `journey` (a batch's shared columns) are one person's.
+struct EventMasks<'a, 'j> {
+    journey: &'a Journey<'j>,
+    lo: usize,
+    hi: usize,
+    masks: &'a [u64],
+    breakdown: Option<TagSource>,
+}
+
+impl Rows for EventMasks<'_, '_> {
+    #[inline(always)]
+    fn row_count(&self) -> usize {
+        self.hi - self.lo
+    }
+    #[inline(always)]
+    fn ts(&self, i: usize) -> i64 {
+        self.journey.ts[self.lo + i]
+    }
+    #[inline(always)]
+    fn mask(&self, i: usize) -> u64 {
+        self.masks
+            .get(self.journey.event[self.lo + i] as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+    #[inline(always)]
+    fn tag(&self, i: usize) -> u32 {
+        tag_of(self.journey, self.lo + i, self.breakdown)
+    }
+}
+
 /// For each event code, the steps it matches (see [`FunnelKernel::run_slots`]).
 #[derive(Debug, Clone)]
 pub struct SlotTable {
     stride: usize,
     slots: Vec<u8>,
     none: Vec<u8>,
+    /// When every event matches at most one step of at most [`SlotTable::SINGLE_STEPS`]: the
+    /// step of each event code (the dummy [`SlotTable::SINGLE_NONE`] when it matches none).
+    single: Option<Vec<u8>>,
+    /// The step mask of each event code.
+    masks: Vec<u64>,
 }
 
 impl SlotTable {
@@ -498,12 +535,28 @@ impl SlotTable {
                 }
             }
         }
+        let single = (stride == 1 && n <= Self::SINGLE_STEPS).then(|| {
+            masks
+                .iter()
+                .map(|m| match m.count_ones() {
+                    0 => Self::SINGLE_NONE,
+                    _ => m.trailing_zeros() as u8,
+                })
+                .collect()
+        });
         Some(SlotTable {
             stride,
             slots,
             none: vec![dummy; stride],
+            single,
+            masks: masks.to_vec(),
         })
     }
+
+    /// Most steps of the single-step table: its state fits 32 slots with room for the dummy.
+    const SINGLE_STEPS: usize = 29;
+    /// The dummy step of the single-step table (its state slot is never read).
+    const SINGLE_NONE: u8 = 30;
 }
 
 /// What one person (or account) achieved.
@@ -662,27 +715,51 @@ impl FunnelKernel {
         true
     }
 
-    /// Fills `out` for a chain of `best` steps starting at `t0`: from that start, each step as
-    /// early as possible (a chain from the latest start exists; this is its fastest form).
+    /// Fills `out` for a chain of `best` steps starting at `t0` (see [`FunnelKernel::walk_chain`]).
     fn report_chain<R: Rows + ?Sized>(&self, rows: &R, best: usize, t0: i64, out: &mut Outcome) {
         let n = self.n;
         out.level = best;
-        out.times.clear();
         out.times.resize(n, i64::MIN);
-        out.tags.clear();
+        out.times.fill(i64::MIN);
         out.tags.resize(n, u32::MAX);
+        out.tags.fill(u32::MAX);
         out.reached = if best == 64 {
             u64::MAX
         } else {
             (1u64 << best) - 1
         };
+        self.walk_chain(rows, best, t0, |k, i, ts| {
+            out.times[k] = ts;
+            out.tags[k] = rows.tag(i);
+        });
+    }
+
+    /// Calls `step(k, row, time)` for each step `k < best` of the chain that starts at `t0`: from
+    /// that start, each step as early as possible (a chain from the latest start exists; this is
+    /// its fastest form).
+    #[inline(always)]
+    fn walk_chain<R: Rows + ?Sized>(
+        &self,
+        rows: &R,
+        best: usize,
+        t0: i64,
+        mut step: impl FnMut(usize, usize, i64),
+    ) {
         let end = t0.saturating_add(self.window);
+        // the chain starts late in most journeys: find its first row by a branch-free bisection
+        let (mut base, mut size) = (0, rows.row_count());
+        if size == 0 {
+            return;
+        }
+        while size > 1 {
+            let half = size / 2;
+            base = std::hint::select_unpredictable(rows.ts(base + half) < t0, base + half, base);
+            size -= half;
+        }
+        let lo = base + (rows.ts(base) < t0) as usize;
         let mut k = 0usize;
-        for i in 0..rows.row_count() {
+        for i in lo..rows.row_count() {
             let ts = rows.ts(i);
-            if ts < t0 {
-                continue;
-            }
             if ts > end || k == best {
                 break;
             }
@@ -692,8 +769,7 @@ impl FunnelKernel {
             }
             // a touchpoint may serve several consecutive steps
             while k < best && m & (1 << k) != 0 {
-                out.times[k] = ts;
-                out.tags[k] = rows.tag(i);
+                step(k, i, ts);
                 k += 1;
             }
         }
@@ -704,14 +780,13 @@ impl FunnelKernel {
     /// depends on the data. `slots` lists for each event code the steps it matches, ascending,
     /// padded to `stride` with the dummy step `n + 1`; `s[k + 1]` holds the latest start of a
     /// chain reaching step k and `s[0]` the current touchpoint's time, so step k extends from
-    /// `s[k]`. Returns false when two touchpoints share a time (the general kernel orders
-    /// those by step).
-    pub fn run_slots(
-        &self,
-        j: &MatchedJourney<'_, '_>,
-        slots: &SlotTable,
-        out: &mut Outcome,
-    ) -> bool {
+    /// `s[k]`. Returns the steps reached and the start of the best chain (see
+    /// [`FunnelKernel::walk_chain`]), or None when two touchpoints share a time (the general
+    /// kernel orders those by step).
+    fn run_slots(&self, rows: &EventMasks<'_, '_>, slots: &SlotTable) -> Option<(usize, i64)> {
+        if let Some(single) = &slots.single {
+            return self.run_single_slots(rows, single);
+        }
         const UNSET: i64 = i64::MIN / 2;
         let n = self.n;
         let mut s = [UNSET; MAX_STEPS + 3];
@@ -720,7 +795,11 @@ impl FunnelKernel {
         let none = &slots.none[..stride];
         let mut tie = false;
         let mut prev = i64::MIN;
-        for (ts, code) in j.journey.ts.iter().zip(j.journey.event) {
+        let (lo, hi) = (rows.lo, rows.hi);
+        for (ts, code) in rows.journey.ts[lo..hi]
+            .iter()
+            .zip(&rows.journey.event[lo..hi])
+        {
             let ts = *ts;
             let at = *code as usize * stride;
             let steps = slots.slots.get(at..at + stride).unwrap_or(none);
@@ -736,15 +815,49 @@ impl FunnelKernel {
             }
         }
         if tie {
-            return false;
+            return None;
         }
         let best = (1..=n).rev().find(|k| s[*k] != UNSET).unwrap_or(0);
-        out.reached = 0;
-        out.level = 0;
-        if best > 0 {
-            self.report_chain(j, best, s[best], out);
+        Some((best, if best > 0 { s[best] } else { UNSET }))
+    }
+
+    /// [`FunnelKernel::run_slots`] when every event matches at most one step: one table load,
+    /// two state loads and one store per touchpoint, with indices masked so that no bounds check
+    /// remains. Returns the steps reached and the start of the best chain (see
+    /// [`FunnelKernel::walk_chain`]), or None when two touchpoints share a time.
+    fn run_single_slots(&self, rows: &EventMasks<'_, '_>, single: &[u8]) -> Option<(usize, i64)> {
+        let (lo, hi) = (rows.lo, rows.hi);
+        const UNSET: i64 = i64::MIN / 2;
+        const SIZE: usize = 32;
+        let mut s = [UNSET; SIZE];
+        let w = self.window.min(i64::MAX / 4);
+        let entry_before = self.entry_before;
+        let ts = &rows.journey.ts[lo..hi];
+        let events = &rows.journey.event[lo..hi];
+        let mut tie = false;
+        let mut prev = i64::MIN;
+        for (&t, &code) in ts.iter().zip(events) {
+            let p = single
+                .get(code as usize)
+                .copied()
+                .unwrap_or(SlotTable::SINGLE_NONE) as usize;
+            tie |= t == prev;
+            prev = t;
+            // s[k + 1] is the latest start of a chain reaching step k (0-based); s[0] is the
+            // touchpoint itself, the start of a chain at step 1 when it may still enter
+            let own = if t < entry_before { t } else { UNSET };
+            // through the state rather than a select: the compiler turns a select next to a
+            // load into a branch, and whether a touchpoint is step 1 is unpredictable
+            s[0] = own;
+            let pred = s[p & (SIZE - 1)];
+            let next = (p + 1) & (SIZE - 1);
+            s[next] = std::hint::select_unpredictable(t <= pred + w, pred, s[next]);
         }
-        true
+        if tie {
+            return None;
+        }
+        let best = (1..=self.n).rev().find(|k| s[*k] != UNSET).unwrap_or(0);
+        Some((best, if best > 0 { s[best] } else { UNSET }))
     }
 
     /// The `windowFunnel` family. Entries at the same time are taken by step number, as
@@ -1187,6 +1300,84 @@ impl PersonRunner<'_> {
         }
     }
 
+    /// True when recording needs more than the times of the chain (a breakdown or a cohort).
+    fn needs_outcome(&self) -> bool {
+        self.q.breakdown.is_some() || self.q.cohort.is_some()
+    }
+
+    /// [`PersonRunner::record`] for a chain of `best` steps from `t0`, walked once with its
+    /// times recorded on the way (no breakdown, no cohort).
+    fn record_chain<R: Rows + ?Sized>(
+        &self,
+        kernel: &FunnelKernel,
+        rows: &R,
+        best: usize,
+        t0: i64,
+        t: &mut Totals,
+    ) {
+        t.levels[best] += 1;
+        let mut prev = t0;
+        kernel.walk_chain(rows, best, t0, |k, _, ts| {
+            t.counts[k] += 1;
+            if k > 0 {
+                t.from_prev[k].push(ts - prev);
+                t.from_first[k].push(ts - t0);
+            }
+            prev = ts;
+        });
+    }
+
+    /// [`PersonRunner::record`] for a chain of `best` steps from `t0` found by
+    /// [`FunnelKernel::run_single_slots`] (no breakdown, no cohort): the chain is walked once,
+    /// its times recorded on the way. From the chain's start, each step is the first touchpoint
+    /// of that step (the fastest form of the chain, as [`FunnelKernel::walk_chain`]); it ends
+    /// within the window since a chain from that start does.
+    #[inline]
+    fn record_single_chain(
+        &self,
+        rows: &EventMasks<'_, '_>,
+        single: &[u8],
+        best: usize,
+        t0: i64,
+        t: &mut Totals,
+    ) {
+        t.levels[best] += 1;
+        if best == 0 {
+            return;
+        }
+        t.counts[0] += 1;
+        if best == 1 {
+            return; // no time between steps to record
+        }
+        let ts = &rows.journey.ts[rows.lo..rows.hi];
+        let events = &rows.journey.event[rows.lo..rows.hi];
+        // the chain starts late in most journeys: find its first row by a branch-free bisection
+        let (mut base, mut size) = (0, ts.len());
+        while size > 1 {
+            let half = size / 2;
+            base = std::hint::select_unpredictable(ts[base + half] < t0, base + half, base);
+            size -= half;
+        }
+        let (mut k, mut prev) = (1, t0);
+        for (&x, &code) in ts[base + 1..].iter().zip(&events[base + 1..]) {
+            let p = single
+                .get(code as usize)
+                .copied()
+                .unwrap_or(SlotTable::SINGLE_NONE) as usize;
+            if p == k {
+                t.counts[k] += 1;
+                t.from_prev[k].push(x - prev);
+                t.from_first[k].push(x - t0);
+                prev = x;
+                k += 1;
+                if k == best {
+                    break;
+                }
+            }
+        }
+        debug_assert_eq!(k, best, "a chain from the latest start exists");
+    }
+
     fn record(&self, who: u32, o: &Outcome, t: &mut Totals) {
         if o.reached == 0 {
             t.levels[0] += 1;
@@ -1292,7 +1483,7 @@ pub fn run_funnel<S: JourneySource>(
     let mut totals = Totals::new(n);
     match q.count_by {
         CountBy::Person => {
-            let parts = source.scan(
+            let parts = source.scan_batches(
                 &scan_opts,
                 || {
                     (
@@ -1302,21 +1493,48 @@ pub fn run_funnel<S: JourneySource>(
                         Outcome::default(),
                     )
                 },
-                |(t, entries, scratch, outcome), j| {
-                    let matched = MatchedJourney {
-                        journey: j,
-                        matcher: &matcher,
-                        breakdown: runner.breakdown,
-                    };
-                    let done = match &slot_table {
-                        Some(slots) => kernel.run_slots(&matched, slots, outcome),
-                        None => kernel.is_plain() && kernel.run_plain(&matched, outcome),
-                    };
-                    if !done {
-                        runner.entries(j, entries);
-                        kernel.run(entries, scratch, outcome);
+                |(t, entries, scratch, outcome), b| {
+                    for (k, &(lo, hi)) in b.ranges.iter().enumerate() {
+                        // the hot path: the batch's columns read in place
+                        if let Some(slots) = &slot_table {
+                            let rows = EventMasks {
+                                journey: &b.rows,
+                                lo: lo as usize,
+                                hi: hi as usize,
+                                masks: &slots.masks,
+                                breakdown: runner.breakdown,
+                            };
+                            if let Some((best, t0)) = kernel.run_slots(&rows, slots) {
+                                if runner.needs_outcome() {
+                                    outcome.reached = 0;
+                                    outcome.level = 0;
+                                    if best > 0 {
+                                        kernel.report_chain(&rows, best, t0, outcome);
+                                    }
+                                    runner.record(b.persons[k], outcome, t);
+                                } else if let Some(single) = &slots.single {
+                                    runner.record_single_chain(&rows, single, best, t0, t);
+                                } else {
+                                    runner.record_chain(&kernel, &rows, best, t0, t);
+                                }
+                                continue;
+                            }
+                        }
+                        let j = b.journey(k);
+                        let matched = MatchedJourney {
+                            journey: &j,
+                            matcher: &matcher,
+                            breakdown: runner.breakdown,
+                        };
+                        let done = slot_table.is_none()
+                            && kernel.is_plain()
+                            && kernel.run_plain(&matched, outcome);
+                        if !done {
+                            runner.entries(&j, entries);
+                            kernel.run(entries, scratch, outcome);
+                        }
+                        runner.record(b.persons[k], outcome, t);
                     }
-                    runner.record(j.person, outcome, t);
                 },
             );
             for (t, ..) in parts {

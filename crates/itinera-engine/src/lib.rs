@@ -34,7 +34,7 @@ pub use duration::Span;
 pub use error::{EngineError, Result};
 pub use funnel::{run_funnel, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep};
 pub use journey::{
-    Field, Journey, JourneySource, QueryControl, ScanOptions, Vocabulary, NO_ACCOUNT,
+    Field, Journey, JourneyBatch, JourneySource, QueryControl, ScanOptions, Vocabulary, NO_ACCOUNT,
 };
 pub use paths::{run_paths, PathQuery, PathResult};
 pub use retention::{run_retention, RetentionQuery, RetentionResult};

@@ -1,7 +1,9 @@
 //! A journey source held in memory: for tests, golden cases and small imports. Rows are given
 //! with names; codes are assigned here as a store would.
 
-use crate::journey::{Field, Journey, JourneySource, ScanOptions, Vocabulary, NO_ACCOUNT};
+use crate::journey::{
+    Field, Journey, JourneyBatch, JourneySource, ScanOptions, Vocabulary, NO_ACCOUNT,
+};
 use rustc_hash::FxHashMap;
 
 /// One touchpoint given by name.
@@ -128,9 +130,19 @@ impl MemorySource {
 
     fn journey(&self, p: usize, opts: &ScanOptions) -> Option<Journey<'_>> {
         let (person, s, e) = self.persons[p];
+        let mut j = self
+            .columns()
+            .slice(s, e)
+            .within(opts.from_ms, opts.to_ms)?;
+        j.person = person;
+        Some(j)
+    }
+
+    /// All rows, persons one after the other.
+    fn columns(&self) -> Journey<'_> {
         let c = &self.cols;
         Journey {
-            person,
+            person: 0,
             did: &c.did,
             ts: &c.ts,
             event: &c.event,
@@ -146,8 +158,6 @@ impl MemorySource {
                 val: &c.prop_val,
             },
         }
-        .slice(s, e)
-        .within(opts.from_ms, opts.to_ms)
     }
 }
 
@@ -174,6 +184,37 @@ impl JourneySource for MemorySource {
                 f(&mut acc, &j);
             }
         }
+        vec![acc]
+    }
+
+    /// Every person in one batch, so that tests exercise the kernels' batch paths.
+    fn scan_batches<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+    ) -> Vec<A> {
+        let (mut persons, mut ranges) = (Vec::new(), Vec::new());
+        for &(person, s, e) in &self.persons {
+            let ts = &self.cols.ts[s..e];
+            let lo = opts.from_ms.map_or(0, |a| ts.partition_point(|t| *t < a));
+            let hi = opts
+                .to_ms
+                .map_or(ts.len(), |b| ts.partition_point(|t| *t < b));
+            if lo < hi {
+                persons.push(person);
+                ranges.push(((s + lo) as u32, (s + hi) as u32));
+            }
+        }
+        let mut acc = init();
+        f(
+            &mut acc,
+            &JourneyBatch {
+                rows: self.columns(),
+                persons: &persons,
+                ranges: &ranges,
+            },
+        );
         vec![acc]
     }
 

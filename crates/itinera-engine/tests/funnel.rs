@@ -355,7 +355,109 @@ fn journeys() -> impl Strategy<Value = Vec<Vec<(i64, u8)>>> {
     )
 }
 
+/// Journeys with distinct times per person (the fast kernels' domain; ties take the general one).
+fn journeys_without_ties() -> impl Strategy<Value = Vec<Vec<(i64, u8)>>> {
+    prop::collection::vec(
+        prop::collection::btree_map(0i64..60, 0u8..5, 0..16)
+            .prop_map(|m| m.into_iter().collect::<Vec<_>>()),
+        1..12,
+    )
+}
+
+fn step_counts_and_levels(src: &MemorySource, q: &FunnelQuery) -> (Vec<u64>, Vec<u64>) {
+    let r = run_funnel(src, q, &Default::default()).unwrap();
+    (r.steps.iter().map(|s| s.count).collect(), r.levels)
+}
+
+/// The documented times of one journey: among the chains reaching the highest step, the one
+/// that starts latest, each step as early as possible from that start (a touchpoint may serve
+/// consecutive steps). Returns the times of its steps.
+fn documented_chain(seq: &[(i64, u8)], steps: &[u8], window: i64) -> Vec<i64> {
+    let mut best: Vec<i64> = Vec::new();
+    for (i, &(t0, e0)) in seq.iter().enumerate() {
+        if e0 != steps[0] {
+            continue;
+        }
+        let mut chain = vec![t0];
+        let mut row = i;
+        while chain.len() < steps.len() {
+            let k = chain.len();
+            // the same touchpoint first, then the following ones
+            let next = (row..seq.len()).find(|&r| {
+                seq[r].1 == steps[k]
+                    && seq[r].0 <= t0 + window
+                    && (r > row || seq[r].1 == steps[k - 1])
+            });
+            match next {
+                Some(r) => {
+                    chain.push(seq[r].0);
+                    row = r;
+                }
+                None => break,
+            }
+        }
+        if chain.len() >= best.len() {
+            best = chain;
+        }
+    }
+    best
+}
+
 proptest! {
+    /// The branch-free kernels over event-code tables (one step per event, or several) and
+    /// the fused recording reach exactly the steps the general kernel reaches; an exclusion
+    /// that never matches sends the same funnel down the general path.
+    #[test]
+    fn fast_kernels_reach_what_the_general_one_reaches(
+        seqs in journeys_without_ties(),
+        steps in prop::collection::vec(0u8..5, 2..7),
+        window in 1i64..40,
+        from in prop::option::of(0i64..30),
+    ) {
+        let src = source(&seqs);
+        let n = names(&steps);
+        let mut fast = funnel(&n, window, FunnelOrder::Ordered);
+        fast.from_ms = from;
+        let mut general = fast.clone();
+        general.exclusions.push(Exclusion {
+            selector: EventSelector::event("never"),
+            from_step: None,
+            to_step: None,
+        });
+        prop_assert_eq!(step_counts_and_levels(&src, &fast), step_counts_and_levels(&src, &general));
+    }
+
+    /// The fast kernels report the documented chain's times: the medians over persons equal
+    /// those of [`documented_chain`].
+    #[test]
+    fn fast_kernels_report_the_documented_chain(
+        seqs in journeys_without_ties(),
+        steps in prop::collection::vec(0u8..5, 2..6),
+        window in 1i64..40,
+    ) {
+        let src = source(&seqs);
+        let q = funnel(&names(&steps), window, FunnelOrder::Ordered);
+        let r = run_funnel(&src, &q, &Default::default()).unwrap();
+        for k in 1..steps.len() {
+            let mut from_prev = Vec::new();
+            let mut from_first = Vec::new();
+            for seq in &seqs {
+                let c = documented_chain(seq, &steps, window);
+                if c.len() > k {
+                    from_prev.push(c[k] - c[k - 1]);
+                    from_first.push(c[k] - c[0]);
+                }
+            }
+            let median = |v: &mut Vec<i64>| {
+                v.sort();
+                (!v.is_empty()).then(|| v[(v.len() + 1) / 2 - 1] as f64 / 1000.0)
+            };
+            prop_assert_eq!(r.steps[k].count as usize, from_prev.len());
+            prop_assert_eq!(r.steps[k].median_seconds_from_previous, median(&mut from_prev));
+            prop_assert_eq!(r.steps[k].median_seconds_from_first, median(&mut from_first));
+        }
+    }
+
     #[test]
     fn ordered_equals_the_exhaustive_search(
         seq in prop::collection::vec((0i64..30, 0u8..4), 0..12),

@@ -7,7 +7,7 @@
 //! Persons are split over threads in contiguous ranges.
 
 use crate::columns::{Columns, SharedChunk};
-use itinera_engine::{Field, Journey, JourneySource, ScanOptions, Vocabulary};
+use itinera_engine::{Field, Journey, JourneyBatch, JourneySource, ScanOptions, Vocabulary};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -33,6 +33,29 @@ fn journey_of(person: u32, c: &Columns, start: usize, end: usize) -> Journey<'_>
         },
     }
     .slice(start, end)
+}
+
+/// Persons read in place from one chunk, collected for one [`JourneyBatch`].
+#[derive(Default)]
+struct BatchBuilder {
+    chunk: Option<u32>,
+    persons: Vec<u32>,
+    ranges: Vec<(u32, u32)>,
+}
+
+impl BatchBuilder {
+    fn flush(&mut self, chunks: &[Arc<Columns>], f: impl FnOnce(&JourneyBatch<'_>)) {
+        if let Some(ci) = self.chunk.filter(|_| !self.persons.is_empty()) {
+            let c = &chunks[ci as usize];
+            f(&JourneyBatch {
+                rows: journey_of(0, c, 0, c.len()),
+                persons: &self.persons,
+                ranges: &self.ranges,
+            });
+        }
+        self.persons.clear();
+        self.ranges.clear();
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -151,6 +174,63 @@ impl Snapshot {
         init: impl Fn() -> A + Sync,
         f: impl Fn(&mut A, &PersonEvents<'_>) + Sync,
     ) -> Vec<A> {
+        self.split_persons(opts, init, |acc, persons, scratch| {
+            for p in persons {
+                self.visit(p, opts, scratch, |ev| f(acc, ev));
+            }
+        })
+    }
+
+    /// [`Snapshot::scan_persons`] by batches: the persons read in place from one chunk go
+    /// together; persons whose rows must be gathered come one by one.
+    pub fn scan_batches<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+    ) -> Vec<A> {
+        self.split_persons(opts, init, |acc, persons, scratch| {
+            let mut batch = BatchBuilder::default();
+            for p in persons {
+                let runs = &self.runs[self.person_starts[p]..self.person_starts[p + 1]];
+                if runs.len() == 1 && self.erased.is_empty() {
+                    let r = runs[0];
+                    if batch.chunk != Some(r.chunk) {
+                        batch.flush(&self.chunks, |b| f(acc, b));
+                        batch.chunk = Some(r.chunk);
+                    }
+                    let ts = &self.chunks[r.chunk as usize].ts[r.start as usize..r.end as usize];
+                    let lo = opts.from_ms.map_or(0, |a| ts.partition_point(|t| *t < a));
+                    let hi = opts
+                        .to_ms
+                        .map_or(ts.len(), |b| ts.partition_point(|t| *t < b));
+                    if lo < hi {
+                        batch.persons.push(r.person);
+                        batch
+                            .ranges
+                            .push((r.start + lo as u32, r.start + hi as u32));
+                    }
+                } else {
+                    batch.flush(&self.chunks, |b| f(acc, b));
+                    self.visit(p, opts, scratch, |j| {
+                        let range = [(0, j.len() as u32)];
+                        f(acc, &JourneyBatch::single(j, &range))
+                    });
+                }
+            }
+            batch.flush(&self.chunks, |b| f(acc, b));
+        })
+    }
+
+    /// Runs `work(acc, persons, scratch)` over contiguous ranges of persons, in parallel over
+    /// `opts.threads` threads, reporting progress and stopping when the query is cancelled.
+    fn split_persons<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        work: impl Fn(&mut A, std::ops::Range<usize>, &mut Columns) + Sync,
+    ) -> Vec<A> {
+        const STRIDE: usize = 4096;
         let persons = self.person_count();
         let threads = match opts.threads {
             0 => std::thread::available_parallelism()
@@ -166,26 +246,24 @@ impl Snapshot {
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let (init, f) = (&init, &f);
+                    let (init, work) = (&init, &work);
                     s.spawn(move || {
                         let mut acc = init();
                         let mut scratch = Columns::default();
                         let lo = (t * per).min(persons);
                         let hi = ((t + 1) * per).min(persons);
                         let control = opts.control.as_deref();
-                        for (k, p) in (lo..hi).enumerate() {
-                            if k % 4096 == 4095 {
-                                if let Some(c) = control {
-                                    c.add_done(4096);
-                                    if c.is_cancelled() {
-                                        break;
-                                    }
-                                }
+                        let mut at = lo;
+                        while at < hi {
+                            if control.is_some_and(|c| c.is_cancelled()) {
+                                break;
                             }
-                            self.visit(p, opts, &mut scratch, |ev| f(&mut acc, ev));
-                        }
-                        if let Some(c) = control {
-                            c.add_done(((hi - lo) % 4096) as u64);
+                            let end = (at + STRIDE).min(hi);
+                            work(&mut acc, at..end, &mut scratch);
+                            if let Some(c) = control {
+                                c.add_done((end - at) as u64);
+                            }
+                            at = end;
                         }
                         acc
                     })
@@ -289,6 +367,15 @@ impl JourneySource for StoreView {
         f: impl Fn(&mut A, &Journey<'_>) + Sync,
     ) -> Vec<A> {
         self.snapshot.scan_persons(opts, init, f)
+    }
+
+    fn scan_batches<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+    ) -> Vec<A> {
+        self.snapshot.scan_batches(opts, init, f)
     }
 
     fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R {

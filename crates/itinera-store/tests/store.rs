@@ -29,9 +29,41 @@ fn small() -> StoreConfig {
     }
 }
 
-/// (person id string, [event names in order]) for every person.
+/// (person id string, [event names in order]) for every person. Checks on the way that the
+/// batch scan gives what the per-person scan gives, whole and over a time range.
 fn journeys(store: &Store) -> Vec<(String, Vec<String>)> {
     let snap = store.snapshot();
+    let by_person = |opts: &ScanOptions| {
+        let parts = snap.scan_persons(opts, Vec::new, |acc, p| {
+            acc.push((p.person, p.ts.to_vec(), p.event.to_vec()))
+        });
+        let mut all: Vec<_> = parts.into_iter().flatten().collect();
+        all.sort();
+        all
+    };
+    let by_batch = |opts: &ScanOptions| {
+        let parts = snap.scan_batches(opts, Vec::new, |acc, b| {
+            for k in 0..b.persons.len() {
+                let j = b.journey(k);
+                acc.push((j.person, j.ts.to_vec(), j.event.to_vec()))
+            }
+        });
+        let mut all: Vec<_> = parts.into_iter().flatten().collect();
+        all.sort();
+        all
+    };
+    let ranged = ScanOptions {
+        from_ms: Some(1_699_000_000_000 + 2 * 60_000),
+        to_ms: Some(1_699_000_000_000 + 6 * 60_000),
+        ..Default::default()
+    };
+    for opts in [ScanOptions::default(), ranged] {
+        assert_eq!(
+            by_person(&opts),
+            by_batch(&opts),
+            "batches differ: {opts:?}"
+        );
+    }
     let parts = snap.scan_persons(&ScanOptions::default(), Vec::new, |acc, p| {
         acc.push((p.person, p.event.to_vec()))
     });
