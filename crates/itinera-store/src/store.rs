@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -594,18 +594,46 @@ fn decode_record(payload: &[u8]) -> Result<Record> {
 impl Inner {
     fn writer_loop(self: Arc<Self>, rx: Receiver<Request>, mut wal: WalWriter) {
         let mut pending: Vec<Request> = Vec::new();
-        while let Ok(first) = rx.recv() {
-            pending.push(first);
-            while pending.len() < 256 {
-                match rx.try_recv() {
+        let mut open = true;
+        while open || !pending.is_empty() {
+            if pending.is_empty() {
+                match rx.recv() {
                     Ok(r) => pending.push(r),
                     Err(_) => break,
                 }
             }
+            while pending.len() < 256 {
+                match rx.try_recv() {
+                    Ok(r) => pending.push(r),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
             self.commit_group(&mut wal, std::mem::take(&mut pending));
-            if self.state.read().mem_rows >= self.config.max_memory_rows {
-                // backpressure: wait for the flush so memory stays bounded
-                let _g = self.flush_lock.lock();
+            // backpressure: appends wait until a flush frees memory, so memory stays bounded.
+            // Freezes go on meanwhile: the flush that frees the memory starts with one (waiting
+            // for the flush itself here once deadlocked ingest).
+            let mut nudged: Option<std::time::Instant> = None;
+            while open
+                && self.state.read().mem_rows >= self.config.max_memory_rows
+                && self.write_error.lock().is_none()
+            {
+                match rx.recv_timeout(std::time::Duration::from_millis(2)) {
+                    Ok(r) if matches!(r.op, Op::Freeze) => self.commit_group(&mut wal, vec![r]),
+                    Ok(r) => pending.push(r),
+                    Err(RecvTimeoutError::Timeout) => {
+                        // rows committed during the last flush may need one more (a failing
+                        // flush is retried, not more often than this)
+                        if nudged.is_none_or(|t| t.elapsed().as_millis() >= 200) {
+                            nudged = Some(std::time::Instant::now());
+                            self.maybe_start_flush();
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => open = false,
+                }
             }
         }
     }
@@ -689,6 +717,11 @@ impl Inner {
         for reply in freeze_replies {
             reply(self.freeze(wal));
         }
+        self.maybe_start_flush();
+    }
+
+    /// Starts a background flush when enough rows are in memory and none is running.
+    fn maybe_start_flush(self: &Arc<Self>) {
         let rows = self.state.read().mem_rows;
         if rows >= self.config.flush_rows && !self.flush_wanted.swap(true, Ordering::AcqRel) {
             let me = self.clone();

@@ -303,3 +303,51 @@ fn background_flush_and_auto_compaction_keep_every_row() {
     assert_eq!(j.len(), 37);
     assert!(s.stats().unwrap().segments <= 4);
 }
+
+/// Appends at full speed with memory bounded tightly: the writer's backpressure must never wait
+/// on a flush that itself waits on the writer (it once did, and ingest hung for good).
+#[test]
+fn backpressure_never_deadlocks_with_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        flush_rows: 300,
+        max_memory_rows: 600,
+        compact_after_segments: 4,
+        ..Default::default()
+    };
+    let s = Store::open(dir.path(), cfg).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let s = s.clone();
+            let done_tx = done_tx.clone();
+            std::thread::spawn(move || {
+                for b in 0..150 {
+                    let batch: Vec<Touchpoint> = (0..100)
+                        .map(|i| {
+                            track(
+                                &format!("w{w}-b{b}-{i}"),
+                                &format!("u{}", i % 53),
+                                "e",
+                                (b * 100 + i) as i64,
+                            )
+                        })
+                        .collect();
+                    s.append(batch).unwrap();
+                }
+                done_tx.send(()).unwrap();
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("ingest hung: the writer and a flush wait on each other");
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    s.flush().unwrap();
+    let total: usize = journeys(&s).iter().map(|j| j.1.len()).sum();
+    assert_eq!(total, 3 * 150 * 100);
+}
