@@ -69,6 +69,7 @@ pub struct StoreSettings {
     pub max_memory_rows: usize,
     pub dedup_window_hours: i64,
     pub compact_after_segments: usize,
+    pub compact_max_rows: usize,
 }
 
 impl Default for StoreSettings {
@@ -79,6 +80,7 @@ impl Default for StoreSettings {
             max_memory_rows: d.max_memory_rows,
             dedup_window_hours: d.dedup_window_ms / 3_600_000,
             compact_after_segments: d.compact_after_segments,
+            compact_max_rows: d.compact_max_rows,
         }
     }
 }
@@ -90,6 +92,7 @@ impl StoreSettings {
             max_memory_rows: self.max_memory_rows.max(self.flush_rows.max(1)),
             dedup_window_ms: self.dedup_window_hours * 3_600_000,
             compact_after_segments: self.compact_after_segments.max(1),
+            compact_max_rows: self.compact_max_rows.max(2),
         }
     }
 }

@@ -78,7 +78,36 @@ impl<W: Write> BlockWriter<W> {
 }
 
 /// Writes a segment file from sorted columns and the matching messages, then syncs it.
-pub fn write(path: &Path, cols: &Columns, bodies: impl Iterator<Item = String>) -> Result<Footer> {
+/// The messages come as results: a failure to read one (compaction streams them from other
+/// segments) stops the write and is returned.
+pub fn write(
+    path: &Path,
+    cols: &Columns,
+    bodies: impl Iterator<Item = Result<String>>,
+) -> Result<Footer> {
+    let mut source_error = None;
+    let bodies = bodies.map_while(|b| match b {
+        Ok(b) => Some(b),
+        Err(e) => {
+            source_error = Some(e);
+            None
+        }
+    });
+    let written = write_bodies(path, cols, bodies);
+    match source_error {
+        Some(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
+        None => written,
+    }
+}
+
+fn write_bodies(
+    path: &Path,
+    cols: &Columns,
+    bodies: impl Iterator<Item = String>,
+) -> Result<Footer> {
     let io = StoreError::io(path);
     let file = File::create(path).map_err(StoreError::io(path))?;
     let write_all = || -> std::io::Result<Footer> {
@@ -301,6 +330,18 @@ impl SegmentFile {
         Ok(cols)
     }
 
+    /// A reader of single messages by row that keeps the last decoded block: reading rows in
+    /// (mostly) ascending order decodes each block about once, with one block in memory.
+    pub fn body_reader(&self) -> Result<BodyReader<'_>> {
+        Ok(BodyReader {
+            segment: self,
+            file: File::open(&self.path).map_err(StoreError::io(&self.path))?,
+            block: usize::MAX,
+            raw: Vec::new(),
+            offsets: Vec::new(),
+        })
+    }
+
     /// Calls `f(row, message)` for every row, in row order.
     pub fn for_each_body(&self, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<()> {
         let mut file = File::open(&self.path).map_err(StoreError::io(&self.path))?;
@@ -320,6 +361,49 @@ impl SegmentFile {
             }
         }
         Ok(())
+    }
+}
+
+/// See [`SegmentFile::body_reader`].
+pub struct BodyReader<'a> {
+    segment: &'a SegmentFile,
+    file: File,
+    block: usize,
+    raw: Vec<u8>,
+    /// (start, end) of each message of the block in `raw`.
+    offsets: Vec<(usize, usize)>,
+}
+
+impl BodyReader<'_> {
+    /// The message of `row`.
+    pub fn get(&mut self, row: usize) -> Result<&str> {
+        let block = row / BODY_BLOCK_ROWS;
+        if block != self.block {
+            let seg = self.segment;
+            let b = seg.footer.bodies.get(block).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "segment {}: no message block for row {row}",
+                    seg.path.display()
+                ))
+            })?;
+            self.raw = seg.read_block(&mut self.file, b, "bodies")?;
+            self.offsets.clear();
+            let mut r = codec::Reader::new(&self.raw, "segment bodies");
+            while !r.is_empty() {
+                let len = r.str()?.len();
+                let end = self.raw.len() - r.remaining();
+                self.offsets.push((end - len, end));
+            }
+            self.block = block;
+        }
+        let (lo, hi) = *self.offsets.get(row % BODY_BLOCK_ROWS).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "segment {}: message block {block} is short",
+                self.segment.path.display()
+            ))
+        })?;
+        std::str::from_utf8(&self.raw[lo..hi])
+            .map_err(|_| StoreError::Corrupt("segment bodies: invalid utf-8".into()))
     }
 }
 
@@ -356,7 +440,7 @@ mod tests {
         let p = dir.path().join("a.seg");
         let cols = sample(20_000);
         let bodies: Vec<String> = (0..cols.len()).map(|i| format!("{{\"i\":{i}}}")).collect();
-        write(&p, &cols, bodies.clone().into_iter()).unwrap();
+        write(&p, &cols, bodies.clone().into_iter().map(Ok)).unwrap();
         let s = SegmentFile::open(&p).unwrap();
         let back = s.load_columns().unwrap();
         assert_eq!(back.did, cols.did);
@@ -370,6 +454,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, bodies);
+        // single messages by row, in and out of order
+        let mut reader = s.body_reader().unwrap();
+        for row in [0, 1, 8191, 8192, 19_999, 3, 12_345] {
+            assert_eq!(reader.get(row).unwrap(), bodies[row]);
+        }
+        assert!(reader.get(20_000).is_err());
 
         // damage one byte inside the ts column: detected, not decoded
         let mut data = std::fs::read(&p).unwrap();

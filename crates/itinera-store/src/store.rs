@@ -55,6 +55,10 @@ pub struct StoreConfig {
     pub dedup_window_ms: i64,
     /// Segments beyond this number trigger a compaction after a flush.
     pub compact_after_segments: usize,
+    /// Background compactions merge only segments smaller than this, into segments of about
+    /// this size at most, so the memory a compaction needs stays bounded however much data
+    /// there is (`itinera compact` merges everything).
+    pub compact_max_rows: usize,
 }
 
 impl Default for StoreConfig {
@@ -64,6 +68,7 @@ impl Default for StoreConfig {
             max_memory_rows: 4_000_000,
             dedup_window_ms: 7 * 24 * 3600 * 1000,
             compact_after_segments: 8,
+            compact_max_rows: 16_000_000,
         }
     }
 }
@@ -870,7 +875,7 @@ impl Inner {
             let path = seg_dir.join(&name);
             let bodies = order
                 .iter()
-                .map(|&(_, _, ci, i)| frozen[ci as usize].bodies[i as usize].clone());
+                .map(|&(_, _, ci, i)| Ok(frozen[ci as usize].bodies[i as usize].clone()));
             segment::write(&path, &cols, bodies)?;
             let file = SegmentFile::open(&path)?;
             new_segment = Some(Arc::new(LoadedSegment {
@@ -948,16 +953,30 @@ impl Inner {
             if all_segments.len() <= keep {
                 return Ok(());
             }
+            // the smallest segments, leaving `keep` - 1 segments out, up to the size bound
+            let cap = self.config.compact_max_rows as u64;
             let mut by_size = all_segments.clone();
+            by_size.retain(|s| s.file.footer.rows < cap);
             by_size.sort_by_key(|s| s.file.footer.rows);
-            by_size.truncate(all_segments.len() - keep + 1);
+            by_size.truncate((all_segments.len() + 1).saturating_sub(keep));
+            let mut rows = 0u64;
+            let fit = by_size
+                .iter()
+                .take_while(|s| {
+                    rows += s.file.footer.rows;
+                    rows <= cap
+                })
+                .count();
+            by_size.truncate(fit.max(2));
             by_size
         };
         if segments.is_empty() || (!full && segments.len() < 2) {
             return Ok(());
         }
         // gather the rows to keep: not erased, first copy of each message id
+        let total: usize = segments.iter().map(|s| s.cols.len()).sum();
         let mut seen = rustc_hash::FxHashSet::default();
+        seen.reserve(total);
         let mut order: Vec<(u32, i64, u32, u32)> = Vec::new();
         for (si, s) in segments.iter().enumerate() {
             let c = &s.cols;
@@ -978,22 +997,13 @@ impl Inner {
         for &(_, _, si, i) in &order {
             cols.push_from(&segments[si as usize].cols, i as usize);
         }
-        // messages of kept rows, read segment by segment
-        let mut bodies: Vec<Vec<Option<String>>> = Vec::with_capacity(segments.len());
-        let mut keep: Vec<Vec<bool>> = segments.iter().map(|s| vec![false; s.cols.len()]).collect();
-        for &(_, _, si, i) in &order {
-            keep[si as usize][i as usize] = true;
-        }
-        for (si, s) in segments.iter().enumerate() {
-            let mut v = vec![None; s.cols.len()];
-            s.file.for_each_body(|row, b| {
-                if keep[si][row] {
-                    v[row] = Some(b.to_string());
-                }
-                Ok(())
-            })?;
-            bodies.push(v);
-        }
+        // messages are streamed from the input segments in the output's order, one decoded
+        // block per segment in memory (each segment is sorted by person, so its rows are read
+        // mostly in order): memory does not grow with the data
+        let mut readers = segments
+            .iter()
+            .map(|s| s.file.body_reader())
+            .collect::<Result<Vec<_>>>()?;
         // segments written before typed properties (format 1): derive them from the messages
         let legacy: Vec<bool> = segments
             .iter()
@@ -1004,14 +1014,15 @@ impl Inner {
             let (mut key, mut val) = (Vec::new(), Vec::new());
             let mut end = Vec::with_capacity(order.len());
             for (row, &(_, _, si, i)) in order.iter().enumerate() {
-                match &bodies[si as usize][i as usize] {
-                    Some(b) if legacy[si as usize] => {
+                match legacy[si as usize] {
+                    true => {
+                        let b = readers[si as usize].get(i as usize)?;
                         for (k, v) in Touchpoint::props_from_body(b) {
                             key.push(d.all[DICT_PROP_KEYS].intern(&k));
                             val.push(d.all[DICT_PROP_VALUES].intern(&v));
                         }
                     }
-                    _ => {
+                    false => {
                         let r = cols.prop_range(row);
                         key.extend_from_slice(&cols.prop_key[r.clone()]);
                         val.extend_from_slice(&cols.prop_val[r]);
@@ -1028,8 +1039,9 @@ impl Inner {
         let path = seg_dir.join(&name);
         let it = order
             .iter()
-            .map(|&(_, _, si, i)| bodies[si as usize][i as usize].take().unwrap_or_default());
+            .map(|&(_, _, si, i)| readers[si as usize].get(i as usize).map(str::to_string));
         segment::write(&path, &cols, it)?;
+        drop(readers);
         let file = SegmentFile::open(&path)?;
         // one full dictionary with erased ids blanked, replacing all deltas
         let (delta, erased_dids) = {

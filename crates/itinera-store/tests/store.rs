@@ -278,8 +278,59 @@ fn background_flush_and_auto_compaction_keep_every_row() {
         ..Default::default()
     };
     let s = Store::open(dir.path(), cfg.clone()).unwrap();
+    let n = append_batches(&s, 40);
+    s.flush().unwrap();
+    let total: usize = journeys(&s).iter().map(|j| j.1.len()).sum();
+    assert_eq!(total, n);
+    s.close();
+    let s = Store::open(dir.path(), cfg).unwrap();
+    let j = journeys(&s);
+    assert_eq!(j.iter().map(|j| j.1.len()).sum::<usize>(), n);
+    assert_eq!(j.len(), 37);
+    assert!(s.stats().unwrap().segments <= 4);
+}
+
+/// Background compactions leave segments past `compact_max_rows` alone (their memory is
+/// bounded); `compact` still merges everything.
+#[test]
+fn background_compaction_respects_the_size_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        flush_rows: 500,
+        max_memory_rows: 2_000,
+        compact_after_segments: 2,
+        compact_max_rows: 1_200,
+        ..Default::default()
+    };
+    let s = Store::open(dir.path(), cfg).unwrap();
+    let n = append_batches(&s, 60);
+    s.flush().unwrap();
+    let seg_dir = dir.path().join("seg");
+    let mut sizes: Vec<u64> = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| {
+            itinera_store::segment::SegmentFile::open(&p)
+                .unwrap()
+                .footer
+                .rows
+        })
+        .collect();
+    sizes.sort();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(sizes.iter().all(|r| *r <= 2 * 1_200), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<u64>() as usize, n);
+    assert_eq!(journeys(&s).iter().map(|j| j.1.len()).sum::<usize>(), n);
+    s.compact().unwrap();
+    assert_eq!(s.stats().unwrap().segments, 1);
+    assert_eq!(journeys(&s).iter().map(|j| j.1.len()).sum::<usize>(), n);
+}
+
+/// Appends `batches` batches of 100 tracks of 37 users; returns the number of rows.
+fn append_batches(s: &Store, batches: usize) -> usize {
     let mut n = 0;
-    for b in 0..40 {
+    for b in 0..batches {
         let batch: Vec<Touchpoint> = (0..100)
             .map(|i| {
                 n += 1;
@@ -293,15 +344,7 @@ fn background_flush_and_auto_compaction_keep_every_row() {
             .collect();
         s.append(batch).unwrap();
     }
-    s.flush().unwrap();
-    let total: usize = journeys(&s).iter().map(|j| j.1.len()).sum();
-    assert_eq!(total, n);
-    s.close();
-    let s = Store::open(dir.path(), cfg).unwrap();
-    let j = journeys(&s);
-    assert_eq!(j.iter().map(|j| j.1.len()).sum::<usize>(), n);
-    assert_eq!(j.len(), 37);
-    assert!(s.stats().unwrap().segments <= 4);
+    n
 }
 
 /// Appends at full speed with memory bounded tightly: the writer's backpressure must never wait
