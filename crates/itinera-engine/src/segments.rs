@@ -9,7 +9,7 @@
 
 use crate::duration::Span;
 use crate::error::{EngineError, Result};
-use crate::journey::{Field, Journey, JourneySource, ScanOptions, Vocabulary};
+use crate::journey::{Field, Journey, JourneyBatch, JourneySource, ScanOptions, Vocabulary};
 use crate::selector::{EventSelector, Matcher, PropPattern};
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
@@ -280,6 +280,50 @@ impl<S: JourneySource> JourneySource for Filtered<'_, S> {
                 if let Some(part) = j.within(opts.from_ms, opts.to_ms) {
                     f(acc, &part);
                 }
+            }
+        })
+    }
+
+    fn scan_batches<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+    ) -> Vec<A> {
+        if matches!(self.filter, Filter::All) {
+            return self.inner.scan_batches(opts, init, f);
+        }
+        let whole = ScanOptions {
+            from_ms: None,
+            to_ms: None,
+            ..opts.clone()
+        };
+        self.inner.scan_batches(&whole, init, |acc, b| {
+            let (mut persons, mut ranges) = (Vec::new(), Vec::new());
+            for k in 0..b.persons.len() {
+                let j = b.journey(k);
+                if !self.filter.keeps(&j, self.as_of_ms) {
+                    continue;
+                }
+                let lo = opts.from_ms.map_or(0, |a| j.ts.partition_point(|t| *t < a));
+                let hi = opts
+                    .to_ms
+                    .map_or(j.len(), |e| j.ts.partition_point(|t| *t < e));
+                if lo < hi {
+                    let start = b.ranges[k].0;
+                    persons.push(b.persons[k]);
+                    ranges.push((start + lo as u32, start + hi as u32));
+                }
+            }
+            if !persons.is_empty() {
+                f(
+                    acc,
+                    &JourneyBatch {
+                        rows: b.rows,
+                        persons: &persons,
+                        ranges: &ranges,
+                    },
+                );
             }
         })
     }

@@ -50,6 +50,30 @@ fn members(src: &MemorySource, r: &SegmentRule, as_of: i64) -> Vec<String> {
         })
         .concat();
     out.sort();
+    // the batch scan keeps the same persons, with the same rows, over any date range
+    for (from_ms, to_ms) in [(None, None), (Some(4 * DAY), Some(46 * DAY))] {
+        let opts = itinera_engine::ScanOptions {
+            from_ms,
+            to_ms,
+            ..Default::default()
+        };
+        let mut by_person = f
+            .scan(&opts, Vec::new, |acc, j| {
+                acc.push((j.person, j.ts.to_vec()))
+            })
+            .concat();
+        let mut by_batch = f
+            .scan_batches(&opts, Vec::new, |acc, b| {
+                for k in 0..b.persons.len() {
+                    let j = b.journey(k);
+                    acc.push((j.person, j.ts.to_vec()));
+                }
+            })
+            .concat();
+        by_person.sort();
+        by_batch.sort();
+        assert_eq!(by_person, by_batch);
+    }
     out
 }
 
