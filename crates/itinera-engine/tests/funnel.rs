@@ -450,7 +450,7 @@ proptest! {
             }
             let median = |v: &mut Vec<i64>| {
                 v.sort();
-                (!v.is_empty()).then(|| v[(v.len() + 1) / 2 - 1] as f64 / 1000.0)
+                (!v.is_empty()).then(|| v[v.len().div_ceil(2) - 1] as f64 / 1000.0)
             };
             prop_assert_eq!(r.steps[k].count as usize, from_prev.len());
             prop_assert_eq!(r.steps[k].median_seconds_from_previous, median(&mut from_prev));
