@@ -96,9 +96,8 @@ impl<'a> Journey<'a> {
     /// The rows with `from_ms <= ts < to_ms` (time-ordered rows: two binary searches), or None
     /// when there are none.
     pub fn within(&self, from_ms: Option<i64>, to_ms: Option<i64>) -> Option<Journey<'a>> {
-        let lo = from_ms.map_or(0, |a| self.ts.partition_point(|t| *t < a));
-        let hi = to_ms.map_or(self.len(), |b| self.ts.partition_point(|t| *t < b));
-        (lo < hi).then(|| self.slice(lo, hi))
+        let r = rows_within(self.ts, from_ms, to_ms);
+        (!r.is_empty()).then(|| self.slice(r.start, r.end))
     }
 
     /// The latest value code of property `key` on this journey (e.g. a trait such as the role).
@@ -197,6 +196,13 @@ pub struct ScanOptions {
     /// Progress reporting and cancellation; a cancelled scan stops early and the caller discards
     /// its partial result.
     pub control: Option<Arc<QueryControl>>,
+}
+
+/// The rows of time-ordered `ts` with `from_ms <= ts < to_ms` (two binary searches).
+pub fn rows_within(ts: &[i64], from_ms: Option<i64>, to_ms: Option<i64>) -> std::ops::Range<usize> {
+    let lo = from_ms.map_or(0, |a| ts.partition_point(|t| *t < a));
+    let hi = to_ms.map_or(ts.len(), |b| ts.partition_point(|t| *t < b));
+    lo..hi.max(lo)
 }
 
 /// The journeys of several persons whose rows lie in the same columns: person `persons[k]`

@@ -197,13 +197,10 @@ impl JourneySource for MemorySource {
         let (mut persons, mut ranges) = (Vec::new(), Vec::new());
         for &(person, s, e) in &self.persons {
             let ts = &self.cols.ts[s..e];
-            let lo = opts.from_ms.map_or(0, |a| ts.partition_point(|t| *t < a));
-            let hi = opts
-                .to_ms
-                .map_or(ts.len(), |b| ts.partition_point(|t| *t < b));
-            if lo < hi {
+            let r = crate::journey::rows_within(ts, opts.from_ms, opts.to_ms);
+            if !r.is_empty() {
                 persons.push(person);
-                ranges.push(((s + lo) as u32, (s + hi) as u32));
+                ranges.push(((s + r.start) as u32, (s + r.end) as u32));
             }
         }
         let mut acc = init();

@@ -305,14 +305,11 @@ impl<S: JourneySource> JourneySource for Filtered<'_, S> {
                 if !self.filter.keeps(&j, self.as_of_ms) {
                     continue;
                 }
-                let lo = opts.from_ms.map_or(0, |a| j.ts.partition_point(|t| *t < a));
-                let hi = opts
-                    .to_ms
-                    .map_or(j.len(), |e| j.ts.partition_point(|t| *t < e));
-                if lo < hi {
+                let r = crate::journey::rows_within(j.ts, opts.from_ms, opts.to_ms);
+                if !r.is_empty() {
                     let start = b.ranges[k].0;
                     persons.push(b.persons[k]);
-                    ranges.push((start + lo as u32, start + hi as u32));
+                    ranges.push((start + r.start as u32, start + r.end as u32));
                 }
             }
             if !persons.is_empty() {

@@ -194,21 +194,19 @@ impl Snapshot {
             for p in persons {
                 let runs = &self.runs[self.person_starts[p]..self.person_starts[p + 1]];
                 if runs.len() == 1 && self.erased.is_empty() {
-                    let r = runs[0];
-                    if batch.chunk != Some(r.chunk) {
+                    let run = runs[0];
+                    if batch.chunk != Some(run.chunk) {
                         batch.flush(&self.chunks, |b| f(acc, b));
-                        batch.chunk = Some(r.chunk);
+                        batch.chunk = Some(run.chunk);
                     }
-                    let ts = &self.chunks[r.chunk as usize].ts[r.start as usize..r.end as usize];
-                    let lo = opts.from_ms.map_or(0, |a| ts.partition_point(|t| *t < a));
-                    let hi = opts
-                        .to_ms
-                        .map_or(ts.len(), |b| ts.partition_point(|t| *t < b));
-                    if lo < hi {
-                        batch.persons.push(r.person);
+                    let chunk = &self.chunks[run.chunk as usize];
+                    let ts = &chunk.ts[run.start as usize..run.end as usize];
+                    let rows = itinera_engine::journey::rows_within(ts, opts.from_ms, opts.to_ms);
+                    if !rows.is_empty() {
+                        batch.persons.push(run.person);
                         batch
                             .ranges
-                            .push((r.start + lo as u32, r.start + hi as u32));
+                            .push((run.start + rows.start as u32, run.start + rows.end as u32));
                     }
                 } else {
                     batch.flush(&self.chunks, |b| f(acc, b));

@@ -329,22 +329,24 @@ fn background_compaction_respects_the_size_bound() {
 
 /// Appends `batches` batches of 100 tracks of 37 users; returns the number of rows.
 fn append_batches(s: &Store, batches: usize) -> usize {
-    let mut n = 0;
     for b in 0..batches {
-        let batch: Vec<Touchpoint> = (0..100)
-            .map(|i| {
-                n += 1;
-                track(
-                    &format!("b{b}-{i}"),
-                    &format!("u{}", i % 37),
-                    "e",
-                    (b * 100 + i) as i64,
-                )
-            })
-            .collect();
-        s.append(batch).unwrap();
+        s.append(batch_of_100("", b, 37)).unwrap();
     }
-    n
+    batches * 100
+}
+
+/// Batch `b` of 100 tracks of `users` users, message ids starting with `prefix`.
+fn batch_of_100(prefix: &str, b: usize, users: usize) -> Vec<Touchpoint> {
+    (0..100)
+        .map(|i| {
+            track(
+                &format!("{prefix}b{b}-{i}"),
+                &format!("u{}", i % users),
+                "e",
+                (b * 100 + i) as i64,
+            )
+        })
+        .collect()
 }
 
 /// Appends at full speed with memory bounded tightly: the writer's backpressure must never wait
@@ -366,17 +368,7 @@ fn backpressure_never_deadlocks_with_a_flush() {
             let done_tx = done_tx.clone();
             std::thread::spawn(move || {
                 for b in 0..150 {
-                    let batch: Vec<Touchpoint> = (0..100)
-                        .map(|i| {
-                            track(
-                                &format!("w{w}-b{b}-{i}"),
-                                &format!("u{}", i % 53),
-                                "e",
-                                (b * 100 + i) as i64,
-                            )
-                        })
-                        .collect();
-                    s.append(batch).unwrap();
+                    s.append(batch_of_100(&format!("w{w}-"), b, 53)).unwrap();
                 }
                 done_tx.send(()).unwrap();
             })
