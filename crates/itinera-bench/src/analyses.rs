@@ -11,9 +11,7 @@ pub fn analyses_bench(
     dir: &itinera_server::DataDir,
     runs: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = dir.store("default")?;
-    let stats = store.stats()?;
-    println!("data: {} events, {} persons", stats.events, stats.persons);
+    let store = crate::default_store(dir)?;
     let stages: StageFunnelQuery =
         serde_json::from_value(serde_json::json!({"model": "customer-journey"}))?;
     let sankey: PathQuery = serde_json::from_value(

@@ -530,6 +530,16 @@ fn open_or_build(
     Ok(itinera_server::DataDir::open(data, store_config)?)
 }
 
+/// The bench project's store, its size printed.
+fn default_store(
+    dir: &itinera_server::DataDir,
+) -> Result<itinera_store::Store, Box<dyn std::error::Error>> {
+    let store = dir.store("default")?;
+    let stats = store.stats()?;
+    println!("data: {} events, {} persons", stats.events, stats.persons);
+    Ok(store)
+}
+
 fn funnel_bench(
     data: PathBuf,
     events: u64,
@@ -539,9 +549,7 @@ fn funnel_bench(
 ) -> Result<(), Box<dyn std::error::Error>> {
     use itinera_engine::{run_funnel, FunnelQuery, Span};
     let dir = open_or_build(&data, events, per_person, csv)?;
-    let store = dir.store("default")?;
-    let stats = store.stats()?;
-    println!("data: {} events, {} persons", stats.events, stats.persons);
+    let store = default_store(&dir)?;
     let q4 = FunnelQuery::events(&FUNNEL_4, Span(7 * 86_400_000));
     {
         let mut t_snap = Vec::new();

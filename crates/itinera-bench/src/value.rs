@@ -13,9 +13,7 @@ pub fn attribution_bench(
     dir: &itinera_server::DataDir,
     runs: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = dir.store("default")?;
-    let stats = store.stats()?;
-    println!("data: {} events, {} persons", stats.events, stats.persons);
+    let store = crate::default_store(dir)?;
     let heuristics: Vec<AttributionModel> = AttributionModel::ALL
         .into_iter()
         .filter(|m| m.is_heuristic())

@@ -1,6 +1,6 @@
 //! `itinera segments …` and `itinera personas …`: saved rules in the project's metadata.
 
-use crate::output::{print_records, Format};
+use crate::output::{print_records, printed_as_json, Format};
 use crate::{load_config, open_data, CliResult, DataArgs, ProjectArg};
 use clap::Subcommand;
 use itinera_engine::segments::{CompiledRule, SegmentDef, SegmentRule};
@@ -63,8 +63,7 @@ pub fn run(kind: &'static str, cmd: DefinitionCommand) -> CliResult {
                     })
                 })
                 .collect();
-            if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&defs)?);
+            if printed_as_json(format, &defs)? {
                 return Ok(());
             }
             print_records(format, &["name", "description", "rule"], &rows)

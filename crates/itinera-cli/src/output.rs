@@ -57,11 +57,19 @@ pub fn print_records<T: Serialize>(format: Format, columns: &[&str], records: &[
     Ok(())
 }
 
+/// Prints `v` as pretty JSON when `format` asks for JSON; true when it did (the caller's table
+/// or CSV form is then not wanted).
+pub fn printed_as_json<T: Serialize>(format: Format, v: &T) -> CliResult<bool> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
+    Ok(format == Format::Json)
+}
+
 /// Prints one record: JSON as an object; table and CSV as `field, value` rows.
 pub fn print_record<T: Serialize>(format: Format, record: &T) -> CliResult {
     let v = serde_json::to_value(record)?;
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+    if printed_as_json(format, &v)? {
         return Ok(());
     }
     let rows: Vec<Value> = v

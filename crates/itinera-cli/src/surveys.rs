@@ -1,6 +1,6 @@
 //! `itinera surveys …`: survey definitions and signed links, on a data directory.
 
-use crate::output::{print_records, Format};
+use crate::output::{print_records, printed_as_json, Format};
 use crate::{load_config, open_data, CliResult, DataArgs, ProjectArg};
 use clap::Subcommand;
 use itinera_server::surveys::{load_from, signed_link, SurveyDef};
@@ -61,8 +61,7 @@ pub fn run(cmd: SurveyCommand) -> CliResult {
         } => {
             let dir = open_data(&load_config(&data, None)?)?;
             let surveys = load_from(&dir.meta.lock(), &project.project)?;
-            if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&surveys)?);
+            if printed_as_json(format, &surveys)? {
                 return Ok(());
             }
             let rows: Vec<_> = surveys

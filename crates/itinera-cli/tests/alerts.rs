@@ -363,13 +363,7 @@ fn alert_emails_go_through_smtp() {
     assert!(mail.contains("cx@example.com") && mail.contains("lead@example.com"));
     let mut attempt = Value::Null;
     while std::time::Instant::now() < deadline {
-        let alerts: Value = client
-            .get(server.url("/api/v1/alerts"))
-            .bearer_auth(&keys.read_token)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let alerts: Value = get_json(&client, &server.url("/api/v1/alerts"), &keys.read_token);
         attempt = alerts["alerts"][0]["attempts"][0].clone();
         if !attempt.is_null() {
             break;
@@ -387,13 +381,7 @@ fn alert_emails_go_through_smtp() {
         .send()
         .unwrap();
     assert_eq!(put.status(), 200);
-    let cases: Value = client
-        .get(server.url("/api/v1/cases"))
-        .bearer_auth(&keys.read_token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let cases: Value = get_json(&client, &server.url("/api/v1/cases"), &keys.read_token);
     let case_id = cases["cases"][0]["id"].as_i64().unwrap();
     let follow: Value = client
         .post(server.url(&format!("/api/v1/cases/{case_id}/follow-up")))

@@ -1,7 +1,7 @@
 //! `itinera query …`: analyses on a data directory, or on a running server with a read token.
 //! Both paths build the same backend-neutral query; the JSON printed is the API's answer.
 
-use crate::output::{print_records, Format};
+use crate::output::{print_records, printed_as_json, Format};
 use crate::{load_config, open_data, CliResult, DataArgs, ProjectArg};
 use clap::{Args, Subcommand};
 use itinera_engine::funnel::{
@@ -347,8 +347,7 @@ fn retention_query(a: &RetentionArgs) -> CliResult<RetentionQuery> {
 }
 
 fn print_retention(format: Format, r: &RetentionResult) -> CliResult {
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+    if printed_as_json(format, r)? {
         return Ok(());
     }
     let periods = r.overall.len();
@@ -642,8 +641,7 @@ fn duration(v: Option<f64>) -> serde_json::Value {
 }
 
 fn print_funnel(format: Format, r: &FunnelResult) -> CliResult {
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+    if printed_as_json(format, r)? {
         return Ok(());
     }
     if let Some(cohort) = &r.cohort {
@@ -750,8 +748,7 @@ fn run_stages(a: &StagesArgs) -> CliResult {
         let r: PersonJourney = execute(&a.target, "stages/person", &q, |view| {
             itinera_engine::run_person_stages(view, &model, id)
         })?;
-        if format == Format::Json {
-            println!("{}", serde_json::to_string_pretty(&r)?);
+        if printed_as_json(format, &r)? {
             return Ok(());
         }
         println!(
@@ -793,8 +790,7 @@ fn run_stages(a: &StagesArgs) -> CliResult {
     let r: StageFunnelResult = execute(&a.target, "stages", &q, |view| {
         itinera_engine::run_stage_funnel(view, &q, &Default::default())
     })?;
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(format, &r)? {
         return Ok(());
     }
     let csv = format == Format::Csv;
@@ -906,8 +902,7 @@ fn run_path_query(a: &PathsArgs) -> CliResult {
         itinera_engine::run_paths(view, &q, &Default::default())
     })?;
     let format = a.target.format;
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(format, &r)? {
         return Ok(());
     }
     if a.sankey {
@@ -983,8 +978,7 @@ fn run_segments_report(target: &Target) -> CliResult {
             &Default::default(),
         )?
     };
-    if target.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(target.format, &r)? {
         return Ok(());
     }
     let share = |n: u64| {

@@ -2,7 +2,7 @@
 //! a path table in the ChannelAttribution format.
 
 use super::{enum_arg, execute, span, DateRange, Target};
-use crate::output::{print_records, Format};
+use crate::output::{print_records, printed_as_json, Format};
 use crate::CliResult;
 use clap::Args;
 use itinera_engine::advocacy::{AdvocacyQuery, AdvocacyResult};
@@ -147,8 +147,7 @@ pub fn run_attribution(a: &AttributionArgs) -> CliResult {
 
 /// One row per key: conversions credited by each model, then the value credited by each model.
 fn print_attribution(format: Format, r: &AttributionResult) -> CliResult {
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+    if printed_as_json(format, r)? {
         return Ok(());
     }
     let mut cols = vec![r.by.clone()];
@@ -283,8 +282,7 @@ pub fn run_clv(a: &ClvArgs) -> CliResult {
     if let Some(l) = a.limit {
         r.customers.truncate(l);
     }
-    if a.target.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
     if a.target.format == Format::Table {
@@ -379,8 +377,7 @@ pub fn run_accounts(a: &AccountsArgs) -> CliResult {
     let r: AccountsResult = execute(&a.target, "accounts", &q, |view| {
         itinera_engine::run_accounts(view, &q, &Default::default())
     })?;
-    if a.target.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
     let rows: Vec<_> = r
@@ -473,8 +470,7 @@ pub fn run_advocacy(a: &AdvocacyArgs) -> CliResult {
     let r: AdvocacyResult = execute(&a.target, "advocacy", &q, |view| {
         itinera_engine::run_advocacy(view, &q, &Default::default())
     })?;
-    if a.target.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
     print_records(a.target.format, &["step", "count", "definition"], &r.cycle)?;
@@ -530,8 +526,7 @@ pub fn run_revenue(a: &RevenueArgs) -> CliResult {
     let r: RevenueResult = execute(&a.target, "revenue", &q, |view| {
         itinera_engine::run_revenue(view, &q, &Default::default())
     })?;
-    if a.target.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
     let cols = [
@@ -631,8 +626,7 @@ pub fn run_scores(a: &ScoresArgs) -> CliResult {
     let r: ScoresResult = execute(&a.target, "scores", &q, |view| {
         itinera_engine::run_scores(view, &q, &Default::default())
     })?;
-    if a.target.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
     let pct = |v: f64| format!("{:.1} %", 100.0 * v);
@@ -712,8 +706,7 @@ pub fn run_promoters(a: &PromotersArgs) -> CliResult {
     let r: PromotersResult = execute(&a.target, "promoters", &q, |view| {
         itinera_engine::scores::find_promoters(view, &q, &Default::default())
     })?;
-    if a.target.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
     let mut cols = vec![
@@ -776,8 +769,7 @@ pub fn run_comments(a: &CommentsArgs) -> CliResult {
     let r: CommentsResult = execute(&a.target, "comments", &q, |view| {
         itinera_engine::scores::find_comments(view, &q, &Default::default())
     })?;
-    if a.target.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
     print_records(

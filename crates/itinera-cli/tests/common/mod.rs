@@ -186,3 +186,14 @@ pub fn post(
     let status = r.status().as_u16();
     (status, r.json().unwrap_or(serde_json::Value::Null))
 }
+
+/// GET `url` with a read token; the JSON answer.
+pub fn get_json(client: &reqwest::blocking::Client, url: &str, token: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .expect("request")
+        .json()
+        .expect("json answer")
+}
