@@ -504,8 +504,6 @@ pub struct SlotTable {
     /// When every event matches at most one step of at most [`SlotTable::SINGLE_STEPS`]: the
     /// step of each event code (the dummy [`SlotTable::SINGLE_NONE`] when it matches none).
     single: Option<Vec<u8>>,
-    /// The step mask of each event code.
-    masks: Vec<u64>,
 }
 
 impl SlotTable {
@@ -549,7 +547,6 @@ impl SlotTable {
             slots,
             none: vec![dummy; stride],
             single,
-            masks: masks.to_vec(),
         })
     }
 
@@ -1529,7 +1526,8 @@ pub fn run_funnel<S: JourneySource>(
         q.to_ms
             .map(|t| t.saturating_add(q.window.ms()).saturating_add(1)),
     );
-    // steps over event names only: the branch-free kernel
+    // steps over event names only: the branch-free kernels, with the step mask of each event code
+    let event_masks = matcher.event_masks().unwrap_or(&[]);
     let slot_table = if kernel.is_plain() {
         matcher.event_masks().and_then(|m| SlotTable::new(m, n))
     } else {
@@ -1556,7 +1554,7 @@ pub fn run_funnel<S: JourneySource>(
                                 journey: &b.rows,
                                 lo: lo as usize,
                                 hi: hi as usize,
-                                masks: &slots.masks,
+                                masks: event_masks,
                                 breakdown: runner.breakdown,
                             };
                             if let Some((best, t0)) = kernel.run_slots(&rows, slots) {
