@@ -107,6 +107,16 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Parsing and normalization alone: the `http` bench's request bodies through
+    /// `ingest::parse_batch` on one thread (no HTTP, no store).
+    Parse {
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 fn peak_rss_mib() -> f64 {
@@ -374,36 +384,32 @@ fn http_bench(
                 (format!("http://{addr}"), keys.write_key)
             }
         };
-        let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
         let next = Arc::new(AtomicU64::new(0));
         let requests = events.div_ceil(batch as u64);
-        let pad = "x".repeat(260);
-        // request bodies are built before the clock starts, so the load generator spends its CPU
-        // on sending, not formatting (it shares the two cores with the server)
-        let bodies: Arc<Vec<String>> = Arc::new((0..requests).map(|r| {
-        let mut body = String::with_capacity(batch * 520 + 32);
-        body.push_str(r#"{"batch":["#);
-        for i in 0..batch {
-            if i > 0 {
-                body.push(',');
-            }
-            let n = r * batch as u64 + i as u64;
-            // ~500 bytes per message, like a typical track call from a browser SDK
-            body.push_str(&format!(
-                r#"{{"type":"track","event":"Product Viewed","userId":"user-{}","messageId":"lg-{n}","timestamp":"2025-06-01T12:00:00.000Z","properties":{{"product_id":"sku-{}","price":19.9,"note":"{pad}"}},"context":{{"library":{{"name":"analytics.js","version":"2.11.1"}},"page":{{"path":"/products/{}"}}}}}}"#,
-                n % 100_000,
-                n % 997,
-                n % 997
-            ));
-        }
-        body.push_str("]}");
-            body
-        }).collect());
+        let host = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{key}:"));
+        // requests are built before the clock starts, so the load generator spends its CPU on
+        // sending, not formatting (it shares the two cores with the server)
+        let requests_bytes: Arc<Vec<Vec<u8>>> = Arc::new(
+            (0..requests)
+                .map(|r| {
+                    let body = track_batch_body(r, batch);
+                    format!(
+                        "POST /v1/batch HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .into_bytes()
+                })
+                .collect(),
+        );
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
-            let (client, next, url, key, bodies) = (client.clone(), next.clone(), format!("{url}/v1/batch"), key.clone(), bodies.clone());
+            let (next, host, requests_bytes) = (next.clone(), host.clone(), requests_bytes.clone());
             tasks.push(tokio::spawn(async move {
+                let mut conn = tokio::io::BufReader::new(
+                    tokio::net::TcpStream::connect(&host).await.map_err(|e| e.to_string())?,
+                );
                 let mut lat = Vec::new();
                 let mut acked = 0u64;
                 loop {
@@ -411,17 +417,13 @@ fn http_bench(
                     if r >= requests {
                         break;
                     }
-                    let body = bodies[r as usize].clone();
                     let t = Instant::now();
-                    let resp = client.post(&url).basic_auth(&key, Some("")).header("content-type", "application/json").body(body).send().await;
-                    match resp {
-                        Ok(r) if r.status().is_success() => {
-                            acked += batch as u64;
-                            lat.push(t.elapsed());
-                        }
-                        Ok(r) => return Err(format!("server answered {}", r.status())),
-                        Err(e) => return Err(e.to_string()),
+                    let status = post_raw(&mut conn, &requests_bytes[r as usize]).await.map_err(|e| e.to_string())?;
+                    if status != 200 {
+                        return Err(format!("server answered {status}"));
                     }
+                    acked += batch as u64;
+                    lat.push(t.elapsed());
                 }
                 Ok::<_, String>((acked, lat))
             }));
@@ -447,6 +449,91 @@ fn http_bench(
     })
 }
 
+/// Sends one prebuilt HTTP/1.1 request on a keep-alive connection and reads the answer; returns
+/// the status. The load generator shares the two cores with the server, so it does as little as
+/// it can: no HTTP client library, requests built before the clock starts.
+async fn post_raw(
+    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    request: &[u8],
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    conn.get_mut().write_all(request).await?;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut line = String::new();
+    let mut status = None;
+    let mut length = None;
+    loop {
+        line.clear();
+        if conn.read_line(&mut line).await? == 0 {
+            return Err(bad("connection closed"));
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if status.is_none() {
+            status = line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok());
+        } else if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let mut body = vec![0; length.ok_or_else(|| bad("no content-length"))?];
+    conn.read_exact(&mut body).await?;
+    status.ok_or_else(|| bad("no status line"))
+}
+
+/// Request `r` of the ingestion benches: a `batch` of `track` messages of ~500 bytes each, like
+/// a typical track call from a browser SDK.
+fn track_batch_body(r: u64, batch: usize) -> String {
+    let pad = "x".repeat(260);
+    let mut body = String::with_capacity(batch * 520 + 32);
+    body.push_str(r#"{"batch":["#);
+    for i in 0..batch {
+        if i > 0 {
+            body.push(',');
+        }
+        let n = r * batch as u64 + i as u64;
+        body.push_str(&format!(
+            r#"{{"type":"track","event":"Product Viewed","userId":"user-{}","messageId":"lg-{n}","timestamp":"2025-06-01T12:00:00.000Z","properties":{{"product_id":"sku-{}","price":19.9,"note":"{pad}"}},"context":{{"library":{{"name":"analytics.js","version":"2.11.1"}},"page":{{"path":"/products/{}"}}}}}}"#,
+            n % 100_000,
+            n % 997,
+            n % 997
+        ));
+    }
+    body.push_str("]}");
+    body
+}
+
+fn parse_bench(events: u64, batch: usize, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let bodies: Vec<String> = (0..events.div_ceil(batch as u64))
+        .map(|r| track_batch_body(r, batch))
+        .collect();
+    let rules = itinera_core::ChannelRules::default();
+    let opts = itinera_core::NormalizeOptions::at(1_750_000_000_000);
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut n = 0usize;
+        for b in &bodies {
+            let parsed =
+                itinera_core::ingest::parse_batch(b.as_bytes(), &opts, &rules, || unreachable!())?;
+            n += parsed.touchpoints.len();
+            std::hint::black_box(parsed);
+        }
+        assert_eq!(n as u64, events.div_ceil(batch as u64) * batch as u64);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let per_event = times[times.len() / 2] / (bodies.len() * batch) as f64;
+    println!(
+        "parse + normalize, one thread: {:.2} µs per event (median of {runs}), {:.0} events/s",
+        per_event * 1e6,
+        1.0 / per_event
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().command {
         Command::Store {
@@ -463,6 +550,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             batch,
             concurrency,
         } => http_bench(url, key, events, batch, concurrency),
+        Command::Parse {
+            events,
+            batch,
+            runs,
+        } => parse_bench(events, batch, runs),
         Command::Funnel {
             data,
             events,

@@ -94,18 +94,12 @@ impl<'a> Importer<'a> {
         })
     }
 
-    /// Adds one message (a JSON object) found at `line` of `file`.
-    pub fn add(
-        &mut self,
-        file: &str,
-        line: u64,
-        value: Value,
-        raw_len: usize,
-        raw: &str,
-    ) -> CliResult {
+    /// Adds one message (JSON text) found at `line` of `file`; `raw` is what the reject file
+    /// shows for it.
+    pub fn add(&mut self, file: &str, line: u64, text: &str, raw: &str) -> CliResult {
         self.report.rows += 1;
         let opts = NormalizeOptions::at(now_ms());
-        match parse_one(value, raw_len, None, &opts, self.rules, &mut || {
+        match parse_one(text, None, &opts, self.rules, &mut || {
             new_message_id(rand::random())
         }) {
             Ok(t) => {
@@ -181,14 +175,8 @@ impl<'a> Importer<'a> {
             if text.trim().is_empty() {
                 continue;
             }
-            match serde_json::from_str::<Value>(text) {
-                Ok(v) => self.add(&name, n, v, text.len(), text)?,
-                Err(e) => {
-                    self.report.rows += 1;
-                    let text = text.to_string();
-                    self.reject(&name, n, "", &format!("invalid JSON: {e}"), &text)?
-                }
-            }
+            let text = text.to_string();
+            self.add(&name, n, &text, &text)?;
         }
         self.report.files += 1;
         Ok(())
@@ -252,7 +240,7 @@ impl<'a> Importer<'a> {
                 set_path(&mut msg, h, typed);
             }
             let raw = rec.iter().collect::<Vec<_>>().join(",");
-            self.add(&name, line, Value::Object(msg), raw.len(), &raw)?;
+            self.add(&name, line, &Value::Object(msg).to_string(), &raw)?;
         }
         self.report.files += 1;
         Ok(())

@@ -445,7 +445,7 @@ fn run(cli: Cli) -> CliResult {
                         .expect("valid"),
                 );
                 for (i, m) in world.enumerate() {
-                    imp.add("demo", i as u64 + 1, m, 0, "")?;
+                    imp.add("demo", i as u64 + 1, &m.to_string(), "")?;
                     imp.progress.inc(1);
                 }
                 let r = imp.finish(started)?;

@@ -269,13 +269,7 @@ impl Importer<'_> {
                     Value::Object(msg).to_string()
                 }
             };
-            match serde_json::from_str::<Value>(&raw) {
-                Ok(v) => self.add(&name, line, v, raw.len(), &raw)?,
-                Err(e) => {
-                    self.report.rows += 1;
-                    self.reject(&name, line, "message", &format!("invalid JSON: {e}"), &raw)?
-                }
-            }
+            self.add(&name, line, &raw, &raw)?;
         }
         self.report.files += 1;
         Ok(())

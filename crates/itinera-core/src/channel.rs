@@ -11,7 +11,6 @@
 
 use crate::message::{Message, MessageType};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// A configurable rule set; [`ChannelRules::default`] is the documented default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -183,7 +182,7 @@ impl ChannelRules {
     pub fn classify(&self, m: &Message) -> String {
         if let Some(props) = m.properties() {
             for p in &self.explicit_properties {
-                if let Some(Value::String(c)) = props.get(p) {
+                if let Some(c) = props.get_str(p) {
                     if !c.is_empty() {
                         return c.to_ascii_lowercase();
                     }
@@ -200,8 +199,8 @@ impl ChannelRules {
             }
         }
         let library = m
-            .context_str(&["library", "name"])
-            .unwrap_or("")
+            .context_str("library", "name")
+            .unwrap_or_default()
             .to_ascii_lowercase();
         if !library.is_empty() {
             if let Some(r) = self
@@ -212,12 +211,14 @@ impl ChannelRules {
                 return r.channel.clone();
             }
         }
-        if let Some(medium) = m.context_str(&["campaign", "medium"]) {
+        let campaign = m.context_object("campaign");
+        if let Some(medium) = campaign.as_ref().and_then(|c| c.get_str("medium")) {
             let medium = medium.to_ascii_lowercase();
             if let Some(r) = self.utm_mediums.iter().find(|r| r.pattern == medium) {
-                let source = m
-                    .context_str(&["campaign", "source"])
-                    .unwrap_or("")
+                let source = campaign
+                    .as_ref()
+                    .and_then(|c| c.get_str("source"))
+                    .unwrap_or_default()
                     .to_ascii_lowercase();
                 if r.channel == "paid_search" && self.social_sources.contains(&source) {
                     return "paid_social".into();
@@ -225,9 +226,13 @@ impl ChannelRules {
                 return r.channel.clone();
             }
         }
-        if let Some(referrer) = m.context_str(&["page", "referrer"]) {
-            if let Some(host) = host_of(referrer) {
-                let own = m.context_str(&["page", "url"]).and_then(host_of);
+        let page = m.context_object("page");
+        if let Some(referrer) = page.as_ref().and_then(|p| p.get_str("referrer")) {
+            if let Some(host) = host_of(&referrer) {
+                let own = page
+                    .as_ref()
+                    .and_then(|p| p.get_str("url"))
+                    .and_then(|u| host_of(&u));
                 if own.as_deref() != Some(host.as_str()) {
                     if self.search_domains.iter().any(|d| host_matches(&host, d)) {
                         return "organic_search".into();
@@ -253,7 +258,8 @@ mod tests {
     use serde_json::json;
 
     fn channel(v: serde_json::Value) -> String {
-        let m = normalize(v, None, &NormalizeOptions::at(0), || "id".into()).unwrap();
+        let text = v.to_string();
+        let m = normalize(&text, None, None, &NormalizeOptions::at(0), || "id".into()).unwrap();
         ChannelRules::default().classify(&m)
     }
 

@@ -2,10 +2,13 @@
 //! message. Shared by the HTTP API and bulk import so both accept exactly the same input.
 
 use crate::channel::ChannelRules;
-use crate::message::{self, MessageError, MessageType, NormalizeOptions, MAX_MESSAGE_BYTES};
+use crate::json::RawObject;
+use crate::message::{
+    self, BatchDefaults, MessageError, MessageType, NormalizeOptions, MAX_MESSAGE_BYTES,
+};
 use crate::touchpoint::Touchpoint;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// A refused message: its position in the request (or line in a file), the field and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,23 +35,42 @@ pub struct Parsed {
     pub errors: Vec<IndexedError>,
 }
 
-/// Parses one message. `raw_len` is its serialized size, checked against the 32 KB limit.
+/// Parses one message given as JSON text, checked against the 32 KB limit.
 pub fn parse_one(
-    value: Value,
+    text: &str,
+    forced_type: Option<MessageType>,
+    opts: &NormalizeOptions,
+    rules: &ChannelRules,
+    new_id: &mut impl FnMut() -> String,
+) -> Result<Touchpoint, MessageError> {
+    check_size(text.len())?;
+    let m = message::normalize(text, forced_type, None, opts, new_id)?;
+    Ok(Touchpoint::from_message(&m, rules))
+}
+
+/// Parses one message already split into members (the single-message endpoints read
+/// `writeKey` from it first). `raw_len` is its size as sent.
+pub fn parse_object(
+    obj: RawObject<'_>,
     raw_len: usize,
     forced_type: Option<MessageType>,
     opts: &NormalizeOptions,
     rules: &ChannelRules,
     new_id: &mut impl FnMut() -> String,
 ) -> Result<Touchpoint, MessageError> {
+    check_size(raw_len)?;
+    let m = message::normalize_object(obj, forced_type, None, opts, new_id)?;
+    Ok(Touchpoint::from_message(&m, rules))
+}
+
+fn check_size(raw_len: usize) -> Result<(), MessageError> {
     if raw_len > MAX_MESSAGE_BYTES {
         return Err(MessageError::new(
             "",
             format!("message is {raw_len} bytes; the limit is {MAX_MESSAGE_BYTES}"),
         ));
     }
-    let m = message::normalize(value, forced_type, opts, new_id)?;
-    Ok(Touchpoint::from_message(&m, rules))
+    Ok(())
 }
 
 /// A `batch` body, read without parsing its messages yet: `{"batch": [...], "context": {...},
@@ -57,11 +79,13 @@ pub fn parse_one(
 #[derive(Debug, serde::Deserialize)]
 pub struct BatchEnvelope<'a> {
     #[serde(borrow)]
-    batch: Option<Vec<&'a serde_json::value::RawValue>>,
-    context: Option<Value>,
-    integrations: Option<Value>,
-    #[serde(rename = "sentAt")]
-    sent_at: Option<Value>,
+    batch: Option<Vec<&'a RawValue>>,
+    #[serde(borrow)]
+    context: Option<&'a RawValue>,
+    #[serde(borrow)]
+    integrations: Option<&'a RawValue>,
+    #[serde(borrow, rename = "sentAt")]
+    sent_at: Option<&'a RawValue>,
     #[serde(rename = "writeKey")]
     pub write_key: Option<String>,
 }
@@ -86,29 +110,22 @@ impl<'a> BatchEnvelope<'a> {
         rules: &ChannelRules,
         mut new_id: impl FnMut() -> String,
     ) -> Parsed {
-        let shared_context = self.context.filter(Value::is_object);
-        let shared_integrations = self.integrations.filter(Value::is_object);
-        let mut out = Parsed::default();
-        for (index, raw) in self.batch.unwrap_or_default().into_iter().enumerate() {
-            let raw_len = raw.get().len();
-            let mut item: Value = match serde_json::from_str(raw.get()) {
-                Ok(v) => v,
-                Err(e) => {
-                    out.errors.push(IndexedError::new(
-                        index,
-                        MessageError::new("", e.to_string()),
-                    ));
-                    continue;
-                }
-            };
-            if let Value::Object(m) = &mut item {
-                merge_default(m, "context", &shared_context);
-                merge_default(m, "integrations", &shared_integrations);
-                if let Some(s) = &self.sent_at {
-                    m.entry("sentAt").or_insert_with(|| s.clone());
-                }
-            }
-            match parse_one(item, raw_len, None, opts, rules, &mut new_id) {
+        let defaults = BatchDefaults {
+            context: self.context.and_then(|c| RawObject::of_value(c.get())),
+            integrations: self.integrations.and_then(|c| RawObject::of_value(c.get())),
+            sent_at: self.sent_at.map(RawValue::get),
+        };
+        let batch = self.batch.unwrap_or_default();
+        let mut out = Parsed {
+            touchpoints: Vec::with_capacity(batch.len()),
+            errors: Vec::new(),
+        };
+        for (index, raw) in batch.into_iter().enumerate() {
+            let text = raw.get();
+            let parsed = check_size(text.len())
+                .and_then(|()| message::normalize(text, None, Some(&defaults), opts, &mut new_id))
+                .map(|m| Touchpoint::from_message(&m, rules));
+            match parsed {
                 Ok(t) => out.touchpoints.push(t),
                 Err(e) => out.errors.push(IndexedError::new(index, e)),
             }
@@ -127,27 +144,120 @@ pub fn parse_batch(
     Ok(BatchEnvelope::parse(body)?.into_parsed(opts, rules, new_id))
 }
 
-fn merge_default(m: &mut serde_json::Map<String, Value>, key: &str, shared: &Option<Value>) {
-    let Some(Value::Object(shared)) = shared else {
-        return;
-    };
-    match m.get_mut(key) {
-        Some(Value::Object(own)) => {
-            for (k, v) in shared {
-                own.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-        }
-        None => {
-            m.insert(key.into(), Value::Object(shared.clone()));
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::tests::arb_json;
+    use crate::message::format_ts;
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    /// A valid message with random extra fields, and the batch's shared context.
+    fn arb_message() -> impl Strategy<Value = (Map<String, Value>, Option<Value>, bool)> {
+        (
+            proptest::sample::select(vec!["track", "identify", "page", "screen"]),
+            prop_oneof![
+                "[a-z0-9 \"]{1,8}".prop_map(Value::from),
+                (0u32..1000).prop_map(Value::from)
+            ],
+            proptest::collection::btree_map("x[a-z ]{0,4}", arb_json(), 0..4),
+            proptest::option::of(prop_oneof![
+                Just(Value::Null),
+                proptest::collection::btree_map("[a-z]{1,3}", arb_json(), 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect()))
+            ]),
+            proptest::option::of(proptest::collection::btree_map(
+                "[a-z]{1,3}|ip",
+                arb_json(),
+                0..3,
+            )),
+            proptest::option::of(
+                proptest::collection::btree_map("[a-z]{1,3}", arb_json(), 1..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ),
+            any::<bool>(),
+        )
+            .prop_map(|(kind, user, extra, props, context, shared, pretty)| {
+                let mut m: Map<String, Value> = extra.into_iter().collect();
+                m.insert("type".into(), kind.into());
+                m.insert("userId".into(), user);
+                m.insert("event".into(), "Clicked".into());
+                m.insert("messageId".into(), "m1".into());
+                m.insert("timestamp".into(), "2024-05-01T10:00:00Z".into());
+                m.insert("writeKey".into(), "secret".into());
+                if let Some(p) = props {
+                    m.insert("properties".into(), p);
+                }
+                if let Some(mut c) = context {
+                    if c.contains_key("ip") {
+                        c.insert("ip".into(), "10.1.2.3".into());
+                    }
+                    m.insert("context".into(), Value::Object(c.into_iter().collect()));
+                }
+                (m, shared, pretty)
+            })
+    }
+
+    /// What the Segment Spec and docs/api.md say the stored message is, built on a
+    /// `serde_json::Value` tree (independently of the raw-text normalizer).
+    fn expected_body(mut m: Map<String, Value>, shared: &Option<Value>, received: i64) -> Value {
+        m.remove("writeKey");
+        if let Some(Value::Number(n)) = m.get("userId").cloned() {
+            m.insert("userId".into(), n.to_string().into());
+        }
+        if m.get("properties") == Some(&Value::Null) {
+            m.remove("properties");
+        }
+        let mut ctx = match m.remove("context") {
+            Some(Value::Object(c)) => c,
+            _ => Map::new(),
+        };
+        if let Some(Value::Object(s)) = shared {
+            if !m.contains_key("context") {
+                for (k, v) in s {
+                    ctx.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        if ctx.contains_key("ip") {
+            ctx.insert("ip".into(), "10.1.2.0".into());
+        }
+        if !ctx.is_empty() {
+            m.insert("context".into(), Value::Object(ctx));
+        }
+        m.insert(
+            "originalTimestamp".into(),
+            "2024-05-01T10:00:00.000Z".into(),
+        );
+        m.insert("timestamp".into(), "2024-05-01T10:00:00.000Z".into());
+        m.insert("receivedAt".into(), format_ts(received).into());
+        Value::Object(m)
+    }
+
+    proptest! {
+        /// Every field a client sends is stored as sent (whatever its formatting), plus the
+        /// server's fields, with the batch's shared context filling in.
+        #[test]
+        fn batch_messages_are_stored_as_sent((m, shared, pretty) in arb_message()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&m).unwrap()
+            } else {
+                serde_json::to_string(&m).unwrap()
+            };
+            let mut body = format!("{{\"batch\": [{text}]");
+            if let Some(s) = &shared {
+                body.push_str(&format!(", \"context\": {s}"));
+            }
+            body.push('}');
+            let received = 1_714_560_000_000;
+            let p = parse_batch(body.as_bytes(), &NormalizeOptions::at(received), &ChannelRules::default(), || unreachable!()).unwrap();
+            prop_assert!(p.errors.is_empty(), "{:?}", p.errors);
+            let stored = &p.touchpoints[0].body;
+            prop_assert!(!stored.contains('\n'));
+            let got: Value = serde_json::from_str(stored).unwrap();
+            prop_assert_eq!(got, expected_body(m, &shared, received));
+        }
+    }
 
     #[test]
     fn batch_keeps_good_reports_bad() {

@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod identity;
 pub mod ingest;
+pub mod json;
 pub mod message;
 pub mod touchpoint;
 

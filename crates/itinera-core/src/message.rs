@@ -5,9 +5,10 @@
 //! the client sent none). Secrets (`writeKey`) are removed and `context.ip` follows the privacy
 //! policy. Errors name the field and the reason so that a client can fix its payload.
 
+use crate::json::{json_str, JsonType, RawObject};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Largest single message accepted, as in the Segment HTTP API.
@@ -143,9 +144,10 @@ impl NormalizeOptions {
     }
 }
 
-/// A validated, normalized message: the full JSON object and the facts parsed out of it.
+/// A validated, normalized message: the facts parsed out of it, the stored JSON, and the objects
+/// that touchpoint derivation reads (borrowed from the input text).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message {
+pub struct Message<'a> {
     pub kind: MessageType,
     pub message_id: String,
     /// Corrected event time in ms since the epoch.
@@ -158,11 +160,14 @@ pub struct Message {
     /// `event` for track messages, the page/screen `name` otherwise.
     pub event: Option<String>,
     pub name: Option<String>,
-    /// The whole normalized message.
-    pub body: Map<String, Value>,
+    /// The whole normalized message as minified JSON.
+    pub body: String,
+    properties: Option<RawObject<'a>>,
+    traits: Option<RawObject<'a>>,
+    context: Option<RawObject<'a>>,
 }
 
-impl Message {
+impl<'a> Message<'a> {
     /// The id the journey is keyed on before stitching: the user id when known.
     pub fn distinct_id(&self) -> &str {
         self.user_id
@@ -171,38 +176,40 @@ impl Message {
             .expect("validated messages carry an id")
     }
 
-    pub fn properties(&self) -> Option<&Map<String, Value>> {
-        self.body.get("properties").and_then(Value::as_object)
+    pub fn properties(&self) -> Option<&RawObject<'a>> {
+        self.properties.as_ref()
     }
 
-    pub fn traits(&self) -> Option<&Map<String, Value>> {
-        // identify/group carry traits at the top level; other calls may carry context.traits.
-        self.body
-            .get("traits")
-            .and_then(Value::as_object)
-            .or_else(|| {
-                self.context()
-                    .and_then(|c| c.get("traits"))
-                    .and_then(Value::as_object)
-            })
+    /// The message's own `traits` (identify, group).
+    pub fn traits(&self) -> Option<&RawObject<'a>> {
+        self.traits.as_ref()
     }
 
-    pub fn context(&self) -> Option<&Map<String, Value>> {
-        self.body.get("context").and_then(Value::as_object)
+    /// `context`, after the batch's shared context and the IP policy were applied.
+    pub fn context(&self) -> Option<&RawObject<'a>> {
+        self.context.as_ref()
+    }
+
+    /// `context.<key>` split again when it is an object (`page`, `campaign`, `traits`, ...).
+    pub fn context_object(&self, key: &str) -> Option<RawObject<'_>> {
+        self.context.as_ref()?.get_object(key)
     }
 
     /// `context.<a>.<b>` as a string, if present.
-    pub fn context_str(&self, path: &[&str]) -> Option<&str> {
-        let mut v = self.body.get("context")?;
-        for p in path {
-            v = v.get(p)?;
-        }
-        v.as_str()
+    pub fn context_str(&self, a: &str, b: &str) -> Option<String> {
+        self.context_object(a)?.get_str(b).map(Cow::into_owned)
     }
+}
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.body).expect("json map serializes")
-    }
+/// What a `batch` request shares with each of its messages: top-level `context` and
+/// `integrations` fill in keys a message lacks, and a top-level `sentAt` applies to messages
+/// without their own (as in the Segment HTTP API).
+#[derive(Debug, Clone, Default)]
+pub struct BatchDefaults<'a> {
+    pub context: Option<RawObject<'a>>,
+    pub integrations: Option<RawObject<'a>>,
+    /// Raw JSON text of the batch's `sentAt`.
+    pub sent_at: Option<&'a str>,
 }
 
 /// Formats ms since the epoch as the RFC 3339 form Segment uses (`2024-01-02T03:04:05.678Z`).
@@ -233,55 +240,67 @@ pub fn parse_ts(s: &str) -> Option<i64> {
     None
 }
 
-fn id_field(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.len() > 512 => {
-            Err(MessageError::new(field, "must be at most 512 characters"))
+fn type_error(field: &str, expected: &str, text: &str) -> MessageError {
+    MessageError::new(
+        field,
+        format!("must be {expected}, got {}", JsonType::of(text).name()),
+    )
+}
+
+fn id_field(obj: &RawObject<'_>, field: &str) -> Result<Option<String>, MessageError> {
+    let Some(text) = obj.get(field) else {
+        return Ok(None);
+    };
+    match JsonType::of(text) {
+        JsonType::Null => Ok(None),
+        JsonType::String => {
+            let s = json_str(text).unwrap_or_default();
+            if s.is_empty() {
+                Ok(None)
+            } else if s.len() > 512 {
+                Err(MessageError::new(field, "must be at most 512 characters"))
+            } else {
+                Ok(Some(s.into_owned()))
+            }
         }
-        Some(Value::String(s)) => Ok(Some(s.clone())),
         // SDKs in typed languages sometimes send numeric ids; Segment accepts them as strings.
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(MessageError::new(
-            field,
-            format!("must be a string, got {}", json_type(other)),
-        )),
+        JsonType::Number => Ok(Some(number_text(text))),
+        _ => Err(type_error(field, "a string", text)),
     }
 }
 
-fn opt_string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(MessageError::new(
-            field,
-            format!("must be a string, got {}", json_type(other)),
-        )),
+/// A JSON number as `serde_json` writes it (`1.50` is `1.5`, `1e2` is `100.0`), so that the
+/// same number always reads as the same text.
+pub fn number_text(text: &str) -> String {
+    serde_json::from_str::<serde_json::Number>(text)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| text.to_string())
+}
+
+fn opt_string(obj: &RawObject<'_>, field: &str) -> Result<Option<String>, MessageError> {
+    let Some(text) = obj.get(field) else {
+        return Ok(None);
+    };
+    match JsonType::of(text) {
+        JsonType::Null => Ok(None),
+        JsonType::String => Ok(json_str(text).map(Cow::into_owned)),
+        _ => Err(type_error(field, "a string", text)),
     }
 }
 
-fn opt_ts(obj: &Map<String, Value>, field: &str) -> Result<Option<i64>, MessageError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_ts(s).map(Some).ok_or_else(|| {
-            MessageError::new(field, format!("is not an ISO-8601 timestamp: {s:?}"))
-        }),
-        Some(other) => Err(MessageError::new(
-            field,
-            format!("must be an ISO-8601 string, got {}", json_type(other)),
-        )),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+fn opt_ts(obj: &RawObject<'_>, field: &str) -> Result<Option<i64>, MessageError> {
+    let Some(text) = obj.get(field) else {
+        return Ok(None);
+    };
+    match JsonType::of(text) {
+        JsonType::Null => Ok(None),
+        JsonType::String => {
+            let s = json_str(text).unwrap_or_default();
+            parse_ts(&s).map(Some).ok_or_else(|| {
+                MessageError::new(field, format!("is not an ISO-8601 timestamp: {s:?}"))
+            })
+        }
+        _ => Err(type_error(field, "an ISO-8601 string", text)),
     }
 }
 
@@ -301,50 +320,67 @@ pub fn new_message_id(entropy: u128) -> String {
     )
 }
 
-/// Validates and normalizes one message.
+/// Validates and normalizes one message, given as JSON text.
 ///
 /// `forced_type` is the type implied by the endpoint (`/v1/track` ...); `None` for batches and
-/// imports, where the message's own `type` decides. `fallback_id` supplies a message id when the
-/// client sent none.
-pub fn normalize(
-    value: Value,
+/// imports, where the message's own `type` decides. `defaults` are what a batch shares with its
+/// messages. `fallback_id` supplies a message id when the client sent none.
+pub fn normalize<'a>(
+    text: &'a str,
     forced_type: Option<MessageType>,
+    defaults: Option<&BatchDefaults<'a>>,
     opts: &NormalizeOptions,
     fallback_id: impl FnOnce() -> String,
-) -> Result<Message, MessageError> {
-    let mut obj = match value {
-        Value::Object(o) => o,
-        other => {
-            return Err(MessageError::new(
+) -> Result<Message<'a>, MessageError> {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => MessageError::new(
                 "",
-                format!("a message must be a JSON object, got {}", json_type(&other)),
-            ))
-        }
-    };
+                format!(
+                    "a message must be a JSON object, got {}",
+                    JsonType::of(trimmed).name()
+                ),
+            ),
+            Err(e) => MessageError::new("", format!("invalid JSON: {e}")),
+        });
+    }
+    let obj =
+        RawObject::parse(text).map_err(|e| MessageError::new("", format!("invalid JSON: {e}")))?;
+    normalize_object(obj, forced_type, defaults, opts, fallback_id)
+}
+
+/// [`normalize`] for a message already split into members.
+pub fn normalize_object<'a>(
+    mut obj: RawObject<'a>,
+    forced_type: Option<MessageType>,
+    defaults: Option<&BatchDefaults<'a>>,
+    opts: &NormalizeOptions,
+    fallback_id: impl FnOnce() -> String,
+) -> Result<Message<'a>, MessageError> {
     obj.remove("writeKey");
     let kind = match forced_type {
         Some(t) => t,
         None => match obj.get("type") {
-            Some(Value::String(s)) => MessageType::parse(s).ok_or_else(|| {
-                MessageError::new(
-                    "type",
-                    format!(
-                        "unknown type {s:?}; expected track, identify, page, screen, group or alias"
-                    ),
-                )
-            })?,
-            None | Some(Value::Null) => {
-                return Err(MessageError::new("type", "is required in a batch"))
-            }
-            Some(other) => {
-                return Err(MessageError::new(
-                    "type",
-                    format!("must be a string, got {}", json_type(other)),
-                ))
-            }
+            None => return Err(MessageError::new("type", "is required in a batch")),
+            Some(t) => match JsonType::of(t) {
+                JsonType::Null => return Err(MessageError::new("type", "is required in a batch")),
+                JsonType::String => {
+                    let s = json_str(t).unwrap_or_default();
+                    MessageType::parse(&s).ok_or_else(|| {
+                        MessageError::new(
+                            "type",
+                            format!(
+                                "unknown type {s:?}; expected track, identify, page, screen, group or alias"
+                            ),
+                        )
+                    })?
+                }
+                _ => return Err(type_error("type", "a string", t)),
+            },
         },
     };
-    obj.insert("type".into(), Value::String(kind.as_str().into()));
+    obj.set_str("type", kind.as_str());
 
     let user_id = id_field(&obj, "userId")?;
     let anonymous_id = id_field(&obj, "anonymousId")?;
@@ -355,23 +391,43 @@ pub fn normalize(
         ));
     }
     if let Some(u) = &user_id {
-        obj.insert("userId".into(), Value::String(u.clone()));
+        obj.set_str("userId", u);
     }
     if let Some(a) = &anonymous_id {
-        obj.insert("anonymousId".into(), Value::String(a.clone()));
+        obj.set_str("anonymousId", a);
+    }
+    // the batch's shared objects fill in keys the message lacks
+    for (field, shared) in [
+        ("context", defaults.and_then(|d| d.context.as_ref())),
+        (
+            "integrations",
+            defaults.and_then(|d| d.integrations.as_ref()),
+        ),
+    ] {
+        let Some(shared) = shared.filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        match obj.get(field).map(|t| (JsonType::of(t), t)) {
+            None => obj.set(field, shared.to_json()),
+            Some((JsonType::Object, own)) => {
+                let mut own = RawObject::parse(own).expect("a raw object splits");
+                for (k, v) in shared.iter() {
+                    own.set_default(Cow::Owned(k.to_string()), Cow::Owned(v.to_string()));
+                }
+                let merged = own.to_json();
+                obj.set(field, merged);
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(sent_at) = defaults.and_then(|d| d.sent_at) {
+        obj.set_default(Cow::Borrowed("sentAt"), Cow::Borrowed(sent_at));
     }
     for field in ["properties", "traits", "context", "integrations"] {
-        match obj.get(field) {
-            None | Some(Value::Object(_)) => {}
-            Some(Value::Null) => {
-                obj.remove(field);
-            }
-            Some(other) => {
-                return Err(MessageError::new(
-                    field,
-                    format!("must be an object, got {}", json_type(other)),
-                ))
-            }
+        match obj.get(field).map(JsonType::of) {
+            None | Some(JsonType::Object) => {}
+            Some(JsonType::Null) => obj.remove(field),
+            Some(_) => return Err(type_error(field, "an object", obj.get(field).unwrap_or(""))),
         }
     }
     let event = opt_string(&obj, "event")?;
@@ -398,31 +454,31 @@ pub fn normalize(
         _ => {}
     }
     if let Some(g) = &group_id {
-        obj.insert("groupId".into(), Value::String(g.clone()));
+        obj.set_str("groupId", g);
     }
     if let Some(p) = &previous_id {
-        obj.insert("previousId".into(), Value::String(p.clone()));
+        obj.set_str("previousId", p);
     }
 
-    let message_id = match obj.get("messageId") {
-        None | Some(Value::Null) => fallback_id(),
-        Some(Value::String(s)) if s.is_empty() => fallback_id(),
-        Some(Value::String(s)) if s.len() > 256 => {
-            return Err(MessageError::new(
-                "messageId",
-                "must be at most 256 characters",
-            ))
+    let message_id = match obj.get("messageId").map(|t| (JsonType::of(t), t)) {
+        None | Some((JsonType::Null, _)) => fallback_id(),
+        Some((JsonType::String, t)) => {
+            let s = json_str(t).unwrap_or_default();
+            if s.is_empty() {
+                fallback_id()
+            } else if s.len() > 256 {
+                return Err(MessageError::new(
+                    "messageId",
+                    "must be at most 256 characters",
+                ));
+            } else {
+                s.into_owned()
+            }
         }
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(other) => {
-            return Err(MessageError::new(
-                "messageId",
-                format!("must be a string, got {}", json_type(other)),
-            ))
-        }
+        Some((JsonType::Number, t)) => number_text(t),
+        Some((_, t)) => return Err(type_error("messageId", "a string", t)),
     };
-    obj.insert("messageId".into(), Value::String(message_id.clone()));
+    obj.set_str("messageId", &message_id);
 
     // Clock skew (Segment Spec, "Timestamps"): the client's time is `originalTimestamp` (or the
     // `timestamp` it sent); with `sentAt`, the corrected time is receivedAt - (sentAt - original).
@@ -449,15 +505,17 @@ pub fn normalize(
         return Err(MessageError::new("timestamp", "is before 1970"));
     }
     if let Some(o) = original {
-        if !obj.contains_key("originalTimestamp") {
-            obj.insert("originalTimestamp".into(), Value::String(format_ts(o)));
+        if !obj.contains("originalTimestamp") {
+            obj.set_str("originalTimestamp", &format_ts(o));
         }
     }
-    obj.insert("timestamp".into(), Value::String(format_ts(timestamp)));
-    obj.insert("receivedAt".into(), Value::String(format_ts(received)));
+    obj.set_str("timestamp", &format_ts(timestamp));
+    obj.set_str("receivedAt", &format_ts(received));
 
-    apply_ip_policy(&mut obj, opts);
-
+    let context = apply_ip_policy(&mut obj, opts);
+    let properties = obj.get_cow("properties").and_then(RawObject::of_cow);
+    let traits = obj.get_cow("traits").and_then(RawObject::of_cow);
+    let body = obj.to_json();
     Ok(Message {
         kind,
         message_id,
@@ -469,38 +527,38 @@ pub fn normalize(
         group_id,
         event,
         name,
-        body: obj,
+        body,
+        properties,
+        traits,
+        context,
     })
 }
 
-fn apply_ip_policy(obj: &mut Map<String, Value>, opts: &NormalizeOptions) {
-    let ctx = obj
-        .entry("context")
-        .or_insert_with(|| Value::Object(Map::new()));
-    let Value::Object(ctx) = ctx else { return };
+/// Applies the IP policy to `context.ip` (adding `context` when needed, removing it when it ends
+/// up empty) and returns the resulting context.
+fn apply_ip_policy<'a>(obj: &mut RawObject<'a>, opts: &NormalizeOptions) -> Option<RawObject<'a>> {
+    let mut ctx = obj
+        .get_cow("context")
+        .and_then(RawObject::of_cow)
+        .unwrap_or_default();
     let ip = ctx
-        .get("ip")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+        .get_str("ip")
+        .map(Cow::into_owned)
         .or_else(|| opts.remote_ip.clone());
     match (opts.ip_policy, ip) {
-        (IpPolicy::Drop, _) | (_, None) => {
-            ctx.remove("ip");
-        }
-        (IpPolicy::Full, Some(ip)) => {
-            ctx.insert("ip".into(), Value::String(ip));
-        }
+        (IpPolicy::Drop, _) | (_, None) => ctx.remove("ip"),
+        (IpPolicy::Full, Some(ip)) => ctx.set_str("ip", &ip),
         (IpPolicy::Anonymize, Some(ip)) => match anonymize_ip(&ip) {
-            Some(a) => {
-                ctx.insert("ip".into(), Value::String(a));
-            }
-            None => {
-                ctx.remove("ip");
-            }
+            Some(a) => ctx.set_str("ip", &a),
+            None => ctx.remove("ip"),
         },
     }
     if ctx.is_empty() {
         obj.remove("context");
+        None
+    } else {
+        obj.set("context", ctx.to_json());
+        Some(ctx)
     }
 }
 
@@ -521,12 +579,29 @@ pub fn anonymize_ip(ip: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn norm(v: Value) -> Result<Message, MessageError> {
-        normalize(v, None, &NormalizeOptions::at(1_700_000_000_000), || {
-            "gen".into()
+    /// A normalized message with its body parsed back, for assertions.
+    #[derive(Debug)]
+    struct Normalized {
+        kind: MessageType,
+        user_id: Option<String>,
+        body: Value,
+    }
+
+    fn norm_with(v: Value, opts: &NormalizeOptions) -> Result<Normalized, MessageError> {
+        let text = v.to_string();
+        let m = normalize(&text, None, None, opts, || "gen".into())?;
+        assert!(!m.body.contains('\n'), "a stored message is one line");
+        Ok(Normalized {
+            kind: m.kind,
+            user_id: m.user_id.clone(),
+            body: serde_json::from_str(&m.body).expect("the body is JSON"),
         })
+    }
+
+    fn norm(v: Value) -> Result<Normalized, MessageError> {
+        norm_with(v, &NormalizeOptions::at(1_700_000_000_000))
     }
 
     #[test]
@@ -552,12 +627,7 @@ mod tests {
     fn corrects_clock_skew_with_sent_at() {
         // The device clock is one hour fast: sent at 11:00 device time, received at 10:00.
         let received = parse_ts("2024-01-01T10:00:00Z").unwrap();
-        let m = normalize(
-            json!({"type":"page","anonymousId":"a","timestamp":"2024-01-01T10:59:00Z","sentAt":"2024-01-01T11:00:00Z"}),
-            None,
-            &NormalizeOptions::at(received),
-            || "x".into(),
-        )
+        let m = norm_with(json!({"type":"page","anonymousId":"a","timestamp":"2024-01-01T10:59:00Z","sentAt":"2024-01-01T11:00:00Z"}), &NormalizeOptions::at(received))
         .unwrap();
         assert_eq!(m.body["timestamp"], json!("2024-01-01T09:59:00.000Z"));
         assert_eq!(
@@ -605,16 +675,14 @@ mod tests {
     fn ip_policy() {
         let mut o = NormalizeOptions::at(0);
         o.remote_ip = Some("10.1.2.3".into());
-        let m = normalize(
+        let m = norm_with(
             json!({"type":"identify","userId":"u","timestamp":"1970-01-01T00:00:00Z"}),
-            None,
             &o,
-            || "x".into(),
         )
         .unwrap();
         assert_eq!(m.body["context"]["ip"], json!("10.1.2.0"));
         o.ip_policy = IpPolicy::Drop;
-        let m = normalize(json!({"type":"identify","userId":"u","context":{"ip":"1.2.3.4"},"timestamp":"1970-01-01T00:00:00Z"}), None, &o, || "x".into()).unwrap();
+        let m = norm_with(json!({"type":"identify","userId":"u","context":{"ip":"1.2.3.4"},"timestamp":"1970-01-01T00:00:00Z"}), &o).unwrap();
         assert!(m.body.get("context").is_none());
     }
 

@@ -1,8 +1,9 @@
 //! The typed row stored for every message: what the journey engine reads without parsing JSON.
 
 use crate::channel::ChannelRules;
-use crate::message::{Message, MessageType};
-use serde_json::{Map, Value};
+use crate::json::{json_str, JsonType, RawObject};
+use crate::message::{number_text, Message, MessageType};
+use std::borrow::Cow;
 
 /// Longest property value kept as a typed property (longer ones stay in the message only).
 pub const MAX_PROP_VALUE: usize = 200;
@@ -39,7 +40,7 @@ pub struct Touchpoint {
 }
 
 impl Touchpoint {
-    pub fn from_message(m: &Message, rules: &ChannelRules) -> Touchpoint {
+    pub fn from_message(m: &Message<'_>, rules: &ChannelRules) -> Touchpoint {
         let event = match m.kind {
             MessageType::Track => m.event.clone().unwrap_or_default(),
             k => k.implicit_event_name().to_string(),
@@ -51,10 +52,12 @@ impl Touchpoint {
                 .filter(|n| !n.is_empty())
                 .or_else(|| {
                     m.properties()
-                        .and_then(|p| p.get("path"))
-                        .and_then(Value::as_str)
-                        .or_else(|| m.context_str(&["page", "path"]))
-                        .map(group_page_path)
+                        .and_then(|p| p.get_str("path"))
+                        .map(|p| group_page_path(&p))
+                        .or_else(|| {
+                            m.context_object("page")
+                                .and_then(|p| p.get_str("path").map(|p| group_page_path(&p)))
+                        })
                 })
                 .unwrap_or_else(|| event.clone()),
             MessageType::Screen => m
@@ -65,17 +68,20 @@ impl Touchpoint {
             _ => event.clone(),
         };
         let revenue = m.properties().and_then(|p| {
-            ["revenue", "total"].iter().find_map(|k| match p.get(*k) {
-                Some(Value::Number(n)) => n.as_f64(),
-                Some(Value::String(s)) => s.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
-                _ => None,
+            ["revenue", "total"].iter().find_map(|k| {
+                let text = p.get(k)?;
+                let value = match JsonType::of(text) {
+                    JsonType::Number => text.parse::<f64>().ok(),
+                    JsonType::String => json_str(text)?.trim().parse::<f64>().ok(),
+                    _ => None,
+                };
+                value.filter(|v| v.is_finite())
             })
         });
         let group_id = m.group_id.clone().or_else(|| {
             m.context()
-                .and_then(|c| c.get("groupId"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
+                .and_then(|c| c.get_str("groupId"))
+                .map(Cow::into_owned)
         });
         Touchpoint {
             kind: m.kind,
@@ -93,30 +99,30 @@ impl Touchpoint {
             props: scalar_props(
                 m.properties(),
                 m.traits(),
-                m.context()
-                    .and_then(|c| c.get("traits"))
-                    .and_then(Value::as_object),
-                m.context()
-                    .and_then(|c| c.get("campaign"))
-                    .and_then(Value::as_object),
+                m.context_object("traits").as_ref(),
+                m.context_object("campaign").as_ref(),
             ),
-            body: m.to_json(),
+            body: m.body.clone(),
         }
     }
 
     /// The typed properties of a stored message body (as [`Touchpoint::props`]).
     pub fn props_from_body(body: &str) -> Vec<(String, String)> {
-        let Ok(Value::Object(root)) = serde_json::from_str::<Value>(body) else {
+        let Some(root) = RawObject::of_value(body.trim_start()) else {
             return Vec::new();
         };
-        fn obj(v: Option<&Value>) -> Option<&Map<String, Value>> {
-            v.and_then(Value::as_object)
-        }
+        let context = root.get_object("context");
         scalar_props(
-            obj(root.get("properties")),
-            obj(root.get("traits")),
-            obj(root.get("context").and_then(|c| c.get("traits"))),
-            obj(root.get("context").and_then(|c| c.get("campaign"))),
+            root.get_object("properties").as_ref(),
+            root.get_object("traits").as_ref(),
+            context
+                .as_ref()
+                .and_then(|c| c.get_object("traits"))
+                .as_ref(),
+            context
+                .as_ref()
+                .and_then(|c| c.get_object("campaign"))
+                .as_ref(),
         )
     }
 
@@ -148,26 +154,32 @@ impl Touchpoint {
 /// to [`MAX_PROP_VALUE`] bytes, numbers as JSON writes them, booleans as `true`/`false`. Nested
 /// objects and arrays are not kept as typed properties.
 pub fn scalar_props(
-    properties: Option<&Map<String, Value>>,
-    traits: Option<&Map<String, Value>>,
-    context_traits: Option<&Map<String, Value>>,
-    campaign: Option<&Map<String, Value>>,
+    properties: Option<&RawObject<'_>>,
+    traits: Option<&RawObject<'_>>,
+    context_traits: Option<&RawObject<'_>>,
+    campaign: Option<&RawObject<'_>>,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let add = |prefix: &str, m: &Map<String, Value>, out: &mut Vec<(String, String)>| {
-        for (k, v) in m {
+    let add = |prefix: &str, m: &RawObject<'_>, out: &mut Vec<(String, String)>| {
+        for (k, v) in m.iter() {
             if out.len() >= MAX_PROPS {
                 return;
             }
-            let text = match v {
-                Value::String(s) if s.len() <= MAX_PROP_VALUE => s.clone(),
-                Value::String(s)
-                    if prefix == "properties" && k == "comment" && s.len() <= MAX_COMMENT_VALUE =>
-                {
-                    s.clone()
+            let text = match JsonType::of(v) {
+                JsonType::String => {
+                    let s = json_str(v).unwrap_or_default();
+                    let limit = if prefix == "properties" && k == "comment" {
+                        MAX_COMMENT_VALUE
+                    } else {
+                        MAX_PROP_VALUE
+                    };
+                    if s.len() > limit {
+                        continue;
+                    }
+                    s.into_owned()
                 }
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
+                JsonType::Number => number_text(v),
+                JsonType::Boolean => v.to_string(),
                 _ => continue,
             };
             let key = format!("{prefix}.{k}");
@@ -214,7 +226,8 @@ mod tests {
     use serde_json::json;
 
     fn tp(v: serde_json::Value) -> Touchpoint {
-        let m = normalize(v, None, &NormalizeOptions::at(0), || "id".into()).unwrap();
+        let text = v.to_string();
+        let m = normalize(&text, None, None, &NormalizeOptions::at(0), || "id".into()).unwrap();
         Touchpoint::from_message(&m, &ChannelRules::default())
     }
 

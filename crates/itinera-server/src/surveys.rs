@@ -366,10 +366,8 @@ pub async fn answer(
         ip_policy: app.config.ip_policy,
         remote_ip: None,
     };
-    let raw_len = message.to_string().len();
     let tp = ingest::parse_one(
-        message,
-        raw_len,
+        &message.to_string(),
         Some(MessageType::Track),
         &opts,
         &app.config.channels,

@@ -12,11 +12,13 @@ use axum::http::{header, HeaderMap};
 use axum::Json;
 use base64::Engine;
 use itinera_core::ingest::{self, IndexedError, Parsed};
+use itinera_core::json::{JsonType, RawObject};
 use itinera_core::message::{new_message_id, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
 use itinera_core::{MessageType, NormalizeOptions};
 use itinera_meta::KeyKind;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +48,11 @@ fn now_ms() -> i64 {
 }
 
 /// Reads the body, gunzipping when asked, refusing more than `limit` bytes after decompression.
-fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>, ApiError> {
+fn read_body<'a>(
+    headers: &HeaderMap,
+    body: &'a Bytes,
+    limit: usize,
+) -> Result<Cow<'a, [u8]>, ApiError> {
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -58,7 +64,7 @@ fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>,
                 body.len()
             )));
         }
-        return Ok(body.to_vec());
+        return Ok(Cow::Borrowed(&body[..]));
     }
     let mut out = Vec::with_capacity(body.len() * 4);
     flate2::read::GzDecoder::new(&body[..])
@@ -73,7 +79,7 @@ fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>,
             "body is over {limit} bytes after decompression"
         )));
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// The write key from HTTP Basic auth (key as user name) or from `writeKey` in the body.
@@ -118,20 +124,36 @@ pub async fn ingest(
         field: e.field,
         reason: e.reason,
     };
-    // a batch is read as an envelope first (messages stay raw JSON) so the key is checked before
-    // the messages are parsed
+    // the envelope (or the single message's members) is read first, so the key is checked
+    // before the messages are parsed
     let (single, envelope) = match forced {
         Some(_) => {
-            let v: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest {
+            let text = std::str::from_utf8(&raw).map_err(|e| ApiError::BadRequest {
                 field: "body".into(),
                 reason: format!("invalid JSON: {e}"),
             })?;
-            (Some(v), None)
+            let obj = RawObject::parse(text).map_err(|e| {
+                if e.is_data() {
+                    ApiError::BadRequest {
+                        field: String::new(),
+                        reason: format!(
+                            "a message must be a JSON object, got {}",
+                            JsonType::of(text.trim_start()).name()
+                        ),
+                    }
+                } else {
+                    ApiError::BadRequest {
+                        field: "body".into(),
+                        reason: format!("invalid JSON: {e}"),
+                    }
+                }
+            })?;
+            (Some(obj), None)
         }
         None => (None, Some(ingest::BatchEnvelope::parse(&raw).map_err(bad)?)),
     };
     let key = match (&single, &envelope) {
-        (Some(v), _) => write_key(&headers, v.get("writeKey").and_then(Value::as_str)),
+        (Some(obj), _) => write_key(&headers, obj.get_str("writeKey").as_deref()),
         (_, Some(env)) => write_key(&headers, env.write_key.as_deref()),
         _ => None,
     }
@@ -149,10 +171,10 @@ pub async fn ingest(
     };
     let mut new_id = || new_message_id(rand::random());
     let parsed = match (single, envelope) {
-        (Some(value), _) => {
+        (Some(obj), _) => {
             let mut p = Parsed::default();
-            match ingest::parse_one(
-                value,
+            match ingest::parse_object(
+                obj,
                 raw.len(),
                 forced,
                 &opts,

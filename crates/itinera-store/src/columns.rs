@@ -106,7 +106,47 @@ impl Columns {
 pub struct MemChunk {
     pub cols: Columns,
     /// The normalized Segment message of each row, as JSON.
-    pub bodies: Vec<String>,
+    pub bodies: Texts,
+}
+
+/// Many strings in one buffer: one allocation per chunk of rows instead of one per message,
+/// so the memory table grows by large blocks (a string per message was most of the allocator's
+/// work while ingesting).
+#[derive(Debug, Default, Clone)]
+pub struct Texts {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Texts {
+    pub fn with_capacity(strings: usize, bytes: usize) -> Self {
+        Texts {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(strings),
+        }
+    }
+
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u32);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
 }
 
 pub type SharedChunk = Arc<MemChunk>;

@@ -12,14 +12,16 @@
 //! before the manifest commit replays the log; after it, the segment is there.
 
 use crate::codec::{put_ivarint, put_str, Reader};
-use crate::columns::{encode_touchpoint, message_hash, Columns, MemChunk, SharedChunk, NO_GROUP};
+use crate::columns::{
+    encode_touchpoint, message_hash, Columns, MemChunk, SharedChunk, Texts, NO_GROUP,
+};
 use crate::delta::{Delta, DICTS};
 use crate::dict::Dict;
 use crate::error::{Result, StoreError};
 use crate::manifest::Manifest;
 use crate::scan::Snapshot;
 use crate::segment::{self, SegmentFile};
-use crate::wal::{self, frame, WalWriter};
+use crate::wal::{self, frame_with, WalWriter};
 use itinera_core::{IdentityGraph, Touchpoint};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
@@ -599,6 +601,7 @@ fn decode_record(payload: &[u8]) -> Result<Record> {
 impl Inner {
     fn writer_loop(self: Arc<Self>, rx: Receiver<Request>, mut wal: WalWriter) {
         let mut pending: Vec<Request> = Vec::new();
+        let mut framed: Vec<u8> = Vec::new();
         let mut open = true;
         while open || !pending.is_empty() {
             if pending.is_empty() {
@@ -617,7 +620,7 @@ impl Inner {
                     }
                 }
             }
-            self.commit_group(&mut wal, std::mem::take(&mut pending));
+            self.commit_group(&mut wal, &mut framed, std::mem::take(&mut pending));
             // backpressure: appends wait until a flush frees memory, so memory stays bounded.
             // Freezes go on meanwhile: the flush that frees the memory starts with one (waiting
             // for the flush itself here once deadlocked ingest).
@@ -627,7 +630,9 @@ impl Inner {
                 && self.write_error.lock().is_none()
             {
                 match rx.recv_timeout(std::time::Duration::from_millis(2)) {
-                    Ok(r) if matches!(r.op, Op::Freeze) => self.commit_group(&mut wal, vec![r]),
+                    Ok(r) if matches!(r.op, Op::Freeze) => {
+                        self.commit_group(&mut wal, &mut framed, vec![r])
+                    }
                     Ok(r) => pending.push(r),
                     Err(RecvTimeoutError::Timeout) => {
                         // rows committed during the last flush may need one more (a failing
@@ -644,8 +649,16 @@ impl Inner {
     }
 
     /// One group commit: dedup, one log write + sync, apply, answer.
-    fn commit_group(self: &Arc<Self>, wal: &mut WalWriter, group: Vec<Request>) {
-        let mut framed = Vec::new();
+    ///
+    /// `framed` is the writer's buffer for the log bytes, kept across groups: a fresh buffer
+    /// per group was megabytes of new pages to fault in (and zero) every time.
+    fn commit_group(
+        self: &Arc<Self>,
+        wal: &mut WalWriter,
+        framed: &mut Vec<u8>,
+        group: Vec<Request>,
+    ) {
+        framed.clear();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut records = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
@@ -669,22 +682,24 @@ impl Inner {
                             duplicates: before - kept.len(),
                         };
                         if !kept.is_empty() {
-                            let mut p = vec![REC_TOUCHPOINTS];
-                            crate::codec::put_uvarint(&mut p, kept.len() as u64);
-                            for t in &kept {
-                                encode_touchpoint(&mut p, t);
-                            }
-                            frame(&mut framed, &p);
+                            frame_with(framed, |p| {
+                                p.push(REC_TOUCHPOINTS);
+                                crate::codec::put_uvarint(p, kept.len() as u64);
+                                for t in &kept {
+                                    encode_touchpoint(p, t);
+                                }
+                            });
                             records.push(Record::Touchpoints(kept));
                         }
                         outcomes.push(out);
                         replies.push(req.reply);
                     }
                     Op::Erase { id, at_ms } => {
-                        let mut p = vec![REC_ERASE];
-                        put_str(&mut p, &id);
-                        put_ivarint(&mut p, at_ms);
-                        frame(&mut framed, &p);
+                        frame_with(framed, |p| {
+                            p.push(REC_ERASE);
+                            put_str(p, &id);
+                            put_ivarint(p, at_ms);
+                        });
                         records.push(Record::Erase { id, at_ms });
                         outcomes.push(AppendOutcome {
                             stored: 1,
@@ -697,7 +712,7 @@ impl Inner {
             }
         }
         if !framed.is_empty() {
-            if let Err(e) = wal.append_durable(&framed) {
+            if let Err(e) = wal.append_durable(framed) {
                 let msg = e.to_string();
                 tracing::error!(error = %msg, "write-ahead log write failed; the store is now read-only");
                 *self.write_error.lock() = Some(msg.clone());
@@ -785,7 +800,6 @@ impl Inner {
 
     fn apply_touchpoints(&self, batch: Vec<Touchpoint>) {
         let mut cols = Columns::with_capacity(batch.len());
-        let mut bodies = Vec::with_capacity(batch.len());
         let mut links = Vec::new();
         // the dictionaries stay locked until the rows are in the table, so that a compaction
         // (which takes both locks) sees every code in use when it blanks erased values
@@ -819,9 +833,12 @@ impl Inner {
                 cols.end_props();
             }
         }
-        for t in batch {
-            bodies.push(t.body);
+        let mut bodies =
+            Texts::with_capacity(batch.len(), batch.iter().map(|t| t.body.len()).sum());
+        for t in &batch {
+            bodies.push(&t.body);
         }
+        drop(batch);
         let ids_len = d.ids().len() as u32;
         let mut st = self.state.write();
         drop(d);
@@ -875,7 +892,7 @@ impl Inner {
             let path = seg_dir.join(&name);
             let bodies = order
                 .iter()
-                .map(|&(_, _, ci, i)| Ok(frozen[ci as usize].bodies[i as usize].clone()));
+                .map(|&(_, _, ci, i)| Ok(frozen[ci as usize].bodies.get(i as usize).to_string()));
             segment::write(&path, &cols, bodies)?;
             let file = SegmentFile::open(&path)?;
             new_segment = Some(Arc::new(LoadedSegment {

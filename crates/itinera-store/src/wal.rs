@@ -16,9 +16,19 @@ use std::path::{Path, PathBuf};
 pub const MAX_FRAME: u32 = 256 * 1024 * 1024;
 
 pub fn frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    frame_with(out, |o| o.extend_from_slice(payload));
+}
+
+/// Appends one frame whose payload `write` appends straight to `out` (no copy of the payload).
+pub fn frame_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    write(out);
+    let payload = &out[start + 8..];
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + 8].copy_from_slice(&crc);
 }
 
 fn file_name(seq: u64) -> String {

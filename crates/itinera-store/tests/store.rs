@@ -4,7 +4,11 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 fn tp(v: Value) -> Touchpoint {
-    let m = message::normalize(v, None, &NormalizeOptions::at(now()), || "gen".into()).unwrap();
+    let text = v.to_string();
+    let m = message::normalize(&text, None, None, &NormalizeOptions::at(now()), || {
+        "gen".into()
+    })
+    .unwrap();
     Touchpoint::from_message(&m, &ChannelRules::default())
 }
 

@@ -608,9 +608,11 @@ mod tests {
         let mut n = 0u64;
         let mut purchases = 0u64;
         for m in w.by_ref() {
-            let msg =
-                itinera_core::message::normalize(m, None, &opts, || unreachable!("ids are set"))
-                    .unwrap();
+            let text = m.to_string();
+            let msg = itinera_core::message::normalize(&text, None, None, &opts, || {
+                unreachable!("ids are set")
+            })
+            .unwrap();
             n += 1;
             if msg.event.as_deref() == Some("Order Completed") {
                 purchases += 1;

@@ -1,0 +1,397 @@
+//! JSON objects read one level deep: members in order, each value kept as its raw JSON text.
+//!
+//! Ingestion reads a handful of fields of every message and stores the rest as sent. Building a
+//! full `serde_json::Value` tree and serializing it again was most of the CPU time of HTTP
+//! ingestion, so messages are split into members whose values stay raw text; only the objects
+//! that are read (`context`, `properties`, ...) are split again, and the stored message is written
+//! from the members, minified.
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// The JSON type of a raw value, by its first byte (the text is valid JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    Null,
+    Boolean,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonType {
+    pub fn of(text: &str) -> JsonType {
+        match text.as_bytes().first() {
+            Some(b'n') => JsonType::Null,
+            Some(b't' | b'f') => JsonType::Boolean,
+            Some(b'"') => JsonType::String,
+            Some(b'[') => JsonType::Array,
+            Some(b'{') => JsonType::Object,
+            _ => JsonType::Number,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonType::Null => "null",
+            JsonType::Boolean => "boolean",
+            JsonType::Number => "number",
+            JsonType::String => "string",
+            JsonType::Array => "array",
+            JsonType::Object => "object",
+        }
+    }
+}
+
+/// A JSON object split into members. Keys are unescaped; values are raw JSON text (borrowed from
+/// the input, or owned when the server replaced them). A key that appears twice keeps its first
+/// position and its last value, as JSON parsers that keep the last value read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawObject<'a> {
+    members: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> RawObject<'a> {
+    /// Splits `text`, which must be a JSON object.
+    pub fn parse(text: &'a str) -> serde_json::Result<RawObject<'a>> {
+        serde_json::from_str(text)
+    }
+
+    /// Splits a raw value when it is an object.
+    pub fn of_value(text: &'a str) -> Option<RawObject<'a>> {
+        if JsonType::of(text) == JsonType::Object {
+            RawObject::parse(text).ok()
+        } else {
+            None
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.members.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+
+    /// The raw JSON text of a member.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.position(key).map(|i| self.members[i].1.as_ref())
+    }
+
+    /// A member's raw text with the input's lifetime (a cheap copy when it is borrowed).
+    pub fn get_cow(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.position(key).map(|i| self.members[i].1.clone())
+    }
+
+    /// Splits raw text when it is an object, borrowing from it when it is borrowed.
+    pub fn of_cow(text: Cow<'a, str>) -> Option<RawObject<'a>> {
+        match text {
+            Cow::Borrowed(s) => RawObject::of_value(s),
+            Cow::Owned(s) => RawObject::of_value(&s).map(RawObject::into_owned),
+        }
+    }
+
+    pub fn into_owned(self) -> RawObject<'static> {
+        RawObject {
+            members: self
+                .members
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+        }
+    }
+
+    /// A member's value when it is a string (unescaped).
+    pub fn get_str(&self, key: &str) -> Option<Cow<'_, str>> {
+        self.get(key).and_then(json_str)
+    }
+
+    /// A member's value split again when it is an object.
+    pub fn get_object(&self, key: &str) -> Option<RawObject<'_>> {
+        self.get(key).and_then(RawObject::of_value)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.members.iter().position(|(k, _)| k == key)
+    }
+
+    /// Sets a member to raw JSON text: in place when present, else at the end.
+    pub fn set(&mut self, key: &'a str, text: impl Into<Cow<'a, str>>) {
+        let text = text.into();
+        match self.position(key) {
+            Some(i) => self.members[i].1 = text,
+            None => self.members.push((Cow::Borrowed(key), text)),
+        }
+    }
+
+    /// Sets a member to a string value.
+    pub fn set_str(&mut self, key: &'a str, s: &str) {
+        let mut text = String::with_capacity(s.len() + 2);
+        push_json_string(&mut text, s);
+        self.set(key, text);
+    }
+
+    /// Adds a member only when the key is absent.
+    pub fn set_default(&mut self, key: Cow<'a, str>, text: Cow<'a, str>) {
+        if self.position(&key).is_none() {
+            self.members.push((key, text));
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        if let Some(i) = self.position(key) {
+            self.members.remove(i);
+        }
+    }
+
+    /// Appends the object as minified JSON.
+    pub fn write(&self, out: &mut String) {
+        out.push('{');
+        for (i, (k, v)) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_string(out, k);
+            out.push(':');
+            push_minified(out, v);
+        }
+        out.push('}');
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(
+            2 + self
+                .members
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>(),
+        );
+        self.write(&mut out);
+        out
+    }
+
+    /// Keeps one member per key: the first position, the last value.
+    fn dedup(&mut self) {
+        let n = self.members.len();
+        let repeated = if n <= 64 {
+            (1..n).any(|i| {
+                self.members[..i]
+                    .iter()
+                    .any(|(k, _)| *k == self.members[i].0)
+            })
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(n);
+            !self.members.iter().all(|(k, _)| seen.insert(k.as_ref()))
+        };
+        if !repeated {
+            return;
+        }
+        let mut out: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(n);
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        for (k, v) in self.members.drain(..) {
+            match index.get(k.as_ref()) {
+                Some(&i) => out[i].1 = v,
+                None => {
+                    index.insert(k.to_string(), out.len());
+                    out.push((k, v));
+                }
+            }
+        }
+        self.members = out;
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut obj = RawObject {
+                    members: Vec::with_capacity(map.size_hint().unwrap_or(8)),
+                };
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    obj.members.push((key.0, Cow::Borrowed(value.get())));
+                }
+                obj.dedup();
+                Ok(obj)
+            }
+        }
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// An object key, borrowed from the input unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The string a raw JSON value holds, unescaped; `None` when it is not a string.
+pub fn json_str(text: &str) -> Option<Cow<'_, str>> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_string(out: &mut String, s: &str) {
+    let plain = s
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f);
+    if plain {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("strings serialize"));
+    }
+}
+
+/// Appends valid JSON text without the whitespace between its tokens (so a stored message is
+/// one line, whatever the client's formatting).
+pub fn push_minified(out: &mut String, text: &str) {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut start = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while let Some(k) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+                    if b[i + k] == b'\\' {
+                        i += k + 2;
+                    } else {
+                        i += k + 1;
+                        break;
+                    }
+                }
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                out.push_str(&text[start..i]);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&text[start..]);
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn members_keep_order_and_last_value() {
+        let o =
+            RawObject::parse(r#"{"b": 1, "a": {"x": [1, 2]}, "b": "two", "k\"ey": null}"#).unwrap();
+        assert_eq!(
+            o.iter().collect::<Vec<_>>(),
+            vec![
+                ("b", r#""two""#),
+                ("a", r#"{"x": [1, 2]}"#),
+                ("k\"ey", "null")
+            ]
+        );
+        assert_eq!(o.to_json(), r#"{"b":"two","a":{"x":[1,2]},"k\"ey":null}"#);
+        assert_eq!(o.get_str("b").as_deref(), Some("two"));
+        assert_eq!(o.get_object("a").unwrap().get("x"), Some("[1, 2]"));
+    }
+
+    #[test]
+    fn long_objects_keep_the_last_value_too() {
+        let mut m = serde_json::Map::new();
+        let mut text = String::from("{");
+        for i in 0..100 {
+            text.push_str(&format!("\"k{}\":{i},", i % 70));
+            m.insert(format!("k{}", i % 70), json!(i));
+        }
+        text.push_str("\"end\":true}");
+        m.insert("end".into(), json!(true));
+        let o = RawObject::parse(&text).unwrap();
+        assert_eq!(o.len(), 71);
+        let back: Value = serde_json::from_str(&o.to_json()).unwrap();
+        assert_eq!(back, Value::Object(m));
+    }
+
+    #[test]
+    fn escaped_strings() {
+        assert_eq!(json_str(r#""a\nb""#).as_deref(), Some("a\nb"));
+        assert_eq!(json_str("12"), None);
+        let mut s = String::new();
+        push_json_string(&mut s, "quote\" and \u{1}");
+        assert_eq!(
+            serde_json::from_str::<String>(&s).unwrap(),
+            "quote\" and \u{1}"
+        );
+    }
+
+    proptest! {
+        /// Minifying keeps the value and leaves no whitespace outside strings.
+        #[test]
+        fn minified_json_is_the_same_value(v in arb_json(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+            let mut out = String::new();
+            push_minified(&mut out, &text);
+            prop_assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), v.clone());
+            prop_assert_eq!(out, v.to_string());
+        }
+    }
+
+    /// Any JSON value, with strings that need escaping and keys with spaces.
+    pub(crate) fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[ \\\\\"a-z\n\t{}:,]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map("[ a-z\"]{0,5}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}
