@@ -139,6 +139,11 @@ impl Texts {
         self.ends.is_empty()
     }
 
+    /// Bytes of text held.
+    pub fn byte_len(&self) -> usize {
+        self.text.len()
+    }
+
     pub fn get(&self, i: usize) -> &str {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.text[start..self.ends[i] as usize]
@@ -153,8 +158,9 @@ pub type SharedChunk = Arc<MemChunk>;
 
 // ---- log encoding of touchpoints -----------------------------------------------------------
 
-/// Appends one touchpoint in the log's self-contained form (strings, not codes).
-pub fn encode_touchpoint(out: &mut Vec<u8>, t: &Touchpoint) {
+/// Appends one touchpoint in the log's self-contained form (strings, not codes); `body` is its
+/// message (the store keeps bodies apart from the touchpoints).
+pub fn encode_touchpoint(out: &mut Vec<u8>, t: &Touchpoint, body: &str) {
     out.push(t.kind.code());
     put_ivarint(out, t.timestamp_ms);
     put_ivarint(out, t.received_at_ms);
@@ -173,7 +179,7 @@ pub fn encode_touchpoint(out: &mut Vec<u8>, t: &Touchpoint) {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
-    put_str(out, &t.body);
+    put_str(out, body);
 }
 
 pub fn decode_touchpoint(r: &mut Reader<'_>) -> Result<Touchpoint> {
@@ -263,7 +269,7 @@ mod tests {
         #[test]
         fn touchpoints_round_trip(ts in proptest::collection::vec(arb_touchpoint(), 0..10)) {
             let mut b = Vec::new();
-            for t in &ts { encode_touchpoint(&mut b, t); }
+            for t in &ts { encode_touchpoint(&mut b, t, &t.body); }
             let mut r = Reader::new(&b, "t");
             for t in &ts { prop_assert_eq!(&decode_touchpoint(&mut r).unwrap(), t); }
             prop_assert!(r.is_empty());

@@ -85,7 +85,7 @@ pub struct AppendOutcome {
 type Reply = Box<dyn FnOnce(Result<AppendOutcome>) + Send>;
 
 enum Op {
-    Append(Vec<Touchpoint>),
+    Append(Prepared),
     Erase {
         id: String,
         at_ms: i64,
@@ -336,12 +336,12 @@ impl Store {
         batch: Vec<Touchpoint>,
         reply: impl FnOnce(Result<AppendOutcome>) + Send + 'static,
     ) {
-        self.send(Op::Append(batch), Box::new(reply));
+        self.send(Op::Append(Prepared::new(batch)), Box::new(reply));
     }
 
     /// Appends touchpoints and waits until they are durable.
     pub fn append(&self, batch: Vec<Touchpoint>) -> Result<AppendOutcome> {
-        self.call(Op::Append(batch))
+        self.call(Op::Append(Prepared::new(batch)))
     }
 
     /// Erases a person (every id linked to `id`): gone from queries at once, from files after
@@ -569,8 +569,77 @@ fn remove_orphans(dir: &Path, m: &Manifest) -> Result<()> {
 }
 
 enum Record {
-    Touchpoints(Vec<Touchpoint>),
+    Touchpoints(Prepared),
     Erase { id: String, at_ms: i64 },
+}
+
+/// A batch of touchpoints made ready for the writer by the thread that appends it: its log
+/// record encoded, its message-id hashes and its bodies gathered. The writer thread is the one
+/// serial step of ingestion, so it only checks duplicates, writes, syncs and interns.
+pub(crate) struct Prepared {
+    /// The touchpoints, their bodies moved to `bodies`.
+    touchpoints: Vec<Touchpoint>,
+    bodies: Texts,
+    hashes: Vec<u64>,
+    /// The whole batch as one framed log record.
+    framed: Vec<u8>,
+}
+
+impl Prepared {
+    fn new(mut touchpoints: Vec<Touchpoint>) -> Prepared {
+        let mut bodies = Texts::with_capacity(
+            touchpoints.len(),
+            touchpoints.iter().map(|t| t.body.len()).sum(),
+        );
+        for t in &mut touchpoints {
+            bodies.push(&std::mem::take(&mut t.body));
+        }
+        let hashes = touchpoints
+            .iter()
+            .map(|t| message_hash(&t.message_id))
+            .collect();
+        let mut framed = Vec::with_capacity(bodies.byte_len() + touchpoints.len() * 96 + 16);
+        encode_record(&mut framed, &touchpoints, &bodies);
+        Prepared {
+            touchpoints,
+            bodies,
+            hashes,
+            framed,
+        }
+    }
+
+    /// The rows for which `keep` holds, as a batch of their own.
+    fn retain(self, keep: &[bool]) -> Prepared {
+        let mut bodies = Texts::default();
+        let mut touchpoints = Vec::new();
+        let mut hashes = Vec::new();
+        for (i, t) in self.touchpoints.into_iter().enumerate() {
+            if keep[i] {
+                bodies.push(self.bodies.get(i));
+                touchpoints.push(t);
+                hashes.push(self.hashes[i]);
+            }
+        }
+        let mut framed = Vec::new();
+        encode_record(&mut framed, &touchpoints, &bodies);
+        Prepared {
+            touchpoints,
+            bodies,
+            hashes,
+            framed,
+        }
+    }
+}
+
+/// Appends one framed `REC_TOUCHPOINTS` log record.
+fn encode_record(out: &mut Vec<u8>, touchpoints: &[Touchpoint], bodies: &Texts) {
+    frame_with(out, |p| {
+        p.push(REC_TOUCHPOINTS);
+        crate::codec::put_uvarint(p, touchpoints.len() as u64);
+        for (i, t) in touchpoints.iter().enumerate() {
+            encode_touchpoint(p, t, bodies.get(i));
+        }
+    });
 }
 
 /// Decodes one log record payload and drops it: the entry point of the log fuzz target.
@@ -587,7 +656,7 @@ fn decode_record(payload: &[u8]) -> Result<Record> {
             for _ in 0..n {
                 v.push(crate::columns::decode_touchpoint(&mut r)?);
             }
-            Ok(Record::Touchpoints(v))
+            Ok(Record::Touchpoints(Prepared::new(v)))
         }
         REC_ERASE => {
             let id = r.str()?.to_string();
@@ -669,26 +738,22 @@ impl Inner {
             for req in group {
                 match req.op {
                     Op::Append(batch) => {
-                        let before = batch.len();
-                        let kept: Vec<Touchpoint> = batch
-                            .into_iter()
-                            .filter(|t| {
-                                let h = message_hash(&t.message_id);
-                                !st.dedup.contains_key(&h) && seen.insert(h)
-                            })
+                        let keep: Vec<bool> = batch
+                            .hashes
+                            .iter()
+                            .map(|h| !st.dedup.contains_key(h) && seen.insert(*h))
                             .collect();
+                        let stored = keep.iter().filter(|k| **k).count();
                         let out = AppendOutcome {
-                            stored: kept.len(),
-                            duplicates: before - kept.len(),
+                            stored,
+                            duplicates: keep.len() - stored,
                         };
-                        if !kept.is_empty() {
-                            frame_with(framed, |p| {
-                                p.push(REC_TOUCHPOINTS);
-                                crate::codec::put_uvarint(p, kept.len() as u64);
-                                for t in &kept {
-                                    encode_touchpoint(p, t);
-                                }
-                            });
+                        if stored == keep.len() {
+                            framed.extend_from_slice(&batch.framed);
+                            records.push(Record::Touchpoints(batch));
+                        } else if stored > 0 {
+                            let kept = batch.retain(&keep);
+                            framed.extend_from_slice(&kept.framed);
                             records.push(Record::Touchpoints(kept));
                         }
                         outcomes.push(out);
@@ -798,47 +863,45 @@ impl Inner {
         }
     }
 
-    fn apply_touchpoints(&self, batch: Vec<Touchpoint>) {
-        let mut cols = Columns::with_capacity(batch.len());
+    fn apply_touchpoints(&self, batch: Prepared) {
+        let Prepared {
+            touchpoints,
+            bodies,
+            hashes,
+            ..
+        } = batch;
+        let mut cols = Columns::with_capacity(touchpoints.len());
         let mut links = Vec::new();
         // the dictionaries stay locked until the rows are in the table, so that a compaction
         // (which takes both locks) sees every code in use when it blanks erased values
         let mut d = self.dicts.write();
-        {
-            for t in &batch {
-                let did = d.all[DICT_IDS].intern(t.distinct_id());
-                for (a, b) in t.identity_links() {
-                    let (a, b) = (d.all[DICT_IDS].intern(a), d.all[DICT_IDS].intern(b));
-                    links.push((a, b));
-                }
-                cols.did.push(did);
-                cols.ts.push(t.timestamp_ms);
-                cols.event.push(d.all[DICT_EVENTS].intern(&t.event));
-                cols.channel.push(d.all[DICT_CHANNELS].intern(&t.channel));
-                cols.touchpoint
-                    .push(d.all[DICT_TOUCHPOINTS].intern(&t.touchpoint));
-                cols.kind.push(t.kind.code());
-                cols.group.push(
-                    t.group_id
-                        .as_deref()
-                        .map_or(NO_GROUP, |g| d.all[DICT_GROUPS].intern(g)),
-                );
-                cols.revenue.push(t.revenue.unwrap_or(f64::NAN));
-                cols.msg_hash.push(message_hash(&t.message_id));
-                cols.received_at.push(t.received_at_ms);
-                for (k, v) in &t.props {
-                    cols.prop_key.push(d.all[DICT_PROP_KEYS].intern(k));
-                    cols.prop_val.push(d.all[DICT_PROP_VALUES].intern(v));
-                }
-                cols.end_props();
+        for (t, hash) in touchpoints.iter().zip(hashes) {
+            let did = d.all[DICT_IDS].intern(t.distinct_id());
+            for (a, b) in t.identity_links() {
+                let (a, b) = (d.all[DICT_IDS].intern(a), d.all[DICT_IDS].intern(b));
+                links.push((a, b));
             }
+            cols.did.push(did);
+            cols.ts.push(t.timestamp_ms);
+            cols.event.push(d.all[DICT_EVENTS].intern(&t.event));
+            cols.channel.push(d.all[DICT_CHANNELS].intern(&t.channel));
+            cols.touchpoint
+                .push(d.all[DICT_TOUCHPOINTS].intern(&t.touchpoint));
+            cols.kind.push(t.kind.code());
+            cols.group.push(
+                t.group_id
+                    .as_deref()
+                    .map_or(NO_GROUP, |g| d.all[DICT_GROUPS].intern(g)),
+            );
+            cols.revenue.push(t.revenue.unwrap_or(f64::NAN));
+            cols.msg_hash.push(hash);
+            cols.received_at.push(t.received_at_ms);
+            for (k, v) in &t.props {
+                cols.prop_key.push(d.all[DICT_PROP_KEYS].intern(k));
+                cols.prop_val.push(d.all[DICT_PROP_VALUES].intern(v));
+            }
+            cols.end_props();
         }
-        let mut bodies =
-            Texts::with_capacity(batch.len(), batch.iter().map(|t| t.body.len()).sum());
-        for t in &batch {
-            bodies.push(&t.body);
-        }
-        drop(batch);
         let ids_len = d.ids().len() as u32;
         let mut st = self.state.write();
         drop(d);
