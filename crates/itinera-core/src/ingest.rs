@@ -2,13 +2,15 @@
 //! message. Shared by the HTTP API and bulk import so both accept exactly the same input.
 
 use crate::channel::ChannelRules;
-use crate::json::RawObject;
+use crate::json::{JsonType, RawObject};
 use crate::message::{
     self, BatchDefaults, MessageError, MessageType, NormalizeOptions, MAX_MESSAGE_BYTES,
 };
 use crate::touchpoint::Touchpoint;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use std::fmt;
 
 /// A refused message: its position in the request (or line in a file), the field and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,7 +81,7 @@ fn check_size(raw_len: usize) -> Result<(), MessageError> {
 #[derive(Debug, serde::Deserialize)]
 pub struct BatchEnvelope<'a> {
     #[serde(borrow)]
-    batch: Option<Vec<&'a RawValue>>,
+    batch: Option<Vec<BatchItem<'a>>>,
     #[serde(borrow)]
     context: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -120,17 +122,69 @@ impl<'a> BatchEnvelope<'a> {
             touchpoints: Vec::with_capacity(batch.len()),
             errors: Vec::new(),
         };
-        for (index, raw) in batch.into_iter().enumerate() {
-            let text = raw.get();
-            let parsed = check_size(text.len())
-                .and_then(|()| message::normalize(text, None, Some(&defaults), opts, &mut new_id))
-                .map(|m| Touchpoint::from_message(&m, rules));
+        for (index, item) in batch.into_iter().enumerate() {
+            let parsed = match item {
+                BatchItem::Message(obj) => check_size(obj.json_len()).and_then(|()| {
+                    message::normalize_object(obj, None, Some(&defaults), opts, &mut new_id)
+                }),
+                BatchItem::Other(t) => Err(MessageError::new(
+                    "",
+                    format!("a message must be a JSON object, got {}", t.name()),
+                )),
+            }
+            .map(|m| Touchpoint::from_message(&m, rules));
             match parsed {
                 Ok(t) => out.touchpoints.push(t),
                 Err(e) => out.errors.push(IndexedError::new(index, e)),
             }
         }
         out
+    }
+}
+
+/// One element of `batch`: a message split into members as it is read (one pass over its
+/// text), or the type of whatever else was there.
+#[derive(Debug)]
+enum BatchItem<'a> {
+    Message(RawObject<'a>),
+    Other(JsonType),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for BatchItem<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ItemVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ItemVisitor<'a> {
+            type Value = BatchItem<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawObject::from_map(map).map(BatchItem::Message)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(BatchItem::Other(JsonType::Array))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(BatchItem::Other(JsonType::Boolean))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(BatchItem::Other(JsonType::Number))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(BatchItem::Other(JsonType::Number))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(BatchItem::Other(JsonType::Number))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(BatchItem::Other(JsonType::String))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(BatchItem::Other(JsonType::Null))
+            }
+        }
+        d.deserialize_any(ItemVisitor(std::marker::PhantomData))
     }
 }
 
@@ -265,7 +319,9 @@ mod tests {
             {"type":"track","userId":"u","event":"a"},
             {"type":"track","event":"no id"},
             {"type":"page","anonymousId":"x"},
-            {"type":"nope","userId":"u"}
+            {"type":"nope","userId":"u"},
+            [1, {"a": 2}],
+            "text"
         ], "context": {"library": {"name": "analytics-python"}}}))
         .unwrap();
         let mut n = 0;
@@ -285,7 +341,11 @@ mod tests {
                 .iter()
                 .map(|e| (e.index, e.field.as_str()))
                 .collect::<Vec<_>>(),
-            vec![(1, "userId"), (3, "type")]
+            vec![(1, "userId"), (3, "type"), (4, ""), (5, "")]
+        );
+        assert_eq!(
+            p.errors[2].reason,
+            "a message must be a JSON object, got array"
         );
         assert!(
             p.touchpoints[0].body.contains("analytics-python"),

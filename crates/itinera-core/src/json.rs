@@ -213,6 +213,31 @@ impl<'a> RawObject<'a> {
     }
 }
 
+impl<'a> RawObject<'a> {
+    /// Reads the members of a map a deserializer is visiting (for types that contain objects).
+    pub fn from_map<'de: 'a, A: MapAccess<'de>>(mut map: A) -> Result<RawObject<'a>, A::Error> {
+        let mut obj = RawObject {
+            members: Vec::with_capacity(map.size_hint().unwrap_or(8)),
+        };
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            obj.members.push((key.0, Cow::Borrowed(value.get())));
+        }
+        obj.dedup();
+        Ok(obj)
+    }
+
+    /// The size of the object as compact JSON, near enough for size limits (keys counted
+    /// unescaped, values as sent).
+    pub fn json_len(&self) -> usize {
+        1 + self
+            .members
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>()
+    }
+}
+
 impl<'de> Deserialize<'de> for RawObject<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct ObjectVisitor;
@@ -221,16 +246,8 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut obj = RawObject {
-                    members: Vec::with_capacity(map.size_hint().unwrap_or(8)),
-                };
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    obj.members.push((key.0, Cow::Borrowed(value.get())));
-                }
-                obj.dedup();
-                Ok(obj)
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawObject::from_map(map)
             }
         }
         d.deserialize_map(ObjectVisitor)

@@ -214,10 +214,40 @@ pub struct BatchDefaults<'a> {
 
 /// Formats ms since the epoch as the RFC 3339 form Segment uses (`2024-01-02T03:04:05.678Z`).
 pub fn format_ts(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
+    // every stored message gets two or three of these: written by hand for years 1970-9999
+    // (the civil-from-days algorithm), by chrono otherwise
+    if !(0..=253_402_300_799_999).contains(&ms) {
+        return Utc
+            .timestamp_millis_opt(ms)
+            .single()
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+            .unwrap_or_else(|| ms.to_string());
+    }
+    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, ms_of_day / 3_600_000);
+    put(14, 2, ms_of_day / 60_000 % 60);
+    put(17, 2, ms_of_day / 1_000 % 60);
+    put(20, 3, ms_of_day % 1_000);
+    String::from_utf8(b.to_vec()).expect("ascii")
 }
 
 /// Parses an ISO-8601 timestamp (with offset, or naive as UTC, or a date) into ms since the epoch.
@@ -686,8 +716,21 @@ mod tests {
         assert!(m.body.get("context").is_none());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn timestamps_format_as_chrono_does(ms in 0i64..=253_402_300_799_999) {
+            let chrono = Utc
+                .timestamp_millis_opt(ms)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Millis, true);
+            proptest::prop_assert_eq!(format_ts(ms), chrono);
+        }
+    }
+
     #[test]
     fn message_ids_look_like_uuids() {
+        assert_eq!(format_ts(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_ts(-1), "1969-12-31T23:59:59.999Z");
         let id = new_message_id(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");

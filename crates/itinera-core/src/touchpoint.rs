@@ -182,7 +182,10 @@ pub fn scalar_props(
                 JsonType::Boolean => v.to_string(),
                 _ => continue,
             };
-            let key = format!("{prefix}.{k}");
+            let mut key = String::with_capacity(prefix.len() + 1 + k.len());
+            key.push_str(prefix);
+            key.push('.');
+            key.push_str(k);
             if !out.iter().any(|(e, _)| *e == key) {
                 out.push((key, text));
             }
