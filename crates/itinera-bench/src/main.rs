@@ -366,24 +366,18 @@ fn http_bench(
     batch: usize,
     concurrency: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let tmp = tempfile::tempdir()?;
+    let (url, key) = match (url, key) {
+        (Some(u), Some(k)) => (u, k),
+        // the server gets a runtime of its own, as `itinera serve` has (the load generator's
+        // tasks would otherwise be scheduled on the server's workers)
+        _ => in_process_server(tmp.path())?,
+    };
+    // one thread is enough for the load generator, which only writes prebuilt requests
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let tmp = tempfile::tempdir()?;
-        let (url, key) = match (url, key) {
-            (Some(u), Some(k)) => (u, k),
-            _ => {
-                let data = itinera_server::DataDir::open(tmp.path(), StoreConfig::default())?;
-                let keys = data.meta.lock().create_keys("default", "bench")?;
-                let cfg = itinera_server::ServerConfig { rate_limit_per_key: 0, ..Default::default() };
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let addr = listener.local_addr()?;
-                let app = itinera_server::AppState::new(cfg, data);
-                tokio::spawn(itinera_server::serve(app, listener, std::future::pending()));
-                (format!("http://{addr}"), keys.write_key)
-            }
-        };
         let next = Arc::new(AtomicU64::new(0));
         let requests = events.div_ceil(batch as u64);
         let host = url.trim_start_matches("http://").trim_end_matches('/').to_string();
@@ -447,6 +441,34 @@ fn http_bench(
         );
         Ok::<_, Box<dyn std::error::Error>>(())
     })
+}
+
+/// Starts a server on a temporary data directory in threads of its own; returns its URL and a
+/// write key.
+fn in_process_server(
+    dir: &std::path::Path,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let data = itinera_server::DataDir::open(dir, StoreConfig::default())?;
+    let keys = data.meta.lock().create_keys("default", "bench")?;
+    let cfg = itinera_server::ServerConfig {
+        rate_limit_per_key: 0,
+        ..Default::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let app = itinera_server::AppState::new(cfg, data);
+            itinera_server::serve(app, listener, std::future::pending()).await
+        })
+    });
+    Ok((format!("http://{addr}"), keys.write_key))
 }
 
 /// Sends one prebuilt HTTP/1.1 request on a keep-alive connection and reads the answer; returns
