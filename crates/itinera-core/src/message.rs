@@ -277,12 +277,16 @@ fn type_error(field: &str, expected: &str, text: &str) -> MessageError {
     )
 }
 
+/// A member's raw text unless it is absent or `null` (which mean the same for every field).
+fn given<'o>(obj: &'o RawObject<'_>, field: &str) -> Option<&'o str> {
+    obj.get(field).filter(|t| JsonType::of(t) != JsonType::Null)
+}
+
 fn id_field(obj: &RawObject<'_>, field: &str) -> Result<Option<String>, MessageError> {
-    let Some(text) = obj.get(field) else {
+    let Some(text) = given(obj, field) else {
         return Ok(None);
     };
     match JsonType::of(text) {
-        JsonType::Null => Ok(None),
         JsonType::String => {
             let s = json_str(text).unwrap_or_default();
             if s.is_empty() {
@@ -308,22 +312,20 @@ pub fn number_text(text: &str) -> String {
 }
 
 fn opt_string(obj: &RawObject<'_>, field: &str) -> Result<Option<String>, MessageError> {
-    let Some(text) = obj.get(field) else {
+    let Some(text) = given(obj, field) else {
         return Ok(None);
     };
     match JsonType::of(text) {
-        JsonType::Null => Ok(None),
         JsonType::String => Ok(json_str(text).map(Cow::into_owned)),
         _ => Err(type_error(field, "a string", text)),
     }
 }
 
 fn opt_ts(obj: &RawObject<'_>, field: &str) -> Result<Option<i64>, MessageError> {
-    let Some(text) = obj.get(field) else {
+    let Some(text) = given(obj, field) else {
         return Ok(None);
     };
     match JsonType::of(text) {
-        JsonType::Null => Ok(None),
         JsonType::String => {
             let s = json_str(text).unwrap_or_default();
             parse_ts(&s).map(Some).ok_or_else(|| {

@@ -598,6 +598,10 @@ impl Prepared {
             .iter()
             .map(|t| message_hash(&t.message_id))
             .collect();
+        Prepared::encoded(touchpoints, bodies, hashes)
+    }
+
+    fn encoded(touchpoints: Vec<Touchpoint>, bodies: Texts, hashes: Vec<u64>) -> Prepared {
         let mut framed = Vec::with_capacity(bodies.byte_len() + touchpoints.len() * 96 + 16);
         encode_record(&mut framed, &touchpoints, &bodies);
         Prepared {
@@ -620,14 +624,7 @@ impl Prepared {
                 hashes.push(self.hashes[i]);
             }
         }
-        let mut framed = Vec::new();
-        encode_record(&mut framed, &touchpoints, &bodies);
-        Prepared {
-            touchpoints,
-            bodies,
-            hashes,
-            framed,
-        }
+        Prepared::encoded(touchpoints, bodies, hashes)
     }
 }
 
