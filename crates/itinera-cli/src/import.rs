@@ -175,8 +175,7 @@ impl<'a> Importer<'a> {
             if text.trim().is_empty() {
                 continue;
             }
-            let text = text.to_string();
-            self.add(&name, n, &text, &text)?;
+            self.add(&name, n, text, text)?;
         }
         self.report.files += 1;
         Ok(())

@@ -211,12 +211,11 @@ impl ChannelRules {
                 return r.channel.clone();
             }
         }
-        let campaign = m.context_object("campaign");
-        if let Some(medium) = campaign.as_ref().and_then(|c| c.get_str("medium")) {
+        let campaign = m.campaign();
+        if let Some(medium) = campaign.and_then(|c| c.get_str("medium")) {
             let medium = medium.to_ascii_lowercase();
             if let Some(r) = self.utm_mediums.iter().find(|r| r.pattern == medium) {
                 let source = campaign
-                    .as_ref()
                     .and_then(|c| c.get_str("source"))
                     .unwrap_or_default()
                     .to_ascii_lowercase();
@@ -226,11 +225,10 @@ impl ChannelRules {
                 return r.channel.clone();
             }
         }
-        let page = m.context_object("page");
-        if let Some(referrer) = page.as_ref().and_then(|p| p.get_str("referrer")) {
+        let page = m.page();
+        if let Some(referrer) = page.and_then(|p| p.get_str("referrer")) {
             if let Some(host) = host_of(&referrer) {
                 let own = page
-                    .as_ref()
                     .and_then(|p| p.get_str("url"))
                     .and_then(|u| host_of(&u));
                 if own.as_deref() != Some(host.as_str()) {

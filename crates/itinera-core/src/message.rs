@@ -165,6 +165,10 @@ pub struct Message<'a> {
     properties: Option<RawObject<'a>>,
     traits: Option<RawObject<'a>>,
     context: Option<RawObject<'a>>,
+    /// `context.page` and `context.campaign`, split once: both the channel rules and the
+    /// touchpoint's name and properties read them.
+    page: Option<RawObject<'a>>,
+    campaign: Option<RawObject<'a>>,
 }
 
 impl<'a> Message<'a> {
@@ -190,7 +194,17 @@ impl<'a> Message<'a> {
         self.context.as_ref()
     }
 
-    /// `context.<key>` split again when it is an object (`page`, `campaign`, `traits`, ...).
+    /// `context.page`, when it is an object.
+    pub fn page(&self) -> Option<&RawObject<'a>> {
+        self.page.as_ref()
+    }
+
+    /// `context.campaign` (the UTM parameters), when it is an object.
+    pub fn campaign(&self) -> Option<&RawObject<'a>> {
+        self.campaign.as_ref()
+    }
+
+    /// `context.<key>` split again when it is an object (`library`, `traits`, ...).
     pub fn context_object(&self, key: &str) -> Option<RawObject<'_>> {
         self.context.as_ref()?.get_object(key)
     }
@@ -545,6 +559,13 @@ pub fn normalize_object<'a>(
     obj.set_str("receivedAt", &format_ts(received));
 
     let context = apply_ip_policy(&mut obj, opts);
+    let context_part = |key: &str| {
+        context
+            .as_ref()
+            .and_then(|c| c.get_cow(key))
+            .and_then(RawObject::of_cow)
+    };
+    let (page, campaign) = (context_part("page"), context_part("campaign"));
     let properties = obj.get_cow("properties").and_then(RawObject::of_cow);
     let traits = obj.get_cow("traits").and_then(RawObject::of_cow);
     let body = obj.to_json();
@@ -563,6 +584,8 @@ pub fn normalize_object<'a>(
         properties,
         traits,
         context,
+        page,
+        campaign,
     })
 }
 

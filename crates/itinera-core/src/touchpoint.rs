@@ -55,7 +55,7 @@ impl Touchpoint {
                         .and_then(|p| p.get_str("path"))
                         .map(|p| group_page_path(&p))
                         .or_else(|| {
-                            m.context_object("page")
+                            m.page()
                                 .and_then(|p| p.get_str("path").map(|p| group_page_path(&p)))
                         })
                 })
@@ -100,7 +100,7 @@ impl Touchpoint {
                 m.properties(),
                 m.traits(),
                 m.context_object("traits").as_ref(),
-                m.context_object("campaign").as_ref(),
+                m.campaign(),
             ),
             body: m.body.clone(),
         }

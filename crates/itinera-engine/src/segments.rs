@@ -260,6 +260,15 @@ pub struct Filtered<'s, S> {
     pub as_of_ms: i64,
 }
 
+/// The scan options without their date range: filters judge a person on the whole history.
+fn whole_history(opts: &ScanOptions) -> ScanOptions {
+    ScanOptions {
+        from_ms: None,
+        to_ms: None,
+        ..opts.clone()
+    }
+}
+
 impl<S: JourneySource> JourneySource for Filtered<'_, S> {
     fn scan<A: Send>(
         &self,
@@ -270,11 +279,7 @@ impl<S: JourneySource> JourneySource for Filtered<'_, S> {
         if matches!(self.filter, Filter::All) {
             return self.inner.scan(opts, init, f);
         }
-        let whole = ScanOptions {
-            from_ms: None,
-            to_ms: None,
-            ..opts.clone()
-        };
+        let whole = whole_history(opts);
         self.inner.scan(&whole, init, |acc, j| {
             if self.filter.keeps(j, self.as_of_ms) {
                 if let Some(part) = j.within(opts.from_ms, opts.to_ms) {
@@ -293,11 +298,7 @@ impl<S: JourneySource> JourneySource for Filtered<'_, S> {
         if matches!(self.filter, Filter::All) {
             return self.inner.scan_batches(opts, init, f);
         }
-        let whole = ScanOptions {
-            from_ms: None,
-            to_ms: None,
-            ..opts.clone()
-        };
+        let whole = whole_history(opts);
         self.inner.scan_batches(&whole, init, |acc, b| {
             let (mut persons, mut ranges) = (Vec::new(), Vec::new());
             for k in 0..b.persons.len() {
