@@ -62,6 +62,12 @@ enum Command {
         csv: Option<PathBuf>,
         #[arg(long, default_value_t = 11)]
         runs: usize,
+        /// Only the funnel of this many steps (4 or 20); both by default.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Skip the HTTP API part (in-process only, e.g. under a profiler).
+        #[arg(long)]
+        no_http: bool,
     },
     /// Attribution over many short journeys: rule-based models, Markov order 1, Shapley.
     Attribution {
@@ -583,7 +589,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             events_per_person,
             csv,
             runs,
-        } => funnel_bench(data, events, events_per_person, csv, runs),
+            steps,
+            no_http,
+        } => funnel_bench(data, events, events_per_person, csv, runs, steps, no_http),
         Command::Attribution { data, events, runs } => {
             let dir = open_or_build(&data, events, 2, None)?;
             value::attribution_bench(&dir, runs)
@@ -660,6 +668,8 @@ fn funnel_bench(
     per_person: u64,
     csv: Option<PathBuf>,
     runs: usize,
+    only_steps: Option<usize>,
+    no_http: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use itinera_engine::{run_funnel, FunnelQuery, Span};
     let dir = open_or_build(&data, events, per_person, csv)?;
@@ -688,7 +698,11 @@ fn funnel_bench(
     }
     let steps20: Vec<&str> = (0..20).map(|i| EVENTS[i % 5]).collect();
     let q20 = FunnelQuery::events(&steps20, Span(7 * 86_400_000));
+    let wanted = |steps: usize| only_steps.is_none_or(|n| n == steps);
     for (name, q) in [("4-step", &q4), ("20-step", &q20)] {
+        if !wanted(q.steps.len()) {
+            continue;
+        }
         let mut times = Vec::new();
         let mut first = None;
         for _ in 0..runs {
@@ -699,11 +713,15 @@ fn funnel_bench(
         }
         let r = first.unwrap();
         let counts: Vec<u64> = r.steps.iter().map(|s| s.count).collect();
+        let fastest = times.iter().copied().fold(f64::INFINITY, f64::min) * 1000.0;
         println!(
-            "in-process {name} ordered funnel, 7-day window: median {:.1} ms over {runs} runs (snapshot included); counts {:?}",
+            "in-process {name} ordered funnel, 7-day window: median {:.1} ms (fastest {fastest:.1}) over {runs} runs (snapshot included); counts {:?}",
             median_ms(times),
             &counts[..counts.len().min(6)]
         );
+    }
+    if no_http {
+        return Ok(());
     }
     // through the HTTP API, warm
     let keys = dir.meta.lock().create_keys("default", "bench")?;
@@ -722,7 +740,10 @@ fn funnel_bench(
         ))
     })?;
     let client = reqwest::Client::new();
-    for (name, body) in [("4-step", body4), ("20-step", body20)] {
+    for (name, steps, body) in [("4-step", 4, body4), ("20-step", 20, body20)] {
+        if !wanted(steps) {
+            continue;
+        }
         let mut times = Vec::new();
         for _ in 0..runs + 1 {
             let t = Instant::now();

@@ -9,7 +9,7 @@ use crate::duration::Span;
 use crate::error::{EngineError, Result};
 use crate::journey::{Field, Journey, JourneySource, ScanOptions, Vocabulary, NO_ACCOUNT};
 use crate::selector::{EventSelector, Matcher};
-use crate::stats::{quantile, ratio};
+use crate::stats::ratio;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -554,6 +554,8 @@ impl SlotTable {
     const SINGLE_STEPS: usize = 29;
     /// The dummy step of the single-step table (its state slot is never read).
     const SINGLE_NONE: u8 = 30;
+    /// Most steps for the single-step kernel's small state (8 slots, the dummy reading slot 6).
+    const SMALL_STEPS: usize = 5;
 }
 
 /// What one person (or account) achieved.
@@ -780,9 +782,14 @@ impl FunnelKernel {
     /// `s[k]`. Returns the steps reached and the start of the best chain (see
     /// [`FunnelKernel::walk_chain`]), or None when two touchpoints share a time (the general
     /// kernel orders those by step).
-    fn run_slots(&self, rows: &EventMasks<'_, '_>, slots: &SlotTable) -> Option<(usize, i64)> {
+    fn run_slots(
+        &self,
+        rows: &EventMasks<'_, '_>,
+        slots: &SlotTable,
+        ties: bool,
+    ) -> Option<(usize, i64)> {
         if let Some(single) = &slots.single {
-            return self.run_single_slots(rows, single);
+            return self.run_single_slots(rows, single, ties);
         }
         const UNSET: i64 = i64::MIN / 2;
         let n = self.n;
@@ -821,11 +828,38 @@ impl FunnelKernel {
     /// [`FunnelKernel::run_slots`] when every event matches at most one step: one table load,
     /// two state loads and one store per touchpoint, with indices masked so that no bounds check
     /// remains. Returns the steps reached and the start of the best chain (see
-    /// [`FunnelKernel::walk_chain`]), or None when two touchpoints share a time.
-    fn run_single_slots(&self, rows: &EventMasks<'_, '_>, single: &[u8]) -> Option<(usize, i64)> {
-        let (lo, hi) = (rows.lo, rows.hi);
+    /// [`FunnelKernel::walk_chain`]), or None when two touchpoints share a time. `ties` says
+    /// whether the rows may hold equal times (see [`crate::journey::JourneyBatch::distinct_times`]); when not, the
+    /// loop does not look for them.
+    fn run_single_slots(
+        &self,
+        rows: &EventMasks<'_, '_>,
+        single: &[u8],
+        ties: bool,
+    ) -> Option<(usize, i64)> {
+        let bounded = self.entry_before != i64::MAX;
+        // few steps: a state of 8 slots, cheaper to reset per person
+        match (self.n <= SlotTable::SMALL_STEPS, bounded, ties) {
+            (true, false, false) => self.single_slots::<8, false, false>(rows, single),
+            (true, _, _) => self.single_slots::<8, true, true>(rows, single),
+            (false, false, false) => self.single_slots::<32, false, false>(rows, single),
+            (false, _, _) => self.single_slots::<32, true, true>(rows, single),
+        }
+    }
+
+    /// The loop of [`FunnelKernel::run_single_slots`] with a state of `SIZE` slots (the dummy
+    /// step [`SlotTable::SINGLE_NONE`] reads slot `30 % SIZE` and writes the next one, both
+    /// beyond the steps), checking the entry bound only when `BOUNDED` and ties only when
+    /// `TIES`.
+    #[inline(always)]
+    fn single_slots<const SIZE: usize, const BOUNDED: bool, const TIES: bool>(
+        &self,
+        rows: &EventMasks<'_, '_>,
+        single: &[u8],
+    ) -> Option<(usize, i64)> {
         const UNSET: i64 = i64::MIN / 2;
-        const SIZE: usize = 32;
+        debug_assert!(self.n < (SlotTable::SINGLE_NONE as usize) % SIZE);
+        let (lo, hi) = (rows.lo, rows.hi);
         let mut s = [UNSET; SIZE];
         let w = self.window.min(i64::MAX / 4);
         let entry_before = self.entry_before;
@@ -838,23 +872,33 @@ impl FunnelKernel {
                 .get(code as usize)
                 .copied()
                 .unwrap_or(SlotTable::SINGLE_NONE) as usize;
-            tie |= t == prev;
-            prev = t;
+            if TIES {
+                tie |= t == prev;
+                prev = t;
+            }
             // s[k + 1] is the latest start of a chain reaching step k (0-based); s[0] is the
             // touchpoint itself, the start of a chain at step 1 when it may still enter
-            let own = if t < entry_before { t } else { UNSET };
+            let own = if !BOUNDED || t < entry_before {
+                t
+            } else {
+                UNSET
+            };
             // through the state rather than a select: the compiler turns a select next to a
             // load into a branch, and whether a touchpoint is step 1 is unpredictable
             s[0] = own;
+            // the window subtracted off the dependency chain: load, compare, move, store
+            let earliest = t - w;
             let pred = s[p & (SIZE - 1)];
             let next = (p + 1) & (SIZE - 1);
-            s[next] = std::hint::select_unpredictable(t <= pred + w, pred, s[next]);
+            s[next] = std::hint::select_unpredictable(earliest <= pred, pred, s[next]);
         }
         if tie {
             return None;
         }
-        let best = (1..=self.n).rev().find(|k| s[*k] != UNSET).unwrap_or(0);
-        Some((best, if best > 0 { s[best] } else { UNSET }))
+        // the steps reached are a prefix (a chain reaching step k reaches step k - 1 from the
+        // same start): count them rather than search, which would branch on the data
+        let best = s[1..=self.n].iter().filter(|v| **v != UNSET).count();
+        Some((best, s[best]))
     }
 
     /// The `windowFunnel` family. Entries at the same time are taken by step number, as
@@ -1194,7 +1238,13 @@ pub struct Scratch {
     chain_tags: Vec<u32>,
     group: Vec<(u32, u32)>,
     counts: Vec<u32>,
+    /// The times of a chain walked by [`PersonRunner::record_single_chain`], kept across persons
+    /// so that nothing is reset per person.
+    single_chain: [i64; SINGLE_CHAIN],
 }
+
+/// Slots of [`Scratch::single_chain`]: the steps of the single-step table and a dummy.
+const SINGLE_CHAIN: usize = 32;
 
 impl Scratch {
     /// The chain of step `st` becomes the chain of step `p` (an earlier step), the optional
@@ -1260,24 +1310,167 @@ impl Durations {
             .chain(self.long.iter().copied())
     }
 
-    /// The nearest-rank quantile (as [`quantile`]).
-    fn quantile(&mut self, q: f64) -> Option<i64> {
+    /// The nearest-rank quantiles (as [`crate::stats::quantile`]) for ascending `qs`: each selection after the
+    /// first only looks above the previous one.
+    fn quantiles<const K: usize>(&mut self, qs: [f64; K]) -> [Option<i64>; K] {
+        debug_assert!(qs.is_sorted());
+        let n = self.len();
+        let mut out = [None; K];
+        if n == 0 {
+            return out;
+        }
+        let ranks = qs.map(|q| ((q * n as f64).ceil() as usize).clamp(1, n) - 1);
         if self.long.iter().any(|v| *v < 0) {
             // not ordered after the short ones: select over all
             let mut all: Vec<i64> = self.iter().collect();
-            return quantile(&mut all, q);
+            select_ranks(&mut all, &ranks, &mut out, |v| v);
+            return out;
         }
-        let n = self.len();
-        if n == 0 {
-            return None;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
         // every long duration is above every short one
-        if rank < self.short.len() {
-            Some(*self.short.select_nth_unstable(rank).1 as i64)
-        } else {
-            Some(*self.long.select_nth_unstable(rank - self.short.len()).1)
+        let short = self.short.len();
+        let (low, high) = ranks.split_at(ranks.partition_point(|r| *r < short));
+        let (out_low, out_high) = out.split_at_mut(low.len());
+        select_ranks(&mut self.short, low, out_low, |v| v as i64);
+        let high: Vec<usize> = high.iter().map(|r| r - short).collect();
+        select_ranks(&mut self.long, &high, out_high, |v| v);
+        out
+    }
+
+    /// The nearest-rank quantile (as [`crate::stats::quantile`]).
+    #[cfg(test)]
+    fn quantile(&mut self, q: f64) -> Option<i64> {
+        self.quantiles([q])[0]
+    }
+}
+
+/// Places the values of ascending `ranks` of `v` into `out`, each selection in the part above the
+/// previous rank.
+fn select_ranks<T: Ord + Copy>(
+    v: &mut [T],
+    ranks: &[usize],
+    out: &mut [Option<i64>],
+    widen: impl Fn(T) -> i64,
+) {
+    let mut from = 0;
+    for (r, o) in ranks.iter().zip(out) {
+        let r = (*r).max(from);
+        *o = Some(widen(*v[from..].select_nth_unstable(r - from).1));
+        from = r;
+    }
+}
+
+/// One statistic to compute in [`StepTimes::of_steps`]: its number and every thread's durations.
+type Job = (usize, Vec<Durations>);
+
+/// The time statistics of one step, from the durations of every thread.
+#[derive(Debug, Default, Clone)]
+struct StepTimes {
+    median: Option<i64>,
+    p90: Option<i64>,
+    count: u64,
+    sum: i64,
+    /// Counts per [`TTC_BOUNDS`] bucket, the last one unbounded (filled for time to convert).
+    histogram: Vec<u64>,
+}
+
+impl StepTimes {
+    /// Merges `parts` and computes their statistics; the 90th percentile and the histogram only
+    /// when asked for.
+    fn of(parts: Vec<Durations>, p90: bool, histogram: bool) -> StepTimes {
+        let mut parts = parts.into_iter();
+        let mut all = parts.next().unwrap_or_default();
+        for p in parts {
+            all.append(&p);
         }
+        let (median, p90) = if p90 {
+            let [m, p] = all.quantiles([0.5, 0.9]);
+            (m, p)
+        } else {
+            (all.quantiles([0.5])[0], None)
+        };
+        let mut t = StepTimes {
+            median,
+            p90,
+            count: all.len() as u64,
+            sum: all.iter().sum(),
+            histogram: Vec::new(),
+        };
+        if histogram {
+            t.histogram = vec![0; TTC_BOUNDS.len() + 1];
+            for ms in all.iter() {
+                let s = ms as f64 / 1000.0;
+                let k = TTC_BOUNDS
+                    .iter()
+                    .position(|b| s <= *b)
+                    .unwrap_or(TTC_BOUNDS.len());
+                t.histogram[k] += 1;
+            }
+        }
+        t
+    }
+
+    /// Per step, the statistics of the times from the previous step and from the first, with the
+    /// histogram of the last step's time from the first. `parts` holds each thread's durations;
+    /// merging and selecting run on up to `threads` threads, the biggest steps first.
+    fn of_steps(
+        parts: Vec<(Vec<Durations>, Vec<Durations>)>,
+        n: usize,
+        threads: usize,
+    ) -> (Vec<StepTimes>, Vec<StepTimes>) {
+        // job 2k: from the previous step to step k; job 2k + 1: from the first step to step k
+        // (none for step 2: that is job 2, see [`Totals::from_prev`])
+        let mut jobs: Vec<Job> = (0..2 * n).map(|j| (j, Vec::new())).collect();
+        for (prev, first) in parts {
+            for (k, (a, b)) in prev.into_iter().zip(first).enumerate() {
+                jobs[2 * k].1.push(a);
+                jobs[2 * k + 1].1.push(b);
+            }
+        }
+        if n > 1 {
+            jobs.remove(3);
+        }
+        let size = |j: &Job| j.1.iter().map(|d| d.len()).sum::<usize>();
+        jobs.sort_by_key(|j| std::cmp::Reverse(size(j)));
+        let total: usize = jobs.iter().map(size).sum();
+        let threads = if total < 200_000 { 1 } else { threads.max(1) };
+        // the biggest job to the least loaded thread
+        let mut lanes: Vec<(usize, Vec<Job>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+        for j in jobs {
+            let lane = lanes.iter_mut().min_by_key(|l| l.0).expect("one lane");
+            lane.0 += size(&j);
+            lane.1.push(j);
+        }
+        // time to convert: to the last step from the first
+        let last = if n == 2 { 2 } else { 2 * n - 1 };
+        let run = |lane: Vec<Job>| {
+            lane.into_iter()
+                .map(|(j, d)| (j, StepTimes::of(d, j % 2 == 0 || j == last, j == last)))
+                .collect::<Vec<_>>()
+        };
+        let mut lanes = lanes.into_iter().map(|l| l.1);
+        let mine = lanes.next().unwrap_or_default();
+        let mut done: Vec<(usize, StepTimes)> = std::thread::scope(|s| {
+            let others: Vec<_> = lanes.map(|l| s.spawn(move || run(l))).collect();
+            let mut done = run(mine);
+            for h in others {
+                done.extend(h.join().expect("time statistics thread panicked"));
+            }
+            done
+        });
+        done.sort_by_key(|d| d.0);
+        if n > 1 {
+            let to_second = done[2].1.clone();
+            done.insert(3, (3, to_second));
+        }
+        let (mut prev, mut first) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (j, t) in done {
+            if j % 2 == 0 {
+                prev.push(t);
+            } else {
+                first.push(t);
+            }
+        }
+        (prev, first)
     }
 }
 
@@ -1286,7 +1479,8 @@ impl Durations {
 struct Totals {
     counts: Vec<u64>,
     levels: Vec<u64>,
-    /// Per step: seconds-from-previous and seconds-from-first of those who reached it (ms).
+    /// Per step: seconds-from-previous and seconds-from-first of those who reached it (ms). To
+    /// step 2, the time from the first step is the time from the previous: only that is kept.
     from_prev: Vec<Durations>,
     from_first: Vec<Durations>,
     breakdown: FxHashMap<u32, Vec<u64>>,
@@ -1304,18 +1498,13 @@ impl Totals {
         }
     }
 
+    /// Adds the counts of `o` (its durations are merged by [`StepTimes::of_steps`]).
     fn merge(&mut self, o: Totals) {
         for (a, b) in self.counts.iter_mut().zip(o.counts) {
             *a += b;
         }
         for (a, b) in self.levels.iter_mut().zip(o.levels) {
             *a += b;
-        }
-        for (a, b) in self.from_prev.iter_mut().zip(&o.from_prev) {
-            a.append(b);
-        }
-        for (a, b) in self.from_first.iter_mut().zip(&o.from_first) {
-            a.append(b);
         }
         for (k, v) in o.breakdown {
             let e = self.breakdown.entry(k).or_insert_with(|| vec![0; v.len()]);
@@ -1373,6 +1562,8 @@ impl PersonRunner<'_> {
             t.counts[k] += 1;
             if k > 0 {
                 t.from_prev[k].push(ts - prev);
+            }
+            if k > 1 {
                 t.from_first[k].push(ts - t0);
             }
             prev = ts;
@@ -1391,6 +1582,7 @@ impl PersonRunner<'_> {
         single: &[u8],
         best: usize,
         t0: i64,
+        times: &mut [i64; SINGLE_CHAIN],
         t: &mut Totals,
     ) {
         t.levels[best] += 1;
@@ -1403,32 +1595,51 @@ impl PersonRunner<'_> {
         }
         let ts = &rows.journey.ts[rows.lo..rows.hi];
         let events = &rows.journey.event[rows.lo..rows.hi];
-        // the chain starts late in most journeys: find its first row by a branch-free bisection
-        let (mut base, mut size) = (0, ts.len());
-        while size > 1 {
-            let half = size / 2;
-            base = std::hint::select_unpredictable(ts[base + half] < t0, base + half, base);
-            size -= half;
-        }
-        let (mut k, mut prev) = (1, t0);
-        for (&x, &code) in ts[base + 1..].iter().zip(&events[base + 1..]) {
-            let p = single
+        // branch-free: a touchpoint that is not the chain's next step is written to a dummy slot
+        const DUMMY: usize = SINGLE_CHAIN - 1;
+        debug_assert!(best < DUMMY);
+        let step_of = |code: u32| {
+            single
                 .get(code as usize)
                 .copied()
-                .unwrap_or(SlotTable::SINGLE_NONE) as usize;
-            if p == k {
-                t.counts[k] += 1;
-                t.from_prev[k].push(x - prev);
-                t.from_first[k].push(x - t0);
-                prev = x;
-                k += 1;
-                if k == best {
-                    break;
-                }
+                .unwrap_or(SlotTable::SINGLE_NONE) as usize
+        };
+        times[0] = t0;
+        // the chain starts late in most journeys: its first row is the number of rows before
+        // it, counted without a branch in short journeys and found by a branch-free bisection
+        // in long ones
+        let first = if ts.len() <= Self::SHORT_JOURNEY {
+            ts.iter().map(|x| (*x < t0) as usize).sum()
+        } else {
+            let (mut base, mut size) = (0, ts.len());
+            while size > 1 {
+                let half = size / 2;
+                base = std::hint::select_unpredictable(ts[base + half] < t0, base + half, base);
+                size -= half;
+            }
+            base + (ts[base] < t0) as usize
+        };
+        let mut k = 1;
+        for (&x, &code) in ts[first + 1..].iter().zip(&events[first + 1..]) {
+            let hit = step_of(code) == k;
+            times[if hit { k } else { DUMMY }] = x;
+            k += hit as usize;
+            if k == best {
+                break;
             }
         }
         debug_assert_eq!(k, best, "a chain from the latest start exists");
+        for k in 1..best {
+            t.counts[k] += 1;
+            t.from_prev[k].push(times[k] - times[k - 1]);
+            if k > 1 {
+                t.from_first[k].push(times[k] - t0);
+            }
+        }
     }
+
+    /// Journeys up to this long are walked whole by [`PersonRunner::record_single_chain`].
+    const SHORT_JOURNEY: usize = 64;
 
     fn record(&self, who: u32, o: &Outcome, t: &mut Totals) {
         if o.reached == 0 {
@@ -1448,7 +1659,7 @@ impl PersonRunner<'_> {
                 if let Some(p) = prev_time {
                     t.from_prev[st].push(time - p);
                 }
-                if st > 0 && o.times[0] != i64::MIN {
+                if st > 1 && o.times[0] != i64::MIN {
                     t.from_first[st].push(time - o.times[0]);
                 }
                 prev_time = Some(time);
@@ -1534,6 +1745,7 @@ pub fn run_funnel<S: JourneySource>(
         None
     };
     let mut totals = Totals::new(n);
+    let mut durations = Vec::new();
     match q.count_by {
         CountBy::Person => {
             let parts = source.scan_batches(
@@ -1547,6 +1759,7 @@ pub fn run_funnel<S: JourneySource>(
                     )
                 },
                 |(t, entries, scratch, outcome), b| {
+                    let ties = !b.distinct_times;
                     for (k, &(lo, hi)) in b.ranges.iter().enumerate() {
                         // the hot path: the batch's columns read in place
                         if let Some(slots) = &slot_table {
@@ -1557,7 +1770,7 @@ pub fn run_funnel<S: JourneySource>(
                                 masks: event_masks,
                                 breakdown: runner.breakdown,
                             };
-                            if let Some((best, t0)) = kernel.run_slots(&rows, slots) {
+                            if let Some((best, t0)) = kernel.run_slots(&rows, slots, ties) {
                                 if runner.needs_outcome() {
                                     outcome.reached = 0;
                                     outcome.level = 0;
@@ -1566,7 +1779,14 @@ pub fn run_funnel<S: JourneySource>(
                                     }
                                     runner.record(b.persons[k], outcome, t);
                                 } else if let Some(single) = &slots.single {
-                                    runner.record_single_chain(&rows, single, best, t0, t);
+                                    runner.record_single_chain(
+                                        &rows,
+                                        single,
+                                        best,
+                                        t0,
+                                        &mut scratch.single_chain,
+                                        t,
+                                    );
                                 } else {
                                     runner.record_chain(&kernel, &rows, best, t0, t);
                                 }
@@ -1590,7 +1810,11 @@ pub fn run_funnel<S: JourneySource>(
                     }
                 },
             );
-            for (t, ..) in parts {
+            for (mut t, ..) in parts {
+                durations.push((
+                    std::mem::take(&mut t.from_prev),
+                    std::mem::take(&mut t.from_first),
+                ));
                 totals.merge(t);
             }
         }
@@ -1618,12 +1842,21 @@ pub fn run_funnel<S: JourneySource>(
                 kernel.run(&entries, &mut scratch, &mut outcome);
                 runner.record(group[0].0, &outcome, &mut totals);
             }
+            durations.push((
+                std::mem::take(&mut totals.from_prev),
+                std::mem::take(&mut totals.from_first),
+            ));
         }
     }
     if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) {
         return Err(EngineError::Cancelled);
     }
-    Ok(source.with_vocabulary(|v| render(q, totals, v)))
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
+        t => t,
+    };
+    let times = StepTimes::of_steps(durations, n, threads);
+    Ok(source.with_vocabulary(|v| render(q, totals, times, v)))
 }
 
 fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -1649,7 +1882,12 @@ const TTC_BOUNDS: [f64; 9] = [
     60.0, 600.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0, 1209600.0, 2592000.0,
 ];
 
-fn render(q: &FunnelQuery, mut t: Totals, v: &dyn Vocabulary) -> FunnelResult {
+fn render(
+    q: &FunnelQuery,
+    t: Totals,
+    (from_prev, from_first): (Vec<StepTimes>, Vec<StepTimes>),
+    v: &dyn Vocabulary,
+) -> FunnelResult {
     let n = q.steps.len();
     let first = t.counts[0];
     let mut steps = Vec::with_capacity(n);
@@ -1666,35 +1904,26 @@ fn render(q: &FunnelQuery, mut t: Totals, v: &dyn Vocabulary) -> FunnelResult {
             dropped: prev_count.map(|p| p.saturating_sub(count)).unwrap_or(0),
             conversion_from_previous: prev_count.and_then(|p| ratio(count, p)),
             conversion_from_first: ratio(count, first),
-            median_seconds_from_previous: secs(t.from_prev[st].quantile(0.5)),
-            p90_seconds_from_previous: secs(t.from_prev[st].quantile(0.9)),
-            median_seconds_from_first: secs(t.from_first[st].quantile(0.5)),
+            median_seconds_from_previous: secs(from_prev[st].median),
+            p90_seconds_from_previous: secs(from_prev[st].p90),
+            median_seconds_from_first: secs(from_first[st].median),
         });
         if !step.optional {
             prev_required = Some(st);
         }
     }
-    let ttc = &mut t.from_first[n - 1];
-    let mut histogram: Vec<(Option<f64>, u64)> = TTC_BOUNDS
-        .iter()
-        .map(|b| (Some(*b), 0))
-        .chain(std::iter::once((None, 0)))
-        .collect();
-    for ms in ttc.iter() {
-        let s = ms as f64 / 1000.0;
-        let k = TTC_BOUNDS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(TTC_BOUNDS.len());
-        histogram[k].1 += 1;
-    }
-    let mean = (ttc.len() > 0).then(|| ttc.iter().sum::<i64>() as f64 / ttc.len() as f64 / 1000.0);
+    let ttc = &from_first[n - 1];
     let time_to_convert = TimeToConvert {
-        converted: if n == 1 { first } else { ttc.len() as u64 },
-        median_seconds: secs(ttc.quantile(0.5)),
-        p90_seconds: secs(ttc.quantile(0.9)),
-        mean_seconds: mean,
-        histogram,
+        converted: if n == 1 { first } else { ttc.count },
+        median_seconds: secs(ttc.median),
+        p90_seconds: secs(ttc.p90),
+        mean_seconds: (ttc.count > 0).then(|| ttc.sum as f64 / ttc.count as f64 / 1000.0),
+        histogram: TTC_BOUNDS
+            .iter()
+            .map(|b| Some(*b))
+            .chain(std::iter::once(None))
+            .zip(ttc.histogram.iter().copied())
+            .collect(),
     };
     let field = match q.count_by {
         CountBy::Person => Field::DistinctId,
@@ -1751,6 +1980,7 @@ fn render(q: &FunnelQuery, mut t: Totals, v: &dyn Vocabulary) -> FunnelResult {
 #[cfg(test)]
 mod durations_tests {
     use super::*;
+    use crate::stats::quantile;
     use proptest::prelude::*;
 
     proptest! {
@@ -1769,6 +1999,10 @@ mod durations_tests {
             }
             let mut plain = values.clone();
             prop_assert_eq!(d.quantile(q), quantile(&mut plain, q));
+            // several ascending ranks at once, each selected above the previous
+            let qs = [0.01, 0.5, 0.5, 0.9, 1.0];
+            let expected = qs.map(|q| quantile(&mut plain, q));
+            prop_assert_eq!(d.quantiles(qs), expected);
             prop_assert_eq!(d.iter().sum::<i64>(), values.iter().sum::<i64>());
         }
     }

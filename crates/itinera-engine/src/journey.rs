@@ -205,6 +205,15 @@ pub fn rows_within(ts: &[i64], from_ms: Option<i64>, to_ms: Option<i64>) -> std:
     lo..hi.max(lo)
 }
 
+/// True when no two neighbouring times are equal. One pass without an early exit, so that it
+/// runs in vector registers; stores compute it once per immutable chunk of rows.
+pub fn distinct_times(ts: &[i64]) -> bool {
+    let (Some(a), Some(b)) = (ts.get(..ts.len().saturating_sub(1)), ts.get(1..)) else {
+        return true;
+    };
+    !a.iter().zip(b).fold(false, |acc, (x, y)| acc | (x == y))
+}
+
 /// The journeys of several persons whose rows lie in the same columns: person `persons[k]`
 /// owns rows `ranges[k].0..ranges[k].1` of `rows`. Handing kernels many persons at once spares
 /// them a call, a dozen slices and a state reset per person, which on journeys of ~20
@@ -215,6 +224,9 @@ pub struct JourneyBatch<'a> {
     pub rows: Journey<'a>,
     pub persons: &'a [u32],
     pub ranges: &'a [(u32, u32)],
+    /// No two neighbouring rows of `rows` share a time (see [`distinct_times`]); false when
+    /// unknown. Kernels that treat equal times apart skip looking for them when true.
+    pub distinct_times: bool,
 }
 
 impl<'a> JourneyBatch<'a> {
@@ -225,6 +237,7 @@ impl<'a> JourneyBatch<'a> {
             rows: *j,
             persons: std::slice::from_ref(&j.person),
             ranges: range,
+            distinct_times: false,
         }
     }
 

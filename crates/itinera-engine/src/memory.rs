@@ -210,6 +210,7 @@ impl JourneySource for MemorySource {
                 rows: self.columns(),
                 persons: &persons,
                 ranges: &ranges,
+                distinct_times: crate::journey::distinct_times(&self.cols.ts),
             },
         );
         vec![acc]

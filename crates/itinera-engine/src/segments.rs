@@ -320,6 +320,7 @@ impl<S: JourneySource> JourneySource for Filtered<'_, S> {
                         rows: b.rows,
                         persons: &persons,
                         ranges: &ranges,
+                        distinct_times: b.distinct_times,
                     },
                 );
             }

@@ -355,11 +355,15 @@ fn journeys() -> impl Strategy<Value = Vec<Vec<(i64, u8)>>> {
     )
 }
 
-/// Journeys with distinct times per person (the fast kernels' domain; ties take the general one).
+/// Journeys with distinct times per person (the fast kernels' domain; ties take the general one),
+/// some longer than the 64 touchpoints below which the chain is walked whole.
 fn journeys_without_ties() -> impl Strategy<Value = Vec<Vec<(i64, u8)>>> {
+    let journey = prop_oneof![
+        4 => prop::collection::btree_map(0i64..60, 0u8..5, 0..16),
+        1 => prop::collection::btree_map(0i64..400, 0u8..5, 60..120),
+    ];
     prop::collection::vec(
-        prop::collection::btree_map(0i64..60, 0u8..5, 0..16)
-            .prop_map(|m| m.into_iter().collect::<Vec<_>>()),
+        journey.prop_map(|m| m.into_iter().collect::<Vec<_>>()),
         1..12,
     )
 }
@@ -448,13 +452,19 @@ proptest! {
                     from_first.push(c[k] - c[0]);
                 }
             }
-            let median = |v: &mut Vec<i64>| {
+            // nearest rank, as documented
+            let quantile = |v: &mut Vec<i64>, q: f64| {
                 v.sort();
-                (!v.is_empty()).then(|| v[v.len().div_ceil(2) - 1] as f64 / 1000.0)
+                let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));
+                (!v.is_empty()).then(|| v[rank - 1] as f64 / 1000.0)
             };
             prop_assert_eq!(r.steps[k].count as usize, from_prev.len());
-            prop_assert_eq!(r.steps[k].median_seconds_from_previous, median(&mut from_prev));
-            prop_assert_eq!(r.steps[k].median_seconds_from_first, median(&mut from_first));
+            prop_assert_eq!(r.steps[k].median_seconds_from_previous, quantile(&mut from_prev, 0.5));
+            prop_assert_eq!(r.steps[k].p90_seconds_from_previous, quantile(&mut from_prev, 0.9));
+            prop_assert_eq!(r.steps[k].median_seconds_from_first, quantile(&mut from_first, 0.5));
+            if k == steps.len() - 1 {
+                prop_assert_eq!(r.time_to_convert.p90_seconds, quantile(&mut from_first, 0.9));
+            }
         }
     }
 

@@ -33,6 +33,8 @@ pub struct Columns {
     pub prop_end: Vec<u32>,
     pub prop_key: Vec<u32>,
     pub prop_val: Vec<u32>,
+    /// [`Columns::distinct_times`], once computed.
+    pub(crate) distinct_times: std::sync::OnceLock<bool>,
 }
 
 impl Columns {
@@ -59,7 +61,16 @@ impl Columns {
             prop_end: Vec::with_capacity(n),
             prop_key: Vec::new(),
             prop_val: Vec::new(),
+            distinct_times: Default::default(),
         }
+    }
+
+    /// True when no two neighbouring rows share a time: computed on the first call, for columns
+    /// that no longer change (decoded segments, a snapshot's sorted copies).
+    pub fn distinct_times(&self) -> bool {
+        *self
+            .distinct_times
+            .get_or_init(|| itinera_engine::journey::distinct_times(&self.ts))
     }
 
     /// The range of row `i`'s properties in `prop_key`/`prop_val`.
@@ -79,6 +90,7 @@ impl Columns {
 
     /// Appends row `i` of `other`.
     pub fn push_from(&mut self, other: &Columns, i: usize) {
+        self.distinct_times.take();
         self.did.push(other.did[i]);
         self.ts.push(other.ts[i]);
         self.event.push(other.event[i]);

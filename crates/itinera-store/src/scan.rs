@@ -51,6 +51,7 @@ impl BatchBuilder {
                 rows: journey_of(0, c, 0, c.len()),
                 persons: &self.persons,
                 ranges: &self.ranges,
+                distinct_times: c.distinct_times(),
             });
         }
         self.persons.clear();

@@ -313,6 +313,7 @@ impl SegmentFile {
             revenue: codec::decode_f64s(&get("revenue")?, n, "revenue")?,
             msg_hash: codec::decode_u64s(&get("msg_hash")?, n, "msg_hash")?,
             received_at: codec::decode_deltas(&get("received_at")?, n, "received_at")?,
+            distinct_times: Default::default(),
         };
         for len in [
             cols.did.len(),
