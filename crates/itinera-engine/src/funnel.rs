@@ -791,38 +791,68 @@ impl FunnelKernel {
         if let Some(single) = &slots.single {
             return self.run_single_slots(rows, single, ties);
         }
+        // the checks a journey needs, and a state just big enough, as constants of the loop
+        let checks = ties || self.entry_before != i64::MAX;
+        match (self.n + 3 <= 32, slots.stride, checks) {
+            (true, 2, false) => self.stride_slots::<32, 2, false>(rows, slots),
+            (true, 3, false) => self.stride_slots::<32, 3, false>(rows, slots),
+            (true, 4, false) => self.stride_slots::<32, 4, false>(rows, slots),
+            (true, _, false) => self.stride_slots::<32, 0, false>(rows, slots),
+            (true, _, true) => self.stride_slots::<32, 0, true>(rows, slots),
+            (false, _, _) => self.stride_slots::<{ MAX_STEPS + 3 }, 0, true>(rows, slots),
+        }
+    }
+
+    /// The loop of [`FunnelKernel::run_slots`] with a state of `SIZE` slots, `STRIDE` steps per
+    /// event (0: the table's stride, read at run time), looking for ties and checking the entry
+    /// bound only when `CHECKS`.
+    #[inline(always)]
+    fn stride_slots<const SIZE: usize, const STRIDE: usize, const CHECKS: bool>(
+        &self,
+        rows: &EventMasks<'_, '_>,
+        slots: &SlotTable,
+    ) -> Option<(usize, i64)> {
         const UNSET: i64 = i64::MIN / 2;
-        let n = self.n;
-        let mut s = [UNSET; MAX_STEPS + 3];
+        debug_assert!(self.n + 3 <= SIZE);
+        let mut s = [UNSET; SIZE];
         let w = self.window.min(i64::MAX / 4);
-        let stride = slots.stride;
+        let stride = if STRIDE == 0 { slots.stride } else { STRIDE };
+        debug_assert_eq!(stride, slots.stride);
         let none = &slots.none[..stride];
         let mut tie = false;
         let mut prev = i64::MIN;
         let (lo, hi) = (rows.lo, rows.hi);
-        for (ts, code) in rows.journey.ts[lo..hi]
+        for (&ts, &code) in rows.journey.ts[lo..hi]
             .iter()
             .zip(&rows.journey.event[lo..hi])
         {
-            let ts = *ts;
-            let at = *code as usize * stride;
+            let at = code as usize * stride;
             let steps = slots.slots.get(at..at + stride).unwrap_or(none);
-            tie |= ts == prev;
-            prev = ts;
-            s[0] = if ts < self.entry_before { ts } else { UNSET };
+            if CHECKS {
+                tie |= ts == prev;
+                prev = ts;
+            }
+            s[0] = if !CHECKS || ts < self.entry_before {
+                ts
+            } else {
+                UNSET
+            };
+            // the window subtracted off the dependency chain
+            let earliest = ts - w;
             for &p in steps {
                 let p = p as usize;
                 let (pred, cur) = (s[p], s[p + 1]);
                 // a conditional move, not a branch: whether a touchpoint extends a chain is
                 // unpredictable
-                s[p + 1] = std::hint::select_unpredictable(ts <= pred + w, pred, cur);
+                s[p + 1] = std::hint::select_unpredictable(earliest <= pred, pred, cur);
             }
         }
         if tie {
             return None;
         }
-        let best = (1..=n).rev().find(|k| s[*k] != UNSET).unwrap_or(0);
-        Some((best, if best > 0 { s[best] } else { UNSET }))
+        // the steps reached are a prefix: counted, not searched
+        let best = s[1..=self.n].iter().filter(|v| **v != UNSET).count();
+        Some((best, s[best]))
     }
 
     /// [`FunnelKernel::run_slots`] when every event matches at most one step: one table load,
@@ -1227,7 +1257,7 @@ fn required_up_to(optional: &[bool], upto: usize) -> u64 {
 }
 
 /// Per-thread working memory of the kernels.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Scratch {
     set: Vec<bool>,
     start: Vec<i64>,
@@ -1238,13 +1268,29 @@ pub struct Scratch {
     chain_tags: Vec<u32>,
     group: Vec<(u32, u32)>,
     counts: Vec<u32>,
-    /// The times of a chain walked by [`PersonRunner::record_single_chain`], kept across persons
+    /// The times of a chain walked by [`PersonRunner::record_table_chain`], kept across persons
     /// so that nothing is reset per person.
-    single_chain: [i64; SINGLE_CHAIN],
+    chain: [i64; CHAIN_SLOTS],
 }
 
-/// Slots of [`Scratch::single_chain`]: the steps of the single-step table and a dummy.
-const SINGLE_CHAIN: usize = 32;
+/// Slots of [`Scratch::chain`]: every step and a dummy.
+const CHAIN_SLOTS: usize = MAX_STEPS + 1;
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch {
+            set: Vec::new(),
+            start: Vec::new(),
+            last: Vec::new(),
+            ever: 0,
+            chain_times: Vec::new(),
+            chain_tags: Vec::new(),
+            group: Vec::new(),
+            counts: Vec::new(),
+            chain: [0; CHAIN_SLOTS],
+        }
+    }
+}
 
 impl Scratch {
     /// The chain of step `st` becomes the chain of step `p` (an earlier step), the optional
@@ -1546,43 +1592,19 @@ impl PersonRunner<'_> {
         self.q.breakdown.is_some() || self.q.cohort.is_some()
     }
 
-    /// [`PersonRunner::record`] for a chain of `best` steps from `t0`, walked once with its
-    /// times recorded on the way (no breakdown, no cohort).
-    fn record_chain<R: Rows + ?Sized>(
-        &self,
-        kernel: &FunnelKernel,
-        rows: &R,
-        best: usize,
-        t0: i64,
-        t: &mut Totals,
-    ) {
-        t.levels[best] += 1;
-        let mut prev = t0;
-        kernel.walk_chain(rows, best, t0, |k, _, ts| {
-            t.counts[k] += 1;
-            if k > 0 {
-                t.from_prev[k].push(ts - prev);
-            }
-            if k > 1 {
-                t.from_first[k].push(ts - t0);
-            }
-            prev = ts;
-        });
-    }
-
     /// [`PersonRunner::record`] for a chain of `best` steps from `t0` found by
-    /// [`FunnelKernel::run_single_slots`] (no breakdown, no cohort): the chain is walked once,
-    /// its times recorded on the way. From the chain's start, each step is the first touchpoint
-    /// of that step (the fastest form of the chain, as [`FunnelKernel::walk_chain`]); it ends
-    /// within the window since a chain from that start does.
+    /// [`FunnelKernel::run_slots`] (no breakdown, no cohort): the chain is walked once, its
+    /// times recorded on the way. From the chain's start, each step is the first touchpoint of
+    /// that step (the fastest form of the chain, as [`FunnelKernel::walk_chain`]; a touchpoint
+    /// may serve consecutive steps); it ends within the window since a chain from that start
+    /// does. The journey has no equal times, so the start is the one touchpoint at `t0`.
     #[inline]
-    fn record_single_chain(
+    fn record_table_chain(
         &self,
         rows: &EventMasks<'_, '_>,
-        single: &[u8],
         best: usize,
         t0: i64,
-        times: &mut [i64; SINGLE_CHAIN],
+        times: &mut [i64; CHAIN_SLOTS],
         t: &mut Totals,
     ) {
         t.levels[best] += 1;
@@ -1595,16 +1617,6 @@ impl PersonRunner<'_> {
         }
         let ts = &rows.journey.ts[rows.lo..rows.hi];
         let events = &rows.journey.event[rows.lo..rows.hi];
-        // branch-free: a touchpoint that is not the chain's next step is written to a dummy slot
-        const DUMMY: usize = SINGLE_CHAIN - 1;
-        debug_assert!(best < DUMMY);
-        let step_of = |code: u32| {
-            single
-                .get(code as usize)
-                .copied()
-                .unwrap_or(SlotTable::SINGLE_NONE) as usize
-        };
-        times[0] = t0;
         // the chain starts late in most journeys: its first row is the number of rows before
         // it, counted without a branch in short journeys and found by a branch-free bisection
         // in long ones
@@ -1619,11 +1631,20 @@ impl PersonRunner<'_> {
             }
             base + (ts[base] < t0) as usize
         };
+        // without a branch on whether a touchpoint is the next step: one that is not writes to
+        // a dummy slot
+        const DUMMY: usize = CHAIN_SLOTS - 1;
+        debug_assert!(best < DUMMY);
+        times[0] = t0;
         let mut k = 1;
-        for (&x, &code) in ts[first + 1..].iter().zip(&events[first + 1..]) {
-            let hit = step_of(code) == k;
-            times[if hit { k } else { DUMMY }] = x;
-            k += hit as usize;
+        for (&x, &code) in ts[first..].iter().zip(&events[first..]) {
+            let later = rows.masks.get(code as usize).copied().unwrap_or(0) >> k;
+            let served = (later.trailing_ones() as usize).min(best - k);
+            times[if served > 0 { k } else { DUMMY }] = x;
+            for slot in &mut times[k + 1..k + served.max(1)] {
+                *slot = x; // rare: the touchpoint serves the steps after too
+            }
+            k += served;
             if k == best {
                 break;
             }
@@ -1638,7 +1659,8 @@ impl PersonRunner<'_> {
         }
     }
 
-    /// Journeys up to this long are walked whole by [`PersonRunner::record_single_chain`].
+    /// Journeys up to this long find their chain's start by counting (see
+    /// [`PersonRunner::record_table_chain`]).
     const SHORT_JOURNEY: usize = 64;
 
     fn record(&self, who: u32, o: &Outcome, t: &mut Totals) {
@@ -1778,17 +1800,14 @@ pub fn run_funnel<S: JourneySource>(
                                         kernel.report_chain(&rows, best, t0, outcome);
                                     }
                                     runner.record(b.persons[k], outcome, t);
-                                } else if let Some(single) = &slots.single {
-                                    runner.record_single_chain(
+                                } else {
+                                    runner.record_table_chain(
                                         &rows,
-                                        single,
                                         best,
                                         t0,
-                                        &mut scratch.single_chain,
+                                        &mut scratch.chain,
                                         t,
                                     );
-                                } else {
-                                    runner.record_chain(&kernel, &rows, best, t0, t);
                                 }
                                 continue;
                             }
