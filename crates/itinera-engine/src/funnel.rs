@@ -1753,6 +1753,9 @@ pub fn run_funnel<S: JourneySource>(
         breakdown: tags,
     };
     let mut scan_opts = opts.clone();
+    // per person, counts and sets of durations: the same whichever thread sees a person (per
+    // account, the order in which equal times of different persons arrive may matter)
+    scan_opts.order_free = q.count_by == CountBy::Person;
     scan_opts.from_ms = max_opt(opts.from_ms, q.from_ms);
     scan_opts.to_ms = min_opt(
         opts.to_ms,

@@ -193,6 +193,11 @@ pub struct ScanOptions {
     pub to_ms: Option<i64>,
     /// Threads to use; 0 means all cores.
     pub threads: usize,
+    /// The analysis does not depend on which thread sees which person (integer counts, sets of
+    /// values): persons may go to whichever thread is free, which keeps both cores busy to the
+    /// end when one is slowed down. Sums of floats must leave it false, so that their rounding
+    /// stays the same from run to run.
+    pub order_free: bool,
     /// Progress reporting and cancellation; a cancelled scan stops early and the caller discards
     /// its partial result.
     pub control: Option<Arc<QueryControl>>,

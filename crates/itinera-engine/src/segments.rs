@@ -362,11 +362,7 @@ pub fn run_segments_report<S: JourneySource>(
             personas.iter().map(c).collect::<Result<Vec<_>>>()?,
         ))
     })?;
-    let whole = ScanOptions {
-        from_ms: None,
-        to_ms: None,
-        ..opts.clone()
-    };
+    let whole = whole_history(opts);
     let parts = source.scan(
         &whole,
         || {

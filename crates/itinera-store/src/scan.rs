@@ -223,6 +223,8 @@ impl Snapshot {
 
     /// Runs `work(acc, persons, scratch)` over contiguous ranges of persons, in parallel over
     /// `opts.threads` threads, reporting progress and stopping when the query is cancelled.
+    /// Each thread takes a fixed share of the persons, or, when the analysis is
+    /// [`ScanOptions::order_free`], the next range not taken yet.
     fn split_persons<A: Send>(
         &self,
         opts: &ScanOptions,
@@ -242,19 +244,25 @@ impl Snapshot {
             c.add_total(persons as u64);
         }
         let per = persons.div_ceil(threads).max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let (init, work) = (&init, &work);
+                    let (init, work, next) = (&init, &work, &next);
                     s.spawn(move || {
                         let mut acc = init();
                         let mut scratch = Columns::default();
-                        let lo = (t * per).min(persons);
-                        let hi = ((t + 1) * per).min(persons);
+                        let (mut at, hi) = if opts.order_free {
+                            (0, persons)
+                        } else {
+                            ((t * per).min(persons), ((t + 1) * per).min(persons))
+                        };
                         let control = opts.control.as_deref();
-                        let mut at = lo;
-                        while at < hi {
-                            if control.is_some_and(|c| c.is_cancelled()) {
+                        loop {
+                            if opts.order_free {
+                                at = next.fetch_add(STRIDE, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            if at >= hi || control.is_some_and(|c| c.is_cancelled()) {
                                 break;
                             }
                             let end = (at + STRIDE).min(hi);

@@ -390,3 +390,51 @@ fn backpressure_never_deadlocks_with_a_flush() {
     let total: usize = journeys(&s).iter().map(|j| j.1.len()).sum();
     assert_eq!(total, 3 * 150 * 100);
 }
+
+/// An order-free scan hands ranges of persons to whichever thread is free: every person is
+/// still seen exactly once, in whole, in batches or one by one, with many ranges per thread.
+#[test]
+fn order_free_scans_see_every_person_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), small()).unwrap();
+    let persons = 20_000;
+    let batch: Vec<Touchpoint> = (0..persons)
+        .flat_map(|p| (0..2).map(move |k| track(&format!("m{p}-{k}"), &format!("u{p}"), "a", k)))
+        .collect();
+    s.append(batch).unwrap();
+    s.flush().unwrap();
+    let snap = s.snapshot();
+    let fixed = ScanOptions {
+        threads: 2,
+        ..Default::default()
+    };
+    let free = ScanOptions {
+        order_free: true,
+        ..fixed.clone()
+    };
+    let seen = |opts: &ScanOptions| {
+        let parts = snap.scan_persons(opts, Vec::new, |acc, p| acc.push((p.person, p.len())));
+        assert_eq!(parts.len(), 2);
+        let mut all: Vec<_> = parts.into_iter().flatten().collect();
+        all.sort();
+        all
+    };
+    let batched = |opts: &ScanOptions| {
+        let parts = snap.scan_batches(opts, Vec::new, |acc, b| {
+            acc.extend(
+                b.persons
+                    .iter()
+                    .zip(b.ranges)
+                    .map(|(p, r)| (*p, (r.1 - r.0) as usize)),
+            )
+        });
+        let mut all: Vec<_> = parts.into_iter().flatten().collect();
+        all.sort();
+        all
+    };
+    let expected = seen(&fixed);
+    assert_eq!(expected.len(), persons);
+    assert!(expected.iter().all(|(_, n)| *n == 2));
+    assert_eq!(seen(&free), expected);
+    assert_eq!(batched(&free), expected);
+}
