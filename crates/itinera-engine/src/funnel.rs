@@ -1422,10 +1422,14 @@ struct StepTimes {
 impl StepTimes {
     /// Merges `parts` and computes their statistics; the 90th percentile and the histogram only
     /// when asked for.
-    fn of(parts: Vec<Durations>, p90: bool, histogram: bool) -> StepTimes {
+    fn of(mut parts: Vec<Durations>, p90: bool, histogram: bool) -> StepTimes {
+        // into the part with the most room, grown at most once
+        parts.sort_by_key(|p| std::cmp::Reverse(p.short.capacity()));
         let mut parts = parts.into_iter();
         let mut all = parts.next().unwrap_or_default();
-        for p in parts {
+        let rest: Vec<Durations> = parts.collect();
+        all.short.reserve(rest.iter().map(|p| p.short.len()).sum());
+        for p in rest {
             all.append(&p);
         }
         let (median, p90) = if p90 {
