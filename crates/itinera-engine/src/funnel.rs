@@ -1447,13 +1447,10 @@ impl StepTimes {
         };
         if histogram {
             t.histogram = vec![0; TTC_BOUNDS.len() + 1];
+            // whole seconds: compared in ms without a division per duration
+            let bounds = TTC_BOUNDS.map(|b| (b * 1000.0) as i64);
             for ms in all.iter() {
-                let s = ms as f64 / 1000.0;
-                let k = TTC_BOUNDS
-                    .iter()
-                    .position(|b| s <= *b)
-                    .unwrap_or(TTC_BOUNDS.len());
-                t.histogram[k] += 1;
+                t.histogram[bounds.partition_point(|b| *b < ms)] += 1;
             }
         }
         t
@@ -2007,6 +2004,25 @@ fn render(
 mod durations_tests {
     use super::*;
     use crate::stats::quantile;
+
+    /// The time-to-convert histogram puts a duration on a bound in that bound's bucket, from
+    /// every thread's part, long durations included.
+    #[test]
+    fn histogram_buckets_are_closed_above() {
+        let mut a = Durations::default();
+        let mut b = Durations::default();
+        for ms in [0, 60_000, 60_001, 600_000] {
+            a.push(ms);
+        }
+        for ms in [2_592_000_000, 2_592_000_001, 5_000_000_000] {
+            b.push(ms);
+        }
+        let t = StepTimes::of(vec![a, b], true, true);
+        assert_eq!(t.histogram, [2, 2, 0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(t.count, 7);
+        assert_eq!(t.median, Some(600_000));
+        assert_eq!(t.p90, Some(5_000_000_000));
+    }
     use proptest::prelude::*;
 
     proptest! {
