@@ -859,8 +859,9 @@ impl FunnelKernel {
     /// two state loads and one store per touchpoint, with indices masked so that no bounds check
     /// remains. Returns the steps reached and the start of the best chain (see
     /// [`FunnelKernel::walk_chain`]), or None when two touchpoints share a time. `ties` says
-    /// whether the rows may hold equal times (see [`crate::journey::JourneyBatch::distinct_times`]); when not, the
-    /// loop does not look for them.
+    /// whether the rows may hold equal times (see
+    /// [`crate::journey::JourneyBatch::distinct_times`]); when not, the loop does not look for
+    /// them.
     fn run_single_slots(
         &self,
         rows: &EventMasks<'_, '_>,
@@ -1356,8 +1357,8 @@ impl Durations {
             .chain(self.long.iter().copied())
     }
 
-    /// The nearest-rank quantiles (as [`crate::stats::quantile`]) for ascending `qs`: each selection after the
-    /// first only looks above the previous one.
+    /// The nearest-rank quantiles (as [`crate::stats::quantile`]) for ascending `qs`: each
+    /// selection after the first only looks above the previous one.
     fn quantiles<const K: usize>(&mut self, qs: [f64; K]) -> [Option<i64>; K] {
         debug_assert!(qs.is_sorted());
         let n = self.len();
@@ -1609,12 +1610,10 @@ impl PersonRunner<'_> {
         t: &mut Totals,
     ) {
         t.levels[best] += 1;
-        if best == 0 {
+        // one branch for the persons with no time between steps to record
+        t.counts[0] += (best > 0) as u64;
+        if best < 2 {
             return;
-        }
-        t.counts[0] += 1;
-        if best == 1 {
-            return; // no time between steps to record
         }
         let ts = &rows.journey.ts[rows.lo..rows.hi];
         let events = &rows.journey.event[rows.lo..rows.hi];
