@@ -1600,8 +1600,10 @@ impl PersonRunner<'_> {
     /// that step (the fastest form of the chain, as [`FunnelKernel::walk_chain`]; a touchpoint
     /// may serve consecutive steps); it ends within the window since a chain from that start
     /// does. The journey has no equal times, so the start is the one touchpoint at `t0`.
+    /// `MULTI` when an event may match several steps (else each matches at most one, and a
+    /// touchpoint serves at most one step of the chain).
     #[inline]
-    fn record_table_chain(
+    fn record_table_chain<const MULTI: bool>(
         &self,
         rows: &EventMasks<'_, '_>,
         best: usize,
@@ -1639,10 +1641,16 @@ impl PersonRunner<'_> {
         let mut k = 1;
         for (&x, &code) in ts[first..].iter().zip(&events[first..]) {
             let later = rows.masks.get(code as usize).copied().unwrap_or(0) >> k;
-            let served = (later.trailing_ones() as usize).min(best - k);
+            let served = if MULTI {
+                (later.trailing_ones() as usize).min(best - k)
+            } else {
+                (later & 1) as usize
+            };
             times[if served > 0 { k } else { DUMMY }] = x;
-            for slot in &mut times[k + 1..k + served.max(1)] {
-                *slot = x; // rare: the touchpoint serves the steps after too
+            if MULTI {
+                for slot in &mut times[k + 1..k + served.max(1)] {
+                    *slot = x; // rare: the touchpoint serves the steps after too
+                }
             }
             k += served;
             if k == best {
@@ -1803,8 +1811,16 @@ pub fn run_funnel<S: JourneySource>(
                                         kernel.report_chain(&rows, best, t0, outcome);
                                     }
                                     runner.record(b.persons[k], outcome, t);
+                                } else if slots.single.is_some() {
+                                    runner.record_table_chain::<false>(
+                                        &rows,
+                                        best,
+                                        t0,
+                                        &mut scratch.chain,
+                                        t,
+                                    );
                                 } else {
-                                    runner.record_table_chain(
+                                    runner.record_table_chain::<true>(
                                         &rows,
                                         best,
                                         t0,
