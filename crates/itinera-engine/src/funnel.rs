@@ -847,12 +847,7 @@ impl FunnelKernel {
                 s[p + 1] = std::hint::select_unpredictable(earliest <= pred, pred, cur);
             }
         }
-        if tie {
-            return None;
-        }
-        // the steps reached are a prefix: counted, not searched
-        let best = s[1..=self.n].iter().filter(|v| **v != UNSET).count();
-        Some((best, s[best]))
+        (!tie).then(|| self.chain_end(&s, UNSET))
     }
 
     /// [`FunnelKernel::run_slots`] when every event matches at most one step: one table load,
@@ -923,13 +918,17 @@ impl FunnelKernel {
             let next = (p + 1) & (SIZE - 1);
             s[next] = std::hint::select_unpredictable(earliest <= pred, pred, s[next]);
         }
-        if tie {
-            return None;
-        }
-        // the steps reached are a prefix (a chain reaching step k reaches step k - 1 from the
-        // same start): count them rather than search, which would branch on the data
-        let best = s[1..=self.n].iter().filter(|v| **v != UNSET).count();
-        Some((best, s[best]))
+        (!tie).then(|| self.chain_end(&s, UNSET))
+    }
+
+    /// The steps reached and the start of the best chain, from the state of the slot kernels
+    /// (`s[k]`: the latest start of a chain reaching step k, or `unset`). The steps reached are
+    /// a prefix (a chain reaching step k reaches step k - 1 from the same start): counted
+    /// rather than searched, which would branch on the data.
+    #[inline(always)]
+    fn chain_end(&self, s: &[i64], unset: i64) -> (usize, i64) {
+        let best = s[1..=self.n].iter().filter(|v| **v != unset).count();
+        (best, s[best])
     }
 
     /// The `windowFunnel` family. Entries at the same time are taken by step number, as
