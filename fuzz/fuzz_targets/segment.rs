@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&p, data).unwrap();
     if let Ok(seg) = itinera_store::segment::SegmentFile::open(&p) {
         let _ = seg.load_columns();
+        let _ = seg.load_body_locs(1);
         let _ = seg.for_each_body(|_, _| Ok(()));
     }
 });

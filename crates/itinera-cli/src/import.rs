@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use itinera_core::ingest::parse_one;
 use itinera_core::message::new_message_id;
 use itinera_core::{ChannelRules, NormalizeOptions, Touchpoint};
-use itinera_store::Store;
+use itinera_store::{AppendPipeline, Store};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fs::File;
@@ -44,7 +44,9 @@ pub struct ImportReport {
 }
 
 pub struct Importer<'a> {
-    pub store: &'a Store,
+    /// Batches go to the store with a few in flight: the next one is parsed while the writer
+    /// syncs the last.
+    pipeline: AppendPipeline<'a>,
     pub rules: &'a ChannelRules,
     pub reject: Option<Box<dyn Write>>,
     pub batch: Vec<Touchpoint>,
@@ -53,6 +55,8 @@ pub struct Importer<'a> {
 }
 
 const BATCH: usize = 20_000;
+/// Batches in flight during an import.
+const IN_FLIGHT: usize = 3;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -85,7 +89,7 @@ impl<'a> Importer<'a> {
             .progress_chars("=> "),
         );
         Ok(Importer {
-            store,
+            pipeline: store.pipeline(IN_FLIGHT),
             rules,
             reject,
             batch: Vec::with_capacity(BATCH),
@@ -136,15 +140,16 @@ impl<'a> Importer<'a> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let out = self.store.append(std::mem::take(&mut self.batch))?;
+        self.pipeline.append(std::mem::take(&mut self.batch))?;
         self.batch.reserve(BATCH);
-        self.report.stored += out.stored as u64;
-        self.report.duplicates += out.duplicates as u64;
         Ok(())
     }
 
     pub fn finish(mut self, started: std::time::Instant) -> CliResult<ImportReport> {
         self.flush_batch()?;
+        let out = self.pipeline.finish()?;
+        self.report.stored = out.stored as u64;
+        self.report.duplicates = out.duplicates as u64;
         if let Some(w) = &mut self.reject {
             w.flush()?;
         }

@@ -11,7 +11,9 @@ use std::path::Path;
 
 /// The on-disk format this binary writes and understands. Format 2 added typed properties (three
 /// segment columns and two dictionaries at the end of deltas); format 1 reads as having none.
-pub const FORMAT_VERSION: u32 = 2;
+/// Format 3 added segments whose messages are in other files (the `body_loc` column) and the
+/// manifest's `holders`; a format-2 directory reads as having none.
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Manifest {
@@ -24,6 +26,10 @@ pub struct Manifest {
     pub segments: Vec<String>,
     /// Dictionary/identity delta file names, in the order they apply.
     pub deltas: Vec<String>,
+    /// Segment files whose columns were merged into newer segments but whose messages those
+    /// segments still point to: kept for the messages only, until a full compaction.
+    #[serde(default)]
+    pub holders: Vec<String>,
 }
 
 impl Manifest {
@@ -34,6 +40,7 @@ impl Manifest {
             wal_from: 1,
             segments: Vec::new(),
             deltas: Vec::new(),
+            holders: Vec::new(),
         }
     }
 

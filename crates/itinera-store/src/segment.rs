@@ -5,6 +5,11 @@
 //! block carries a crc32 of its compressed bytes; a damaged block is reported, never decoded.
 //! Column encodings: the person column as runs, time as deltas, codes as varints; all compressed
 //! with zstd.
+//!
+//! A segment written by a flush or a full compaction holds its rows' messages. One written by a
+//! background compaction holds none: its `body_loc` column says for each row which file (by
+//! generation) and which row of that file holds the message, so merging segments rewrites only
+//! the columns, and each message is compressed once (see `docs/storage.md`).
 
 use crate::codec;
 use crate::columns::Columns;
@@ -55,6 +60,32 @@ impl Footer {
     pub fn body_bytes(&self) -> u64 {
         self.bodies.iter().map(|b| b.len).sum()
     }
+
+    /// True when the messages of the rows are in this file (not found through `body_loc`).
+    pub fn holds_bodies(&self) -> bool {
+        self.column(BODY_LOC).is_none()
+    }
+}
+
+/// The column of segments whose messages are in other files: per row, `generation << 32 | row`.
+const BODY_LOC: &str = "body_loc";
+
+/// Where a row's message is: the generation of the file holding it and the row in that file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BodyLoc(pub u64);
+
+impl BodyLoc {
+    pub fn new(generation: u32, row: u32) -> BodyLoc {
+        BodyLoc((generation as u64) << 32 | row as u64)
+    }
+
+    pub fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    pub fn row(self) -> usize {
+        (self.0 & u32::MAX as u64) as usize
+    }
 }
 
 struct BlockWriter<W: Write> {
@@ -93,7 +124,7 @@ pub fn write(
             None
         }
     });
-    let written = write_bodies(path, cols, bodies);
+    let written = write_file(path, cols, Messages::Inline(bodies));
     match source_error {
         Some(e) => {
             let _ = std::fs::remove_file(path);
@@ -103,10 +134,33 @@ pub fn write(
     }
 }
 
-fn write_bodies(
+/// Writes a segment file whose messages stay where `locs` (one per row) says, then syncs it.
+pub fn write_located(path: &Path, cols: &Columns, locs: &[BodyLoc]) -> Result<Footer> {
+    if locs.len() != cols.len() {
+        return Err(StoreError::Corrupt(format!(
+            "segment {}: {} rows but {} message locations",
+            path.display(),
+            cols.len(),
+            locs.len()
+        )));
+    }
+    write_file(
+        path,
+        cols,
+        Messages::<std::iter::Empty<String>>::Located(locs),
+    )
+}
+
+/// The messages of a segment being written.
+enum Messages<'a, I> {
+    Inline(I),
+    Located(&'a [BodyLoc]),
+}
+
+fn write_file<I: Iterator<Item = String>>(
     path: &Path,
     cols: &Columns,
-    bodies: impl Iterator<Item = String>,
+    messages: Messages<'_, I>,
 ) -> Result<Footer> {
     let io = StoreError::io(path);
     let file = File::create(path).map_err(StoreError::io(path))?;
@@ -141,28 +195,37 @@ fn write_bodies(
             columns.push((name.to_string(), w.block(&raw, COLUMN_LEVEL)?));
         }
         let mut body_refs = Vec::new();
-        let mut raw = Vec::new();
-        let mut in_block = 0usize;
-        let mut total = 0usize;
-        for b in bodies {
-            codec::put_str(&mut raw, &b);
-            in_block += 1;
-            total += 1;
-            if in_block == BODY_BLOCK_ROWS {
-                body_refs.push(w.block(&raw, BODY_LEVEL)?);
-                raw.clear();
-                in_block = 0;
+        match messages {
+            Messages::Inline(bodies) => {
+                let mut raw = Vec::new();
+                let mut in_block = 0usize;
+                let mut total = 0usize;
+                for b in bodies {
+                    codec::put_str(&mut raw, &b);
+                    in_block += 1;
+                    total += 1;
+                    if in_block == BODY_BLOCK_ROWS {
+                        body_refs.push(w.block(&raw, BODY_LEVEL)?);
+                        raw.clear();
+                        in_block = 0;
+                    }
+                }
+                if in_block > 0 {
+                    body_refs.push(w.block(&raw, BODY_LEVEL)?);
+                }
+                if total != cols.len() {
+                    return Err(std::io::Error::other(format!(
+                        "segment has {} rows but {} messages",
+                        cols.len(),
+                        total
+                    )));
+                }
             }
-        }
-        if in_block > 0 {
-            body_refs.push(w.block(&raw, BODY_LEVEL)?);
-        }
-        if total != cols.len() {
-            return Err(std::io::Error::other(format!(
-                "segment has {} rows but {} messages",
-                cols.len(),
-                total
-            )));
+            Messages::Located(locs) => {
+                let raw: Vec<i64> = locs.iter().map(|l| l.0 as i64).collect();
+                let raw = codec::encode_deltas(&raw);
+                columns.push((BODY_LOC.to_string(), w.block(&raw, COLUMN_LEVEL)?));
+            }
         }
         let footer = Footer {
             rows: cols.len() as u64,
@@ -185,7 +248,7 @@ fn write_bodies(
 }
 
 /// An open segment file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SegmentFile {
     pub path: PathBuf,
     pub footer: Footer,
@@ -331,6 +394,25 @@ impl SegmentFile {
         Ok(cols)
     }
 
+    /// Where each row's message is. `generation` is this file's own (rows of a file that holds
+    /// its messages are found in it, row for row).
+    pub fn load_body_locs(&self, generation: u32) -> Result<Vec<BodyLoc>> {
+        let n = self.footer.rows as usize;
+        let Some(b) = self.footer.column(BODY_LOC) else {
+            return Ok((0..n as u32).map(|r| BodyLoc::new(generation, r)).collect());
+        };
+        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
+        let raw = self.read_block(&mut f, b, BODY_LOC)?;
+        let locs = codec::decode_deltas(&raw, n, BODY_LOC)?;
+        if locs.len() != n {
+            return Err(StoreError::Corrupt(format!(
+                "segment {}: {BODY_LOC} length",
+                self.path.display()
+            )));
+        }
+        Ok(locs.into_iter().map(|l| BodyLoc(l as u64)).collect())
+    }
+
     /// A reader of single messages by row that keeps the last decoded block: reading rows in
     /// (mostly) ascending order decodes each block about once, with one block in memory.
     pub fn body_reader(&self) -> Result<BodyReader<'_>> {
@@ -405,6 +487,42 @@ impl BodyReader<'_> {
         })?;
         std::str::from_utf8(&self.raw[lo..hi])
             .map_err(|_| StoreError::Corrupt("segment bodies: invalid utf-8".into()))
+    }
+}
+
+/// The generation in a segment file's name (`0000000042.seg` → 42).
+pub fn generation_of(name: &str) -> Option<u32> {
+    name.strip_suffix(".seg")?.parse().ok()
+}
+
+/// Reads messages by [`BodyLoc`] from the files that hold them, keeping one decoded block per
+/// file: reading in (mostly) ascending rows of each file decodes each block about once.
+pub struct BodyFiles<'a> {
+    readers: rustc_hash::FxHashMap<u32, BodyReader<'a>>,
+}
+
+impl<'a> BodyFiles<'a> {
+    /// `files`: the files that hold messages, with their generations.
+    pub fn new(files: impl IntoIterator<Item = (u32, &'a SegmentFile)>) -> Result<Self> {
+        let mut readers = rustc_hash::FxHashMap::default();
+        for (generation, file) in files {
+            readers.insert(generation, file.body_reader()?);
+        }
+        Ok(BodyFiles { readers })
+    }
+
+    /// The message at `loc`.
+    pub fn get(&mut self, loc: BodyLoc) -> Result<&str> {
+        let generation = loc.generation();
+        self.readers
+            .get_mut(&generation)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "no segment of generation {generation} holds messages (row {})",
+                    loc.row()
+                ))
+            })?
+            .get(loc.row())
     }
 }
 

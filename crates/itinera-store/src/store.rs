@@ -20,7 +20,7 @@ use crate::dict::Dict;
 use crate::error::{Result, StoreError};
 use crate::manifest::Manifest;
 use crate::scan::Snapshot;
-use crate::segment::{self, SegmentFile};
+use crate::segment::{self, BodyFiles, BodyLoc, SegmentFile};
 use crate::wal::{self, frame_with, WalWriter};
 use itinera_core::{IdentityGraph, Touchpoint};
 use parking_lot::{Mutex, RwLock};
@@ -137,6 +137,38 @@ pub struct LoadedSegment {
     pub cols: Arc<Columns>,
 }
 
+impl LoadedSegment {
+    fn generation(&self) -> u32 {
+        generation_of(&self.name)
+    }
+}
+
+/// A segment file kept only for the messages it holds (see [`Manifest::holders`]).
+#[derive(Debug)]
+pub struct HolderFile {
+    pub name: String,
+    pub file: SegmentFile,
+}
+
+/// The generation of a file this store named (`{generation:010}.seg`).
+fn generation_of(name: &str) -> u32 {
+    segment::generation_of(name).expect("segment names are generations")
+}
+
+/// The files holding messages among `segments` and `holders`, by generation.
+fn message_files<'a>(
+    segments: &'a [Arc<LoadedSegment>],
+    holders: &'a [Arc<HolderFile>],
+) -> Result<BodyFiles<'a>> {
+    BodyFiles::new(
+        segments
+            .iter()
+            .filter(|s| s.file.footer.holds_bodies())
+            .map(|s| (s.generation(), &s.file))
+            .chain(holders.iter().map(|h| (generation_of(&h.name), &h.file))),
+    )
+}
+
 pub(crate) struct State {
     pub identity: IdentityGraph,
     pub identity_version: u64,
@@ -145,6 +177,7 @@ pub(crate) struct State {
     pub erased: Arc<HashMap<u32, i64>>,
     pending_erased: Vec<(u32, i64)>,
     pub segments: Vec<Arc<LoadedSegment>>,
+    holders: Vec<Arc<HolderFile>>,
     pub mem: Vec<SharedChunk>,
     pub frozen: Vec<SharedChunk>,
     mem_rows: usize,
@@ -190,6 +223,57 @@ pub struct StoreStats {
     /// Compressed bytes of person, time, event and channel per segment row.
     pub core_bytes_per_event: f64,
     pub bytes_per_event: f64,
+}
+
+/// Bulk appends with several batches in flight, for importers: the caller prepares the next
+/// batch while the writer writes and syncs the previous ones, and batches that wait together
+/// share one sync. A batch counts once it is durable; [`AppendPipeline::finish`] waits for
+/// all of them and returns the first error, if any.
+pub struct AppendPipeline<'a> {
+    store: &'a Store,
+    window: usize,
+    in_flight: std::collections::VecDeque<std::sync::mpsc::Receiver<Result<AppendOutcome>>>,
+    done: AppendOutcome,
+}
+
+impl AppendPipeline<'_> {
+    /// Sends a batch, first waiting for the oldest one in flight when the window is full.
+    pub fn append(&mut self, batch: Vec<Touchpoint>) -> Result<()> {
+        while self.in_flight.len() >= self.window {
+            self.wait_oldest()?;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.store.append_async(batch, move |r| {
+            let _ = tx.send(r);
+        });
+        self.in_flight.push_back(rx);
+        Ok(())
+    }
+
+    /// What the durable batches did so far.
+    pub fn done(&self) -> AppendOutcome {
+        self.done
+    }
+
+    fn wait_oldest(&mut self) -> Result<()> {
+        if let Some(rx) = self.in_flight.pop_front() {
+            let out = rx.recv().unwrap_or(Err(StoreError::Closed))?;
+            self.done.stored += out.stored;
+            self.done.duplicates += out.duplicates;
+        }
+        Ok(())
+    }
+
+    /// Waits until every batch sent is durable.
+    pub fn finish(mut self) -> Result<AppendOutcome> {
+        let mut first_error = None;
+        while !self.in_flight.is_empty() {
+            if let Err(e) = self.wait_oldest() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(self.done), Err)
+    }
 }
 
 /// A handle to one store (one project's data). Cheap to clone.
@@ -250,6 +334,23 @@ impl Store {
         let mut segments = Vec::new();
         let mut dedup = FxHashMap::default();
         let horizon = now_ms() - config.dedup_window_ms;
+        for name in manifest.segments.iter().chain(&manifest.holders) {
+            if segment::generation_of(name).is_none() {
+                return Err(StoreError::Corrupt(format!(
+                    "manifest: {name} is not a segment name"
+                )));
+            }
+        }
+        let holders = manifest
+            .holders
+            .iter()
+            .map(|name| {
+                Ok(Arc::new(HolderFile {
+                    name: name.clone(),
+                    file: SegmentFile::open(&dir.join("seg").join(name))?,
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?;
         for name in &manifest.segments {
             let file = SegmentFile::open(&dir.join("seg").join(name))?;
             let cols = file.load_columns()?;
@@ -274,6 +375,7 @@ impl Store {
             erased: Arc::new(erased),
             pending_erased: Vec::new(),
             segments,
+            holders,
             mem: Vec::new(),
             frozen: Vec::new(),
             mem_rows: 0,
@@ -342,6 +444,17 @@ impl Store {
     /// Appends touchpoints and waits until they are durable.
     pub fn append(&self, batch: Vec<Touchpoint>) -> Result<AppendOutcome> {
         self.call(Op::Append(Prepared::new(batch)))
+    }
+
+    /// A pipeline for bulk appends that keeps up to `window` batches in flight (see
+    /// [`AppendPipeline`]).
+    pub fn pipeline(&self, window: usize) -> AppendPipeline<'_> {
+        AppendPipeline {
+            store: self,
+            window: window.max(1),
+            in_flight: std::collections::VecDeque::new(),
+            done: AppendOutcome::default(),
+        }
     }
 
     /// Erases a person (every id linked to `id`): gone from queries at once, from files after
@@ -448,24 +561,46 @@ impl Store {
     /// Calls `f` with every stored message (normalized Segment JSON), segment rows first.
     /// Erased persons are left out.
     pub fn for_each_message(&self, mut f: impl FnMut(&str) -> Result<()>) -> Result<()> {
-        let (segments, mem, erased) = {
+        let (segments, holders, mem, erased) = {
             let st = self.inner.state.read();
             let mem: Vec<SharedChunk> = st.frozen.iter().chain(st.mem.iter()).cloned().collect();
-            (st.segments.clone(), mem, st.erased.clone())
+            (
+                st.segments.clone(),
+                st.holders.clone(),
+                mem,
+                st.erased.clone(),
+            )
         };
         let hidden = |c: &Columns, i: usize| {
             erased
                 .get(&c.did[i])
                 .is_some_and(|t| c.received_at[i] <= *t)
         };
+        let mut files = message_files(&segments, &holders)?;
         for s in &segments {
-            s.file.for_each_body(|row, body| {
-                if hidden(&s.cols, row) {
-                    Ok(())
-                } else {
-                    f(body)
-                }
-            })?;
+            if s.file.footer.holds_bodies() {
+                s.file.for_each_body(|row, body| {
+                    if hidden(&s.cols, row) {
+                        Ok(())
+                    } else {
+                        f(body)
+                    }
+                })?;
+                continue;
+            }
+            // messages elsewhere: read in the order of the files holding them
+            let mut locs: Vec<BodyLoc> = s
+                .file
+                .load_body_locs(s.generation())?
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !hidden(&s.cols, *i))
+                .map(|(_, l)| l)
+                .collect();
+            locs.sort_unstable();
+            for l in locs {
+                f(files.get(l)?)?;
+            }
         }
         for c in &mem {
             for (i, b) in c.bodies.iter().enumerate() {
@@ -532,7 +667,8 @@ impl Store {
         let manifest = self.inner.state.read().manifest.clone();
         std::fs::create_dir_all(out.join("seg")).map_err(StoreError::io(out))?;
         std::fs::create_dir_all(out.join("wal")).map_err(StoreError::io(out))?;
-        for name in manifest.segments.iter().chain(&manifest.deltas) {
+        let files = manifest.segments.iter().chain(&manifest.holders);
+        for name in files.chain(&manifest.deltas) {
             let from = self.inner.dir.join("seg").join(name);
             let to = out.join("seg").join(name);
             std::fs::copy(&from, &to).map_err(StoreError::io(&from))?;
@@ -555,7 +691,12 @@ fn dir_size(dir: &Path) -> u64 {
 
 fn remove_orphans(dir: &Path, m: &Manifest) -> Result<()> {
     let seg = dir.join("seg");
-    let keep: HashSet<&String> = m.segments.iter().chain(&m.deltas).collect();
+    let keep: HashSet<&String> = m
+        .segments
+        .iter()
+        .chain(&m.deltas)
+        .chain(&m.holders)
+        .collect();
     for e in std::fs::read_dir(&seg).map_err(StoreError::io(&seg))? {
         let e = e.map_err(StoreError::io(&seg))?;
         let name = e.file_name().to_string_lossy().to_string();
@@ -1014,10 +1155,11 @@ impl Inner {
     /// half the limit is left, so each row is rewritten a logarithmic number of times.
     fn compact(&self, full: bool) -> Result<()> {
         let _g = self.flush_lock.lock();
-        let (all_segments, erased, roots, mut manifest) = {
+        let (all_segments, holders, erased, roots, mut manifest) = {
             let st = self.state.read();
             (
                 st.segments.clone(),
+                st.holders.clone(),
                 st.erased.clone(),
                 Arc::new(st.identity.roots()),
                 st.manifest.clone(),
@@ -1074,13 +1216,15 @@ impl Inner {
         for &(_, _, si, i) in &order {
             cols.push_from(&segments[si as usize].cols, i as usize);
         }
-        // messages are streamed from the input segments in the output's order, one decoded
-        // block per segment in memory (each segment is sorted by person, so its rows are read
-        // mostly in order): memory does not grow with the data
-        let mut readers = segments
+        // where each input row's message is; a full compaction streams them in the output's
+        // order, one decoded block per file in memory (each file is sorted by person, so its
+        // rows are read mostly in order): memory does not grow with the data
+        let locs_in: Vec<Vec<BodyLoc>> = segments
             .iter()
-            .map(|s| s.file.body_reader())
-            .collect::<Result<Vec<_>>>()?;
+            .map(|s| s.file.load_body_locs(s.generation()))
+            .collect::<Result<_>>()?;
+        let loc_of = |si: u32, i: u32| locs_in[si as usize][i as usize];
+        let mut files = message_files(&segments, &holders)?;
         // segments written before typed properties (format 1): derive them from the messages
         let legacy: Vec<bool> = segments
             .iter()
@@ -1093,7 +1237,7 @@ impl Inner {
             for (row, &(_, _, si, i)) in order.iter().enumerate() {
                 match legacy[si as usize] {
                     true => {
-                        let b = readers[si as usize].get(i as usize)?;
+                        let b = files.get(loc_of(si, i))?;
                         for (k, v) in Touchpoint::props_from_body(b) {
                             key.push(d.all[DICT_PROP_KEYS].intern(&k));
                             val.push(d.all[DICT_PROP_VALUES].intern(&v));
@@ -1114,11 +1258,19 @@ impl Inner {
         let seg_dir = self.dir.join("seg");
         let name = format!("{gen:010}.seg");
         let path = seg_dir.join(&name);
-        let it = order
-            .iter()
-            .map(|&(_, _, si, i)| readers[si as usize].get(i as usize).map(str::to_string));
-        segment::write(&path, &cols, it)?;
-        drop(readers);
+        if full {
+            let it = order
+                .iter()
+                .map(|&(_, _, si, i)| files.get(loc_of(si, i)).map(str::to_string));
+            segment::write(&path, &cols, it)?;
+        } else {
+            // a background compaction rewrites the columns only: the messages stay where they
+            // are, each compressed once, and the merged rows point to them
+            let locs: Vec<BodyLoc> = order.iter().map(|&(_, _, si, i)| loc_of(si, i)).collect();
+            segment::write_located(&path, &cols, &locs)?;
+        }
+        drop(files);
+        drop(locs_in);
         let file = SegmentFile::open(&path)?;
         // one full dictionary with erased ids blanked, replacing all deltas
         let (delta, erased_dids) = {
@@ -1163,13 +1315,37 @@ impl Inner {
         delta.write(&seg_dir.join(&delta_name))?;
         wal::sync_dir(&seg_dir)?;
         let compacted: HashSet<&str> = segments.iter().map(|s| s.name.as_str()).collect();
+        // after a background compaction, the inputs that hold messages stay for them; a full
+        // compaction rewrote every message, so no holder is left
+        let new_holders: Vec<Arc<HolderFile>> = match full {
+            true => Vec::new(),
+            false => segments
+                .iter()
+                .filter(|s| s.file.footer.holds_bodies())
+                .map(|s| {
+                    Arc::new(HolderFile {
+                        name: s.name.clone(),
+                        file: s.file.clone(),
+                    })
+                })
+                .collect(),
+        };
+        let kept: HashSet<&str> = new_holders.iter().map(|h| h.name.as_str()).collect();
+        let dropped_holders: &[String] = if full { &manifest.holders } else { &[] };
         let old: Vec<String> = manifest
             .segments
             .iter()
-            .filter(|s| compacted.contains(s.as_str()))
+            .filter(|s| compacted.contains(s.as_str()) && !kept.contains(s.as_str()))
             .chain(&manifest.deltas)
+            .chain(dropped_holders)
             .cloned()
             .collect();
+        if full {
+            manifest.holders.clear();
+        }
+        manifest
+            .holders
+            .extend(new_holders.iter().map(|h| h.name.clone()));
         manifest.segments = std::iter::once(name.clone())
             .chain(
                 manifest
@@ -1197,6 +1373,10 @@ impl Inner {
             }))
             .chain(rest)
             .collect();
+            if full {
+                st.holders.clear();
+            }
+            st.holders.extend(new_holders);
             st.manifest = manifest;
         }
         for f in old {
