@@ -141,6 +141,66 @@ fn peak_rss_mib() -> f64 {
         / 1024.0
 }
 
+/// CPU seconds (user, system) of each thread of this process by thread name, summed over
+/// threads of the same name: where the cores went during a phase.
+fn thread_cpu() -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let ticks = 100.0; // USER_HZ on Linux
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    // the process's own line counts threads that have exited too (flushes run on short-lived
+    // threads): named "process"
+    let stats = std::iter::once(("process".to_string(), "/proc/self/stat".into())).chain(
+        tasks
+            .flatten()
+            .map(|t| (String::new(), t.path().join("stat"))),
+    );
+    for (name, path) in stats {
+        let Ok(stat) = std::fs::read_to_string::<std::path::PathBuf>(path) else {
+            continue;
+        };
+        // pid (comm) state ppid ... utime(14) stime(15)
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = match name.is_empty() {
+            true => stat[open + 1..close].to_string(),
+            false => name,
+        };
+        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let field = |i: usize| {
+            rest.get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let e = out.entry(comm).or_insert((0.0, 0.0));
+        e.0 += field(11) / ticks;
+        e.1 += field(12) / ticks;
+    }
+    out
+}
+
+/// Prints the CPU each thread name used between two [`thread_cpu`] readings.
+fn print_thread_cpu(
+    phase: &str,
+    before: &std::collections::BTreeMap<String, (f64, f64)>,
+    wall_s: f64,
+) {
+    let after = thread_cpu();
+    let parts: Vec<String> = after
+        .iter()
+        .map(|(name, (u, s))| {
+            let (u0, s0) = before.get(name).copied().unwrap_or((0.0, 0.0));
+            format!("{name} {:.1}+{:.1}", u - u0, s - s0)
+        })
+        .collect();
+    println!(
+        "  cpu during {phase} ({wall_s:.1} s wall), user+system s per thread: {}",
+        parts.join(", ")
+    );
+}
+
 const BATCH: usize = 50_000;
 /// Batches in flight in the store bench, as `itinera import` keeps them.
 const PIPELINE_WINDOW: usize = 3;
@@ -307,12 +367,15 @@ fn store_bench(
             break;
         }
         let start = Instant::now();
+        let cpu = thread_cpu();
         let mut pipeline = store.pipeline(PIPELINE_WINDOW);
         for batch in batches {
             pipeline.append(batch)?;
         }
         stored += pipeline.finish()?.stored as u64;
-        ingest_s += start.elapsed().as_secs_f64();
+        let took = start.elapsed().as_secs_f64();
+        ingest_s += took;
+        print_thread_cpu("appends", &cpu, took);
     }
     drop(csv_out);
     let mode = if chunk == events {

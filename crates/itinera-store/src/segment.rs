@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"ITSEG001";
 const END: &[u8; 8] = b"ITSEGEND";
 pub const BODY_BLOCK_ROWS: usize = 8192;
-const COLUMN_LEVEL: i32 = 9;
+const COLUMN_LEVEL: i32 = 3;
 const BODY_LEVEL: i32 = 3;
 
 /// Where one compressed block is.

@@ -34,6 +34,13 @@ use std::thread::JoinHandle;
 
 const REC_TOUCHPOINTS: u8 = 1;
 const REC_ERASE: u8 = 2;
+/// A `REC_TOUCHPOINTS` record compressed with LZ4: `[3][uvarint raw length][LZ4 block]`. The
+/// log is most of what ingestion writes (the messages and their typed fields, which repeat
+/// names and ids), and LZ4 shrinks it about threefold for a fraction of the time that copying
+/// and syncing the saved bytes took.
+const REC_LZ4: u8 = 3;
+/// Records up to this size (before compression) are compressed.
+const LZ4_MAX_RAW: usize = 1 << 30;
 
 /// Dictionary numbers, as in the delta files.
 pub const DICT_IDS: usize = 0;
@@ -405,7 +412,7 @@ impl Store {
         let report = wal::replay(&wal_dir, manifest.wal_from, |payload| {
             let rec = decode_record(payload)?;
             replayed += 1;
-            inner.apply(rec);
+            inner.apply(rec, true);
             Ok(())
         })?;
         if report.frames > 0 || report.truncated_bytes > 0 {
@@ -769,14 +776,29 @@ impl Prepared {
     }
 }
 
-/// Appends one framed `REC_TOUCHPOINTS` log record.
+/// Appends one framed `REC_TOUCHPOINTS` log record, compressed (`REC_LZ4`).
 fn encode_record(out: &mut Vec<u8>, touchpoints: &[Touchpoint], bodies: &Texts) {
+    let mut raw = Vec::with_capacity(bodies.byte_len() + touchpoints.len() * 96 + 16);
+    raw.push(REC_TOUCHPOINTS);
+    crate::codec::put_uvarint(&mut raw, touchpoints.len() as u64);
+    for (i, t) in touchpoints.iter().enumerate() {
+        encode_touchpoint(&mut raw, t, bodies.get(i));
+    }
     frame_with(out, |p| {
-        p.push(REC_TOUCHPOINTS);
-        crate::codec::put_uvarint(p, touchpoints.len() as u64);
-        for (i, t) in touchpoints.iter().enumerate() {
-            encode_touchpoint(p, t, bodies.get(i));
+        if raw.len() > LZ4_MAX_RAW {
+            p.extend_from_slice(&raw);
+            return;
         }
+        p.push(REC_LZ4);
+        crate::codec::put_uvarint(p, raw.len() as u64);
+        let start = p.len();
+        p.resize(
+            start + lz4_flex::block::get_maximum_output_size(raw.len()),
+            0,
+        );
+        let n = lz4_flex::block::compress_into(&raw, &mut p[start..])
+            .expect("the output has the maximum compressed size");
+        p.truncate(start + n);
     });
 }
 
@@ -788,6 +810,24 @@ pub fn check_log_record(payload: &[u8]) -> Result<()> {
 fn decode_record(payload: &[u8]) -> Result<Record> {
     let mut r = Reader::new(payload, "log record");
     match r.u8()? {
+        REC_LZ4 => {
+            let raw_len = usize::try_from(r.uvarint()?).unwrap_or(usize::MAX);
+            let comp = &payload[payload.len() - r.remaining()..];
+            // LZ4 expands at most 255-fold: a larger length is damage, not a record
+            if raw_len > LZ4_MAX_RAW || raw_len > comp.len().saturating_mul(255) {
+                return Err(StoreError::Corrupt(format!(
+                    "log record: compressed length {raw_len} out of range"
+                )));
+            }
+            let raw = lz4_flex::block::decompress(comp, raw_len)
+                .map_err(|e| StoreError::Corrupt(format!("log record: {e}")))?;
+            if raw.first() != Some(&REC_TOUCHPOINTS) {
+                return Err(StoreError::Corrupt(
+                    "log record: compressed record is not touchpoints".into(),
+                ));
+            }
+            decode_record(&raw)
+        }
         REC_TOUCHPOINTS => {
             let n = r.len()?;
             let mut v = Vec::with_capacity(n);
@@ -871,16 +911,30 @@ impl Inner {
         let mut replies = Vec::with_capacity(group.len());
         let mut freeze_replies = Vec::new();
         {
-            let st = self.state.read();
+            // message ids are entered into the dedup map as they are checked: one lookup per
+            // row. Should the log write fail, the store turns read-only and takes no more
+            // appends, so the entries of the failed group need no undoing.
+            let mut st = self.state.write();
+            let window = self.config.dedup_window_ms > 0;
             let mut seen = rustc_hash::FxHashSet::default();
             for req in group {
                 match req.op {
                     Op::Append(batch) => {
-                        let keep: Vec<bool> = batch
-                            .hashes
-                            .iter()
-                            .map(|h| !st.dedup.contains_key(h) && seen.insert(*h))
-                            .collect();
+                        let keep: Vec<bool> = match window {
+                            true => batch
+                                .hashes
+                                .iter()
+                                .zip(&batch.touchpoints)
+                                .map(|(h, t)| match st.dedup.entry(*h) {
+                                    std::collections::hash_map::Entry::Occupied(_) => false,
+                                    std::collections::hash_map::Entry::Vacant(v) => {
+                                        v.insert(t.received_at_ms);
+                                        true
+                                    }
+                                })
+                                .collect(),
+                            false => batch.hashes.iter().map(|h| seen.insert(*h)).collect(),
+                        };
                         let stored = keep.iter().filter(|k| **k).count();
                         let out = AppendOutcome {
                             stored,
@@ -928,7 +982,7 @@ impl Inner {
         let mut stored = 0u64;
         let mut dups = 0u64;
         for rec in records {
-            self.apply(rec);
+            self.apply(rec, false);
         }
         for (reply, out) in replies.into_iter().zip(outcomes) {
             stored += out.stored as u64;
@@ -978,9 +1032,11 @@ impl Inner {
     }
 
     /// Applies a durable record to the in-memory state (used by the writer and by replay).
-    fn apply(&self, rec: Record) {
+    /// `replayed`: the message ids are not in the dedup map yet (the writer enters them as it
+    /// checks them).
+    fn apply(&self, rec: Record, replayed: bool) {
         match rec {
-            Record::Touchpoints(batch) => self.apply_touchpoints(batch),
+            Record::Touchpoints(batch) => self.apply_touchpoints(batch, replayed),
             Record::Erase { id, at_ms } => {
                 let dicts = self.dicts.read();
                 let Some(did) = dicts.ids().get(&id) else {
@@ -1001,7 +1057,7 @@ impl Inner {
         }
     }
 
-    fn apply_touchpoints(&self, batch: Prepared) {
+    fn apply_touchpoints(&self, batch: Prepared, replayed: bool) {
         let Prepared {
             touchpoints,
             bodies,
@@ -1013,23 +1069,44 @@ impl Inner {
         // the dictionaries stay locked until the rows are in the table, so that a compaction
         // (which takes both locks) sees every code in use when it blanks erased values
         let mut d = self.dicts.write();
+        // neighbouring rows mostly share their person, event, channel, touchpoint and account
+        // (a batch comes from one client): the last string of each dictionary is compared
+        // before the dictionary is searched
+        let mut last: [Option<(&str, u32)>; DICTS] = [None; DICTS];
+        fn intern<'a>(
+            d: &mut Dicts,
+            last: &mut [Option<(&'a str, u32)>],
+            k: usize,
+            s: &'a str,
+        ) -> u32 {
+            match last[k] {
+                Some((l, c)) if l == s => c,
+                _ => {
+                    let c = d.all[k].intern(s);
+                    last[k] = Some((s, c));
+                    c
+                }
+            }
+        }
         for (t, hash) in touchpoints.iter().zip(hashes) {
-            let did = d.all[DICT_IDS].intern(t.distinct_id());
+            let did = intern(&mut d, &mut last, DICT_IDS, t.distinct_id());
             for (a, b) in t.identity_links() {
                 let (a, b) = (d.all[DICT_IDS].intern(a), d.all[DICT_IDS].intern(b));
                 links.push((a, b));
             }
             cols.did.push(did);
             cols.ts.push(t.timestamp_ms);
-            cols.event.push(d.all[DICT_EVENTS].intern(&t.event));
-            cols.channel.push(d.all[DICT_CHANNELS].intern(&t.channel));
+            cols.event
+                .push(intern(&mut d, &mut last, DICT_EVENTS, &t.event));
+            cols.channel
+                .push(intern(&mut d, &mut last, DICT_CHANNELS, &t.channel));
             cols.touchpoint
-                .push(d.all[DICT_TOUCHPOINTS].intern(&t.touchpoint));
+                .push(intern(&mut d, &mut last, DICT_TOUCHPOINTS, &t.touchpoint));
             cols.kind.push(t.kind.code());
             cols.group.push(
                 t.group_id
                     .as_deref()
-                    .map_or(NO_GROUP, |g| d.all[DICT_GROUPS].intern(g)),
+                    .map_or(NO_GROUP, |g| intern(&mut d, &mut last, DICT_GROUPS, g)),
             );
             cols.revenue.push(t.revenue.unwrap_or(f64::NAN));
             cols.msg_hash.push(hash);
@@ -1054,7 +1131,7 @@ impl Inner {
         if changed {
             st.identity_version += 1;
         }
-        if self.config.dedup_window_ms > 0 {
+        if replayed && self.config.dedup_window_ms > 0 {
             for (h, r) in cols.msg_hash.iter().zip(&cols.received_at) {
                 st.dedup.insert(*h, *r);
             }
@@ -1397,5 +1474,82 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.tx.lock().take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use itinera_core::MessageType;
+
+    fn touchpoints(n: usize) -> Vec<Touchpoint> {
+        (0..n)
+            .map(|i| Touchpoint {
+                kind: MessageType::Track,
+                message_id: format!("m{i}"),
+                timestamp_ms: 1_700_000_000_000 + i as i64,
+                received_at_ms: 1_700_000_000_000,
+                user_id: Some(format!("u{}", i % 7)),
+                anonymous_id: None,
+                previous_id: None,
+                group_id: None,
+                event: "Product Viewed".into(),
+                channel: "search".into(),
+                touchpoint: "Product Viewed".into(),
+                revenue: (i % 3 == 0).then_some(9.5),
+                props: Vec::new(),
+                body: format!(r#"{{"type":"track","event":"Product Viewed","messageId":"m{i}"}}"#),
+            })
+            .collect()
+    }
+
+    /// The payload of the one frame `encode_record` writes.
+    fn payload(framed: &[u8]) -> &[u8] {
+        let len = u32::from_le_bytes(framed[..4].try_into().unwrap()) as usize;
+        assert_eq!(framed.len(), 8 + len);
+        &framed[8..]
+    }
+
+    #[test]
+    fn log_records_are_compressed_and_read_back() {
+        let p = Prepared::new(touchpoints(500));
+        let rec = payload(&p.framed);
+        assert_eq!(rec[0], REC_LZ4);
+        let raw_size: usize = p.bodies.byte_len() + 500 * 40;
+        assert!(rec.len() * 3 < raw_size, "{} of {raw_size}", rec.len());
+        let Record::Touchpoints(back) = decode_record(rec).unwrap() else {
+            panic!("not touchpoints")
+        };
+        assert_eq!(back.hashes, p.hashes);
+        assert_eq!(back.touchpoints.len(), 500);
+        assert_eq!(back.touchpoints[42].message_id, "m42");
+        assert_eq!(back.touchpoints[42].revenue, Some(9.5));
+        assert_eq!(back.bodies.get(42), p.bodies.get(42));
+    }
+
+    #[test]
+    fn damaged_compressed_records_are_errors() {
+        let p = Prepared::new(touchpoints(200));
+        let rec = payload(&p.framed).to_vec();
+        // every truncation and a flipped byte anywhere: an error or a record, never a panic
+        for cut in 0..rec.len() {
+            let _ = decode_record(&rec[..cut]);
+        }
+        for at in 0..rec.len() {
+            let mut bad = rec.clone();
+            bad[at] ^= 0x5a;
+            let _ = decode_record(&bad);
+        }
+        // a claimed length beyond what LZ4 can expand to is refused before any allocation
+        let mut huge = vec![REC_LZ4];
+        crate::codec::put_uvarint(&mut huge, 1 << 29);
+        huge.extend_from_slice(&[0x10, 0x41]);
+        let err = decode_record(&huge).err().expect("refused").to_string();
+        assert!(err.contains("out of range"), "{err}");
+        // a compressed record must hold touchpoints, not another compressed record
+        let mut nested = vec![REC_LZ4];
+        crate::codec::put_uvarint(&mut nested, rec.len() as u64);
+        nested.extend_from_slice(&lz4_flex::block::compress(&rec));
+        assert!(decode_record(&nested).is_err());
     }
 }
