@@ -205,8 +205,18 @@ struct Inner {
     tx: Mutex<Option<SyncSender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// Held by flushes, by the commit of a compaction and by backups: one of them changes the
+    /// manifest at a time.
     flush_lock: Mutex<()>,
     flush_wanted: AtomicBool,
+    /// Held for the whole of a compaction: one at a time. A background compaction merges
+    /// without the flush lock, so ingestion goes on being flushed meanwhile (taken before the
+    /// flush lock, never after).
+    compact_lock: Mutex<()>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
+    compact_wanted: AtomicBool,
+    /// The last generation given to a new file (flushes and compactions draw from it).
+    generation: AtomicU64,
     write_error: Mutex<Option<String>>,
     appended: AtomicU64,
     duplicates: AtomicU64,
@@ -400,6 +410,10 @@ impl Store {
             flusher: Mutex::new(None),
             flush_lock: Mutex::new(()),
             flush_wanted: AtomicBool::new(false),
+            compact_lock: Mutex::new(()),
+            compactor: Mutex::new(None),
+            compact_wanted: AtomicBool::new(false),
+            generation: AtomicU64::new(manifest.generation),
             write_error: Mutex::new(None),
             appended: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
@@ -513,7 +527,7 @@ impl Store {
     /// removed from the files.
     pub fn compact(&self) -> Result<()> {
         self.flush()?;
-        self.inner.compact(true)
+        self.inner.compact(true).map(|_| ())
     }
 
     /// A consistent view for queries. Reused while nothing changed (no append, flush,
@@ -663,6 +677,9 @@ impl Store {
             let _ = h.join();
         }
         if let Some(h) = self.inner.flusher.lock().take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.inner.compactor.lock().take() {
             let _ = h.join();
         }
     }
@@ -1019,6 +1036,43 @@ impl Inner {
         }
     }
 
+    /// Starts a background compaction when none is running; it runs while segments are over
+    /// the limit.
+    fn maybe_start_compaction(self: &Arc<Self>) {
+        if self.compact_wanted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        let h = std::thread::Builder::new()
+            .name("itinera-compact".into())
+            .spawn(move || {
+                while me.state.read().segments.len() > me.config.compact_after_segments {
+                    match me.compact(false) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "background compaction failed");
+                            break;
+                        }
+                    }
+                }
+                me.compact_wanted.store(false, Ordering::Release);
+            });
+        match h {
+            Ok(h) => {
+                if let Some(old) = self.compactor.lock().replace(h) {
+                    let _ = old.join();
+                }
+            }
+            Err(_) => self.compact_wanted.store(false, Ordering::Release),
+        }
+    }
+
+    /// A generation for a new file.
+    fn new_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
     fn freeze(&self, wal: &mut WalWriter) -> Result<AppendOutcome> {
         let seq = wal.rotate()?;
         let mut st = self.state.write();
@@ -1147,8 +1201,8 @@ impl Inner {
         let rows: usize = frozen.iter().map(|c| c.cols.len()).sum();
         let roots = Arc::new(self.state.read().identity.roots());
         let mut st_manifest = self.state.read().manifest.clone();
-        st_manifest.generation += 1;
-        let gen = st_manifest.generation;
+        let gen = self.new_generation();
+        st_manifest.generation = st_manifest.generation.max(gen);
         let seg_dir = self.dir.join("seg");
         let mut new_segment = None;
         if rows > 0 {
@@ -1222,24 +1276,26 @@ impl Inner {
         let segs = self.state.read().segments.len();
         drop(_g);
         if segs > self.config.compact_after_segments {
-            self.compact(false)?;
+            self.maybe_start_compaction();
         }
         Ok(())
     }
 
     /// Merges segments. `full`: all of them, with erased ids blanked from the dictionary for
-    /// good. Otherwise (after a flush) size-tiered: the smallest segments are merged until about
-    /// half the limit is left, so each row is rewritten a logarithmic number of times.
-    fn compact(&self, full: bool) -> Result<()> {
-        let _g = self.flush_lock.lock();
-        let (all_segments, holders, erased, roots, mut manifest) = {
+    /// good, holding the flush lock throughout. Otherwise (after a flush) size-tiered: the
+    /// smallest segments are merged until about half the limit is left, so each row is
+    /// rewritten a logarithmic number of times, and flushes go on until the commit. Returns
+    /// whether it merged anything.
+    fn compact(&self, full: bool) -> Result<bool> {
+        let _one_at_a_time = self.compact_lock.lock();
+        let flush_guard = self.flush_lock.lock();
+        let (all_segments, holders, erased, roots) = {
             let st = self.state.read();
             (
                 st.segments.clone(),
                 st.holders.clone(),
                 st.erased.clone(),
                 Arc::new(st.identity.roots()),
-                st.manifest.clone(),
             )
         };
         let segments: Vec<Arc<LoadedSegment>> = if full {
@@ -1247,7 +1303,7 @@ impl Inner {
         } else {
             let keep = (self.config.compact_after_segments / 2).max(1);
             if all_segments.len() <= keep {
-                return Ok(());
+                return Ok(false);
             }
             // the smallest segments, leaving `keep` - 1 segments out, up to the size bound
             let cap = self.config.compact_max_rows as u64;
@@ -1267,8 +1323,17 @@ impl Inner {
             by_size
         };
         if segments.is_empty() || (!full && segments.len() < 2) {
-            return Ok(());
+            return Ok(false);
         }
+        // the chosen segments stay in the store until this commits (compactions are one at a
+        // time); a background merge lets flushes commit meanwhile
+        let flush_guard = match full {
+            true => Some(flush_guard),
+            false => {
+                drop(flush_guard);
+                None
+            }
+        };
         // gather the rows to keep: not erased, first copy of each message id
         let total: usize = segments.iter().map(|s| s.cols.len()).sum();
         let mut seen = rustc_hash::FxHashSet::default();
@@ -1330,8 +1395,7 @@ impl Inner {
             }
             (cols.prop_key, cols.prop_val, cols.prop_end) = (key, val, end);
         }
-        manifest.generation += 1;
-        let gen = manifest.generation;
+        let gen = self.new_generation();
         let seg_dir = self.dir.join("seg");
         let name = format!("{gen:010}.seg");
         let path = seg_dir.join(&name);
@@ -1349,6 +1413,13 @@ impl Inner {
         drop(files);
         drop(locs_in);
         let file = SegmentFile::open(&path)?;
+        // the commit: against the manifest as it is now (flushes may have added segments)
+        let _commit = match flush_guard {
+            Some(g) => g,
+            None => self.flush_lock.lock(),
+        };
+        let mut manifest = self.state.read().manifest.clone();
+        manifest.generation = manifest.generation.max(gen);
         // one full dictionary with erased ids blanked, replacing all deltas
         let (delta, erased_dids) = {
             let mut d = self.dicts.write();
@@ -1467,7 +1538,7 @@ impl Inner {
             erased_ids = erased_dids.len(),
             "compacted segments"
         );
-        Ok(())
+        Ok(true)
     }
 }
 
