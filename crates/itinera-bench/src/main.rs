@@ -188,11 +188,12 @@ fn print_thread_cpu(
     wall_s: f64,
 ) {
     let after = thread_cpu();
+    // a name whose threads exited meanwhile counts only in "process"
     let parts: Vec<String> = after
         .iter()
-        .map(|(name, (u, s))| {
+        .filter_map(|(name, (u, s))| {
             let (u0, s0) = before.get(name).copied().unwrap_or((0.0, 0.0));
-            format!("{name} {:.1}+{:.1}", u - u0, s - s0)
+            (u >= &u0 && s >= &s0).then(|| format!("{name} {:.1}+{:.1}", u - u0, s - s0))
         })
         .collect();
     println!(
@@ -378,6 +379,7 @@ fn store_bench(
         print_thread_cpu("appends", &cpu, took);
     }
     drop(csv_out);
+    let ingest_peak = peak_rss_mib();
     let mode = if chunk == events {
         "batches built before timing".to_string()
     } else {
@@ -391,7 +393,10 @@ fn store_bench(
     let compact_s = t.elapsed().as_secs_f64();
     let stats = store.stats()?;
     println!("store ingest ({mode}, batches of {BATCH}, durable): {stored} events in {ingest_s:.2} s = {:.0} events/s (final flush {flush_s:.2} s, compaction {compact_s:.2} s)", stored as f64 / ingest_s);
-    println!("peak memory (VmHWM): {:.0} MiB", peak_rss_mib());
+    println!(
+        "peak memory (VmHWM): {ingest_peak:.0} MiB while appending (built batches included), {:.0} MiB at the end (the full compaction holds old and new columns)",
+        peak_rss_mib()
+    );
     println!(
         "bytes on disk per event, core columns (person, time, event, channel): {:.3}",
         stats.core_bytes_per_event
