@@ -37,9 +37,19 @@ fn disk_full_refuses_writes_clearly_and_keeps_serving_reads() {
     let c = reqwest::blocking::Client::new();
     let mut acked = Vec::new();
     let mut refusal = None;
+    // padding that does not compress (the log is compressed), from a fixed-seed generator
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                char::from(b'a' + (seed >> 60) as u8)
+            })
+            .collect()
+    };
     for b in 0..400 {
         let ids: Vec<String> = (0..50).map(|i| format!("df-{b}-{i}")).collect();
-        let batch: Vec<_> = ids.iter().map(|id| json!({"type":"track","userId":"u","event":"Fill","messageId":id,"properties":{"pad":"z".repeat(1000)}})).collect();
+        let batch: Vec<_> = ids.iter().map(|id| json!({"type":"track","userId":"u","event":"Fill","messageId":id,"properties":{"pad":noise(1000)}})).collect();
         let (st, body) = post(
             &c,
             &s.url("/v1/batch"),
