@@ -462,10 +462,16 @@ fn http_bench(
         let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{key}:"));
         // requests are built before the clock starts, so the load generator spends its CPU on
         // sending, not formatting (it shares the two cores with the server)
+        // message ids new to the server in every run: repeated runs against one `itinera serve`
+        // would otherwise measure the duplicate path (ids it has stored already)
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let requests_bytes: Arc<Vec<Vec<u8>>> = Arc::new(
             (0..requests)
                 .map(|r| {
-                    let body = track_batch_body(r, batch);
+                    let body = track_batch_body(run, r, batch);
                     format!(
                         "POST /v1/batch HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                         body.len()
@@ -585,7 +591,8 @@ async fn post_raw(
 
 /// Request `r` of the ingestion benches: a `batch` of `track` messages of ~500 bytes each, like
 /// a typical track call from a browser SDK.
-fn track_batch_body(r: u64, batch: usize) -> String {
+/// Request `r` of a load run: `batch` track messages, their ids unique to `run`.
+fn track_batch_body(run: u64, r: u64, batch: usize) -> String {
     let pad = "x".repeat(260);
     let mut body = String::with_capacity(batch * 520 + 32);
     body.push_str(r#"{"batch":["#);
@@ -595,7 +602,7 @@ fn track_batch_body(r: u64, batch: usize) -> String {
         }
         let n = r * batch as u64 + i as u64;
         body.push_str(&format!(
-            r#"{{"type":"track","event":"Product Viewed","userId":"user-{}","messageId":"lg-{n}","timestamp":"2025-06-01T12:00:00.000Z","properties":{{"product_id":"sku-{}","price":19.9,"note":"{pad}"}},"context":{{"library":{{"name":"analytics.js","version":"2.11.1"}},"page":{{"path":"/products/{}"}}}}}}"#,
+            r#"{{"type":"track","event":"Product Viewed","userId":"user-{}","messageId":"lg-{run}-{n}","timestamp":"2025-06-01T12:00:00.000Z","properties":{{"product_id":"sku-{}","price":19.9,"note":"{pad}"}},"context":{{"library":{{"name":"analytics.js","version":"2.11.1"}},"page":{{"path":"/products/{}"}}}}}}"#,
             n % 100_000,
             n % 997,
             n % 997
@@ -607,7 +614,7 @@ fn track_batch_body(r: u64, batch: usize) -> String {
 
 fn parse_bench(events: u64, batch: usize, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     let bodies: Vec<String> = (0..events.div_ceil(batch as u64))
-        .map(|r| track_batch_body(r, batch))
+        .map(|r| track_batch_body(0, r, batch))
         .collect();
     let rules = itinera_core::ChannelRules::default();
     let opts = itinera_core::NormalizeOptions::at(1_750_000_000_000);
