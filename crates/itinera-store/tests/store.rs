@@ -272,15 +272,20 @@ fn newer_format_is_refused() {
     }
 }
 
-#[test]
-fn background_flush_and_auto_compaction_keep_every_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = StoreConfig {
+/// Small flushes and frequent background merges.
+fn merging() -> StoreConfig {
+    StoreConfig {
         flush_rows: 500,
         max_memory_rows: 2_000,
         compact_after_segments: 3,
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn background_flush_and_auto_compaction_keep_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = merging();
     let s = Store::open(dir.path(), cfg.clone()).unwrap();
     let n = append_batches(&s, 40);
     s.flush().unwrap();
@@ -348,23 +353,23 @@ fn messages(s: &Store) -> Vec<String> {
 
 /// Background compactions rewrite only the columns: the merged segments point to the messages
 /// in the files the flushes wrote, which stay (as holders) until a full compaction rewrites
-/// every message into one self-contained segment. Every message is exported exactly once
-/// throughout, also across restarts, and a duplicate dropped by the merge is not exported.
+/// every message into one self-contained segment. Every message is exported, also across
+/// restarts; after the full compaction, exactly once (a late duplicate is dropped).
 #[test]
 fn background_compactions_leave_messages_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = StoreConfig {
-        flush_rows: 500,
-        max_memory_rows: 2_000,
-        compact_after_segments: 3,
-        // late duplicates reach the segments; the merge keeps one copy
+        // late duplicates reach the segments; a merge keeps one copy
         dedup_window_ms: 0,
-        ..Default::default()
+        ..merging()
     };
     let s = Store::open(dir.path(), cfg.clone()).unwrap();
     let n = append_batches(&s, 40);
     s.append(batch_of_100("", 3, 37)).unwrap();
     s.flush().unwrap();
+    // closing waits for the background merges
+    s.close();
+    let s = Store::open(dir.path(), cfg.clone()).unwrap();
     let m = manifest(dir.path());
     assert!(!m.holders.is_empty(), "no background compaction ran: {m:?}");
     let located = m
