@@ -273,9 +273,16 @@ mod tests {
                 }
             }
         }
-        if ctx.contains_key("ip") {
-            ctx.insert("ip".into(), "10.1.2.0".into());
-        }
+        // the IP policy (anonymize, no remote address): an address loses its host part; an ip
+        // that is no address (a shared context may carry any value) is dropped
+        match ctx
+            .get("ip")
+            .and_then(Value::as_str)
+            .and_then(crate::message::anonymize_ip)
+        {
+            Some(a) => ctx.insert("ip".into(), a.into()),
+            None => ctx.remove("ip"),
+        };
         if !ctx.is_empty() {
             m.insert("context".into(), Value::Object(ctx));
         }
