@@ -233,6 +233,9 @@ pub struct StoreStats {
     pub distinct_ids: u64,
     pub accounts: u64,
     pub segments: usize,
+    /// Segment files kept only for the messages merged segments point to (until a full
+    /// compaction).
+    pub holders: usize,
     pub memory_rows: u64,
     pub bytes_on_disk: u64,
     pub segment_bytes: u64,
@@ -643,6 +646,7 @@ impl Store {
             distinct_ids: dicts.ids().len() as u64,
             accounts: dicts.groups().len() as u64,
             segments: st.segments.len(),
+            holders: st.holders.len(),
             memory_rows: st.mem_rows as u64,
             ..Default::default()
         };

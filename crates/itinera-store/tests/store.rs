@@ -372,6 +372,7 @@ fn background_compactions_leave_messages_in_place() {
     let s = Store::open(dir.path(), cfg.clone()).unwrap();
     let m = manifest(dir.path());
     assert!(!m.holders.is_empty(), "no background compaction ran: {m:?}");
+    assert_eq!(s.stats().unwrap().holders, m.holders.len());
     let located = m
         .segments
         .iter()
@@ -404,6 +405,7 @@ fn background_compactions_leave_messages_in_place() {
     s.compact().unwrap();
     let m = manifest(dir.path());
     assert_eq!(m.holders, Vec::<String>::new());
+    assert_eq!(s.stats().unwrap().holders, 0);
     assert_eq!(m.segments.len(), 1);
     assert!(segment_file(dir.path(), &m.segments[0])
         .footer
