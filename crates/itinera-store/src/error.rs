@@ -17,6 +17,8 @@ pub enum StoreError {
     ReadOnly(String),
     #[error("the store is shutting down")]
     Closed,
+    #[error("data directory {0} is in use by another itinera process (stop it, or query it through its server with --server)")]
+    InUse(PathBuf),
     #[error("{0}")]
     Invalid(String),
 }

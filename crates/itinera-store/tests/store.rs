@@ -532,3 +532,23 @@ fn order_free_scans_see_every_person_once() {
     assert_eq!(seen(&free), expected);
     assert_eq!(batched(&free), expected);
 }
+
+/// A second opening of a directory in use is refused (it would replay the same log and remove
+/// the files the first has not committed yet); once the first is closed, it opens.
+#[test]
+fn a_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), small()).unwrap();
+    s.append(batch_of_100("", 0, 7)).unwrap();
+    match Store::open(dir.path(), small()) {
+        Err(StoreError::InUse(p)) => assert_eq!(p, dir.path()),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("opened a directory in use"),
+    }
+    s.close();
+    let again = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(
+        journeys(&again).iter().map(|j| j.1.len()).sum::<usize>(),
+        100
+    );
+}
