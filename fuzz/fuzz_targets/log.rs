@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
     itinera_store::wal::frame(&mut framed, data);
     framed.extend_from_slice(data);
     std::fs::write(dir.path().join("00000000000000000001.log"), &framed).unwrap();
-    let _ = itinera_store::wal::replay(dir.path(), 0, itinera_store::check_log_record);
+    let _ = itinera_store::wal::replay(dir.path(), 0, true, itinera_store::check_log_record);
 });

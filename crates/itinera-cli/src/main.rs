@@ -390,6 +390,16 @@ pub(crate) fn open_data(cfg: &ServerConfig) -> CliResult<Arc<DataDir>> {
     Ok(DataDir::open(&cfg.data, cfg.store.to_store_config())?)
 }
 
+/// The data directory for commands that only read the stores (queries, stats, export): they
+/// run beside an `itinera serve` that owns the directory, without writing to it.
+pub(crate) fn open_data_for_reading(cfg: &ServerConfig) -> CliResult<Arc<DataDir>> {
+    let store = itinera_store::StoreConfig {
+        read_only: true,
+        ..cfg.store.to_store_config()
+    };
+    Ok(DataDir::open(&cfg.data, store)?)
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ITINERA_LOG")
         .unwrap_or_else(|_| "info".into());
@@ -506,7 +516,7 @@ fn run(cli: Cli) -> CliResult {
             format,
         } => {
             let cfg = load_config(&data, None)?;
-            let dir = open_data(&cfg)?;
+            let dir = open_data_for_reading(&cfg)?;
             let store = dir.store(&project.project)?;
             let n = match format {
                 ExportFormat::Jsonl => {
@@ -545,7 +555,7 @@ fn run(cli: Cli) -> CliResult {
             format,
         } => {
             let cfg = load_config(&data, None)?;
-            let dir = open_data(&cfg)?;
+            let dir = open_data_for_reading(&cfg)?;
             let stats = dir.store(&project.project)?.stats()?;
             print_record(format, &stats)
         }

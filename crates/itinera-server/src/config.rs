@@ -93,6 +93,7 @@ impl StoreSettings {
             dedup_window_ms: self.dedup_window_hours * 3_600_000,
             compact_after_segments: self.compact_after_segments.max(1),
             compact_max_rows: self.compact_max_rows.max(2),
+            read_only: false,
         }
     }
 }

@@ -13,7 +13,7 @@ pub enum StoreError {
     Corrupt(String),
     #[error("data directory format {found} is newer than this binary supports ({supported}); upgrade itinera")]
     TooNew { found: u32, supported: u32 },
-    #[error("the store is read-only after a write failure: {0}")]
+    #[error("the store is read-only: {0}")]
     ReadOnly(String),
     #[error("the store is shutting down")]
     Closed,

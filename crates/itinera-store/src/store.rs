@@ -68,6 +68,10 @@ pub struct StoreConfig {
     /// this size at most, so the memory a compaction needs stays bounded however much data
     /// there is (`itinera compact` merges everything).
     pub compact_max_rows: usize,
+    /// Opens the store for reading only, beside the process that owns the directory (a CLI
+    /// query while `itinera serve` runs): no lock, nothing written or removed, the log read up
+    /// to a torn tail without cutting it, and appends refused.
+    pub read_only: bool,
 }
 
 impl Default for StoreConfig {
@@ -78,6 +82,7 @@ impl Default for StoreConfig {
             dedup_window_ms: 7 * 24 * 3600 * 1000,
             compact_after_segments: 8,
             compact_max_rows: 16_000_000,
+            read_only: false,
         }
     }
 }
@@ -322,6 +327,7 @@ impl Store {
             .open(&lock_path)
             .map_err(StoreError::io(&lock_path))?;
         match dir_lock.try_lock() {
+            _ if config.read_only => {}
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(StoreError::InUse(dir.to_path_buf()))
@@ -337,7 +343,9 @@ impl Store {
             }
             None => {
                 let m = Manifest::new();
-                m.commit(dir)?;
+                if !config.read_only {
+                    m.commit(dir)?;
+                }
                 m
             }
         };
@@ -364,6 +372,7 @@ impl Store {
             erased.extend(d.erased);
         }
         identity.grow(dicts.all[DICT_IDS].len() as u32);
+        let locked = (!config.read_only).then_some(dir_lock);
         let mut segments = Vec::new();
         let mut dedup = FxHashMap::default();
         let horizon = now_ms() - config.dedup_window_ms;
@@ -398,7 +407,9 @@ impl Store {
                 cols: Arc::new(cols),
             }));
         }
-        remove_orphans(dir, &manifest)?;
+        if !config.read_only {
+            remove_orphans(dir, &manifest)?;
+        }
         let delta_starts = std::array::from_fn(|k| dicts.all[k].len());
         let state = State {
             identity,
@@ -430,7 +441,7 @@ impl Store {
             compactor: Mutex::new(None),
             compact_wanted: AtomicBool::new(false),
             generation: AtomicU64::new(manifest.generation),
-            dir_lock: Mutex::new(Some(dir_lock)),
+            dir_lock: Mutex::new(locked),
             write_error: Mutex::new(None),
             appended: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
@@ -440,12 +451,17 @@ impl Store {
         // replay the log into the in-memory table
         let wal_dir = dir.join("wal");
         let mut replayed = 0u64;
-        let report = wal::replay(&wal_dir, manifest.wal_from, |payload| {
-            let rec = decode_record(payload)?;
-            replayed += 1;
-            inner.apply(rec, true);
-            Ok(())
-        })?;
+        let report = wal::replay(
+            &wal_dir,
+            manifest.wal_from,
+            !inner.config.read_only,
+            |payload| {
+                let rec = decode_record(payload)?;
+                replayed += 1;
+                inner.apply(rec, true);
+                Ok(())
+            },
+        )?;
         if report.frames > 0 || report.truncated_bytes > 0 {
             tracing::info!(
                 frames = report.frames,
@@ -453,6 +469,10 @@ impl Store {
                 truncated_bytes = report.truncated_bytes,
                 "replayed write-ahead log"
             );
+        }
+        if inner.config.read_only {
+            *inner.write_error.lock() = Some("opened for reading only".into());
+            return Ok(Store { inner });
         }
         let writer = WalWriter::open(&wal_dir, report.last_seq.max(manifest.wal_from))?;
         let (tx, rx) = sync_channel::<Request>(1024);
@@ -1008,7 +1028,7 @@ impl Inner {
         }
         if !framed.is_empty() {
             if let Err(e) = wal.append_durable(framed) {
-                let msg = e.to_string();
+                let msg = format!("a write failed: {e}");
                 tracing::error!(error = %msg, "write-ahead log write failed; the store is now read-only");
                 *self.write_error.lock() = Some(msg.clone());
                 for r in replies.into_iter().chain(freeze_replies) {

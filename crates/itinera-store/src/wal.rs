@@ -138,9 +138,13 @@ pub struct ReplayReport {
 
 /// Reads every frame of files numbered `from` and later, in order, calling `apply` with each
 /// payload. Cuts a torn tail of the last file; errors on damage anywhere else.
+/// Replays the log files numbered `from` on. `cut_torn_tail`: a torn tail of the newest file is
+/// cut off (the owner of the store); otherwise it is only skipped (a reader beside the owner,
+/// who may be writing it right now).
 pub fn replay(
     dir: &Path,
     from: u64,
+    cut_torn_tail: bool,
     mut apply: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReplayReport> {
     let seqs: Vec<u64> = list(dir)?.into_iter().filter(|s| *s >= from).collect();
@@ -189,6 +193,9 @@ pub fn replay(
                 )));
             }
             let cut = data.len() - pos;
+            if !cut_torn_tail {
+                break;
+            }
             tracing::warn!(file = %path.display(), offset = pos, bytes = cut, reason, "cutting torn tail of write-ahead log");
             let f = OpenOptions::new()
                 .write(true)
@@ -208,7 +215,7 @@ mod tests {
 
     fn frames(dir: &Path) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        replay(dir, 0, |p| {
+        replay(dir, 0, true, |p| {
             out.push(p.to_vec());
             Ok(())
         })
@@ -254,7 +261,7 @@ mod tests {
         let mut data = fs::read(&p).unwrap();
         data[10] ^= 0x40;
         fs::write(&p, &data).unwrap();
-        let err = replay(dir.path(), 0, |_| Ok(())).unwrap_err();
+        let err = replay(dir.path(), 0, true, |_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
     }
 }

@@ -18,7 +18,7 @@ fn as_log(data: &[u8]) {
     let _ = itinera_store::check_log_record(data);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("00000000000000000001.log"), data).unwrap();
-    let _ = itinera_store::wal::replay(dir.path(), 0, itinera_store::check_log_record);
+    let _ = itinera_store::wal::replay(dir.path(), 0, true, itinera_store::check_log_record);
 }
 
 fn as_segment(data: &[u8]) {
@@ -53,7 +53,7 @@ fn seeds_and_regressions_decode_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("00000000000000000001.log"), &log).unwrap();
     let mut frames = 0;
-    itinera_store::wal::replay(dir.path(), 0, |p| {
+    itinera_store::wal::replay(dir.path(), 0, true, |p| {
         frames += 1;
         itinera_store::check_log_record(p)
     })

@@ -534,7 +534,8 @@ fn order_free_scans_see_every_person_once() {
 }
 
 /// A second opening of a directory in use is refused (it would replay the same log and remove
-/// the files the first has not committed yet); once the first is closed, it opens.
+/// the files the first has not committed yet), except for reading only; once the first is
+/// closed, it opens.
 #[test]
 fn a_directory_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -545,10 +546,42 @@ fn a_directory_in_use_is_refused() {
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a directory in use"),
     }
+    // a reader beside the owner sees what the owner stored (segments and log), changes nothing
+    // and takes no appends
+    s.flush().unwrap();
+    s.append(batch_of_100("late-", 1, 7)).unwrap();
+    let files = |d: &Path| {
+        let mut v: Vec<(String, u64)> = walk(d)
+            .iter()
+            .map(|p| (p.display().to_string(), std::fs::metadata(p).unwrap().len()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(dir.path());
+    let reader = Store::open(
+        dir.path(),
+        StoreConfig {
+            read_only: true,
+            ..small()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        journeys(&reader).iter().map(|j| j.1.len()).sum::<usize>(),
+        200
+    );
+    let err = reader
+        .append(batch_of_100("r-", 2, 7))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("reading only"), "{err}");
+    reader.close();
+    assert_eq!(files(dir.path()), before, "the reader wrote nothing");
     s.close();
     let again = Store::open(dir.path(), small()).unwrap();
     assert_eq!(
         journeys(&again).iter().map(|j| j.1.len()).sum::<usize>(),
-        100
+        200
     );
 }

@@ -2,7 +2,7 @@
 //! Both paths build the same backend-neutral query; the JSON printed is the API's answer.
 
 use crate::output::{print_records, printed_as_json, Format};
-use crate::{load_config, open_data, CliResult, DataArgs, ProjectArg};
+use crate::{load_config, open_data_for_reading, CliResult, DataArgs, ProjectArg};
 use clap::{Args, Subcommand};
 use itinera_engine::funnel::{
     Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, CountBy, Exclusion,
@@ -441,7 +441,7 @@ fn execute<Q: Serialize, R: DeserializeOwned + Serialize>(
         return Ok(serde_json::from_value(body)?);
     }
     let cfg = load_config(&target.data, None)?;
-    let dir = open_data(&cfg)?;
+    let dir = open_data_for_reading(&cfg)?;
     let project = &target.project.project;
     let store = dir.store(project)?;
     let view = store.view();
@@ -711,7 +711,7 @@ fn model_ref(arg: &str, target: &Target) -> CliResult<ModelRef> {
         if target.server.is_some() {
             return Ok(named);
         }
-        let dir = open_data(&load_config(&target.data, None)?)?;
+        let dir = open_data_for_reading(&load_config(&target.data, None)?)?;
         let resolved = itinera_server::population::resolve_model(
             &dir.meta.lock(),
             &target.project.project,
@@ -952,7 +952,7 @@ fn run_segments_report(target: &Target) -> CliResult {
         resp.json().map_err(|e| format!("{url}: {e}"))?
     } else {
         let cfg = load_config(&target.data, None)?;
-        let dir = open_data(&cfg)?;
+        let dir = open_data_for_reading(&cfg)?;
         let project = &target.project.project;
         let (segments, personas) = {
             let meta = dir.meta.lock();
@@ -1015,7 +1015,7 @@ pub(crate) fn save_person_segment(
         description: Some(what.to_string()),
         rule: itinera_engine::SegmentRule::Persons(persons.to_vec()),
     };
-    let dir = open_data(&load_config(&target.data, None)?)?;
+    let dir = open_data_for_reading(&load_config(&target.data, None)?)?;
     dir.meta.lock().put_definition(
         &target.project.project,
         itinera_server::population::SEGMENT,
@@ -1061,7 +1061,7 @@ fn run_breakdown(a: &BreakdownArgs) -> CliResult {
         body
     } else {
         let cfg = load_config(&a.target.data, None)?;
-        let dir = open_data(&cfg)?;
+        let dir = open_data_for_reading(&cfg)?;
         let project = &a.target.project.project;
         let groups = itinera_server::api::breakdown_groups(&dir.meta.lock(), project, &a.by)?;
         let store = dir.store(project)?;

@@ -616,7 +616,7 @@ pub fn run_scores(a: &ScoresArgs) -> CliResult {
     q.confidence = a.confidence;
     q.time_zone = a.time_zone.clone();
     if q.by == Some(ScoreBy::Persona) && a.target.server.is_none() {
-        let dir = crate::open_data(&crate::load_config(&a.target.data, None)?)?;
+        let dir = crate::open_data_for_reading(&crate::load_config(&a.target.data, None)?)?;
         q.personas = itinera_server::population::load(
             &dir.meta.lock(),
             &a.target.project.project,
