@@ -8,6 +8,9 @@
 //!   counted only when acknowledged (durable); reports events/s and request latency percentiles.
 
 /// mimalloc: the glibc allocator was a quarter of the CPU time of HTTP ingestion (measured with perf).
+/// Built without transparent huge pages (the workspace's `no_thp` feature): the kernel zeroes a
+/// fresh 2 MiB page far slower than 4 KiB ones on the machines measured, which made page zeroing
+/// the largest cost of ingestion, while warm scans ran no faster with huge pages.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
