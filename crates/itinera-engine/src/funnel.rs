@@ -875,6 +875,16 @@ impl FunnelKernel {
         }
     }
 
+    /// True when the hot loop of [`run_funnel`] may call the small single-step kernel
+    /// ([`FunnelKernel::single_slots`] with 8 slots, no entry bound, no tie check) directly for
+    /// every person of a batch, without choosing a kernel per person.
+    fn small_single(&self, slots: &SlotTable, ties: bool) -> bool {
+        slots.single.is_some()
+            && self.n <= SlotTable::SMALL_STEPS
+            && self.entry_before == i64::MAX
+            && !ties
+    }
+
     /// The loop of [`FunnelKernel::run_single_slots`] with a state of `SIZE` slots (the dummy
     /// step [`SlotTable::SINGLE_NONE`] reads slot `30 % SIZE` and writes the next one, both
     /// beyond the steps), checking the entry bound only when `BOUNDED` and ties only when
@@ -1803,6 +1813,35 @@ pub fn run_funnel<S: JourneySource>(
                 |(t, entries, scratch, outcome), b| {
                     let ties = !b.distinct_times;
                     let mut prefetch = RowPrefetch::default();
+                    // the hottest path: small funnels over event names, on rows without equal
+                    // times, one kernel for the whole batch, inlined into this loop
+                    if let Some(slots) = slot_table
+                        .as_ref()
+                        .filter(|s| kernel.small_single(s, ties) && !runner.needs_outcome())
+                    {
+                        let single = slots.single.as_deref().expect("a single-step table");
+                        for &(lo, hi) in b.ranges {
+                            prefetch.ahead(&b.rows, lo as usize);
+                            let rows = EventMasks {
+                                journey: &b.rows,
+                                lo: lo as usize,
+                                hi: hi as usize,
+                                masks: event_masks,
+                                breakdown: runner.breakdown,
+                            };
+                            let (best, t0) = kernel
+                                .single_slots::<8, false, false>(&rows, single)
+                                .expect("no ties looked for");
+                            runner.record_table_chain::<false>(
+                                &rows,
+                                best,
+                                t0,
+                                &mut scratch.chain,
+                                t,
+                            );
+                        }
+                        return;
+                    }
                     for (k, &(lo, hi)) in b.ranges.iter().enumerate() {
                         // the hot path: the batch's columns read in place
                         if let Some(slots) = &slot_table {
