@@ -1813,6 +1813,17 @@ pub fn run_funnel<S: JourneySource>(
                 |(t, entries, scratch, outcome), b| {
                     let ties = !b.distinct_times;
                     let mut prefetch = RowPrefetch::default();
+                    // a person's rows as the table kernels read them, asked for ahead of time
+                    let mut rows_of = |lo: u32, hi: u32| {
+                        prefetch.ahead(&b.rows, lo as usize);
+                        EventMasks {
+                            journey: &b.rows,
+                            lo: lo as usize,
+                            hi: hi as usize,
+                            masks: event_masks,
+                            breakdown: runner.breakdown,
+                        }
+                    };
                     // the hottest path: small funnels over event names, on rows without equal
                     // times, one kernel for the whole batch, inlined into this loop
                     if let Some(slots) = slot_table
@@ -1821,14 +1832,7 @@ pub fn run_funnel<S: JourneySource>(
                     {
                         let single = slots.single.as_deref().expect("a single-step table");
                         for &(lo, hi) in b.ranges {
-                            prefetch.ahead(&b.rows, lo as usize);
-                            let rows = EventMasks {
-                                journey: &b.rows,
-                                lo: lo as usize,
-                                hi: hi as usize,
-                                masks: event_masks,
-                                breakdown: runner.breakdown,
-                            };
+                            let rows = rows_of(lo, hi);
                             let (best, t0) = kernel
                                 .single_slots::<8, false, false>(&rows, single)
                                 .expect("no ties looked for");
@@ -1845,14 +1849,7 @@ pub fn run_funnel<S: JourneySource>(
                     for (k, &(lo, hi)) in b.ranges.iter().enumerate() {
                         // the hot path: the batch's columns read in place
                         if let Some(slots) = &slot_table {
-                            prefetch.ahead(&b.rows, lo as usize);
-                            let rows = EventMasks {
-                                journey: &b.rows,
-                                lo: lo as usize,
-                                hi: hi as usize,
-                                masks: event_masks,
-                                breakdown: runner.breakdown,
-                            };
+                            let rows = rows_of(lo, hi);
                             if let Some((best, t0)) = kernel.run_slots(&rows, slots, ties) {
                                 if runner.needs_outcome() {
                                     outcome.reached = 0;
