@@ -8,7 +8,7 @@ use itinera_engine::{
 use std::time::Instant;
 
 pub fn analyses_bench(
-    dir: &itinera_server::DataDir,
+    dir: &itinera_app::DataDir,
     runs: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let store = crate::default_store(dir)?;

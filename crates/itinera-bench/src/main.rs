@@ -535,9 +535,9 @@ fn http_bench(
 fn in_process_server(
     dir: &std::path::Path,
 ) -> Result<(String, String), Box<dyn std::error::Error>> {
-    let data = itinera_server::DataDir::open(dir, StoreConfig::default())?;
+    let data = itinera_app::DataDir::open(dir, StoreConfig::default())?;
     let keys = data.meta.lock().create_keys("default", "bench")?;
-    let cfg = itinera_server::ServerConfig {
+    let cfg = itinera_app::Config {
         rate_limit_per_key: 0,
         ..Default::default()
     };
@@ -551,7 +551,7 @@ fn in_process_server(
             .expect("server runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = itinera_server::AppState::new(cfg, data);
+            let app = itinera_server::AppState::new(itinera_app::App::new(cfg, data));
             itinera_server::serve(app, listener, std::future::pending()).await
         })
     });
@@ -711,12 +711,12 @@ fn open_or_build(
     events: u64,
     per_person: u64,
     csv: Option<PathBuf>,
-) -> Result<std::sync::Arc<itinera_server::DataDir>, Box<dyn std::error::Error>> {
+) -> Result<std::sync::Arc<itinera_app::DataDir>, Box<dyn std::error::Error>> {
     let store_config = itinera_store::StoreConfig {
         dedup_window_ms: 0,
         ..Default::default()
     };
-    let dir = itinera_server::DataDir::open(data, store_config.clone())?;
+    let dir = itinera_app::DataDir::open(data, store_config.clone())?;
     if dir.store("default")?.stats()?.events == 0 {
         dir.close();
         drop(dir);
@@ -731,12 +731,12 @@ fn open_or_build(
     } else {
         dir.close();
     }
-    Ok(itinera_server::DataDir::open(data, store_config)?)
+    Ok(itinera_app::DataDir::open(data, store_config)?)
 }
 
 /// The bench project's store, its size printed.
 fn default_store(
-    dir: &itinera_server::DataDir,
+    dir: &itinera_app::DataDir,
 ) -> Result<itinera_store::Store, Box<dyn std::error::Error>> {
     let store = dir.store("default")?;
     let stats = store.stats()?;
@@ -810,7 +810,10 @@ fn funnel_bench(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let app = itinera_server::AppState::new(itinera_server::ServerConfig::default(), dir.clone());
+    let app = itinera_server::AppState::new(itinera_app::App::new(
+        itinera_app::Config::default(),
+        dir.clone(),
+    ));
     let (url, body4, body20) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -10,7 +10,7 @@ use rand_distr::{Beta, Exp, Gamma};
 use std::time::Instant;
 
 pub fn attribution_bench(
-    dir: &itinera_server::DataDir,
+    dir: &itinera_app::DataDir,
     runs: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let store = crate::default_store(dir)?;

@@ -3,9 +3,10 @@
 use crate::output::{print_records, printed_as_json, Format};
 use crate::{load_config, open_data, CliResult, DataArgs, ProjectArg};
 use clap::Subcommand;
+use itinera_app::definitions;
 use itinera_engine::segments::{CompiledRule, SegmentDef, SegmentRule};
 use itinera_engine::JourneySource;
-use itinera_server::population;
+use itinera_meta::DefinitionKind;
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -44,7 +45,7 @@ pub enum DefinitionCommand {
     },
 }
 
-pub fn run(kind: &'static str, cmd: DefinitionCommand) -> CliResult {
+pub fn run(kind: DefinitionKind, cmd: DefinitionCommand) -> CliResult {
     match cmd {
         DefinitionCommand::List {
             data,
@@ -52,7 +53,7 @@ pub fn run(kind: &'static str, cmd: DefinitionCommand) -> CliResult {
             format,
         } => {
             let dir = open_data(&load_config(&data, None)?)?;
-            let defs = population::load(&dir.meta.lock(), &project.project, kind)?;
+            let defs = definitions::load_segments(&dir.meta.lock(), &project.project, kind)?;
             let rows: Vec<_> = defs
                 .iter()
                 .map(|d| {
@@ -76,7 +77,7 @@ pub fn run(kind: &'static str, cmd: DefinitionCommand) -> CliResult {
             data,
             project,
         } => {
-            itinera_server::api::valid_definition_name(&name)?;
+            definitions::valid_name(&name)?;
             let text = match rule.strip_prefix('@') {
                 Some(path) => {
                     std::fs::read_to_string(path).map_err(|e| format!("--rule {path}: {e}"))?
@@ -115,15 +116,14 @@ pub fn run(kind: &'static str, cmd: DefinitionCommand) -> CliResult {
 
 /// Deletes a saved definition of `kind` (segment, persona, survey, stage model); an error names
 /// it when there is none.
-pub fn delete_saved(data: &DataArgs, project: &ProjectArg, kind: &str, name: &str) -> CliResult {
+pub fn delete_saved(
+    data: &DataArgs,
+    project: &ProjectArg,
+    kind: DefinitionKind,
+    name: &str,
+) -> CliResult {
     let dir = open_data(&load_config(data, None)?)?;
-    if !dir
-        .meta
-        .lock()
-        .delete_definition(&project.project, kind, name)?
-    {
-        return Err(format!("no {kind} named {name}").into());
-    }
+    definitions::delete(&dir.meta.lock(), &project.project, kind, name)?;
     eprintln!("deleted {kind} {name}");
     Ok(())
 }

@@ -5,6 +5,7 @@
 use crate::CliResult;
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
+use itinera_core::clock::now_ms;
 use itinera_core::ingest::parse_one;
 use itinera_core::message::new_message_id;
 use itinera_core::{ChannelRules, NormalizeOptions, Touchpoint};
@@ -57,13 +58,6 @@ pub struct Importer<'a> {
 const BATCH: usize = 20_000;
 /// Batches in flight during an import.
 const IN_FLIGHT: usize = 3;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl<'a> Importer<'a> {
     pub fn new(

@@ -17,8 +17,10 @@ mod surveys;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Args, Parser, Subcommand};
+use itinera_app::{App, Config as ServerConfig, DataDir};
+use itinera_meta::DefinitionKind;
 use itinera_meta::DEFAULT_PROJECT;
-use itinera_server::{AppState, DataDir, ServerConfig};
+use itinera_server::AppState;
 use itinera_synth::{World, WorldSpec};
 use output::{print_record, print_records, Format};
 use std::io::Write;
@@ -332,7 +334,6 @@ set_from_str!(u16, u32, u64, i64, usize);
 /// What a demo starts with besides the data: the generator's personas, two segments, the NPS
 /// survey and an alert rule on detractors (no delivery: see them with GET /api/v1/alerts).
 fn seed_demo_definitions(dir: &DataDir) -> CliResult {
-    use itinera_server::population::{PERSONA, SEGMENT};
     let meta = dir.meta.lock();
     let personas = [
         "impulse_buyer",
@@ -343,7 +344,13 @@ fn seed_demo_definitions(dir: &DataDir) -> CliResult {
     for (i, p) in personas.iter().enumerate() {
         let def =
             serde_json::json!({"name": p, "rule": {"trait": {"key": "traits.persona", "is": p}}});
-        meta.put_definition(DEFAULT_PROJECT, PERSONA, p, &def.to_string(), i as i64)?;
+        meta.put_definition(
+            DEFAULT_PROJECT,
+            DefinitionKind::Persona,
+            p,
+            &def.to_string(),
+            i as i64,
+        )?;
     }
     let segments = [
         (
@@ -357,7 +364,13 @@ fn seed_demo_definitions(dir: &DataDir) -> CliResult {
     ];
     for (name, rule) in segments {
         let def = serde_json::json!({"name": name, "rule": rule});
-        meta.put_definition(DEFAULT_PROJECT, SEGMENT, name, &def.to_string(), 0)?;
+        meta.put_definition(
+            DEFAULT_PROJECT,
+            DefinitionKind::Segment,
+            name,
+            &def.to_string(),
+            0,
+        )?;
     }
     let survey = serde_json::json!({
         "id": "nps-relationship", "kind": "nps",
@@ -370,7 +383,7 @@ fn seed_demo_definitions(dir: &DataDir) -> CliResult {
     });
     meta.put_definition(
         DEFAULT_PROJECT,
-        itinera_server::surveys::SURVEY,
+        DefinitionKind::Survey,
         "nps-relationship",
         &survey.to_string(),
         0,
@@ -381,7 +394,7 @@ fn seed_demo_definitions(dir: &DataDir) -> CliResult {
     });
     meta.put_definition(
         DEFAULT_PROJECT,
-        itinera_server::alerts::ALERT,
+        DefinitionKind::Alert,
         "detractors",
         &rule.to_string(),
         0,
@@ -473,12 +486,8 @@ fn run(cli: Cli) -> CliResult {
         Command::Surveys { command } => surveys::run(command),
         Command::Cases { command } => surveys::run_cases(command),
         Command::Models { command } => models::run(command),
-        Command::Segments { command } => {
-            definitions::run(itinera_server::population::SEGMENT, command)
-        }
-        Command::Personas { command } => {
-            definitions::run(itinera_server::population::PERSONA, command)
-        }
+        Command::Segments { command } => definitions::run(DefinitionKind::Segment, command),
+        Command::Personas { command } => definitions::run(DefinitionKind::Persona, command),
         Command::Import {
             data,
             project,
@@ -706,7 +715,7 @@ fn serve(
             println!("  try: curl -u {}: http://{addr}/v1/track -d '{{\"userId\":\"me\",\"event\":\"Hello\"}}' -H 'content-type: application/json'", k.write_key);
         }
         std::io::stdout().flush()?;
-        let app = AppState::new(cfg, dir);
+        let app = AppState::new(App::new(cfg, dir));
         itinera_server::serve(app, listener, itinera_server::shutdown_signal()).await?;
         CliResult::Ok(())
     })

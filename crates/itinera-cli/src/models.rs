@@ -5,7 +5,9 @@ use crate::output::{print_records, Format};
 use crate::{load_config, open_data, CliResult, DataArgs, ProjectArg};
 use clap::Subcommand;
 use itinera_engine::stages::{ModelRef, StageModel};
-use itinera_server::population::STAGE_MODEL;
+use itinera_meta::DefinitionKind;
+
+const STAGE_MODEL: DefinitionKind = DefinitionKind::StageModel;
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -73,7 +75,7 @@ pub fn run(cmd: ModelCommand) -> CliResult {
             if StageModel::BUILTIN.contains(&name.as_str()) {
                 return Err(format!("`{name}` is a built-in model's name").into());
             }
-            itinera_server::api::valid_definition_name(&name)?;
+            itinera_app::definitions::valid_name(&name)?;
             let ModelRef::Inline(model) = crate::query::model_file(&file)? else {
                 unreachable!("a file gives a whole model")
             };

@@ -3,7 +3,7 @@
 use crate::output::{print_records, printed_as_json, Format};
 use crate::{load_config, open_data, CliResult, DataArgs, ProjectArg};
 use clap::Subcommand;
-use itinera_server::surveys::{load_from, signed_link, SurveyDef};
+use itinera_app::surveys::{load as load_from, signed_link, SurveyDef};
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -89,13 +89,16 @@ pub fn run(cmd: SurveyCommand) -> CliResult {
                 serde_json::from_str(&text).map_err(|e| format!("--definition: {e}"))?;
             def.id = id.clone();
             let dir = open_data(&load_config(&data, None)?)?;
-            itinera_server::api::save_survey(&dir.meta.lock(), &project.project, &def)?;
+            itinera_app::surveys::save(&dir.meta.lock(), &project.project, &def)?;
             eprintln!("saved survey {id}");
             Ok(())
         }
-        SurveyCommand::Delete { id, data, project } => {
-            crate::definitions::delete_saved(&data, &project, itinera_server::surveys::SURVEY, &id)
-        }
+        SurveyCommand::Delete { id, data, project } => crate::definitions::delete_saved(
+            &data,
+            &project,
+            itinera_meta::DefinitionKind::Survey,
+            &id,
+        ),
         SurveyCommand::Link {
             id,
             person,
@@ -115,7 +118,7 @@ pub fn run(cmd: SurveyCommand) -> CliResult {
             {
                 return Err(format!("no survey {id}").into());
             }
-            let expires = itinera_server::population::now_ms() + days as i64 * 86_400_000;
+            let expires = itinera_app::now_ms() + days as i64 * 86_400_000;
             let path = signed_link(&meta, &project.project, &id, &person, expires)?;
             println!("{}{path}", base_url.trim_end_matches('/'));
             Ok(())

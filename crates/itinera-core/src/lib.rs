@@ -8,6 +8,7 @@
 //! - [`identity`]: identity stitching (anonymous visitors joined to known persons, transitively).
 
 pub mod channel;
+pub mod clock;
 pub mod identity;
 pub mod ingest;
 pub mod json;

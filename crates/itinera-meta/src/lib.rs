@@ -8,15 +8,58 @@
 
 use rand::Rng;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// The project that exists in every data directory, so single-project use needs no flag.
 pub const DEFAULT_PROJECT: &str = "default";
 
+/// The schema, one versioned SQL file per change (`migrations/`), applied in order on open; the
+/// version is SQLite's `user_version`.
+fn migrations() -> rusqlite_migration::Migrations<'static> {
+    rusqlite_migration::Migrations::new(vec![rusqlite_migration::M::up(include_str!(
+        "../migrations/0001_initial.sql"
+    ))])
+}
+
+/// What a saved definition is; stored as its name in the `definitions` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefinitionKind {
+    Segment,
+    Persona,
+    StageModel,
+    Survey,
+    Alert,
+}
+
+impl DefinitionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefinitionKind::Segment => "segment",
+            DefinitionKind::Persona => "persona",
+            DefinitionKind::StageModel => "stage_model",
+            DefinitionKind::Survey => "survey",
+            DefinitionKind::Alert => "alert",
+        }
+    }
+}
+
+impl std::fmt::Display for DefinitionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DefinitionKind::StageModel => "stage model",
+            DefinitionKind::Alert => "alert rule",
+            other => other.as_str(),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
+    #[error("metadata database migration: {0}")]
+    Migration(String),
     #[error("metadata database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("no project named {0:?}")]
@@ -32,7 +75,7 @@ pub enum MetaError {
 pub type Result<T> = std::result::Result<T, MetaError>;
 
 /// What a credential allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     Write,
@@ -54,7 +97,7 @@ impl KeyKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Project {
     pub id: i64,
     pub name: String,
@@ -62,7 +105,7 @@ pub struct Project {
 }
 
 /// A key as listed: never the secret, only its prefix.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyInfo {
     pub id: i64,
     pub project: String,
@@ -74,7 +117,7 @@ pub struct KeyInfo {
 }
 
 /// A saved definition (a segment, a persona): its JSON body and its place in an ordered list.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Definition {
     pub name: String,
     pub position: i64,
@@ -83,7 +126,7 @@ pub struct Definition {
 }
 
 /// An alert that fired, with where its delivery stands.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AlertRecord {
     pub id: i64,
     pub rule: String,
@@ -95,7 +138,7 @@ pub struct AlertRecord {
     pub attempts: Vec<DeliveryAttempt>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeliveryAttempt {
     /// `webhook` or `email`.
     pub channel: String,
@@ -106,7 +149,7 @@ pub struct DeliveryAttempt {
 }
 
 /// A case opened to close the loop with a customer.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Case {
     pub id: i64,
     pub alert_id: Option<i64>,
@@ -122,7 +165,7 @@ pub struct Case {
 }
 
 /// Changes to a case; absent fields stay as they are.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaseUpdate {
     pub status: Option<String>,
@@ -136,7 +179,7 @@ pub struct CaseUpdate {
 pub const CASE_STATUSES: [&str; 4] = ["open", "in_progress", "waiting_on_customer", "closed"];
 
 /// A freshly created pair of credentials; the only time the secrets are visible.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewKeys {
     pub project: String,
     pub write_key: String,
@@ -175,51 +218,13 @@ pub fn valid_project_name(name: &str) -> bool {
 impl Meta {
     /// Opens (or creates) the database and makes sure the default project exists.
     pub fn open(path: &Path) -> Result<Meta> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS projects (
-                id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS keys (
-                id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL REFERENCES projects(id),
-                kind TEXT NOT NULL CHECK (kind IN ('write','read')), prefix TEXT NOT NULL,
-                hash TEXT NOT NULL UNIQUE, label TEXT NOT NULL DEFAULT '',
-                created_at TEXT NOT NULL, revoked_at TEXT);
-             CREATE TABLE IF NOT EXISTS definitions (
-                project_id INTEGER NOT NULL REFERENCES projects(id),
-                kind TEXT NOT NULL, name TEXT NOT NULL, position INTEGER NOT NULL DEFAULT 0,
-                body TEXT NOT NULL, updated_at TEXT NOT NULL,
-                PRIMARY KEY (project_id, kind, name));
-             CREATE TABLE IF NOT EXISTS alert_state (
-                project_id INTEGER NOT NULL REFERENCES projects(id), rule TEXT NOT NULL,
-                watermark_ms INTEGER NOT NULL, last_fired_ms INTEGER,
-                PRIMARY KEY (project_id, rule));
-             CREATE TABLE IF NOT EXISTS alerts (
-                id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL REFERENCES projects(id),
-                rule TEXT NOT NULL, key TEXT NOT NULL, payload TEXT NOT NULL,
-                created_at TEXT NOT NULL, delivery TEXT NOT NULL DEFAULT 'pending',
-                UNIQUE (project_id, rule, key));
-             CREATE TABLE IF NOT EXISTS deliveries (
-                alert_id INTEGER NOT NULL REFERENCES alerts(id), attempt INTEGER NOT NULL,
-                status INTEGER, error TEXT, at TEXT NOT NULL,
-                channel TEXT NOT NULL DEFAULT 'webhook');
-             CREATE TABLE IF NOT EXISTS cases (
-                id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL REFERENCES projects(id),
-                alert_id INTEGER REFERENCES alerts(id), person TEXT,
-                status TEXT NOT NULL DEFAULT 'open', assignee TEXT, root_cause TEXT,
-                action TEXT, follow_up TEXT, title TEXT NOT NULL,
-                created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
-        )?;
-        let v: Option<i64> = conn
-            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-            .optional()?;
-        if v.is_none() {
-            conn.execute("INSERT INTO schema_version VALUES (1)", [])?;
-        }
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| MetaError::Migration(e.to_string()))?;
         let meta = Meta { conn };
         meta.ensure_project(DEFAULT_PROJECT)?;
         Ok(meta)
@@ -229,7 +234,7 @@ impl Meta {
     pub fn put_definition(
         &self,
         project: &str,
-        kind: &str,
+        kind: DefinitionKind,
         name: &str,
         body: &str,
         position: i64,
@@ -240,19 +245,19 @@ impl Meta {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (project_id, kind, name) DO UPDATE SET
                 position = excluded.position, body = excluded.body, updated_at = excluded.updated_at",
-            params![p.id, kind, name, position, body, now()],
+            params![p.id, kind.as_str(), name, position, body, now()],
         )?;
         Ok(())
     }
 
     /// The definitions of `kind` in `project`, by position then name.
-    pub fn definitions(&self, project: &str, kind: &str) -> Result<Vec<Definition>> {
+    pub fn definitions(&self, project: &str, kind: DefinitionKind) -> Result<Vec<Definition>> {
         let p = self.project(project)?;
         let mut st = self.conn.prepare(
             "SELECT name, position, body, updated_at FROM definitions
              WHERE project_id = ?1 AND kind = ?2 ORDER BY position, name",
         )?;
-        let rows = st.query_map(params![p.id, kind], |r| {
+        let rows = st.query_map(params![p.id, kind.as_str()], |r| {
             Ok(Definition {
                 name: r.get(0)?,
                 position: r.get(1)?,
@@ -264,11 +269,16 @@ impl Meta {
     }
 
     /// Deletes a definition; false when there was none.
-    pub fn delete_definition(&self, project: &str, kind: &str, name: &str) -> Result<bool> {
+    pub fn delete_definition(
+        &self,
+        project: &str,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<bool> {
         let p = self.project(project)?;
         let n = self.conn.execute(
             "DELETE FROM definitions WHERE project_id = ?1 AND kind = ?2 AND name = ?3",
-            params![p.id, kind, name],
+            params![p.id, kind.as_str(), name],
         )?;
         Ok(n > 0)
     }
@@ -646,6 +656,35 @@ impl Meta {
 mod tests {
     use super::*;
 
+    /// A database written before migrations existed (a `schema_version` table, `user_version` 0)
+    /// opens, keeps its rows, and is marked as at the latest migration.
+    #[test]
+    fn databases_from_before_migrations_open_and_keep_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(include_str!("../migrations/0001_initial.sql"))
+                .unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1);
+                 INSERT INTO projects (name, created_at) VALUES ('old', '2026-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let m = Meta::open(&path).unwrap();
+        assert_eq!(m.project("old").unwrap().name, "old");
+        let v: i64 = m
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+        drop(m);
+        // opening again applies nothing twice
+        Meta::open(&path).unwrap();
+    }
+
     #[test]
     fn alerts_deliveries_and_cases() {
         let dir = tempfile::tempdir().unwrap();
@@ -699,25 +738,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = Meta::open(&dir.path().join("meta.db")).unwrap();
         m.ensure_project("other").unwrap();
-        m.put_definition("default", "persona", "b", "{\"x\":1}", 2)
+        m.put_definition("default", DefinitionKind::Persona, "b", "{\"x\":1}", 2)
             .unwrap();
-        m.put_definition("default", "persona", "a", "{}", 1)
+        m.put_definition("default", DefinitionKind::Persona, "a", "{}", 1)
             .unwrap();
-        m.put_definition("default", "segment", "a", "{}", 0)
+        m.put_definition("default", DefinitionKind::Segment, "a", "{}", 0)
             .unwrap();
-        m.put_definition("default", "persona", "b", "{\"x\":2}", 0)
+        m.put_definition("default", DefinitionKind::Persona, "b", "{\"x\":2}", 0)
             .unwrap();
-        let p = m.definitions("default", "persona").unwrap();
+        let p = m.definitions("default", DefinitionKind::Persona).unwrap();
         assert_eq!(
             p.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
             ["b", "a"]
         );
         assert_eq!(p[0].body, "{\"x\":2}");
-        assert!(m.definitions("other", "persona").unwrap().is_empty());
-        assert!(m.delete_definition("default", "persona", "a").unwrap());
-        assert!(!m.delete_definition("default", "persona", "a").unwrap());
+        assert!(m
+            .definitions("other", DefinitionKind::Persona)
+            .unwrap()
+            .is_empty());
+        assert!(m
+            .delete_definition("default", DefinitionKind::Persona, "a")
+            .unwrap());
+        assert!(!m
+            .delete_definition("default", DefinitionKind::Persona, "a")
+            .unwrap());
         assert!(matches!(
-            m.definitions("nope", "segment"),
+            m.definitions("nope", DefinitionKind::Segment),
             Err(MetaError::NoProject(_))
         ));
     }

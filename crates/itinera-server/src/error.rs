@@ -1,12 +1,10 @@
 //! API errors, mapped to HTTP statuses at this edge. Bodies are JSON naming the field and reason.
 
-use crate::datadir::DataDirError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use itinera_app::AppError;
 use itinera_core::ingest::IndexedError;
-use itinera_meta::MetaError;
-use itinera_store::StoreError;
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +21,7 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     TooLarge(String),
-    #[error("rate limit exceeded for this key; retry after {0} s")]
+    #[error("rate limit exceeded; retry after {0} s")]
     RateLimited(u64),
     #[error("{0}")]
     Unavailable(String),
@@ -31,31 +29,30 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
         match e {
-            StoreError::ReadOnly(_) | StoreError::Closed => ApiError::Unavailable(e.to_string()),
-            other => ApiError::Internal(other.to_string()),
+            AppError::Invalid { field, reason } => ApiError::BadRequest { field, reason },
+            AppError::NotFound(m) => ApiError::NotFound(m),
+            AppError::Forbidden(m) => ApiError::Forbidden(m),
+            AppError::TooLarge(m) => ApiError::TooLarge(m),
+            AppError::Busy { retry_after_s } => ApiError::RateLimited(retry_after_s),
+            AppError::Cancelled => ApiError::Unavailable(e.to_string()),
+            AppError::Unavailable(m) => ApiError::Unavailable(m),
+            AppError::Internal(m) => ApiError::Internal(m),
         }
     }
 }
 
-impl From<MetaError> for ApiError {
-    fn from(e: MetaError) -> Self {
-        match e {
-            MetaError::NoProject(_) | MetaError::NoKey(_) => ApiError::NotFound(e.to_string()),
-            other => ApiError::Internal(other.to_string()),
-        }
+impl From<itinera_app::DataDirError> for ApiError {
+    fn from(e: itinera_app::DataDirError) -> Self {
+        AppError::from(e).into()
     }
 }
 
-impl From<DataDirError> for ApiError {
-    fn from(e: DataDirError) -> Self {
-        match e {
-            DataDirError::Meta(m) => m.into(),
-            DataDirError::Store(s) => s.into(),
-            other => ApiError::Internal(other.to_string()),
-        }
+impl From<itinera_meta::MetaError> for ApiError {
+    fn from(e: itinera_meta::MetaError) -> Self {
+        AppError::from(e).into()
     }
 }
 

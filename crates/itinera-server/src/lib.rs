@@ -1,152 +1,48 @@
-//! Itinera's HTTP server: the Segment-compatible tracking API, the query API under `/api/v1/`,
-//! health and Prometheus metrics. The web app is mounted here as it is built.
+//! Itinera's HTTP edge: the Segment-compatible tracking API, the query API under `/api/v1/`, the
+//! survey pages, health and Prometheus metrics. Each API surface is a module of [`routes`] with
+//! its own router; authentication ([`auth`]) and rate limits ([`rate_limit`]) are apart. Everything
+//! beyond HTTP is the application layer's (`itinera-app`).
 
-pub mod alerts;
-pub mod api;
-pub mod config;
-pub mod datadir;
+pub mod auth;
 pub mod error;
 pub mod metrics;
-pub mod population;
-pub mod surveys;
-pub mod tracking;
+pub mod openapi;
+pub mod rate_limit;
+pub mod routes;
 
-pub use config::ServerConfig;
-pub use datadir::{DataDir, DataDirError};
 pub use error::ApiError;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use itinera_meta::KeyKind;
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use axum::response::Response;
+use axum::Router;
+use itinera_app::App;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+use std::time::Instant;
 
-/// Shared state of a running server.
+/// Shared state of a running server: the application and what only HTTP needs.
 pub struct AppState {
-    pub config: ServerConfig,
-    pub data: Arc<DataDir>,
+    pub app: Arc<App>,
     pub metrics: metrics::Metrics,
-    pub jobs: api::Jobs,
-    auth_cache: Mutex<HashMap<(String, bool), (String, Instant)>>,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    auth: auth::AuthCache,
+    /// Requests per write key.
+    pub write_limit: rate_limit::KeyedLimit,
+    /// Requests to the public survey pages, per client address and per person.
+    pub survey_limit: rate_limit::KeyedLimit,
 }
 
 impl AppState {
-    pub fn new(config: ServerConfig, data: Arc<DataDir>) -> Arc<AppState> {
+    pub fn new(app: Arc<App>) -> Arc<AppState> {
         Arc::new(AppState {
-            config,
-            data,
+            write_limit: rate_limit::KeyedLimit::per_second(app.config.rate_limit_per_key),
+            survey_limit: rate_limit::KeyedLimit::per_minute(app.config.survey_rate_per_minute),
+            app,
             metrics: metrics::Metrics::default(),
-            jobs: api::Jobs::default(),
-            auth_cache: Mutex::new(HashMap::new()),
-            buckets: Mutex::new(HashMap::new()),
+            auth: auth::AuthCache::default(),
         })
     }
-
-    /// The project of a live credential of the given kind; cached briefly.
-    pub fn authenticate(&self, secret: &str, kind: KeyKind) -> Result<String, ApiError> {
-        let ttl = Duration::from_secs(self.config.auth_cache_seconds);
-        let cache_key = (secret.to_string(), kind == KeyKind::Write);
-        if let Some((project, at)) = self.auth_cache.lock().get(&cache_key) {
-            if at.elapsed() < ttl {
-                return Ok(project.clone());
-            }
-        }
-        let project = self.data.meta.lock().authenticate(secret, kind)?;
-        match project {
-            Some(p) => {
-                let mut cache = self.auth_cache.lock();
-                if cache.len() > 10_000 {
-                    cache.clear();
-                }
-                cache.insert(cache_key, (p.clone(), Instant::now()));
-                Ok(p)
-            }
-            None => Err(ApiError::Unauthorized(match kind {
-                KeyKind::Write => "unknown or revoked write key",
-                KeyKind::Read => "unknown or revoked read token",
-            })),
-        }
-    }
-
-    /// Token bucket per key: `rate_limit_per_key` per second, bursts of twice that.
-    pub fn rate_limit(&self, key: &str) -> Result<(), ApiError> {
-        let rate = self.config.rate_limit_per_key as f64;
-        self.bucket(key, rate, rate * 2.0)
-    }
-
-    /// Token bucket per key at `per_minute` requests a minute, a minute's worth at once; 0 = off.
-    pub fn rate_limit_at(&self, key: &str, per_minute: u32) -> Result<(), ApiError> {
-        self.bucket(key, per_minute as f64 / 60.0, per_minute as f64)
-    }
-
-    fn bucket(&self, key: &str, rate: f64, burst: f64) -> Result<(), ApiError> {
-        if rate <= 0.0 {
-            return Ok(());
-        }
-        let mut buckets = self.buckets.lock();
-        if buckets.len() > 100_000 {
-            // keyed by client addresses too: forget idle buckets rather than grow without bound
-            buckets.retain(|_, (_, last)| last.elapsed() < Duration::from_secs(120));
-        }
-        let now = Instant::now();
-        let (tokens, last) = buckets.entry(key.to_string()).or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
-        *last = now;
-        if *tokens < 1.0 {
-            return Err(ApiError::RateLimited(1));
-        }
-        *tokens -= 1.0;
-        Ok(())
-    }
-}
-
-async fn healthz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    let errors: Vec<serde_json::Value> = app
-        .data
-        .open_stores()
-        .into_iter()
-        .filter_map(|(p, s)| {
-            s.write_error()
-                .map(|e| serde_json::json!({"project": p, "error": e}))
-        })
-        .collect();
-    Json(serde_json::json!({
-        "status": if errors.is_empty() { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "write_errors": errors,
-    }))
-}
-
-async fn metrics_handler(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    for (project, store) in app.data.open_stores() {
-        if let Ok(s) = store.stats() {
-            let labels = vec![("project".to_string(), project)];
-            app.metrics
-                .store_events
-                .get_or_create(&labels)
-                .set(s.events as i64);
-            app.metrics
-                .store_bytes
-                .get_or_create(&labels)
-                .set(s.bytes_on_disk as i64);
-        }
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
-    )
 }
 
 async fn track_latency(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -169,49 +65,25 @@ async fn track_latency(State(app): State<Arc<AppState>>, req: Request, next: Nex
 }
 
 /// The router with every API surface.
-pub fn router(app: Arc<AppState>) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods(AllowMethods::mirror_request())
-        .allow_headers(AllowHeaders::mirror_request())
-        .allow_credentials(true)
-        .max_age(Duration::from_secs(3600));
-    let tracking = Router::new()
-        .route("/v1/{kind}", post(tracking::ingest))
-        .route("/v1/projects/{key}/settings", get(tracking::settings))
-        .route("/v1/surveys/{id}", get(surveys::public_definition))
-        .route("/widget.js", get(surveys::widget))
-        .layer(cors)
-        // compressed bodies are checked again after decompression
-        .layer(DefaultBodyLimit::max(
-            itinera_core::message::MAX_BATCH_BYTES + 64 * 1024,
-        ));
-    Router::new()
-        .merge(tracking)
-        .merge(api::routes())
-        .route(
-            "/s/{project}/{survey}",
-            get(surveys::show).post(surveys::answer),
-        )
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_handler))
+pub fn router(state: Arc<AppState>) -> Router {
+    routes::router()
         .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
+            state.clone(),
             track_latency,
         ))
-        .with_state(app)
+        .with_state(state)
 }
 
 /// Serves until `shutdown` completes, then stops accepting, finishes requests in flight, flushes
 /// the stores and returns.
 pub async fn serve(
-    app: Arc<AppState>,
+    state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let data = app.data.clone();
-    alerts::spawn_loop(app.clone());
-    let svc = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let data = state.app.data.clone();
+    itinera_app::alerts::spawn_loop(state.app.clone());
+    let svc = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, svc)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -22,6 +22,7 @@ use crate::manifest::Manifest;
 use crate::scan::Snapshot;
 use crate::segment::{self, BodyFiles, BodyLoc, SegmentFile};
 use crate::wal::{self, frame_with, WalWriter};
+use itinera_core::clock::now_ms;
 use itinera_core::{IdentityGraph, Touchpoint};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
@@ -304,13 +305,6 @@ impl AppendPipeline<'_> {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Store {

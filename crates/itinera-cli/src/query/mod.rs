@@ -4,20 +4,20 @@
 use crate::output::{print_records, printed_as_json, Format};
 use crate::{load_config, open_data_for_reading, CliResult, DataArgs, ProjectArg};
 use clap::{Args, Subcommand};
+use itinera_app::breakdown::BreakdownBy;
+use itinera_app::{AnalysisRequest, App, PersonStagesRequest, Population};
+use itinera_client::Client;
 use itinera_engine::funnel::{
     Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, CountBy, Exclusion,
 };
 use itinera_engine::paths::CleaningRule;
 use itinera_engine::stages::ModelRef;
-use itinera_engine::JourneySource;
 use itinera_engine::{
     EventSelector, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep, PathQuery, PathResult,
     PersonJourney, RetentionQuery, RetentionResult, Span, StageFunnelQuery, StageFunnelResult,
     StageModel,
 };
-use itinera_server::population::Population;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -265,9 +265,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
                 .map_err(|e| format!("{}: {e}", p.display()))?,
                 None => funnel_query(&args)?,
             };
-            let result: FunnelResult = execute(&args.target, "funnel", &q, |view| {
-                itinera_engine::run_funnel(view, &q, &Default::default())
-            })?;
+            let result: FunnelResult = analyze(&args.target, AnalysisRequest::Funnel(q.clone()))?;
             if let (Some(name), Some(persons)) = (&args.save_segment, &result.cohort) {
                 save_person_segment(
                     &args.target,
@@ -292,9 +290,8 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Comments(args) => value::run_comments(&args),
         QueryCommand::Retention(args) => {
             let q = retention_query(&args)?;
-            let result: RetentionResult = execute(&args.target, "retention", &q, |view| {
-                itinera_engine::run_retention(view, &q, &Default::default())
-            })?;
+            let result: RetentionResult =
+                analyze(&args.target, AnalysisRequest::Retention(q.clone()))?;
             print_retention(args.target.format, &result)
         }
     }
@@ -403,55 +400,49 @@ fn print_retention(format: Format, r: &RetentionResult) -> CliResult {
     Ok(())
 }
 
-/// Runs `local` on the project's store, or posts `query` to the server's `/api/v1/{path}`.
-fn execute<Q: Serialize, R: DeserializeOwned + Serialize>(
-    target: &Target,
-    path: &str,
-    query: &Q,
-    local: impl FnOnce(
-        &itinera_engine::Filtered<'_, itinera_store::StoreView>,
-    ) -> itinera_engine::Result<R>,
-) -> CliResult<R> {
-    let population = Population {
-        segment: target.segment.clone(),
-        persona: target.persona.clone(),
-    };
-    if let Some(server) = &target.server {
-        let token = target
+impl Target {
+    /// The population the query covers (`--segment`, `--persona`).
+    fn population(&self) -> Population {
+        Population {
+            segment: self.segment.clone(),
+            persona: self.persona.clone(),
+        }
+    }
+
+    /// The typed client of `--server`, with `--token`.
+    fn client(&self) -> CliResult<Option<Client>> {
+        let Some(server) = &self.server else {
+            return Ok(None);
+        };
+        let token = self
             .token
             .as_deref()
             .ok_or("--server needs --token (a read token, rt_…)")?;
-        let url = format!("{}/api/v1/{path}", server.trim_end_matches('/'));
-        let resp = reqwest::blocking::Client::new()
-            .post(&url)
-            .bearer_auth(token)
-            .query(&population)
-            .json(query)
-            .send()
-            .map_err(|e| format!("{url}: {e}"))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().map_err(|e| format!("{url}: {e}"))?;
-        if !status.is_success() {
-            let msg = body["message"]
-                .as_str()
-                .or(body["error"].as_str())
-                .unwrap_or("request failed");
-            return Err(format!("{url}: {status}: {msg}").into());
-        }
-        return Ok(serde_json::from_value(body)?);
+        Ok(Some(Client::new(server, token)))
     }
-    let cfg = load_config(&target.data, None)?;
-    let dir = open_data_for_reading(&cfg)?;
-    let project = &target.project.project;
-    let store = dir.store(project)?;
-    let view = store.view();
-    let filter = view.with_vocabulary(|v| population.filter(&dir, project, v))?;
-    let result = local(&itinera_engine::Filtered {
-        inner: &view,
-        filter,
-        as_of_ms: itinera_server::population::now_ms(),
-    })?;
-    Ok(result)
+
+    /// The application over `--data`, opened for reading.
+    fn local_app(&self) -> CliResult<std::sync::Arc<App>> {
+        let cfg = load_config(&self.data, None)?;
+        let dir = open_data_for_reading(&cfg)?;
+        Ok(App::new(cfg, dir))
+    }
+}
+
+/// Runs an analysis on the data directory, or on the server with `--server`; the same request
+/// and the same answer either way.
+fn analyze<R: DeserializeOwned>(target: &Target, request: AnalysisRequest) -> CliResult<R> {
+    let population = target.population();
+    let answer: serde_json::Value = match target.client()? {
+        Some(client) => client.analysis(&request, &population)?,
+        None => target.local_app()?.run_analysis(
+            &target.project.project,
+            &request,
+            &population,
+            &Default::default(),
+        )?,
+    };
+    Ok(serde_json::from_value(answer)?)
 }
 
 /// `--from` / `--to`: what the range bounds depends on the analysis (chain starts, cohort
@@ -712,7 +703,7 @@ fn model_ref(arg: &str, target: &Target) -> CliResult<ModelRef> {
             return Ok(named);
         }
         let dir = open_data_for_reading(&load_config(&target.data, None)?)?;
-        let resolved = itinera_server::population::resolve_model(
+        let resolved = itinera_app::definitions::resolve_model(
             &dir.meta.lock(),
             &target.project.project,
             &named,
@@ -744,10 +735,17 @@ fn run_stages(a: &StagesArgs) -> CliResult {
         return Ok(());
     }
     if let Some(id) = &a.person {
-        let q = json!({"model": model, "person": id});
-        let r: PersonJourney = execute(&a.target, "stages/person", &q, |view| {
-            itinera_engine::run_person_stages(view, &model, id)
-        })?;
+        let q = PersonStagesRequest {
+            model: model.clone(),
+            person: id.clone(),
+        };
+        let r: PersonJourney = match a.target.client()? {
+            Some(client) => client.person_stages(&q)?,
+            None => a
+                .target
+                .local_app()?
+                .person_stages(&a.target.project.project, &q)?,
+        };
         if printed_as_json(format, &r)? {
             return Ok(());
         }
@@ -787,9 +785,7 @@ fn run_stages(a: &StagesArgs) -> CliResult {
                 ..itinera_engine::stages::AccountStageRule::any_member()
             }),
     };
-    let r: StageFunnelResult = execute(&a.target, "stages", &q, |view| {
-        itinera_engine::run_stage_funnel(view, &q, &Default::default())
-    })?;
+    let r: StageFunnelResult = analyze(&a.target, AnalysisRequest::Stages(q.clone()))?;
     if printed_as_json(format, &r)? {
         return Ok(());
     }
@@ -898,9 +894,7 @@ fn run_path_query(a: &PathsArgs) -> CliResult {
         from_ms: a.range.start_ms()?,
         to_ms: a.range.end_ms()?,
     };
-    let r: PathResult = execute(&a.target, "paths", &q, |view| {
-        itinera_engine::run_paths(view, &q, &Default::default())
-    })?;
+    let r: PathResult = analyze(&a.target, AnalysisRequest::Paths(q.clone()))?;
     let format = a.target.format;
     if printed_as_json(format, &r)? {
         return Ok(());
@@ -935,48 +929,11 @@ fn run_path_query(a: &PathsArgs) -> CliResult {
 
 /// `itinera query segments`: persons per saved segment and per persona.
 fn run_segments_report(target: &Target) -> CliResult {
-    let r: itinera_engine::segments::SegmentsReport = if let Some(server) = &target.server {
-        let token = target
-            .token
-            .as_deref()
-            .ok_or("--server needs --token (a read token, rt_…)")?;
-        let url = format!("{}/api/v1/segments/report", server.trim_end_matches('/'));
-        let resp = reqwest::blocking::Client::new()
-            .post(&url)
-            .bearer_auth(token)
-            .send()
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("{url}: {}", resp.status()).into());
-        }
-        resp.json().map_err(|e| format!("{url}: {e}"))?
-    } else {
-        let cfg = load_config(&target.data, None)?;
-        let dir = open_data_for_reading(&cfg)?;
-        let project = &target.project.project;
-        let (segments, personas) = {
-            let meta = dir.meta.lock();
-            (
-                itinera_server::population::load(
-                    &meta,
-                    project,
-                    itinera_server::population::SEGMENT,
-                )?,
-                itinera_server::population::load(
-                    &meta,
-                    project,
-                    itinera_server::population::PERSONA,
-                )?,
-            )
-        };
-        let store = dir.store(project)?;
-        itinera_engine::segments::run_segments_report(
-            &store.view(),
-            &segments,
-            &personas,
-            itinera_server::population::now_ms(),
-            &Default::default(),
-        )?
+    let r = match target.client()? {
+        Some(client) => client.segments_report()?,
+        None => target
+            .local_app()?
+            .segments_report(&target.project.project)?,
     };
     if printed_as_json(target.format, &r)? {
         return Ok(());
@@ -1009,7 +966,7 @@ pub(crate) fn save_person_segment(
     if target.server.is_some() {
         return Err("--save-segment works on a data directory (use PUT /api/v1/segments/{name} on a server)".into());
     }
-    itinera_server::api::valid_definition_name(name)?;
+    itinera_app::definitions::valid_name(name)?;
     let def = itinera_engine::SegmentDef {
         name: name.to_string(),
         description: Some(what.to_string()),
@@ -1018,7 +975,7 @@ pub(crate) fn save_person_segment(
     let dir = open_data_for_reading(&load_config(&target.data, None)?)?;
     dir.meta.lock().put_definition(
         &target.project.project,
-        itinera_server::population::SEGMENT,
+        itinera_meta::DefinitionKind::Segment,
         name,
         &serde_json::to_string(&def)?,
         0,
@@ -1033,52 +990,15 @@ fn run_breakdown(a: &BreakdownArgs) -> CliResult {
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("--query {p}: {e}"))?,
         None => a.query.clone(),
     };
-    let request: itinera_server::api::AnalysisRequest =
+    let request: AnalysisRequest =
         serde_json::from_str(&text).map_err(|e| format!("--query: {e}"))?;
-    let result: serde_json::Value = if let Some(server) = &a.target.server {
-        let token = a
+    let by: BreakdownBy = a.by.parse()?;
+    let result = match a.target.client()? {
+        Some(client) => client.breakdown(by, &request)?,
+        None => a
             .target
-            .token
-            .as_deref()
-            .ok_or("--server needs --token (a read token, rt_…)")?;
-        let url = format!("{}/api/v1/breakdown", server.trim_end_matches('/'));
-        let resp = reqwest::blocking::Client::new()
-            .post(&url)
-            .bearer_auth(token)
-            .query(&[("by", &a.by)])
-            .json(&request)
-            .send()
-            .map_err(|e| format!("{url}: {e}"))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().map_err(|e| format!("{url}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "{url}: {status}: {}",
-                body["error"].as_str().unwrap_or("failed")
-            )
-            .into());
-        }
-        body
-    } else {
-        let cfg = load_config(&a.target.data, None)?;
-        let dir = open_data_for_reading(&cfg)?;
-        let project = &a.target.project.project;
-        let groups = itinera_server::api::breakdown_groups(&dir.meta.lock(), project, &a.by)?;
-        let store = dir.store(project)?;
-        let app = itinera_server::AppState::new(cfg, dir.clone());
-        let mut out = Vec::new();
-        for (name, pop) in groups {
-            let r = itinera_server::api::run_blocking(
-                &app,
-                project,
-                &store,
-                &request,
-                &pop,
-                &Default::default(),
-            )?;
-            out.push(json!({ "name": name, "result": r }));
-        }
-        json!({ "by": a.by, "groups": out })
+            .local_app()?
+            .breakdown(&a.target.project.project, by, &request)?,
     };
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())

@@ -1,10 +1,11 @@
 //! `itinera query attribution` (and the value analyses): on stored journeys, on a server, or on
 //! a path table in the ChannelAttribution format.
 
-use super::{enum_arg, execute, span, DateRange, Target};
+use super::{analyze, enum_arg, span, DateRange, Target};
 use crate::output::{print_records, printed_as_json, Format};
 use crate::CliResult;
 use clap::Args;
+use itinera_app::AnalysisRequest;
 use itinera_engine::advocacy::{AdvocacyQuery, AdvocacyResult};
 use itinera_engine::attribution::{
     run_on_paths, AttributionKey, AttributionModel, AttributionQuery, AttributionResult, PathTable,
@@ -138,9 +139,7 @@ pub fn run_attribution(a: &AttributionArgs) -> CliResult {
                 PathTable::parse(&text).map_err(|e| format!("--paths {}: {e}", file.display()))?;
             run_on_paths(table, &q.settings())?
         }
-        None => execute(&a.target, "attribution", &q, |view| {
-            itinera_engine::run_attribution(view, &q, &Default::default())
-        })?,
+        None => analyze(&a.target, AnalysisRequest::Attribution(q.clone()))?,
     };
     print_attribution(a.target.format, &result)
 }
@@ -275,9 +274,7 @@ pub fn run_clv(a: &ClvArgs) -> CliResult {
     if a.by_account {
         q.count_by = CountBy::Account;
     }
-    let mut r: ClvResult = execute(&a.target, "clv", &q, |view| {
-        itinera_engine::run_clv(view, &q, &Default::default())
-    })?;
+    let mut r: ClvResult = analyze(&a.target, AnalysisRequest::Clv(q.clone()))?;
     save_clv_segments(a, &r)?;
     if let Some(l) = a.limit {
         r.customers.truncate(l);
@@ -374,9 +371,7 @@ pub fn run_accounts(a: &AccountsArgs) -> CliResult {
     if !a.personal_channels.is_empty() {
         q.personal_channels = a.personal_channels.clone();
     }
-    let r: AccountsResult = execute(&a.target, "accounts", &q, |view| {
-        itinera_engine::run_accounts(view, &q, &Default::default())
-    })?;
+    let r: AccountsResult = analyze(&a.target, AnalysisRequest::Accounts(q.clone()))?;
     if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
@@ -467,9 +462,7 @@ pub fn run_advocacy(a: &AdvocacyArgs) -> CliResult {
         code_property: a.code_property.clone(),
         ..Default::default()
     };
-    let r: AdvocacyResult = execute(&a.target, "advocacy", &q, |view| {
-        itinera_engine::run_advocacy(view, &q, &Default::default())
-    })?;
+    let r: AdvocacyResult = analyze(&a.target, AnalysisRequest::Advocacy(q.clone()))?;
     if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
@@ -523,9 +516,7 @@ pub fn run_revenue(a: &RevenueArgs) -> CliResult {
         from_ms: a.range.start_ms()?,
         to_ms: a.range.end_ms()?,
     };
-    let r: RevenueResult = execute(&a.target, "revenue", &q, |view| {
-        itinera_engine::run_revenue(view, &q, &Default::default())
-    })?;
+    let r: RevenueResult = analyze(&a.target, AnalysisRequest::Revenue(q.clone()))?;
     if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
@@ -615,17 +606,8 @@ pub fn run_scores(a: &ScoresArgs) -> CliResult {
     q.model = super::model_ref(&a.model, &a.target)?;
     q.confidence = a.confidence;
     q.time_zone = a.time_zone.clone();
-    if q.by == Some(ScoreBy::Persona) && a.target.server.is_none() {
-        let dir = crate::open_data_for_reading(&crate::load_config(&a.target.data, None)?)?;
-        q.personas = itinera_server::population::load(
-            &dir.meta.lock(),
-            &a.target.project.project,
-            itinera_server::population::PERSONA,
-        )?;
-    }
-    let r: ScoresResult = execute(&a.target, "scores", &q, |view| {
-        itinera_engine::run_scores(view, &q, &Default::default())
-    })?;
+    // a breakdown by persona gets the project's personas where it runs (AnalysisRequest::resolve)
+    let r: ScoresResult = analyze(&a.target, AnalysisRequest::Scores(q.clone()))?;
     if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
@@ -703,9 +685,7 @@ pub fn run_promoters(a: &PromotersArgs) -> CliResult {
     if !a.contact.is_empty() {
         q.contact_properties = a.contact.clone();
     }
-    let r: PromotersResult = execute(&a.target, "promoters", &q, |view| {
-        itinera_engine::scores::find_promoters(view, &q, &Default::default())
-    })?;
+    let r: PromotersResult = analyze(&a.target, AnalysisRequest::Promoters(q.clone()))?;
     if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }
@@ -766,9 +746,7 @@ pub fn run_comments(a: &CommentsArgs) -> CliResult {
         search: a.search.clone(),
         limit: a.limit,
     };
-    let r: CommentsResult = execute(&a.target, "comments", &q, |view| {
-        itinera_engine::scores::find_comments(view, &q, &Default::default())
-    })?;
+    let r: CommentsResult = analyze(&a.target, AnalysisRequest::Comments(q.clone()))?;
     if printed_as_json(a.target.format, &r)? {
         return Ok(());
     }

@@ -4,13 +4,17 @@
 //! stored and bad ones reported by index, field and reason; a request in which nothing could be
 //! stored is a 400.
 
+use crate::auth::write_key;
 use crate::error::ApiError;
 use crate::AppState;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap};
+use axum::routing::{get, post};
 use axum::Json;
-use base64::Engine;
+use axum::Router;
+use itinera_core::clock::now_ms;
 use itinera_core::ingest::{self, IndexedError, Parsed};
 use itinera_core::json::{JsonType, RawObject};
 use itinera_core::message::{new_message_id, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
@@ -22,6 +26,24 @@ use std::borrow::Cow;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+/// `/v1/{kind}` and the settings analytics.js fetches; CORS open (they are called from pages).
+pub fn router() -> Router<Arc<AppState>> {
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(3600));
+    Router::new()
+        .route("/v1/{kind}", post(ingest))
+        .route("/v1/projects/{key}/settings", get(settings))
+        .layer(cors)
+        // compressed bodies are checked again after decompression
+        .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES + 64 * 1024))
+}
 
 #[derive(Debug, Serialize)]
 pub struct IngestResponse {
@@ -38,13 +60,6 @@ fn endpoint(name: &str) -> Option<Option<MessageType>> {
         "batch" | "b" | "import" => Some(None),
         other => MessageType::parse(other).map(Some),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Reads the body, gunzipping when asked, refusing more than `limit` bytes after decompression.
@@ -82,30 +97,7 @@ fn read_body<'a>(
     Ok(Cow::Owned(out))
 }
 
-/// The write key from HTTP Basic auth (key as user name) or from `writeKey` in the body.
-fn write_key(headers: &HeaderMap, in_body: Option<&str>) -> Option<String> {
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(b64) = auth
-            .strip_prefix("Basic ")
-            .or_else(|| auth.strip_prefix("basic "))
-        {
-            if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
-                if let Ok(s) = String::from_utf8(raw) {
-                    let user = s.split(':').next().unwrap_or("");
-                    if !user.is_empty() {
-                        return Some(user.to_string());
-                    }
-                }
-            }
-        }
-    }
-    in_body.filter(|s| !s.is_empty()).map(str::to_string)
-}
-
-pub async fn ingest(
+async fn ingest(
     State(app): State<Arc<AppState>>,
     Path(kind): Path<String>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -161,12 +153,12 @@ pub async fn ingest(
         "a write key is required (HTTP Basic user name, or writeKey in the body)",
     ))?;
     let project = app.authenticate(&key, KeyKind::Write)?;
-    app.rate_limit(&key)?;
-    let store = app.data.store(&project)?;
+    app.write_limit.check(&key)?;
+    let backend = app.app.backend(&project)?;
     let opts = NormalizeOptions {
         received_at_ms: now_ms(),
-        max_future_ms: app.config.max_future_hours * 3_600_000,
-        ip_policy: app.config.ip_policy,
+        max_future_ms: app.app.config.max_future_hours * 3_600_000,
+        ip_policy: app.app.config.ip_policy,
         remote_ip: Some(remote.ip().to_string()),
     };
     let mut new_id = || new_message_id(rand::random());
@@ -178,7 +170,7 @@ pub async fn ingest(
                 raw.len(),
                 forced,
                 &opts,
-                &app.config.channels,
+                &app.app.config.channels,
                 &mut new_id,
             ) {
                 Ok(tp) => p.touchpoints.push(tp),
@@ -186,7 +178,7 @@ pub async fn ingest(
             }
             p
         }
-        (_, Some(env)) => env.into_parsed(&opts, &app.config.channels, new_id),
+        (_, Some(env)) => env.into_parsed(&opts, &app.app.config.channels, new_id),
         _ => Parsed::default(),
     };
     let received = parsed.touchpoints.len() + parsed.errors.len();
@@ -198,9 +190,12 @@ pub async fn ingest(
         return Err(ApiError::Invalid(parsed.errors));
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    store.append_async(parsed.touchpoints, move |r| {
-        let _ = tx.send(r);
-    });
+    backend.append(
+        parsed.touchpoints,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
     let outcome = rx
         .await
         .map_err(|_| ApiError::Unavailable("the store closed".into()))??;
@@ -217,7 +212,7 @@ pub async fn ingest(
 }
 
 /// What analytics.js fetches at start: where to send events.
-pub async fn settings(
+async fn settings(
     State(app): State<Arc<AppState>>,
     Path(key): Path<String>,
     headers: HeaderMap,

@@ -1,6 +1,9 @@
 //! A data directory: the metadata database and one journey store per project, opened on demand.
-//! Used by the server and by the CLI commands that work on data without a server.
+//! Used by the server and by the CLI commands that work on data without a server; as
+//! [`Backends`] it hands out each project's embedded backend.
 
+use crate::backend::{Backend, Backends};
+use crate::embedded::Embedded;
 use itinera_meta::{Meta, MetaError};
 use itinera_store::{Store, StoreConfig, StoreError};
 use parking_lot::Mutex;
@@ -102,5 +105,18 @@ impl DataDir {
             }
             s.close();
         }
+    }
+}
+
+impl Backends for DataDir {
+    fn project(&self, project: &str) -> crate::Result<Backend> {
+        Ok(std::sync::Arc::new(Embedded(self.store(project)?)))
+    }
+
+    fn opened(&self) -> Vec<(String, Backend)> {
+        self.open_stores()
+            .into_iter()
+            .map(|(name, s)| (name, std::sync::Arc::new(Embedded(s)) as Backend))
+            .collect()
     }
 }

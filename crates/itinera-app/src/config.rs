@@ -1,5 +1,5 @@
-//! Server configuration, read by the CLI from a TOML file, `ITINERA_*` environment variables and
-//! flags (flags win). Every field has a documented default (see `docs/configuration.md`).
+//! The process configuration, read by the CLI from a TOML file, `ITINERA_*` environment variables
+//! and flags (flags win). Every field has a documented default (see `docs/configuration.md`).
 
 use itinera_core::{ChannelRules, IpPolicy};
 use itinera_store::StoreConfig;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
+pub struct Config {
     /// Data directory: metadata database and one store per project.
     pub data: PathBuf,
     /// Address to listen on.
@@ -103,9 +103,9 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from("itinera-data")
 }
 
-impl Default for ServerConfig {
+impl Default for Config {
     fn default() -> Self {
-        ServerConfig {
+        Config {
             data: default_data_dir(),
             listen: "127.0.0.1:8460".into(),
             ip_policy: IpPolicy::default(),

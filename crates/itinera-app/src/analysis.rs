@@ -1,0 +1,81 @@
+//! The analyses every face can ask for, as one typed request, and their resolution: saved model
+//! names become models, persona breakdowns get the project's personas, before a backend runs them.
+
+use crate::definitions;
+use crate::error::Result;
+use itinera_engine::scores::{CommentsQuery, PromotersQuery, ScoreBy};
+use itinera_engine::{
+    AccountsQuery, AdvocacyQuery, AttributionQuery, ClvQuery, FunnelQuery, ModelRef, PathQuery,
+    RetentionQuery, RevenueQuery, ScoresQuery, StageFunnelQuery,
+};
+use itinera_meta::{DefinitionKind, Meta};
+use serde::{Deserialize, Serialize};
+
+/// One analysis, as `POST /api/v1/queries`, the breakdown and the CLI send it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AnalysisRequest {
+    Funnel(FunnelQuery),
+    Retention(RetentionQuery),
+    Stages(StageFunnelQuery),
+    Paths(PathQuery),
+    Attribution(AttributionQuery),
+    Clv(ClvQuery),
+    Accounts(AccountsQuery),
+    Advocacy(AdvocacyQuery),
+    Revenue(RevenueQuery),
+    Scores(ScoresQuery),
+    Promoters(PromotersQuery),
+    Comments(CommentsQuery),
+}
+
+/// One person's stages under a model (`POST /api/v1/stages/person`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonStagesRequest {
+    pub model: ModelRef,
+    pub person: String,
+}
+
+impl AnalysisRequest {
+    /// The analysis's name, as in the request's JSON and the API's path.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnalysisRequest::Funnel(_) => "funnel",
+            AnalysisRequest::Retention(_) => "retention",
+            AnalysisRequest::Stages(_) => "stages",
+            AnalysisRequest::Paths(_) => "paths",
+            AnalysisRequest::Attribution(_) => "attribution",
+            AnalysisRequest::Clv(_) => "clv",
+            AnalysisRequest::Accounts(_) => "accounts",
+            AnalysisRequest::Advocacy(_) => "advocacy",
+            AnalysisRequest::Revenue(_) => "revenue",
+            AnalysisRequest::Scores(_) => "scores",
+            AnalysisRequest::Promoters(_) => "promoters",
+            AnalysisRequest::Comments(_) => "comments",
+        }
+    }
+
+    /// The request with the project's saved names resolved: saved stage models given whole,
+    /// and the personas a breakdown by persona needs.
+    pub fn resolve(&self, meta: &Meta, project: &str) -> Result<AnalysisRequest> {
+        let mut request = self.clone();
+        let resolve = |m: &mut ModelRef| -> Result<()> {
+            *m = definitions::resolve_model(meta, project, m)?;
+            Ok(())
+        };
+        match &mut request {
+            AnalysisRequest::Scores(q) => {
+                if q.by == Some(ScoreBy::Persona) && q.personas.is_empty() {
+                    q.personas =
+                        definitions::load_segments(meta, project, DefinitionKind::Persona)?;
+                }
+                resolve(&mut q.model)?;
+            }
+            AnalysisRequest::Stages(q) => resolve(&mut q.model)?,
+            AnalysisRequest::Accounts(q) => resolve(&mut q.model)?,
+            _ => {}
+        }
+        Ok(request)
+    }
+}

@@ -1,0 +1,100 @@
+//! The seam between the application and where journeys live. A backend runs whole analyses
+//! ([`JourneyBackend`]) and takes new touchpoints ([`EventSink`]); the embedded store is one
+//! (`crate::embedded`), a ClickHouse cluster that runs each analysis as SQL where the data is can
+//! be another. Everything above this seam (the server, the CLI, jobs, alerts) is typed to these
+//! traits, not to a store.
+
+use crate::analysis::AnalysisRequest;
+use crate::error::Result;
+use crate::population::PopulationDef;
+use itinera_core::Touchpoint;
+use itinera_engine::alerts::{AggregateCheck, AlertRule};
+use itinera_engine::scores::{Answer, ScoresQuery};
+use itinera_engine::segments::{SegmentDef, SegmentRule, SegmentsReport};
+use itinera_engine::{ModelRef, PersonJourney, ScanOptions};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// One project's journeys: every read the application makes of them.
+pub trait JourneyBackend: Send + Sync {
+    /// Runs a resolved analysis on the persons of `population`; `as_of_ms` is "now" for the
+    /// population's relative windows. The answer is the analysis's result as JSON.
+    fn run(
+        &self,
+        analysis: &AnalysisRequest,
+        population: &PopulationDef,
+        as_of_ms: i64,
+        opts: &ScanOptions,
+    ) -> Result<Value>;
+
+    /// One person's stage history under a (resolved) model.
+    fn person_stages(&self, model: &ModelRef, person: &str) -> Result<PersonJourney>;
+
+    /// Sizes of the saved segments and personas.
+    fn segments_report(
+        &self,
+        segments: &[SegmentDef],
+        personas: &[SegmentDef],
+        as_of_ms: i64,
+    ) -> Result<SegmentsReport>;
+
+    /// Checks that a segment rule compiles against this project's data (no scan).
+    fn check_rule(&self, rule: &SegmentRule) -> Result<()>;
+
+    /// Checks that a scores query compiles against this project's data (no scan).
+    fn check_scores(&self, query: &ScoresQuery) -> Result<()>;
+
+    /// Survey answers that fire a per-response alert rule, answered in `[from_ms, to_ms)`.
+    fn firing_answers(&self, rule: &AlertRule, from_ms: i64, to_ms: i64) -> Result<Vec<Answer>>;
+
+    /// The aggregate an aggregate alert rule watches, at `now_ms`.
+    fn check_aggregate(&self, rule: &AlertRule, now_ms: i64) -> Result<Option<AggregateCheck>>;
+
+    /// A person's latest value of a trait or property path (e.g. `traits.email`).
+    fn person_trait(&self, person: &str, path: &str) -> Option<String>;
+
+    /// Why the backend refuses writes, if it does (reads keep working).
+    fn write_error(&self) -> Option<String>;
+
+    /// Stored events and bytes, for metrics.
+    fn size(&self) -> Result<BackendSize>;
+}
+
+/// How much a backend holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendSize {
+    pub events: u64,
+    pub bytes: u64,
+}
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Appended {
+    pub stored: usize,
+    /// Messages whose id was already stored (acknowledged, not stored twice).
+    pub duplicates: usize,
+}
+
+/// Called once an append is durable, or has failed.
+pub type AppendDone = Box<dyn FnOnce(Result<Appended>) + Send>;
+
+/// Where new touchpoints go: the write side of a backend.
+pub trait EventSink: Send + Sync {
+    /// Appends a batch; `done` is called once every stored message is durable.
+    fn append(&self, batch: Vec<Touchpoint>, done: AppendDone);
+}
+
+/// Both sides of one project's backend.
+pub trait ProjectBackend: JourneyBackend + EventSink {}
+impl<T: JourneyBackend + EventSink> ProjectBackend for T {}
+
+/// A project's backend, shared.
+pub type Backend = Arc<dyn ProjectBackend>;
+
+/// Opens projects' backends.
+pub trait Backends: Send + Sync {
+    /// The backend of a project (opened on first use).
+    fn project(&self, project: &str) -> Result<Backend>;
+    /// The backends opened so far, by project name.
+    fn opened(&self) -> Vec<(String, Backend)>;
+}

@@ -1,0 +1,147 @@
+//! The embedded backend: analyses run by the engine's kernels over the journey store's
+//! per-person sequences, in this process.
+
+use crate::analysis::AnalysisRequest;
+use crate::backend::{AppendDone, Appended, BackendSize, EventSink, JourneyBackend};
+use crate::error::{AppError, Result};
+use crate::population::PopulationDef;
+use itinera_core::Touchpoint;
+use itinera_engine::alerts::{AggregateCheck, AlertRule};
+use itinera_engine::scores::{Answer, ScoresQuery};
+use itinera_engine::segments::{CompiledRule, Filtered, SegmentDef, SegmentRule, SegmentsReport};
+use itinera_engine::{EngineError, JourneySource, ModelRef, PersonJourney, ScanOptions};
+use itinera_store::Store;
+use serde::Serialize;
+use serde_json::Value;
+
+/// A project's embedded journey store as a backend.
+pub struct Embedded(pub Store);
+
+fn json<T: Serialize>(r: std::result::Result<T, EngineError>) -> Result<Value> {
+    Ok(serde_json::to_value(r?).expect("results serialize"))
+}
+
+/// Runs `request` on any journey source: the embedded executor of every analysis.
+pub fn run_on<S: JourneySource>(
+    source: &S,
+    request: &AnalysisRequest,
+    opts: &ScanOptions,
+) -> Result<Value> {
+    use itinera_engine as e;
+    match request {
+        AnalysisRequest::Funnel(q) => json(e::run_funnel(source, q, opts)),
+        AnalysisRequest::Retention(q) => json(e::run_retention(source, q, opts)),
+        AnalysisRequest::Paths(q) => json(e::run_paths(source, q, opts)),
+        AnalysisRequest::Stages(q) => json(e::run_stage_funnel(source, q, opts)),
+        AnalysisRequest::Attribution(q) => json(e::run_attribution(source, q, opts)),
+        AnalysisRequest::Clv(q) => json(e::run_clv(source, q, opts)),
+        AnalysisRequest::Accounts(q) => json(e::run_accounts(source, q, opts)),
+        AnalysisRequest::Advocacy(q) => json(e::run_advocacy(source, q, opts)),
+        AnalysisRequest::Revenue(q) => json(e::run_revenue(source, q, opts)),
+        AnalysisRequest::Scores(q) => json(e::run_scores(source, q, opts)),
+        AnalysisRequest::Promoters(q) => json(e::scores::find_promoters(source, q, opts)),
+        AnalysisRequest::Comments(q) => json(e::scores::find_comments(source, q, opts)),
+    }
+}
+
+impl JourneyBackend for Embedded {
+    fn run(
+        &self,
+        analysis: &AnalysisRequest,
+        population: &PopulationDef,
+        as_of_ms: i64,
+        opts: &ScanOptions,
+    ) -> Result<Value> {
+        let view = self.0.view();
+        let filter = view.with_vocabulary(|v| population.compile(v))?;
+        let filtered = Filtered {
+            inner: &view,
+            filter,
+            as_of_ms,
+        };
+        run_on(&filtered, analysis, opts)
+    }
+
+    fn person_stages(&self, model: &ModelRef, person: &str) -> Result<PersonJourney> {
+        Ok(itinera_engine::run_person_stages(
+            &self.0.view(),
+            model,
+            person,
+        )?)
+    }
+
+    fn segments_report(
+        &self,
+        segments: &[SegmentDef],
+        personas: &[SegmentDef],
+        as_of_ms: i64,
+    ) -> Result<SegmentsReport> {
+        Ok(itinera_engine::segments::run_segments_report(
+            &self.0.view(),
+            segments,
+            personas,
+            as_of_ms,
+            &Default::default(),
+        )?)
+    }
+
+    fn check_rule(&self, rule: &SegmentRule) -> Result<()> {
+        Ok(self
+            .0
+            .view()
+            .with_vocabulary(|v| CompiledRule::compile(rule, v).map(|_| ()))?)
+    }
+
+    fn check_scores(&self, query: &ScoresQuery) -> Result<()> {
+        Ok(itinera_engine::scores::check_scores(&self.0.view(), query)?)
+    }
+
+    fn firing_answers(&self, rule: &AlertRule, from_ms: i64, to_ms: i64) -> Result<Vec<Answer>> {
+        Ok(itinera_engine::alerts::firing_answers(
+            &self.0.view(),
+            rule,
+            from_ms,
+            to_ms,
+            &Default::default(),
+        )?)
+    }
+
+    fn check_aggregate(&self, rule: &AlertRule, now_ms: i64) -> Result<Option<AggregateCheck>> {
+        Ok(itinera_engine::alerts::check_aggregate(
+            &self.0.view(),
+            rule,
+            now_ms,
+            &Default::default(),
+        )?)
+    }
+
+    fn person_trait(&self, person: &str, path: &str) -> Option<String> {
+        itinera_engine::segments::person_trait(&self.0.view(), person, path)
+    }
+
+    fn write_error(&self) -> Option<String> {
+        self.0.write_error()
+    }
+
+    fn size(&self) -> Result<BackendSize> {
+        let s = self.0.stats()?;
+        Ok(BackendSize {
+            events: s.events,
+            bytes: s.bytes_on_disk,
+        })
+    }
+}
+
+impl EventSink for Embedded {
+    fn append(&self, batch: Vec<Touchpoint>, done: AppendDone) {
+        self.0.append_async(batch, move |r| {
+            done(
+                r.map(|o| Appended {
+                    stored: o.stored,
+                    duplicates: o.duplicates,
+                })
+                .map_err(AppError::from),
+            )
+        });
+    }
+}

@@ -1,0 +1,143 @@
+//! Itinera's application layer: what every face (the HTTP server, the CLI, the web app through
+//! the server) shares. Typed analysis requests and their resolution against the project's saved
+//! definitions, populations, jobs, surveys, alerts and cases, run on a backend through the seam
+//! in [`backend`]. Nothing here knows HTTP or command lines; errors are [`AppError`]s the faces
+//! map to their own terms.
+
+pub mod alerts;
+pub mod analysis;
+pub mod backend;
+pub mod breakdown;
+pub mod cases;
+pub mod config;
+pub mod datadir;
+pub mod definitions;
+pub mod embedded;
+pub mod error;
+pub mod jobs;
+pub mod outbound;
+pub mod population;
+pub mod surveys;
+
+pub use analysis::{AnalysisRequest, PersonStagesRequest};
+pub use backend::{Backend, Backends, EventSink, JourneyBackend};
+pub use config::Config;
+pub use datadir::{DataDir, DataDirError};
+pub use error::{AppError, Result};
+pub use itinera_core::clock::now_ms;
+pub use population::{Population, PopulationDef};
+
+use itinera_engine::segments::SegmentsReport;
+use itinera_engine::{PersonJourney, ScanOptions};
+use itinera_meta::{DefinitionKind, Meta};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The application: configuration, the data directory's metadata, the projects' backends and
+/// the jobs. One per process, shared by every face.
+pub struct App {
+    pub config: Config,
+    pub data: Arc<DataDir>,
+    backends: Arc<dyn Backends>,
+    pub jobs: jobs::Jobs,
+}
+
+impl App {
+    /// The application over a data directory, its projects on the embedded backend.
+    pub fn new(config: Config, data: Arc<DataDir>) -> Arc<App> {
+        let backends: Arc<dyn Backends> = data.clone();
+        App::with_backends(config, data, backends)
+    }
+
+    /// The application with the projects' journeys on other backends.
+    pub fn with_backends(
+        config: Config,
+        data: Arc<DataDir>,
+        backends: Arc<dyn Backends>,
+    ) -> Arc<App> {
+        Arc::new(App {
+            config,
+            data,
+            backends,
+            jobs: jobs::Jobs::default(),
+        })
+    }
+
+    /// The metadata database (held briefly: no scans under this lock).
+    pub fn meta(&self) -> parking_lot::MutexGuard<'_, Meta> {
+        self.data.meta.lock()
+    }
+
+    /// The backend of a project.
+    pub fn backend(&self, project: &str) -> Result<Backend> {
+        self.backends.project(project)
+    }
+
+    /// The backends opened so far (health, metrics).
+    pub fn opened_backends(&self) -> Vec<(String, Backend)> {
+        self.backends.opened()
+    }
+
+    /// Runs an analysis for `population` of `project`. Blocking: call it off async threads.
+    pub fn run_analysis(
+        &self,
+        project: &str,
+        request: &AnalysisRequest,
+        population: &Population,
+        opts: &ScanOptions,
+    ) -> Result<Value> {
+        let backend = self.backend(project)?;
+        let (request, population) = {
+            let meta = self.meta();
+            (
+                request.resolve(&meta, project)?,
+                population.resolve(&meta, project)?,
+            )
+        };
+        backend.run(&request, &population, now_ms(), opts)
+    }
+
+    /// One person's stage history. Blocking.
+    pub fn person_stages(
+        &self,
+        project: &str,
+        request: &PersonStagesRequest,
+    ) -> Result<PersonJourney> {
+        let backend = self.backend(project)?;
+        let model = definitions::resolve_model(&self.meta(), project, &request.model)?;
+        backend.person_stages(&model, &request.person)
+    }
+
+    /// Sizes of the saved segments and personas. Blocking.
+    pub fn segments_report(&self, project: &str) -> Result<SegmentsReport> {
+        let backend = self.backend(project)?;
+        let (segments, personas) = {
+            let meta = self.meta();
+            (
+                definitions::load_segments(&meta, project, DefinitionKind::Segment)?,
+                definitions::load_segments(&meta, project, DefinitionKind::Persona)?,
+            )
+        };
+        backend.segments_report(&segments, &personas, now_ms())
+    }
+
+    /// Saves a segment or persona after compiling its rule against the project's data (unknown
+    /// fields, bad regexes and selectors are refused).
+    pub fn save_segment(
+        &self,
+        project: &str,
+        kind: DefinitionKind,
+        name: &str,
+        body: definitions::DefinitionBody,
+    ) -> Result<itinera_engine::SegmentDef> {
+        definitions::valid_name(name)?;
+        let def = itinera_engine::SegmentDef {
+            name: name.to_string(),
+            description: body.description,
+            rule: body.rule,
+        };
+        self.backend(project)?.check_rule(&def.rule)?;
+        definitions::save(&self.meta(), project, kind, name, &def, body.position)?;
+        Ok(def)
+    }
+}

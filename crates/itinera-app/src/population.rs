@@ -1,0 +1,81 @@
+//! Whom an analysis covers: everyone, one of the project's saved segments, or one of its
+//! personas. The faces name a population ([`Population`]); the application resolves the names to
+//! their saved definitions ([`PopulationDef`]), which a backend compiles against its own data.
+
+use crate::definitions;
+use crate::error::{AppError, Result};
+use itinera_engine::segments::{Filter, SegmentDef};
+use itinera_engine::Vocabulary;
+use itinera_meta::{DefinitionKind, Meta};
+use serde::{Deserialize, Serialize};
+
+/// `?segment=NAME` or `?persona=NAME` (or neither: everyone).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Population {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<String>,
+}
+
+/// A population with its definitions loaded: what a backend needs to select the persons.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PopulationDef {
+    Everyone,
+    Segment(SegmentDef),
+    /// All personas in order (a person is the first whose rule matches) and the one wanted
+    /// (`(none)`: persons no persona matches).
+    Persona {
+        personas: Vec<SegmentDef>,
+        name: String,
+    },
+}
+
+impl Population {
+    pub fn everyone() -> Population {
+        Population::default()
+    }
+
+    pub fn is_everyone(&self) -> bool {
+        self.segment.is_none() && self.persona.is_none()
+    }
+
+    /// Looks the names up among the project's saved segments and personas.
+    pub fn resolve(&self, meta: &Meta, project: &str) -> Result<PopulationDef> {
+        match (&self.segment, &self.persona) {
+            (None, None) => Ok(PopulationDef::Everyone),
+            (Some(_), Some(_)) => Err(AppError::invalid(
+                "segment",
+                "give a segment or a persona, not both",
+            )),
+            (Some(name), None) => {
+                definitions::load_segments(meta, project, DefinitionKind::Segment)?
+                    .into_iter()
+                    .find(|d| d.name == *name)
+                    .map(PopulationDef::Segment)
+                    .ok_or_else(|| {
+                        AppError::invalid("segment", format!("no segment named `{name}`"))
+                    })
+            }
+            (None, Some(name)) => Ok(PopulationDef::Persona {
+                personas: definitions::load_segments(meta, project, DefinitionKind::Persona)?,
+                name: name.clone(),
+            }),
+        }
+    }
+}
+
+impl PopulationDef {
+    /// The filter for this population, compiled against a backend's vocabulary.
+    pub fn compile(&self, vocab: &dyn Vocabulary) -> Result<Filter> {
+        match self {
+            PopulationDef::Everyone => Ok(Filter::All),
+            PopulationDef::Segment(def) => {
+                Filter::segment(def, vocab).map_err(|e| AppError::invalid("rule", e.to_string()))
+            }
+            PopulationDef::Persona { personas, name } => Filter::persona(personas, name, vocab)
+                .map_err(|e| AppError::invalid("persona", e.to_string())),
+        }
+    }
+}

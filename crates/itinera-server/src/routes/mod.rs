@@ -1,0 +1,66 @@
+//! One module per API surface, each with its own router. Handlers read HTTP (paths, bodies,
+//! headers), call the application layer and write HTTP; nothing else lives here.
+
+pub mod alerts;
+pub mod cases;
+pub mod definitions;
+pub mod jobs;
+pub mod ops;
+pub mod query;
+pub mod survey_pages;
+pub mod surveys;
+pub mod tracking;
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Json, Query};
+use axum::Router;
+use std::sync::Arc;
+
+/// Every surface's routes.
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .merge(tracking::router())
+        .merge(survey_pages::router())
+        .merge(query::router())
+        .merge(jobs::router())
+        .merge(definitions::router())
+        .merge(surveys::router())
+        .merge(alerts::router())
+        .merge(cases::router())
+        .merge(ops::router())
+}
+
+/// A JSON body, or a `400` naming it.
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(v)| v).map_err(|e| ApiError::BadRequest {
+        field: "body".into(),
+        reason: e.body_text(),
+    })
+}
+
+/// Query-string parameters, or a `400` naming `field`.
+pub(crate) fn query_params<T>(
+    field: &str,
+    q: Result<Query<T>, QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(v)| v).map_err(|e| ApiError::BadRequest {
+        field: field.into(),
+        reason: e.body_text(),
+    })
+}
+
+/// Runs blocking application work (scans, SQLite, SMTP) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+/// A value as a JSON answer.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(v).expect("answers serialize"))
+}

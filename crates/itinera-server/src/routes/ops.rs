@@ -1,0 +1,66 @@
+//! Operations: `/healthz`, Prometheus `/metrics`, and the OpenAPI document.
+
+use crate::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let errors: Vec<serde_json::Value> = state
+        .app
+        .opened_backends()
+        .into_iter()
+        .filter_map(|(p, b)| {
+            b.write_error()
+                .map(|e| serde_json::json!({"project": p, "error": e}))
+        })
+        .collect();
+    Json(serde_json::json!({
+        "status": if errors.is_empty() { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "write_errors": errors,
+    }))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    for (project, backend) in state.app.opened_backends() {
+        if let Ok(s) = backend.size() {
+            let labels = vec![("project".to_string(), project)];
+            state
+                .metrics
+                .store_events
+                .get_or_create(&labels)
+                .set(s.events as i64);
+            state
+                .metrics
+                .store_bytes
+                .get_or_create(&labels)
+                .set(s.bytes as i64);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// The OpenAPI document of the HTTP API.
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+}
