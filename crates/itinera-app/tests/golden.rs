@@ -52,12 +52,10 @@ fn build(root: &Path) -> std::sync::Arc<DataDir> {
         remote_ip: None,
     };
     let rules = ChannelRules::default();
-    let mut n = 0u64;
     let mut batch = Vec::new();
-    for message in world {
-        n += 1;
+    for (n, message) in world.enumerate() {
         let tp = ingest::parse_one(&message.to_string(), None, &opts, &rules, &mut || {
-            new_message_id(n as u128)
+            new_message_id(n as u128 + 1)
         })
         .expect("generated messages are valid");
         batch.push(tp);
