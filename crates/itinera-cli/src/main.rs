@@ -65,7 +65,7 @@ pub(crate) struct ProjectArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the tracking API (and, as they are built, the query API and web app).
+    /// Serve the tracking API, the query API under /api/v1 and the survey pages.
     Serve {
         #[command(flatten)]
         data: DataArgs,
@@ -191,7 +191,8 @@ enum Command {
         #[arg(long)]
         person: String,
     },
-    /// Analyses: funnels (and, as they are built, stages, paths, retention).
+    /// Analyses: funnels, retention, stages, paths, attribution, CLV, accounts, advocacy, revenue,
+    /// scores, promoters, comments, segment sizes and breakdowns; on a data directory or a server.
     Query {
         #[command(subcommand)]
         command: query::QueryCommand,
