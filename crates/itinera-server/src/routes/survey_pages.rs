@@ -15,10 +15,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/s/{project}/{survey}", get(show).post(answer))
+    // the widget and its survey are fetched by web pages from their own origin
+    let widget = Router::new()
         .route("/v1/surveys/{id}", get(public_definition))
         .route("/widget.js", get(widget))
+        .layer(super::tracking::cors());
+    Router::new()
+        .route("/s/{project}/{survey}", get(show).post(answer))
+        .merge(widget)
 }
 
 fn escape(s: &str) -> String {

@@ -31,18 +31,22 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 /// `/v1/{kind}` and the settings analytics.js fetches; CORS open (they are called from pages).
 pub fn router() -> Router<Arc<AppState>> {
-    let cors = CorsLayer::new()
+    Router::new()
+        .route("/v1/{kind}", post(ingest))
+        .route("/v1/projects/{key}/settings", get(settings))
+        .layer(cors())
+        // compressed bodies are checked again after decompression
+        .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES + 64 * 1024))
+}
+
+/// CORS for what web pages call from their own origin (tracking, the widget and its survey).
+pub(crate) fn cors() -> CorsLayer {
+    CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
         .allow_credentials(true)
-        .max_age(Duration::from_secs(3600));
-    Router::new()
-        .route("/v1/{kind}", post(ingest))
-        .route("/v1/projects/{key}/settings", get(settings))
-        .layer(cors)
-        // compressed bodies are checked again after decompression
-        .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES + 64 * 1024))
+        .max_age(Duration::from_secs(3600))
 }
 
 #[derive(Debug, Serialize)]
