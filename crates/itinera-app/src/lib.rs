@@ -12,6 +12,7 @@ pub mod cases;
 pub mod config;
 pub mod datadir;
 pub mod definitions;
+pub mod demo;
 pub mod embedded;
 pub mod error;
 pub mod jobs;

@@ -9,7 +9,7 @@
 use itinera_app::{AnalysisRequest, App, Config, DataDir, Population};
 use itinera_core::message::{new_message_id, NormalizeOptions};
 use itinera_core::{ingest, ChannelRules, IpPolicy};
-use itinera_meta::{DefinitionKind, DEFAULT_PROJECT};
+use itinera_meta::DEFAULT_PROJECT;
 use itinera_store::StoreConfig;
 use itinera_synth::{World, WorldSpec};
 use serde::Deserialize;
@@ -64,37 +64,7 @@ fn build(root: &Path) -> std::sync::Arc<DataDir> {
         }
     }
     store.append(batch).unwrap();
-    let meta = dir.meta.lock();
-    for (i, p) in [
-        "impulse_buyer",
-        "loyal_regular",
-        "researcher",
-        "bargain_hunter",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let def =
-            serde_json::json!({"name": p, "rule": {"trait": {"key": "traits.persona", "is": p}}});
-        meta.put_definition(
-            DEFAULT_PROJECT,
-            DefinitionKind::Persona,
-            p,
-            &def.to_string(),
-            i as i64,
-        )
-        .unwrap();
-    }
-    let def = serde_json::json!({"name": "repeat buyers", "rule": {"did": {"match": "Order Completed", "at_least": 2}}});
-    meta.put_definition(
-        DEFAULT_PROJECT,
-        DefinitionKind::Segment,
-        "repeat buyers",
-        &def.to_string(),
-        0,
-    )
-    .unwrap();
-    drop(meta);
+    itinera_app::demo::seed_definitions(&dir.meta.lock(), DEFAULT_PROJECT).unwrap();
     dir
 }
 

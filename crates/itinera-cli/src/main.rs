@@ -332,77 +332,6 @@ macro_rules! set_from_str {
 }
 set_from_str!(u16, u32, u64, i64, usize);
 
-/// What a demo starts with besides the data: the generator's personas, two segments, the NPS
-/// survey and an alert rule on detractors (no delivery: see them with GET /api/v1/alerts).
-fn seed_demo_definitions(dir: &DataDir) -> CliResult {
-    let meta = dir.meta.lock();
-    let personas = [
-        "impulse_buyer",
-        "loyal_regular",
-        "researcher",
-        "bargain_hunter",
-    ];
-    for (i, p) in personas.iter().enumerate() {
-        let def =
-            serde_json::json!({"name": p, "rule": {"trait": {"key": "traits.persona", "is": p}}});
-        meta.put_definition(
-            DEFAULT_PROJECT,
-            DefinitionKind::Persona,
-            p,
-            &def.to_string(),
-            i as i64,
-        )?;
-    }
-    let segments = [
-        (
-            "repeat buyers",
-            serde_json::json!({"did": {"match": "Order Completed", "at_least": 2}}),
-        ),
-        (
-            "b2b",
-            serde_json::json!({"trait": {"key": "traits.segment", "is": "b2b"}}),
-        ),
-    ];
-    for (name, rule) in segments {
-        let def = serde_json::json!({"name": name, "rule": rule});
-        meta.put_definition(
-            DEFAULT_PROJECT,
-            DefinitionKind::Segment,
-            name,
-            &def.to_string(),
-            0,
-        )?;
-    }
-    let survey = serde_json::json!({
-        "id": "nps-relationship", "kind": "nps",
-        "question": {"en": "How likely are you to recommend us to a friend?",
-                     "de": "Wie wahrscheinlich empfehlen Sie uns einem Freund?"},
-        "follow_up": {"en": "What is the main reason for your score?",
-                      "de": "Was ist der wichtigste Grund für Ihre Bewertung?"},
-        "trigger": {"after": "Order Completed", "delay": "30d", "throttle": "90d"},
-        "stage": "Retention"
-    });
-    meta.put_definition(
-        DEFAULT_PROJECT,
-        DefinitionKind::Survey,
-        "nps-relationship",
-        &survey.to_string(),
-        0,
-    )?;
-    let rule = serde_json::json!({
-        "name": "detractors", "scores": {"kind": "nps", "by": "stage"},
-        "trigger": {"response": {"max_score": 6}}, "open_case": true
-    });
-    meta.put_definition(
-        DEFAULT_PROJECT,
-        DefinitionKind::Alert,
-        "detractors",
-        &rule.to_string(),
-        0,
-    )?;
-    Ok(())
-}
-
 pub(crate) fn open_data(cfg: &ServerConfig) -> CliResult<Arc<DataDir>> {
     Ok(DataDir::open(&cfg.data, cfg.store.to_store_config())?)
 }
@@ -478,7 +407,7 @@ fn run(cli: Cli) -> CliResult {
                 let r = imp.finish(started)?;
                 store.flush()?;
                 eprintln!("stored {} events in {:.1} s", r.stored, r.seconds);
-                seed_demo_definitions(&dir)?;
+                itinera_app::demo::seed_definitions(&dir.meta.lock(), DEFAULT_PROJECT)?;
             }
             let keys = dir.meta.lock().create_keys(DEFAULT_PROJECT, "demo")?;
             serve(cfg, dir, Some(keys))

@@ -64,13 +64,13 @@ impl Client {
         self.post(
             &format!("/api/v1/{}", request.kind()),
             &query_pairs(population),
-            &query,
+            Some(&query),
         )
     }
 
     /// One person's stage history (`POST /api/v1/stages/person`).
     pub fn person_stages(&self, request: &PersonStagesRequest) -> Result<PersonJourney> {
-        self.post("/api/v1/stages/person", &[], request)
+        self.post("/api/v1/stages/person", &[], Some(request))
     }
 
     /// Any analysis once per persona or saved segment (`POST /api/v1/breakdown`).
@@ -79,12 +79,16 @@ impl Client {
             BreakdownBy::Persona => "persona",
             BreakdownBy::Segment => "segment",
         };
-        self.post("/api/v1/breakdown", &[("by", by.to_string())], request)
+        self.post(
+            "/api/v1/breakdown",
+            &[("by", by.to_string())],
+            Some(request),
+        )
     }
 
     /// Sizes of the saved segments and personas (`POST /api/v1/segments/report`).
     pub fn segments_report(&self) -> Result<SegmentsReport> {
-        self.post("/api/v1/segments/report", &[], &Value::Null)
+        self.post::<Value, _>("/api/v1/segments/report", &[], None)
     }
 
     /// Starts an analysis as a job (`POST /api/v1/queries`).
@@ -93,7 +97,7 @@ impl Client {
         request: &AnalysisRequest,
         population: &Population,
     ) -> Result<JobStatus> {
-        self.post("/api/v1/queries", &query_pairs(population), request)
+        self.post("/api/v1/queries", &query_pairs(population), Some(request))
     }
 
     /// A job's status, with its result once done (`GET /api/v1/queries/{id}`).
@@ -114,13 +118,10 @@ impl Client {
         &self,
         path: &str,
         query: &[(&str, String)],
-        body: &B,
+        body: Option<&B>,
     ) -> Result<R> {
         let mut req = self.http.post(self.url(path)).query(query);
-        if serde_json::to_value(body)
-            .map(|v| !v.is_null())
-            .unwrap_or(true)
-        {
+        if let Some(body) = body {
             req = req.json(body);
         }
         self.send(req)
