@@ -2,6 +2,7 @@
 //! codes, and the dictionaries that name the codes. A backend (the embedded store now, ClickHouse
 //! later) implements [`JourneySource`]; analyses never see files or SQL.
 
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -329,4 +330,14 @@ pub trait JourneySource: Sync {
 
     /// Runs `f` with the dictionaries (held briefly: compile and render phases only).
     fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R;
+}
+
+/// Whose journey an analysis counts: each person's, or each B2B account's (all members together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountBy {
+    #[default]
+    Person,
+    /// The touchpoints of every member of a B2B account form one journey.
+    Account,
 }

@@ -9,6 +9,7 @@ pub mod advocacy;
 pub mod alerts;
 pub mod attribution;
 pub mod b2b;
+pub mod calendar;
 pub mod clv;
 pub mod duration;
 pub mod error;
@@ -29,12 +30,14 @@ pub mod timezone;
 pub use advocacy::{run_advocacy, AdvocacyQuery, AdvocacyResult};
 pub use attribution::{run_attribution, AttributionQuery, AttributionResult};
 pub use b2b::{run_accounts, AccountsQuery, AccountsResult};
+pub use calendar::Period;
 pub use clv::{run_clv, ClvQuery, ClvResult};
 pub use duration::Span;
 pub use error::{EngineError, Result};
 pub use funnel::{run_funnel, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep};
 pub use journey::{
-    Field, Journey, JourneyBatch, JourneySource, QueryControl, ScanOptions, Vocabulary, NO_ACCOUNT,
+    CountBy, Field, Journey, JourneyBatch, JourneySource, QueryControl, ScanOptions, Vocabulary,
+    NO_ACCOUNT,
 };
 pub use paths::{run_paths, PathQuery, PathResult};
 pub use retention::{run_retention, RetentionQuery, RetentionResult};

@@ -1,9 +1,9 @@
 //! Orders and revenue from purchase events (Segment e-commerce `Order Completed` with
 //! `revenue`/`total`, by default), refunds subtracted, per period and currency.
 
+use crate::calendar::Period;
 use crate::error::{EngineError, Result};
 use crate::journey::{Field, JourneySource, ScanOptions};
-use crate::retention::Period;
 use crate::selector::{EventSelector, Matcher};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};

@@ -2,9 +2,9 @@
 //! person's journey (the stage they were in and the last touchpoint before the answer), with n,
 //! a confidence interval, the raw distribution and an emotion value for the journey map.
 
+use crate::calendar::Period;
 use crate::error::{EngineError, Result};
 use crate::journey::{Field, Journey, JourneySource, ScanOptions, NO_ACCOUNT};
-use crate::retention::Period;
 use crate::segments::{CompiledRule, SegmentDef};
 use crate::selector::{EventSelector, Matcher};
 use crate::stages::{CompiledModel, ModelRef, PersonStages};

@@ -5,7 +5,7 @@ use itinera_engine::attribution::{
     run_on_paths, AttributionKey, AttributionModel, AttributionQuery, AttributionResult, PathRow,
     PathTable,
 };
-use itinera_engine::funnel::CountBy;
+use itinera_engine::journey::CountBy;
 use itinera_engine::memory::{MemorySource, Row};
 use itinera_engine::{run_attribution, Span};
 use proptest::prelude::*;

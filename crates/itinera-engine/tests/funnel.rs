@@ -1,8 +1,9 @@
 //! Funnel semantics: golden edge cases, a brute-force reference and properties.
 
 use itinera_engine::funnel::{
-    Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, CountBy, Exclusion,
+    Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, Exclusion,
 };
+use itinera_engine::journey::CountBy;
 use itinera_engine::memory::{MemorySource, Row};
 use itinera_engine::{run_funnel, EventSelector, FunnelOrder, FunnelQuery, Span};
 use proptest::prelude::*;

@@ -8,8 +8,9 @@ use itinera_app::breakdown::BreakdownBy;
 use itinera_app::{AnalysisRequest, App, PersonStagesRequest, Population};
 use itinera_client::Client;
 use itinera_engine::funnel::{
-    Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, CountBy, Exclusion,
+    Attribution, Breakdown, BreakdownField, CohortOutcome, CohortRequest, Exclusion,
 };
+use itinera_engine::journey::CountBy;
 use itinera_engine::paths::CleaningRule;
 use itinera_engine::stages::ModelRef;
 use itinera_engine::{

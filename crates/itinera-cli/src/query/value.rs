@@ -11,9 +11,9 @@ use itinera_engine::attribution::{
     run_on_paths, AttributionKey, AttributionModel, AttributionQuery, AttributionResult, PathTable,
 };
 use itinera_engine::b2b::{AccountsQuery, AccountsResult};
+use itinera_engine::calendar::Period;
 use itinera_engine::clv::{ClvQuery, ClvResult, TimeUnit};
-use itinera_engine::funnel::CountBy;
-use itinera_engine::retention::Period;
+use itinera_engine::journey::CountBy;
 use itinera_engine::revenue::{RevenueQuery, RevenueResult};
 use itinera_engine::scores::{
     CommentsQuery, CommentsResult, PromotersQuery, PromotersResult, ScoreBy, ScoreKind,

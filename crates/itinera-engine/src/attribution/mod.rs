@@ -9,7 +9,7 @@ pub mod markov;
 pub mod shapley;
 
 use crate::error::{EngineError, Result};
-use crate::funnel::CountBy;
+use crate::journey::CountBy;
 use crate::journey::{Field, Journey, JourneySource, ScanOptions, NO_ACCOUNT};
 use crate::selector::{Conjunction, EventSelector, Matcher, Pattern};
 use crate::Span;

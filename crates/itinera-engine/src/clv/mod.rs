@@ -9,7 +9,7 @@
 pub mod models;
 
 use crate::error::{EngineError, Result};
-use crate::funnel::CountBy;
+use crate::journey::CountBy;
 use crate::journey::{Field, JourneySource, ScanOptions, NO_ACCOUNT};
 use crate::selector::{EventSelector, Matcher};
 pub use models::{BgNbd, GammaGamma, Rfm};
