@@ -12,6 +12,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+pub(crate) mod record;
+
 /// Largest frame accepted on replay; anything larger is corruption.
 pub const MAX_FRAME: u32 = 256 * 1024 * 1024;
 

@@ -1,0 +1,44 @@
+/// Dictionary numbers, as in the delta files.
+pub const DICT_IDS: usize = 0;
+pub const DICT_EVENTS: usize = 1;
+pub const DICT_CHANNELS: usize = 2;
+pub const DICT_TOUCHPOINTS: usize = 3;
+pub const DICT_GROUPS: usize = 4;
+/// Property keys (`properties.plan`, `traits.role`) and property values (as text).
+pub const DICT_PROP_KEYS: usize = 5;
+pub const DICT_PROP_VALUES: usize = 6;
+
+/// Tuning of the store; the defaults suit a small server.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Rows in memory before a flush to a segment starts.
+    pub flush_rows: usize,
+    /// Rows in memory at which appends wait for the flush (bounds memory while ingesting).
+    pub max_memory_rows: usize,
+    /// Message ids received within this window are deduplicated on arrival; compaction removes
+    /// any duplicate that is older.
+    pub dedup_window_ms: i64,
+    /// Segments beyond this number trigger a compaction after a flush.
+    pub compact_after_segments: usize,
+    /// Background compactions merge only segments smaller than this, into segments of about
+    /// this size at most, so the memory a compaction needs stays bounded however much data
+    /// there is (`itinera compact` merges everything).
+    pub compact_max_rows: usize,
+    /// Opens the store for reading only, beside the process that owns the directory (a CLI
+    /// query while `itinera serve` runs): no lock, nothing written or removed, the log read up
+    /// to a torn tail without cutting it, and appends refused.
+    pub read_only: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            flush_rows: 1_000_000,
+            max_memory_rows: 4_000_000,
+            dedup_window_ms: 7 * 24 * 3600 * 1000,
+            compact_after_segments: 8,
+            compact_max_rows: 16_000_000,
+            read_only: false,
+        }
+    }
+}

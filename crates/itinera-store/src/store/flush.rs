@@ -1,0 +1,121 @@
+use crate::columns::{Columns, SharedChunk};
+use crate::delta::{Delta, DICTS};
+use crate::error::Result;
+use crate::segment::{self, SegmentFile};
+use crate::wal;
+use itinera_core::clock::now_ms;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::*;
+
+impl Inner {
+    /// Starts a background flush when enough rows are in memory and none is running.
+    pub(super) fn maybe_start_flush(self: &Arc<Self>) {
+        let rows = self.state.read().mem_rows;
+        if rows >= self.config.flush_rows && !self.flush_wanted.swap(true, Ordering::AcqRel) {
+            let me = self.clone();
+            let h = std::thread::Builder::new()
+                .name("itinera-flush".into())
+                .spawn(move || {
+                    let store = Store { inner: me.clone() };
+                    if let Err(e) = me.flush(&store) {
+                        tracing::error!(error = %e, "background flush failed");
+                    }
+                    me.flush_wanted.store(false, Ordering::Release);
+                });
+            if let Ok(h) = h {
+                if let Some(old) = self.flusher.lock().replace(h) {
+                    let _ = old.join();
+                }
+            }
+        }
+    }
+
+    pub(super) fn flush(self: &Arc<Self>, store: &Store) -> Result<()> {
+        let _g = self.flush_lock.lock();
+        let seq = store.call(Op::Freeze)?.stored as u64;
+        let frozen: Vec<SharedChunk> = self.state.read().frozen.clone();
+        let rows: usize = frozen.iter().map(|c| c.cols.len()).sum();
+        let roots = Arc::new(self.state.read().identity.roots());
+        let mut st_manifest = self.state.read().manifest.clone();
+        let gen = self.new_generation();
+        st_manifest.generation = st_manifest.generation.max(gen);
+        let seg_dir = self.dir.join("seg");
+        let mut new_segment = None;
+        if rows > 0 {
+            // sort all frozen rows by (person, time, arrival)
+            let mut order: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(rows);
+            for (ci, c) in frozen.iter().enumerate() {
+                for i in 0..c.cols.len() {
+                    let d = c.cols.did[i] as usize;
+                    let root = roots.get(d).copied().unwrap_or(d as u32);
+                    order.push((root, c.cols.ts[i], ci as u32, i as u32));
+                }
+            }
+            order.sort_unstable();
+            let mut cols = Columns::with_capacity(rows);
+            for &(_, _, ci, i) in &order {
+                cols.push_from(&frozen[ci as usize].cols, i as usize);
+            }
+            let name = format!("{gen:010}.seg");
+            let path = seg_dir.join(&name);
+            let bodies = order
+                .iter()
+                .map(|&(_, _, ci, i)| Ok(frozen[ci as usize].bodies.get(i as usize).to_string()));
+            segment::write(&path, &cols, bodies)?;
+            let file = SegmentFile::open(&path)?;
+            new_segment = Some(Arc::new(LoadedSegment {
+                name: name.clone(),
+                file,
+                cols: Arc::new(cols),
+            }));
+            st_manifest.segments.push(name);
+        }
+        // the delta: strings, links and erasures since the last one
+        let (delta, new_starts) = {
+            // lock order everywhere: dictionaries, then state
+            let d = self.dicts.read();
+            let mut st = self.state.write();
+            let mut delta = Delta {
+                links: std::mem::take(&mut st.pending_links),
+                erased: std::mem::take(&mut st.pending_erased),
+                ..Default::default()
+            };
+            for (k, slot) in delta.dicts.iter_mut().enumerate() {
+                let from = st.delta_starts[k];
+                *slot = (from as u64, d.all[k].strings_from(from).to_vec());
+            }
+            let starts: [usize; DICTS] = std::array::from_fn(|k| d.all[k].len());
+            (delta, starts)
+        };
+        let delta_name = format!("{gen:010}.delta");
+        delta.write(&seg_dir.join(&delta_name))?;
+        st_manifest.deltas.push(delta_name);
+        st_manifest.wal_from = seq;
+        wal::sync_dir(&seg_dir)?;
+        st_manifest.commit(&self.dir)?;
+        {
+            let mut st = self.state.write();
+            if let Some(s) = new_segment {
+                st.segments.push(s);
+            }
+            let n = frozen.len();
+            st.frozen.drain(..n);
+            st.manifest = st_manifest;
+            st.delta_starts = new_starts;
+            let horizon = now_ms() - self.config.dedup_window_ms;
+            if st.dedup.len() > 1_000_000 {
+                st.dedup.retain(|_, r| *r >= horizon);
+            }
+        }
+        wal::remove_before(&self.dir.join("wal"), seq)?;
+        tracing::debug!(rows, generation = gen, "flushed memory to segment");
+        let segs = self.state.read().segments.len();
+        drop(_g);
+        if segs > self.config.compact_after_segments {
+            self.maybe_start_compaction();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! The store: a writer thread with group commit in front of a write-ahead log, an in-memory table
+//! of recent rows, and immutable segments behind an atomically swapped manifest.
+//!
+//! Write path: `append` sends touchpoints to the writer thread, which takes every request waiting
+//! at that moment, drops duplicates (same message id), writes one log write and one `fdatasync` for
+//! all of them, applies them to the in-memory table, and only then answers. An answered append is
+//! therefore on stable storage.
+//!
+//! Flush: when the in-memory table is large, the writer moves on to a new log file and hands the
+//! frozen rows to a flush, which sorts them by person and time into a segment, writes the
+//! dictionary delta, commits a new manifest, and only then deletes the old log files. A crash
+//! before the manifest commit replays the log; after it, the segment is there.
+//!
+//! Files: `config` (tuning, dictionary numbers), `state` (what the writer, flushes and readers
+//! share), `open` (opening and replaying the log), `writer` (the writer thread, group commit and
+//! the in-memory table), `flush`, `compaction`; the log record format is in `crate::wal::record`.
+
+use crate::columns::{Columns, SharedChunk};
+use crate::error::{Result, StoreError};
+use crate::scan::Snapshot;
+use crate::segment::BodyLoc;
+use itinera_core::clock::now_ms;
+use itinera_core::Touchpoint;
+use std::path::Path;
+use std::sync::Arc;
+
+mod compaction;
+mod config;
+mod flush;
+mod open;
+mod state;
+mod writer;
+
+pub use crate::wal::record::check_log_record;
+use crate::wal::record::*;
+pub use config::{
+    StoreConfig, DICT_CHANNELS, DICT_EVENTS, DICT_GROUPS, DICT_IDS, DICT_PROP_KEYS,
+    DICT_PROP_VALUES, DICT_TOUCHPOINTS,
+};
+use state::*;
+pub use state::{Dicts, HolderFile, LoadedSegment, StoreStats};
+use writer::*;
+pub use writer::{AppendOutcome, AppendPipeline};
+
+/// A handle to one store (one project's data). Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Appends touchpoints; `reply` is called once they are durable (or failed).
+    pub fn append_async(
+        &self,
+        batch: Vec<Touchpoint>,
+        reply: impl FnOnce(Result<AppendOutcome>) + Send + 'static,
+    ) {
+        self.send(Op::Append(Prepared::new(batch)), Box::new(reply));
+    }
+
+    /// Appends touchpoints and waits until they are durable.
+    pub fn append(&self, batch: Vec<Touchpoint>) -> Result<AppendOutcome> {
+        self.call(Op::Append(Prepared::new(batch)))
+    }
+
+    /// A pipeline for bulk appends that keeps up to `window` batches in flight (see
+    /// [`AppendPipeline`]).
+    pub fn pipeline(&self, window: usize) -> AppendPipeline<'_> {
+        AppendPipeline {
+            store: self,
+            window: window.max(1),
+            in_flight: std::collections::VecDeque::new(),
+            done: AppendOutcome::default(),
+        }
+    }
+
+    /// Erases a person (every id linked to `id`): gone from queries at once, from files after
+    /// [`Store::compact`].
+    pub fn erase_person(&self, id: &str) -> Result<usize> {
+        let known = self.inner.dicts.read().ids().get(id).is_some();
+        if !known {
+            return Ok(0);
+        }
+        self.call(Op::Erase {
+            id: id.to_string(),
+            at_ms: now_ms(),
+        })
+        .map(|o| o.stored)
+    }
+
+    fn send(&self, op: Op, reply: Reply) {
+        if let Some(e) = self.inner.write_error.lock().clone() {
+            return reply(Err(StoreError::ReadOnly(e)));
+        }
+        let tx = self.inner.tx.lock().clone();
+        match tx {
+            Some(tx) => {
+                if let Err(e) = tx.send(Request { op, reply }) {
+                    (e.0.reply)(Err(StoreError::Closed));
+                }
+            }
+            None => reply(Err(StoreError::Closed)),
+        }
+    }
+
+    fn call(&self, op: Op) -> Result<AppendOutcome> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(
+            op,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Writes everything in memory to a segment now.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush(self)
+    }
+
+    /// Rewrites all segments into one: identities folded in, erased persons and duplicates
+    /// removed from the files.
+    pub fn compact(&self) -> Result<()> {
+        self.flush()?;
+        self.inner.compact(true).map(|_| ())
+    }
+
+    /// A consistent view for queries. Reused while nothing changed (no append, flush,
+    /// compaction, identity merge or erasure): the snapshot's person index costs a pass over the
+    /// rows to build.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut st = self.inner.state.write();
+        let version = st.identity_version;
+        let roots = match &st.roots_cache {
+            Some((v, r)) if *v == version && r.len() == st.identity.len() => r.clone(),
+            _ => {
+                let r = Arc::new(st.identity.roots());
+                st.roots_cache = Some((version, r.clone()));
+                r
+            }
+        };
+        let chunks: Vec<Arc<Columns>> = st.segments.iter().map(|s| s.cols.clone()).collect();
+        let mem: Vec<SharedChunk> = st.frozen.iter().chain(st.mem.iter()).cloned().collect();
+        // chunks are immutable once shared: their addresses name the data
+        let key: Vec<usize> = chunks
+            .iter()
+            .map(|c| Arc::as_ptr(c) as usize)
+            .chain(mem.iter().map(|m| Arc::as_ptr(m) as usize))
+            .chain([
+                Arc::as_ptr(&roots) as usize,
+                Arc::as_ptr(&st.erased) as usize,
+                st.erased.len(),
+            ])
+            .collect();
+        let erased = st.erased.clone();
+        drop(st);
+        let mut cache = self.inner.snapshot_cache.lock();
+        if let Some((k, _, snap)) = cache.as_ref() {
+            if *k == key {
+                return snap.clone();
+            }
+        }
+        let snap = Snapshot::new(chunks, mem.clone(), roots, erased);
+        *cache = Some((key, mem, snap.clone()));
+        snap
+    }
+
+    /// A consistent view for the journey engine: a snapshot and the dictionaries naming its codes.
+    pub fn view(&self) -> crate::StoreView {
+        crate::StoreView::new(self.snapshot(), self.clone())
+    }
+
+    pub fn dicts(&self) -> parking_lot::RwLockReadGuard<'_, Dicts> {
+        self.inner.dicts.read()
+    }
+
+    /// Calls `f` with every stored message (normalized Segment JSON), segment rows first.
+    /// Erased persons are left out.
+    pub fn for_each_message(&self, mut f: impl FnMut(&str) -> Result<()>) -> Result<()> {
+        let (segments, holders, mem, erased) = {
+            let st = self.inner.state.read();
+            let mem: Vec<SharedChunk> = st.frozen.iter().chain(st.mem.iter()).cloned().collect();
+            (
+                st.segments.clone(),
+                st.holders.clone(),
+                mem,
+                st.erased.clone(),
+            )
+        };
+        let hidden = |c: &Columns, i: usize| {
+            erased
+                .get(&c.did[i])
+                .is_some_and(|t| c.received_at[i] <= *t)
+        };
+        let mut files = message_files(&segments, &holders)?;
+        for s in &segments {
+            if s.file.footer.holds_bodies() {
+                s.file.for_each_body(|row, body| {
+                    if hidden(&s.cols, row) {
+                        Ok(())
+                    } else {
+                        f(body)
+                    }
+                })?;
+                continue;
+            }
+            // messages elsewhere: read in the order of the files holding them
+            let mut locs: Vec<BodyLoc> = s
+                .file
+                .load_body_locs(s.generation())?
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !hidden(&s.cols, *i))
+                .map(|(_, l)| l)
+                .collect();
+            locs.sort_unstable();
+            for l in locs {
+                f(files.get(l)?)?;
+            }
+        }
+        for c in &mem {
+            for (i, b) in c.bodies.iter().enumerate() {
+                if !hidden(&c.cols, i) {
+                    f(b)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Result<StoreStats> {
+        let snap = self.snapshot();
+        // lock order everywhere: dictionaries, then state
+        let dicts = self.inner.dicts.read();
+        let st = self.inner.state.read();
+        let mut s = StoreStats {
+            events: snap.visible_rows() as u64,
+            distinct_ids: dicts.ids().len() as u64,
+            accounts: dicts.groups().len() as u64,
+            segments: st.segments.len(),
+            holders: st.holders.len(),
+            memory_rows: st.mem_rows as u64,
+            ..Default::default()
+        };
+        s.persons = snap.person_count() as u64;
+        let mut core = 0u64;
+        let mut seg_rows = 0u64;
+        for seg in &st.segments {
+            core += seg.file.footer.bytes_of(&["did", "ts", "event", "channel"]);
+            seg_rows += seg.file.footer.rows;
+        }
+        s.segment_bytes = dir_size(&self.inner.dir.join("seg"));
+        s.wal_bytes = dir_size(&self.inner.dir.join("wal"));
+        s.bytes_on_disk = s.segment_bytes + s.wal_bytes;
+        if seg_rows > 0 {
+            s.core_bytes_per_event = core as f64 / seg_rows as f64;
+        }
+        if s.events > 0 {
+            s.bytes_per_event = s.bytes_on_disk as f64 / s.events as f64;
+        }
+        Ok(s)
+    }
+
+    /// The error that made the store refuse writes, if any (reads keep working).
+    pub fn write_error(&self) -> Option<String> {
+        self.inner.write_error.lock().clone()
+    }
+
+    /// Stops the writer after the requests already sent; everything answered is durable.
+    pub fn close(&self) {
+        self.inner.tx.lock().take();
+        if let Some(h) = self.inner.writer.lock().take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.inner.flusher.lock().take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.inner.compactor.lock().take() {
+            let _ = h.join();
+        }
+        // nothing writes any more (flushes and compactions need the writer): another process
+        // may open the directory
+        self.inner.dir_lock.lock().take();
+    }
+
+    /// Copies a consistent state of the store into `out` (an online backup).
+    pub fn backup(&self, out: &Path) -> Result<()> {
+        self.flush()?;
+        let _g = self.inner.flush_lock.lock();
+        let manifest = self.inner.state.read().manifest.clone();
+        std::fs::create_dir_all(out.join("seg")).map_err(StoreError::io(out))?;
+        std::fs::create_dir_all(out.join("wal")).map_err(StoreError::io(out))?;
+        let files = manifest.segments.iter().chain(&manifest.holders);
+        for name in files.chain(&manifest.deltas) {
+            let from = self.inner.dir.join("seg").join(name);
+            let to = out.join("seg").join(name);
+            std::fs::copy(&from, &to).map_err(StoreError::io(&from))?;
+        }
+        let mut m = manifest;
+        m.wal_from = 1;
+        m.commit(out)
+    }
+}
+
+pub(super) fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,210 @@
+use crate::delta::Delta;
+use crate::error::{Result, StoreError};
+use crate::manifest::Manifest;
+use crate::segment::{self, SegmentFile};
+use crate::wal::{self, WalWriter};
+use itinera_core::clock::now_ms;
+use itinera_core::IdentityGraph;
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+
+use super::*;
+
+impl Store {
+    /// Opens the store in `dir`, creating it if empty, replaying the log.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
+        for sub in ["", "wal", "seg"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(StoreError::io(dir.join(sub)))?;
+        }
+        let lock_path = dir.join("LOCK");
+        let dir_lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io(&lock_path))?;
+        match dir_lock.try_lock() {
+            _ if config.read_only => {}
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse(dir.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path)(e)),
+        }
+        let manifest = match Manifest::load(dir)? {
+            // format 1 files read as format 2 without properties; the next commit (which adds
+            // format-2 files) records format 2, so older binaries then refuse the directory
+            Some(mut m) => {
+                m.format = crate::manifest::FORMAT_VERSION;
+                m
+            }
+            None => {
+                let m = Manifest::new();
+                if !config.read_only {
+                    m.commit(dir)?;
+                }
+                m
+            }
+        };
+        let mut dicts = Dicts::default();
+        let mut identity = IdentityGraph::new();
+        let mut erased = HashMap::new();
+        for name in &manifest.deltas {
+            let d = Delta::read(&dir.join("seg").join(name))?;
+            for (k, (start, strings)) in d.dicts.into_iter().enumerate() {
+                let have = dicts.all[k].len() as u64;
+                if start > have {
+                    return Err(StoreError::Corrupt(format!(
+                        "{name}: dictionary {k} starts at {start}, have {have}"
+                    )));
+                }
+                // deltas may overlap (a delta holds strings added up to its writing)
+                let skip = (have - start) as usize;
+                dicts.all[k].extend_loaded(strings.into_iter().skip(skip));
+            }
+            identity.grow(dicts.all[DICT_IDS].len() as u32);
+            for (a, b) in d.links {
+                identity.link(a, b);
+            }
+            erased.extend(d.erased);
+        }
+        identity.grow(dicts.all[DICT_IDS].len() as u32);
+        let locked = (!config.read_only).then_some(dir_lock);
+        let mut segments = Vec::new();
+        let mut dedup = FxHashMap::default();
+        let horizon = now_ms() - config.dedup_window_ms;
+        for name in manifest.segments.iter().chain(&manifest.holders) {
+            if segment::generation_of(name).is_none() {
+                return Err(StoreError::Corrupt(format!(
+                    "manifest: {name} is not a segment name"
+                )));
+            }
+        }
+        let holders = manifest
+            .holders
+            .iter()
+            .map(|name| {
+                Ok(Arc::new(HolderFile {
+                    name: name.clone(),
+                    file: SegmentFile::open(&dir.join("seg").join(name))?,
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for name in &manifest.segments {
+            let file = SegmentFile::open(&dir.join("seg").join(name))?;
+            let cols = file.load_columns()?;
+            for (h, r) in cols.msg_hash.iter().zip(&cols.received_at) {
+                if *r >= horizon {
+                    dedup.insert(*h, *r);
+                }
+            }
+            segments.push(Arc::new(LoadedSegment {
+                name: name.clone(),
+                file,
+                cols: Arc::new(cols),
+            }));
+        }
+        if !config.read_only {
+            remove_orphans(dir, &manifest)?;
+        }
+        let delta_starts = std::array::from_fn(|k| dicts.all[k].len());
+        let state = State {
+            identity,
+            identity_version: 0,
+            roots_cache: None,
+            pending_links: Vec::new(),
+            erased: Arc::new(erased),
+            pending_erased: Vec::new(),
+            segments,
+            holders,
+            mem: Vec::new(),
+            frozen: Vec::new(),
+            mem_rows: 0,
+            dedup,
+            manifest: manifest.clone(),
+            delta_starts,
+        };
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            config,
+            dicts: RwLock::new(dicts),
+            state: RwLock::new(state),
+            tx: Mutex::new(None),
+            writer: Mutex::new(None),
+            flusher: Mutex::new(None),
+            flush_lock: Mutex::new(()),
+            flush_wanted: AtomicBool::new(false),
+            compact_lock: Mutex::new(()),
+            compactor: Mutex::new(None),
+            compact_wanted: AtomicBool::new(false),
+            generation: AtomicU64::new(manifest.generation),
+            dir_lock: Mutex::new(locked),
+            write_error: Mutex::new(None),
+            appended: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            snapshot_cache: Mutex::new(None),
+        });
+
+        // replay the log into the in-memory table
+        let wal_dir = dir.join("wal");
+        let mut replayed = 0u64;
+        let report = wal::replay(
+            &wal_dir,
+            manifest.wal_from,
+            !inner.config.read_only,
+            |payload| {
+                let rec = decode_record(payload)?;
+                replayed += 1;
+                inner.apply(rec, true);
+                Ok(())
+            },
+        )?;
+        if report.frames > 0 || report.truncated_bytes > 0 {
+            tracing::info!(
+                frames = report.frames,
+                files = report.files,
+                truncated_bytes = report.truncated_bytes,
+                "replayed write-ahead log"
+            );
+        }
+        if inner.config.read_only {
+            *inner.write_error.lock() = Some("opened for reading only".into());
+            return Ok(Store { inner });
+        }
+        let writer = WalWriter::open(&wal_dir, report.last_seq.max(manifest.wal_from))?;
+        let (tx, rx) = sync_channel::<Request>(1024);
+        *inner.tx.lock() = Some(tx);
+        let w = inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("itinera-wal".into())
+            .spawn(move || w.writer_loop(rx, writer))
+            .map_err(StoreError::io(dir))?;
+        *inner.writer.lock() = Some(handle);
+        Ok(Store { inner })
+    }
+}
+
+pub(super) fn remove_orphans(dir: &Path, m: &Manifest) -> Result<()> {
+    let seg = dir.join("seg");
+    let keep: HashSet<&String> = m
+        .segments
+        .iter()
+        .chain(&m.deltas)
+        .chain(&m.holders)
+        .collect();
+    for e in std::fs::read_dir(&seg).map_err(StoreError::io(&seg))? {
+        let e = e.map_err(StoreError::io(&seg))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if !keep.contains(&name) {
+            tracing::info!(file = %name, "removing file left by an interrupted flush");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_file(dir.join("MANIFEST.tmp"));
+    Ok(())
+}
