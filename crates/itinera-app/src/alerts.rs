@@ -20,7 +20,7 @@ use std::time::Duration;
 const OVERLAP_MS: i64 = 15 * 60_000;
 
 /// An alert fired by one evaluation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Fired {
     pub id: i64,
     pub rule: String,

@@ -12,7 +12,7 @@ use itinera_meta::{DefinitionKind, Meta};
 use serde::{Deserialize, Serialize};
 
 /// One analysis, as `POST /api/v1/queries`, the breakdown and the CLI send it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AnalysisRequest {
     Funnel(FunnelQuery),
@@ -30,7 +30,7 @@ pub enum AnalysisRequest {
 }
 
 /// One person's stages under a model (`POST /api/v1/stages/person`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonStagesRequest {
     pub model: ModelRef,

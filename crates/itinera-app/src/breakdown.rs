@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What a breakdown splits by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakdownBy {
     Persona,
@@ -32,14 +32,14 @@ impl std::str::FromStr for BreakdownBy {
 }
 
 /// One group's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BreakdownGroup {
     pub name: String,
     pub result: Value,
 }
 
 /// Every group's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BreakdownResult {
     pub by: BreakdownBy,
     pub groups: Vec<BreakdownGroup>,

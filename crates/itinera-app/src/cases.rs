@@ -8,7 +8,7 @@ use itinera_meta::{Case, CaseUpdate};
 use serde::{Deserialize, Serialize};
 
 /// A case opened by hand.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCase {
     pub title: String,
@@ -17,7 +17,7 @@ pub struct NewCase {
 }
 
 /// A follow-up: which survey to send, how long its link lasts, where the e-mail address is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FollowUp {
     pub survey: String,
@@ -37,7 +37,7 @@ fn email_trait() -> String {
 }
 
 /// What a follow-up did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FollowUpResult {
     pub case: Option<Case>,
     pub path: String,

@@ -70,7 +70,7 @@ pub fn delete(meta: &Meta, project: &str, kind: DefinitionKind, name: &str) -> R
 }
 
 /// A segment or persona as sent to `PUT /api/v1/{segments,personas}/{name}`.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefinitionBody {
     #[serde(default)]

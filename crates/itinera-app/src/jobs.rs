@@ -16,7 +16,7 @@ pub const JOB_TTL: Duration = Duration::from_secs(600);
 pub const MAX_JOBS: usize = 256;
 
 /// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Running,
@@ -28,7 +28,7 @@ pub enum JobState {
 }
 
 /// A job as its owner sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub id: String,
     pub status: JobState,

@@ -10,11 +10,16 @@ use itinera_meta::{DefinitionKind, Meta};
 use serde::{Deserialize, Serialize};
 
 /// `?segment=NAME` or `?persona=NAME` (or neither: everyone).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Population {
+    /// Only the persons in this saved segment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<String>,
+    /// Only the persons of this saved persona.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persona: Option<String>,
 }

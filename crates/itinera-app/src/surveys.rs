@@ -32,7 +32,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// When the widget asks: after a touchpoint, with a delay, for a share of persons, at most once
 /// per throttle period per person.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SurveyTrigger {
     pub after: EventSelector,
@@ -48,7 +48,7 @@ fn one() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SurveyDef {
     #[serde(default)]
@@ -166,7 +166,7 @@ pub fn signed_link(
 }
 
 /// What a signed link carries.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct LinkParams {
     pub p: String,
     pub e: i64,
@@ -190,7 +190,7 @@ pub fn check_link(meta: &Meta, project: &str, survey: &str, p: &LinkParams) -> R
 }
 
 /// A signed survey link for a person, valid for `days`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedLink {
     pub path: String,
     pub expires_ms: i64,

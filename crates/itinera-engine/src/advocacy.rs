@@ -13,7 +13,7 @@ use crate::selector::{Conjunction, EventSelector, Matcher, Pattern, PropPattern}
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvocacyQuery {
     #[serde(default = "default_purchase")]
@@ -70,7 +70,7 @@ impl Default for AdvocacyQuery {
 }
 
 /// NPS with its parts: % promoters (9–10) − % detractors (0–6), passives in the denominator.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Nps {
     pub n: u64,
     pub promoters: u64,
@@ -94,7 +94,7 @@ impl Nps {
 }
 
 /// Customers of one origin, compared.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CustomerGroup {
     pub customers: u64,
     pub revenue: f64,
@@ -106,14 +106,14 @@ pub struct CustomerGroup {
 }
 
 /// One step of the loop.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoopStep {
     pub step: String,
     pub count: u64,
     pub definition: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AdvocacyResult {
     pub customers: u64,
     pub referrers: u64,

@@ -10,14 +10,14 @@ use crate::scores::{find_answers, run_scores, Answer, ScoreKind, ScoreRow, Score
 use serde::{Deserialize, Serialize};
 
 /// Where an alert is delivered: a webhook signed with HMAC-SHA256 of the body under `secret`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
     pub url: String,
     pub secret: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Trigger {
     /// Every new answer with a score in `[min_score, max_score]`.
@@ -45,7 +45,7 @@ fn default_min_n() -> u64 {
     30
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRule {
     pub name: String,
@@ -161,7 +161,7 @@ pub fn firing_answers<S: JourneySource>(
 }
 
 /// What an aggregate rule saw.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AggregateCheck {
     pub metric: Option<f64>,
     pub n: u64,

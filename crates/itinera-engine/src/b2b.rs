@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 const DAY_MS: f64 = 86_400_000.0;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsQuery {
     /// A closed-won deal.
@@ -65,7 +65,9 @@ impl Default for AccountsQuery {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DealStatus {
     Won,
@@ -73,7 +75,7 @@ pub enum DealStatus {
     Open,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountRow {
     pub account: String,
     pub status: DealStatus,
@@ -97,7 +99,7 @@ pub struct AccountRow {
 }
 
 /// Accounts of one status, compared.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusSummary {
     pub status: DealStatus,
     pub accounts: u64,
@@ -110,7 +112,7 @@ pub struct StatusSummary {
     pub role_presence: BTreeMap<String, f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountsResult {
     pub roles: Vec<String>,
     pub comparison: Vec<StatusSummary>,

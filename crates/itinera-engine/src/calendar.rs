@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const DAY_MS: i64 = 86_400_000;
 
 /// A calendar period: retention cohorts, revenue and score trends are bucketed by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     Day,

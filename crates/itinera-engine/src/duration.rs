@@ -56,7 +56,7 @@ impl Serialize for Span {
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, utoipa::ToSchema)]
         #[serde(untagged)]
         enum Raw {
             Secs(f64),
@@ -67,6 +67,26 @@ impl<'de> Deserialize<'de> for Span {
             Raw::Text(t) => Span::parse(&t),
         }
         .map_err(serde::de::Error::custom)
+    }
+}
+
+/// In the OpenAPI document: a humantime string or a number of seconds.
+impl utoipa::PartialSchema for Span {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String).examples(["7d"]))
+            .item(ObjectBuilder::new().schema_type(Type::Number).minimum(Some(0.0)))
+            .description(Some(
+                "A duration: `\"7d\"`, `\"12h\"`, `\"30m\"`, `\"1w\"` (humantime syntax), or a number of seconds.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Span {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
     }
 }
 

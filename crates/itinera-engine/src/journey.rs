@@ -333,7 +333,7 @@ pub trait JourneySource: Sync {
 }
 
 /// Whose journey an analysis counts: each person's, or each B2B account's (all members together).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CountBy {
     #[default]

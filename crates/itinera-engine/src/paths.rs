@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// What a path node names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PathNode {
     #[default]
@@ -25,7 +25,7 @@ pub enum PathNode {
 }
 
 /// A cleaning rule: node names matching `regex` become `replace` (`$1` etc. allowed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CleaningRule {
     pub regex: String,
@@ -33,7 +33,7 @@ pub struct CleaningRule {
 }
 
 /// A paths analysis, independent of the backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathQuery {
     /// Forward from the first touchpoint matching this (the path starts with it).
@@ -83,7 +83,7 @@ fn default_top() -> usize {
     20
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SankeyNode {
     /// `"{step}:{name}"`.
     pub id: String,
@@ -95,14 +95,14 @@ pub struct SankeyNode {
     pub ended: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SankeyLink {
     pub source: String,
     pub target: String,
     pub value: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PathRow {
     pub path: Vec<String>,
     pub count: u64,
@@ -110,7 +110,7 @@ pub struct PathRow {
     pub conversion: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PathResult {
     /// Paths counted (persons, or sessions).
     pub paths_counted: u64,

@@ -14,7 +14,7 @@ use crate::stats::ratio;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RetentionMode {
     /// Returned during period N.
@@ -25,7 +25,7 @@ pub enum RetentionMode {
 }
 
 /// A retention analysis, independent of the backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionQuery {
     /// The touchpoint that puts a person in a cohort (their first one counts).
@@ -71,7 +71,7 @@ fn default_churn_after() -> crate::Span {
 }
 
 /// One cohort's row of the table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CohortRow {
     /// First day of the cohort's period.
     pub cohort: String,
@@ -81,7 +81,7 @@ pub struct CohortRow {
     pub rates: Vec<Option<f64>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RetentionResult {
     pub period: Period,
     pub mode: RetentionMode,

@@ -8,7 +8,7 @@ use crate::selector::{EventSelector, Matcher};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevenueQuery {
     #[serde(default = "default_purchase")]
@@ -51,7 +51,7 @@ impl Default for RevenueQuery {
 }
 
 /// Figures of one period and currency (or of a currency over the whole range).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevenueRow {
     /// First day of the period (absent in totals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,7 +71,7 @@ pub struct RevenueRow {
     pub customers: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevenueResult {
     pub period: Period,
     pub rows: Vec<RevenueRow>,

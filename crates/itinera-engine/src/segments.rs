@@ -15,13 +15,17 @@ use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
 /// Which persons a segment or persona holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SegmentRule {
     /// Every rule holds.
+    #[schema(no_recursion)]
     All(Vec<SegmentRule>),
     /// At least one rule holds.
+    #[schema(no_recursion)]
     Any(Vec<SegmentRule>),
+    /// The rule does not hold.
+    #[schema(no_recursion)]
     Not(Box<SegmentRule>),
     /// The person's latest value of a trait or property matches (`{"key": "traits.plan",
     /// "is": "pro"}`).
@@ -51,7 +55,7 @@ fn one() -> u32 {
 }
 
 /// A named rule: a segment, or a persona when kept in an ordered list of personas.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentDef {
     pub name: String,
@@ -333,7 +337,7 @@ impl<S: JourneySource> JourneySource for Filtered<'_, S> {
 }
 
 /// Sizes of segments and personas, from one scan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SegmentsReport {
     pub persons: u64,
     pub segments: Vec<(String, u64)>,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const KIND_NAMES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
 
 /// A condition on one field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Pattern {
     One(String),
@@ -30,7 +30,7 @@ pub fn is_prop_key(key: &str) -> bool {
 }
 
 /// A condition on a typed property: text (a name, a list, a regex), a number, or a range.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum PropPattern {
     Text(Pattern),
@@ -39,7 +39,7 @@ pub enum PropPattern {
 }
 
 /// Numeric bounds; every bound given must hold, and the value must be a number.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Range {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,7 +93,7 @@ impl std::fmt::Display for PropPattern {
 }
 
 /// Field conditions that must all hold. A missing field matches anything.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Conjunction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,7 +115,7 @@ pub struct Conjunction {
 }
 
 /// Which touchpoints match: an event name, one conjunction, or any of several.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum EventSelector {
     /// Shorthand for `{"event": NAME}`.

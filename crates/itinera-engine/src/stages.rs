@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// One stage of a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     pub name: String,
@@ -35,7 +35,7 @@ pub struct Stage {
 }
 
 /// A stage model: stages in order, the purchase (buyer → customer handoff) and churn.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageModel {
     pub name: String,
@@ -178,7 +178,7 @@ impl StageModel {
 }
 
 /// A model by name (built-in) or given whole.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ModelRef {
     Builtin(String),
@@ -205,7 +205,7 @@ impl ModelRef {
 }
 
 /// One stage entry of a person's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageVisit {
     pub stage: String,
     /// First entry, ms since the epoch.
@@ -305,7 +305,7 @@ impl CompiledModel {
 }
 
 /// What to break the stage funnel down by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StageBreakdown {
     /// The channel of the person's first touchpoint.
@@ -315,7 +315,7 @@ pub enum StageBreakdown {
 }
 
 /// The stage funnel of a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageFunnelQuery {
     pub model: ModelRef,
@@ -334,7 +334,7 @@ pub struct StageFunnelQuery {
 /// When an account is in a stage: when at least `min_share` of its members (persons with
 /// touchpoints naming the account) reached it (0, the default, means any one member), and, with
 /// `required_role`, when a member holding that role reached it too.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountStageRule {
     #[serde(default)]
@@ -371,7 +371,7 @@ impl AccountStageRule {
 }
 
 /// The stage funnel of accounts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountStages {
     pub rule: AccountStageRule,
     pub accounts: u64,
@@ -381,7 +381,7 @@ pub struct AccountStages {
 }
 
 /// Figures of one stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageRow {
     pub stage: String,
     /// Persons whose rule for this stage matched.
@@ -402,7 +402,7 @@ pub struct StageRow {
     pub p90_seconds_in_stage: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageFunnelResult {
     pub model: StageModel,
     pub persons: u64,
@@ -417,7 +417,7 @@ pub struct StageFunnelResult {
     pub accounts: Option<AccountStages>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageBreakdownRow {
     pub value: String,
     /// Reached count per stage.
@@ -656,7 +656,7 @@ pub fn run_stage_funnel<S: JourneySource>(
 }
 
 /// One person's stages under a model: current, furthest, churned, and the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PersonJourney {
     pub person: String,
     pub current_stage: Option<String>,

@@ -24,7 +24,7 @@ fn migrations() -> rusqlite_migration::Migrations<'static> {
 }
 
 /// What a saved definition is; stored as its name in the `definitions` table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DefinitionKind {
     Segment,
@@ -75,7 +75,7 @@ pub enum MetaError {
 pub type Result<T> = std::result::Result<T, MetaError>;
 
 /// What a credential allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     Write,
@@ -97,7 +97,7 @@ impl KeyKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Project {
     pub id: i64,
     pub name: String,
@@ -105,7 +105,7 @@ pub struct Project {
 }
 
 /// A key as listed: never the secret, only its prefix.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: i64,
     pub project: String,
@@ -117,7 +117,7 @@ pub struct KeyInfo {
 }
 
 /// A saved definition (a segment, a persona): its JSON body and its place in an ordered list.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Definition {
     pub name: String,
     pub position: i64,
@@ -126,7 +126,7 @@ pub struct Definition {
 }
 
 /// An alert that fired, with where its delivery stands.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AlertRecord {
     pub id: i64,
     pub rule: String,
@@ -138,7 +138,7 @@ pub struct AlertRecord {
     pub attempts: Vec<DeliveryAttempt>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
     /// `webhook` or `email`.
     pub channel: String,
@@ -149,7 +149,7 @@ pub struct DeliveryAttempt {
 }
 
 /// A case opened to close the loop with a customer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Case {
     pub id: i64,
     pub alert_id: Option<i64>,
@@ -165,7 +165,7 @@ pub struct Case {
 }
 
 /// Changes to a case; absent fields stay as they are.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseUpdate {
     pub status: Option<String>,
@@ -179,7 +179,7 @@ pub struct CaseUpdate {
 pub const CASE_STATUSES: [&str; 4] = ["open", "in_progress", "waiting_on_customer", "closed"];
 
 /// A freshly created pair of credentials; the only time the secrets are visible.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewKeys {
     pub project: String,
     pub write_key: String,

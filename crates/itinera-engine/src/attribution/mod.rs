@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What a touch is credited to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttributionKey {
     #[default]
@@ -62,7 +62,7 @@ impl KeySource {
 }
 
 /// An attribution analysis over the stored journeys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributionQuery {
     /// The conversion; its revenue is the conversion value.
@@ -333,14 +333,14 @@ impl PathTable {
 }
 
 /// Credit of one key under one model.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Credit {
     pub conversions: f64,
     pub value: f64,
 }
 
 /// One key's row of the side-by-side table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyCredit {
     pub name: String,
     /// Model name → credit.
@@ -352,7 +352,7 @@ pub struct KeyCredit {
     pub shapley_std_error: Option<Credit>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttributionTotals {
     /// Conversions with at least one touch in the lookback window (the ones credited).
     pub conversions: f64,
@@ -366,7 +366,7 @@ pub struct AttributionTotals {
     pub distinct_paths: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MarkovSummary {
     pub order: usize,
     pub states: usize,
@@ -374,7 +374,7 @@ pub struct MarkovSummary {
     pub value_per_journey: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShapleySummary {
     pub players: usize,
     pub exact: bool,
@@ -383,7 +383,7 @@ pub struct ShapleySummary {
 }
 
 /// All models side by side, with their definitions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttributionResult {
     pub by: String,
     pub models: Vec<AttributionModel>,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 const DAY_MS: i64 = 86_400_000;
 
 /// The time unit of recency, age, the horizon and the discount rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeUnit {
     Day,
@@ -35,7 +35,7 @@ impl TimeUnit {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClvQuery {
     /// Purchases; their revenue is the spend.
@@ -95,7 +95,7 @@ impl ClvQuery {
 }
 
 /// One customer: history and predictions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Customer {
     pub id: String,
     /// Repeat purchase occasions in the calibration period (x).
@@ -125,7 +125,7 @@ pub struct Customer {
     pub holdout_revenue: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClvTotals {
     pub customers: u64,
     pub repeat_customers: u64,
@@ -139,7 +139,7 @@ pub struct ClvTotals {
     pub expected_purchases: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClvResult {
     pub time_unit: TimeUnit,
     pub horizon: u32,

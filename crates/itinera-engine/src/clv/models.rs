@@ -27,7 +27,7 @@ pub struct Rfm {
     pub monetary: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BgNbd {
     pub r: f64,
     pub alpha: f64,
@@ -36,7 +36,7 @@ pub struct BgNbd {
     pub log_likelihood: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GammaGamma {
     pub p: f64,
     pub q: f64,

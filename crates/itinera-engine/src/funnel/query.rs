@@ -6,7 +6,7 @@ use crate::selector::EventSelector;
 use serde::{Deserialize, Serialize};
 
 /// How the steps must follow each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FunnelOrder {
     /// Steps in this order, other touchpoints allowed in between (`windowFunnel` default mode).
@@ -44,7 +44,7 @@ impl FunnelOrder {
 }
 
 /// One step of a funnel.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunnelStep {
     #[serde(rename = "match")]
@@ -79,7 +79,7 @@ impl FunnelStep {
 }
 
 /// A touchpoint that breaks a chain between two steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Exclusion {
     #[serde(rename = "match")]
@@ -93,7 +93,7 @@ pub struct Exclusion {
 }
 
 /// Which touchpoint of the chain gives the breakdown value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "step")]
 pub enum Attribution {
     /// The touchpoint of step 1.
@@ -106,7 +106,7 @@ pub enum Attribution {
 }
 
 /// A field to break results down by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakdownField {
     Channel,
@@ -117,7 +117,7 @@ pub enum BreakdownField {
     Property,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Breakdown {
     pub field: BreakdownField,
@@ -139,7 +139,7 @@ pub enum TagSource {
 }
 
 /// Which persons to list (a cohort to export).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CohortRequest {
     /// 1-based step.
@@ -147,7 +147,7 @@ pub struct CohortRequest {
     pub outcome: CohortOutcome,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CohortOutcome {
     /// Reached the step.
@@ -157,7 +157,7 @@ pub enum CohortOutcome {
 }
 
 /// A funnel analysis, independent of the backend that runs it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunnelQuery {
     pub steps: Vec<FunnelStep>,

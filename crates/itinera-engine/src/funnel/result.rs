@@ -3,7 +3,7 @@ use crate::journey::CountBy;
 use serde::{Deserialize, Serialize};
 
 /// Figures for one step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepResult {
     pub step: usize,
     pub name: String,
@@ -24,7 +24,7 @@ pub struct StepResult {
 }
 
 /// Counts of one breakdown value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BreakdownRow {
     pub value: String,
     /// Reached count per step.
@@ -33,7 +33,7 @@ pub struct BreakdownRow {
 }
 
 /// How long converters took from step 1 to the last step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimeToConvert {
     pub converted: u64,
     pub median_seconds: Option<f64>,
@@ -43,7 +43,7 @@ pub struct TimeToConvert {
     pub histogram: Vec<(Option<f64>, u64)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FunnelResult {
     pub counted: CountBy,
     pub order: FunnelOrder,

@@ -154,7 +154,7 @@ impl<'q> AnswerScan<'q> {
 }
 
 /// One answer, for alerts and listings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Answer {
     pub person: String,
     pub ts_ms: i64,

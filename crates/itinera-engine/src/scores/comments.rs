@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// Open answers: searchable, with a sentiment score and the most frequent keywords.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentsQuery {
     /// Which answers (kind, survey, `by`, range).
@@ -29,7 +29,7 @@ pub(super) fn default_comment_limit() -> usize {
     100
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Comment {
     pub person: String,
     pub ts_ms: i64,
@@ -43,7 +43,7 @@ pub struct Comment {
     pub language: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Keyword {
     pub term: String,
     /// Comments containing it.
@@ -52,7 +52,7 @@ pub struct Keyword {
     pub mean_sentiment: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommentsResult {
     /// Comments matching (before the limit).
     pub n: u64,

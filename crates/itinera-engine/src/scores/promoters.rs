@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 /// Who to invite into advocacy and referral programmes: persons whose latest NPS answer is a 9
 /// or 10, with their contact traits and their consent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromotersQuery {
     /// Only answers to this survey.
@@ -41,7 +41,7 @@ impl Default for PromotersQuery {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Promoter {
     pub person: String,
     pub score: f64,
@@ -51,7 +51,7 @@ pub struct Promoter {
     pub contact: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PromotersResult {
     pub promoters: Vec<Promoter>,
     /// Promoters left out for want of consent (with `require_consent`).

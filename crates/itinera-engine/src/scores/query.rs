@@ -4,7 +4,7 @@ use crate::stages::ModelRef;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScoreKind {
     Nps,
@@ -23,7 +23,7 @@ impl ScoreKind {
 }
 
 /// What a score is grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScoreBy {
     /// The stage the person was in when answering: the furthest stage of the model they had
@@ -44,7 +44,7 @@ pub enum ScoreBy {
     Month,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoresQuery {
     pub kind: ScoreKind,
@@ -135,7 +135,7 @@ impl ScoresQuery {
 }
 
 /// NPS with its parts and interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NpsFigures {
     pub nps: f64,
     pub promoters: u64,
@@ -146,14 +146,14 @@ pub struct NpsFigures {
 }
 
 /// Share of good answers (CSAT top-2-box, CES 5–7) with its Wilson interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShareFigures {
     pub share: f64,
     pub ci_low: f64,
     pub ci_high: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScoreRow {
     /// The group (absent for the overall row).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,7 +170,7 @@ pub struct ScoreRow {
     pub emotion: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScoresResult {
     pub kind: ScoreKind,
     pub scale: [f64; 2],

@@ -3,41 +3,70 @@
 use super::{blocking, json_body, query_params, to_json};
 use crate::auth::ReadProject;
 use crate::error::ApiError;
+use crate::openapi::{Invalid, NotFound, Unauthorized};
 use crate::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
-use itinera_app::cases::{self, FollowUp, NewCase};
-use itinera_meta::CaseUpdate;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use itinera_app::cases::{self, FollowUp, FollowUpResult, NewCase};
+use itinera_meta::{Case, CaseUpdate};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/cases", get(list).post(create))
-        .route("/api/v1/cases/{id}", patch(update))
-        .route("/api/v1/cases/{id}/follow-up", post(follow_up))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_cases, create_case))
+        .routes(routes!(update_case))
+        .routes(routes!(follow_up))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct CaseFilter {
+    /// Only cases in this status (`open`, `in_progress`, `waiting_on_customer`, `closed`).
     status: Option<String>,
 }
 
-async fn list(
+/// The project's cases, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cases {
+    pub cases: Vec<Case>,
+}
+
+/// Cases, newest first
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases",
+    tag = "cases",
+    params(CaseFilter),
+    responses((status = 200, description = "Cases", body = Cases), Invalid, Unauthorized)
+)]
+async fn list_cases(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
     filter: Result<Query<CaseFilter>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cases>, ApiError> {
     let filter = query_params("query string", filter)?;
     let cases = state.app.meta().cases(&project, filter.status.as_deref())?;
-    Ok(Json(json!({ "cases": cases })))
+    Ok(Json(Cases { cases }))
 }
 
-async fn create(
+/// Open a case by hand
+///
+/// Answers `null` when an open case for the same person and source already exists.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases",
+    tag = "cases",
+    request_body = NewCase,
+    responses((status = 200, description = "The case opened", body = Option<Case>), Invalid, Unauthorized)
+)]
+async fn create_case(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
     body: Result<Json<NewCase>, JsonRejection>,
@@ -46,7 +75,16 @@ async fn create(
     Ok(to_json(&cases::create(&state.app, &project, &c)?))
 }
 
-async fn update(
+/// Update a case
+#[utoipa::path(
+    patch,
+    path = "/api/v1/cases/{id}",
+    tag = "cases",
+    params(("id" = i64, Path, description = "The case's id")),
+    request_body = CaseUpdate,
+    responses((status = 200, description = "The case after the update", body = Case), Invalid, Unauthorized, NotFound)
+)]
+async fn update_case(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
     Path(id): Path<i64>,
@@ -56,8 +94,18 @@ async fn update(
     Ok(to_json(&cases::update(&state.app, &project, id, &u)?))
 }
 
-/// `POST /api/v1/cases/{id}/follow-up`: a signed survey link for the case's customer, recorded on
-/// the case and e-mailed to them when the SMTP relay is set and their e-mail trait is known.
+/// A follow-up survey to the case's customer
+///
+/// A signed survey link for the case's customer, recorded on the case and e-mailed to them when
+/// the SMTP relay is set and their e-mail trait is known.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/follow-up",
+    tag = "cases",
+    params(("id" = i64, Path, description = "The case's id")),
+    request_body = FollowUp,
+    responses((status = 200, description = "The link and whether it was e-mailed", body = FollowUpResult), Invalid, Unauthorized, NotFound)
+)]
 async fn follow_up(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,

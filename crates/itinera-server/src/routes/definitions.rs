@@ -3,41 +3,151 @@
 use super::{blocking, json_body, to_json};
 use crate::auth::ReadProject;
 use crate::error::ApiError;
+use crate::openapi::{Invalid, NotFound, Unauthorized, Unavailable};
 use crate::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use itinera_app::definitions::{self, DefinitionBody};
+use itinera_engine::segments::SegmentsReport;
+use itinera_engine::SegmentDef;
 use itinera_meta::DefinitionKind;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/segments", get(list))
-        .route("/api/v1/segments/report", post(report))
-        .route(
-            "/api/v1/segments/{name}",
-            put(|s, p, n, b| save(s, p, n, b, DefinitionKind::Segment))
-                .delete(|s, p, n| delete(s, p, n, DefinitionKind::Segment)),
-        )
-        .route(
-            "/api/v1/personas/{name}",
-            put(|s, p, n, b| save(s, p, n, b, DefinitionKind::Persona))
-                .delete(|s, p, n| delete(s, p, n, DefinitionKind::Persona)),
-        )
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_definitions))
+        .routes(routes!(segments_report))
+        .routes(routes!(save_segment, delete_segment))
+        .routes(routes!(save_persona, delete_persona))
 }
 
-async fn list(
+/// The project's saved segments and personas (personas in their order).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Definitions {
+    pub segments: Vec<SegmentDef>,
+    pub personas: Vec<SegmentDef>,
+}
+
+/// The name of what was deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub deleted: String,
+}
+
+/// The project's saved segments and personas
+#[utoipa::path(
+    get,
+    path = "/api/v1/segments",
+    tag = "definitions",
+    responses((status = 200, description = "Segments and personas", body = Definitions), Unauthorized)
+)]
+async fn list_definitions(
+    State(state): State<Arc<AppState>>,
+    ReadProject(project): ReadProject,
+) -> Result<Json<Definitions>, ApiError> {
+    let meta = state.app.meta();
+    Ok(Json(Definitions {
+        segments: definitions::load_segments(&meta, &project, DefinitionKind::Segment)?,
+        personas: definitions::load_segments(&meta, &project, DefinitionKind::Persona)?,
+    }))
+}
+
+/// Persons per segment and per persona
+#[utoipa::path(
+    post,
+    path = "/api/v1/segments/report",
+    tag = "definitions",
+    responses(
+        (status = 200, description = "Sizes", body = SegmentsReport),
+        Unauthorized,
+        Unavailable
+    )
+)]
+async fn segments_report(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
 ) -> Result<Json<Value>, ApiError> {
-    let meta = state.app.meta();
-    Ok(Json(json!({
-        "segments": definitions::load_segments(&meta, &project, DefinitionKind::Segment)?,
-        "personas": definitions::load_segments(&meta, &project, DefinitionKind::Persona)?,
-    })))
+    let app = state.app.clone();
+    let r = blocking(move || Ok(app.segments_report(&project)?)).await?;
+    Ok(to_json(&r))
+}
+
+/// Create or replace a segment
+///
+/// Semantics of rules: docs/segments.md.
+#[utoipa::path(
+    put,
+    path = "/api/v1/segments/{name}",
+    tag = "definitions",
+    params(("name" = String, Path, description = "The segment's name")),
+    request_body = DefinitionBody,
+    responses((status = 200, description = "The segment as saved", body = SegmentDef), Invalid, Unauthorized)
+)]
+async fn save_segment(
+    state: State<Arc<AppState>>,
+    project: ReadProject,
+    name: Path<String>,
+    body: Result<Json<DefinitionBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    save(state, project, name, body, DefinitionKind::Segment).await
+}
+
+/// Delete a segment
+#[utoipa::path(
+    delete,
+    path = "/api/v1/segments/{name}",
+    tag = "definitions",
+    params(("name" = String, Path, description = "The segment's name")),
+    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, NotFound)
+)]
+async fn delete_segment(
+    state: State<Arc<AppState>>,
+    project: ReadProject,
+    name: Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    delete(state, project, name, DefinitionKind::Segment).await
+}
+
+/// Create or replace a persona
+///
+/// `position` orders the personas: a person belongs to the first persona whose rule matches.
+#[utoipa::path(
+    put,
+    path = "/api/v1/personas/{name}",
+    tag = "definitions",
+    params(("name" = String, Path, description = "The persona's name")),
+    request_body = DefinitionBody,
+    responses((status = 200, description = "The persona as saved", body = SegmentDef), Invalid, Unauthorized)
+)]
+async fn save_persona(
+    state: State<Arc<AppState>>,
+    project: ReadProject,
+    name: Path<String>,
+    body: Result<Json<DefinitionBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    save(state, project, name, body, DefinitionKind::Persona).await
+}
+
+/// Delete a persona
+#[utoipa::path(
+    delete,
+    path = "/api/v1/personas/{name}",
+    tag = "definitions",
+    params(("name" = String, Path, description = "The persona's name")),
+    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, NotFound)
+)]
+async fn delete_persona(
+    state: State<Arc<AppState>>,
+    project: ReadProject,
+    name: Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    delete(state, project, name, DefinitionKind::Persona).await
 }
 
 async fn save(
@@ -59,16 +169,7 @@ pub(crate) async fn delete(
     ReadProject(project): ReadProject,
     Path(name): Path<String>,
     kind: DefinitionKind,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     definitions::delete(&state.app.meta(), &project, kind, &name)?;
-    Ok(Json(json!({ "deleted": name })))
-}
-
-async fn report(
-    State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
-) -> Result<Json<Value>, ApiError> {
-    let app = state.app.clone();
-    let r = blocking(move || Ok(app.segments_report(&project)?)).await?;
-    Ok(to_json(&r))
+    Ok(Json(Deleted { deleted: name }))
 }

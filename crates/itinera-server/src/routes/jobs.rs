@@ -4,25 +4,46 @@
 use super::{json_body, query_params, to_json};
 use crate::auth::ReadProject;
 use crate::error::ApiError;
+use crate::openapi::{Busy, Invalid, NotFound, Unauthorized, Unavailable};
 use crate::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use itinera_app::jobs::JobStatus;
 use itinera_app::{AnalysisRequest, Population};
 use itinera_engine::ScanOptions;
 use serde_json::Value;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/queries", post(start))
-        .route("/api/v1/queries/{id}", get(status).delete(cancel))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(start_job))
+        .routes(routes!(job_status, cancel_job))
 }
 
-async fn start(
+/// Start an analysis as a job
+///
+/// The body is exactly one analysis (`{"funnel": {…}}`, `{"attribution": {…}}`, …); the answer,
+/// `202`, carries the job's id to poll at `/api/v1/queries/{id}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queries",
+    tag = "jobs",
+    params(Population),
+    request_body = AnalysisRequest,
+    responses(
+        (status = 202, description = "The job, started", body = JobStatus),
+        Invalid,
+        Unauthorized,
+        Busy,
+        Unavailable
+    )
+)]
+async fn start_job(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
     pop: Result<Query<Population>, QueryRejection>,
@@ -47,7 +68,19 @@ async fn start(
     Ok((StatusCode::ACCEPTED, to_json(&status)))
 }
 
-async fn status(
+/// Progress or result of a job
+#[utoipa::path(
+    get,
+    path = "/api/v1/queries/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job's state, with its result when done", body = JobStatus),
+        Unauthorized,
+        NotFound
+    )
+)]
+async fn job_status(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
     Path(id): Path<String>,
@@ -55,7 +88,19 @@ async fn status(
     Ok(to_json(&state.app.jobs.status(&project, &id)?))
 }
 
-async fn cancel(
+/// Cancel a job
+#[utoipa::path(
+    delete,
+    path = "/api/v1/queries/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job's state after the request to cancel", body = JobStatus),
+        Unauthorized,
+        NotFound
+    )
+)]
+async fn cancel_job(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
     Path(id): Path<String>,

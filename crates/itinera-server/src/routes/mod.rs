@@ -12,24 +12,35 @@ pub mod surveys;
 pub mod tracking;
 
 use crate::error::ApiError;
+use crate::openapi::ApiDoc;
 use crate::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Json, Query};
 use axum::Router;
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
-/// Every surface's routes.
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .merge(tracking::router())
-        .merge(survey_pages::router())
+/// The query API under `/api/v1`: every route registered through its OpenAPI annotation.
+pub fn api() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(query::router())
         .merge(jobs::router())
         .merge(definitions::router())
         .merge(surveys::router())
         .merge(alerts::router())
         .merge(cases::router())
+        .merge(ops::docs())
+}
+
+/// Every surface's routes: the tracking API, the survey pages, operations and the query API.
+pub fn router() -> Router<Arc<AppState>> {
+    let (api, _) = api().split_for_parts();
+    Router::new()
+        .merge(tracking::router())
+        .merge(survey_pages::router())
         .merge(ops::router())
+        .merge(api)
 }
 
 /// A JSON body, or a `400` naming it.

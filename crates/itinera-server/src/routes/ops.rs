@@ -7,12 +7,18 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(openapi))
+}
+
+/// The OpenAPI document's own route, documented in it.
+pub fn docs() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(openapi))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -57,7 +63,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-/// The OpenAPI document of the HTTP API.
+/// This document
+///
+/// Needs no token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    security(()),
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
+)]
 async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],

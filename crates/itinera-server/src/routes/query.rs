@@ -5,56 +5,139 @@
 use super::{blocking, json_body, query_params, to_json};
 use crate::auth::ReadProject;
 use crate::error::ApiError;
+use crate::openapi::{Invalid, NotFound, Unauthorized, Unavailable};
 use crate::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::routing::{post, MethodRouter};
-use axum::{Json, Router};
-use itinera_app::breakdown::BreakdownBy;
+use axum::Json;
+use itinera_app::breakdown::{BreakdownBy, BreakdownResult};
 use itinera_app::{AnalysisRequest, PersonStagesRequest, Population};
-use itinera_engine::{QueryControl, ScanOptions};
+use itinera_engine::scores::{CommentsQuery, CommentsResult, PromotersQuery, PromotersResult};
+use itinera_engine::stages::PersonJourney;
+use itinera_engine::{
+    AccountsQuery, AccountsResult, AdvocacyQuery, AdvocacyResult, AttributionQuery,
+    AttributionResult, ClvQuery, ClvResult, FunnelQuery, FunnelResult, PathQuery, PathResult,
+    QueryControl, RetentionQuery, RetentionResult, RevenueQuery, RevenueResult, ScanOptions,
+    ScoresQuery, ScoresResult, StageFunnelQuery, StageFunnelResult,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/funnel", analysis(AnalysisRequest::Funnel))
-        .route("/api/v1/retention", analysis(AnalysisRequest::Retention))
-        .route("/api/v1/stages", analysis(AnalysisRequest::Stages))
-        .route("/api/v1/paths", analysis(AnalysisRequest::Paths))
-        .route(
-            "/api/v1/attribution",
-            analysis(AnalysisRequest::Attribution),
-        )
-        .route("/api/v1/clv", analysis(AnalysisRequest::Clv))
-        .route("/api/v1/accounts", analysis(AnalysisRequest::Accounts))
-        .route("/api/v1/advocacy", analysis(AnalysisRequest::Advocacy))
-        .route("/api/v1/revenue", analysis(AnalysisRequest::Revenue))
-        .route("/api/v1/scores", analysis(AnalysisRequest::Scores))
-        .route("/api/v1/promoters", analysis(AnalysisRequest::Promoters))
-        .route("/api/v1/comments", analysis(AnalysisRequest::Comments))
-        .route("/api/v1/stages/person", post(person_stages))
-        .route("/api/v1/breakdown", post(breakdown))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(funnel))
+        .routes(routes!(retention))
+        .routes(routes!(stages))
+        .routes(routes!(paths))
+        .routes(routes!(attribution))
+        .routes(routes!(clv))
+        .routes(routes!(accounts))
+        .routes(routes!(advocacy))
+        .routes(routes!(revenue))
+        .routes(routes!(scores))
+        .routes(routes!(promoters))
+        .routes(routes!(comments))
+        .routes(routes!(person_stages))
+        .routes(routes!(breakdown))
 }
 
-/// `POST` of one analysis.
-fn analysis<Q>(wrap: fn(Q) -> AnalysisRequest) -> MethodRouter<Arc<AppState>>
-where
-    Q: serde::de::DeserializeOwned + Send + 'static,
-{
-    post(
-        move |State(state): State<Arc<AppState>>,
-              ReadProject(project): ReadProject,
-              pop: Result<Query<Population>, QueryRejection>,
-              body: Result<Json<Q>, JsonRejection>| async move {
+/// One analysis's `POST` handler: the body is its query, the query string its population.
+macro_rules! analysis {
+    ($(#[doc = $doc:tt])* $name:ident, $path:tt, $variant:ident, $query:ident, $result:ident) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "analyses",
+            params(Population),
+            request_body = $query,
+            responses(
+                (status = 200, description = "The answer", body = $result),
+                Invalid,
+                Unauthorized,
+                Unavailable
+            )
+        )]
+        async fn $name(
+            State(state): State<Arc<AppState>>,
+            ReadProject(project): ReadProject,
+            pop: Result<Query<Population>, QueryRejection>,
+            body: Result<Json<$query>, JsonRejection>,
+        ) -> Result<Json<Value>, ApiError> {
             let pop = query_params("query string", pop)?;
             let q = json_body(body)?;
-            run_now(state, project, wrap(q), pop).await
-        },
-    )
+            run_now(state, project, AnalysisRequest::$variant(q), pop).await
+        }
+    };
 }
+
+analysis!(
+    /// Run an event funnel and wait for the answer
+    ///
+    /// Cancelled when the client disconnects. Semantics: docs/funnels.md.
+    funnel, "/api/v1/funnel", Funnel, FunnelQuery, FunnelResult
+);
+analysis!(
+    /// Run a retention analysis (cohort table) and wait for the answer
+    ///
+    /// Semantics: docs/retention.md.
+    retention, "/api/v1/retention", Retention, RetentionQuery, RetentionResult
+);
+analysis!(
+    /// Stage funnel of a stage model
+    ///
+    /// Persons per stage, conversion, drop-off and time in stage. Semantics: docs/stages.md.
+    stages, "/api/v1/stages", Stages, StageFunnelQuery, StageFunnelResult
+);
+analysis!(
+    /// Paths and flows (Sankey nodes and links, top complete paths)
+    ///
+    /// Semantics: docs/paths.md.
+    paths, "/api/v1/paths", Paths, PathQuery, PathResult
+);
+analysis!(
+    /// Attribution: credit for conversions and revenue under every model, side by side
+    ///
+    /// Semantics: docs/attribution.md.
+    attribution, "/api/v1/attribution", Attribution, AttributionQuery, AttributionResult
+);
+analysis!(
+    /// Customer lifetime value: history, BG/NBD and Gamma-Gamma predictions per customer
+    ///
+    /// Semantics: docs/clv.md.
+    clv, "/api/v1/clv", Clv, ClvQuery, ClvResult
+);
+analysis!(
+    /// B2B buying groups: per account and won/lost/open compared
+    accounts, "/api/v1/accounts", Accounts, AccountsQuery, AccountsResult
+);
+analysis!(
+    /// The advocacy loop: promoters to referred customers
+    advocacy, "/api/v1/advocacy", Advocacy, AdvocacyQuery, AdvocacyResult
+);
+analysis!(
+    /// Orders and revenue per period and currency, refunds subtracted
+    revenue, "/api/v1/revenue", Revenue, RevenueQuery, RevenueResult
+);
+analysis!(
+    /// NPS, CSAT or CES with n, interval, distribution and emotion value
+    ///
+    /// Semantics: docs/scores.md.
+    scores, "/api/v1/scores", Scores, ScoresQuery, ScoresResult
+);
+analysis!(
+    /// Promoters (latest NPS 9-10) with consent and contact traits
+    promoters, "/api/v1/promoters", Promoters, PromotersQuery, PromotersResult
+);
+analysis!(
+    /// Open answers: search, sentiment, keywords
+    comments, "/api/v1/comments", Comments, CommentsQuery, CommentsResult
+);
 
 /// Cancels a query when the request that runs it is dropped (the client went away).
 struct CancelOnDrop(Arc<QueryControl>);
@@ -92,6 +175,19 @@ async fn run_now(
     Ok(Json(result))
 }
 
+/// One person's current stage and stage history under a model
+#[utoipa::path(
+    post,
+    path = "/api/v1/stages/person",
+    tag = "analyses",
+    request_body = PersonStagesRequest,
+    responses(
+        (status = 200, description = "The person's journey", body = PersonJourney),
+        Invalid,
+        Unauthorized,
+        NotFound
+    )
+)]
 async fn person_stages(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
@@ -103,14 +199,30 @@ async fn person_stages(
     Ok(to_json(&r))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct BreakdownParams {
+    /// `persona` or `segment`.
     by: String,
 }
 
-/// `POST /api/v1/breakdown?by=persona|segment`: any analysis (the body as for
-/// `/api/v1/queries`), once per persona or saved segment.
+/// Any analysis once per persona or saved segment
+///
+/// The body is exactly one analysis, as for `/api/v1/queries`. Semantics: docs/segments.md.
+#[utoipa::path(
+    post,
+    path = "/api/v1/breakdown",
+    tag = "analyses",
+    params(BreakdownParams),
+    request_body = AnalysisRequest,
+    responses(
+        (status = 200, description = "One answer per group", body = BreakdownResult),
+        Invalid,
+        Unauthorized,
+        Unavailable
+    )
+)]
 async fn breakdown(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,

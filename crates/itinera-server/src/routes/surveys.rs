@@ -1,40 +1,64 @@
 //! Survey definitions (`/api/v1/surveys`) and signed links for one person to answer.
 
-use super::definitions::delete;
+use super::definitions::{delete, Deleted};
 use super::{json_body, to_json};
 use crate::auth::ReadProject;
 use crate::error::ApiError;
+use crate::openapi::{Invalid, NotFound, Unauthorized};
 use crate::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use itinera_app::surveys::{self, SurveyDef};
+use axum::Json;
+use itinera_app::surveys::{self, SignedLink, SurveyDef};
 use itinera_meta::DefinitionKind;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/surveys", get(list))
-        .route(
-            "/api/v1/surveys/{id}",
-            put(save).delete(|s, p, n| delete(s, p, n, DefinitionKind::Survey)),
-        )
-        .route("/api/v1/surveys/{id}/link", post(link))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_surveys))
+        .routes(routes!(save_survey, delete_survey))
+        .routes(routes!(survey_link))
 }
 
-async fn list(
+/// The project's surveys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Surveys {
+    pub surveys: Vec<SurveyDef>,
+}
+
+/// Survey definitions
+#[utoipa::path(
+    get,
+    path = "/api/v1/surveys",
+    tag = "surveys",
+    responses((status = 200, description = "Surveys", body = Surveys), Unauthorized)
+)]
+async fn list_surveys(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({ "surveys": surveys::load(&state.app.meta(), &project)? }),
-    ))
+) -> Result<Json<Surveys>, ApiError> {
+    Ok(Json(Surveys {
+        surveys: surveys::load(&state.app.meta(), &project)?,
+    }))
 }
 
-async fn save(
+/// Create or replace a survey
+///
+/// The path's id wins over an `id` in the body. Semantics: docs/surveys.md.
+#[utoipa::path(
+    put,
+    path = "/api/v1/surveys/{id}",
+    tag = "surveys",
+    params(("id" = String, Path, description = "The survey's id")),
+    request_body = SurveyDef,
+    responses((status = 200, description = "The survey as saved", body = SurveyDef), Invalid, Unauthorized)
+)]
+async fn save_survey(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
     Path(id): Path<String>,
@@ -46,11 +70,31 @@ async fn save(
     Ok(to_json(&def))
 }
 
-#[derive(Debug, Deserialize)]
+/// Delete a survey
+#[utoipa::path(
+    delete,
+    path = "/api/v1/surveys/{id}",
+    tag = "surveys",
+    params(("id" = String, Path, description = "The survey's id")),
+    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, NotFound)
+)]
+async fn delete_survey(
+    state: State<Arc<AppState>>,
+    project: ReadProject,
+    id: Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    delete(state, project, id, DefinitionKind::Survey).await
+}
+
+/// Whom a signed survey link is for.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LinkRequest {
+    /// The person's id (their user id or anonymous id).
     person: String,
+    /// Days the link stays valid.
     #[serde(default = "thirty")]
+    #[schema(default = 30)]
     days: u32,
 }
 
@@ -58,7 +102,16 @@ fn thirty() -> u32 {
     30
 }
 
-async fn link(
+/// A signed link to the hosted survey page for one person
+#[utoipa::path(
+    post,
+    path = "/api/v1/surveys/{id}/link",
+    tag = "surveys",
+    params(("id" = String, Path, description = "The survey's id")),
+    request_body = LinkRequest,
+    responses((status = 200, description = "The link", body = SignedLink), Invalid, Unauthorized, NotFound)
+)]
+async fn survey_link(
     State(state): State<Arc<AppState>>,
     ReadProject(project): ReadProject,
     Path(id): Path<String>,
