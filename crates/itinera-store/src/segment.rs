@@ -262,6 +262,13 @@ impl SegmentFile {
         if size < 24 {
             return Err(corrupt("too short"));
         }
+        let mut head = [0u8; 8];
+        f.read_exact(&mut head).map_err(StoreError::io(path))?;
+        if &head != MAGIC {
+            return Err(corrupt(
+                "not a segment of this format (its first 8 bytes are not ITSEG001)",
+            ));
+        }
         let mut tail = [0u8; 16];
         f.seek(SeekFrom::End(-16)).map_err(StoreError::io(path))?;
         f.read_exact(&mut tail).map_err(StoreError::io(path))?;
