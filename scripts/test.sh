@@ -11,6 +11,24 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 
+echo "== fuzzing the store's decoders (${ITINERA_FUZZ_SECONDS:=60} s per target; fuzz/README.md)"
+# cargo-fuzz on the stable toolchain, without sanitizers (Rust's bounds checks turn memory errors
+# into panics). A crash fails the run; libFuzzer leaves the input in fuzz/artifacts/TARGET/, to be
+# kept in fuzz/regressions/TARGET/ once fixed.
+command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz --version 0.13.2
+for target in log segment; do
+  corpus=$(mktemp -d) log=$(mktemp)
+  cp fuzz/seeds/"$target"/* "$corpus"/
+  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O --sanitizer none "$target" "$corpus" -- \
+        -max_total_time="$ITINERA_FUZZ_SECONDS" -print_final_stats=1 >"$log" 2>&1); then
+    tail -40 "$log"
+    echo "fuzz target $target failed; the crashing input is in fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+  echo "  $target: $(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$') inputs, no crash"
+  rm -rf "$corpus" "$log"
+done
+
 echo "== Debian packages: ClickHouse 18.16 server (reference engine) and chromium (browser tests)"
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 MISSING=""
@@ -23,7 +41,7 @@ if [ -n "$MISSING" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 
-echo "== Python tests: official SDKs, Parquet interop, funnels vs ClickHouse, attribution vs ChannelAttribution, CLV vs lifetimes"
+echo "== Python tests: official SDKs, Parquet interop, funnels and retention vs ClickHouse (also on a store built the hard way, while written to), attribution vs ChannelAttribution, CLV vs lifetimes, the OpenAPI document"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
