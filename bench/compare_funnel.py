@@ -6,8 +6,10 @@ wrote, in the reference engines, timed the same way (median of warm runs):
 - DuckDB: the funnel as chained ASOF joins (for each step-1 touchpoint, the next step-2 one at
   or after it, and so on), the best SQL form we know for it.
 
-Each prints the persons per step, which must equal Itinera's. Usage:
-    python bench/compare_funnel.py FILE.csv [--runs 5] [--no-clickhouse-server]
+Each prints the persons per step, which must equal Itinera's: given Itinera's answer to the same
+funnel (`itinera query funnel … --format json`) with `--itinera FILE`, the script exits with an
+error naming the engine and the counts when any differs. Usage:
+    python bench/compare_funnel.py FILE.csv [--runs 5] [--no-clickhouse-server] [--itinera ANSWER.json]
 """
 
 import argparse
@@ -136,12 +138,19 @@ def main():
     ap.add_argument("csv")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-clickhouse-server", action="store_true")
+    ap.add_argument("--itinera", help="Itinera's answer to the same funnel (JSON): counts must equal it")
     a = ap.parse_args()
     results = [chdb_funnel(a.csv, a.runs), duckdb_funnel(a.csv, a.runs)]
     if not a.no_clickhouse_server:
         results.append(clickhouse_server_funnel(a.csv, a.runs))
     for name, ms, counts in results:
         print(json.dumps({"engine": name, "median_ms": round(ms, 1), "counts": counts}))
+    if a.itinera:
+        ours = [s["count"] for s in json.loads(Path(a.itinera).read_text())["steps"]]
+        wrong = [(name, counts) for name, _, counts in results if counts != ours]
+        if wrong:
+            raise SystemExit(f"counts differ from Itinera's {ours}: {wrong}")
+        print(json.dumps({"engine": "Itinera", "counts": ours, "equal": True}))
 
 
 if __name__ == "__main__":
