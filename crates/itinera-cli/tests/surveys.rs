@@ -198,8 +198,8 @@ fn surveys_from_the_cli() {
     let list: Value =
         serde_json::from_str(&run(&["surveys", "list", "--data", d, "--format", "json"])).unwrap();
     assert_eq!(list[0]["id"], "csat-delivery");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let server = Server::start(&data, &[]);
+    let base = format!("http://127.0.0.1:{}", server.port);
     let link = run(&[
         "surveys",
         "link",
@@ -211,7 +211,6 @@ fn surveys_from_the_cli() {
         "--base-url",
         &base,
     ]);
-    let server = Server::start_on(&data, port, &[], &[]);
     let page = reqwest::blocking::get(link.trim()).unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().unwrap();

@@ -591,3 +591,51 @@ fn a_directory_in_use_is_refused() {
         200
     );
 }
+
+/// A reader opened beside a live writer (`itinera query --data` on a served directory) sees every
+/// row acknowledged before it opened, while flushes and compactions commit new manifests and
+/// delete the log files and segments the old ones named.
+#[test]
+fn readers_beside_a_flushing_writer_see_every_acknowledged_row() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    // a flush every five batches, a compaction every third flush
+    let cfg = StoreConfig {
+        flush_rows: 500,
+        max_memory_rows: 1_000,
+        compact_after_segments: 3,
+        ..Default::default()
+    };
+    let s = Store::open(dir.path(), cfg.clone()).unwrap();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (s, acked) = (s.clone(), acked.clone());
+        std::thread::spawn(move || {
+            for b in 0..400 {
+                s.append(batch_of_100("", b, 37)).unwrap();
+                acked.fetch_add(100, Ordering::SeqCst);
+            }
+        })
+    };
+    let read_only = StoreConfig {
+        read_only: true,
+        ..cfg
+    };
+    let mut opens = 0;
+    while !writer.is_finished() {
+        let before = acked.load(Ordering::SeqCst) as u64;
+        let r = Store::open(dir.path(), read_only.clone()).unwrap();
+        let seen = r.stats().unwrap().events;
+        assert!(
+            seen >= before,
+            "a reader saw {seen} rows, {before} were acknowledged before it opened"
+        );
+        opens += 1;
+    }
+    writer.join().unwrap();
+    assert!(
+        opens > 3,
+        "only {opens} readers opened while the writer ran"
+    );
+}

@@ -1,11 +1,11 @@
 //! Shared helpers for end-to-end tests: run the real `itinera` binary on a temporary data
-//! directory and a free loopback port.
+//! directory. Servers listen on port 0 and the test reads the address they announce, so no port
+//! is picked, released and bound again.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_itinera"))
@@ -35,14 +35,6 @@ pub fn run_fails(args: &[&str]) -> String {
         .expect("itinera runs");
     assert!(!out.status.success(), "itinera {args:?} succeeded");
     String::from_utf8(out.stderr).unwrap()
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub struct Keys {
@@ -77,53 +69,47 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, extra_env: &[(&str, &str)]) -> Server {
-        Server::start_on(data, free_port(), &[], extra_env)
+        Server::start_with(data, &[], extra_env)
     }
 
-    pub fn start_on(
-        data: &Path,
-        port: u16,
-        extra_args: &[&str],
-        extra_env: &[(&str, &str)],
-    ) -> Server {
+    /// `itinera serve` on port 0; returns once it has announced the address it listens on.
+    pub fn start_with(data: &Path, extra_args: &[&str], extra_env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin());
         cmd.args([
             "serve",
             "--data",
             data.to_str().unwrap(),
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
         ])
         .args(extra_args)
         .env("ITINERA_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("server starts");
-        let s = Server {
+        let mut child = cmd.spawn().expect("server starts");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line)
+            .expect("the server announces its address");
+        let addr = line
+            .strip_prefix("Itinera is running at http://")
+            .and_then(|rest| rest.trim().strip_suffix('/'))
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"));
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        // keep reading so that the server never blocks on a full pipe
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Server {
             child,
             port,
             data: data.to_path_buf(),
-        };
-        s.wait_ready();
-        s
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if reqwest::blocking::get(self.url("/healthz")).is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("server did not become ready");
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -15,9 +15,52 @@ use std::sync::Arc;
 
 use super::*;
 
+/// Times a reader beside a live writer opens again when a flush or compaction committed while it
+/// was opening.
+const READ_ONLY_ATTEMPTS: usize = 50;
+
 impl Store {
     /// Opens the store in `dir`, creating it if empty, replaying the log.
+    ///
+    /// Opened for reading only beside a serving process, a flush or compaction may commit a new
+    /// manifest and delete the log files or segments the old one named while this opens; the
+    /// open then starts again, so that the reader sees one committed state whole (never the
+    /// segments of one state with the log of another, which would miss rows).
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
+        if !config.read_only {
+            return Store::open_once(dir, config);
+        }
+        for attempt in 1..=READ_ONLY_ATTEMPTS {
+            match Store::open_once(dir, config.clone()) {
+                Ok(store) => {
+                    let used = store.inner.state.read().manifest.generation;
+                    let now =
+                        Manifest::load(dir)?.map_or(Manifest::new().generation, |m| m.generation);
+                    if now == used {
+                        return Ok(store);
+                    }
+                    tracing::debug!(
+                        attempt,
+                        used,
+                        now,
+                        "the store changed while opening; opening again"
+                    );
+                }
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    tracing::debug!(attempt, "a file went away while opening; opening again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Invalid(format!(
+            "{} kept changing while it was opened for reading ({READ_ONLY_ATTEMPTS} attempts); try again",
+            dir.display()
+        )))
+    }
+
+    fn open_once(dir: &Path, config: StoreConfig) -> Result<Store> {
         for sub in ["", "wal", "seg"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(StoreError::io(dir.join(sub)))?;
         }
