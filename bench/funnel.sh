@@ -13,7 +13,6 @@ echo "cold CLI (opens the data directory, loads segments, runs once):"
 /usr/bin/time -f "  %e s wall, %M KiB peak" target/release/itinera query funnel --data "$work/data" \
   --step page_view --step "Product Viewed" --step "Product Added" --step "Order Completed" \
   --window 7d --format json >"$work/itinera-answer.json"
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+scripts/python-env.sh
 # fails when any engine's persons per step differ from Itinera's
 .venv/bin/python bench/compare_funnel.py "$work/stream.csv" --runs 5 --itinera "$work/itinera-answer.json"

@@ -42,10 +42,7 @@ if [ -n "$MISSING" ]; then
 fi
 
 echo "== Python tests: official SDKs, Parquet interop, funnels and retention vs ClickHouse (also on a store built the hard way, while written to), attribution vs ChannelAttribution, CLV vs lifetimes, the OpenAPI document"
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
-fi
-.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+scripts/python-env.sh
 ITINERA_BIN="$PWD/target/debug/itinera" .venv/bin/python -m pytest -q tests/python
 
 echo "== browser tests: the survey widget in Debian's chromium (playwright-core from npm, no browser download)"
