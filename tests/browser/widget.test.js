@@ -14,15 +14,6 @@ const BIN = process.env.ITINERA_BIN || new URL("../../target/debug/itinera", imp
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 let server, page, browser, api, keys, site;
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function until(f, what, ms = 10000) {
   const end = Date.now() + ms;
   for (;;) {
@@ -38,13 +29,20 @@ async function until(f, what, ms = 10000) {
 before(async () => {
   const data = mkdtempSync(join(tmpdir(), "itinera-browser-"));
   keys = JSON.parse(execFileSync(BIN, ["keys", "create", "--data", data, "--format", "json"]).toString());
-  const port = await freePort();
-  api = `http://127.0.0.1:${port}`;
-  server = spawn(BIN, ["serve", "--data", data, "--listen", `127.0.0.1:${port}`], {
+  // port 0: the server announces the address it listens on in its first line
+  server = spawn(BIN, ["serve", "--data", data, "--listen", "127.0.0.1:0"], {
     env: { ...process.env, ITINERA_LOG: "warn" },
-    stdio: "inherit",
+    stdio: ["ignore", "pipe", "inherit"],
   });
-  await until(async () => (await fetch(`${api}/healthz`)).ok, "server");
+  api = await new Promise((resolve, reject) => {
+    let out = "";
+    server.stdout.on("data", (chunk) => {
+      out += chunk;
+      const m = /Itinera is running at (http:\/\/[^/\s]+)\//.exec(out);
+      if (m) resolve(m[1]);
+    });
+    server.on("exit", (code) => reject(new Error(`the server exited (${code}) before listening`)));
+  });
   const put = await fetch(`${api}/api/v1/surveys/nps-web`, {
     method: "PUT",
     headers: { authorization: `Bearer ${keys.read_token}`, "content-type": "application/json" },
@@ -78,6 +76,7 @@ test("the widget asks in the page's language, works with the keyboard and stores
   await page.goto(`http://127.0.0.1:${site.address().port}/`);
   const dialog = page.getByRole("dialog", { name: "Wie wahrscheinlich empfehlen Sie uns weiter?" });
   await dialog.waitFor();
+  assert.equal(await page.locator("script[data-survey]").getAttribute("data-itinera-state"), "shown");
   // keyboard only: the first radio has focus; arrows move the choice, Tab reaches the comment and Send
   const focused = await page.evaluate(() => document.activeElement?.getAttribute("value"));
   assert.equal(focused, "0");
@@ -109,6 +108,9 @@ test("the widget asks in the page's language, works with the keyboard and stores
 
 test("the throttle keeps the widget away on the next visit", async () => {
   await page.reload();
-  await page.waitForTimeout(800);
+  // the widget's own decision, not a pause: a widget that never loads fails here
+  const script = page.locator("script[data-survey]");
+  await until(async () => await script.getAttribute("data-itinera-state"), "the widget's decision");
+  assert.equal(await script.getAttribute("data-itinera-state"), "throttled");
   assert.equal(await page.getByRole("dialog").count(), 0);
 });

@@ -5,6 +5,8 @@
  *  Shows the survey once per throttle period per browser (the definition's trigger.throttle),
  *  to the definition's sample rate, and sends the answer as a Segment `track` event
  *  `Survey Responded` to HOST/v1/t. Keyboard usable: Tab/arrows to choose, Enter to send, Esc to close.
+ *  Its decision is on the script tag as data-itinera-state (shown, throttled, sampled-out,
+ *  unavailable) and dispatched as an `itinera:survey` event on document ({detail: {survey, state}}).
  */
 (function () {
   "use strict";
@@ -27,17 +29,24 @@
     var m = /^(\d+(?:\.\d+)?)\s*([dhms]?)/.exec(String(span)) || [0, 0, "s"];
     return parseFloat(m[1]) * ({ d: 86400, h: 3600, m: 60, s: 1, "": 1 })[m[2]];
   }
+  function decided(state) {
+    script.setAttribute("data-itinera-state", state);
+    document.dispatchEvent(new CustomEvent("itinera:survey", { detail: { survey: survey, state: state } }));
+  }
   fetch(base + "/v1/surveys/" + encodeURIComponent(survey) + "?writeKey=" + encodeURIComponent(key))
     .then(function (r) { return r.ok ? r.json() : null; })
     .then(function (def) {
-      if (!def) return;
+      if (!def) return decided("unavailable");
       var t = def.trigger || {};
       var last = +localStorage.getItem(store) || 0;
-      if (last && Date.now() - last < seconds(t.throttle) * 1000) return;
-      if (Math.random() >= (t.sample_rate == null ? 1 : t.sample_rate)) { localStorage.setItem(store, Date.now()); return; }
-      setTimeout(function () { show(def); }, +d.delayMs || seconds(t.delay) * 1000);
+      if (last && Date.now() - last < seconds(t.throttle) * 1000) return decided("throttled");
+      if (Math.random() >= (t.sample_rate == null ? 1 : t.sample_rate)) {
+        localStorage.setItem(store, Date.now());
+        return decided("sampled-out");
+      }
+      setTimeout(function () { show(def); decided("shown"); }, +d.delayMs || seconds(t.delay) * 1000);
     })
-    .catch(function () {});
+    .catch(function () { decided("unavailable"); });
   function show(def) {
     localStorage.setItem(store, Date.now());
     var scale = def.scale || ({ nps: [0, 10], csat: [1, 5], ces: [1, 7] })[def.kind];
