@@ -5,11 +5,9 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
-import time
-import urllib.request
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,27 +21,18 @@ def run(*args):
     return out.stdout
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server():
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "data"
         keys = json.loads(run("keys", "create", "--data", str(data), "--format", "json"))
-        port = free_port()
-        proc = subprocess.Popen([str(BIN), "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
-                                stdout=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/healthz")
-                break
-            except OSError:
-                time.sleep(0.05)
+        # port 0: the server announces the address it listens on in its first line
+        proc = subprocess.Popen([str(BIN), "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
+                                stdout=subprocess.PIPE, text=True)
+        line = proc.stdout.readline()
+        assert line.startswith("Itinera is running at "), line
+        url = line.split()[-1].rstrip("/")
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         try:
             yield {"url": url, "data": data, "write_key": keys["write_key"], "proc": proc}
         finally:

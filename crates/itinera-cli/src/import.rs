@@ -53,6 +53,7 @@ pub struct Importer<'a> {
     pub batch: Vec<Touchpoint>,
     pub report: ImportReport,
     pub progress: ProgressBar,
+    max_future_ms: i64,
 }
 
 const BATCH: usize = 20_000;
@@ -60,9 +61,12 @@ const BATCH: usize = 20_000;
 const IN_FLIGHT: usize = 3;
 
 impl<'a> Importer<'a> {
+    /// `max_future_ms`: messages timestamped further ahead of now are refused (the
+    /// configuration's `max_future_hours`, as for the tracking API).
     pub fn new(
         store: &'a Store,
         rules: &'a ChannelRules,
+        max_future_ms: i64,
         reject: Option<&Path>,
         quiet: bool,
     ) -> CliResult<Self> {
@@ -89,6 +93,7 @@ impl<'a> Importer<'a> {
             batch: Vec::with_capacity(BATCH),
             report: ImportReport::default(),
             progress,
+            max_future_ms,
         })
     }
 
@@ -96,7 +101,10 @@ impl<'a> Importer<'a> {
     /// shows for it.
     pub fn add(&mut self, file: &str, line: u64, text: &str, raw: &str) -> CliResult {
         self.report.rows += 1;
-        let opts = NormalizeOptions::at(now_ms());
+        let opts = NormalizeOptions {
+            max_future_ms: self.max_future_ms,
+            ..NormalizeOptions::at(now_ms())
+        };
         match parse_one(text, None, &opts, self.rules, &mut || {
             new_message_id(rand::random())
         }) {

@@ -390,7 +390,13 @@ fn run(cli: Cli) -> CliResult {
                     cfg.data.display()
                 );
                 let started = std::time::Instant::now();
-                let mut imp = import::Importer::new(&store, &cfg.channels, None, false)?;
+                let mut imp = import::Importer::new(
+                    &store,
+                    &cfg.channels,
+                    cfg.max_future_hours * 3_600_000,
+                    None,
+                    false,
+                )?;
                 let world = World::new(WorldSpec {
                     customers,
                     seed,
@@ -433,7 +439,13 @@ fn run(cli: Cli) -> CliResult {
             let dir = open_data(&cfg)?;
             let store = dir.store(&project.project)?;
             let started = std::time::Instant::now();
-            let mut imp = import::Importer::new(&store, &cfg.channels, reject.as_deref(), quiet)?;
+            let mut imp = import::Importer::new(
+                &store,
+                &cfg.channels,
+                cfg.max_future_hours * 3_600_000,
+                reject.as_deref(),
+                quiet,
+            )?;
             for f in &files {
                 match format.unwrap_or_else(|| import::ImportFormat::guess(f)) {
                     import::ImportFormat::Jsonl => imp.import_jsonl(f)?,

@@ -227,25 +227,49 @@ fn gzip_projects_apart_and_kill9_keeps_acknowledged_events() {
     assert_eq!(saas[0]["event"], "Demo Requested");
 }
 
+/// One request per second (a burst of two): twelve requests sent at once get at most the burst
+/// plus what the elapsed time refills, whatever the speed of the build, and the rest a 429 with
+/// `Retry-After`.
 #[test]
 fn rate_limit_answers_429() {
     let dir = tempfile::tempdir().unwrap();
     let keys = create_keys(dir.path(), "default");
-    let s = Server::start(dir.path(), &[("ITINERA_RATE_LIMIT_PER_KEY", "2")]);
-    let c = client();
-    let codes: Vec<u16> = (0..8)
-        .map(|i| {
-            post(
-                &c,
-                &s.url("/v1/track"),
-                &keys.write_key,
-                &json!({"userId":"u","event":"e","messageId":format!("r{i}")}),
-            )
-            .0
-        })
-        .collect();
-    assert!(codes.contains(&429), "{codes:?}");
-    assert_eq!(codes[0], 200);
+    let s = Server::start(dir.path(), &[("ITINERA_RATE_LIMIT_PER_KEY", "1")]);
+    let url = s.url("/v1/track");
+    let started = std::time::Instant::now();
+    let answers: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let (url, key) = (&url, &keys.write_key);
+                scope.spawn(move || {
+                    let r = client()
+                        .post(url)
+                        .basic_auth(key, Some(""))
+                        .json(&json!({"userId":"u","event":"e","messageId":format!("r{i}")}))
+                        .send()
+                        .unwrap();
+                    let retry = r
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    (r.status().as_u16(), retry)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!(ok + limited.len(), 12, "{answers:?}");
+    assert!(
+        ok >= 1 && ok as f64 <= 2.0 + elapsed.ceil(),
+        "{ok} accepted in {elapsed:.2} s"
+    );
+    assert!(!limited.is_empty(), "{answers:?}");
+    assert!(limited
+        .iter()
+        .all(|a| a.1.as_deref().is_some_and(|v| v.parse::<u64>().is_ok())));
 }
 
 #[test]

@@ -11,11 +11,16 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_itinera"))
 }
 
+/// Generated worlds are dated absolutely (2024 onwards): commands run here accept timestamps up
+/// to a century ahead, so that no test depends on today's date.
+pub const MAX_FUTURE_HOURS: &str = "876000";
+
 /// Runs `itinera ARGS` to completion and returns stdout; panics with stderr on failure.
 pub fn run(args: &[&str]) -> String {
     let out = Command::new(bin())
         .args(args)
         .env("ITINERA_LOG", "warn")
+        .env("ITINERA_MAX_FUTURE_HOURS", MAX_FUTURE_HOURS)
         .output()
         .expect("itinera runs");
     assert!(
@@ -31,6 +36,7 @@ pub fn run_fails(args: &[&str]) -> String {
     let out = Command::new(bin())
         .args(args)
         .env("ITINERA_LOG", "warn")
+        .env("ITINERA_MAX_FUTURE_HOURS", MAX_FUTURE_HOURS)
         .output()
         .expect("itinera runs");
     assert!(!out.status.success(), "itinera {args:?} succeeded");
