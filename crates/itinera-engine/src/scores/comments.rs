@@ -191,7 +191,8 @@ mod tests {
     use super::*;
 
     /// A labelled sample of customer comments (written for this test, labels by hand): how often
-    /// the sign of the VADER compound score agrees with the label (|compound| < 0.05 = neutral).
+    /// the sign of the compound score Itinera gives a comment agrees with the label
+    /// (|compound| < 0.05 = neutral).
     #[test]
     fn sentiment_on_a_labelled_sample() {
         let sample: &[(&str, i8)] = &[
@@ -224,11 +225,15 @@ mod tests {
             ("The order number is in the email", 0),
             ("I called the hotline", 0),
         ];
+        // through Itinera's own path: language detection, then the English analyzer
         let analyzer = vader_sentiment::SentimentIntensityAnalyzer::new();
-        let label = crate::sentiment::polarity;
         let right = sample
             .iter()
-            .filter(|(t, l)| label(analyzer.polarity_scores(t)["compound"]) == *l)
+            .filter(|(t, l)| {
+                let (compound, lang) = crate::sentiment::score(&analyzer, t);
+                assert_eq!(lang, "en", "{t}");
+                crate::sentiment::polarity(compound) == *l
+            })
             .count();
         // measured: see docs/surveys.md; the test keeps it from regressing
         assert!(

@@ -53,8 +53,14 @@ impl Acc {
                 .sum();
             let (pp, pd) = (good as f64 / nf, detractors as f64 / nf);
             let score = pp - pd;
-            // variance of the per-answer value (+1, 0, −1)
-            let se = ((pp + pd - score * score) / nf).sqrt();
+            // the per-answer value (+1, 0, −1) has variance pp + pd − score²; its mean's standard
+            // error uses the sample variance (n − 1), as statsmodels' `zconfint_mean` does; one
+            // answer says nothing about the spread: the interval is the whole scale
+            let se = if n > 1 {
+                ((pp + pd - score * score) / (nf - 1.0)).sqrt()
+            } else {
+                f64::INFINITY
+            };
             NpsFigures {
                 nps: 100.0 * score,
                 promoters: good,
@@ -180,7 +186,7 @@ pub fn run_scores<S: JourneySource>(
         groups,
         rejected,
         definition: match q.kind {
-            ScoreKind::Nps => "NPS = % promoters (9-10) - % detractors (0-6); passives (7-8) count in n; interval: normal approximation of the mean of +1/0/-1 per answer",
+            ScoreKind::Nps => "NPS = % promoters (9-10) - % detractors (0-6); passives (7-8) count in n; interval: normal approximation of the mean of +1/0/-1 per answer, sample variance",
             ScoreKind::Csat => "CSAT: top-2-box share (the two highest points of the scale) with a Wilson interval, and the mean",
             ScoreKind::Ces => "CES: share of 5-7 on 1-7 (easy; with low_is_good, of 1-3) with a Wilson interval, and the mean",
         }
@@ -232,8 +238,10 @@ mod tests {
         assert_eq!(r.overall.n, 10);
         assert_eq!(r.rejected, 1, "11 is outside 0-10");
         assert!((nps.nps - 40.0).abs() < 1e-9);
-        // se = sqrt((0.6 + 0.2 - 0.16) / 10) = 0.253; ±1.96 se
-        assert!((nps.ci_high - 40.0 - 100.0 * 1.959964 * 0.0642f64.sqrt() * 0.9987).abs() < 0.5);
+        // statsmodels 0.14.5: DescrStatsW([1]*6 + [0]*2 + [-1]*2).zconfint_mean(0.05)
+        // = (-0.12265706254401443, 0.9226570625440145)
+        assert!((nps.ci_low - -12.265706254401443).abs() < 1e-9, "{nps:?}");
+        assert!((nps.ci_high - 92.26570625440145).abs() < 1e-9, "{nps:?}");
         assert_eq!(r.groups.len(), 2);
         assert_eq!(r.groups[0].key.as_deref(), Some("email"));
         assert!((r.groups[0].nps.as_ref().unwrap().nps - 100.0).abs() < 1e-9);
