@@ -32,6 +32,32 @@ use std::time::{Duration, Instant};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Turn the store's duplicate check off while building a store (`itinera import` and the
+    /// tracking API keep it on, as the benches do by default).
+    #[arg(long, global = true)]
+    no_dedup: bool,
+}
+
+/// Set once from `--no-dedup`.
+static NO_DEDUP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// The store settings the benches build with: the defaults, which `itinera import` uses, unless
+/// `--no-dedup`; printed so that every published figure says which it had.
+fn bench_store_config() -> StoreConfig {
+    let d = StoreConfig::default();
+    let off = *NO_DEDUP.get().unwrap_or(&false);
+    println!(
+        "duplicate check: {}",
+        if off {
+            "off (--no-dedup)".to_string()
+        } else {
+            format!("on, {} h window (as itinera import)", d.dedup_window_ms / 3_600_000)
+        }
+    );
+    StoreConfig {
+        dedup_window_ms: if off { 0 } else { d.dedup_window_ms },
+        ..d
+    }
 }
 
 #[derive(Subcommand)]
@@ -325,13 +351,7 @@ fn store_bench(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| tmp.path().join("store"));
-    let store = Store::open(
-        &dir,
-        StoreConfig {
-            dedup_window_ms: 0,
-            ..StoreConfig::default()
-        },
-    )?;
+    let store = Store::open(&dir, bench_store_config())?;
     let mut csv_out = match &csv {
         Some(p) => {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(p)?);
@@ -645,7 +665,9 @@ fn parse_bench(events: u64, batch: usize, runs: usize) -> Result<(), Box<dyn std
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    NO_DEDUP.set(cli.no_dedup).expect("set once");
+    match cli.command {
         Command::Store {
             events,
             events_per_person,
@@ -712,10 +734,7 @@ fn open_or_build(
     per_person: u64,
     csv: Option<PathBuf>,
 ) -> Result<std::sync::Arc<itinera_app::DataDir>, Box<dyn std::error::Error>> {
-    let store_config = itinera_store::StoreConfig {
-        dedup_window_ms: 0,
-        ..Default::default()
-    };
+    let store_config = bench_store_config();
     let dir = itinera_app::DataDir::open(data, store_config.clone())?;
     if dir.store("default")?.stats()?.events == 0 {
         dir.close();
