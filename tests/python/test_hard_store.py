@@ -7,7 +7,8 @@ segments than the touchpoints they join), a few persons with thousands of touchp
 timestamps, and the last rows still in the memory table. Funnels in every mode and retention are
 then compared with ClickHouse (chDB) while another client keeps appending, again once it has
 stopped, and again after `itinera compact`: the three answers must be equal to each other and to
-the reference."""
+the reference. Paths, attribution and stages on the same store are compared with the same data
+compacted and with the recomputations of docs/*.md from the export (the end-to-end tests)."""
 
 import base64
 import json
@@ -25,7 +26,13 @@ from pathlib import Path
 import chdb
 import pytest
 
+from test_attribution_end_to_end import channel, compare as compare_attribution
+from test_attribution_end_to_end import journeys as attribution_journeys
+from test_attribution_end_to_end import recompute as recompute_attribution
 from test_funnel_reference import BIN, MODES, WORLD_FUNNELS, chdb_levels, iso, run, stitched_rows, write_csv
+from test_paths_end_to_end import recompute as recompute_paths
+from test_stages_end_to_end import persons
+from test_stages_end_to_end import recompute as recompute_stages
 
 HEAVY_EVENTS = ["Product Viewed", "Product Added", "Checkout Started", "Order Completed", "Email Opened"]
 CONFIG = """
@@ -231,6 +238,7 @@ def test_references_hold_while_written_to_then_idle_then_compacted(hard_store):
         assert nonzero_levels(idle[case]) == chdb_levels(d / "all.csv", *case), case
     idle_retention = server.query("retention", RETENTION)
     assert retention_table(idle_retention) == ref_retention
+    idle_other = {kind: server.query(kind, body) for kind, body in OTHER_ANALYSES.items()}
 
     # compacted: the same answers, and every acknowledged touchpoint is in the export
     server.stop()
@@ -242,5 +250,44 @@ def test_references_hold_while_written_to_then_idle_then_compacted(hard_store):
             args += ["--step", s]
         assert json.loads(run(*args))["levels"] == idle[(steps, window_ms, mode)]["levels"]
     run("export", "--data", str(d / "data"), str(d / "export.jsonl"))
-    exported = {json.loads(line)["messageId"] for line in (d / "export.jsonl").read_text().splitlines()}
-    assert len(exported) == hard_store["sent"] + len(appender.rows)
+    messages = [json.loads(line) for line in (d / "export.jsonl").read_text().splitlines()]
+    assert len({m["messageId"] for m in messages}) == len(messages) == hard_store["sent"] + len(appender.rows)
+
+    # paths, attribution and stages: the answers of the many-segment store while it served equal
+    # those after compaction and the recomputations of docs/*.md from the export
+    compacted = {kind: cli_query(d / "data", kind, body) for kind, body in OTHER_ANALYSES.items()}
+    for kind in OTHER_ANALYSES:
+        assert idle_other[kind] == compacted[kind], kind
+    journeys = persons(messages)
+    nodes, ended, links, paths = recompute_paths(journeys, start="Product Viewed", steps=4)
+    assert {n["id"]: (n["count"], n["ended"]) for n in compacted["paths"]["nodes"]} == \
+        {i: (c, ended[i]) for i, c in nodes.items()}
+    assert {(lk["source"], lk["target"]): lk["value"] for lk in compacted["paths"]["links"]} == dict(links)
+    credit, totals = recompute_attribution(attribution_journeys(messages, channel))
+    compare_attribution(compacted["attribution"], credit, totals)
+    model = json.loads(run("query", "stages", "--model", "customer-journey", "--show-model", "--data",
+                           str(d / "data"), "--format", "json"))
+    rows, churned, customers, n = recompute_stages(model, journeys)
+    assert (compacted["stages"]["persons"], compacted["stages"]["churned"], compacted["stages"]["customers"]) == \
+        (n, churned, customers)
+    for got, want in zip(compacted["stages"]["stages"], rows):
+        assert (got["entered"], got["reached"], got["current"]) == (want["entered"], want["reached"], want["current"])
+
+
+OTHER_ANALYSES = {
+    "paths": {"start": "Product Viewed", "steps": 4, "top": 100000},
+    "attribution": {"by": "channel"},
+    "stages": {"model": "customer-journey"},
+}
+
+
+CLI_ARGS = {
+    "paths": ["--start", "Product Viewed", "--steps", "4", "--top", "100000"],
+    "attribution": ["--by", "channel"],
+    "stages": ["--model", "customer-journey"],
+}
+
+
+def cli_query(data, kind, body):
+    """The same analysis as `body` through the CLI on the data directory."""
+    return json.loads(run("query", kind, "--data", str(data), "--format", "json", *CLI_ARGS[kind]))

@@ -82,7 +82,7 @@ def recompute(model, journeys):
     churn = duration_ms(model["churn_after"])
     entered, reached, current = [0] * n, [0] * n, [0] * n
     times = [[] for _ in range(n)]
-    churned = customers = 0
+    churned = customers = counted = 0
     for rows in journeys.values():
         first = [None] * n
         latest_stage = None
@@ -99,10 +99,13 @@ def recompute(model, journeys):
                     first[k] = r["ts"]
                 latest_stage = k
         furthest = max((k for k in range(n) if first[k] is not None), default=None)
+        if furthest is None:
+            continue  # in no stage: not counted (but their touchpoints still end the data)
+        counted += 1
         for k in range(n):
             if first[k] is not None:
                 entered[k] += 1
-            if furthest is not None and k <= furthest:
+            if k <= furthest:
                 reached[k] += 1
             later = [first[j] for j in range(k + 1, n) if first[j] is not None and first[k] is not None
                      and first[j] >= first[k]]
@@ -113,7 +116,7 @@ def recompute(model, journeys):
         if rows[-1]["ts"] < data_end - churn:
             churned += 1
         purchase = model.get("purchase_stage")
-        if purchase is not None and furthest is not None and furthest >= names.index(purchase):
+        if purchase is not None and furthest >= names.index(purchase):
             customers += 1
     out = []
     for k in range(n):
@@ -122,7 +125,7 @@ def recompute(model, journeys):
                     "dropped": reached[k] - (reached[k + 1] if k + 1 < n else 0),
                     "median_seconds_in_stage": quantile(t, 0.5) / 1000 if t else None,
                     "p90_seconds_in_stage": quantile(t, 0.9) / 1000 if t else None})
-    return out, churned, customers, len(journeys)
+    return out, churned, customers, counted
 
 
 @pytest.fixture(scope="module")
