@@ -7,6 +7,7 @@ position based) per channel, conversions and value. Also per UTM campaign, and p
 against the generator's won deals."""
 
 import json
+import math
 import shutil
 import tempfile
 from collections import defaultdict
@@ -278,3 +279,77 @@ def test_by_account_equals_the_definition_and_the_generators_deals(world):
     assert t["conversions"] + t["unattributed_conversions"] == len(deals)
     assert t["value"] + t["unattributed_value"] == pytest.approx(sum(m["properties"]["revenue"] for m in deals))
     assert t["conversions"] > t["unattributed_conversions"], t
+
+
+def null_path(rows, direct="direct", lookback_ms=LOOKBACK_MS):
+    """The touches after the journey's last conversion (or of the whole journey without one),
+    within the lookback before its last touch: what Markov and Shapley learn non-conversion from."""
+    path, last_row = [], None
+    for ts, key, conv, _ in rows:
+        if conv:
+            path = []
+            continue
+        if not (path and ts - last_row <= GAP_MS and (key == path[-1][1] or key == direct)):
+            path.append((ts, key))
+        last_row = ts
+    if not path:
+        return []
+    return [t for t in path if t[0] >= path[-1][0] - lookback_ms]
+
+
+def path_table(js):
+    """The journeys as a ChannelAttribution path table (path; conversions; value; nulls)."""
+    import pandas as pd
+    agg = defaultdict(lambda: [0, 0.0, 0])
+    for rows in js.values():
+        for _, value, window in touches_and_conversions(rows):
+            if window:
+                a = agg[" > ".join(k for _, k in window)]
+                a[0] += 1
+                a[1] += value
+        nulls = null_path(rows)
+        if nulls:
+            agg[" > ".join(k for _, k in nulls)][2] += 1
+    return pd.DataFrame([(p, c, v, n) for p, (c, v, n) in agg.items()],
+                        columns=["path", "total_conversions", "total_conversion_value", "total_null"])
+
+
+def test_markov_and_shapley_on_stored_journeys_equal_the_absorbing_chain(world):
+    """Markov (order 1) removal effects and exact Shapley values on stored journeys, from the
+    paths recomputed here and the reference test's own numpy absorbing-chain solution."""
+    import itertools
+
+    import numpy as np
+    from test_attribution_reference import absorb, chain, removal_effects
+
+    d, msgs = world
+    table = path_table(journeys(msgs, channel))
+    ours = itinera(d, "--by", "channel", "--model", "markov", "--model", "shapley", "--order", "1")
+    assert ours["totals"]["null_paths"] == table["total_null"].sum()
+    assert ours["totals"]["distinct_paths"] == len(table)
+    exact = removal_effects(table, 1)
+    for k in ours["keys"]:
+        assert k["removal_effect"]["conversions"] == pytest.approx(exact[k["name"]][0], abs=1e-9), k["name"]
+        assert k["removal_effect"]["value"] == pytest.approx(exact[k["name"]][1], abs=1e-9), k["name"]
+    # Shapley: the Markov chain's worth of every coalition of channels, weighted by the
+    # Shapley formula over coalitions (all 2^n of them)
+    c = chain(table, 1)
+    present = sorted({x.strip() for p in table["path"] for x in p.split(">")})
+    assert ours["shapley"]["exact"] and len(present) <= 12
+    worth = {}
+    for r in range(len(present) + 1):
+        for s in itertools.combinations(present, r):
+            keep = set(s)
+            worth[frozenset(s)] = absorb(*c, removed=lambda st, keep=keep: not set(st) <= keep)
+    n = len(present)
+    phi = {ch: np.zeros(2) for ch in present}
+    for coalition, v in worth.items():
+        for ch in present:
+            if ch not in coalition:
+                weight = math.factorial(len(coalition)) * math.factorial(n - len(coalition) - 1) / math.factorial(n)
+                phi[ch] += weight * (worth[coalition | {ch}] - v)
+    grand = worth[frozenset(present)]
+    total = table["total_conversions"].sum()
+    got = {k["name"]: k["credit"]["shapley"]["conversions"] for k in ours["keys"]}
+    for ch in present:
+        assert got.get(ch, 0.0) == pytest.approx(total * phi[ch][0] / grand[0], abs=1e-7), ch
