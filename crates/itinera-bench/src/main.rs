@@ -51,7 +51,10 @@ fn bench_store_config() -> StoreConfig {
         if off {
             "off (--no-dedup)".to_string()
         } else {
-            format!("on, {} h window (as itinera import)", d.dedup_window_ms / 3_600_000)
+            format!(
+                "on, {} h window (as itinera import)",
+                d.dedup_window_ms / 3_600_000
+            )
         }
     );
     StoreConfig {
