@@ -29,6 +29,10 @@ async function until(f, what, ms = 10000) {
 before(async () => {
   const data = mkdtempSync(join(tmpdir(), "itinera-browser-"));
   keys = JSON.parse(execFileSync(BIN, ["keys", "create", "--data", data, "--format", "json"]).toString());
+  // defining a survey needs a token of the edit scope (docs/security.md)
+  const edit = JSON.parse(
+    execFileSync(BIN, ["keys", "create", "--data", data, "--scope", "edit", "--format", "json"]).toString(),
+  );
   // port 0: the server announces the address it listens on in its first line
   server = spawn(BIN, ["serve", "--data", data, "--listen", "127.0.0.1:0"], {
     env: { ...process.env, ITINERA_LOG: "warn" },
@@ -45,7 +49,7 @@ before(async () => {
   });
   const put = await fetch(`${api}/api/v1/surveys/nps-web`, {
     method: "PUT",
-    headers: { authorization: `Bearer ${keys.read_token}`, "content-type": "application/json" },
+    headers: { authorization: `Bearer ${edit.token}`, "content-type": "application/json" },
     body: JSON.stringify({
       kind: "nps",
       question: { en: "How likely are you to recommend us?", de: "Wie wahrscheinlich empfehlen Sie uns weiter?" },

@@ -209,7 +209,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create a write key (ingest only) and a read token (query only) for a project.
+    /// Create a write key (ingest only) and a read token (query only) for a project; with
+    /// `--scope edit|admin`, one token of that scope instead (docs/security.md).
     Create {
         #[command(flatten)]
         data: DataArgs,
@@ -217,6 +218,10 @@ enum KeysCommand {
         project: ProjectArg,
         #[arg(long, default_value = "")]
         label: String,
+        /// `read` (a write key and a read token), `edit` (a token that also changes definitions,
+        /// surveys, alert rules and cases) or `admin` (also credentials and users).
+        #[arg(long, default_value = "read")]
+        scope: itinera_meta::Scope,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -560,14 +565,20 @@ fn keys(cmd: KeysCommand) -> CliResult {
             data,
             project,
             label,
+            scope,
             format,
         } => {
             let cfg = load_config(&data, None)?;
-            let keys = open_data(&cfg)?
-                .meta
-                .lock()
-                .create_keys(&project.project, &label)?;
-            print_record(format, &keys)
+            let dir = open_data(&cfg)?;
+            let meta = dir.meta.lock();
+            if scope == itinera_meta::Scope::Read {
+                return print_record(format, &meta.create_keys(&project.project, &label)?);
+            }
+            let token = meta.create_token(&project.project, scope, &label)?;
+            print_record(
+                format,
+                &serde_json::json!({"project": project.project, "scope": scope, "token": token}),
+            )
         }
         KeysCommand::List {
             data,
@@ -582,6 +593,7 @@ fn keys(cmd: KeysCommand) -> CliResult {
                     "id",
                     "project",
                     "kind",
+                    "scope",
                     "prefix",
                     "label",
                     "created_at",

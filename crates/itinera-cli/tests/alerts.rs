@@ -86,7 +86,7 @@ fn detractor_alerts_are_signed_retried_logged_and_open_cases() {
     let api = |method: reqwest::Method, path: &str, body: Option<Value>| -> (u16, Value) {
         let mut r = client
             .request(method, server.url(path))
-            .bearer_auth(&keys.read_token);
+            .bearer_auth(&keys.edit_token);
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -295,7 +295,7 @@ fn alert_emails_go_through_smtp() {
         let server = Server::start(&data, &[("ITINERA_ALERT_INTERVAL_SECONDS", "0")]);
         let r = client
             .put(server.url("/api/v1/alerts/rules/mail"))
-            .bearer_auth(&keys.read_token)
+            .bearer_auth(&keys.edit_token)
             .json(&json!({"scores": {"kind": "csat"}, "trigger": {"response": {"max_score": 2}}, "email": ["cx@example.com"]}))
             .send()
             .unwrap();
@@ -314,7 +314,7 @@ fn alert_emails_go_through_smtp() {
     );
     let put = client
         .put(server.url("/api/v1/alerts/rules/unhappy-delivery"))
-        .bearer_auth(&keys.read_token)
+        .bearer_auth(&keys.edit_token)
         .json(&json!({"scores": {"kind": "csat"}, "trigger": {"response": {"max_score": 2}}, "email": ["cx@example.com", "lead@example.com"], "open_case": true}))
         .send()
         .unwrap();
@@ -322,7 +322,7 @@ fn alert_emails_go_through_smtp() {
     let evaluate = || -> Value {
         client
             .post(server.url("/api/v1/alerts/evaluate"))
-            .bearer_auth(&keys.read_token)
+            .bearer_auth(&keys.edit_token)
             .send()
             .unwrap()
             .json()
@@ -376,7 +376,7 @@ fn alert_emails_go_through_smtp() {
     // closing the loop: a follow-up survey to the customer, by e-mail, recorded on the case
     let put = client
         .put(server.url("/api/v1/surveys/csat-follow-up"))
-        .bearer_auth(&keys.read_token)
+        .bearer_auth(&keys.edit_token)
         .json(&json!({"kind": "csat", "question": {"en": "Did we solve your problem?"}}))
         .send()
         .unwrap();
@@ -385,7 +385,7 @@ fn alert_emails_go_through_smtp() {
     let case_id = cases["cases"][0]["id"].as_i64().unwrap();
     let follow: Value = client
         .post(server.url(&format!("/api/v1/cases/{case_id}/follow-up")))
-        .bearer_auth(&keys.read_token)
+        .bearer_auth(&keys.edit_token)
         .json(&json!({"survey": "csat-follow-up"}))
         .send()
         .unwrap()

@@ -625,7 +625,7 @@ fn segments_and_personas_filter_every_analysis() {
     let client = reqwest::blocking::Client::new();
     let put = client
         .put(server.url("/api/v1/segments/b2b"))
-        .bearer_auth(&keys.read_token)
+        .bearer_auth(&keys.edit_token)
         .json(&json!({"rule": {"trait": {"key": "traits.segment", "is": "b2b"}}}))
         .send()
         .unwrap();
@@ -641,7 +641,7 @@ fn segments_and_personas_filter_every_analysis() {
     assert_eq!(b2b["persons"], truth["realized"]["b2b_persons"], "{b2b}");
     let del = client
         .delete(server.url("/api/v1/segments/b2b"))
-        .bearer_auth(&keys.read_token)
+        .bearer_auth(&keys.edit_token)
         .send()
         .unwrap();
     assert_eq!(del.status(), 200);

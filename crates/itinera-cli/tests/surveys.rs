@@ -24,14 +24,14 @@ fn hosted_survey_page_and_widget() {
     });
     let put = client
         .put(server.url("/api/v1/surveys/nps-after-order"))
-        .bearer_auth(&keys.read_token)
+        .bearer_auth(&keys.edit_token)
         .json(&survey)
         .send()
         .unwrap();
     assert_eq!(put.status(), 200);
     let bad = client
         .put(server.url("/api/v1/surveys/no-english"))
-        .bearer_auth(&keys.read_token)
+        .bearer_auth(&keys.edit_token)
         .json(&json!({"kind": "csat", "question": {"de": "Zufrieden?"}}))
         .send()
         .unwrap();
@@ -40,7 +40,7 @@ fn hosted_survey_page_and_widget() {
 
     let link: Value = client
         .post(server.url("/api/v1/surveys/nps-after-order/link"))
-        .bearer_auth(&keys.read_token)
+        .bearer_auth(&keys.edit_token)
         .json(&json!({"person": "customer-7", "days": 7}))
         .send()
         .unwrap()

@@ -18,9 +18,10 @@ pub const DEFAULT_PROJECT: &str = "default";
 /// The schema, one versioned SQL file per change (`migrations/`), applied in order on open; the
 /// version is SQLite's `user_version`.
 fn migrations() -> rusqlite_migration::Migrations<'static> {
-    rusqlite_migration::Migrations::new(vec![rusqlite_migration::M::up(include_str!(
-        "../migrations/0001_initial.sql"
-    ))])
+    rusqlite_migration::Migrations::new(vec![
+        rusqlite_migration::M::up(include_str!("../migrations/0001_initial.sql")),
+        rusqlite_migration::M::up(include_str!("../migrations/0002_token_scopes.sql")),
+    ])
 }
 
 /// What a saved definition is; stored as its name in the `definitions` table.
@@ -82,6 +83,67 @@ pub enum KeyKind {
     Read,
 }
 
+/// What a token (a `Bearer` credential of the query API) may do; each scope includes the ones
+/// before it. Write keys are not tokens: they only ingest.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Run analyses, read definitions, jobs, alerts and cases.
+    Read,
+    /// Also change definitions (segments, personas, models, surveys, alert rules), mint survey
+    /// links, evaluate alerts and manage cases.
+    Edit,
+    /// Also manage credentials and users.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Edit => "edit",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The secret's prefix names the scope, so a leaked token says what it can do.
+    fn prefix(self) -> &'static str {
+        match self {
+            Scope::Read => "rt_",
+            Scope::Edit => "et_",
+            Scope::Admin => "at_",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "read" => Some(Scope::Read),
+            "edit" => Some(Scope::Edit),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Scope::parse(s).ok_or_else(|| format!("`{s}` is not a scope: read, edit or admin"))
+    }
+}
+
 impl KeyKind {
     fn as_str(self) -> &'static str {
         match self {
@@ -110,6 +172,8 @@ pub struct KeyInfo {
     pub id: i64,
     pub project: String,
     pub kind: KeyKind,
+    /// Tokens: what they may do (write keys: none).
+    pub scope: Option<Scope>,
     pub prefix: String,
     pub label: String,
     pub created_at: String,
@@ -199,12 +263,20 @@ fn now() -> String {
 }
 
 fn new_secret(kind: KeyKind) -> String {
+    random_secret(kind.prefix())
+}
+
+fn new_token(scope: Scope) -> String {
+    random_secret(scope.prefix())
+}
+
+fn random_secret(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rngs::OsRng;
     let body: String = (0..32)
         .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
         .collect();
-    format!("{}{}", kind.prefix(), body)
+    format!("{prefix}{body}")
 }
 
 pub fn valid_project_name(name: &str) -> bool {
@@ -588,10 +660,13 @@ impl Meta {
         let p = self.ensure_project(project)?;
         let write_key = new_secret(KeyKind::Write);
         let read_token = new_secret(KeyKind::Read);
-        for (kind, secret) in [(KeyKind::Write, &write_key), (KeyKind::Read, &read_token)] {
+        for (kind, scope, secret) in [
+            (KeyKind::Write, "ingest", &write_key),
+            (KeyKind::Read, "read", &read_token),
+        ] {
             self.conn.execute(
-                "INSERT INTO keys (project_id, kind, prefix, hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![p.id, kind.as_str(), &secret[..10], hash(secret), label, now()],
+                "INSERT INTO keys (project_id, kind, scope, prefix, hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![p.id, kind.as_str(), scope, &secret[..10], hash(secret), label, now()],
             )?;
         }
         Ok(NewKeys {
@@ -601,9 +676,35 @@ impl Meta {
         })
     }
 
+    /// Creates a token of `scope` for the project (creating the project if needed); the only
+    /// time its secret is visible.
+    pub fn create_token(&self, project: &str, scope: Scope, label: &str) -> Result<String> {
+        let p = self.ensure_project(project)?;
+        let secret = new_token(scope);
+        self.conn.execute(
+            "INSERT INTO keys (project_id, kind, scope, prefix, hash, label, created_at) VALUES (?1, 'read', ?2, ?3, ?4, ?5, ?6)",
+            params![p.id, scope.as_str(), &secret[..10], hash(&secret), label, now()],
+        )?;
+        Ok(secret)
+    }
+
+    /// The project and scope of a live token.
+    pub fn authenticate_token(&self, secret: &str) -> Result<Option<(String, Scope)>> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT p.name, k.scope FROM keys k JOIN projects p ON p.id = k.project_id
+                 WHERE k.hash = ?1 AND k.kind = 'read' AND k.revoked_at IS NULL",
+                params![hash(secret)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(p, s)| Scope::parse(&s).map(|s| (p, s))))
+    }
+
     pub fn keys(&self, project: Option<&str>) -> Result<Vec<KeyInfo>> {
         let mut st = self.conn.prepare(
-            "SELECT k.id, p.name, k.kind, k.prefix, k.label, k.created_at, k.revoked_at
+            "SELECT k.id, p.name, k.kind, k.prefix, k.label, k.created_at, k.revoked_at, k.scope
              FROM keys k JOIN projects p ON p.id = k.project_id
              WHERE ?1 IS NULL OR p.name = ?1 ORDER BY k.id",
         )?;
@@ -617,6 +718,7 @@ impl Meta {
                 } else {
                     KeyKind::Read
                 },
+                scope: Scope::parse(&r.get::<_, String>(7)?),
                 prefix: r.get(3)?,
                 label: r.get(4)?,
                 created_at: r.get(5)?,
@@ -656,6 +758,49 @@ impl Meta {
 mod tests {
     use super::*;
 
+    /// Tokens carry their scope; read tokens made before scopes existed stay read tokens; write
+    /// keys are never tokens.
+    #[test]
+    fn tokens_have_scopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.sqlite")).unwrap();
+        let pair = m.create_keys("shop", "").unwrap();
+        assert_eq!(
+            m.authenticate_token(&pair.read_token).unwrap(),
+            Some(("shop".into(), Scope::Read))
+        );
+        assert_eq!(m.authenticate_token(&pair.write_key).unwrap(), None);
+        let edit = m.create_token("shop", Scope::Edit, "ci").unwrap();
+        assert!(edit.starts_with("et_"));
+        assert_eq!(
+            m.authenticate_token(&edit).unwrap(),
+            Some(("shop".into(), Scope::Edit))
+        );
+        let admin = m.create_token("shop", Scope::Admin, "").unwrap();
+        assert_eq!(
+            m.authenticate_token(&admin).unwrap().unwrap().1,
+            Scope::Admin
+        );
+        assert!(Scope::Read < Scope::Edit && Scope::Edit < Scope::Admin);
+        let listed: Vec<_> = m
+            .keys(Some("shop"))
+            .unwrap()
+            .iter()
+            .map(|k| k.scope)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                None,
+                Some(Scope::Read),
+                Some(Scope::Edit),
+                Some(Scope::Admin)
+            ]
+        );
+        m.revoke(&edit[..10]).unwrap();
+        assert_eq!(m.authenticate_token(&edit).unwrap(), None);
+    }
+
     /// A database written before migrations existed (a `schema_version` table, `user_version` 0)
     /// opens, keeps its rows, and is marked as at the latest migration.
     #[test]
@@ -672,6 +817,14 @@ mod tests {
                  INSERT INTO projects (name, created_at) VALUES ('old', '2026-01-01T00:00:00Z');",
             )
             .unwrap();
+            // a read token and a write key of that time
+            conn.execute(
+                "INSERT INTO keys (project_id, kind, prefix, hash, created_at)
+                 VALUES ((SELECT id FROM projects WHERE name = 'old'), 'read', 'rt_old', ?1, 'x'),
+                        ((SELECT id FROM projects WHERE name = 'old'), 'write', 'wk_old', ?2, 'x')",
+                params![hash("rt_oldsecret"), hash("wk_oldsecret")],
+            )
+            .unwrap();
         }
         let m = Meta::open(&path).unwrap();
         assert_eq!(m.project("old").unwrap().name, "old");
@@ -679,7 +832,19 @@ mod tests {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 1);
+        assert_eq!(v, 2, "every migration applied");
+        assert_eq!(
+            m.authenticate_token("rt_oldsecret").unwrap(),
+            Some(("old".into(), Scope::Read)),
+            "tokens from before scopes stay read tokens"
+        );
+        assert_eq!(m.authenticate_token("wk_oldsecret").unwrap(), None);
+        assert_eq!(
+            m.authenticate("wk_oldsecret", KeyKind::Write)
+                .unwrap()
+                .as_deref(),
+            Some("old")
+        );
         drop(m);
         // opening again applies nothing twice
         Meta::open(&path).unwrap();

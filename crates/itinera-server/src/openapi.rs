@@ -14,16 +14,17 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
     info(
         title = "Itinera query API",
         description = "Journey analyses over a project's touchpoints, and the definitions they use \
-            (segments, personas, surveys, alert rules, cases). Every request carries a read token \
-            of the project: `Authorization: Bearer rt_…` (created by `itinera keys create`). \
+            (segments, personas, surveys, alert rules, cases). Every request carries a token of \
+            the project: `Authorization: Bearer …` (created by `itinera keys create`); reading \
+            needs any token, changing something an edit or admin token (docs/security.md). \
             Errors are JSON: `{\"success\": false, \"error\": \"…\", \"errors\": [{\"field\": \"…\", \
             \"reason\": \"…\"}]}`. The semantics of every field are in the docs folder \
             (funnels.md, stages.md, paths.md, retention.md, attribution.md, clv.md, scores.md, \
             segments.md). This document is generated from the server's code.",
     ),
     servers((url = "http://127.0.0.1:8460", description = "`itinera serve` with its defaults")),
-    security(("readToken" = [])),
-    modifiers(&ReadToken),
+    security(("token" = ["read"])),
+    modifiers(&Tokens),
     components(schemas(ErrorBody, FieldError)),
     tags(
         (name = "analyses", description = "Run an analysis and wait for its answer"),
@@ -36,18 +37,24 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 )]
 pub struct ApiDoc;
 
-/// The `readToken` security scheme every operation asks for.
-struct ReadToken;
+/// The `token` security scheme: a bearer token of the project, whose scope an operation names
+/// (`read` unless it says `edit` or `admin`).
+struct Tokens;
 
-impl Modify for ReadToken {
+impl Modify for Tokens {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         let components = api.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "readToken",
+            "token",
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A read token of the project (`rt_…`)."))
+                    .description(Some(
+                        "A token of the project: `rt_…` reads, `et_…` also edits, `at_…` also \
+                         administers (`itinera keys create --scope read|edit|admin`). An operation's \
+                         security requirement names the scope it needs; a token of a lesser scope \
+                         gets 403 (docs/security.md).",
+                    ))
                     .build(),
             ),
         );
@@ -86,6 +93,11 @@ pub struct Invalid(pub ErrorBody);
 #[derive(IntoResponses)]
 #[response(status = 401)]
 pub struct Unauthorized(pub ErrorBody);
+
+/// The token is valid but its scope does not allow this (a read token changing a definition).
+#[derive(IntoResponses)]
+#[response(status = 403)]
+pub struct Forbidden(pub ErrorBody);
 
 /// Nothing of that name or id in this project.
 #[derive(IntoResponses)]

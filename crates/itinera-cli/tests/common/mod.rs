@@ -46,6 +46,8 @@ pub fn run_fails(args: &[&str]) -> String {
 pub struct Keys {
     pub write_key: String,
     pub read_token: String,
+    /// A token of the edit scope (`itinera keys create --scope edit`).
+    pub edit_token: String,
 }
 
 pub fn create_keys(data: &Path, project: &str) -> Keys {
@@ -60,9 +62,23 @@ pub fn create_keys(data: &Path, project: &str) -> Keys {
         "json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let edit: serde_json::Value = serde_json::from_str(&run(&[
+        "keys",
+        "create",
+        "--data",
+        data.to_str().unwrap(),
+        "--project",
+        project,
+        "--scope",
+        "edit",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     Keys {
         write_key: v["write_key"].as_str().unwrap().into(),
         read_token: v["read_token"].as_str().unwrap().into(),
+        edit_token: edit["token"].as_str().unwrap().into(),
     }
 }
 

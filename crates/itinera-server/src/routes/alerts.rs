@@ -3,9 +3,9 @@
 
 use super::definitions::{delete, Deleted};
 use super::{blocking, json_body};
-use crate::auth::ReadProject;
+use crate::auth::{EditProject, ReadProject};
 use crate::error::ApiError;
-use crate::openapi::{Invalid, NotFound, Unauthorized};
+use crate::openapi::{Forbidden, Invalid, NotFound, Unauthorized};
 use crate::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -71,14 +71,15 @@ async fn list_rules(
 #[utoipa::path(
     put,
     path = "/api/v1/alerts/rules/{name}",
+    security(("token" = ["edit"])),
     tag = "alerts",
     params(("name" = String, Path, description = "The rule's name")),
     request_body = AlertRule,
-    responses((status = 200, description = "The rule as saved, secrets redacted", body = AlertRule), Invalid, Unauthorized)
+    responses((status = 200, description = "The rule as saved, secrets redacted", body = AlertRule), Invalid, Unauthorized, Forbidden)
 )]
 async fn save_rule(
     State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
+    EditProject(project): EditProject,
     Path(name): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<AlertRule>, ApiError> {
@@ -92,13 +93,14 @@ async fn save_rule(
 #[utoipa::path(
     delete,
     path = "/api/v1/alerts/rules/{name}",
+    security(("token" = ["edit"])),
     tag = "alerts",
     params(("name" = String, Path, description = "The rule's name")),
-    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, NotFound)
+    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, Forbidden, NotFound)
 )]
 async fn delete_rule(
     state: State<Arc<AppState>>,
-    project: ReadProject,
+    EditProject(project): EditProject,
     name: Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     delete(state, project, name, DefinitionKind::Alert).await
@@ -108,12 +110,13 @@ async fn delete_rule(
 #[utoipa::path(
     post,
     path = "/api/v1/alerts/evaluate",
+    security(("token" = ["edit"])),
     tag = "alerts",
-    responses((status = 200, description = "The alerts that fired", body = FiredAlerts), Unauthorized)
+    responses((status = 200, description = "The alerts that fired", body = FiredAlerts), Unauthorized, Forbidden)
 )]
 async fn evaluate(
     State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
+    EditProject(project): EditProject,
 ) -> Result<Json<FiredAlerts>, ApiError> {
     let app = state.app.clone();
     let fired = blocking(move || Ok(alerts::evaluate_project(&app, &project, now_ms())?)).await?;

@@ -1,9 +1,9 @@
 //! Cases that close the loop (`/api/v1/cases`): listed, opened, updated, followed up.
 
 use super::{blocking, json_body, query_params, to_json};
-use crate::auth::ReadProject;
+use crate::auth::{EditProject, ReadProject};
 use crate::error::ApiError;
-use crate::openapi::{Invalid, NotFound, Unauthorized};
+use crate::openapi::{Forbidden, Invalid, NotFound, Unauthorized};
 use crate::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -62,13 +62,14 @@ async fn list_cases(
 #[utoipa::path(
     post,
     path = "/api/v1/cases",
+    security(("token" = ["edit"])),
     tag = "cases",
     request_body = NewCase,
-    responses((status = 200, description = "The case opened", body = Option<Case>), Invalid, Unauthorized)
+    responses((status = 200, description = "The case opened", body = Option<Case>), Invalid, Unauthorized, Forbidden)
 )]
 async fn create_case(
     State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
+    EditProject(project): EditProject,
     body: Result<Json<NewCase>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let c = json_body(body)?;
@@ -79,14 +80,15 @@ async fn create_case(
 #[utoipa::path(
     patch,
     path = "/api/v1/cases/{id}",
+    security(("token" = ["edit"])),
     tag = "cases",
     params(("id" = i64, Path, description = "The case's id")),
     request_body = CaseUpdate,
-    responses((status = 200, description = "The case after the update", body = Case), Invalid, Unauthorized, NotFound)
+    responses((status = 200, description = "The case after the update", body = Case), Invalid, Unauthorized, Forbidden, NotFound)
 )]
 async fn update_case(
     State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
+    EditProject(project): EditProject,
     Path(id): Path<i64>,
     body: Result<Json<CaseUpdate>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -101,14 +103,15 @@ async fn update_case(
 #[utoipa::path(
     post,
     path = "/api/v1/cases/{id}/follow-up",
+    security(("token" = ["edit"])),
     tag = "cases",
     params(("id" = i64, Path, description = "The case's id")),
     request_body = FollowUp,
-    responses((status = 200, description = "The link and whether it was e-mailed", body = FollowUpResult), Invalid, Unauthorized, NotFound)
+    responses((status = 200, description = "The link and whether it was e-mailed", body = FollowUpResult), Invalid, Unauthorized, Forbidden, NotFound)
 )]
 async fn follow_up(
     State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
+    EditProject(project): EditProject,
     Path(id): Path<i64>,
     body: Result<Json<FollowUp>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {

@@ -1,9 +1,9 @@
 //! Saved segments and personas (`/api/v1/segments`, `/api/v1/personas/{name}`) and their sizes.
 
 use super::{blocking, json_body, to_json};
-use crate::auth::ReadProject;
+use crate::auth::{EditProject, ReadProject};
 use crate::error::ApiError;
-use crate::openapi::{Invalid, NotFound, Unauthorized, Unavailable};
+use crate::openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable};
 use crate::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -84,14 +84,15 @@ async fn segments_report(
 #[utoipa::path(
     put,
     path = "/api/v1/segments/{name}",
+    security(("token" = ["edit"])),
     tag = "definitions",
     params(("name" = String, Path, description = "The segment's name")),
     request_body = DefinitionBody,
-    responses((status = 200, description = "The segment as saved", body = SegmentDef), Invalid, Unauthorized)
+    responses((status = 200, description = "The segment as saved", body = SegmentDef), Invalid, Unauthorized, Forbidden)
 )]
 async fn save_segment(
     state: State<Arc<AppState>>,
-    project: ReadProject,
+    EditProject(project): EditProject,
     name: Path<String>,
     body: Result<Json<DefinitionBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -102,13 +103,14 @@ async fn save_segment(
 #[utoipa::path(
     delete,
     path = "/api/v1/segments/{name}",
+    security(("token" = ["edit"])),
     tag = "definitions",
     params(("name" = String, Path, description = "The segment's name")),
-    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, NotFound)
+    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, Forbidden, NotFound)
 )]
 async fn delete_segment(
     state: State<Arc<AppState>>,
-    project: ReadProject,
+    EditProject(project): EditProject,
     name: Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     delete(state, project, name, DefinitionKind::Segment).await
@@ -120,14 +122,15 @@ async fn delete_segment(
 #[utoipa::path(
     put,
     path = "/api/v1/personas/{name}",
+    security(("token" = ["edit"])),
     tag = "definitions",
     params(("name" = String, Path, description = "The persona's name")),
     request_body = DefinitionBody,
-    responses((status = 200, description = "The persona as saved", body = SegmentDef), Invalid, Unauthorized)
+    responses((status = 200, description = "The persona as saved", body = SegmentDef), Invalid, Unauthorized, Forbidden)
 )]
 async fn save_persona(
     state: State<Arc<AppState>>,
-    project: ReadProject,
+    EditProject(project): EditProject,
     name: Path<String>,
     body: Result<Json<DefinitionBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -138,13 +141,14 @@ async fn save_persona(
 #[utoipa::path(
     delete,
     path = "/api/v1/personas/{name}",
+    security(("token" = ["edit"])),
     tag = "definitions",
     params(("name" = String, Path, description = "The persona's name")),
-    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, NotFound)
+    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, Forbidden, NotFound)
 )]
 async fn delete_persona(
     state: State<Arc<AppState>>,
-    project: ReadProject,
+    EditProject(project): EditProject,
     name: Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     delete(state, project, name, DefinitionKind::Persona).await
@@ -152,7 +156,7 @@ async fn delete_persona(
 
 async fn save(
     State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
+    project: String,
     Path(name): Path<String>,
     body: Result<Json<DefinitionBody>, JsonRejection>,
     kind: DefinitionKind,
@@ -166,7 +170,7 @@ async fn save(
 /// Deletes a saved definition of any kind (segments, personas, surveys, alert rules).
 pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
+    project: String,
     Path(name): Path<String>,
     kind: DefinitionKind,
 ) -> Result<Json<Deleted>, ApiError> {

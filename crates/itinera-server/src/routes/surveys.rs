@@ -2,9 +2,9 @@
 
 use super::definitions::{delete, Deleted};
 use super::{json_body, to_json};
-use crate::auth::ReadProject;
+use crate::auth::{EditProject, ReadProject};
 use crate::error::ApiError;
-use crate::openapi::{Invalid, NotFound, Unauthorized};
+use crate::openapi::{Forbidden, Invalid, NotFound, Unauthorized};
 use crate::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -53,14 +53,15 @@ async fn list_surveys(
 #[utoipa::path(
     put,
     path = "/api/v1/surveys/{id}",
+    security(("token" = ["edit"])),
     tag = "surveys",
     params(("id" = String, Path, description = "The survey's id")),
     request_body = SurveyDef,
-    responses((status = 200, description = "The survey as saved", body = SurveyDef), Invalid, Unauthorized)
+    responses((status = 200, description = "The survey as saved", body = SurveyDef), Invalid, Unauthorized, Forbidden)
 )]
 async fn save_survey(
     State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
+    EditProject(project): EditProject,
     Path(id): Path<String>,
     body: Result<Json<SurveyDef>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -74,13 +75,14 @@ async fn save_survey(
 #[utoipa::path(
     delete,
     path = "/api/v1/surveys/{id}",
+    security(("token" = ["edit"])),
     tag = "surveys",
     params(("id" = String, Path, description = "The survey's id")),
-    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, NotFound)
+    responses((status = 200, description = "Deleted", body = Deleted), Unauthorized, Forbidden, NotFound)
 )]
 async fn delete_survey(
     state: State<Arc<AppState>>,
-    project: ReadProject,
+    EditProject(project): EditProject,
     id: Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     delete(state, project, id, DefinitionKind::Survey).await
@@ -106,14 +108,15 @@ fn thirty() -> u32 {
 #[utoipa::path(
     post,
     path = "/api/v1/surveys/{id}/link",
+    security(("token" = ["edit"])),
     tag = "surveys",
     params(("id" = String, Path, description = "The survey's id")),
     request_body = LinkRequest,
-    responses((status = 200, description = "The link", body = SignedLink), Invalid, Unauthorized, NotFound)
+    responses((status = 200, description = "The link", body = SignedLink), Invalid, Unauthorized, Forbidden, NotFound)
 )]
 async fn survey_link(
     State(state): State<Arc<AppState>>,
-    ReadProject(project): ReadProject,
+    EditProject(project): EditProject,
     Path(id): Path<String>,
     body: Result<Json<LinkRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
