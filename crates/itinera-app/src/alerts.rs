@@ -42,6 +42,9 @@ pub fn save_rule(app: &App, project: &str, name: &str, mut body: Value) -> Resul
     let rule: AlertRule =
         serde_json::from_value(body).map_err(|e| AppError::invalid("body", e.to_string()))?;
     rule.validate()?;
+    if let Some(w) = &rule.webhook {
+        crate::destinations::check("webhook.url", &w.url, &app.config.outbound)?;
+    }
     if !rule.email.is_empty() && app.config.smtp.host.is_empty() {
         return Err(AppError::invalid(
             "email",

@@ -34,6 +34,48 @@ pub struct Config {
     pub smtp: SmtpSettings,
     /// The address customers reach this server at (for links in e-mails).
     pub public_url: String,
+    /// Where the server may send requests (alert webhooks): see `docs/security.md`.
+    pub outbound: OutboundSettings,
+}
+
+/// Destinations an admin allows for requests the server sends. A webhook's host must resolve
+/// to public addresses only, unless its network is listed in `allow_networks`; when
+/// `allow_hosts` is not empty, the host must also match one of its entries (`hooks.example.com`,
+/// `*.example.com`, or an address).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundSettings {
+    pub allow_hosts: Vec<String>,
+    /// CIDR networks otherwise refused (loopback, private, link-local, …) that destinations may
+    /// be in, e.g. `["10.20.0.0/16"]` for an internal receiver.
+    pub allow_networks: Vec<String>,
+}
+
+impl OutboundSettings {
+    /// The allowed networks; entries that do not parse were refused when the configuration was
+    /// loaded (`validate`).
+    pub fn networks(&self) -> Vec<ipnet::IpNet> {
+        self.allow_networks
+            .iter()
+            .filter_map(|n| parse_network(n).ok())
+            .collect()
+    }
+
+    /// Checks every entry, naming the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        for n in &self.allow_networks {
+            parse_network(n).map_err(|e| format!("outbound.allow_networks: {n:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A CIDR network, or a single address as its /32 or /128.
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let t = text.trim();
+    t.parse::<ipnet::IpNet>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| "not a network (CIDR like 10.0.0.0/8) or an address".to_string())
 }
 
 /// An SMTP relay for alert e-mails (plain SMTP, optionally with a login, e.g. to a local relay
@@ -120,6 +162,7 @@ impl Default for Config {
             channels: ChannelRules::default(),
             smtp: SmtpSettings::default(),
             public_url: "http://127.0.0.1:8460".into(),
+            outbound: OutboundSettings::default(),
         }
     }
 }

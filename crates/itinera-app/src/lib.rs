@@ -13,6 +13,7 @@ pub mod config;
 pub mod datadir;
 pub mod definitions;
 pub mod demo;
+pub mod destinations;
 pub mod embedded;
 pub mod error;
 pub mod jobs;

@@ -87,17 +87,47 @@ pub fn deliver_email(app: &App, id: i64, to: &[String], subject: &str, text: &st
     }
 }
 
-/// Posts the alert to its webhook until a 2xx answer, with exponential backoff.
+/// Posts the alert to its webhook until a 2xx answer, with exponential backoff. The destination
+/// is checked again before every attempt ([`crate::destinations`]) and the connection goes to
+/// the checked address; redirects are not followed (a 3xx is a failed attempt).
 pub async fn deliver_webhook(app: Arc<App>, id: i64, hook: Webhook, body: String) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
     let attempts = app.config.webhook_attempts.max(1) as i64;
     let sig = signature(&hook.secret, body.as_bytes());
     for attempt in 1..=attempts {
+        let (policy, url) = (app.config.outbound.clone(), hook.url.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            crate::destinations::check("webhook.url", &url, &policy)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        let checked = match checked {
+            Ok(c) => c,
+            Err(reason) => {
+                // refused, not retried: the destination is not one the server may reach
+                let logged = app.meta().log_delivery(
+                    id,
+                    "webhook",
+                    attempt,
+                    None,
+                    Some(&format!("refused: {reason}")),
+                    Some("failed"),
+                );
+                if let Err(e) = logged {
+                    tracing::warn!(alert = id, error = %e, "cannot log a webhook delivery");
+                }
+                tracing::warn!(alert = id, %reason, "webhook destination refused");
+                return;
+            }
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&checked.host, checked.addr)
+            .build()
+            .expect("http client");
         let res = client
-            .post(&hook.url)
+            .post(checked.url.as_str())
             .header("content-type", "application/json")
             .header("x-itinera-signature", &sig)
             .header("x-itinera-delivery", id.to_string())

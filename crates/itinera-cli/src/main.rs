@@ -279,6 +279,20 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
     if let Some(v) = env("ITINERA_SMTP_PASSWORD") {
         cfg.smtp.password = Some(v);
     }
+    let list = |v: String| -> Vec<String> {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    if let Some(v) = env("ITINERA_OUTBOUND_ALLOW_HOSTS") {
+        cfg.outbound.allow_hosts = list(v);
+    }
+    if let Some(v) = env("ITINERA_OUTBOUND_ALLOW_NETWORKS") {
+        cfg.outbound.allow_networks = list(v);
+    }
+    cfg.outbound.validate()?;
     if let Some(v) = env("ITINERA_IP_POLICY") {
         cfg.ip_policy =
             serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {

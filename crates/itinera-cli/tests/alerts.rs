@@ -75,11 +75,13 @@ fn detractor_alerts_are_signed_retried_logged_and_open_cases() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let keys = create_keys(&data, "default");
+    // the webhook sink listens on loopback, which an admin must allow (docs/security.md)
     let server = Server::start(
         &data,
         &[
             ("ITINERA_ALERT_INTERVAL_SECONDS", "0"),
             ("ITINERA_WEBHOOK_BACKOFF_MS", "50"),
+            ("ITINERA_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32"),
         ],
     );
     let client = reqwest::blocking::Client::new();
@@ -406,4 +408,133 @@ fn alert_emails_go_through_smtp() {
     // the link in the e-mail opens the survey for maria
     let page = client.get(server.url(path)).send().unwrap();
     assert_eq!(page.status(), 200);
+}
+
+/// A loopback receiver that answers every request with a redirect to `location`, counting them.
+fn redirecting_sink(location: &str) -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let hits = Arc::new(Mutex::new(0));
+    let (hits2, location) = (hits.clone(), location.to_string());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim_end().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            *hits2.lock().unwrap() += 1;
+            write!(
+                stream,
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+        }
+    });
+    (url, hits)
+}
+
+/// Webhooks reach only what an admin allowed: loopback, private, link-local (metadata) and
+/// mapped addresses are refused when a rule is saved, naming the field; with loopback allowed,
+/// a redirect is not followed (a failed attempt) and its target receives nothing.
+#[test]
+fn webhooks_reach_only_allowed_destinations_and_follow_no_redirect() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let client = reqwest::blocking::Client::new();
+    let put_rule = |server: &Server, url: &str| -> (u16, Value) {
+        let r = client
+            .put(server.url("/api/v1/alerts/rules/hook"))
+            .bearer_auth(&keys.edit_token)
+            .json(
+                &json!({"scores": {"kind": "nps"}, "trigger": {"response": {"max_score": 6}},
+                          "webhook": {"url": url, "secret": "a-webhook-secret-of-some-length"}}),
+            )
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    let (target, target_got) = sink();
+    {
+        let server = Server::start(&data, &[("ITINERA_ALERT_INTERVAL_SECONDS", "0")]);
+        // the data the rule's query needs
+        let r = client
+            .post(server.url("/v1/batch"))
+            .basic_auth(&keys.write_key, Some(""))
+            .json(&json!({"batch": [nps_answer("p", 9, "seed")]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for url in [
+            target.as_str(),
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::ffff:127.0.0.1]/hook",
+            "http://10.0.0.7/hook",
+            "file:///etc/passwd",
+        ] {
+            let (status, body) = put_rule(&server, url);
+            assert_eq!(status, 400, "{url}: {body}");
+            assert_eq!(body["errors"][0]["field"], "webhook.url", "{url}: {body}");
+        }
+    }
+    let server = Server::start(
+        &data,
+        &[
+            ("ITINERA_ALERT_INTERVAL_SECONDS", "0"),
+            ("ITINERA_WEBHOOK_ATTEMPTS", "1"),
+            ("ITINERA_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32"),
+        ],
+    );
+    let (redirect, hits) = redirecting_sink(&target);
+    let (status, body) = put_rule(&server, &redirect);
+    assert_eq!(status, 200, "{body}");
+    let evaluate = || {
+        client
+            .post(server.url("/api/v1/alerts/evaluate"))
+            .bearer_auth(&keys.edit_token)
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+    };
+    evaluate(); // the first evaluation only starts watching
+    let r = client
+        .post(server.url("/v1/batch"))
+        .basic_auth(&keys.write_key, Some(""))
+        .json(&json!({"batch": [nps_answer("q", 2, "detractor")]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(evaluate()["fired"].as_array().unwrap().len(), 1);
+    // the one attempt ends as failed with the redirect's status; the target never hears of it
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let alert = loop {
+        let alerts = get_json(&client, &server.url("/api/v1/alerts"), &keys.read_token);
+        if alerts["alerts"][0]["delivery"] == "failed" {
+            break alerts["alerts"][0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery outcome: {alerts}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(alert["attempts"][0]["status"], 307, "{alert}");
+    assert_eq!(alert["attempts"].as_array().unwrap().len(), 1, "{alert}");
+    assert_eq!(*hits.lock().unwrap(), 1);
+    assert!(
+        target_got.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
 }
