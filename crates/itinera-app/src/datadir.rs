@@ -67,6 +67,26 @@ impl DataDir {
         &self.root
     }
 
+    /// Where a project's store lives.
+    pub fn project_dir(&self, project: &str) -> PathBuf {
+        self.root.join("projects").join(project)
+    }
+
+    /// Sets damaged parts of a project's write-ahead log aside so that its store opens again
+    /// (`itinera recover`); the store must not be open in any process.
+    pub fn recover_log(
+        &self,
+        project: &str,
+    ) -> Result<itinera_store::wal::RecoverReport, DataDirError> {
+        self.meta.lock().project(project)?;
+        if self.stores.lock().contains_key(project) {
+            return Err(DataDirError::from(itinera_store::StoreError::InUse(
+                self.project_dir(project),
+            )));
+        }
+        Ok(Store::recover(&self.project_dir(project))?)
+    }
+
     /// The store of a project, opened (and its log replayed) on first use.
     pub fn store(&self, project: &str) -> Result<Store, DataDirError> {
         if let Some(s) = self.stores.lock().get(project) {
@@ -77,10 +97,7 @@ impl DataDir {
         if let Some(s) = stores.get(project) {
             return Ok(s.clone());
         }
-        let s = Store::open(
-            &self.root.join("projects").join(project),
-            self.store_config.clone(),
-        )?;
+        let s = Store::open(&self.project_dir(project), self.store_config.clone())?;
         stores.insert(project.to_string(), s.clone());
         Ok(s)
     }

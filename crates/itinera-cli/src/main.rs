@@ -197,6 +197,14 @@ enum Command {
         #[command(subcommand)]
         command: query::QueryCommand,
     },
+    /// Set damaged parts of a project's write-ahead log aside (kept beside it as
+    /// FILE.damaged-OFFSET) so that its store opens again; run it with the server stopped.
+    Recover {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        project: ProjectArg,
+    },
     /// Copy a consistent state of a project's store to DIR.
     Backup {
         #[command(flatten)]
@@ -557,6 +565,23 @@ fn run(cli: Cli) -> CliResult {
             store.compact()?;
             dir.close();
             eprintln!("erased {person:?} and every id linked to it; compacted");
+            Ok(())
+        }
+        Command::Recover { data, project } => {
+            let cfg = load_config(&data, None)?;
+            let report = open_data(&cfg)?.recover_log(&project.project)?;
+            for (from, kept, bytes) in &report.set_aside {
+                eprintln!(
+                    "{}: {bytes} damaged bytes set aside in {}",
+                    from.display(),
+                    kept.display()
+                );
+            }
+            eprintln!(
+                "{} damaged region(s) set aside; {} good log frames kept",
+                report.set_aside.len(),
+                report.frames
+            );
             Ok(())
         }
         Command::Backup {

@@ -60,6 +60,31 @@ impl Store {
         )))
     }
 
+    /// Takes damaged regions out of the write-ahead log of the store in `dir` and keeps them
+    /// beside it ([`wal::recover`]), so that the store opens again. Refused while another process
+    /// has the store open.
+    pub fn recover(dir: &Path) -> Result<wal::RecoverReport> {
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse(dir.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path)(e)),
+        }
+        let report = wal::recover(&dir.join("wal"))?;
+        for (from, kept, bytes) in &report.set_aside {
+            tracing::warn!(log = %from.display(), kept = %kept.display(), bytes, "damaged log bytes set aside");
+        }
+        Ok(report)
+    }
+
     fn open_once(dir: &Path, config: StoreConfig) -> Result<Store> {
         for sub in ["", "wal", "seg"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(StoreError::io(dir.join(sub)))?;

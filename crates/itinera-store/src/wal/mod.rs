@@ -138,11 +138,72 @@ pub struct ReplayReport {
     pub last_seq: u64,
 }
 
-/// Reads every frame of files numbered `from` and later, in order, calling `apply` with each
-/// payload. Cuts a torn tail of the last file; errors on damage anywhere else.
-/// Replays the log files numbered `from` on. `cut_torn_tail`: a torn tail of the newest file is
-/// cut off (the owner of the store); otherwise it is only skipped (a reader beside the owner,
-/// who may be writing it right now).
+/// How a frame at some offset reads.
+enum Frame<'a> {
+    Good(&'a [u8], usize),
+    /// Damaged, with the reason; `fits`: its header names a length that lies inside the file.
+    Bad(&'static str, bool),
+    End,
+}
+
+fn read_frame(data: &[u8], pos: usize) -> Frame<'_> {
+    if pos == data.len() {
+        return Frame::End;
+    }
+    if data.len() - pos < 8 {
+        return Frame::Bad("short frame header", false);
+    }
+    let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap());
+    let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
+    if len > MAX_FRAME {
+        return Frame::Bad("frame length out of range", false);
+    }
+    let end = pos + 8 + len as usize;
+    if end > data.len() {
+        return Frame::Bad("short frame", false);
+    }
+    let payload = &data[pos + 8..end];
+    if len == 0 || crc32fast::hash(payload) != crc {
+        return Frame::Bad("checksum mismatch", true);
+    }
+    Frame::Good(payload, end)
+}
+
+/// The offset of the first good frame after a damaged one at `pos`, if any: a frame header whose
+/// length fits and whose checksum holds (a random match has odds of 2^-32 per candidate). Only
+/// the next `SCAN_LIMIT` bytes are searched; a good frame further on is reported as well, since
+/// a damaged region that long is no torn write.
+fn next_good_frame(data: &[u8], pos: usize) -> Option<usize> {
+    const SCAN_LIMIT: usize = 64 << 20;
+    let stop = data.len().min(pos.saturating_add(SCAN_LIMIT));
+    ((pos + 1)..stop)
+        .find(|&p| matches!(read_frame(data, p), Frame::Good(..)))
+        .or_else(|| (stop < data.len()).then_some(stop))
+}
+
+/// Damage found in a log file that is not a torn tail.
+fn damaged(path: &Path, pos: usize, reason: &str, complete_file: bool) -> StoreError {
+    StoreError::Corrupt(format!(
+        "write-ahead log {}: {reason} at byte {pos}{}; acknowledged data may be in and after it, \
+         so nothing is cut. `itinera recover` keeps the damaged bytes aside (FILE.damaged-OFFSET) \
+         and the good frames around them (docs/storage.md)",
+        path.display(),
+        if complete_file {
+            " in a file that was complete"
+        } else {
+            ", with good frames after it"
+        }
+    ))
+}
+
+/// Replays the log files numbered `from` on, calling `apply` with each payload in order.
+///
+/// Only a torn tail of the newest file is tolerated: the end of the last write, cut short by a
+/// crash — a frame that runs past the end of the file, or a last frame whose checksum fails, or
+/// zeros after the last good frame, with no good frame after it. It is cut off when
+/// `cut_torn_tail` (the owner of the store) and otherwise only skipped (a reader beside the
+/// owner, who may be writing it right now). Damage anywhere else is an error naming file and
+/// offset: see [`recover`].
 pub fn replay(
     dir: &Path,
     from: u64,
@@ -164,48 +225,97 @@ pub fn replay(
             .map_err(StoreError::io(&path))?;
         let mut pos = 0usize;
         let bad = loop {
-            if pos == data.len() {
-                break None;
+            match read_frame(&data, pos) {
+                Frame::End => break None,
+                Frame::Good(payload, end) => {
+                    apply(payload)?;
+                    report.frames += 1;
+                    pos = end;
+                }
+                Frame::Bad(reason, fits) => break Some((reason, fits)),
             }
-            if data.len() - pos < 8 {
-                break Some("short frame header");
-            }
-            let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap());
-            let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
-            if len > MAX_FRAME {
-                break Some("frame length out of range");
-            }
-            let end = pos + 8 + len as usize;
-            if end > data.len() {
-                break Some("short frame");
-            }
-            let payload = &data[pos + 8..end];
-            if crc32fast::hash(payload) != crc {
-                break Some("checksum mismatch");
-            }
-            apply(payload)?;
-            report.frames += 1;
-            pos = end;
         };
-        if let Some(reason) = bad {
-            if !last {
-                return Err(StoreError::Corrupt(format!(
-                    "write-ahead log {}: {reason} at byte {pos} in a file that was complete",
-                    path.display()
-                )));
+        let Some((reason, fits)) = bad else { continue };
+        if !last {
+            return Err(damaged(&path, pos, reason, true));
+        }
+        let zeros = data[pos..].iter().all(|b| *b == 0);
+        let frame_end = fits.then(|| {
+            let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+            pos + 8 + len
+        });
+        let torn = zeros
+            || (frame_end.is_none_or(|e| e == data.len()) && next_good_frame(&data, pos).is_none());
+        if !torn {
+            return Err(damaged(&path, pos, reason, false));
+        }
+        let cut = data.len() - pos;
+        if !cut_torn_tail {
+            break;
+        }
+        tracing::warn!(file = %path.display(), offset = pos, bytes = cut, reason, "cutting torn tail of write-ahead log");
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        f.set_len(pos as u64).map_err(StoreError::io(&path))?;
+        f.sync_all().map_err(StoreError::io(&path))?;
+        report.truncated_bytes = cut as u64;
+    }
+    Ok(report)
+}
+
+/// What [`recover`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoverReport {
+    /// Files a damaged region was taken out of, with the file it was kept in.
+    pub set_aside: Vec<(PathBuf, PathBuf, u64)>,
+    /// Good frames left in the log.
+    pub frames: u64,
+}
+
+/// Takes every damaged region out of the log files of `dir` and keeps it beside them in
+/// `FILE.damaged-OFFSET` (nothing is deleted), leaving the good frames before and after it, so
+/// that the store opens again. Only for a store that no process has open. The frames that were
+/// in a damaged region are lost to the store: their messages can be read from the kept file by
+/// hand, or sent again (duplicates are recognised by message id).
+pub fn recover(dir: &Path) -> Result<RecoverReport> {
+    let mut report = RecoverReport::default();
+    for seq in list(dir)? {
+        let path = dir.join(file_name(seq));
+        let mut data = fs::read(&path).map_err(StoreError::io(&path))?;
+        let mut pos = 0usize;
+        let mut changed = false;
+        loop {
+            match read_frame(&data, pos) {
+                Frame::End => break,
+                Frame::Good(_, end) => {
+                    report.frames += 1;
+                    pos = end;
+                }
+                Frame::Bad(..) => {
+                    let to = next_good_frame(&data, pos).unwrap_or(data.len());
+                    let kept = path.with_file_name(format!("{}.damaged-{pos}", file_name(seq)));
+                    fs::write(&kept, &data[pos..to]).map_err(StoreError::io(&kept))?;
+                    File::open(&kept)
+                        .and_then(|f| f.sync_all())
+                        .map_err(StoreError::io(&kept))?;
+                    report
+                        .set_aside
+                        .push((path.clone(), kept, (to - pos) as u64));
+                    data.drain(pos..to);
+                    changed = true;
+                }
             }
-            let cut = data.len() - pos;
-            if !cut_torn_tail {
-                break;
-            }
-            tracing::warn!(file = %path.display(), offset = pos, bytes = cut, reason, "cutting torn tail of write-ahead log");
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(StoreError::io(&path))?;
-            f.set_len(pos as u64).map_err(StoreError::io(&path))?;
-            f.sync_all().map_err(StoreError::io(&path))?;
-            report.truncated_bytes = cut as u64;
+        }
+        if changed {
+            let tmp = path.with_extension("log.recovering");
+            fs::write(&tmp, &data).map_err(StoreError::io(&tmp))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(StoreError::io(&tmp))?;
+            fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+            sync_dir(dir)?;
         }
     }
     Ok(report)
@@ -265,5 +375,89 @@ mod tests {
         fs::write(&p, &data).unwrap();
         let err = replay(dir.path(), 0, true, |_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
+
+    /// Three frames in the newest file, durable.
+    fn three(dir: &Path) -> (PathBuf, Vec<u8>) {
+        let mut w = WalWriter::open(dir, 1).unwrap();
+        let mut b = Vec::new();
+        for p in [
+            &b"\x01first-batch"[..],
+            b"\x01second-batch",
+            b"\x01third-batch",
+        ] {
+            frame(&mut b, p);
+        }
+        w.append_durable(&b).unwrap();
+        drop(w);
+        (dir.join(file_name(1)), b)
+    }
+
+    /// A flipped byte in a frame with good frames after it is damage, not a torn write: an
+    /// error naming the file and offset, and nothing is cut.
+    #[test]
+    fn damage_before_good_frames_is_an_error_and_cuts_nothing() {
+        // frames of 20, 21 and 20 bytes: the second starts at byte 20
+        for at in [20 + 8 + 3, 20 + 1] {
+            // in the second frame's payload, then in its length field
+            let dir = tempfile::tempdir().unwrap();
+            let (path, mut data) = three(dir.path());
+            data[at] ^= 0x04;
+            fs::write(&path, &data).unwrap();
+            let err = replay(dir.path(), 0, true, |_| Ok(()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("at byte 20") && err.contains("good frames after it"),
+                "{at}: {err}"
+            );
+            assert!(err.contains("itinera recover"), "{err}");
+            assert_eq!(fs::read(&path).unwrap(), data, "nothing was cut");
+        }
+    }
+
+    /// The end of the last write cut short, or zeros after the last good frame (space the file
+    /// system allocated but the crash never filled): a torn tail, cut.
+    #[test]
+    fn torn_and_zero_filled_tails_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = three(dir.path());
+        let mut zeros = data.clone();
+        zeros.extend_from_slice(&[0; 4096]);
+        fs::write(&path, &zeros).unwrap();
+        let r = replay(dir.path(), 0, true, |_| Ok(())).unwrap();
+        assert_eq!((r.frames, r.truncated_bytes), (3, 4096));
+        // a flipped byte in the last frame: it may be the torn write itself
+        let mut last = data.clone();
+        let n = last.len();
+        last[n - 2] ^= 0x01;
+        fs::write(&path, &last).unwrap();
+        let r = replay(dir.path(), 0, true, |_| Ok(())).unwrap();
+        assert_eq!((r.frames, r.truncated_bytes), (2, 8 + 12));
+    }
+
+    /// `recover` keeps the damaged frame aside, byte for byte, and every good frame around it.
+    #[test]
+    fn recover_sets_damage_aside_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut data) = three(dir.path());
+        data[20 + 8 + 3] ^= 0x04;
+        fs::write(&path, &data).unwrap();
+        let r = recover(dir.path()).unwrap();
+        assert_eq!(r.frames, 2);
+        assert_eq!(r.set_aside.len(), 1);
+        let (from, kept, bytes) = &r.set_aside[0];
+        assert_eq!(from, &path);
+        assert_eq!(*bytes, 8 + 13);
+        assert_eq!(fs::read(kept).unwrap(), &data[20..41]);
+        assert_eq!(
+            frames(dir.path()),
+            vec![b"\x01first-batch".to_vec(), b"\x01third-batch".to_vec()]
+        );
+        assert_eq!(
+            recover(dir.path()).unwrap().set_aside,
+            vec![],
+            "nothing left to set aside"
+        );
     }
 }
