@@ -175,8 +175,17 @@ pub struct LinkParams {
     pub lang: Option<String>,
 }
 
-/// Checks a link's token and expiry (constant-time comparison).
+/// Checks a link's token and expiry (constant-time comparison). The token must be in the one
+/// form links are minted in (64 lower-case hex digits), so that one link cannot be answered
+/// again under another spelling of its token.
 pub fn check_link(meta: &Meta, project: &str, survey: &str, p: &LinkParams) -> Result<()> {
+    let canonical = p.t.len() == 64
+        && p.t
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !canonical {
+        return Err(AppError::Forbidden("invalid survey link".into()));
+    }
     let key = meta.secret("survey-links")?;
     let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
     mac.update(format!("{project}\n{survey}\n{}\n{}", p.p, p.e).as_bytes());

@@ -220,3 +220,79 @@ fn surveys_from_the_cli() {
     run(&["surveys", "delete", "csat-delivery", "--data", d]);
     assert!(run_fails(&["surveys", "delete", "csat-delivery", "--data", d]).contains("no survey"));
 }
+
+/// One link, one answer: the token in another spelling (upper case) is refused, so it cannot
+/// count again; and answers with a forged token, from another address, do not use up the
+/// person's rate limit before their genuine answer arrives.
+#[test]
+fn a_link_answers_once_and_forgeries_do_not_block_the_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let server = Server::start(&data, &[("ITINERA_SURVEY_RATE_PER_MINUTE", "4")]);
+    let client = reqwest::blocking::Client::new();
+    let put = client
+        .put(server.url("/api/v1/surveys/nps"))
+        .bearer_auth(&keys.edit_token)
+        .json(&json!({"kind": "nps", "question": {"en": "How likely?"}}))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let link: Value = client
+        .post(server.url("/api/v1/surveys/nps/link"))
+        .bearer_auth(&keys.edit_token)
+        .json(&json!({"person": "ana"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let q: std::collections::HashMap<String, String> = url::form_urlencoded::parse(
+        link["path"]
+            .as_str()
+            .unwrap()
+            .split_once('?')
+            .unwrap()
+            .1
+            .as_bytes(),
+    )
+    .into_owned()
+    .collect();
+    let answer = |client: &reqwest::blocking::Client, token: &str| {
+        client
+            .post(server.url("/s/default/nps"))
+            .form(&[("p", "ana"), ("e", &q["e"]), ("t", token), ("score", "0")])
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // forgeries from another loopback address, more than the per-minute limit
+    let elsewhere = reqwest::blocking::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let forged = "0".repeat(64);
+    let statuses: Vec<u16> = (0..6).map(|_| answer(&elsewhere, &forged)).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 403 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&403));
+    // the genuine answer still gets in; the upper-case spelling of the same token does not
+    assert_eq!(answer(&client, &q["t"]), 200);
+    assert_eq!(answer(&client, &q["t"].to_uppercase()), 403);
+    assert_eq!(
+        answer(&client, &q["t"]),
+        200,
+        "answering again is acknowledged"
+    );
+    let scores: Value = client
+        .post(server.url("/api/v1/scores"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"kind": "nps"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(scores["overall"]["n"], 1, "one link, one answer: {scores}");
+}

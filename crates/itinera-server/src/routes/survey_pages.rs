@@ -141,14 +141,17 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     app.survey_limit
         .check(&format!("survey-ip:{}", remote.ip()))?;
-    app.survey_limit
-        .check(&format!("survey-person:{project}:{}", f.p))?;
     let link = LinkParams {
         p: f.p.clone(),
         e: f.e,
         t: f.t.clone(),
         lang: f.lang.clone(),
     };
+    // a person's limit counts only answers through a genuine link of theirs: forged ones must
+    // not use it up before the real answer arrives
+    surveys::check_link(&app.app.meta(), &project, &survey, &link)?;
+    app.survey_limit
+        .check(&format!("survey-person:{project}:{}", f.p))?;
     surveys::answer(
         &app.app,
         &project,
