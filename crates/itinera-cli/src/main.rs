@@ -555,6 +555,7 @@ fn run(cli: Cli) -> CliResult {
             let cfg = load_config(&data, None)?;
             let dir = open_data(&cfg)?;
             let store = dir.store(&project.project)?;
+            let ids = store.linked_ids(&person);
             if store.erase_person(&person)? == 0 {
                 return Err(format!(
                     "no person with id {person:?} in project {}",
@@ -563,8 +564,12 @@ fn run(cli: Cli) -> CliResult {
                 .into());
             }
             store.compact()?;
+            let (alerts, cases) = dir.meta.lock().erase_person(&project.project, &ids)?;
             dir.close();
-            eprintln!("erased {person:?} and every id linked to it; compacted");
+            eprintln!(
+                "erased {person:?} and every id linked to it ({} ids): their touchpoints (compacted away), {alerts} alert(s), {cases} case(s)",
+                ids.len()
+            );
             Ok(())
         }
         Command::Recover { data, project } => {

@@ -538,3 +538,97 @@ fn webhooks_reach_only_allowed_destinations_and_follow_no_redirect() {
         "the redirect was followed"
     );
 }
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            hits.extend(files_containing(&p, needle));
+        } else if std::fs::read(&p)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            hits.push(p.display().to_string());
+        }
+    }
+    hits
+}
+
+/// `itinera delete --person` reaches the metadata too: the alerts the person's answers fired,
+/// their deliveries and their cases are gone from the answers and from every file.
+#[test]
+fn erasure_reaches_alerts_and_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let person = "erase-me@example.org";
+    {
+        let server = Server::start(&data, &[("ITINERA_ALERT_INTERVAL_SECONDS", "0")]);
+        let client = reqwest::blocking::Client::new();
+        let send = |batch: Value| {
+            let (status, body) = post(&client, &server.url("/v1/batch"), &keys.write_key, &batch);
+            assert_eq!(status, 200, "{body}");
+        };
+        send(json!({"batch": [nps_answer("someone-else", 9, "seed")]}));
+        let rule = client
+            .put(server.url("/api/v1/alerts/rules/detractors"))
+            .bearer_auth(&keys.edit_token)
+            .json(
+                &json!({"scores": {"kind": "nps"}, "trigger": {"response": {"max_score": 6}},
+                          "open_case": true}),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(rule.status(), 200);
+        let evaluate = || {
+            client
+                .post(server.url("/api/v1/alerts/evaluate"))
+                .bearer_auth(&keys.edit_token)
+                .send()
+                .unwrap()
+                .json::<Value>()
+                .unwrap()
+        };
+        evaluate();
+        send(json!({"batch": [
+            {"type": "identify", "userId": person, "anonymousId": "anon-erase",
+             "traits": {"email": person}, "messageId": "i1"},
+            nps_answer("anon-erase", 1, "a1"),
+            nps_answer("kept", 2, "a2"),
+        ]}));
+        assert_eq!(evaluate()["fired"].as_array().unwrap().len(), 2);
+        let cases = get_json(&client, &server.url("/api/v1/cases"), &keys.read_token);
+        assert_eq!(cases["cases"].as_array().unwrap().len(), 2, "{cases}");
+        assert_eq!(server.terminate(), Some(0));
+    }
+    assert!(
+        !files_containing(&data, b"anon-erase").is_empty(),
+        "the test sees the id before"
+    );
+    let said = run(&[
+        "delete",
+        "--data",
+        data.to_str().unwrap(),
+        "--person",
+        person,
+    ]);
+    let _ = said;
+    for needle in [person.as_bytes(), b"anon-erase"] {
+        assert_eq!(
+            files_containing(&data, needle),
+            Vec::<String>::new(),
+            "{} is still in a file",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    let server = Server::start(&data, &[("ITINERA_ALERT_INTERVAL_SECONDS", "0")]);
+    let client = reqwest::blocking::Client::new();
+    let cases = get_json(&client, &server.url("/api/v1/cases"), &keys.read_token);
+    let alerts = get_json(&client, &server.url("/api/v1/alerts"), &keys.read_token);
+    assert_eq!(cases["cases"].as_array().unwrap().len(), 1, "{cases}");
+    assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts}");
+    assert_eq!(alerts["alerts"][0]["payload"]["person"], "kept");
+}

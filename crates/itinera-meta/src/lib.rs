@@ -293,6 +293,8 @@ impl Meta {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // deleted rows are overwritten, not left in free pages: erasure must reach the file
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations()
             .to_latest(&mut conn)
@@ -738,6 +740,46 @@ impl Meta {
             return Err(MetaError::NoKey(id_or_prefix.into()));
         }
         Ok(n)
+    }
+
+    /// Erases what the metadata holds of a person (`ids`: every id linked to them): the alerts
+    /// their answers fired, with their deliveries, and their cases. Deleted rows are overwritten
+    /// (`secure_delete`) and the write-ahead log is checkpointed and truncated, so no file keeps
+    /// them. Returns (alerts, cases) erased.
+    pub fn erase_person(&self, project: &str, ids: &[String]) -> Result<(usize, usize)> {
+        let p = self.project(project)?;
+        let tx = self.conn.unchecked_transaction()?;
+        let mut alerts = Vec::new();
+        {
+            let mut st = tx.prepare(
+                "SELECT id, json_extract(payload, '$.person') FROM alerts WHERE project_id = ?1",
+            )?;
+            let rows = st.query_map([p.id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+            })?;
+            for row in rows {
+                let (id, person) = row?;
+                if person.is_some_and(|x| ids.contains(&x)) {
+                    alerts.push(id);
+                }
+            }
+        }
+        let mut cases = 0;
+        for id in &alerts {
+            tx.execute("DELETE FROM deliveries WHERE alert_id = ?1", [id])?;
+            cases += tx.execute("DELETE FROM cases WHERE alert_id = ?1", [id])?;
+            tx.execute("DELETE FROM alerts WHERE id = ?1", [id])?;
+        }
+        for person in ids {
+            cases += tx.execute(
+                "DELETE FROM cases WHERE project_id = ?1 AND person = ?2",
+                params![p.id, person],
+            )?;
+        }
+        tx.commit()?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok((alerts.len(), cases))
     }
 
     /// The project a live secret of the given kind belongs to.

@@ -80,6 +80,20 @@ impl Store {
 
     /// Erases a person (every id linked to `id`): gone from queries at once, from files after
     /// [`Store::compact`].
+    /// Every id linked to `id` (itself included): the person as erasure reaches them.
+    pub fn linked_ids(&self, id: &str) -> Vec<String> {
+        let dicts = self.inner.dicts.read();
+        let Some(did) = dicts.ids().get(id) else {
+            return Vec::new();
+        };
+        let st = self.inner.state.read();
+        let root = st.identity.root(did);
+        (0..st.identity.len() as u32)
+            .filter(|d| st.identity.root(*d) == root)
+            .map(|d| dicts.ids().name(d).to_string())
+            .collect()
+    }
+
     pub fn erase_person(&self, id: &str) -> Result<usize> {
         let known = self.inner.dicts.read().ids().get(id).is_some();
         if !known {
