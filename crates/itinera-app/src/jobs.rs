@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 /// Finished jobs are kept this long for their owner to fetch.
 pub const JOB_TTL: Duration = Duration::from_secs(600);
-/// At most this many jobs (running or finished) are kept.
+/// At most this many jobs (running or finished) are kept in all.
 pub const MAX_JOBS: usize = 256;
+/// At most this many per project, so that one project cannot take every other's place (and its
+/// kept results bound its memory).
+pub const MAX_JOBS_PER_PROJECT: usize = 32;
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -100,8 +103,25 @@ impl Jobs {
                 .as_ref()
                 .is_none_or(|(at, _)| at.elapsed() < JOB_TTL)
         });
-        if jobs.len() >= MAX_JOBS {
-            return Err(AppError::Busy { retry_after_s: 10 });
+        let mine: Vec<&Job> = jobs.values().filter(|j| j.project == project).collect();
+        if mine.len() >= MAX_JOBS_PER_PROJECT || jobs.len() >= MAX_JOBS {
+            // a true Retry-After: when the project's oldest kept result expires (a slot frees
+            // then at the latest), or soon when its jobs are all still running
+            let pool: Vec<&Job> = if mine.len() >= MAX_JOBS_PER_PROJECT {
+                mine
+            } else {
+                jobs.values().collect()
+            };
+            let retry_after_s = pool
+                .iter()
+                .filter_map(|j| {
+                    j.finished
+                        .as_ref()
+                        .map(|(at, _)| JOB_TTL.saturating_sub(at.elapsed()))
+                })
+                .min()
+                .map_or(5, |d| d.as_secs().max(1));
+            return Err(AppError::Busy { retry_after_s });
         }
         jobs.insert(
             id.clone(),
@@ -113,6 +133,13 @@ impl Jobs {
             },
         );
         Ok((id, control))
+    }
+
+    /// Asks every job to stop (the server is shutting down).
+    pub fn cancel_all(&self) {
+        for j in self.jobs.lock().values() {
+            j.control.cancel();
+        }
     }
 
     /// Records a job's outcome.
@@ -140,5 +167,31 @@ impl Jobs {
             Some(j) if j.project == project => Ok(f(j)),
             _ => Err(AppError::NotFound(format!("no query {id}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod fairness_tests {
+    use super::*;
+
+    /// One project filling its share of jobs does not stop another's, and the refusal says
+    /// when a slot frees: when its oldest kept result expires.
+    #[test]
+    fn one_project_cannot_take_every_slot() {
+        let jobs = Jobs::default();
+        for _ in 0..MAX_JOBS_PER_PROJECT {
+            let (id, _) = jobs.start("busy").unwrap();
+            jobs.finish(&id, Ok(Value::Null));
+        }
+        match jobs.start("busy") {
+            Err(AppError::Busy { retry_after_s }) => {
+                assert!(
+                    retry_after_s > JOB_TTL.as_secs() - 60 && retry_after_s <= JOB_TTL.as_secs()
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(jobs.start("quiet").is_ok());
+        jobs.cancel_all();
     }
 }

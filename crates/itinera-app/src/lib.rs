@@ -42,6 +42,8 @@ pub struct App {
     pub data: Arc<DataDir>,
     backends: Arc<dyn Backends>,
     pub jobs: jobs::Jobs,
+    /// Analyses answered while the client waits, so that a shutdown can stop them too.
+    running: parking_lot::Mutex<Vec<std::sync::Weak<itinera_engine::QueryControl>>>,
 }
 
 impl App {
@@ -62,7 +64,26 @@ impl App {
             data,
             backends,
             jobs: jobs::Jobs::default(),
+            running: Default::default(),
         })
+    }
+
+    /// A control for an analysis a client waits for; [`App::stop_all`] cancels it.
+    pub fn query_control(&self) -> Arc<itinera_engine::QueryControl> {
+        let control = itinera_engine::QueryControl::new();
+        let mut running = self.running.lock();
+        running.retain(|w| w.strong_count() > 0);
+        running.push(Arc::downgrade(&control));
+        control
+    }
+
+    /// Stops every analysis in progress, jobs included: the process is shutting down and must
+    /// not wait for scans or chain solves nobody will read.
+    pub fn stop_all(&self) {
+        self.jobs.cancel_all();
+        for c in self.running.lock().iter().filter_map(|w| w.upgrade()) {
+            c.cancel();
+        }
     }
 
     /// The metadata database (held briefly: no scans under this lock).

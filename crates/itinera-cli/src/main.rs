@@ -699,7 +699,7 @@ fn serve(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
@@ -716,5 +716,8 @@ fn serve(
         let app = AppState::new(App::new(cfg, dir));
         itinera_server::serve(app, listener, itinera_server::shutdown_signal()).await?;
         CliResult::Ok(())
-    })
+    });
+    // analyses were asked to stop; one that cannot (a model fit) is not waited for beyond this
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    served
 }

@@ -194,6 +194,13 @@ fn bad_settings_name_the_field() {
             },
             "lookback",
         ),
+        (
+            AttributionQuery {
+                shapley_samples: 200_000_000,
+                ..Default::default()
+            },
+            "shapley_samples",
+        ),
     ] {
         let e = run_attribution(&src, &q, &Default::default()).unwrap_err();
         assert!(e.to_string().contains(field), "{e}");
@@ -304,4 +311,51 @@ fn campaigns_are_credited_by_visit() {
         1.0,
         "q came without a campaign"
     );
+}
+
+/// Markov and Shapley are bounded before any chain is solved (keys), and stop when asked:
+/// the attribution that once ran for minutes after its client left now answers "cancelled".
+#[test]
+fn chains_are_bounded_and_stop_when_asked() {
+    use itinera_engine::attribution::{markov, shapley, MAX_CHAIN_KEYS};
+    use itinera_engine::EngineError;
+    use std::cell::Cell;
+    // more keys than any chain takes: refused before solving, naming the models
+    let text: String = (0..=MAX_CHAIN_KEYS)
+        .map(|k| format!("k{k} > k{};1;1;1\n", k + 1))
+        .collect();
+    let table = PathTable::parse(&text).unwrap();
+    let mut s = AttributionQuery::default().settings();
+    s.models = vec![AttributionModel::Markov];
+    let e = run_on_paths(table, &s).unwrap_err().to_string();
+    assert!(e.contains("models") && e.contains("distinct keys"), "{e}");
+    // forty keys and a million samples: the stop asked for is honoured within one block
+    let rows: Vec<PathRow> = (0..40u32)
+        .map(|k| PathRow {
+            keys: vec![k, (k + 1) % 40],
+            conversions: 1.0,
+            value: 1.0,
+            nulls: 1.0,
+        })
+        .collect();
+    let asked = Cell::new(0u32);
+    let stop = || {
+        asked.set(asked.get() + 1);
+        asked.get() > 3
+    };
+    assert!(matches!(
+        shapley::solve(&rows, 1, 1_000_000, 1, &stop),
+        Err(EngineError::Cancelled)
+    ));
+    assert_eq!(
+        asked.get(),
+        4,
+        "stopped at the first check after the request"
+    );
+    asked.set(0);
+    assert!(matches!(
+        markov::solve(&rows, 1, &stop),
+        Err(EngineError::Cancelled)
+    ));
+    assert_eq!(asked.get(), 4);
 }

@@ -82,8 +82,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let data = state.app.data.clone();
+    let app = state.app.clone();
     itinera_app::alerts::spawn_loop(state.app.clone());
     let svc = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // on the signal, analyses in progress stop (their clients get 503), so that requests in
+    // flight finish at once and the process exits within seconds
+    let shutdown = async move {
+        shutdown.await;
+        app.stop_all();
+    };
     axum::serve(listener, svc)
         .with_graceful_shutdown(shutdown)
         .await?;

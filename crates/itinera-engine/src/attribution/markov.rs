@@ -206,8 +206,13 @@ impl Chain {
     }
 }
 
-/// Solves the order-`order` chain of `paths` and the removal effect of every key in them.
-pub fn solve(paths: &[PathRow], order: usize) -> MarkovSolution {
+/// Solves the order-`order` chain of `paths` and the removal effect of every key in them;
+/// `stop` is asked between keys (cancellation).
+pub fn solve(
+    paths: &[PathRow],
+    order: usize,
+    stop: &dyn Fn() -> bool,
+) -> crate::error::Result<MarkovSolution> {
     let chain = build(paths, order);
     let keys = chain.keys();
     let n = chain.next.len();
@@ -215,19 +220,22 @@ pub fn solve(paths: &[PathRow], order: usize) -> MarkovSolution {
     let mut removal_conversions = Vec::with_capacity(keys.len());
     let mut removal_value = Vec::with_capacity(keys.len());
     for &k in &keys {
+        if stop() {
+            return Err(crate::error::EngineError::Cancelled);
+        }
         let removed: Vec<bool> = chain.windows.iter().map(|w| w.contains(&k)).collect();
         let (pk, vk) = chain.solve(&removed);
         removal_conversions.push(if p > 0.0 { 1.0 - pk / p } else { 0.0 });
         removal_value.push(if v > 0.0 { 1.0 - vk / v } else { 0.0 });
     }
-    MarkovSolution {
+    Ok(MarkovSolution {
         keys,
         removal_conversions,
         removal_value,
         conversion_probability: p,
         value_per_journey: v,
         states: n - 1,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -247,7 +255,7 @@ mod tests {
     fn two_channel_chain_by_hand() {
         // a > b converts once, a fails once: start→a (1), a→b 1/2, a→null 1/2, b→conv 1
         let paths = [row(&[0, 1], 1.0, 10.0, 0.0), row(&[0], 0.0, 0.0, 1.0)];
-        let s = solve(&paths, 1);
+        let s = solve(&paths, 1, &|| false).unwrap();
         assert!((s.conversion_probability - 0.5).abs() < 1e-15);
         assert!((s.value_per_journey - 5.0).abs() < 1e-12);
         assert_eq!(s.removal_conversions, vec![1.0, 1.0]);
@@ -261,7 +269,7 @@ mod tests {
             row(&[1, 0, 1], 1.0, 5.0, 2.0),
             row(&[1], 0.0, 0.0, 3.0),
         ];
-        let s = solve(&paths, 1);
+        let s = solve(&paths, 1, &|| false).unwrap();
         // start: a 3/9, b 6/9; a: b 1 (all 6 exits of a go to b); b: a 3/12, conv 3/12, null 6/12
         // x_b = 1/4 + 1/4 x_a, x_a = x_b → x_b = 1/3; start = 1/3
         assert!((s.conversion_probability - 1.0 / 3.0).abs() < 1e-14);
@@ -280,7 +288,7 @@ mod tests {
             row(&[0, 1, 2], 1.0, 1.0, 0.0),
             row(&[2, 1, 0], 0.0, 0.0, 1.0),
         ];
-        let s = solve(&paths, 2);
+        let s = solve(&paths, 2, &|| false).unwrap();
         assert_eq!(s.states, 4);
         assert!((s.conversion_probability - 0.5).abs() < 1e-15);
     }

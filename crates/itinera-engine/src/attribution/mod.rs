@@ -115,6 +115,12 @@ pub struct AttributionQuery {
     pub to_ms: Option<i64>,
 }
 
+/// Most distinct keys Markov and Shapley take: one chain solve per key (per coalition for exact
+/// Shapley), so the work is bounded before it starts.
+pub const MAX_CHAIN_KEYS: usize = 1000;
+/// Most random orders Shapley sampling draws.
+pub const MAX_SHAPLEY_SAMPLES: usize = 1_000_000;
+
 fn default_conversion() -> EventSelector {
     EventSelector::event("Order Completed")
 }
@@ -211,6 +217,15 @@ impl ModelSettings {
         }
         if self.half_life.ms() <= 0 {
             return Err(EngineError::invalid("half_life", "must be positive"));
+        }
+        if !(2..=MAX_SHAPLEY_SAMPLES).contains(&self.shapley_samples) {
+            return Err(EngineError::invalid(
+                "shapley_samples",
+                format!(
+                    "{} is not between 2 and {MAX_SHAPLEY_SAMPLES}",
+                    self.shapley_samples
+                ),
+            ));
         }
         Ok(())
     }
@@ -630,7 +645,8 @@ pub fn run_attribution<S: JourneySource>(
     totals.distinct_paths = rows.len();
     let names = source.with_vocabulary(|v| v.names(field).to_vec());
     let table = PathTable { names, rows };
-    finish(&settings, &q.by_name(), table, heuristic, totals)
+    let stop = || opts.control.as_ref().is_some_and(|c| c.is_cancelled());
+    finish(&settings, &q.by_name(), table, heuristic, totals, &stop)
 }
 
 /// The touches (selector 2) and conversions (selector 1, which wins) of a journey.
@@ -697,7 +713,7 @@ pub fn run_on_paths(table: PathTable, settings: &ModelSettings) -> Result<Attrib
             });
         }
     }
-    finish(&settings, "channel", table, credit, totals)
+    finish(&settings, "channel", table, credit, totals, &|| false)
 }
 
 /// Solves the path-based models and lays all models out side by side.
@@ -707,7 +723,40 @@ fn finish(
     table: PathTable,
     heuristic: Vec<Vec<Credit>>,
     totals: AttributionTotals,
+    stop: &dyn Fn() -> bool,
 ) -> Result<AttributionResult> {
+    let chains = settings.models.contains(&AttributionModel::Markov)
+        || settings.models.contains(&AttributionModel::Shapley);
+    if chains {
+        // bounded before any chain is solved: one solve per key
+        let mut keys: Vec<u32> = table
+            .rows
+            .iter()
+            .flat_map(|r| r.keys.iter().copied())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.len() > MAX_CHAIN_KEYS {
+            return Err(EngineError::invalid(
+                "models",
+                format!(
+                    "markov and shapley handle at most {MAX_CHAIN_KEYS} distinct keys; these paths have {} (attribute `by` channel or campaign, or leave markov and shapley out)",
+                    keys.len()
+                ),
+            ));
+        }
+        if settings.models.contains(&AttributionModel::Shapley) && keys.len() > shapley::MAX_PLAYERS
+        {
+            return Err(EngineError::invalid(
+                "models",
+                format!(
+                    "shapley supports at most {} keys; the paths have {}",
+                    shapley::MAX_PLAYERS,
+                    keys.len()
+                ),
+            ));
+        }
+    }
     let heuristics = settings.heuristics();
     let mut rows: BTreeMap<u32, KeyCredit> = BTreeMap::new();
     let names = &table.names;
@@ -738,7 +787,7 @@ fn finish(
     }
     let mut markov_summary = None;
     if settings.models.contains(&AttributionModel::Markov) {
-        let s = markov::solve(&table.rows, settings.markov_order);
+        let s = markov::solve(&table.rows, settings.markov_order, stop)?;
         let sum_c: f64 = s.removal_conversions.iter().sum();
         let sum_v: f64 = s.removal_value.iter().sum();
         let share = |x: f64, sum: f64, total: f64| if sum > 0.0 { total * x / sum } else { 0.0 };
@@ -770,6 +819,7 @@ fn finish(
             settings.markov_order,
             settings.shapley_samples,
             settings.seed,
+            stop,
         )?;
         let scale =
             |x: f64, worth: f64, total: f64| if worth > 0.0 { total * x / worth } else { 0.0 };

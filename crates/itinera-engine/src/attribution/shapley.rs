@@ -57,6 +57,7 @@ pub fn solve(
     order: usize,
     samples: usize,
     seed: u64,
+    stop: &dyn Fn() -> bool,
 ) -> Result<ShapleySolution> {
     let chain = Chain::build(paths, order);
     let keys = chain.keys();
@@ -81,11 +82,11 @@ pub fn solve(
     };
     let (p, v) = game.worth(all);
     let (phi_c, phi_v, std_error, drawn) = if n <= MAX_EXACT {
-        let (c, v) = exact(n, &game);
+        let (c, v) = exact(n, &game, stop)?;
         (c, v, None, None)
     } else {
         let m = samples.max(2);
-        let (c, v, se) = sampled(n, &game, m, seed);
+        let (c, v, se) = sampled(n, &game, m, seed, stop)?;
         (c, v, Some(se), Some(m))
     };
     Ok(ShapleySolution {
@@ -100,9 +101,15 @@ pub fn solve(
 }
 
 /// Exact Shapley values: every coalition's worth, then the weighted marginal contributions.
-fn exact(n: usize, game: &Game) -> (Vec<f64>, Vec<f64>) {
+fn exact(n: usize, game: &Game, stop: &dyn Fn() -> bool) -> Result<(Vec<f64>, Vec<f64>)> {
     let size = 1usize << n;
-    let worth: Vec<(f64, f64)> = (0..size).map(|s| game.worth(s as u128)).collect();
+    let mut worth: Vec<(f64, f64)> = Vec::with_capacity(size);
+    for s in 0..size {
+        if s % 256 == 0 && stop() {
+            return Err(EngineError::Cancelled);
+        }
+        worth.push(game.worth(s as u128));
+    }
     // weight of a coalition of s players not containing i: s!(n−s−1)!/n!
     let weight: Vec<f64> = (0..n)
         .map(|s| {
@@ -124,18 +131,27 @@ fn exact(n: usize, game: &Game) -> (Vec<f64>, Vec<f64>) {
             }
         }
     }
-    (pc, pv)
+    Ok((pc, pv))
 }
 
 type Sampled = (Vec<f64>, Vec<f64>, (Vec<f64>, Vec<f64>));
 
 /// Mean marginal contributions over random orders of the players, with standard errors.
-fn sampled(n: usize, game: &Game, samples: usize, seed: u64) -> Sampled {
+fn sampled(
+    n: usize,
+    game: &Game,
+    samples: usize,
+    seed: u64,
+    stop: &dyn Fn() -> bool,
+) -> Result<Sampled> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..n).collect();
     let mut cache: FxHashMap<u128, (f64, f64)> = FxHashMap::default();
     let mut sum = vec![[0.0f64; 4]; n]; // Σc, Σc², Σv, Σv²
-    for _ in 0..samples {
+    for drawn in 0..samples {
+        if drawn % 64 == 0 && stop() {
+            return Err(EngineError::Cancelled);
+        }
         order.shuffle(&mut rng);
         let mut coalition = 0u128;
         let mut before = (0.0, 0.0);
@@ -157,14 +173,14 @@ fn sampled(n: usize, game: &Game, samples: usize, seed: u64) -> Sampled {
     }
     let m = samples as f64;
     let se = |s: f64, s2: f64| ((s2 / m - (s / m).powi(2)).max(0.0) / (m - 1.0)).sqrt();
-    (
+    Ok((
         sum.iter().map(|s| s[0] / m).collect(),
         sum.iter().map(|s| s[2] / m).collect(),
         (
             sum.iter().map(|s| se(s[0], s[1])).collect(),
             sum.iter().map(|s| se(s[2], s[3])).collect(),
         ),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -184,7 +200,14 @@ mod tests {
     fn two_players_by_hand() {
         // a converts 1 of 2; a > b converts 2 of 2: start→a 1; a→b 1/2, a→conv 1/4, a→null 1/4;
         // b→conv 1. v(ab) = 3/4, v(a) = 1/4, v(b) = 0 (b is never entered first).
-        let s = solve(&[row(&[0], 1.0, 1.0), row(&[0, 1], 2.0, 0.0)], 1, 0, 0).unwrap();
+        let s = solve(
+            &[row(&[0], 1.0, 1.0), row(&[0, 1], 2.0, 0.0)],
+            1,
+            0,
+            0,
+            &|| false,
+        )
+        .unwrap();
         assert!((s.conversion_probability - 0.75).abs() < 1e-15);
         // φa = ½(1/4) + ½(3/4 − 0) = 1/2, φb = ½(0) + ½(3/4 − 1/4) = 1/4
         assert!((s.phi_conversions[0] - 0.5).abs() < 1e-15);
@@ -201,7 +224,7 @@ mod tests {
             row(&[2, 0], 1.0, 1.0),
             row(&[3, 2, 1], 3.0, 1.0),
         ];
-        let exact = solve(&paths, 1, 0, 0).unwrap();
+        let exact = solve(&paths, 1, 0, 0, &|| false).unwrap();
         assert!(exact.samples.is_none());
         let chain = Chain::build(&paths, 1);
         let index: Vec<u32> = chain.keys();
@@ -215,7 +238,7 @@ mod tests {
             })
             .collect();
         let game = Game { chain, state_masks };
-        let (c, _, (se, _)) = sampled(4, &game, 5_000, 7);
+        let (c, _, (se, _)) = sampled(4, &game, 5_000, 7, &|| false).unwrap();
         for i in 0..4 {
             assert!(
                 (c[i] - exact.phi_conversions[i]).abs() <= 4.0 * se[i] + 1e-12,

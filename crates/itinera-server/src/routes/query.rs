@@ -154,7 +154,7 @@ async fn run_now(
     request: AnalysisRequest,
     pop: Population,
 ) -> Result<Json<Value>, ApiError> {
-    let control = QueryControl::new();
+    let control = state.app.query_control();
     // dropped with this future: when the client disconnects, the scan stops
     let _guard = CancelOnDrop(control.clone());
     let opts = ScanOptions {

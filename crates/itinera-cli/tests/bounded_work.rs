@@ -1,0 +1,107 @@
+//! Work the server takes on can be stopped: a long attribution job is cancelled on request, and
+//! SIGTERM stops the server while one runs (it once kept a core busy for minutes after both).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Journeys over forty distinct events, so that Shapley must sample.
+fn seed(server: &Server, keys: &Keys) {
+    let client = reqwest::blocking::Client::new();
+    let mut batch = Vec::new();
+    for p in 0..60 {
+        for k in 0..40 {
+            if (p + k) % 3 == 0 {
+                batch.push(
+                    json!({"type": "track", "userId": format!("p{p}"), "event": format!("e{k}"),
+                                  "timestamp": format!("2025-01-01T00:{:02}:{:02}Z", k, p % 60),
+                                  "messageId": format!("m{p}-{k}")}),
+                );
+            }
+        }
+        if p % 2 == 0 {
+            batch.push(
+                json!({"type": "track", "userId": format!("p{p}"), "event": "Order Completed",
+                              "timestamp": "2025-01-01T01:00:00Z", "messageId": format!("o{p}"),
+                              "properties": {"revenue": 10}}),
+            );
+        }
+    }
+    let (status, body) = post(
+        &client,
+        &server.url("/v1/batch"),
+        &keys.write_key,
+        &json!({"batch": batch}),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+fn start_long_job(server: &Server, keys: &Keys) -> String {
+    let r: Value = reqwest::blocking::Client::new()
+        .post(server.url("/api/v1/queries"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"attribution": {"by": "event", "models": ["shapley"], "shapley_samples": 1_000_000,
+                                       "lookback": "3650d"}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    r["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string()
+}
+
+fn status(server: &Server, keys: &Keys, id: &str) -> Value {
+    get_json(
+        &reqwest::blocking::Client::new(),
+        &server.url(&format!("/api/v1/queries/{id}")),
+        &keys.read_token,
+    )
+}
+
+#[test]
+fn a_long_job_stops_when_cancelled_and_the_server_when_told_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let server = Server::start(&data, &[]);
+    seed(&server, &keys);
+
+    // cancelled on request: the job ends as cancelled, not after its million samples
+    let id = start_long_job(&server, &keys);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        status(&server, &keys, &id)["status"],
+        "running",
+        "the job is long enough to cancel"
+    );
+    reqwest::blocking::Client::new()
+        .delete(server.url(&format!("/api/v1/queries/{id}")))
+        .bearer_auth(&keys.read_token)
+        .send()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(&server, &keys, &id);
+        if s["status"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not stopped: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // SIGTERM while another one runs: the server stops it and exits cleanly
+    let id = start_long_job(&server, &keys);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(status(&server, &keys, &id)["status"], "running");
+    let asked = Instant::now();
+    assert_eq!(server.terminate(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "exited after {:?}",
+        asked.elapsed()
+    );
+}
