@@ -36,6 +36,12 @@ pub struct Config {
     pub public_url: String,
     /// Where the server may send requests (alert webhooks): see `docs/security.md`.
     pub outbound: OutboundSettings,
+    /// Open connections at most (beyond it, a small pool answers only `/healthz`).
+    pub max_connections: usize,
+    /// A connection must send a request's headers within this (idle keep-alive ones too).
+    pub header_timeout_seconds: u64,
+    /// A request's body must arrive within this.
+    pub body_timeout_seconds: u64,
 }
 
 /// Destinations an admin allows for requests the server sends. A webhook's host must resolve
@@ -163,6 +169,9 @@ impl Default for Config {
             smtp: SmtpSettings::default(),
             public_url: "http://127.0.0.1:8460".into(),
             outbound: OutboundSettings::default(),
+            max_connections: 4096,
+            header_timeout_seconds: 30,
+            body_timeout_seconds: 60,
         }
     }
 }

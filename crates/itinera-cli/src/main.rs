@@ -313,6 +313,15 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
             &mut cfg.rate_limit_per_key as &mut dyn SetFromStr,
         ),
         ("ITINERA_MAX_FUTURE_HOURS", &mut cfg.max_future_hours),
+        ("ITINERA_MAX_CONNECTIONS", &mut cfg.max_connections),
+        (
+            "ITINERA_HEADER_TIMEOUT_SECONDS",
+            &mut cfg.header_timeout_seconds,
+        ),
+        (
+            "ITINERA_BODY_TIMEOUT_SECONDS",
+            &mut cfg.body_timeout_seconds,
+        ),
         ("ITINERA_FLUSH_ROWS", &mut cfg.store.flush_rows),
         ("ITINERA_AUTH_CACHE_SECONDS", &mut cfg.auth_cache_seconds),
         (

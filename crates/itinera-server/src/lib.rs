@@ -4,6 +4,7 @@
 //! beyond HTTP is the application layer's (`itinera-app`).
 
 pub mod auth;
+pub mod connections;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -18,7 +19,6 @@ use axum::response::Response;
 use axum::Router;
 use itinera_app::App;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -84,16 +84,14 @@ pub async fn serve(
     let data = state.app.data.clone();
     let app = state.app.clone();
     itinera_app::alerts::spawn_loop(state.app.clone());
-    let svc = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = connections::Limits::from_config(&app.config);
     // on the signal, analyses in progress stop (their clients get 503), so that requests in
     // flight finish at once and the process exits within seconds
     let shutdown = async move {
         shutdown.await;
         app.stop_all();
     };
-    axum::serve(listener, svc)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    connections::serve_connections(listener, router(state.clone()), state, limits, shutdown).await;
     tokio::task::spawn_blocking(move || data.close()).await.ok();
     Ok(())
 }

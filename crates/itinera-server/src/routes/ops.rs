@@ -21,7 +21,7 @@ pub fn docs() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new().routes(routes!(openapi))
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let errors: Vec<serde_json::Value> = state
         .app
         .opened_backends()
