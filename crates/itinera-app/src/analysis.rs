@@ -38,6 +38,23 @@ pub struct PersonStagesRequest {
 }
 
 impl AnalysisRequest {
+    /// A date range that ends before it starts is an error, not an empty answer.
+    pub fn check_range(&self) -> Result<()> {
+        let v = serde_json::to_value(self).map_err(|e| crate::AppError::Internal(e.to_string()))?;
+        let q = v.get(self.kind()).unwrap_or(&v);
+        if let (Some(from), Some(to)) = (q["from_ms"].as_i64(), q["to_ms"].as_i64()) {
+            if from >= to {
+                return Err(crate::AppError::invalid(
+                    "from_ms",
+                    format!(
+                        "the range starts at {from} and ends at {to}: it must start before it ends"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The analysis's name, as in the request's JSON and the API's path.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -109,6 +109,7 @@ impl App {
         population: &Population,
         opts: &ScanOptions,
     ) -> Result<Value> {
+        request.check_range()?;
         let backend = self.backend(project)?;
         let (request, population) = {
             let meta = self.meta();

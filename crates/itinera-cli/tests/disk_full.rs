@@ -78,6 +78,10 @@ fn disk_full_refuses_writes_clearly_and_keeps_serving_reads() {
         msg.contains("no space") || msg.contains("read-only"),
         "the error says why: {msg}"
     );
+    assert!(
+        !body.to_string().contains(mnt.to_str().unwrap()),
+        "the server's paths stay in its log: {body}"
+    );
     // the server is still up: health reports the problem, later writes get the same clear answer
     let health: serde_json::Value = c.get(s.url("/healthz")).send().unwrap().json().unwrap();
     assert_eq!(health["status"], "degraded");

@@ -312,8 +312,20 @@ fn id_field(obj: &RawObject<'_>, field: &str) -> Result<Option<String>, MessageE
             }
         }
         // SDKs in typed languages sometimes send numeric ids; Segment accepts them as strings.
-        JsonType::Number => Ok(Some(number_text(text))),
+        JsonType::Number => Ok(Some(id_number_text(text))),
         _ => Err(type_error(field, "a string", text)),
+    }
+}
+
+/// A numeric id as text: an integer exactly as written (ids beyond 2^53 keep every digit, so
+/// that two people never share an id), any other number as [`number_text`] writes it.
+pub fn id_number_text(text: &str) -> String {
+    let t = text.trim();
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        t.to_string()
+    } else {
+        number_text(t)
     }
 }
 
@@ -521,7 +533,7 @@ pub fn normalize_object<'a>(
                 s.into_owned()
             }
         }
-        Some((JsonType::Number, t)) => number_text(t),
+        Some((JsonType::Number, t)) => id_number_text(t),
         Some((_, t)) => return Err(type_error("messageId", "a string", t)),
     };
     obj.set_str("messageId", &message_id);
@@ -724,6 +736,25 @@ mod tests {
         let m = norm(json!({"type":"identify","userId": 42})).unwrap();
         assert_eq!(m.user_id.as_deref(), Some("42"));
         assert_eq!(m.body["userId"], json!("42"));
+        // beyond 2^53 every digit is kept: two ids that a float would merge stay two
+        let parse = |text: &str| {
+            crate::ingest::parse_one(
+                text,
+                None,
+                &NormalizeOptions::at(0),
+                &crate::ChannelRules::default(),
+                &mut || "m".to_string(),
+            )
+            .unwrap()
+        };
+        let a = parse(
+            r#"{"type":"identify","userId":12345678901234567890123,"timestamp":"1970-01-01T00:00:00Z"}"#,
+        );
+        let b = parse(
+            r#"{"type":"identify","userId":12345678901234567890124,"timestamp":"1970-01-01T00:00:00Z"}"#,
+        );
+        assert_eq!(a.user_id.as_deref(), Some("12345678901234567890123"));
+        assert_ne!(a.user_id, b.user_id);
     }
 
     #[test]

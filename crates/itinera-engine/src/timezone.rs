@@ -22,7 +22,7 @@ impl Zone {
                 )
             }),
             None => {
-                if utc_offset_minutes.abs() > 14 * 60 {
+                if utc_offset_minutes.unsigned_abs() > 14 * 60 {
                     return Err(EngineError::invalid(
                         "utc_offset_minutes",
                         "a time zone is at most 14 hours from UTC",

@@ -21,6 +21,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     #[error("rate limit exceeded; retry after {0} s")]
     RateLimited(u64),
     #[error("{0}")]
@@ -64,6 +66,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,6 +80,13 @@ impl IntoResponse for ApiError {
             .unwrap_or("error")
             .to_ascii_lowercase()
             .replace(' ', "_");
+        // the server's own paths are for its log, not for callers (anyone with a public write
+        // key): 5xx answers name the reason without them
+        let public = if status.is_server_error() {
+            redact_paths(&self.to_string())
+        } else {
+            self.to_string()
+        };
         let body = match &self {
             ApiError::BadRequest { field, reason } => json!({
                 "success": false, "error": self.to_string(), "code": code, "message": self.to_string(),
@@ -85,7 +95,7 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(errors) => {
                 json!({"success": false, "error": self.to_string(), "errors": errors})
             }
-            _ => json!({"success": false, "error": self.to_string()}),
+            _ => json!({"success": false, "error": public}),
         };
         let mut resp = (status, Json(body)).into_response();
         if let ApiError::RateLimited(s) = self {
@@ -94,5 +104,34 @@ impl IntoResponse for ApiError {
             }
         }
         resp
+    }
+}
+
+/// `text` with every absolute path replaced by `[path]` (a trailing `:` or `,` kept).
+fn redact_paths(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let bare = word.trim_start_matches(['"', '\'', '(']);
+            if bare.starts_with('/') && bare.len() > 1 {
+                let tail = &word[word.trim_end_matches([':', ',', ')', '"']).len()..];
+                format!("[path]{tail}")
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_are_redacted() {
+        assert_eq!(
+            super::redact_paths(
+                "the store is read-only: a write failed: i/o error on /tmp/x/wal/1.log: No space left on device (os error 28)"
+            ),
+            "the store is read-only: a write failed: i/o error on [path]: No space left on device (os error 28)"
+        );
     }
 }

@@ -45,9 +45,15 @@ pub fn router() -> Router<Arc<AppState>> {
 
 /// A JSON body, or a `400` naming it.
 pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(v)| v).map_err(|e| ApiError::BadRequest {
-        field: "body".into(),
-        reason: e.body_text(),
+    body.map(|Json(v)| v).map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!("body: {}", e.body_text()))
+        } else {
+            ApiError::BadRequest {
+                field: "body".into(),
+                reason: e.body_text(),
+            }
+        }
     })
 }
 

@@ -72,10 +72,18 @@ fn read_body<'a>(
     body: &'a Bytes,
     limit: usize,
 ) -> Result<Cow<'a, [u8]>, ApiError> {
-    let gzip = headers
+    let encoding = headers
         .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let gzip = match encoding.as_deref() {
+        None | Some("" | "identity") => false,
+        Some("gzip" | "x-gzip") => true,
+        Some(other) => {
+            return Err(ApiError::UnsupportedEncoding(format!(
+                "Content-Encoding {other} is not supported; send gzip or no encoding"
+            )))
+        }
+    };
     if !gzip {
         if body.len() > limit {
             return Err(ApiError::TooLarge(format!(
@@ -106,8 +114,10 @@ async fn ingest(
     Path(kind): Path<String>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
+    // a body over the transport limit gets the same JSON error as one over the batch limit
+    let body = body.map_err(|e| ApiError::TooLarge(format!("body: {}", e.body_text())))?;
     let forced =
         endpoint(&kind).ok_or_else(|| ApiError::NotFound(format!("no endpoint /v1/{kind}")))?;
     let limit = if forced.is_some() {

@@ -1,0 +1,97 @@
+//! Inputs at the edges get a clear answer naming the field, as JSON: encodings the server does
+//! not speak, bodies over the limit, ids beyond 2^53, ranges that end before they start, and a
+//! time-zone offset at the end of its type.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[test]
+fn edge_inputs_get_clear_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let s = Server::start(&data, &[]);
+    let c = reqwest::blocking::Client::new();
+
+    // Content-Encoding other than gzip: 415 naming it, not taken as plain
+    let r = c
+        .post(s.url("/v1/track"))
+        .basic_auth(&keys.write_key, Some(""))
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body(r#"{"userId":"u","event":"e"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let body: Value = r.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("br"), "{body}");
+
+    // a body over the transport limit: 413 as JSON, like one over the batch limit
+    let huge = format!(
+        r#"{{"batch":[{{"userId":"u","event":"{}"}}]}}"#,
+        "x".repeat(3 << 20)
+    );
+    let r = c
+        .post(s.url("/v1/batch"))
+        .basic_auth(&keys.write_key, Some(""))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().expect("a JSON error");
+    assert_eq!(body["success"], false, "{body}");
+
+    // ids beyond 2^53 keep every digit: two people stay two
+    for (id, m) in [
+        ("12345678901234567890123", "n1"),
+        ("12345678901234567890124", "n2"),
+    ] {
+        let r = c
+            .post(s.url("/v1/identify"))
+            .basic_auth(&keys.write_key, Some(""))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"userId":{id},"messageId":"{m}"}}"#))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // a range that ends before it starts: 400 naming the field
+    let r: Value = c
+        .post(s.url("/api/v1/funnel"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"steps": [{"match": "e"}], "window": "1d", "from_ms": 2000, "to_ms": 1000}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["errors"][0]["field"], "from_ms", "{r}");
+
+    // the smallest i32 is no offset: refused, not wrapped past the 14-hour check
+    let r = c
+        .post(s.url("/api/v1/retention"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"cohort": "e", "utc_offset_minutes": i32::MIN}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r: Value = r.json().unwrap();
+    assert_eq!(r["errors"][0]["field"], "utc_offset_minutes", "{r}");
+
+    assert_eq!(s.terminate(), Some(0));
+    let ids: Vec<String> = export(&data, "default")
+        .iter()
+        .filter_map(|m| m["userId"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        ids.contains(&"12345678901234567890123".to_string()),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&"12345678901234567890124".to_string()),
+        "{ids:?}"
+    );
+}
