@@ -42,6 +42,9 @@ pub struct Config {
     pub header_timeout_seconds: u64,
     /// A request's body must arrive within this.
     pub body_timeout_seconds: u64,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>` (it shows project names
+    /// and volumes); unset, it is open to whoever reaches the port.
+    pub metrics_token: Option<String>,
 }
 
 /// Destinations an admin allows for requests the server sends. A webhook's host must resolve
@@ -172,6 +175,7 @@ impl Default for Config {
             max_connections: 4096,
             header_timeout_seconds: 30,
             body_timeout_seconds: 60,
+            metrics_token: None,
         }
     }
 }

@@ -37,7 +37,12 @@ impl DataDir {
             path: root.to_path_buf(),
             reason,
         };
+        let new = !root.exists();
         std::fs::create_dir_all(root.join("projects")).map_err(|e| dir_err(e.to_string()))?;
+        if new {
+            // the metadata holds secrets (the survey-link key, webhook secrets): only the owner
+            restrict(root, 0o700).map_err(|e| dir_err(e.to_string()))?;
+        }
         let layout = root.join("LAYOUT");
         match std::fs::read_to_string(&layout) {
             Ok(s) => {
@@ -54,7 +59,12 @@ impl DataDir {
             Err(_) => std::fs::write(&layout, format!("{LAYOUT_VERSION}\n"))
                 .map_err(|e| dir_err(e.to_string()))?,
         }
-        let meta = Meta::open(&root.join("meta.sqlite"))?;
+        let meta_path = root.join("meta.sqlite");
+        let new_meta = !meta_path.exists();
+        let meta = Meta::open(&meta_path)?;
+        if new_meta {
+            restrict(&meta_path, 0o600).map_err(|e| dir_err(e.to_string()))?;
+        }
         Ok(Arc::new(DataDir {
             root: root.to_path_buf(),
             store_config,
@@ -135,5 +145,19 @@ impl Backends for DataDir {
             .into_iter()
             .map(|(name, s)| (name, std::sync::Arc::new(Embedded(s)) as Backend))
             .collect()
+    }
+}
+
+/// Sets `path`'s permission bits (Unix); elsewhere nothing.
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
     }
 }

@@ -294,6 +294,9 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
             .map(str::to_string)
             .collect()
     };
+    if let Some(v) = env("ITINERA_METRICS_TOKEN") {
+        cfg.metrics_token = Some(v);
+    }
     if let Some(v) = env("ITINERA_OUTBOUND_ALLOW_HOSTS") {
         cfg.outbound.allow_hosts = list(v);
     }
@@ -508,34 +511,49 @@ fn run(cli: Cli) -> CliResult {
             let cfg = load_config(&data, None)?;
             let dir = open_data_for_reading(&cfg)?;
             let store = dir.store(&project.project)?;
-            let n = match format {
-                ExportFormat::Jsonl => {
-                    let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
-                    let mut n = 0u64;
-                    store.for_each_message(|m| {
-                        writeln!(w, "{m}").map_err(itinera_store::StoreError::io(&out))?;
-                        n += 1;
-                        Ok(())
-                    })?;
-                    w.flush()?;
-                    n
-                }
-                ExportFormat::Parquet => {
-                    let mut p = parquet_io::ParquetExport::create(&out)?;
-                    let mut failed = None;
-                    store.for_each_message(|m| {
-                        if let Err(e) = p.add(m) {
-                            failed.get_or_insert(e.to_string());
-                        }
-                        Ok(())
-                    })?;
-                    if let Some(e) = failed {
-                        return Err(e.into());
+            // written beside the output and renamed when complete: a failed export leaves no
+            // file that looks like a (short) export
+            let final_out = out;
+            let out = partial_path(&final_out);
+            let written = (|| -> CliResult<u64> {
+                let n = match format {
+                    ExportFormat::Jsonl => {
+                        let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
+                        let mut n = 0u64;
+                        store.for_each_message(|m| {
+                            writeln!(w, "{m}").map_err(itinera_store::StoreError::io(&out))?;
+                            n += 1;
+                            Ok(())
+                        })?;
+                        w.flush()?;
+                        n
                     }
-                    p.finish()?
+                    ExportFormat::Parquet => {
+                        let mut p = parquet_io::ParquetExport::create(&out)?;
+                        let mut failed = None;
+                        store.for_each_message(|m| {
+                            if let Err(e) = p.add(m) {
+                                failed.get_or_insert(e.to_string());
+                            }
+                            Ok(())
+                        })?;
+                        if let Some(e) = failed {
+                            return Err(e.into());
+                        }
+                        p.finish()?
+                    }
+                };
+                Ok(n)
+            })();
+            let n = match written {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&out);
+                    return Err(e);
                 }
             };
-            eprintln!("exported {n} messages to {}", out.display());
+            std::fs::rename(&out, &final_out)?;
+            eprintln!("exported {n} messages to {}", final_out.display());
             Ok(())
         }
         Command::Query { command } => query::run(command),
@@ -662,6 +680,13 @@ fn keys(cmd: KeysCommand) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// `OUT.partial` beside `OUT`.
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    out.with_file_name(name)
 }
 
 fn generate(out: &Path, customers: u64, events: u64, seed: u64) -> CliResult {

@@ -95,3 +95,41 @@ fn edge_inputs_get_clear_answers() {
         "{ids:?}"
     );
 }
+
+/// A new data directory is the owner's alone: it holds the survey-link key and webhook secrets.
+#[cfg(unix)]
+#[test]
+fn a_new_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create_keys(&data, "default");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("meta.sqlite")), 0o600);
+}
+
+/// With a metrics token configured, `/metrics` answers only with it.
+#[test]
+fn metrics_can_require_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create_keys(&data, "default");
+    let s = Server::start(&data, &[("ITINERA_METRICS_TOKEN", "m-secret-token")]);
+    let c = reqwest::blocking::Client::new();
+    assert_eq!(c.get(s.url("/metrics")).send().unwrap().status(), 401);
+    let wrong = c.get(s.url("/metrics")).bearer_auth("nope").send().unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = c
+        .get(s.url("/metrics"))
+        .bearer_auth("m-secret-token")
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().unwrap().contains("itinera"));
+    assert_eq!(
+        c.get(s.url("/healthz")).send().unwrap().status(),
+        200,
+        "health stays open"
+    );
+}

@@ -38,7 +38,22 @@ pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResp
     }))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, crate::ApiError> {
+    if let Some(want) = &state.app.config.metrics_token {
+        use axum_extra::headers::{authorization::Bearer, Authorization, HeaderMapExt};
+        let given = headers.typed_get::<Authorization<Bearer>>();
+        // compared as digests, so the time taken says nothing about the token
+        let digest = |t: &str| sha2::Sha256::digest(t.as_bytes());
+        use sha2::Digest;
+        if given.is_none_or(|g| digest(g.token()) != digest(want)) {
+            return Err(crate::ApiError::Unauthorized(
+                "/metrics needs the metrics token: Authorization: Bearer …",
+            ));
+        }
+    }
     for (project, backend) in state.app.opened_backends() {
         if let Ok(s) = backend.size() {
             let labels = vec![("project".to_string(), project)];
@@ -54,13 +69,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
                 .set(s.bytes as i64);
         }
     }
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.render(),
-    )
+    ))
 }
 
 /// This document
