@@ -45,6 +45,10 @@ pub struct Config {
     /// When set, `/metrics` answers only `Authorization: Bearer <this>` (it shows project names
     /// and volumes); unset, it is open to whoever reaches the port.
     pub metrics_token: Option<String>,
+    /// Query-API requests per second allowed per token (bursts of twice as many); 0 = off.
+    pub token_rate_per_second: u32,
+    /// An analysis is stopped after this many seconds with a clear error; 0 = no budget.
+    pub query_timeout_seconds: u64,
 }
 
 /// Destinations an admin allows for requests the server sends. A webhook's host must resolve
@@ -176,6 +180,8 @@ impl Default for Config {
             header_timeout_seconds: 30,
             body_timeout_seconds: 60,
             metrics_token: None,
+            token_rate_per_second: 50,
+            query_timeout_seconds: 600,
         }
     }
 }

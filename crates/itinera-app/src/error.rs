@@ -23,6 +23,9 @@ pub enum AppError {
     /// A query was cancelled (by its owner, or because its client went away).
     #[error("query cancelled")]
     Cancelled,
+    /// A query used up its time budget and was stopped.
+    #[error("the query took longer than its budget of {seconds} s (query_timeout_seconds) and was stopped; narrow its date range, population or settings")]
+    TimedOut { seconds: u64 },
     /// A dependency cannot serve now (the store is read-only or closed, an SMTP relay failed).
     #[error("{0}")]
     Unavailable(String),

@@ -318,6 +318,14 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
         ("ITINERA_MAX_FUTURE_HOURS", &mut cfg.max_future_hours),
         ("ITINERA_MAX_CONNECTIONS", &mut cfg.max_connections),
         (
+            "ITINERA_TOKEN_RATE_PER_SECOND",
+            &mut cfg.token_rate_per_second,
+        ),
+        (
+            "ITINERA_QUERY_TIMEOUT_SECONDS",
+            &mut cfg.query_timeout_seconds,
+        ),
+        (
             "ITINERA_HEADER_TIMEOUT_SECONDS",
             &mut cfg.header_timeout_seconds,
         ),

@@ -105,3 +105,68 @@ fn a_long_job_stops_when_cancelled_and_the_server_when_told_to() {
         asked.elapsed()
     );
 }
+
+/// A query that outlives its time budget is stopped and answered with the reason.
+#[test]
+fn a_query_over_its_time_budget_is_stopped_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let server = Server::start(&data, &[("ITINERA_QUERY_TIMEOUT_SECONDS", "1")]);
+    seed(&server, &keys);
+    let r = reqwest::blocking::Client::new()
+        .post(server.url("/api/v1/attribution"))
+        .bearer_auth(&keys.read_token)
+        .json(
+            &json!({"by": "event", "models": ["shapley"], "shapley_samples": 1_000_000,
+                      "lookback": "3650d"}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("budget of 1 s"),
+        "{body}"
+    );
+}
+
+/// Tokens are rate-limited once they check out: many requests at once get 429 with the wait,
+/// while made-up tokens (401) do not use up a real one's budget.
+#[test]
+fn tokens_are_rate_limited_after_they_check_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let server = Server::start(&data, &[("ITINERA_TOKEN_RATE_PER_SECOND", "1")]);
+    let client = reqwest::blocking::Client::new();
+    let get = |token: &str| {
+        client
+            .get(server.url("/api/v1/segments"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    for _ in 0..10 {
+        assert_eq!(get("rt_made_up_000000000000000000000000").status(), 401);
+    }
+    assert_eq!(
+        get(&keys.read_token).status(),
+        200,
+        "made-up tokens used nothing up"
+    );
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..10).map(|_| s.spawn(|| get(&keys.read_token))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let r = h.join().unwrap();
+                if r.status() == 429 {
+                    assert!(r.headers().get("retry-after").is_some());
+                }
+                r.status().as_u16()
+            })
+            .collect()
+    });
+    assert!(statuses.contains(&429), "{statuses:?}");
+}

@@ -151,6 +151,8 @@ pub trait Vocabulary {
 #[derive(Debug, Default)]
 pub struct QueryControl {
     cancelled: AtomicBool,
+    /// Cancelled because the query used up its time budget.
+    timed_out: AtomicBool,
     persons_done: AtomicU64,
     persons_total: AtomicU64,
 }
@@ -166,6 +168,16 @@ impl QueryControl {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Stops the query because its time budget is spent (told apart from a cancellation).
+    pub fn time_out(&self) {
+        self.timed_out.store(true, Ordering::Relaxed);
+        self.cancel();
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed)
     }
 
     /// Fraction of persons scanned so far, 0…1.

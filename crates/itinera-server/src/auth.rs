@@ -76,6 +76,8 @@ fn token_project(parts: &Parts, state: &AppState, needed: Scope) -> Result<Strin
             "a token is required: Authorization: Bearer rt_… (read), et_… (edit) or at_… (admin)",
         ))?;
     let (project, scope) = state.lookup(token.token().trim(), KeyKind::Read)?;
+    // counted after the token checks out: made-up tokens cannot use up a real one's budget
+    state.token_limit.check(token.token().trim())?;
     let scope = scope.unwrap_or(Scope::Read);
     if scope < needed {
         return Err(ApiError::Forbidden(format!(

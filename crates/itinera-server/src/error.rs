@@ -39,7 +39,7 @@ impl From<AppError> for ApiError {
             AppError::Forbidden(m) => ApiError::Forbidden(m),
             AppError::TooLarge(m) => ApiError::TooLarge(m),
             AppError::Busy { retry_after_s } => ApiError::RateLimited(retry_after_s),
-            AppError::Cancelled => ApiError::Unavailable(e.to_string()),
+            AppError::Cancelled | AppError::TimedOut { .. } => ApiError::Unavailable(e.to_string()),
             AppError::Unavailable(m) => ApiError::Unavailable(m),
             AppError::Internal(m) => ApiError::Internal(m),
         }

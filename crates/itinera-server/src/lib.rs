@@ -31,6 +31,8 @@ pub struct AppState {
     pub write_limit: rate_limit::KeyedLimit,
     /// Requests to the public survey pages, per client address and per person.
     pub survey_limit: rate_limit::KeyedLimit,
+    /// Query-API requests per token.
+    pub token_limit: rate_limit::KeyedLimit,
 }
 
 impl AppState {
@@ -38,6 +40,7 @@ impl AppState {
         Arc::new(AppState {
             write_limit: rate_limit::KeyedLimit::per_second(app.config.rate_limit_per_key),
             survey_limit: rate_limit::KeyedLimit::per_minute(app.config.survey_rate_per_minute),
+            token_limit: rate_limit::KeyedLimit::per_second(app.config.token_rate_per_second),
             app,
             metrics: metrics::Metrics::default(),
             auth: auth::AuthCache::default(),

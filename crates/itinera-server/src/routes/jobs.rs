@@ -56,13 +56,14 @@ async fn start_job(
     let (id, control) = state.app.jobs.start(&project)?;
     let app = state.app.clone();
     let (id2, project2) = (id.clone(), project.clone());
+    let budget = super::Budget::start(&state, &control);
     tokio::task::spawn_blocking(move || {
         let opts = ScanOptions {
-            control: Some(control),
+            control: Some(control.clone()),
             ..Default::default()
         };
         let outcome = app.run_analysis(&project2, &request, &pop, &opts);
-        app.jobs.finish(&id2, outcome);
+        app.jobs.finish(&id2, budget.outcome(&control, outcome));
     });
     let status = state.app.jobs.status(&project, &id)?;
     Ok((StatusCode::ACCEPTED, to_json(&status)))

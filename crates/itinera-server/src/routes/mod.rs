@@ -81,3 +81,49 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Json<serde_json::Value> {
     Json(serde_json::to_value(v).expect("answers serialize"))
 }
+
+/// The time budget of one analysis (`query_timeout_seconds`): a timer that stops the query when
+/// it runs out, dropped (and so disarmed) with the request or job.
+pub(crate) struct Budget(Option<tokio::task::JoinHandle<()>>, u64);
+
+impl Budget {
+    pub(crate) fn start(
+        state: &AppState,
+        control: &std::sync::Arc<itinera_engine::QueryControl>,
+    ) -> Budget {
+        let seconds = state.app.config.query_timeout_seconds;
+        if seconds == 0 {
+            return Budget(None, 0);
+        }
+        let control = control.clone();
+        Budget(
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+                control.time_out();
+            })),
+            seconds,
+        )
+    }
+
+    /// The outcome of the query, a stop by this budget told as such.
+    pub(crate) fn outcome<T>(
+        &self,
+        control: &itinera_engine::QueryControl,
+        r: Result<T, itinera_app::AppError>,
+    ) -> Result<T, itinera_app::AppError> {
+        match r {
+            Err(itinera_app::AppError::Cancelled) if control.timed_out() => {
+                Err(itinera_app::AppError::TimedOut { seconds: self.1 })
+            }
+            other => other,
+        }
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}

@@ -158,14 +158,20 @@ async fn run_now(
     // dropped with this future: when the client disconnects, the scan stops
     let _guard = CancelOnDrop(control.clone());
     let opts = ScanOptions {
-        control: Some(control),
+        control: Some(control.clone()),
         ..Default::default()
     };
     let started = Instant::now();
+    let budget = super::Budget::start(&state, &control);
     let app = state.app.clone();
     let kind = request.kind();
     let project2 = project.clone();
-    let result = blocking(move || Ok(app.run_analysis(&project2, &request, &pop, &opts)?)).await?;
+    let control2 = control.clone();
+    let result = blocking(move || {
+        let r = app.run_analysis(&project2, &request, &pop, &opts);
+        Ok(budget.outcome(&control2, r)?)
+    })
+    .await?;
     tracing::debug!(
         project,
         analysis = kind,
