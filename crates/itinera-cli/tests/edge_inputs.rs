@@ -133,3 +133,27 @@ fn metrics_can_require_a_token() {
         "health stays open"
     );
 }
+
+/// A project whose store cannot open makes the server report itself degraded at once, naming
+/// the project, not only on that project's first query.
+#[test]
+fn health_reports_a_project_that_cannot_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create_keys(&data, "default");
+    create_keys(&data, "broken");
+    let store = data.join("projects/broken");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("MANIFEST"), b"{ not json").unwrap();
+    let s = Server::start(&data, &[]);
+    let health: Value = reqwest::blocking::get(s.url("/healthz"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["errors"][0]["project"], "broken", "{health}");
+    assert!(
+        !health.to_string().contains(data.to_str().unwrap()),
+        "no paths: {health}"
+    );
+}

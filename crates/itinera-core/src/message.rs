@@ -302,7 +302,7 @@ fn id_field(obj: &RawObject<'_>, field: &str) -> Result<Option<String>, MessageE
     };
     match JsonType::of(text) {
         JsonType::String => {
-            let s = json_str(text).unwrap_or_default();
+            let s = decoded(field, text)?;
             if s.is_empty() {
                 Ok(None)
             } else if s.len() > 512 {
@@ -315,6 +315,17 @@ fn id_field(obj: &RawObject<'_>, field: &str) -> Result<Option<String>, MessageE
         JsonType::Number => Ok(Some(id_number_text(text))),
         _ => Err(type_error(field, "a string", text)),
     }
+}
+
+/// A JSON string's value; a string that does not decode (a lone surrogate such as `\ud800`, a bad
+/// escape) is an error naming the field, not taken as absent.
+fn decoded<'a>(field: &str, text: &'a str) -> Result<Cow<'a, str>, MessageError> {
+    json_str(text).ok_or_else(|| {
+        MessageError::new(
+            field,
+            "is not a valid string: it has a lone surrogate (\\ud800-\\udfff) or a bad escape",
+        )
+    })
 }
 
 /// A numeric id as text: an integer exactly as written (ids beyond 2^53 keep every digit, so
@@ -342,7 +353,7 @@ fn opt_string(obj: &RawObject<'_>, field: &str) -> Result<Option<String>, Messag
         return Ok(None);
     };
     match JsonType::of(text) {
-        JsonType::String => Ok(json_str(text).map(Cow::into_owned)),
+        JsonType::String => decoded(field, text).map(|s| Some(s.into_owned())),
         _ => Err(type_error(field, "a string", text)),
     }
 }
@@ -353,7 +364,7 @@ fn opt_ts(obj: &RawObject<'_>, field: &str) -> Result<Option<i64>, MessageError>
     };
     match JsonType::of(text) {
         JsonType::String => {
-            let s = json_str(text).unwrap_or_default();
+            let s = decoded(field, text)?;
             parse_ts(&s).map(Some).ok_or_else(|| {
                 MessageError::new(field, format!("is not an ISO-8601 timestamp: {s:?}"))
             })
@@ -424,7 +435,7 @@ pub fn normalize_object<'a>(
             Some(t) => match JsonType::of(t) {
                 JsonType::Null => return Err(MessageError::new("type", "is required in a batch")),
                 JsonType::String => {
-                    let s = json_str(t).unwrap_or_default();
+                    let s = decoded("type", t)?;
                     MessageType::parse(&s).ok_or_else(|| {
                         MessageError::new(
                             "type",
@@ -521,7 +532,7 @@ pub fn normalize_object<'a>(
     let message_id = match obj.get("messageId").map(|t| (JsonType::of(t), t)) {
         None | Some((JsonType::Null, _)) => fallback_id(),
         Some((JsonType::String, t)) => {
-            let s = json_str(t).unwrap_or_default();
+            let s = decoded("messageId", t)?;
             if s.is_empty() {
                 fallback_id()
             } else if s.len() > 256 {
@@ -729,6 +740,31 @@ mod tests {
         assert_eq!(e.field, "userId");
         let e = norm(json!({"type":"group","userId":"a"})).unwrap_err();
         assert_eq!(e.field, "groupId");
+    }
+
+    /// A lone surrogate is not an absent field: the error says what is wrong with it.
+    #[test]
+    fn undecodable_strings_are_named() {
+        let parse = |text: &str| {
+            crate::ingest::parse_one(
+                text,
+                None,
+                &NormalizeOptions::at(0),
+                &crate::ChannelRules::default(),
+                &mut || "m".to_string(),
+            )
+        };
+        for (text, field) in [
+            (r#"{"type":"track","userId":"u","event":"\ud800"}"#, "event"),
+            (
+                r#"{"type":"track","userId":"\udfff","event":"e"}"#,
+                "userId",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.field, field, "{text}");
+            assert!(e.reason.contains("lone surrogate"), "{}", e.reason);
+        }
     }
 
     #[test]

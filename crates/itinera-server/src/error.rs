@@ -108,7 +108,7 @@ impl IntoResponse for ApiError {
 }
 
 /// `text` with every absolute path replaced by `[path]` (a trailing `:` or `,` kept).
-fn redact_paths(text: &str) -> String {
+pub(crate) fn redact_paths(text: &str) -> String {
     text.split(' ')
         .map(|word| {
             let bare = word.trim_start_matches(['"', '\'', '(']);

@@ -22,19 +22,36 @@ pub fn docs() -> OpenApiRouter<Arc<AppState>> {
 }
 
 pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let errors: Vec<serde_json::Value> = state
-        .app
-        .opened_backends()
-        .into_iter()
-        .filter_map(|(p, b)| {
-            b.write_error()
-                .map(|e| serde_json::json!({"project": p, "error": e}))
-        })
-        .collect();
+    // every project is opened (once; then kept open), so that one whose store cannot open
+    // shows here rather than on its first query
+    let app = state.app.clone();
+    let errors: Vec<serde_json::Value> = tokio::task::spawn_blocking(move || {
+        let projects = app.meta().projects().unwrap_or_default();
+        let mut errors = Vec::new();
+        for p in projects {
+            match app.backend(&p.name) {
+                Ok(b) => {
+                    if let Some(e) = b.write_error() {
+                        errors.push(serde_json::json!({
+                            "project": p.name,
+                            "error": crate::error::redact_paths(&e),
+                        }));
+                    }
+                }
+                Err(e) => errors.push(serde_json::json!({
+                    "project": p.name,
+                    "error": crate::error::redact_paths(&e.to_string()),
+                })),
+            }
+        }
+        errors
+    })
+    .await
+    .unwrap_or_default();
     Json(serde_json::json!({
         "status": if errors.is_empty() { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
-        "write_errors": errors,
+        "errors": errors,
     }))
 }
 
