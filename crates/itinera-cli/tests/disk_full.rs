@@ -1,5 +1,5 @@
 //! A full disk: ingestion answers 503 with the reason, nothing acknowledged is lost, reads and
-//! health keep working. Uses a small tmpfs, so it needs root (CI runs as root). Without one it
+//! health keep working, and once space is freed writes resume without a restart. Uses a small tmpfs, so it needs root (CI runs as root). Without one it
 //! fails, naming the reason; `ITINERA_SKIP_DISK_FULL=1` skips it on purpose (e.g. on a laptop).
 
 mod common;
@@ -39,6 +39,15 @@ fn disk_full_refuses_writes_clearly_and_keeps_serving_reads() {
         Err(e) => panic!("cannot run mount ({e}); set ITINERA_SKIP_DISK_FULL=1 to skip on purpose"),
     }
     let _m = Mount(mnt.clone());
+    // room to free later: a file of incompressible bytes
+    let filler = mnt.join("filler");
+    std::fs::write(
+        &filler,
+        (0..(512 << 10))
+            .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let data = mnt.join("data");
     let keys = create_keys(&data, "default");
     let s = Server::start(&data, &[]);
@@ -82,16 +91,41 @@ fn disk_full_refuses_writes_clearly_and_keeps_serving_reads() {
         !body.to_string().contains(mnt.to_str().unwrap()),
         "the server's paths stay in its log: {body}"
     );
-    // the server is still up: health reports the problem, later writes get the same clear answer
+    // the server is still up: health reports the problem
     let health: serde_json::Value = c.get(s.url("/healthz")).send().unwrap().json().unwrap();
     assert_eq!(health["status"], "degraded");
-    let (st, _) = post(
-        &c,
-        &s.url("/v1/track"),
-        &keys.write_key,
-        &json!({"userId":"u","event":"Later"}),
-    );
-    assert_eq!(st, 503);
+    // space freed: writes resume without a restart (a probe goes through each second)
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        // a batch larger than what was left before the filler went: only freed space takes it
+        let ids: Vec<String> = (0..10).map(|i| format!("resumed-{i}")).collect();
+        let batch: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                json!({"type":"track","userId":"u","event":"Resumed","messageId":id,
+                             "properties":{"pad":noise(20_000)}})
+            })
+            .collect();
+        let (st, body) = post(
+            &c,
+            &s.url("/v1/batch"),
+            &keys.write_key,
+            &json!({ "batch": batch }),
+        );
+        if st == 200 {
+            acked.extend(ids);
+            break;
+        }
+        assert_eq!(st, 503, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes never resumed: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let health: serde_json::Value = c.get(s.url("/healthz")).send().unwrap().json().unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
     s.kill9();
     // every acknowledged event is there (reading needs no space)
     let stored = export_to(&data, &dir.path().join("export.jsonl"));

@@ -108,7 +108,23 @@ impl Store {
 
     fn send(&self, op: Op, reply: Reply) {
         if let Some(e) = self.inner.write_error.lock().clone() {
-            return reply(Err(StoreError::ReadOnly(e)));
+            // after a failed write, one request a second goes through to find out whether the
+            // log is writable again (a full disk freed); the rest are refused meanwhile
+            let (now, probe) = (now_ms(), &self.inner.write_probe_ms);
+            let last = probe.load(std::sync::atomic::Ordering::Relaxed);
+            let probing = !self.inner.config.read_only
+                && now - last >= 1000
+                && probe
+                    .compare_exchange(
+                        last,
+                        now,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    )
+                    .is_ok();
+            if !probing {
+                return reply(Err(StoreError::ReadOnly(e)));
+            }
         }
         let tx = self.inner.tx.lock().clone();
         match tx {

@@ -213,6 +213,7 @@ impl Store {
             generation: AtomicU64::new(manifest.generation),
             dir_lock: Mutex::new(locked),
             write_error: Mutex::new(None),
+            write_probe_ms: std::sync::atomic::AtomicI64::new(0),
             appended: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             snapshot_cache: Mutex::new(None),

@@ -133,6 +133,9 @@ pub(super) struct Inner {
     /// committed yet. Released by [`Store::close`] (and by the OS when the process dies).
     pub(super) dir_lock: Mutex<Option<std::fs::File>>,
     pub(super) write_error: Mutex<Option<String>>,
+    /// When a write was last let through to probe whether a failed log became writable again
+    /// (ms since the epoch).
+    pub(super) write_probe_ms: std::sync::atomic::AtomicI64,
     pub(super) appended: AtomicU64,
     pub(super) duplicates: AtomicU64,
     /// The last snapshot and what it was built from.

@@ -204,6 +204,23 @@ impl Inner {
                 }
             }
         }
+        if !framed.is_empty() && self.write_error.lock().is_some() {
+            // a probe after a failed write: the log is cut back to its last durable frame; if
+            // that works, writing goes on
+            match wal.truncate_to_durable() {
+                Ok(()) => {
+                    tracing::info!("write-ahead log writable again; writes resume");
+                    *self.write_error.lock() = None;
+                }
+                Err(e) => {
+                    let msg = format!("a write failed: {e}");
+                    for r in replies.into_iter().chain(freeze_replies) {
+                        r(Err(StoreError::ReadOnly(msg.clone())));
+                    }
+                    return;
+                }
+            }
+        }
         if !framed.is_empty() {
             if let Err(e) = wal.append_durable(framed) {
                 let msg = format!("a write failed: {e}");

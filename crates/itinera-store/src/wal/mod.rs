@@ -107,6 +107,16 @@ impl WalWriter {
         Ok(())
     }
 
+    /// Cuts off whatever a failed write left after the last durable frame and syncs, so that
+    /// appending can go on (after a full disk was freed).
+    pub fn truncate_to_durable(&mut self) -> Result<()> {
+        let path = self.dir.join(file_name(self.seq));
+        self.file
+            .set_len(self.bytes)
+            .and_then(|_| self.file.sync_all())
+            .map_err(StoreError::io(path))
+    }
+
     /// Starts the next file; everything before it is complete and synced.
     pub fn rotate(&mut self) -> Result<u64> {
         let path = self.dir.join(file_name(self.seq));
