@@ -462,7 +462,12 @@ fn run(cli: Cli) -> CliResult {
                 eprintln!("stored {} events in {:.1} s", r.stored, r.seconds);
                 itinera_app::demo::seed_definitions(&dir.meta.lock(), DEFAULT_PROJECT)?;
             }
-            let keys = dir.meta.lock().create_keys(DEFAULT_PROJECT, "demo")?;
+            let keys = {
+                let meta = dir.meta.lock();
+                let pair = meta.create_keys(DEFAULT_PROJECT, "demo")?;
+                let edit = meta.create_token(DEFAULT_PROJECT, itinera_meta::Scope::Edit, "demo")?;
+                (pair, edit)
+            };
             serve(cfg, dir, Some(keys))
         }
         Command::Keys { command } => keys(command),
@@ -736,7 +741,7 @@ fn generate(out: &Path, customers: u64, events: u64, seed: u64) -> CliResult {
 fn serve(
     cfg: ServerConfig,
     dir: Arc<DataDir>,
-    demo_keys: Option<itinera_meta::NewKeys>,
+    demo_keys: Option<(itinera_meta::NewKeys, String)>,
 ) -> CliResult {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -749,9 +754,10 @@ fn serve(
         tracing::info!(listen = %addr, data = %cfg.data.display(), "itinera is serving");
         println!("Itinera is running at http://{addr}/");
         println!("  tracking API: http://{addr}/v1/batch   health: http://{addr}/healthz   metrics: http://{addr}/metrics");
-        if let Some(k) = demo_keys {
+        if let Some((k, edit)) = demo_keys {
             println!("  write key (ingest): {}", k.write_key);
             println!("  read token (query): {}", k.read_token);
+            println!("  edit token (change surveys, segments, alert rules, cases): {edit}");
             println!("  try: curl -u {}: http://{addr}/v1/track -d '{{\"userId\":\"me\",\"event\":\"Hello\"}}' -H 'content-type: application/json'", k.write_key);
         }
         std::io::stdout().flush()?;
