@@ -198,12 +198,17 @@ pub fn encode_runs(values: &[u32]) -> Vec<u8> {
 
 pub fn decode_runs(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<u32>> {
     let mut r = Reader::new(buf, what);
-    let mut out = Vec::with_capacity(n);
+    // runs expand, so `n` may exceed the input; but a damaged count must not reserve the world
+    let mut out = Vec::with_capacity(n.min(1 << 20));
     let mut prev = 0i64;
     while out.len() < n {
-        let v = prev + r.ivarint()?;
-        let len = r.uvarint()? as usize;
-        if len == 0 || out.len() + len > n || !(0..=u32::MAX as i64).contains(&v) {
+        let v = prev.checked_add(r.ivarint()?);
+        let len = usize::try_from(r.uvarint()?).unwrap_or(usize::MAX);
+        // checked against what is left, not by adding: a huge run length must not wrap
+        let Some(v) = v.filter(|v| (0..=u32::MAX as i64).contains(v)) else {
+            return Err(StoreError::Corrupt(format!("{what}: bad run")));
+        };
+        if len == 0 || len > n - out.len() {
             return Err(StoreError::Corrupt(format!("{what}: bad run")));
         }
         out.extend(std::iter::repeat_n(v as u32, len));
@@ -243,7 +248,7 @@ pub fn encode_f64s(values: &[f64]) -> Vec<u8> {
 }
 
 pub fn decode_f64s(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<f64>> {
-    if buf.len() != n * 8 {
+    if n.checked_mul(8) != Some(buf.len()) {
         return Err(StoreError::Corrupt(format!("{what}: wrong length")));
     }
     Ok(buf
@@ -261,7 +266,7 @@ pub fn encode_u64s(values: &[u64]) -> Vec<u8> {
 }
 
 pub fn decode_u64s(buf: &[u8], n: usize, what: &'static str) -> Result<Vec<u64>> {
-    if buf.len() != n * 8 {
+    if n.checked_mul(8) != Some(buf.len()) {
         return Err(StoreError::Corrupt(format!("{what}: wrong length")));
     }
     Ok(buf

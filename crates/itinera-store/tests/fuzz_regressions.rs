@@ -180,5 +180,23 @@ fn inputs_that_once_crashed_a_target_are_refused() {
             "{} decodes as a valid segment or delta",
             path.display()
         );
+        // the column decoders behind the block checksums, as the target reaches them: a
+        // damaged count is an error, never a panic or a runaway allocation
+        if let Some((n, rest)) = data.split_first() {
+            let n = *n as usize * 4;
+            use itinera_store::codec::*;
+            let results = [
+                decode_runs(rest, n, "fuzz").is_ok(),
+                decode_deltas(rest, n, "fuzz").is_ok(),
+                decode_u32s(rest, n, "fuzz").is_ok(),
+                decode_f64s(rest, n, "fuzz").is_ok(),
+                decode_u64s(rest, n, "fuzz").is_ok(),
+            ];
+            assert!(
+                results.iter().all(|ok| !ok),
+                "{}: {results:?}",
+                path.display()
+            );
+        }
     }
 }
