@@ -522,13 +522,13 @@ fn run(cli: Cli) -> CliResult {
             format,
         } => {
             let cfg = load_config(&data, None)?;
-            let dir = open_data_for_reading(&cfg)?;
-            let store = dir.store(&project.project)?;
             // written beside the output and renamed when complete: a failed export leaves no
             // file that looks like a (short) export
             let final_out = out;
             let out = partial_path(&final_out);
-            let written = (|| -> CliResult<u64> {
+            let export_once = || -> CliResult<u64> {
+                let dir = open_data_for_reading(&cfg)?;
+                let store = dir.store(&project.project)?;
                 let n = match format {
                     ExportFormat::Jsonl => {
                         let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
@@ -557,7 +557,23 @@ fn run(cli: Cli) -> CliResult {
                     }
                 };
                 Ok(n)
-            })();
+            };
+            // beside a serving process, a compaction may remove a segment the export was about
+            // to read: the export then starts again from a fresh view (ten times at most)
+            let mut written = export_once();
+            for _ in 0..10 {
+                let vanished = written.as_ref().err().is_some_and(|e| {
+                    matches!(
+                        e.downcast_ref::<itinera_store::StoreError>(),
+                        Some(itinera_store::StoreError::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound
+                    )
+                });
+                if !vanished {
+                    break;
+                }
+                written = export_once();
+            }
             let n = match written {
                 Ok(n) => n,
                 Err(e) => {

@@ -105,3 +105,63 @@ fn run_stderr(args: &[&str]) -> String {
     );
     String::from_utf8(out.stderr).unwrap()
 }
+
+/// Exports beside a serving process that flushes and compacts all the time: each one succeeds
+/// (starting again when a compaction removed a segment it was about to read) and holds at least
+/// what was acknowledged before it began.
+#[test]
+fn exports_beside_a_compacting_server_succeed_and_are_complete() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let cfg = dir.path().join("itinera.toml");
+    std::fs::write(
+        &cfg,
+        "[store]\nflush_rows = 200\ncompact_after_segments = 2\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let (acked, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let writer = {
+        let (acked, stop, url, key) = (
+            acked.clone(),
+            stop.clone(),
+            server.url("/v1/batch"),
+            keys.write_key.clone(),
+        );
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let mut b = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<_> = (0..50)
+                    .map(|i| {
+                        json!({"type": "track", "userId": format!("u{}", i % 7), "event": "Tick",
+                                    "messageId": format!("w{b}-{i}")})
+                    })
+                    .collect();
+                let (status, _) = post(&client, &url, &key, &json!({"batch": batch}));
+                assert_eq!(status, 200);
+                acked.fetch_add(50, Ordering::SeqCst);
+                b += 1;
+            }
+        })
+    };
+    while acked.load(Ordering::SeqCst) < 1000 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for _ in 0..8 {
+        let before = acked.load(Ordering::SeqCst);
+        let n = export(&data, "default").len();
+        assert!(
+            n >= before,
+            "an export held {n} messages, {before} were acknowledged before it"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+}
