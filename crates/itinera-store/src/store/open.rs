@@ -23,28 +23,20 @@ impl Store {
     /// Opens the store in `dir`, creating it if empty, replaying the log.
     ///
     /// Opened for reading only beside a serving process, a flush or compaction may commit a new
-    /// manifest and delete the log files or segments the old one named while this opens; the
-    /// open then starts again, so that the reader sees one committed state whole (never the
-    /// segments of one state with the log of another, which would miss rows).
+    /// manifest and delete the log files or segments the old one named while this opens. The
+    /// reader keeps the state it read when every file its manifest names was still there — the
+    /// segments, and the log from the manifest's first file on without a gap — and otherwise
+    /// starts again: it never combines the segments of one state with the log of a later one,
+    /// which would miss rows.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
         if !config.read_only {
-            return Store::open_once(dir, config);
+            return Store::open_once(dir, config).map(|(s, _)| s);
         }
         for attempt in 1..=READ_ONLY_ATTEMPTS {
             match Store::open_once(dir, config.clone()) {
-                Ok(store) => {
-                    let used = store.inner.state.read().manifest.generation;
-                    let now =
-                        Manifest::load(dir)?.map_or(Manifest::new().generation, |m| m.generation);
-                    if now == used {
-                        return Ok(store);
-                    }
-                    tracing::debug!(
-                        attempt,
-                        used,
-                        now,
-                        "the store changed while opening; opening again"
-                    );
+                Ok((store, true)) => return Ok(store),
+                Ok((_, false)) => {
+                    tracing::debug!(attempt, "log files went away while opening; opening again");
                 }
                 Err(StoreError::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound =>
@@ -85,7 +77,8 @@ impl Store {
         Ok(report)
     }
 
-    fn open_once(dir: &Path, config: StoreConfig) -> Result<Store> {
+    /// Opens once; with whether the log read was the whole log the manifest names.
+    fn open_once(dir: &Path, config: StoreConfig) -> Result<(Store, bool)> {
         for sub in ["", "wal", "seg"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(StoreError::io(dir.join(sub)))?;
         }
@@ -243,7 +236,7 @@ impl Store {
         }
         if inner.config.read_only {
             *inner.write_error.lock() = Some("opened for reading only".into());
-            return Ok(Store { inner });
+            return Ok((Store { inner }, report.complete));
         }
         let writer = WalWriter::open(&wal_dir, report.last_seq.max(manifest.wal_from))?;
         let (tx, rx) = sync_channel::<Request>(1024);
@@ -254,7 +247,7 @@ impl Store {
             .spawn(move || w.writer_loop(rx, writer))
             .map_err(StoreError::io(dir))?;
         *inner.writer.lock() = Some(handle);
-        Ok(Store { inner })
+        Ok((Store { inner }, true))
     }
 }
 

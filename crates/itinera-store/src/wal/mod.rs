@@ -146,6 +146,9 @@ pub struct ReplayReport {
     pub truncated_bytes: u64,
     /// The last file's number, where appending continues.
     pub last_seq: u64,
+    /// The files read were numbered `from`, `from + 1`, … without a gap (none missing at the
+    /// start either): a reader beside the owner knows it saw the log its manifest names.
+    pub complete: bool,
 }
 
 /// How a frame at some offset reads.
@@ -221,9 +224,12 @@ pub fn replay(
     mut apply: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReplayReport> {
     let seqs: Vec<u64> = list(dir)?.into_iter().filter(|s| *s >= from).collect();
+    let complete =
+        seqs.first().is_none_or(|f| *f == from.max(1)) && seqs.windows(2).all(|w| w[1] == w[0] + 1);
     let mut report = ReplayReport {
         last_seq: seqs.last().copied().unwrap_or(from),
         files: seqs.len(),
+        complete,
         ..Default::default()
     };
     for (i, seq) in seqs.iter().enumerate() {
