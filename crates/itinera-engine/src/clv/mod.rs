@@ -308,8 +308,12 @@ pub fn run_clv<S: JourneySource>(
     }
     let unit = q.time_unit.days();
     let rfm: Vec<Rfm> = histories.iter().map(|h| h.rfm(end_day, unit)).collect();
-    let bg = BgNbd::fit(&rfm)?;
-    let gg = GammaGamma::fit(&rfm).ok();
+    let stop = || opts.control.as_ref().is_some_and(|c| c.is_cancelled());
+    let bg = BgNbd::fit_or_stop(&rfm, &stop)?;
+    let gg = match GammaGamma::fit_or_stop(&rfm, &stop) {
+        Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+        r => r.ok(),
+    };
     let field = match q.count_by {
         CountBy::Person => Field::DistinctId,
         CountBy::Account => Field::Account,

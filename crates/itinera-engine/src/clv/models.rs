@@ -49,12 +49,21 @@ pub struct GammaGamma {
 type Evaluation = (Vec<f64>, f64, Vec<f64>);
 
 /// Minimizes a negative log-likelihood over log-parameters; `eval` returns (cost, gradient).
-struct Problem<F> {
+struct Problem<'s, F> {
     eval: F,
     last: Mutex<Option<Evaluation>>,
+    /// Asked before every evaluation: a fit stops at the next step once its query is cancelled.
+    stop: &'s (dyn Fn() -> bool + Sync),
 }
 
-impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> Problem<F> {
+impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> Problem<'_, F> {
+    fn check(&self) -> std::result::Result<(), argmin::core::Error> {
+        if (self.stop)() {
+            return Err(argmin::core::Error::msg("cancelled"));
+        }
+        Ok(())
+    }
+
     fn get(&self, p: &[f64]) -> (f64, Vec<f64>) {
         let mut last = self.last.lock().expect("no panics while held");
         if let Some((lp, c, g)) = last.as_ref() {
@@ -68,18 +77,20 @@ impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> Problem<F> {
     }
 }
 
-impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> CostFunction for Problem<F> {
+impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> CostFunction for Problem<'_, F> {
     type Param = Vec<f64>;
     type Output = f64;
     fn cost(&self, p: &Vec<f64>) -> std::result::Result<f64, argmin::core::Error> {
+        self.check()?;
         Ok(self.get(p).0)
     }
 }
 
-impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> Gradient for Problem<F> {
+impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> Gradient for Problem<'_, F> {
     type Param = Vec<f64>;
     type Gradient = Vec<f64>;
     fn gradient(&self, p: &Vec<f64>) -> std::result::Result<Vec<f64>, argmin::core::Error> {
+        self.check()?;
         Ok(self.get(p).1)
     }
 }
@@ -88,6 +99,7 @@ fn minimize(
     what: &str,
     start: Vec<f64>,
     eval: impl Fn(&[f64]) -> (f64, Vec<f64>),
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<Vec<f64>> {
     let problem = Problem {
         eval: |p: &[f64]| {
@@ -104,8 +116,15 @@ fn minimize(
             }
         },
         last: Mutex::new(None),
+        stop,
     };
-    let fail = |e: argmin::core::Error| EngineError::invalid(what, format!("fit failed: {e}"));
+    let fail = |e: argmin::core::Error| {
+        if stop() {
+            EngineError::Cancelled
+        } else {
+            EngineError::invalid(what, format!("fit failed: {e}"))
+        }
+    };
     let armijo = ArmijoCondition::new(1e-4).map_err(fail)?;
     let solver = LBFGS::new(BacktrackingLineSearch::new(armijo), 10)
         .with_tolerance_grad(1e-9)
@@ -193,6 +212,11 @@ impl BgNbd {
 
     /// Maximum-likelihood fit over `customers`.
     pub fn fit(customers: &[Rfm]) -> Result<BgNbd> {
+        BgNbd::fit_or_stop(customers, &|| false)
+    }
+
+    /// [`BgNbd::fit`], stopping (`Cancelled`) at the next step once `stop` says so.
+    pub fn fit_or_stop(customers: &[Rfm], stop: &(dyn Fn() -> bool + Sync)) -> Result<BgNbd> {
         if customers.is_empty() {
             return Err(EngineError::invalid(
                 "customers",
@@ -203,10 +227,15 @@ impl BgNbd {
         let mean_age = customers.iter().map(|c| c.age).sum::<f64>() / customers.len() as f64;
         let start = vec![0.0, mean_age.max(1e-3).ln(), 0.0, 0.0];
         let n = customers.len() as f64;
-        let theta = minimize("bg_nbd", start, |t| {
-            let (ll, g) = BgNbd::log_likelihood(t, &data);
-            (-ll / n, g.iter().map(|x| -x / n).collect())
-        })?;
+        let theta = minimize(
+            "bg_nbd",
+            start,
+            |t| {
+                let (ll, g) = BgNbd::log_likelihood(t, &data);
+                (-ll / n, g.iter().map(|x| -x / n).collect())
+            },
+            stop,
+        )?;
         let (ll, _) = BgNbd::log_likelihood(&theta, &data);
         Ok(BgNbd {
             r: theta[0].exp(),
@@ -292,6 +321,11 @@ impl GammaGamma {
 
     /// Fit over the customers with repeat purchases of positive mean spend.
     pub fn fit(customers: &[Rfm]) -> Result<GammaGamma> {
+        GammaGamma::fit_or_stop(customers, &|| false)
+    }
+
+    /// [`GammaGamma::fit`], stopping (`Cancelled`) at the next step once `stop` says so.
+    pub fn fit_or_stop(customers: &[Rfm], stop: &(dyn Fn() -> bool + Sync)) -> Result<GammaGamma> {
         let data = weighted(
             customers
                 .iter()
@@ -307,10 +341,15 @@ impl GammaGamma {
         let n: f64 = data.iter().map(|d| d.1).sum();
         let mean = data.iter().map(|(c, w)| c.monetary * w).sum::<f64>() / n;
         let start = vec![0.0, 0.0, mean.max(1e-3).ln()];
-        let theta = minimize("gamma_gamma", start, |t| {
-            let (ll, g) = GammaGamma::log_likelihood(t, &data);
-            (-ll / n, g.iter().map(|x| -x / n).collect())
-        })?;
+        let theta = minimize(
+            "gamma_gamma",
+            start,
+            |t| {
+                let (ll, g) = GammaGamma::log_likelihood(t, &data);
+                (-ll / n, g.iter().map(|x| -x / n).collect())
+            },
+            stop,
+        )?;
         let (ll, _) = GammaGamma::log_likelihood(&theta, &data);
         Ok(GammaGamma {
             p: theta[0].exp(),
@@ -338,6 +377,34 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol * (1.0 + b.abs())
+    }
+
+    /// A fit stops at its next step once asked, ending as cancelled, not as a failed fit.
+    #[test]
+    fn fits_stop_when_asked() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let customers: Vec<Rfm> = (0..200)
+            .map(|i| Rfm {
+                frequency: (i % 7) as f64,
+                recency: (i % 7) as f64 * 5.0,
+                age: 40.0,
+                monetary: 10.0 + (i % 5) as f64,
+            })
+            .collect();
+        assert!(BgNbd::fit_or_stop(&customers, &|| false).is_ok());
+        let asked = AtomicUsize::new(0);
+        let stop = || asked.fetch_add(1, Ordering::Relaxed) >= 3;
+        assert!(matches!(
+            BgNbd::fit_or_stop(&customers, &stop),
+            Err(EngineError::Cancelled)
+        ));
+        // three steps, the fourth stopped, and the check that tells a stop from a failed fit
+        assert_eq!(asked.load(Ordering::Relaxed), 5, "stopped at the next step");
+        asked.store(0, Ordering::Relaxed);
+        assert!(matches!(
+            GammaGamma::fit_or_stop(&customers, &stop),
+            Err(EngineError::Cancelled)
+        ));
     }
 
     #[test]
