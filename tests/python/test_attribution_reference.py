@@ -67,14 +67,15 @@ def credit(result, model, field="conversions"):
 # --- an independent absorbing-chain solution ------------------------------------------------
 
 def chain(table, order):
-    """States are windows of `order` channels over each path with repeats collapsed (a path
-    shorter than the order is one state); transitions weighted by journeys."""
+    """States as ChannelAttribution builds them: windows of `order` consecutive channels of the
+    path as written, identical consecutive states collapsed (at order 1: repeats collapsed; a
+    path shorter than the order is one state); transitions weighted by journeys."""
     trans, conv, value, out = {}, {}, {}, {}
     for path, c, v, n in table.itertuples(index=False):
         ch = [x.strip() for x in path.split(">")]
-        ch = [x for i, x in enumerate(ch) if i == 0 or ch[i - 1] != x]
         k = min(order, len(ch))
-        states = [tuple(ch[i:i + k]) for i in range(len(ch) - k + 1)]
+        windows = [tuple(ch[i:i + k]) for i in range(len(ch) - k + 1)]
+        states = [w for i, w in enumerate(windows) if i == 0 or windows[i - 1] != w]
         w = c + n
         prev = "(start)"
         for s in states:
@@ -146,8 +147,8 @@ def test_markov_removal_effects_are_the_exact_absorbing_chain_solution(tmp_path,
 
 @pytest.mark.parametrize("order", [1, 2])
 def test_markov_agrees_with_channelattribution_simulation(tmp_path, order):
-    # ChannelAttribution collapses repeats only through its order-1 chain, so paths here have none
-    table = generate(20 + order, ["a", "b", "c", "d", "e"], 500, repeats=False)
+    # with repeats: the chain is built as ChannelAttribution builds it
+    table = generate(20 + order, ["a", "b", "c", "d", "e"], 500, repeats=True)
     ours = itinera(table, tmp_path, "--model", "markov", "--order", str(order))
     ref = ca.markov_model(table, "path", "total_conversions", var_value="total_conversion_value",
                           var_null="total_null", order=order, out_more=True, verbose=False,
@@ -197,3 +198,32 @@ def test_shapley_is_the_exact_shapley_value(tmp_path):
         assert mine_c[ch] == pytest.approx(total * expected[0] / grand[0], abs=1e-7)
         assert mine_v[ch] == pytest.approx(total_value * expected[1] / grand[1], abs=1e-5)
     assert math.isclose(sum(mine_c.values()), total)
+
+
+CA_DATA = Path(ca.__file__).resolve().parent.parent / "cypack" / "data" / "Data.csv"
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_markov_on_channelattributions_own_data(tmp_path, order):
+    """ChannelAttribution's sample paths (with repeats) at orders 2 and 3: removal effects equal
+    the exact absorbing chain of ChannelAttribution's state construction, and its simulation
+    within its error."""
+    table = pd.read_csv(CA_DATA, sep=";")
+    ours = json.loads(subprocess.run(
+        [str(BIN), "query", "attribution", "--paths", str(CA_DATA), "--model", "markov",
+         "--order", str(order), "--format", "json"],
+        check=True, capture_output=True, text=True, env={**os.environ, "ITINERA_LOG": "warn"}).stdout)
+    exact = removal_effects(table, order)
+    for k in ours["keys"]:
+        assert k["removal_effect"]["conversions"] == pytest.approx(exact[k["name"]][0], abs=1e-9), k["name"]
+    if order == 2:
+        # the figure of issue 20: 5,617.5 conversions for alpha, exactly
+        alpha = next(k for k in ours["keys"] if k["name"] == "alpha")
+        assert alpha["credit"]["markov"]["conversions"] == pytest.approx(5617.5, abs=0.05)
+    ref = ca.markov_model(table, "path", "total_conversions", var_value="total_conversion_value",
+                          var_null="total_null", order=order, out_more=True, verbose=False,
+                          flg_pro=False, conv_par=0.01, nsim_start=100000, seed=1, max_step=200)
+    re = ref["removal_effects"].set_index("channel_name")
+    for k in ours["keys"]:
+        assert k["removal_effect"]["conversions"] == pytest.approx(
+            re.loc[k["name"], "removal_effects_conversion"], abs=0.02), k["name"]

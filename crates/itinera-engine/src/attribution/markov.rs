@@ -33,15 +33,9 @@ pub(super) struct Chain {
     pub(super) windows: Vec<Vec<u32>>,
 }
 
-/// Consecutive repeats collapsed: `a > a > b` is `a > b`.
-fn collapse(path: &[u32]) -> Vec<u32> {
-    let mut out = path.to_vec();
-    out.dedup();
-    out
-}
-
 impl Chain {
-    /// The order-`order` chain of `paths`, repeats collapsed; transitions weighted by journeys.
+    /// The order-`order` chain of `paths` (states: windows of `order` keys, identical consecutive
+    /// states collapsed); transitions weighted by journeys.
     pub(super) fn build(paths: &[PathRow], order: usize) -> Chain {
         build(paths, order)
     }
@@ -77,10 +71,13 @@ fn build(paths: &[PathRow], order: usize) -> Chain {
         if row.keys.is_empty() || weight <= 0.0 {
             continue;
         }
-        let path = collapse(&row.keys);
-        let k = order.min(path.len());
+        // states as ChannelAttribution builds them: windows of `order` consecutive keys of the
+        // path as it is, identical consecutive states collapsed (at order 1: repeats collapsed)
+        let k = order.min(row.keys.len());
+        let mut states: Vec<&[u32]> = row.keys.windows(k).collect();
+        states.dedup();
         let mut prev = 0;
-        for w in path.windows(k) {
+        for w in states {
             let s = id(w, &mut windows);
             if s >= conv.len() {
                 conv.resize(s + 1, 0.0);
