@@ -38,11 +38,26 @@ pub struct PersonStagesRequest {
 }
 
 impl AnalysisRequest {
+    /// The request's date range, `[from, to)` in ms since the epoch (CLV and advocacy have none).
+    pub fn range(&self) -> (Option<i64>, Option<i64>) {
+        match self {
+            AnalysisRequest::Funnel(q) => (q.from_ms, q.to_ms),
+            AnalysisRequest::Retention(q) => (q.from_ms, q.to_ms),
+            AnalysisRequest::Stages(q) => (q.from_ms, q.to_ms),
+            AnalysisRequest::Paths(q) => (q.from_ms, q.to_ms),
+            AnalysisRequest::Attribution(q) => (q.from_ms, q.to_ms),
+            AnalysisRequest::Accounts(q) => (q.from_ms, q.to_ms),
+            AnalysisRequest::Revenue(q) => (q.from_ms, q.to_ms),
+            AnalysisRequest::Scores(q) => (q.from_ms, q.to_ms),
+            AnalysisRequest::Promoters(q) => (q.from_ms, q.to_ms),
+            AnalysisRequest::Comments(q) => (q.scores.from_ms, q.scores.to_ms),
+            AnalysisRequest::Clv(_) | AnalysisRequest::Advocacy(_) => (None, None),
+        }
+    }
+
     /// A date range that ends before it starts is an error, not an empty answer.
     pub fn check_range(&self) -> Result<()> {
-        let v = serde_json::to_value(self).map_err(|e| crate::AppError::Internal(e.to_string()))?;
-        let q = v.get(self.kind()).unwrap_or(&v);
-        if let (Some(from), Some(to)) = (q["from_ms"].as_i64(), q["to_ms"].as_i64()) {
+        if let (Some(from), Some(to)) = self.range() {
             if from >= to {
                 return Err(crate::AppError::invalid(
                     "from_ms",

@@ -13,7 +13,6 @@ use axum::response::IntoResponse;
 use axum::Json;
 use itinera_app::jobs::JobStatus;
 use itinera_app::{AnalysisRequest, Population};
-use itinera_engine::ScanOptions;
 use serde_json::Value;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
@@ -54,17 +53,9 @@ async fn start_job(
     // the project's backend opens before the job is accepted: a broken store answers now
     state.app.backend(&project)?;
     let (id, control) = state.app.jobs.start(&project)?;
-    let app = state.app.clone();
-    let (id2, project2) = (id.clone(), project.clone());
-    let budget = super::Budget::start(&state, &control);
-    tokio::task::spawn_blocking(move || {
-        let opts = ScanOptions {
-            control: Some(control.clone()),
-            ..Default::default()
-        };
-        let outcome = app.run_analysis(&project2, &request, &pop, &opts);
-        app.jobs.finish(&id2, budget.outcome(&control, outcome));
-    });
+    let (app, id2) = (state.app.clone(), id.clone());
+    let run = super::analysis_run(&state, control, project.clone(), request, pop);
+    tokio::task::spawn_blocking(move || app.jobs.finish(&id2, run()));
     let status = state.app.jobs.status(&project, &id)?;
     Ok((StatusCode::ACCEPTED, to_json(&status)))
 }

@@ -82,15 +82,34 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Json<serde_json::Value> {
     Json(serde_json::to_value(v).expect("answers serialize"))
 }
 
+/// One analysis, ready to run off the async threads: with its control (cancellation, progress)
+/// and its time budget, a stop by the budget told as such. The request and the job both run
+/// their analyses through this.
+pub(crate) fn analysis_run(
+    state: &AppState,
+    control: Arc<itinera_engine::QueryControl>,
+    project: String,
+    request: itinera_app::AnalysisRequest,
+    population: itinera_app::Population,
+) -> impl FnOnce() -> Result<serde_json::Value, itinera_app::AppError> + Send + 'static {
+    let budget = Budget::start(state, &control);
+    let app = state.app.clone();
+    move || {
+        let opts = itinera_engine::ScanOptions {
+            control: Some(control.clone()),
+            ..Default::default()
+        };
+        let r = app.run_analysis(&project, &request, &population, &opts);
+        budget.outcome(&control, r)
+    }
+}
+
 /// The time budget of one analysis (`query_timeout_seconds`): a timer that stops the query when
-/// it runs out, dropped (and so disarmed) with the request or job.
-pub(crate) struct Budget(Option<tokio::task::JoinHandle<()>>, u64);
+/// it runs out, dropped (and so disarmed) with the run.
+struct Budget(Option<tokio::task::JoinHandle<()>>, u64);
 
 impl Budget {
-    pub(crate) fn start(
-        state: &AppState,
-        control: &std::sync::Arc<itinera_engine::QueryControl>,
-    ) -> Budget {
+    fn start(state: &AppState, control: &Arc<itinera_engine::QueryControl>) -> Budget {
         let seconds = state.app.config.query_timeout_seconds;
         if seconds == 0 {
             return Budget(None, 0);
@@ -106,7 +125,7 @@ impl Budget {
     }
 
     /// The outcome of the query, a stop by this budget told as such.
-    pub(crate) fn outcome<T>(
+    fn outcome<T>(
         &self,
         control: &itinera_engine::QueryControl,
         r: Result<T, itinera_app::AppError>,

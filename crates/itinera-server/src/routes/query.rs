@@ -17,8 +17,8 @@ use itinera_engine::stages::PersonJourney;
 use itinera_engine::{
     AccountsQuery, AccountsResult, AdvocacyQuery, AdvocacyResult, AttributionQuery,
     AttributionResult, ClvQuery, ClvResult, FunnelQuery, FunnelResult, PathQuery, PathResult,
-    QueryControl, RetentionQuery, RetentionResult, RevenueQuery, RevenueResult, ScanOptions,
-    ScoresQuery, ScoresResult, StageFunnelQuery, StageFunnelResult,
+    QueryControl, RetentionQuery, RetentionResult, RevenueQuery, RevenueResult, ScoresQuery,
+    ScoresResult, StageFunnelQuery, StageFunnelResult,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -157,21 +157,10 @@ async fn run_now(
     let control = state.app.query_control();
     // dropped with this future: when the client disconnects, the scan stops
     let _guard = CancelOnDrop(control.clone());
-    let opts = ScanOptions {
-        control: Some(control.clone()),
-        ..Default::default()
-    };
     let started = Instant::now();
-    let budget = super::Budget::start(&state, &control);
-    let app = state.app.clone();
     let kind = request.kind();
-    let project2 = project.clone();
-    let control2 = control.clone();
-    let result = blocking(move || {
-        let r = app.run_analysis(&project2, &request, &pop, &opts);
-        Ok(budget.outcome(&control2, r)?)
-    })
-    .await?;
+    let run = super::analysis_run(&state, control, project.clone(), request, pop);
+    let result = blocking(move || Ok(run()?)).await?;
     tracing::debug!(
         project,
         analysis = kind,
