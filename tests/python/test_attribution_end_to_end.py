@@ -8,14 +8,12 @@ against the generator's won deals."""
 
 import json
 import math
-import shutil
-import tempfile
 from collections import defaultdict
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
+from exported import Stitch, exported_world
 from test_funnel_reference import run
 
 GAP_MS = 30 * 60_000
@@ -99,21 +97,8 @@ def ms(ts):
 def journeys(messages, key_of, count_by_account=False):
     """Rows (ts, key, is_conversion, revenue) per journey: persons stitched by union-find over
     messages carrying two ids, or with `count_by_account` the members of each account together."""
-    parent = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for m in messages:
-        ids = [m[k] for k in ("userId", "anonymousId", "previousId") if m.get(k)]
-        for other in ids[1:]:
-            a, b = find(ids[0]), find(other)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+    stitch = Stitch(messages)
+    find = stitch.find
     account = {}
     if count_by_account:
         # a person's account: the group they joined latest (group calls name it)
@@ -124,7 +109,7 @@ def journeys(messages, key_of, count_by_account=False):
     for m in messages:
         if m["type"] not in ("page", "screen", "track"):
             continue
-        person = find(m.get("userId") or m.get("anonymousId"))
+        person = stitch.person(m)
         journey = account.get(person) if count_by_account else person
         if journey is None:
             continue
@@ -202,13 +187,8 @@ def recompute(js, direct="direct", lookback_ms=LOOKBACK_MS):
 
 @pytest.fixture(scope="module")
 def world():
-    d = Path(tempfile.mkdtemp())
-    run("generate", "--out", str(d / "w.jsonl"), "--customers", "2000", "--seed", "13")
-    run("import", "--data", str(d / "data"), str(d / "w.jsonl"), "--quiet")
-    run("export", "--data", str(d / "data"), str(d / "e.jsonl"))
-    msgs = [json.loads(line) for line in (d / "e.jsonl").read_text().splitlines()]
-    yield d, msgs
-    shutil.rmtree(d)
+    with exported_world(2000, 13) as w:
+        yield w
 
 
 def itinera(d, *args):

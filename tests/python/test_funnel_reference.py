@@ -71,30 +71,11 @@ def parse_ts(s):
 def stitched_rows(export_path):
     """(person, ts, event) per exported message, persons stitched from messages that carry two ids
     (an independent implementation of identity stitching: union-find, smallest id as the name)."""
-    parent = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(a, b):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
+    from exported import Stitch
 
     msgs = [json.loads(line) for line in Path(export_path).read_text().splitlines()]
-    for m in msgs:
-        ids = [m.get(k) for k in ("userId", "anonymousId", "previousId") if m.get(k)]
-        for other in ids[1:]:
-            union(ids[0], other)
-    rows = []
-    for m in msgs:
-        pid = m.get("userId") or m.get("anonymousId")
-        rows.append((find(pid), parse_ts(m["timestamp"]), m.get("event") or IMPLICIT[m["type"]]))
-    return rows
+    stitch = Stitch(msgs)
+    return [(stitch.person(m), parse_ts(m["timestamp"]), m.get("event") or IMPLICIT[m["type"]]) for m in msgs]
 
 
 @pytest.fixture(scope="module")

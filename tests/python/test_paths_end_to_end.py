@@ -5,13 +5,11 @@ equal Itinera's. Persons are stitched by union-find, channels follow docs/channe
 the attribution test, no code shared with Itinera)."""
 
 import json
-import shutil
-import tempfile
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from exported import exported_world
 from test_funnel_reference import run
 from test_stages_end_to_end import persons
 
@@ -78,13 +76,8 @@ def recompute(journeys, start=None, end=None, steps=5, node="event", collapse=Tr
 
 @pytest.fixture(scope="module")
 def world():
-    d = Path(tempfile.mkdtemp())
-    run("generate", "--out", str(d / "w.jsonl"), "--customers", "1500", "--seed", "29")
-    run("import", "--data", str(d / "data"), str(d / "w.jsonl"), "--quiet")
-    run("export", "--data", str(d / "data"), str(d / "e.jsonl"))
-    msgs = [json.loads(line) for line in (d / "e.jsonl").read_text().splitlines()]
-    yield d, persons(msgs)
-    shutil.rmtree(d)
+    with exported_world(1500, 29) as (d, msgs):
+        yield d, persons(msgs)
 
 
 CASES = [

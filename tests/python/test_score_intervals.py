@@ -5,16 +5,14 @@ at two confidence levels, overall and per survey. The answers are read from the 
 Itinera's figures."""
 
 import json
-import shutil
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import DescrStatsW
 
+from exported import exported_world
 from test_funnel_reference import run
 
 SCALES = {"nps": (0, 10), "csat": (1, 5)}
@@ -22,22 +20,17 @@ SCALES = {"nps": (0, 10), "csat": (1, 5)}
 
 @pytest.fixture(scope="module")
 def world():
-    d = Path(tempfile.mkdtemp())
-    run("generate", "--out", str(d / "w.jsonl"), "--customers", "3000", "--seed", "21")
-    run("import", "--data", str(d / "data"), str(d / "w.jsonl"), "--quiet")
-    run("export", "--data", str(d / "data"), str(d / "e.jsonl"))
-    answers = defaultdict(lambda: defaultdict(list))  # kind -> survey -> scores
-    for line in (d / "e.jsonl").read_text().splitlines():
-        m = json.loads(line)
-        p = m.get("properties") or {}
-        if m.get("event") != "Survey Responded" or not isinstance(p.get("score"), (int, float)):
-            continue
-        kind = p.get("survey_kind")
-        lo, hi = SCALES.get(kind, (None, None))
-        if lo is not None and lo <= p["score"] <= hi:
-            answers[kind][p.get("survey_id")].append(float(p["score"]))
-    yield d, answers
-    shutil.rmtree(d)
+    with exported_world(3000, 21) as (d, msgs):
+        answers = defaultdict(lambda: defaultdict(list))  # kind -> survey -> scores
+        for m in msgs:
+            p = m.get("properties") or {}
+            if m.get("event") != "Survey Responded" or not isinstance(p.get("score"), (int, float)):
+                continue
+            kind = p.get("survey_kind")
+            lo, hi = SCALES.get(kind, (None, None))
+            if lo is not None and lo <= p["score"] <= hi:
+                answers[kind][p.get("survey_id")].append(float(p["score"]))
+        yield d, answers
 
 
 def scores(d, kind, confidence):

@@ -5,13 +5,11 @@ test's implementation of docs/channels.md."""
 
 import json
 import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from test_attribution_end_to_end import channel, ms
+from exported import Stitch, exported_world
 from test_funnel_reference import run
 
 MODELS = ["buyer-journey", "customer-journey", "seven-stage", "aida"]
@@ -43,26 +41,13 @@ def duration_ms(text):
 
 
 def persons(messages):
-    parent = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for m in messages:
-        ids = [m[k] for k in ("userId", "anonymousId", "previousId") if m.get(k)]
-        for other in ids[1:]:
-            a, b = find(ids[0]), find(other)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+    """Each person's rows (ts, kind, channel, event), in time order."""
+    stitch = Stitch(messages)
     out = {}
     for m in messages:
         row = {"ts": ms(m["timestamp"]), "kind": m["type"], "channel": channel(m),
                "event": m.get("event") if m["type"] == "track" else IMPLICIT.get(m["type"], m["type"])}
-        out.setdefault(find(m.get("userId") or m.get("anonymousId")), []).append(row)
+        out.setdefault(stitch.person(m), []).append(row)
     for rows in out.values():
         rows.sort(key=lambda r: r["ts"])
     return out
@@ -130,13 +115,8 @@ def recompute(model, journeys):
 
 @pytest.fixture(scope="module")
 def world():
-    d = Path(tempfile.mkdtemp())
-    run("generate", "--out", str(d / "w.jsonl"), "--customers", "2000", "--seed", "17")
-    run("import", "--data", str(d / "data"), str(d / "w.jsonl"), "--quiet")
-    run("export", "--data", str(d / "data"), str(d / "e.jsonl"))
-    msgs = [json.loads(line) for line in (d / "e.jsonl").read_text().splitlines()]
-    yield d, persons(msgs)
-    shutil.rmtree(d)
+    with exported_world(2000, 17) as (d, msgs):
+        yield d, persons(msgs)
 
 
 @pytest.mark.parametrize("name", MODELS)
