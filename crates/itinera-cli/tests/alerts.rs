@@ -16,6 +16,31 @@ use std::sync::{Arc, Mutex};
 /// Requests a sink received: (lower-case headers, body).
 type Received = Arc<Mutex<Vec<(Vec<(String, String)>, String)>>>;
 
+/// One HTTP request read off `stream`: its lower-case headers and its body.
+fn read_request(stream: &std::net::TcpStream) -> (Vec<(String, String)>, String) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut headers = Vec::new();
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            if k == "content-length" {
+                len = v.parse().unwrap();
+            }
+            headers.push((k, v));
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    (headers, String::from_utf8(body).unwrap())
+}
+
 /// A webhook receiver on loopback: answers 500 to the first request and 200 afterwards.
 fn sink() -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -25,29 +50,10 @@ fn sink() -> (String, Received) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let mut stream = stream.unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut headers = Vec::new();
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                let line = line.trim_end().to_string();
-                if line.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':') {
-                    let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-                    if k == "content-length" {
-                        len = v.parse().unwrap();
-                    }
-                    headers.push((k, v));
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
+            let request = read_request(&stream);
             let n = {
                 let mut g = got2.lock().unwrap();
-                g.push((headers, String::from_utf8(body).unwrap()));
+                g.push(request);
                 g.len()
             };
             let status = if n == 1 {
@@ -419,20 +425,7 @@ fn redirecting_sink(location: &str) -> (String, Arc<Mutex<usize>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let mut stream = stream.unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line.trim_end().is_empty() {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
+            read_request(&stream);
             *hits2.lock().unwrap() += 1;
             write!(
                 stream,
