@@ -36,6 +36,7 @@ pub trait JourneyBackend: Send + Sync {
         segments: &[SegmentDef],
         personas: &[SegmentDef],
         as_of_ms: i64,
+        opts: &ScanOptions,
     ) -> Result<SegmentsReport>;
 
     /// Checks that a segment rule compiles against this project's data (no scan).

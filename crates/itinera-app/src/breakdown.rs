@@ -5,6 +5,7 @@ use crate::definitions;
 use crate::error::{AppError, Result};
 use crate::population::Population;
 use crate::App;
+use itinera_engine::ScanOptions;
 use itinera_meta::{DefinitionKind, Meta};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -80,11 +81,12 @@ impl App {
         project: &str,
         by: BreakdownBy,
         request: &AnalysisRequest,
+        opts: &ScanOptions,
     ) -> Result<BreakdownResult> {
         let groups = groups(&self.meta(), project, by)?;
         let mut out = Vec::with_capacity(groups.len());
         for (name, population) in groups {
-            let result = self.run_analysis(project, request, &population, &Default::default())?;
+            let result = self.run_analysis(project, request, &population, opts)?;
             out.push(BreakdownGroup { name, result });
         }
         Ok(BreakdownResult { by, groups: out })

@@ -75,13 +75,14 @@ impl JourneyBackend for Embedded {
         segments: &[SegmentDef],
         personas: &[SegmentDef],
         as_of_ms: i64,
+        opts: &ScanOptions,
     ) -> Result<SegmentsReport> {
         Ok(itinera_engine::segments::run_segments_report(
             &self.0.view(),
             segments,
             personas,
             as_of_ms,
-            &Default::default(),
+            opts,
         )?)
     }
 

@@ -133,7 +133,7 @@ impl App {
     }
 
     /// Sizes of the saved segments and personas. Blocking.
-    pub fn segments_report(&self, project: &str) -> Result<SegmentsReport> {
+    pub fn segments_report(&self, project: &str, opts: &ScanOptions) -> Result<SegmentsReport> {
         let backend = self.backend(project)?;
         let (segments, personas) = {
             let meta = self.meta();
@@ -142,7 +142,7 @@ impl App {
                 definitions::load_segments(&meta, project, DefinitionKind::Persona)?,
             )
         };
-        backend.segments_report(&segments, &personas, now_ms())
+        backend.segments_report(&segments, &personas, now_ms(), opts)
     }
 
     /// Saves a segment or persona after compiling its rule against the project's data (unknown

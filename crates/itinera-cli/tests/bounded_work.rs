@@ -129,6 +129,28 @@ fn a_query_over_its_time_budget_is_stopped_with_the_reason() {
         body["error"].as_str().unwrap().contains("budget of 1 s"),
         "{body}"
     );
+    // a breakdown runs its analyses under the same budget
+    let client = reqwest::blocking::Client::new();
+    let put = client
+        .put(server.url("/api/v1/segments/everyone"))
+        .bearer_auth(&keys.edit_token)
+        .json(&json!({"rule": {"did": {"match": "e0", "at_least": 0}}}))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200, "{}", put.text().unwrap());
+    let r = client
+        .post(server.url("/api/v1/breakdown?by=segment"))
+        .bearer_auth(&keys.read_token)
+        .json(&json!({"attribution": {"by": "event", "models": ["shapley"], "shapley_samples": 1_000_000,
+                                       "lookback": "3650d"}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("budget of 1 s"),
+        "{body}"
+    );
 }
 
 /// Tokens are rate-limited once they check out: many requests at once get 429 with the wait,

@@ -934,7 +934,7 @@ fn run_segments_report(target: &Target) -> CliResult {
         Some(client) => client.segments_report()?,
         None => target
             .local_app()?
-            .segments_report(&target.project.project)?,
+            .segments_report(&target.project.project, &Default::default())?,
     };
     if printed_as_json(target.format, &r)? {
         return Ok(());
@@ -996,10 +996,12 @@ fn run_breakdown(a: &BreakdownArgs) -> CliResult {
     let by: BreakdownBy = a.by.parse()?;
     let result = match a.target.client()? {
         Some(client) => client.breakdown(by, &request)?,
-        None => a
-            .target
-            .local_app()?
-            .breakdown(&a.target.project.project, by, &request)?,
+        None => a.target.local_app()?.breakdown(
+            &a.target.project.project,
+            by,
+            &request,
+            &Default::default(),
+        )?,
     };
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())

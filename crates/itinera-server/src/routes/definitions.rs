@@ -74,7 +74,7 @@ async fn segments_report(
     ReadProject(project): ReadProject,
 ) -> Result<Json<Value>, ApiError> {
     let app = state.app.clone();
-    let r = blocking(move || Ok(app.segments_report(&project)?)).await?;
+    let r = super::scan_now(&state, move |opts| app.segments_report(&project, opts)).await?;
     Ok(to_json(&r))
 }
 

@@ -53,8 +53,11 @@ async fn start_job(
     // the project's backend opens before the job is accepted: a broken store answers now
     state.app.backend(&project)?;
     let (id, control) = state.app.jobs.start(&project)?;
+    let (app, project2) = (state.app.clone(), project.clone());
+    let run = super::budgeted(&state, control, move |opts| {
+        app.run_analysis(&project2, &request, &pop, opts)
+    });
     let (app, id2) = (state.app.clone(), id.clone());
-    let run = super::analysis_run(&state, control, project.clone(), request, pop);
     tokio::task::spawn_blocking(move || app.jobs.finish(&id2, run()));
     let status = state.app.jobs.status(&project, &id)?;
     Ok((StatusCode::ACCEPTED, to_json(&status)))

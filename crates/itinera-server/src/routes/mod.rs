@@ -82,25 +82,43 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Json<serde_json::Value> {
     Json(serde_json::to_value(v).expect("answers serialize"))
 }
 
-/// One analysis, ready to run off the async threads: with its control (cancellation, progress)
-/// and its time budget, a stop by the budget told as such. The request and the job both run
-/// their analyses through this.
-pub(crate) fn analysis_run(
+/// Scan work (an analysis, a breakdown, segment sizes), ready to run off the async threads: with
+/// `control` (cancellation, progress) and the time budget, a stop by the budget told as such.
+/// Every route and job that scans runs through this.
+pub(crate) fn budgeted<T: Send + 'static>(
     state: &AppState,
     control: Arc<itinera_engine::QueryControl>,
-    project: String,
-    request: itinera_app::AnalysisRequest,
-    population: itinera_app::Population,
-) -> impl FnOnce() -> Result<serde_json::Value, itinera_app::AppError> + Send + 'static {
+    work: impl FnOnce(&itinera_engine::ScanOptions) -> Result<T, itinera_app::AppError> + Send + 'static,
+) -> impl FnOnce() -> Result<T, itinera_app::AppError> + Send + 'static {
     let budget = Budget::start(state, &control);
-    let app = state.app.clone();
     move || {
         let opts = itinera_engine::ScanOptions {
             control: Some(control.clone()),
             ..Default::default()
         };
-        let r = app.run_analysis(&project, &request, &population, &opts);
-        budget.outcome(&control, r)
+        budget.outcome(&control, work(&opts))
+    }
+}
+
+/// Scan work a client waits for: run off the async threads under the time budget, cancelled
+/// when the request is dropped (the client went away) or the server stops.
+pub(crate) async fn scan_now<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&itinera_engine::ScanOptions) -> Result<T, itinera_app::AppError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let control = state.app.query_control();
+    // dropped with this future: when the client disconnects, the scan stops
+    let _guard = CancelOnDrop(control.clone());
+    let run = budgeted(state, control, work);
+    blocking(move || Ok(run()?)).await
+}
+
+/// Cancels a query when the request that runs it is dropped.
+struct CancelOnDrop(Arc<itinera_engine::QueryControl>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 

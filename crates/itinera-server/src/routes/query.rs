@@ -17,8 +17,8 @@ use itinera_engine::stages::PersonJourney;
 use itinera_engine::{
     AccountsQuery, AccountsResult, AdvocacyQuery, AdvocacyResult, AttributionQuery,
     AttributionResult, ClvQuery, ClvResult, FunnelQuery, FunnelResult, PathQuery, PathResult,
-    QueryControl, RetentionQuery, RetentionResult, RevenueQuery, RevenueResult, ScoresQuery,
-    ScoresResult, StageFunnelQuery, StageFunnelResult,
+    RetentionQuery, RetentionResult, RevenueQuery, RevenueResult, ScoresQuery, ScoresResult,
+    StageFunnelQuery, StageFunnelResult,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -139,28 +139,19 @@ analysis!(
     comments, "/api/v1/comments", Comments, CommentsQuery, CommentsResult
 );
 
-/// Cancels a query when the request that runs it is dropped (the client went away).
-struct CancelOnDrop(Arc<QueryControl>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
-}
-
 async fn run_now(
     state: Arc<AppState>,
     project: String,
     request: AnalysisRequest,
     pop: Population,
 ) -> Result<Json<Value>, ApiError> {
-    let control = state.app.query_control();
-    // dropped with this future: when the client disconnects, the scan stops
-    let _guard = CancelOnDrop(control.clone());
     let started = Instant::now();
     let kind = request.kind();
-    let run = super::analysis_run(&state, control, project.clone(), request, pop);
-    let result = blocking(move || Ok(run()?)).await?;
+    let (app, project2) = (state.app.clone(), project.clone());
+    let result = super::scan_now(&state, move |opts| {
+        app.run_analysis(&project2, &request, &pop, opts)
+    })
+    .await?;
     tracing::debug!(
         project,
         analysis = kind,
@@ -227,6 +218,9 @@ async fn breakdown(
     let by: BreakdownBy = query_params("by", params)?.by.parse()?;
     let request = json_body(body)?;
     let app = state.app.clone();
-    let r = blocking(move || Ok(app.breakdown(&project, by, &request)?)).await?;
+    let r = super::scan_now(&state, move |opts| {
+        app.breakdown(&project, by, &request, opts)
+    })
+    .await?;
     Ok(to_json(&r))
 }
