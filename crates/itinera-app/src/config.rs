@@ -49,6 +49,13 @@ pub struct Config {
     pub token_rate_per_second: u32,
     /// An analysis is stopped after this many seconds with a clear error; 0 = no budget.
     pub query_timeout_seconds: u64,
+    /// A web-app login lasts this long.
+    pub session_hours: u64,
+    /// Session cookies carry `Secure` (set it when users reach the server over HTTPS, e.g.
+    /// through a TLS-terminating proxy).
+    pub secure_cookies: bool,
+    /// Failed logins allowed per minute per client address and per e-mail.
+    pub login_attempts_per_minute: u32,
 }
 
 /// Destinations an admin allows for requests the server sends. A webhook's host must resolve
@@ -182,6 +189,9 @@ impl Default for Config {
             metrics_token: None,
             token_rate_per_second: 50,
             query_timeout_seconds: 600,
+            session_hours: 12,
+            secure_cookies: false,
+            login_attempts_per_minute: 10,
         }
     }
 }

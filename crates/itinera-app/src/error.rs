@@ -13,8 +13,14 @@ pub enum AppError {
     Invalid { field: String, reason: String },
     #[error("{0}")]
     NotFound(String),
+    /// Credentials are missing or wrong.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The change was based on a state that someone else changed meanwhile.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     TooLarge(String),
     /// Too many requests or jobs; worth retrying after this many seconds.

@@ -17,9 +17,11 @@ pub mod destinations;
 pub mod embedded;
 pub mod error;
 pub mod jobs;
+pub mod maps;
 pub mod outbound;
 pub mod population;
 pub mod surveys;
+pub mod users;
 
 pub use analysis::{AnalysisRequest, PersonStagesRequest};
 pub use backend::{Backend, Backends, EventSink, JourneyBackend};

@@ -8,6 +8,7 @@ mod output;
 mod parquet_io;
 mod query;
 mod surveys;
+mod users;
 
 /// mimalloc: the glibc allocator was a quarter of the CPU time of HTTP ingestion (measured with perf).
 /// Built without transparent huge pages (the workspace's `no_thp` feature): the kernel zeroes a
@@ -110,6 +111,16 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: models::ModelCommand,
+    },
+    /// People who log in to the web app, with a role for every project: viewer, editor, admin.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
+    /// Journey maps: list, export as JSON (docs/map-schema.json), import.
+    Maps {
+        #[command(subcommand)]
+        command: users::MapsCommand,
     },
     /// Projects and their credentials.
     Keys {
@@ -346,6 +357,12 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
             &mut cfg.survey_rate_per_minute,
         ),
         ("ITINERA_SMTP_PORT", &mut cfg.smtp.port),
+        ("ITINERA_SESSION_HOURS", &mut cfg.session_hours),
+        ("ITINERA_SECURE_COOKIES", &mut cfg.secure_cookies),
+        (
+            "ITINERA_LOGIN_ATTEMPTS_PER_MINUTE",
+            &mut cfg.login_attempts_per_minute,
+        ),
     ] {
         if let Some(v) = env(key) {
             slot.set(&v).map_err(|e| format!("{key}: {e}"))?;
@@ -377,7 +394,7 @@ macro_rules! set_from_str {
         }
     )*};
 }
-set_from_str!(u16, u32, u64, i64, usize);
+set_from_str!(u16, u32, u64, i64, usize, bool);
 
 pub(crate) fn open_data(cfg: &ServerConfig) -> CliResult<Arc<DataDir>> {
     Ok(DataDir::open(&cfg.data, cfg.store.to_store_config())?)
@@ -466,11 +483,14 @@ fn run(cli: Cli) -> CliResult {
                 let meta = dir.meta.lock();
                 let pair = meta.create_keys(DEFAULT_PROJECT, "demo")?;
                 let edit = meta.create_token(DEFAULT_PROJECT, itinera_meta::Scope::Edit, "demo")?;
-                (pair, edit)
+                let login = itinera_app::demo::demo_admin(&meta)?;
+                (pair, edit, login)
             };
             serve(cfg, dir, Some(keys))
         }
         Command::Keys { command } => keys(command),
+        Command::Users { command } => users::run(command),
+        Command::Maps { command } => users::run_maps(command),
         Command::Surveys { command } => surveys::run(command),
         Command::Cases { command } => surveys::run_cases(command),
         Command::Models { command } => models::run(command),
@@ -757,7 +777,7 @@ fn generate(out: &Path, customers: u64, events: u64, seed: u64) -> CliResult {
 fn serve(
     cfg: ServerConfig,
     dir: Arc<DataDir>,
-    demo_keys: Option<(itinera_meta::NewKeys, String)>,
+    demo_keys: Option<(itinera_meta::NewKeys, String, (String, String))>,
 ) -> CliResult {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -770,7 +790,8 @@ fn serve(
         tracing::info!(listen = %addr, data = %cfg.data.display(), "itinera is serving");
         println!("Itinera is running at http://{addr}/");
         println!("  tracking API: http://{addr}/v1/batch   health: http://{addr}/healthz   metrics: http://{addr}/metrics");
-        if let Some((k, edit)) = demo_keys {
+        if let Some((k, edit, (email, password))) = demo_keys {
+            println!("  web app: http://{addr}/  log in as {email} with password {password}");
             println!("  write key (ingest): {}", k.write_key);
             println!("  read token (query): {}", k.read_token);
             println!("  edit token (change surveys, segments, alert rules, cases): {edit}");

@@ -15,6 +15,7 @@ pub mod duration;
 pub mod error;
 pub mod funnel;
 pub mod journey;
+pub mod map;
 pub mod memory;
 pub mod paths;
 pub mod retention;

@@ -6,6 +6,12 @@
 //! query. Secrets are random, shown once, and stored as SHA-256 hashes; a short prefix is kept
 //! to tell keys apart in listings.
 
+mod maps;
+mod users;
+
+pub use maps::{MapVersion, StoredMap, STALE};
+pub use users::{valid_email, NewSession, Role, Session, User};
+
 use rand::Rng;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -21,6 +27,7 @@ fn migrations() -> rusqlite_migration::Migrations<'static> {
     rusqlite_migration::Migrations::new(vec![
         rusqlite_migration::M::up(include_str!("../migrations/0001_initial.sql")),
         rusqlite_migration::M::up(include_str!("../migrations/0002_token_scopes.sql")),
+        rusqlite_migration::M::up(include_str!("../migrations/0003_users_and_maps.sql")),
     ])
 }
 
@@ -690,6 +697,31 @@ impl Meta {
         Ok(secret)
     }
 
+    /// Creates a write key for the project; the only time its secret is visible.
+    pub fn create_write_key(&self, project: &str, label: &str) -> Result<String> {
+        let p = self.project(project)?;
+        let secret = new_secret(KeyKind::Write);
+        self.conn.execute(
+            "INSERT INTO keys (project_id, kind, scope, prefix, hash, label, created_at) VALUES (?1, 'write', 'ingest', ?2, ?3, ?4, ?5)",
+            params![p.id, &secret[..10], hash(&secret), label, now()],
+        )?;
+        Ok(secret)
+    }
+
+    /// Revokes the key with this id if it belongs to `project` (an admin of one project cannot
+    /// revoke another's keys).
+    pub fn revoke_in(&self, project: &str, id: i64) -> Result<()> {
+        let p = self.project(project)?;
+        let n = self.conn.execute(
+            "UPDATE keys SET revoked_at = ?3 WHERE id = ?1 AND project_id = ?2 AND revoked_at IS NULL",
+            params![id, p.id, now()],
+        )?;
+        if n == 0 {
+            return Err(MetaError::NoKey(id.to_string()));
+        }
+        Ok(())
+    }
+
     /// The project and scope of a live token.
     pub fn authenticate_token(&self, secret: &str) -> Result<Option<(String, Scope)>> {
         let row: Option<(String, String)> = self
@@ -874,7 +906,7 @@ mod tests {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 2, "every migration applied");
+        assert_eq!(v, 3, "every migration applied");
         assert_eq!(
             m.authenticate_token("rt_oldsecret").unwrap(),
             Some(("old".into(), Scope::Read)),

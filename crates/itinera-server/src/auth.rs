@@ -1,22 +1,40 @@
-//! Who is calling and what they may do, in one place (the model is `docs/security.md`): tokens for
-//! the query API (`Authorization: Bearer …`), each with a scope — read, edit or admin — checked by
-//! the [`ReadProject`], [`EditProject`] and [`AdminProject`] extractors before anything else of the
-//! request is read; write keys for tracking (HTTP Basic user name, or `writeKey` in the body),
-//! which are never tokens. Successful lookups are cached briefly so a revoked credential stops
-//! working within `auth_cache_seconds`.
+//! Who is calling and what they may do, in one place (the model is `docs/security.md`).
+//!
+//! - **Tokens** for programs (`Authorization: Bearer …`), each of one project with a scope: read,
+//!   edit or admin.
+//! - **Sessions** for people in the web app: a cookie set by logging in (`POST /api/v1/session`)
+//!   names a user whose role (viewer, editor, admin) gives the same three levels, in every
+//!   project; the project is the `X-Itinera-Project` header (`default` without it). A browser's
+//!   state-changing request must echo the session's CSRF token in `X-CSRF-Token`.
+//! - **Write keys** for tracking (HTTP Basic user name, or `writeKey` in the body), which are
+//!   never tokens.
+//!
+//! The [`ReadProject`], [`EditProject`] and [`AdminProject`] extractors run the check before
+//! anything else of the request is read. Token lookups are cached briefly so a revoked token
+//! stops working within `auth_cache_seconds`; sessions are looked up on every request, so a
+//! logout, a deleted user or a changed role takes effect at once.
 
 use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
+use axum_extra::extract::cookie::CookieJar;
 use axum_extra::headers::authorization::{Basic, Bearer};
 use axum_extra::headers::{Authorization, HeaderMapExt};
-use itinera_meta::{KeyKind, Scope};
+use itinera_meta::{KeyKind, Scope, Session, DEFAULT_PROJECT};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// The cookie holding a web-app session's secret.
+pub const SESSION_COOKIE: &str = "itinera_session";
+/// The header in which the web app echoes the session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The header naming the project a session's request is about.
+pub const PROJECT_HEADER: &str = "x-itinera-project";
 
 /// A recently authenticated credential: its project, its scope (tokens only) and when it was
 /// looked up.
@@ -52,10 +70,13 @@ impl AppState {
                 cache.insert(cache_key, (p.clone(), scope, Instant::now()));
                 Ok((p, scope))
             }
-            None => Err(ApiError::Unauthorized(match kind {
-                KeyKind::Write => "unknown or revoked write key",
-                KeyKind::Read => "unknown or revoked token",
-            })),
+            None => Err(ApiError::Unauthorized(
+                match kind {
+                    KeyKind::Write => "unknown or revoked write key",
+                    KeyKind::Read => "unknown or revoked token",
+                }
+                .into(),
+            )),
         }
     }
 
@@ -65,30 +86,125 @@ impl AppState {
     }
 }
 
-/// The project of the request's token, if the token holds at least `needed`: the one check every
-/// query-API route goes through (401 without a live token, 403 with one of a lesser scope).
-fn token_project(parts: &Parts, state: &AppState, needed: Scope) -> Result<String, ApiError> {
-    let token =
-        parts
-            .headers
-            .typed_get::<Authorization<Bearer>>()
-            .ok_or(ApiError::Unauthorized(
-            "a token is required: Authorization: Bearer rt_… (read), et_… (edit) or at_… (admin)",
+/// Who made a request, resolved once per request.
+#[derive(Clone)]
+pub enum Caller {
+    /// A token of one project.
+    Token { project: String, scope: Scope, prefix: String },
+    /// A logged-in user of the web app.
+    User(Session),
+}
+
+impl Caller {
+    pub fn scope(&self) -> Scope {
+        match self {
+            Caller::Token { scope, .. } => *scope,
+            Caller::User(s) => s.user.role.scope(),
+        }
+    }
+
+    /// How the caller is named in what they change (`updated_by`).
+    pub fn name(&self) -> String {
+        match self {
+            Caller::Token { prefix, .. } => format!("token {prefix}…"),
+            Caller::User(s) => s.user.email.clone(),
+        }
+    }
+}
+
+/// The caller of a request: a token, else a session cookie (with its CSRF token on
+/// state-changing methods); `401` without either.
+pub fn caller(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+    if let Some(c) = parts.extensions.get::<Caller>() {
+        return Ok(c.clone());
+    }
+    let resolved = if let Some(token) = parts.headers.typed_get::<Authorization<Bearer>>() {
+        let secret = token.token().trim();
+        let (project, scope) = state.lookup(secret, KeyKind::Read)?;
+        // counted after the token checks out: made-up tokens cannot use up a real one's budget
+        state.token_limit.check(secret)?;
+        Caller::Token {
+            project,
+            scope: scope.unwrap_or(Scope::Read),
+            prefix: secret.chars().take(10).collect(),
+        }
+    } else if let Some(secret) = session_secret(&parts.headers) {
+        let session = state.app.session(&secret)?.ok_or(ApiError::Unauthorized(
+            "the session has ended (logged out or expired): log in again".into(),
         ))?;
-    let (project, scope) = state.lookup(token.token().trim(), KeyKind::Read)?;
-    // counted after the token checks out: made-up tokens cannot use up a real one's budget
-    state.token_limit.check(token.token().trim())?;
-    let scope = scope.unwrap_or(Scope::Read);
-    if scope < needed {
+        if !is_safe(&parts.method) {
+            check_csrf(&parts.headers, &session)?;
+        }
+        state.token_limit.check(&format!("user {}", session.user.id))?;
+        Caller::User(session)
+    } else {
+        return Err(ApiError::Unauthorized(
+            "log in, or send a token: Authorization: Bearer rt_… (read), et_… (edit) or at_… (admin)"
+                .into(),
+        ));
+    };
+    parts.extensions.insert(resolved.clone());
+    Ok(resolved)
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The session secret in the request's cookie, if any.
+pub fn session_secret(headers: &HeaderMap) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(SESSION_COOKIE)
+        .map(|c| c.value().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A state-changing request from a browser must carry the session's CSRF token in a header
+/// (another site's page can make the browser send the cookie, not read the token).
+fn check_csrf(headers: &HeaderMap, session: &Session) -> Result<(), ApiError> {
+    let sent = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if sent.is_empty() || !bool::from(sent.as_bytes().ct_eq(session.csrf.as_bytes())) {
         return Err(ApiError::Forbidden(format!(
-            "this {} token may not do this: {} {} needs a token with the {} scope (docs/security.md)",
-            scope.as_str(),
+            "a state-changing request of a logged-in user needs the session's CSRF token in {CSRF_HEADER} (docs/security.md)"
+        )));
+    }
+    Ok(())
+}
+
+/// The project of the request, if its caller holds at least `needed` there: the one check every
+/// query-API route goes through (401 without a live credential, 403 with a lesser one).
+fn caller_project(parts: &mut Parts, state: &AppState, needed: Scope) -> Result<String, ApiError> {
+    let who = caller(parts, state)?;
+    let scope = who.scope();
+    if scope < needed {
+        let what = match &who {
+            Caller::Token { .. } => format!("this {} token", scope.as_str()),
+            Caller::User(s) => format!("a user with the {} role", s.user.role.as_str()),
+        };
+        return Err(ApiError::Forbidden(format!(
+            "{what} may not do this: {} {} needs the {} scope (docs/security.md)",
             parts.method,
             parts.uri.path(),
             needed.as_str()
         )));
     }
-    Ok(project)
+    match who {
+        Caller::Token { project, .. } => Ok(project),
+        Caller::User(_) => {
+            let project = parts
+                .headers
+                .get(PROJECT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(DEFAULT_PROJECT)
+                .to_string();
+            // a user's role holds in every project; the project must exist
+            state.app.meta().project(&project)?;
+            Ok(project)
+        }
+    }
 }
 
 /// The write key of a tracking request: the HTTP Basic user name, else `writeKey` in the body.
@@ -112,24 +228,58 @@ macro_rules! scoped_extractor {
                 parts: &mut Parts,
                 state: &Arc<AppState>,
             ) -> Result<Self, Self::Rejection> {
-                token_project(parts, state, $scope).map($name)
+                caller_project(parts, state, $scope).map($name)
             }
         }
     };
 }
 
 scoped_extractor!(
-    /// The project of a token that may read (any token).
+    /// The project of a caller that may read (any token, any user).
     ReadProject,
     Scope::Read
 );
 scoped_extractor!(
-    /// The project of a token that may edit definitions, surveys, alert rules and cases.
+    /// The project of a caller that may edit maps, definitions, surveys, alert rules and cases.
     EditProject,
     Scope::Edit
 );
 scoped_extractor!(
-    /// The project of a token that may also manage credentials and users.
+    /// The project of a caller that may also manage credentials.
     AdminProject,
     Scope::Admin
 );
+
+/// The caller, once a scoped extractor has checked it (for `updated_by`).
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        caller(parts, state)
+    }
+}
+
+/// A logged-in user with the admin role: managing users is for people, not project tokens (a
+/// user's role holds in every project, a token belongs to one).
+pub struct AdminUser(pub Session);
+
+impl FromRequestParts<Arc<AppState>> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        match caller(parts, state)? {
+            Caller::User(s) if s.user.role == itinera_meta::Role::Admin => Ok(AdminUser(s)),
+            _ => Err(ApiError::Forbidden(format!(
+                "{} {} is for a logged-in admin user (users are managed in the web app or with `itinera users`)",
+                parts.method,
+                parts.uri.path()
+            ))),
+        }
+    }
+}

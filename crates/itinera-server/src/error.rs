@@ -14,11 +14,13 @@ pub enum ApiError {
     #[error("no message could be stored")]
     Invalid(Vec<IndexedError>),
     #[error("{0}")]
-    Unauthorized(&'static str),
+    Unauthorized(std::borrow::Cow<'static, str>),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -36,7 +38,9 @@ impl From<AppError> for ApiError {
         match e {
             AppError::Invalid { field, reason } => ApiError::BadRequest { field, reason },
             AppError::NotFound(m) => ApiError::NotFound(m),
+            AppError::Unauthorized(m) => ApiError::Unauthorized(m.into()),
             AppError::Forbidden(m) => ApiError::Forbidden(m),
+            AppError::Conflict(m) => ApiError::Conflict(m),
             AppError::TooLarge(m) => ApiError::TooLarge(m),
             AppError::Busy { retry_after_s } => ApiError::RateLimited(retry_after_s),
             AppError::Cancelled | AppError::TimedOut { .. } => ApiError::Unavailable(e.to_string()),
@@ -65,6 +69,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -33,6 +33,8 @@ pub struct AppState {
     pub survey_limit: rate_limit::KeyedLimit,
     /// Query-API requests per token.
     pub token_limit: rate_limit::KeyedLimit,
+    /// Login attempts per client address and per e-mail.
+    pub login_limit: rate_limit::KeyedLimit,
 }
 
 impl AppState {
@@ -41,6 +43,7 @@ impl AppState {
             write_limit: rate_limit::KeyedLimit::per_second(app.config.rate_limit_per_key),
             survey_limit: rate_limit::KeyedLimit::per_minute(app.config.survey_rate_per_minute),
             token_limit: rate_limit::KeyedLimit::per_second(app.config.token_rate_per_second),
+            login_limit: rate_limit::KeyedLimit::per_minute(app.config.login_attempts_per_minute),
             app,
             metrics: metrics::Metrics::default(),
             auth: auth::AuthCache::default(),

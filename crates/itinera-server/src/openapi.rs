@@ -33,6 +33,10 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
         (name = "surveys", description = "Survey definitions and signed links"),
         (name = "alerts", description = "Alert rules on survey answers and the alerts that fired"),
         (name = "cases", description = "Cases that close the loop with a customer"),
+        (name = "maps", description = "Journey maps: documents with versions, drawn over live figures"),
+        (name = "session", description = "Logging in to the web app and out"),
+        (name = "users", description = "Users of the web app (logged-in admins only)"),
+        (name = "credentials", description = "A project's write keys and tokens (admins)"),
     )
 )]
 pub struct ApiDoc;
@@ -98,6 +102,11 @@ pub struct Unauthorized(pub ErrorBody);
 #[derive(IntoResponses)]
 #[response(status = 403)]
 pub struct Forbidden(pub ErrorBody);
+
+/// Someone else changed it meanwhile (a map saved after the version this edit started from).
+#[derive(IntoResponses)]
+#[response(status = 409)]
+pub struct Conflict(pub ErrorBody);
 
 /// Nothing of that name or id in this project.
 #[derive(IntoResponses)]

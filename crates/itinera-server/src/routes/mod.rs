@@ -3,13 +3,18 @@
 
 pub mod alerts;
 pub mod cases;
+pub mod credentials;
 pub mod definitions;
 pub mod jobs;
+pub mod maps;
 pub mod ops;
 pub mod query;
+pub mod session;
 pub mod survey_pages;
 pub mod surveys;
 pub mod tracking;
+pub mod users;
+pub mod web;
 
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
@@ -30,6 +35,10 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .merge(surveys::router())
         .merge(alerts::router())
         .merge(cases::router())
+        .merge(maps::router())
+        .merge(session::router())
+        .merge(users::router())
+        .merge(credentials::router())
         .merge(ops::docs())
 }
 
@@ -40,6 +49,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .merge(tracking::router())
         .merge(survey_pages::router())
         .merge(ops::router())
+        .merge(web::router())
         .merge(api)
 }
 

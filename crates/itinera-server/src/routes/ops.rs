@@ -67,7 +67,7 @@ async fn metrics(
         use sha2::Digest;
         if given.is_none_or(|g| digest(g.token()) != digest(want)) {
             return Err(crate::ApiError::Unauthorized(
-                "/metrics needs the metrics token: Authorization: Bearer …",
+                "/metrics needs the metrics token: Authorization: Bearer …".into(),
             ));
         }
     }

@@ -164,7 +164,7 @@ async fn ingest(
         _ => None,
     }
     .ok_or(ApiError::Unauthorized(
-        "a write key is required (HTTP Basic user name, or writeKey in the body)",
+        "a write key is required (HTTP Basic user name, or writeKey in the body)".into(),
     ))?;
     let project = app.authenticate(&key, KeyKind::Write)?;
     app.write_limit.check(&key)?;

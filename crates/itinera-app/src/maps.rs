@@ -1,0 +1,204 @@
+//! Journey maps of a project: reading (a project without a saved map gets its default map over
+//! the built-in customer-journey model), saving a validated document as a new version, listing
+//! and restoring versions, exporting and importing. Shared by the server and the CLI.
+
+use crate::definitions::{load, resolve_model, valid_name};
+use crate::error::{AppError, Result};
+use crate::App;
+use itinera_engine::map::{JourneyMap, MapExport, MAP_FORMAT};
+use itinera_engine::segments::SegmentDef;
+use itinera_engine::stages::{ModelRef, StageModel};
+use itinera_meta::{DefinitionKind, MapVersion, Meta};
+use serde::{Deserialize, Serialize};
+
+/// The map `/` shows.
+pub const DEFAULT_MAP: &str = "default";
+/// The model of a project's default map until someone saves another.
+pub const DEFAULT_MODEL: &str = "customer-journey";
+
+/// A map as read: its document and where it stands.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MapView {
+    pub name: String,
+    /// 0 for a default map that was never saved.
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    pub map: JourneyMap,
+    /// The stage model the map is drawn over, resolved (built-in or saved).
+    pub model: StageModel,
+}
+
+/// A map in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MapSummary {
+    pub name: String,
+    pub title: String,
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// The stage model a map names, resolved among the built-in and the project's saved models.
+fn model_of(meta: &Meta, project: &str, map: &JourneyMap) -> Result<StageModel> {
+    let r = resolve_model(meta, project, &ModelRef::Builtin(map.model.clone()))
+        .map_err(|e| match e {
+            AppError::Invalid { reason, .. } => AppError::invalid("map.model", reason),
+            other => other,
+        })?;
+    Ok(r.resolve()?)
+}
+
+fn decode(name: &str, body: &str) -> Result<JourneyMap> {
+    serde_json::from_str(body).map_err(|e| AppError::Internal(format!("saved map {name}: {e}")))
+}
+
+/// The lanes of a new map, as JSON (for documents built by hand, like the demo's).
+pub fn default_lanes() -> serde_json::Value {
+    let model = StageModel::builtin(DEFAULT_MODEL).expect("built in");
+    serde_json::to_value(JourneyMap::blank(DEFAULT_MODEL, &model).lanes).expect("lanes serialize")
+}
+
+fn blank_default() -> JourneyMap {
+    let model = StageModel::builtin(DEFAULT_MODEL).expect("built in");
+    JourneyMap::blank(DEFAULT_MODEL, &model)
+}
+
+impl App {
+    pub fn maps(&self, project: &str) -> Result<Vec<MapSummary>> {
+        let meta = self.meta();
+        let mut out: Vec<MapSummary> = meta
+            .maps(project)?
+            .into_iter()
+            .map(|m| {
+                let title = decode(&m.name, &m.body).map(|d| d.title).unwrap_or_default();
+                MapSummary {
+                    name: m.name,
+                    title,
+                    version: m.version,
+                    updated_at: Some(m.updated_at),
+                }
+            })
+            .collect();
+        if !out.iter().any(|m| m.name == DEFAULT_MAP) {
+            out.insert(
+                0,
+                MapSummary {
+                    name: DEFAULT_MAP.into(),
+                    title: blank_default().title,
+                    version: 0,
+                    updated_at: None,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn map(&self, project: &str, name: &str) -> Result<MapView> {
+        let meta = self.meta();
+        let (version, updated_at, updated_by, map) = match meta.map(project, name)? {
+            Some(m) => (m.version, Some(m.updated_at), Some(m.updated_by), decode(name, &m.body)?),
+            None if name == DEFAULT_MAP => (0, None, None, blank_default()),
+            None => return Err(AppError::NotFound(format!("no map named {name}"))),
+        };
+        let model = model_of(&meta, project, &map)?;
+        Ok(MapView {
+            name: name.into(),
+            version,
+            updated_at,
+            updated_by,
+            map,
+            model,
+        })
+    }
+
+    /// Saves a new version after checking the document against its model and the project's
+    /// personas. `base` is the version the editor started from; a later save by someone else
+    /// refuses this one (`version` names the conflict) instead of overwriting it.
+    pub fn save_map(
+        &self,
+        project: &str,
+        name: &str,
+        map: &JourneyMap,
+        base: Option<i64>,
+        by: &str,
+        note: &str,
+    ) -> Result<i64> {
+        valid_name(name)?;
+        let meta = self.meta();
+        let model = model_of(&meta, project, map)?;
+        map.validate(&model)?;
+        let personas: Vec<SegmentDef> = load(&meta, project, DefinitionKind::Persona)?;
+        for (i, p) in map.personas.iter().enumerate() {
+            if !personas.iter().any(|d| d.name == *p) {
+                return Err(AppError::invalid(
+                    format!("map.personas[{i}]"),
+                    format!(
+                        "no saved persona `{p}` (saved: {})",
+                        personas.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        let body = serde_json::to_string(map).expect("maps serialize");
+        meta.save_map(project, name, &body, base, by, note)
+            .map_err(|e| match e {
+                itinera_meta::MetaError::BadValue(r) if r == itinera_meta::STALE => {
+                    AppError::Conflict(format!(
+                        "the map was saved by someone else after version {}: reload it and edit again",
+                        base.unwrap_or(0)
+                    ))
+                }
+                other => other.into(),
+            })
+    }
+
+    pub fn map_versions(&self, project: &str, name: &str) -> Result<Vec<MapVersion>> {
+        Ok(self.meta().map_versions(project, name)?)
+    }
+
+    /// One saved version's document.
+    pub fn map_version(&self, project: &str, name: &str, version: i64) -> Result<JourneyMap> {
+        let body = self
+            .meta()
+            .map_version(project, name, version)?
+            .ok_or_else(|| AppError::NotFound(format!("map {name} has no version {version}")))?;
+        decode(name, &body)
+    }
+
+    /// Makes an old version the current one, as a new version (history is never rewritten).
+    pub fn restore_map(&self, project: &str, name: &str, version: i64, by: &str) -> Result<i64> {
+        let old = self.map_version(project, name, version)?;
+        self.save_map(project, name, &old, None, by, &format!("restored version {version}"))
+    }
+
+    pub fn delete_map(&self, project: &str, name: &str) -> Result<()> {
+        if self.meta().delete_map(project, name)? {
+            Ok(())
+        } else {
+            Err(AppError::NotFound(format!("no map named {name}")))
+        }
+    }
+
+    pub fn export_map(&self, project: &str, name: &str) -> Result<MapExport> {
+        let view = self.map(project, name)?;
+        Ok(MapExport {
+            format: MAP_FORMAT.into(),
+            name: view.name,
+            map: view.map,
+        })
+    }
+
+    /// Saves an exported map (under its own name, or `rename`) as a new version.
+    pub fn import_map(&self, project: &str, export: &MapExport, rename: Option<&str>, by: &str) -> Result<i64> {
+        if export.format != MAP_FORMAT {
+            return Err(AppError::invalid(
+                "format",
+                format!("`{}` is not a map export this version reads ({MAP_FORMAT})", export.format),
+            ));
+        }
+        self.save_map(project, rename.unwrap_or(&export.name), &export.map, None, by, "imported")
+    }
+}

@@ -1,0 +1,182 @@
+//! Journey maps: the current document of each map, and every saved version of it, so that a
+//! version can be listed, compared and restored. The document is JSON the application layer
+//! validates; saving checks the version the editor started from, so two editors cannot
+//! silently overwrite each other.
+
+use crate::{now, Meta, MetaError, Result};
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+/// A map's current document and its version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMap {
+    pub name: String,
+    pub version: i64,
+    pub body: String,
+    pub updated_at: String,
+    pub updated_by: String,
+}
+
+/// One saved version (without its body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MapVersion {
+    pub version: i64,
+    pub saved_at: String,
+    pub saved_by: String,
+    pub note: String,
+}
+
+/// Why a save was refused.
+pub const STALE: &str = "version: the map was saved by someone else meanwhile";
+
+impl Meta {
+    pub fn map(&self, project: &str, name: &str) -> Result<Option<StoredMap>> {
+        let p = self.project(project)?;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, version, body, updated_at, updated_by FROM maps
+                 WHERE project_id = ?1 AND name = ?2",
+                params![p.id, name],
+                |r| {
+                    Ok(StoredMap {
+                        name: r.get(0)?,
+                        version: r.get(1)?,
+                        body: r.get(2)?,
+                        updated_at: r.get(3)?,
+                        updated_by: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// The project's maps, current versions, by name.
+    pub fn maps(&self, project: &str) -> Result<Vec<StoredMap>> {
+        let p = self.project(project)?;
+        let mut st = self.conn.prepare(
+            "SELECT name, version, body, updated_at, updated_by FROM maps
+             WHERE project_id = ?1 ORDER BY name",
+        )?;
+        let rows = st.query_map([p.id], |r| {
+            Ok(StoredMap {
+                name: r.get(0)?,
+                version: r.get(1)?,
+                body: r.get(2)?,
+                updated_at: r.get(3)?,
+                updated_by: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Saves a new version of the map. `base` is the version the editor started from (`None`
+    /// overwrites whatever is there); a different current version refuses the save with
+    /// [`STALE`]. Returns the new version number.
+    pub fn save_map(
+        &self,
+        project: &str,
+        name: &str,
+        body: &str,
+        base: Option<i64>,
+        by: &str,
+        note: &str,
+    ) -> Result<i64> {
+        let p = self.project(project)?;
+        let tx = self.conn.unchecked_transaction()?;
+        let current: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM maps WHERE project_id = ?1 AND name = ?2",
+                params![p.id, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(base) = base {
+            if current.unwrap_or(0) != base {
+                return Err(MetaError::BadValue(STALE.into()));
+            }
+        }
+        let version = current.unwrap_or(0) + 1;
+        let at = now();
+        tx.execute(
+            "INSERT INTO maps (project_id, name, version, body, updated_at, updated_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (project_id, name) DO UPDATE SET version = ?3, body = ?4, updated_at = ?5, updated_by = ?6",
+            params![p.id, name, version, body, at, by],
+        )?;
+        tx.execute(
+            "INSERT INTO map_versions (project_id, name, version, body, saved_at, saved_by, note)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![p.id, name, version, body, at, by, note],
+        )?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// Every saved version of a map, newest first.
+    pub fn map_versions(&self, project: &str, name: &str) -> Result<Vec<MapVersion>> {
+        let p = self.project(project)?;
+        let mut st = self.conn.prepare(
+            "SELECT version, saved_at, saved_by, note FROM map_versions
+             WHERE project_id = ?1 AND name = ?2 ORDER BY version DESC",
+        )?;
+        let rows = st.query_map(params![p.id, name], |r| {
+            Ok(MapVersion {
+                version: r.get(0)?,
+                saved_at: r.get(1)?,
+                saved_by: r.get(2)?,
+                note: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The body of one saved version.
+    pub fn map_version(&self, project: &str, name: &str, version: i64) -> Result<Option<String>> {
+        let p = self.project(project)?;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT body FROM map_versions WHERE project_id = ?1 AND name = ?2 AND version = ?3",
+                params![p.id, name, version],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Deletes a map and its versions; false when there was none.
+    pub fn delete_map(&self, project: &str, name: &str) -> Result<bool> {
+        let p = self.project(project)?;
+        self.conn.execute(
+            "DELETE FROM map_versions WHERE project_id = ?1 AND name = ?2",
+            params![p.id, name],
+        )?;
+        Ok(self.conn.execute(
+            "DELETE FROM maps WHERE project_id = ?1 AND name = ?2",
+            params![p.id, name],
+        )? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_save_is_a_version_and_a_stale_base_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.sqlite")).unwrap();
+        assert_eq!(m.save_map("default", "cj", "{\"a\":1}", Some(0), "ada", "first").unwrap(), 1);
+        assert_eq!(m.save_map("default", "cj", "{\"a\":2}", Some(1), "bob", "").unwrap(), 2);
+        let stale = m.save_map("default", "cj", "{\"a\":3}", Some(1), "ada", "");
+        assert!(matches!(stale, Err(MetaError::BadValue(r)) if r == STALE));
+        let current = m.map("default", "cj").unwrap().unwrap();
+        assert_eq!((current.version, current.body.as_str()), (2, "{\"a\":2}"));
+        let versions: Vec<i64> = m.map_versions("default", "cj").unwrap().iter().map(|v| v.version).collect();
+        assert_eq!(versions, [2, 1]);
+        assert_eq!(m.map_version("default", "cj", 1).unwrap().unwrap(), "{\"a\":1}");
+        assert!(m.delete_map("default", "cj").unwrap());
+        assert!(m.map("default", "cj").unwrap().is_none());
+        assert!(m.map_versions("default", "cj").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,66 @@
+// The live figures of a map, fetched from the same endpoints (and with the same filters) anyone
+// can call: /api/v1/stages for the stage cells, /api/v1/scores for NPS/CSAT/CES and the measured
+// emotion curve (one per persona of the map), /api/v1/funnel over the map's steps.
+
+import { api, type FunnelResult, type MapView, type Population, type ScoresResult, type StagesResult } from "../api";
+
+export interface Filters extends Population {
+  from?: string; // YYYY-MM-DD, inclusive
+  to?: string; // YYYY-MM-DD, inclusive
+  b2b?: boolean;
+}
+
+export interface Figures {
+  stages: StagesResult;
+  nps: ScoresResult;
+  csat: ScoresResult;
+  ces: ScoresResult;
+  /** Measured emotion per persona of the map ("" = everyone in the filters). */
+  curves: { persona: string; scores: ScoresResult }[];
+  steps: FunnelResult | null;
+  asOf: number;
+}
+
+const DAY = 86_400_000;
+
+export function range(f: Filters): { from_ms?: number; to_ms?: number } {
+  const r: { from_ms?: number; to_ms?: number } = {};
+  if (f.from) r.from_ms = Date.parse(`${f.from}T00:00:00Z`);
+  if (f.to) r.to_ms = Date.parse(`${f.to}T00:00:00Z`) + DAY;
+  return r;
+}
+
+export async function loadFigures(view: MapView, f: Filters): Promise<Figures> {
+  const pop: Population = { segment: f.segment, persona: f.persona };
+  const span = range(f);
+  const model = view.map.model;
+  const stagesQ = { model, ...span, ...(f.b2b ? { accounts: {} } : {}) };
+  const score = (kind: string, p: Population) => api.scores({ kind, by: "stage", model, ...span }, p);
+  // one measured curve per persona of the map, unless the filters already choose one persona
+  const personas = f.persona ? [] : view.map.personas.slice(0, 5);
+  const steps = view.map.steps.length
+    ? api.funnel(
+        {
+          steps: view.map.steps.map((s) => ({ match: s.selector, name: s.name })),
+          window: "90d",
+          ...span,
+        },
+        pop,
+      )
+    : Promise.resolve(null);
+  const [stages, nps, csat, ces, stepFigures, ...perPersona] = await Promise.all([
+    api.stages(stagesQ, pop),
+    score("nps", pop),
+    score("csat", pop),
+    score("ces", pop),
+    steps,
+    ...personas.map((p) => score("nps", { segment: f.segment, persona: p })),
+  ]);
+  const curves = [{ persona: f.persona ?? "", scores: nps }, ...personas.map((p, i) => ({ persona: p, scores: perPersona[i] }))];
+  return { stages, nps, csat, ces, curves, steps: stepFigures, asOf: Date.now() };
+}
+
+/** The score row of a stage, if any answers fell in it. */
+export function scoreOf(r: ScoresResult, stage: string) {
+  return r.groups.find((g) => g.key === stage);
+}

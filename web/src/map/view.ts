@@ -1,0 +1,347 @@
+// The journey map: stages as columns, lanes as rows, live figures in every stage and step cell,
+// cards editors change in place, the emotion curve typed and measured, pain points flagged by
+// the data, the buyer → customer handoff, versions and exports.
+
+import { h } from "preact";
+import { useEffect, useMemo, useState } from "preact/hooks";
+import htm from "htm";
+import { api, ApiError, type Card, type JourneyMap, type MapVersion, type MapView, type SessionInfo } from "../api";
+import type { I18n } from "../i18n";
+import { loadFigures, scoreOf, type Figures, type Filters } from "./figures";
+import { flagsOf, type Flag } from "./flags";
+import { curvesOf, EmotionChart } from "./emotion";
+import { StageFigures, Figure } from "./cells";
+import { downloadJson, downloadPng, downloadSvg } from "./export";
+
+const html = htm.bind(h);
+/** Figures refresh this often while the map is open. */
+const LIVE_MS = 10_000;
+
+let nextId = 0;
+const newId = (prefix: string) => `${prefix}${Date.now().toString(36)}${(nextId++).toString(36)}`;
+
+export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filters; name: string; project: string }) {
+  const { i18n, filters } = props;
+  const canEdit = props.session.user.role !== "viewer";
+  const [view, setView] = useState<MapView | null>(null);
+  const [draft, setDraft] = useState<JourneyMap | null>(null);
+  const [dirty, setDirty] = useState(false);
+  const [fig, setFig] = useState<Figures | null>(null);
+  const [status, setStatus] = useState("");
+  const [error, setError] = useState("");
+  const [variant, setVariant] = useState<"as_is" | "to_be">("as_is");
+  const [versions, setVersions] = useState<MapVersion[] | null>(null);
+  const [refreshing, setRefreshing] = useState(false);
+
+  const reload = async () => {
+    setError("");
+    try {
+      const v = await api.map(props.name);
+      setView(v);
+      setDraft(structuredClone(v.map));
+      setDirty(false);
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  };
+  useEffect(() => {
+    reload();
+  }, [props.name, props.project]);
+
+  // live figures: now, on every filter change, and every LIVE_MS
+  const filterKey = JSON.stringify(filters);
+  const figureKey = view ? `${view.version}|${JSON.stringify(view.map.steps)}|${view.map.model}|${view.map.personas.join(",")}` : "";
+  useEffect(() => {
+    if (!view) return;
+    let stopped = false;
+    const tick = async () => {
+      setRefreshing(true);
+      try {
+        const f = await loadFigures(view, filters);
+        if (!stopped) setFig(f);
+      } catch (e) {
+        if (!stopped) setError((e as Error).message);
+      } finally {
+        if (!stopped) setRefreshing(false);
+      }
+    };
+    tick();
+    const timer = setInterval(tick, LIVE_MS);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+  }, [figureKey, filterKey, props.project]);
+
+  const flags = useMemo(() => (fig && draft ? flagsOf(fig, draft.min_answers, i18n) : []), [fig, draft?.min_answers, i18n.locale]);
+
+  if (error && !view) return html`<p role="alert" class="error">${error}</p>`;
+  if (!view || !draft) return html`<p aria-busy="true">…</p>`;
+
+  const stages = view.model.stages.map((s) => s.name);
+  const change = (f: (m: JourneyMap) => void) => {
+    const next = structuredClone(draft);
+    f(next);
+    setDraft(next);
+    setDirty(true);
+    setStatus(i18n.t("unsaved"));
+  };
+  const save = async () => {
+    setError("");
+    try {
+      const r = await api.saveMap(view.name, draft, view.version);
+      setStatus(i18n.t("saved", { v: r.version }));
+      const v = await api.map(view.name);
+      setView(v);
+      setDraft(structuredClone(v.map));
+      setDirty(false);
+      if (versions) setVersions(await api.versions(view.name));
+    } catch (e) {
+      setError(e instanceof ApiError && e.status === 409 ? i18n.t("conflict") : (e as Error).message);
+    }
+  };
+  const showVersions = async () => setVersions(versions ? null : await api.versions(view.name));
+  const restore = async (v: number) => {
+    const r = await api.restore(view.name, v);
+    setStatus(i18n.t("saved", { v: r.version }));
+    await reload();
+    setVersions(await api.versions(view.name));
+  };
+  const decide = (flag: Flag, decision: "accepted" | "dismissed") =>
+    change((m) => {
+      m.flags = m.flags.filter((f) => f.key !== flag.key).concat([{ key: flag.key, decision }]);
+      const lane = m.lanes.find((l) => l.kind === "pain_points");
+      if (decision === "accepted" && lane && !m.cards.some((c) => c.from_flag === flag.key)) {
+        m.cards.push({ id: newId("f"), lane: lane.id, stage: flag.stage, text: flag.reason, variant: "as_is", from_flag: flag.key });
+      }
+    });
+
+  const purchase = view.model.purchase_stage ?? null;
+  const rowOf = (s: string) => fig?.stages.stages.find((r) => r.stage === s);
+  const curves = curvesOf(draft, stages, fig, i18n);
+
+  return html`
+    <section class="map" aria-labelledby="map-title">
+      <header class="map-head">
+        <div>
+          <h1 id="map-title">${draft.title}</h1>
+          <p class="muted">${draft.description}</p>
+        </div>
+        <div class="toolbar" role="toolbar" aria-label=${i18n.t("map")}>
+          <fieldset class="segmented">
+            <legend class="sr-only">${i18n.t("variant")}</legend>
+            ${(["as_is", "to_be"] as const).map(
+              (v) => html`<label><input type="radio" name="variant" value=${v} checked=${variant === v}
+                onChange=${() => setVariant(v)} /> ${i18n.t(v)}</label>`,
+            )}
+          </fieldset>
+          ${canEdit ? html`<button class="primary" onClick=${save} disabled=${!dirty} data-action="save">${i18n.t("save")}</button>` : null}
+          <button onClick=${showVersions} aria-expanded=${!!versions}>${i18n.t("versions")}</button>
+          <button onClick=${() => downloadJson(view.name)}>${i18n.t("export_json")}</button>
+          <button onClick=${() => downloadSvg(view.name)}>${i18n.t("export_svg")}</button>
+          <button onClick=${() => downloadPng(view.name)}>${i18n.t("export_png")}</button>
+        </div>
+      </header>
+      <p class="status" role="status" aria-live="polite">
+        <span data-version=${view.version}>${i18n.t("version", { v: view.version })}</span>
+        ${" · "}${status}
+        ${" · "}<span class="live" data-as-of=${fig?.asOf ?? ""}>${refreshing && !fig ? i18n.t("refreshing") : fig ? i18n.t("as_of", { t: i18n.dateTime(fig.asOf) }) : ""}</span>
+        ${canEdit ? null : html` · <em>${i18n.t("viewer_note")}</em>`}
+      </p>
+      ${error ? html`<p role="alert" class="error">${error}</p>` : null}
+      ${versions
+        ? html`<${Versions} versions=${versions} current=${view.version} canEdit=${canEdit} restore=${restore} i18n=${i18n} />`
+        : null}
+      <div class="map-scroll" id="map-export-root">
+        <table class="map-grid">
+          <caption class="sr-only">${draft.title}</caption>
+          <thead>
+            <tr>
+              <th scope="col" class="lane-title">${i18n.t("stage")}</th>
+              ${stages.map(
+                (s) => html`<th scope="col" class=${s === purchase ? "stage handoff-stage" : "stage"} data-stage=${s}>
+                  ${s}
+                  ${s === purchase && fig
+                    ? html`<div class="handoff" title=${i18n.t("def_customers")}>
+                        ${i18n.t("handoff")}:
+                        <span data-metric="customers" data-value=${fig.stages.customers}>${i18n.num(fig.stages.customers)}</span>
+                      </div>`
+                    : null}
+                </th>`,
+              )}
+            </tr>
+          </thead>
+          <tbody>
+            ${draft.lanes.map(
+              (lane) => html`<tr class=${`lane lane-${lane.kind}`} data-lane=${lane.id}>
+                <th scope="row" class="lane-title">${lane.title}</th>
+                ${stages.map((s, i) => html`<td data-stage=${s} data-lane=${lane.id}>
+                  ${lane.kind === "metrics"
+                    ? rowOf(s)
+                      ? html`<${StageFigures}
+                          row=${rowOf(s)}
+                          last=${i === stages.length - 1}
+                          nps=${fig && scoreOf(fig.nps, s)}
+                          csat=${fig && scoreOf(fig.csat, s)}
+                          ces=${fig && scoreOf(fig.ces, s)}
+                          accounts=${fig?.stages.accounts?.reached[i]}
+                          minAnswers=${draft.min_answers}
+                          confidence=${0.95}
+                          i18n=${i18n}
+                        />`
+                      : html`<span aria-busy="true">…</span>`
+                    : lane.kind === "touchpoints"
+                      ? html`<${Steps} map=${draft} stage=${s} fig=${fig} i18n=${i18n} />`
+                      : lane.kind === "emotions"
+                        ? html`<${EmotionCell} map=${draft} stage=${s} variant=${variant} canEdit=${canEdit} change=${change} i18n=${i18n} />`
+                        : null}
+                  <${Cards}
+                    cards=${draft.cards.filter((c) => c.lane === lane.id && c.stage === s && (c.variant ?? "as_is") === variant)}
+                    lane=${lane}
+                    canEdit=${canEdit}
+                    change=${change}
+                    i18n=${i18n}
+                  />
+                  ${canEdit && lane.kind !== "metrics"
+                    ? html`<button class="add" aria-label=${`${i18n.t("add_card")}: ${lane.title}, ${s}`}
+                        onClick=${() => change((m) => m.cards.push({ id: newId("c"), lane: lane.id, stage: s, text: "…", variant }))}>+</button>`
+                    : null}
+                </td>`)}
+              </tr>`,
+            )}
+          </tbody>
+        </table>
+      </div>
+      <${EmotionChart} stages=${stages} curves=${curves} i18n=${i18n} />
+      <${Flags} flags=${flags} map=${draft} canEdit=${canEdit} decide=${decide} i18n=${i18n} />
+    </section>
+  `;
+}
+
+function Steps(props: { map: JourneyMap; stage: string; fig: Figures | null; i18n: I18n }) {
+  const steps = props.map.steps.filter((s) => s.stage === props.stage);
+  if (!steps.length) return null;
+  return html`<ul class="steps" title=${props.i18n.t("def_step")}>
+    ${steps.map((s) => {
+      const idx = props.map.steps.indexOf(s);
+      const r = props.fig?.steps?.steps[idx];
+      return html`<li>
+        <${Figure} metric="count" step=${s.id} stage=${props.stage} value=${r?.count} text=${props.i18n.num(r?.count)} label=${s.name} />
+      </li>`;
+    })}
+  </ul>`;
+}
+
+function EmotionCell(props: {
+  map: JourneyMap;
+  stage: string;
+  variant: "as_is" | "to_be";
+  canEdit: boolean;
+  change: (f: (m: JourneyMap) => void) => void;
+  i18n: I18n;
+}) {
+  const v = props.map.emotions[props.variant][props.stage];
+  const label = `${props.i18n.t(props.variant)}: ${props.stage}`;
+  if (!props.canEdit) return html`<span class="typed-emotion">${v == null ? props.i18n.t("none") : props.i18n.num(v)}</span>`;
+  return html`<label class="typed-emotion">
+    <span class="sr-only">${label}</span>
+    <input type="number" min="-2" max="2" step="0.5" value=${v ?? ""} aria-label=${label}
+      onChange=${(e: Event) => {
+        const raw = (e.target as HTMLInputElement).value;
+        props.change((m) => {
+          if (raw === "") delete m.emotions[props.variant][props.stage];
+          else m.emotions[props.variant][props.stage] = Math.max(-2, Math.min(2, Number(raw)));
+        });
+      }} />
+  </label>`;
+}
+
+function Cards(props: {
+  cards: Card[];
+  lane: { id: string; kind: string; title: string };
+  canEdit: boolean;
+  change: (f: (m: JourneyMap) => void) => void;
+  i18n: I18n;
+}) {
+  const { i18n } = props;
+  const edit = (id: string, f: (c: Card) => void) =>
+    props.change((m) => {
+      const c = m.cards.find((c) => c.id === id);
+      if (c) f(c);
+    });
+  return html`${props.cards.map((c) =>
+    props.canEdit
+      ? html`<div class=${`card card-${props.lane.kind}`} data-card=${c.id}>
+          <textarea aria-label=${i18n.t("card_text")} rows="2" value=${c.text}
+            onChange=${(e: Event) => edit(c.id, (x) => (x.text = (e.target as HTMLTextAreaElement).value))}></textarea>
+          ${props.lane.kind === "opportunities"
+            ? html`<div class="card-meta">
+                <input aria-label=${i18n.t("owner")} placeholder=${i18n.t("owner")} value=${c.owner ?? ""}
+                  onChange=${(e: Event) => edit(c.id, (x) => (x.owner = (e.target as HTMLInputElement).value || undefined))} />
+                <select aria-label=${i18n.t("status")} value=${c.status ?? "open"}
+                  onChange=${(e: Event) => edit(c.id, (x) => (x.status = (e.target as HTMLSelectElement).value as Card["status"]))}>
+                  ${["open", "in_progress", "done", "dropped"].map((s) => html`<option value=${s}>${s.replace("_", " ")}</option>`)}
+                </select>
+                <input type="date" aria-label=${i18n.t("due")} value=${c.due ?? ""}
+                  onChange=${(e: Event) => edit(c.id, (x) => (x.due = (e.target as HTMLInputElement).value || undefined))} />
+              </div>`
+            : null}
+          <button class="delete" aria-label=${i18n.t("delete_card")}
+            onClick=${() => props.change((m) => (m.cards = m.cards.filter((x) => x.id !== c.id)))}>×</button>
+        </div>`
+      : html`<div class=${`card card-${props.lane.kind}`} data-card=${c.id}>
+          <p>${c.text}</p>
+          ${c.owner || c.status || c.due
+            ? html`<p class="card-meta muted">${[c.owner, c.status?.replace("_", " "), c.due].filter(Boolean).join(" · ")}</p>`
+            : null}
+        </div>`,
+  )}`;
+}
+
+function Flags(props: {
+  flags: Flag[];
+  map: JourneyMap;
+  canEdit: boolean;
+  decide: (f: Flag, d: "accepted" | "dismissed") => void;
+  i18n: I18n;
+}) {
+  const { i18n } = props;
+  return html`<section class="flags" aria-labelledby="flags-title">
+    <h2 id="flags-title">${i18n.t("flags")}</h2>
+    ${props.flags.length === 0 ? html`<p class="muted">${i18n.t("no_flags")}</p>` : null}
+    <ul>
+      ${props.flags.map((f) => {
+        const decided = props.map.flags.find((d) => d.key === f.key)?.decision;
+        return html`<li data-flag=${f.key} data-stage=${f.stage}>
+          <strong>${f.stage}</strong>: ${f.reason}
+          ${decided ? html` <em>(${i18n.t(decided)})</em>` : null}
+          ${props.canEdit && !decided
+            ? html` <button onClick=${() => props.decide(f, "accepted")}>${i18n.t("accept")}</button>
+                <button onClick=${() => props.decide(f, "dismissed")}>${i18n.t("dismiss")}</button>`
+            : null}
+        </li>`;
+      })}
+    </ul>
+  </section>`;
+}
+
+function Versions(props: { versions: MapVersion[]; current: number; canEdit: boolean; restore: (v: number) => void; i18n: I18n }) {
+  const { i18n } = props;
+  return html`<section class="versions" aria-label=${i18n.t("versions")}>
+    <table>
+      <thead><tr><th scope="col">${i18n.t("version", { v: "" })}</th><th scope="col">${i18n.t("saved_by")}</th><th scope="col">${i18n.t("saved_at")}</th><th scope="col"></th></tr></thead>
+      <tbody>
+        ${props.versions.map(
+          (v) => html`<tr data-version-row=${v.version}>
+            <td>${v.version}${v.version === props.current ? ` (${i18n.t("current")})` : ""}</td>
+            <td>${v.saved_by}</td>
+            <td>${v.saved_at} ${v.note}</td>
+            <td>${props.canEdit && v.version !== props.current
+              ? html`<button onClick=${() => props.restore(v.version)} data-restore=${v.version}>${i18n.t("restore")}</button>`
+              : null}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
+  </section>`;
+}
