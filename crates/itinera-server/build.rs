@@ -12,7 +12,10 @@ fn main() {
     for input in SOURCE_INPUTS {
         println!("cargo:rerun-if-changed={}", web.join(input).display());
     }
-    println!("cargo:rerun-if-changed={}", web.join("dist/.source-hash").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        web.join("dist/.source-hash").display()
+    );
     println!("cargo:rerun-if-env-changed=ITINERA_WEB_PREBUILT");
     let want = source_hash(&web);
     let stamp = web.join("dist/.source-hash");
@@ -25,7 +28,14 @@ fn main() {
              run `npm ci && npm run build` in web/ (the hash is written by this build script)"
         );
     }
-    npm(&web, if web.join("node_modules/.package-lock.json").exists() { &["ci", "--prefer-offline", "--no-audit", "--no-fund"] } else { &["ci", "--no-audit", "--no-fund"] });
+    npm(
+        &web,
+        if web.join("node_modules/.package-lock.json").exists() {
+            &["ci", "--prefer-offline", "--no-audit", "--no-fund"]
+        } else {
+            &["ci", "--no-audit", "--no-fund"]
+        },
+    );
     npm(&web, &["run", "build"]);
     std::fs::write(&stamp, &want).expect("write web/dist/.source-hash");
 }
@@ -38,6 +48,10 @@ fn npm(web: &Path, args: &[&str]) {
         )
     });
     if !status.success() {
-        panic!("`npm {}` failed in {} ({status}); see its output above", args.join(" "), web.display());
+        panic!(
+            "`npm {}` failed in {} ({status}); see its output above",
+            args.join(" "),
+            web.display()
+        );
     }
 }

@@ -43,11 +43,12 @@ pub struct MapSummary {
 
 /// The stage model a map names, resolved among the built-in and the project's saved models.
 fn model_of(meta: &Meta, project: &str, map: &JourneyMap) -> Result<StageModel> {
-    let r = resolve_model(meta, project, &ModelRef::Builtin(map.model.clone()))
-        .map_err(|e| match e {
+    let r = resolve_model(meta, project, &ModelRef::Builtin(map.model.clone())).map_err(
+        |e| match e {
             AppError::Invalid { reason, .. } => AppError::invalid("map.model", reason),
             other => other,
-        })?;
+        },
+    )?;
     Ok(r.resolve()?)
 }
 
@@ -73,7 +74,9 @@ impl App {
             .maps(project)?
             .into_iter()
             .map(|m| {
-                let title = decode(&m.name, &m.body).map(|d| d.title).unwrap_or_default();
+                let title = decode(&m.name, &m.body)
+                    .map(|d| d.title)
+                    .unwrap_or_default();
                 MapSummary {
                     name: m.name,
                     title,
@@ -99,7 +102,12 @@ impl App {
     pub fn map(&self, project: &str, name: &str) -> Result<MapView> {
         let meta = self.meta();
         let (version, updated_at, updated_by, map) = match meta.map(project, name)? {
-            Some(m) => (m.version, Some(m.updated_at), Some(m.updated_by), decode(name, &m.body)?),
+            Some(m) => (
+                m.version,
+                Some(m.updated_at),
+                Some(m.updated_by),
+                decode(name, &m.body)?,
+            ),
             None if name == DEFAULT_MAP => (0, None, None, blank_default()),
             None => return Err(AppError::NotFound(format!("no map named {name}"))),
         };
@@ -137,7 +145,11 @@ impl App {
                     format!("map.personas[{i}]"),
                     format!(
                         "no saved persona `{p}` (saved: {})",
-                        personas.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+                        personas
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -171,7 +183,14 @@ impl App {
     /// Makes an old version the current one, as a new version (history is never rewritten).
     pub fn restore_map(&self, project: &str, name: &str, version: i64, by: &str) -> Result<i64> {
         let old = self.map_version(project, name, version)?;
-        self.save_map(project, name, &old, None, by, &format!("restored version {version}"))
+        self.save_map(
+            project,
+            name,
+            &old,
+            None,
+            by,
+            &format!("restored version {version}"),
+        )
     }
 
     pub fn delete_map(&self, project: &str, name: &str) -> Result<()> {
@@ -192,13 +211,29 @@ impl App {
     }
 
     /// Saves an exported map (under its own name, or `rename`) as a new version.
-    pub fn import_map(&self, project: &str, export: &MapExport, rename: Option<&str>, by: &str) -> Result<i64> {
+    pub fn import_map(
+        &self,
+        project: &str,
+        export: &MapExport,
+        rename: Option<&str>,
+        by: &str,
+    ) -> Result<i64> {
         if export.format != MAP_FORMAT {
             return Err(AppError::invalid(
                 "format",
-                format!("`{}` is not a map export this version reads ({MAP_FORMAT})", export.format),
+                format!(
+                    "`{}` is not a map export this version reads ({MAP_FORMAT})",
+                    export.format
+                ),
             ));
         }
-        self.save_map(project, rename.unwrap_or(&export.name), &export.map, None, by, "imported")
+        self.save_map(
+            project,
+            rename.unwrap_or(&export.name),
+            &export.map,
+            None,
+            by,
+            "imported",
+        )
     }
 }

@@ -35,6 +35,12 @@ pub enum PopulationDef {
         personas: Vec<SegmentDef>,
         name: String,
     },
+    /// The persons of a segment who are of a persona.
+    SegmentAndPersona {
+        segment: SegmentDef,
+        personas: Vec<SegmentDef>,
+        name: String,
+    },
 }
 
 impl Population {
@@ -50,25 +56,25 @@ impl Population {
     pub fn resolve(&self, meta: &Meta, project: &str) -> Result<PopulationDef> {
         match (&self.segment, &self.persona) {
             (None, None) => Ok(PopulationDef::Everyone),
-            (Some(_), Some(_)) => Err(AppError::invalid(
-                "segment",
-                "give a segment or a persona, not both",
-            )),
-            (Some(name), None) => {
-                definitions::load_segments(meta, project, DefinitionKind::Segment)?
-                    .into_iter()
-                    .find(|d| d.name == *name)
-                    .map(PopulationDef::Segment)
-                    .ok_or_else(|| {
-                        AppError::invalid("segment", format!("no segment named `{name}`"))
-                    })
-            }
+            (Some(segment), Some(persona)) => Ok(PopulationDef::SegmentAndPersona {
+                segment: find_segment(meta, project, segment)?,
+                personas: definitions::load_segments(meta, project, DefinitionKind::Persona)?,
+                name: persona.clone(),
+            }),
+            (Some(name), None) => find_segment(meta, project, name).map(PopulationDef::Segment),
             (None, Some(name)) => Ok(PopulationDef::Persona {
                 personas: definitions::load_segments(meta, project, DefinitionKind::Persona)?,
                 name: name.clone(),
             }),
         }
     }
+}
+
+fn find_segment(meta: &Meta, project: &str, name: &str) -> Result<SegmentDef> {
+    definitions::load_segments(meta, project, DefinitionKind::Segment)?
+        .into_iter()
+        .find(|d| d.name == *name)
+        .ok_or_else(|| AppError::invalid("segment", format!("no segment named `{name}`")))
 }
 
 impl PopulationDef {
@@ -81,6 +87,18 @@ impl PopulationDef {
             }
             PopulationDef::Persona { personas, name } => Filter::persona(personas, name, vocab)
                 .map_err(|e| AppError::invalid("persona", e.to_string())),
+            PopulationDef::SegmentAndPersona {
+                segment,
+                personas,
+                name,
+            } => Ok(Filter::And(vec![
+                PopulationDef::Segment(segment.clone()).compile(vocab)?,
+                PopulationDef::Persona {
+                    personas: personas.clone(),
+                    name: name.clone(),
+                }
+                .compile(vocab)?,
+            ])),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! outside the metadata lock: it is slow on purpose.
 
 use crate::{App, AppError, Result};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use itinera_meta::{NewSession, Role, Session, User};
 
@@ -39,7 +41,11 @@ fn check_password(password: &str) -> Result<()> {
 
 fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -49,7 +55,10 @@ fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| {
         Argon2::default()
-            .hash_password(b"no user has this password", &SaltString::generate(&mut OsRng))
+            .hash_password(
+                b"no user has this password",
+                &SaltString::generate(&mut OsRng),
+            )
             .map(|h| h.to_string())
             .unwrap_or_default()
     })
@@ -58,7 +67,9 @@ fn decoy_hash() -> &'static str {
 impl App {
     pub fn create_user(&self, email: &str, role: Role, password: &str) -> Result<User> {
         let phc = hash_password(password)?;
-        self.meta().create_user(email, role, &phc).map_err(user_error)
+        self.meta()
+            .create_user(email, role, &phc)
+            .map_err(user_error)
     }
 
     pub fn set_password(&self, email: &str, password: &str) -> Result<()> {
@@ -137,7 +148,9 @@ mod tests {
         assert!(phc.starts_with("$argon2id$"), "{phc}");
         assert!(verify("correct horse battery", &phc));
         assert!(!verify("correct horse batterY", &phc));
-        assert!(matches!(hash_password("short"), Err(AppError::Invalid { field, .. }) if field == "password"));
+        assert!(
+            matches!(hash_password("short"), Err(AppError::Invalid { field, .. }) if field == "password")
+        );
         assert!(!verify("x", "not a hash"));
     }
 }

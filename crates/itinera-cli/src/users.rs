@@ -160,8 +160,9 @@ pub fn run_maps(cmd: MapsCommand) -> CliResult {
             let export = app(&data)?.export_map(&project.project, &name)?;
             let text = serde_json::to_string_pretty(&export)? + "\n";
             match output {
-                Some(path) => std::fs::write(&path, text)
-                    .map_err(|e| format!("{}: {e}", path.display()))?,
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?
+                }
                 None => print!("{text}"),
             }
         }
@@ -171,11 +172,16 @@ pub fn run_maps(cmd: MapsCommand) -> CliResult {
             data,
             project,
         } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let export: MapExport = serde_json::from_str(&text)
                 .map_err(|e| format!("{}: not a map export: {e}", file.display()))?;
-            let v = app(&data)?.import_map(&project.project, &export, name.as_deref(), "cli import")?;
-            println!("saved {} version {v}", name.as_deref().unwrap_or(&export.name));
+            let v =
+                app(&data)?.import_map(&project.project, &export, name.as_deref(), "cli import")?;
+            println!(
+                "saved {} version {v}",
+                name.as_deref().unwrap_or(&export.name)
+            );
         }
     }
     Ok(())

@@ -224,7 +224,12 @@ impl JourneyMap {
                     format!(
                         "no stage `{s}` in model `{}` (stages: {})",
                         model.name,
-                        model.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                        model
+                            .stages
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ))
             }
@@ -232,7 +237,10 @@ impl JourneyMap {
         text("title", &self.title, true)?;
         text("description", &self.description, false)?;
         if self.personas.len() > MAX_PERSONAS {
-            return Err(EngineError::invalid("personas", format!("at most {MAX_PERSONAS}")));
+            return Err(EngineError::invalid(
+                "personas",
+                format!("at most {MAX_PERSONAS}"),
+            ));
         }
         bounded("steps", self.steps.len(), MAX_STEPS)?;
         bounded("lanes", self.lanes.len(), MAX_LANES)?;
@@ -252,11 +260,17 @@ impl JourneyMap {
         for (i, c) in self.cards.iter().enumerate() {
             id(&format!("cards[{i}].id"), &c.id, &mut card_ids)?;
             if !lane_ids.contains(c.lane.as_str()) {
-                return Err(EngineError::invalid(format!("cards[{i}].lane"), format!("no lane `{}`", c.lane)));
+                return Err(EngineError::invalid(
+                    format!("cards[{i}].lane"),
+                    format!("no lane `{}`", c.lane),
+                ));
             }
             stage_ok(format!("cards[{i}].stage"), &c.stage)?;
             if let Some(step) = &c.step {
-                let known = self.steps.iter().any(|s| s.id == *step && s.stage == c.stage);
+                let known = self
+                    .steps
+                    .iter()
+                    .any(|s| s.id == *step && s.stage == c.stage);
                 if !known {
                     return Err(EngineError::invalid(
                         format!("cards[{i}].step"),
@@ -267,11 +281,17 @@ impl JourneyMap {
             text(&format!("cards[{i}].text"), &c.text, true)?;
             if let Some(due) = &c.due {
                 if chrono_like_date(due).is_none() {
-                    return Err(EngineError::invalid(format!("cards[{i}].due"), "use YYYY-MM-DD"));
+                    return Err(EngineError::invalid(
+                        format!("cards[{i}].due"),
+                        "use YYYY-MM-DD",
+                    ));
                 }
             }
         }
-        for (curve, values) in [("as_is", &self.emotions.as_is), ("to_be", &self.emotions.to_be)] {
+        for (curve, values) in [
+            ("as_is", &self.emotions.as_is),
+            ("to_be", &self.emotions.to_be),
+        ] {
             for (stage, v) in values {
                 stage_ok(format!("emotions.{curve}"), stage)?;
                 if !(-2.0..=2.0).contains(v) {
@@ -292,7 +312,10 @@ impl JourneyMap {
 
 fn bounded(field: &str, n: usize, max: usize) -> Result<()> {
     if n > max {
-        return Err(EngineError::invalid(field, format!("{n} given, at most {max}")));
+        return Err(EngineError::invalid(
+            field,
+            format!("{n} given, at most {max}"),
+        ));
     }
     Ok(())
 }
@@ -302,7 +325,10 @@ fn text(field: &str, s: &str, required: bool) -> Result<()> {
         return Err(EngineError::invalid(field, "must not be empty"));
     }
     if s.chars().count() > MAX_TEXT {
-        return Err(EngineError::invalid(field, format!("at most {MAX_TEXT} characters")));
+        return Err(EngineError::invalid(
+            field,
+            format!("at most {MAX_TEXT} characters"),
+        ));
     }
     Ok(())
 }
@@ -365,14 +391,27 @@ mod tests {
         m.cards[0].stage = "Decision".into();
         m.validate(&model()).unwrap();
         m.cards[0].due = Some("2026-02-30".into());
-        assert!(m.validate(&model()).unwrap_err().to_string().contains("cards[0].due"));
+        assert!(m
+            .validate(&model())
+            .unwrap_err()
+            .to_string()
+            .contains("cards[0].due"));
         m.cards[0].due = None;
         m.cards.push(m.cards[0].clone());
-        assert!(m.validate(&model()).unwrap_err().to_string().contains("used twice"));
+        assert!(m
+            .validate(&model())
+            .unwrap_err()
+            .to_string()
+            .contains("used twice"));
         m.cards.pop();
         m.emotions.as_is.insert("Awareness".into(), 3.0);
-        assert!(m.validate(&model()).unwrap_err().to_string().contains("emotions.as_is.Awareness"));
-        let unknown = serde_json::from_str::<JourneyMap>(r#"{"title":"t","model":"aida","lanez":[]}"#);
+        assert!(m
+            .validate(&model())
+            .unwrap_err()
+            .to_string()
+            .contains("emotions.as_is.Awareness"));
+        let unknown =
+            serde_json::from_str::<JourneyMap>(r#"{"title":"t","model":"aida","lanez":[]}"#);
         assert!(unknown.unwrap_err().to_string().contains("lanez"));
     }
 }

@@ -217,6 +217,8 @@ pub enum Filter {
         rules: Vec<CompiledRule>,
         which: Option<usize>,
     },
+    /// Persons every one of these filters keeps (a segment within a persona).
+    And(Vec<Filter>),
 }
 
 impl Filter {
@@ -252,6 +254,7 @@ impl Filter {
             Filter::Persona { rules, which } => {
                 rules.iter().position(|r| r.matches(j, as_of)) == *which
             }
+            Filter::And(all) => all.iter().all(|f| f.keeps(j, as_of)),
         }
     }
 }

@@ -174,6 +174,31 @@ fn personas_take_the_first_matching_rule() {
         run_funnel(&f, &q, &Default::default()).unwrap().steps[0].count,
         1
     );
+    // a segment within a persona: persons both keep (pro persons who ordered twice: ann)
+    let twice = SegmentDef {
+        name: "twice".into(),
+        description: None,
+        rule: rule(r#"{"did": {"match": "Order Completed", "at_least": 2}}"#),
+    };
+    for (persona, expected) in [("pro", 1), ("buyer", 1), ("(none)", 0)] {
+        let both = Filtered {
+            inner: &src,
+            filter: src
+                .with_vocabulary(|v| {
+                    Ok::<_, itinera_engine::EngineError>(Filter::And(vec![
+                        Filter::segment(&twice, v)?,
+                        Filter::persona(&personas, persona, v)?,
+                    ]))
+                })
+                .unwrap(),
+            as_of_ms: i64::MAX,
+        };
+        let persons = both
+            .scan(&Default::default(), || 0u64, |n, _| *n += 1)
+            .iter()
+            .sum::<u64>();
+        assert_eq!(persons, expected, "twice-orderers of persona {persona}");
+    }
     assert!(src
         .with_vocabulary(|v| Filter::persona(&personas, "nope", v))
         .is_err());

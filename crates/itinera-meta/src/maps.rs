@@ -166,15 +166,31 @@ mod tests {
     fn every_save_is_a_version_and_a_stale_base_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let m = Meta::open(&dir.path().join("meta.sqlite")).unwrap();
-        assert_eq!(m.save_map("default", "cj", "{\"a\":1}", Some(0), "ada", "first").unwrap(), 1);
-        assert_eq!(m.save_map("default", "cj", "{\"a\":2}", Some(1), "bob", "").unwrap(), 2);
+        assert_eq!(
+            m.save_map("default", "cj", "{\"a\":1}", Some(0), "ada", "first")
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            m.save_map("default", "cj", "{\"a\":2}", Some(1), "bob", "")
+                .unwrap(),
+            2
+        );
         let stale = m.save_map("default", "cj", "{\"a\":3}", Some(1), "ada", "");
         assert!(matches!(stale, Err(MetaError::BadValue(r)) if r == STALE));
         let current = m.map("default", "cj").unwrap().unwrap();
         assert_eq!((current.version, current.body.as_str()), (2, "{\"a\":2}"));
-        let versions: Vec<i64> = m.map_versions("default", "cj").unwrap().iter().map(|v| v.version).collect();
+        let versions: Vec<i64> = m
+            .map_versions("default", "cj")
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect();
         assert_eq!(versions, [2, 1]);
-        assert_eq!(m.map_version("default", "cj", 1).unwrap().unwrap(), "{\"a\":1}");
+        assert_eq!(
+            m.map_version("default", "cj", 1).unwrap().unwrap(),
+            "{\"a\":1}"
+        );
         assert!(m.delete_map("default", "cj").unwrap());
         assert!(m.map("default", "cj").unwrap().is_none());
         assert!(m.map_versions("default", "cj").unwrap().is_empty());

@@ -7,7 +7,9 @@ use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// What a user may do: the same three levels as tokens (docs/security.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads every view and analysis.
@@ -171,7 +173,8 @@ impl Meta {
         }
         self.conn
             .execute("DELETE FROM sessions WHERE user_id = ?1", [user.id])?;
-        self.conn.execute("DELETE FROM users WHERE id = ?1", [user.id])?;
+        self.conn
+            .execute("DELETE FROM users WHERE id = ?1", [user.id])?;
         Ok(())
     }
 
@@ -254,14 +257,28 @@ mod tests {
         let admin = m.create_user("a@x.org", Role::Admin, "h").unwrap();
         let bob = m.create_user("b@x.org", Role::Editor, "h").unwrap();
         let s = m.create_session(bob.id, 1_000).unwrap();
-        assert_eq!(m.session(&s.secret, 999).unwrap().unwrap().user.role, Role::Editor);
+        assert_eq!(
+            m.session(&s.secret, 999).unwrap().unwrap().user.role,
+            Role::Editor
+        );
         m.set_role("b@x.org", Role::Viewer).unwrap();
-        assert_eq!(m.session(&s.secret, 999).unwrap().unwrap().user.role, Role::Viewer);
+        assert_eq!(
+            m.session(&s.secret, 999).unwrap().unwrap().user.role,
+            Role::Viewer
+        );
         assert_eq!(m.session(&s.secret, 1_000).unwrap(), None, "expired");
-        assert_eq!(m.session(&s.secret, 0).unwrap(), None, "expired sessions are removed");
+        assert_eq!(
+            m.session(&s.secret, 0).unwrap(),
+            None,
+            "expired sessions are removed"
+        );
         let s = m.create_session(bob.id, 1_000).unwrap();
         m.set_password("b@x.org", "h2").unwrap();
-        assert_eq!(m.session(&s.secret, 0).unwrap(), None, "a new password ends sessions");
+        assert_eq!(
+            m.session(&s.secret, 0).unwrap(),
+            None,
+            "a new password ends sessions"
+        );
         let s = m.create_session(bob.id, 1_000).unwrap();
         m.delete_user("b@x.org").unwrap();
         assert_eq!(m.session(&s.secret, 0).unwrap(), None);

@@ -90,7 +90,11 @@ impl AppState {
 #[derive(Clone)]
 pub enum Caller {
     /// A token of one project.
-    Token { project: String, scope: Scope, prefix: String },
+    Token {
+        project: String,
+        scope: Scope,
+        prefix: String,
+    },
     /// A logged-in user of the web app.
     User(Session),
 }
@@ -135,7 +139,9 @@ pub fn caller(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         if !is_safe(&parts.method) {
             check_csrf(&parts.headers, &session)?;
         }
-        state.token_limit.check(&format!("user {}", session.user.id))?;
+        state
+            .token_limit
+            .check(&format!("user {}", session.user.id))?;
         Caller::User(session)
     } else {
         return Err(ApiError::Unauthorized(

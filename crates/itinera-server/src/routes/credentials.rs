@@ -84,10 +84,16 @@ async fn create_key(
     let by = who.name();
     blocking(move || {
         let meta = app.meta();
-        let label = if new.label.trim().is_empty() { format!("created by {by}") } else { new.label };
+        let label = if new.label.trim().is_empty() {
+            format!("created by {by}")
+        } else {
+            new.label
+        };
         let secret = match new.kind {
             CredentialKind::Write => meta.create_write_key(&project, &label)?,
-            CredentialKind::Token => meta.create_token(&project, new.scope.unwrap_or(Scope::Read), &label)?,
+            CredentialKind::Token => {
+                meta.create_token(&project, new.scope.unwrap_or(Scope::Read), &label)?
+            }
         };
         let key = meta
             .keys(Some(&project))?

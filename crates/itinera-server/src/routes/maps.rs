@@ -93,7 +93,14 @@ async fn save_map(
     let save = json_body(body)?;
     let app = state.app.clone();
     blocking(move || {
-        let version = app.save_map(&project, &name, &save.map, save.base_version, &who.name(), &save.note)?;
+        let version = app.save_map(
+            &project,
+            &name,
+            &save.map,
+            save.base_version,
+            &who.name(),
+            &save.note,
+        )?;
         Ok(Json(Saved { name, version }))
     })
     .await
@@ -187,7 +194,10 @@ async fn import_map(
     let app = state.app.clone();
     blocking(move || {
         let version = app.import_map(&project, &export, None, &who.name())?;
-        Ok(Json(Saved { name: export.name, version }))
+        Ok(Json(Saved {
+            name: export.name,
+            version,
+        }))
     })
     .await
 }

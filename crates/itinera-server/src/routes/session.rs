@@ -44,8 +44,19 @@ pub struct SessionInfo {
     pub expires_at_ms: i64,
 }
 
-fn info(state: &AppState, user: User, csrf: String, expires_at_ms: i64) -> Result<SessionInfo, ApiError> {
-    let projects = state.app.meta().projects()?.into_iter().map(|p| p.name).collect();
+fn info(
+    state: &AppState,
+    user: User,
+    csrf: String,
+    expires_at_ms: i64,
+) -> Result<SessionInfo, ApiError> {
+    let projects = state
+        .app
+        .meta()
+        .projects()?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     Ok(SessionInfo {
         user,
         csrf,
@@ -74,10 +85,13 @@ async fn login(
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let login = json_body(body)?;
-    state.login_limit.check(&format!("login-ip:{}", remote.ip()))?;
     state
         .login_limit
-        .check(&format!("login-email:{}", login.email.trim().to_lowercase()))?;
+        .check(&format!("login-ip:{}", remote.ip()))?;
+    state.login_limit.check(&format!(
+        "login-email:{}",
+        login.email.trim().to_lowercase()
+    ))?;
     let app = state.app.clone();
     let (user, session) = blocking(move || Ok(app.login(&login.email, &login.password)?)).await?;
     let hours = state.app.config.session_hours.max(1);
@@ -110,7 +124,10 @@ fn set_cookie(headers: &mut HeaderMap, value: &str) {
     security(("session" = [])),
     responses((status = 200, description = "The session", body = SessionInfo), Unauthorized)
 )]
-async fn whoami(State(state): State<Arc<AppState>>, who: SessionCaller) -> Result<Response, ApiError> {
+async fn whoami(
+    State(state): State<Arc<AppState>>,
+    who: SessionCaller,
+) -> Result<Response, ApiError> {
     let s = who.0;
     let body = info(&state, s.user, s.csrf, s.expires_at_ms)?;
     let mut resp = Json(body).into_response();
@@ -153,7 +170,10 @@ struct SessionCaller(itinera_meta::Session);
 impl FromRequestParts<Arc<AppState>> for SessionCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         match caller(parts, state)? {
             Caller::User(s) => Ok(SessionCaller(s)),
             Caller::Token { .. } => Err(ApiError::BadRequest {

@@ -49,7 +49,10 @@ pub struct UserChange {
     security(("session" = ["admin"])),
     responses((status = 200, description = "Users", body = [User]), Unauthorized, Forbidden)
 )]
-async fn list_users(State(state): State<Arc<AppState>>, _admin: AdminUser) -> Result<Json<Vec<User>>, ApiError> {
+async fn list_users(
+    State(state): State<Arc<AppState>>,
+    _admin: AdminUser,
+) -> Result<Json<Vec<User>>, ApiError> {
     Ok(Json(state.app.users()?))
 }
 
@@ -70,7 +73,12 @@ async fn create_user(
     let u = json_body(body)?;
     let app = state.app.clone();
     let user = blocking(move || Ok(app.create_user(&u.email, u.role, &u.password)?)).await?;
-    tracing::info!(by = admin.user.email, email = user.email, role = user.role.as_str(), "user created");
+    tracing::info!(
+        by = admin.user.email,
+        email = user.email,
+        role = user.role.as_str(),
+        "user created"
+    );
     Ok(Json(user))
 }
 
@@ -107,7 +115,12 @@ async fn update_user(
         Ok(user)
     })
     .await?;
-    tracing::info!(by = admin.user.email, email = user.email, role = user.role.as_str(), "user changed");
+    tracing::info!(
+        by = admin.user.email,
+        email = user.email,
+        role = user.role.as_str(),
+        "user changed"
+    );
     Ok(Json(user))
 }
 
