@@ -54,7 +54,7 @@ pub struct Config {
     /// Session cookies carry `Secure` (set it when users reach the server over HTTPS, e.g.
     /// through a TLS-terminating proxy).
     pub secure_cookies: bool,
-    /// Failed logins allowed per minute per client address and per e-mail.
+    /// Login attempts allowed per minute per client address and per e-mail.
     pub login_attempts_per_minute: u32,
 }
 

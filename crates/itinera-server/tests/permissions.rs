@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use itinera_app::{App, Config, DataDir};
-use itinera_meta::Scope;
+use itinera_meta::{Role, Scope};
 use itinera_server::AppState;
 use std::collections::BTreeSet;
 use tower::ServiceExt;
@@ -49,6 +49,30 @@ const TABLE: &[(&str, &str, Scope)] = &[
     ("POST", "/api/v1/cases", Scope::Edit),
     ("PATCH", "/api/v1/cases/{id}", Scope::Edit),
     ("POST", "/api/v1/cases/{id}/follow-up", Scope::Edit),
+    ("GET", "/api/v1/maps", Scope::Read),
+    ("GET", "/api/v1/maps/{name}", Scope::Read),
+    ("PUT", "/api/v1/maps/{name}", Scope::Edit),
+    ("DELETE", "/api/v1/maps/{name}", Scope::Edit),
+    ("GET", "/api/v1/maps/{name}/versions", Scope::Read),
+    ("GET", "/api/v1/maps/{name}/versions/{version}", Scope::Read),
+    (
+        "POST",
+        "/api/v1/maps/{name}/versions/{version}/restore",
+        Scope::Edit,
+    ),
+    ("GET", "/api/v1/maps/{name}/export", Scope::Read),
+    ("POST", "/api/v1/maps/import", Scope::Edit),
+    ("GET", "/api/v1/keys", Scope::Admin),
+    ("POST", "/api/v1/keys", Scope::Admin),
+    ("DELETE", "/api/v1/keys/{id}", Scope::Admin),
+];
+
+/// Operations for logged-in admins only (users hold in every project; tokens belong to one).
+const ADMIN_USERS_ONLY: &[(&str, &str)] = &[
+    ("GET", "/api/v1/users"),
+    ("POST", "/api/v1/users"),
+    ("PATCH", "/api/v1/users/{email}"),
+    ("DELETE", "/api/v1/users/{email}"),
 ];
 
 fn document() -> serde_json::Value {
@@ -82,6 +106,81 @@ fn the_table_and_the_openapi_document_agree() {
     assert_eq!(documented, table);
 }
 
+/// A credential to try: how it is sent, and what it may do.
+struct Credential {
+    what: &'static str,
+    bearer: Option<String>,
+    /// A session cookie, and the CSRF token sent with it (if any).
+    session: Option<(String, Option<String>)>,
+    /// None: not a live credential (401).
+    scope: Option<Scope>,
+    /// A logged-in admin user.
+    admin_user: bool,
+    /// Sent without the CSRF token: state-changing requests are refused (403).
+    no_csrf: bool,
+}
+
+impl Credential {
+    fn token(what: &'static str, secret: Option<&str>, scope: Option<Scope>) -> Credential {
+        Credential {
+            what,
+            bearer: secret.map(str::to_string),
+            session: None,
+            scope,
+            admin_user: false,
+            no_csrf: false,
+        }
+    }
+
+    fn user(
+        what: &'static str,
+        s: &itinera_meta::NewSession,
+        role: Role,
+        csrf: bool,
+    ) -> Credential {
+        Credential {
+            what,
+            bearer: None,
+            session: Some((s.secret.clone(), csrf.then(|| s.csrf.clone()))),
+            scope: Some(role.scope()),
+            admin_user: role == Role::Admin,
+            no_csrf: !csrf,
+        }
+    }
+
+    fn request(&self, method: &str, path: &str) -> Request<Body> {
+        let mut req = Request::builder()
+            .method(method.parse::<Method>().unwrap())
+            .uri(path)
+            .header("content-type", "application/json");
+        if let Some(s) = &self.bearer {
+            req = req.header("authorization", format!("Bearer {s}"));
+        }
+        if let Some((secret, csrf)) = &self.session {
+            req = req.header("cookie", format!("itinera_session={secret}"));
+            if let Some(c) = csrf {
+                req = req.header("x-csrf-token", c);
+            }
+        }
+        req.body(Body::from("{}")).unwrap()
+    }
+}
+
+fn outcome(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "401",
+        StatusCode::FORBIDDEN => "403",
+        _ => "allowed",
+    }
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{name}", "x")
+        .replace("{id}", "1")
+        .replace("{version}", "1")
+        .replace("{email}", "nobody@example.org")
+}
+
 #[tokio::test]
 async fn every_route_allows_exactly_the_credentials_of_its_scope() {
     let tmp = tempfile::tempdir().unwrap();
@@ -95,58 +194,134 @@ async fn every_route_allows_exactly_the_credentials_of_its_scope() {
             meta.create_token("other", Scope::Edit, "").unwrap(),
         )
     };
-    let router = itinera_server::router(AppState::new(App::new(Config::default(), dir)));
-    // (credential, what it is: None = not a token)
-    let credentials: Vec<(&str, Option<&str>, Option<Scope>)> = vec![
-        ("no credential", None, None),
-        ("a write key", Some(&pair.write_key), None),
-        (
+    let app = App::new(Config::default(), dir);
+    let mut sessions = Vec::new();
+    for (email, role) in [
+        ("viewer@example.org", Role::Viewer),
+        ("editor@example.org", Role::Editor),
+        ("admin@example.org", Role::Admin),
+    ] {
+        app.create_user(email, role, "a long enough password")
+            .unwrap();
+        sessions.push((role, app.login(email, "a long enough password").unwrap().1));
+    }
+    let ended = app
+        .login("viewer@example.org", "a long enough password")
+        .unwrap()
+        .1;
+    app.logout(&ended.secret).unwrap();
+    let router = itinera_server::router(AppState::new(app));
+    let credentials = vec![
+        Credential::token("no credential", None, None),
+        Credential::token("a write key", Some(&pair.write_key), None),
+        Credential::token(
             "a made-up token",
             Some("et_0000000000000000000000000000000"),
             None,
         ),
-        ("a read token", Some(&pair.read_token), Some(Scope::Read)),
-        ("an edit token", Some(&edit), Some(Scope::Edit)),
-        ("an admin token", Some(&admin), Some(Scope::Admin)),
-        (
+        Credential::token("a read token", Some(&pair.read_token), Some(Scope::Read)),
+        Credential::token("an edit token", Some(&edit), Some(Scope::Edit)),
+        Credential::token("an admin token", Some(&admin), Some(Scope::Admin)),
+        Credential::token(
             "another project's edit token",
             Some(&other_edit),
             Some(Scope::Edit),
         ),
+        Credential::user("a viewer's session", &sessions[0].1, Role::Viewer, true),
+        Credential::user("an editor's session", &sessions[1].1, Role::Editor, true),
+        Credential::user("an admin's session", &sessions[2].1, Role::Admin, true),
+        Credential::user(
+            "an admin's session without the CSRF token",
+            &sessions[2].1,
+            Role::Admin,
+            false,
+        ),
+        Credential {
+            scope: None,
+            ..Credential::user("a logged-out session", &ended, Role::Viewer, true)
+        },
     ];
     let mut checked = 0;
     for (method, path, needed) in TABLE {
-        let concrete = path.replace("{name}", "x").replace("{id}", "1");
-        for (what, secret, scope) in &credentials {
-            let mut req = Request::builder()
-                .method(method.parse::<Method>().unwrap())
-                .uri(&concrete)
-                .header("content-type", "application/json");
-            if let Some(s) = secret {
-                req = req.header("authorization", format!("Bearer {s}"));
-            }
+        for c in &credentials {
             let resp = router
                 .clone()
-                .oneshot(req.body(Body::from("{}")).unwrap())
+                .oneshot(c.request(method, &concrete(path)))
                 .await
                 .unwrap();
             let status = resp.status();
-            let expected = match scope {
+            let expected = match c.scope {
                 None => "401",
-                Some(s) if s < needed => "403",
+                Some(_) if c.no_csrf && *method != "GET" => "403",
+                Some(s) if s < *needed => "403",
                 Some(_) => "allowed",
             };
-            let got = match status {
-                StatusCode::UNAUTHORIZED => "401",
-                StatusCode::FORBIDDEN => "403",
-                _ => "allowed",
-            };
             assert_eq!(
-                got, expected,
-                "{method} {path} with {what}: {status} (needs {needed:?})"
+                outcome(status),
+                expected,
+                "{method} {path} with {}: {status} (needs {needed:?})",
+                c.what
             );
             checked += 1;
         }
     }
-    assert_eq!(checked, TABLE.len() * credentials.len());
+    for (method, path) in ADMIN_USERS_ONLY {
+        for c in &credentials {
+            let resp = router
+                .clone()
+                .oneshot(c.request(method, &concrete(path)))
+                .await
+                .unwrap();
+            let status = resp.status();
+            let expected = match c.scope {
+                None => "401",
+                Some(_) if c.no_csrf && *method != "GET" => "403",
+                Some(_) if c.admin_user => "allowed",
+                Some(_) => "403",
+            };
+            assert_eq!(
+                outcome(status),
+                expected,
+                "{method} {path} with {}: {status}",
+                c.what
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked,
+        (TABLE.len() + ADMIN_USERS_ONLY.len()) * credentials.len()
+    );
+}
+
+/// A session's project is the one its request names; a project that does not exist is refused.
+#[tokio::test]
+async fn a_session_works_in_every_project_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path(), Default::default()).unwrap();
+    dir.meta.lock().ensure_project("shop").unwrap();
+    let app = App::new(Config::default(), dir);
+    app.create_user("v@example.org", Role::Viewer, "a long enough password")
+        .unwrap();
+    let s = app
+        .login("v@example.org", "a long enough password")
+        .unwrap()
+        .1;
+    let router = itinera_server::router(AppState::new(app));
+    for (project, expected) in [
+        ("default", StatusCode::OK),
+        ("shop", StatusCode::OK),
+        ("nope", StatusCode::NOT_FOUND),
+    ] {
+        let req = Request::get("/api/v1/maps")
+            .header("cookie", format!("itinera_session={}", s.secret))
+            .header("x-itinera-project", project)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            router.clone().oneshot(req).await.unwrap().status(),
+            expected,
+            "{project}"
+        );
+    }
 }

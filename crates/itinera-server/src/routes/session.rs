@@ -81,13 +81,13 @@ fn info(
 )]
 async fn login(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ClientAddr(remote): ClientAddr,
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let login = json_body(body)?;
-    state
-        .login_limit
-        .check(&format!("login-ip:{}", remote.ip()))?;
+    if let Some(ip) = remote {
+        state.login_limit.check(&format!("login-ip:{ip}"))?;
+    }
     state.login_limit.check(&format!(
         "login-email:{}",
         login.email.trim().to_lowercase()
@@ -162,6 +162,22 @@ async fn logout(
     let mut resp = axum::http::StatusCode::NO_CONTENT.into_response();
     set_cookie(resp.headers_mut(), &gone.to_string());
     Ok(resp)
+}
+
+/// The client's address, when the connection gave one (it always does in `serve`).
+struct ClientAddr(Option<std::net::IpAddr>);
+
+impl FromRequestParts<Arc<AppState>> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<AppState>) -> Result<Self, ApiError> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
 }
 
 /// A logged-in user (tokens have no session), CSRF checked on state-changing methods.
