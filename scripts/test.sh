@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
 # Every test of the project, from a clean checkout: formatting, lints, Rust unit/property/end-to-end
-# tests (including the SIGKILL crash harness), and the official-SDK tests in Python.
+# tests (including the SIGKILL crash harness), fuzzing, the official-SDK and reference tests in
+# Python, and the web app in a real browser. The first cargo command builds the web app (web/,
+# through crates/itinera-server/build.rs, with npm); a test checks that what the binary embeds
+# was built from the sources in web/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== Debian packages: Node.js and npm (the web app's build), ClickHouse 18.16 server (reference engine), chromium (browser tests)"
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+MISSING=""
+command -v clickhouse-server >/dev/null || MISSING="$MISSING clickhouse-server clickhouse-client"
+[ -x /usr/bin/chromium ] || MISSING="$MISSING chromium"
+command -v npm >/dev/null || MISSING="$MISSING nodejs npm"
+if [ -n "$MISSING" ]; then
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -29,21 +44,9 @@ for target in log segment; do
   rm -rf "$corpus" "$log"
 done
 
-echo "== Debian packages: ClickHouse 18.16 server (reference engine) and chromium (browser tests)"
-SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-MISSING=""
-command -v clickhouse-server >/dev/null || MISSING="$MISSING clickhouse-server clickhouse-client"
-[ -x /usr/bin/chromium ] || MISSING="$MISSING chromium"
-command -v npm >/dev/null || MISSING="$MISSING nodejs npm"
-if [ -n "$MISSING" ]; then
-  $SUDO apt-get update -qq
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
-fi
-
 echo "== Python tests: official SDKs, Parquet interop, funnels and retention vs ClickHouse (also on a store built the hard way, while written to), attribution vs ChannelAttribution, CLV vs lifetimes, the OpenAPI document"
 scripts/python-env.sh
 ITINERA_BIN="$PWD/target/debug/itinera" .venv/bin/python -m pytest -q tests/python
 
-echo "== browser tests: the survey widget in Debian's chromium (playwright-core from npm, no browser download)"
+echo "== browser tests: the web app and its journey map, and the survey widget, in Debian's chromium (playwright-core from npm, no browser download)"
 (cd tests/browser && npm ci --no-audit --no-fund --silent && ITINERA_BIN="$OLDPWD/target/debug/itinera" node --test)

@@ -78,7 +78,7 @@ async function shown(page, metric, extra = "") {
 }
 
 async function sameAsApi(page, params) {
-  const stages = await query("stages", { model: "customer-journey" }, params);
+  const stages = await query("stages", { model: "customer-journey", top_touchpoints: 5 }, params);
   const nps = await query("scores", { kind: "nps", by: "stage", model: "customer-journey" }, params);
   // the figures of the latest refresh are on screen once they equal a fresh answer; the
   // comparison itself is exact
@@ -101,6 +101,13 @@ async function sameAsApi(page, params) {
       assert.equal(conv[r.stage], r.next_stage_conversion == null ? "" : String(r.next_stage_conversion), `conversion of ${r.stage}`);
     }
     assert.equal(median[r.stage], r.median_seconds_in_stage == null ? "" : String(r.median_seconds_in_stage), `median time in ${r.stage}`);
+    // the stage's measured touchpoints and channels, in the API's order
+    for (const what of ["touchpoints", "channels"]) {
+      const cells = await page.locator(`[data-metric="${what}.persons"][data-stage="${r.stage}"]`).all();
+      const onScreen = [];
+      for (const c of cells) onScreen.push([await c.getAttribute("data-key"), await c.getAttribute("data-value")]);
+      assert.deepEqual(onScreen, r[what].map((t) => [t.key, String(t.persons)]), `${what} of ${r.stage}`);
+    }
     const g = nps.groups.find((x) => x.key === r.stage);
     assert.equal(nShown[r.stage], String(g ? g.n : 0), `NPS n in ${r.stage}`);
     if (g?.nps) assert.equal(npsShown[r.stage], String(g.nps.nps), `NPS in ${r.stage}`);

@@ -16,7 +16,10 @@ export interface StageRow {
   current: number;
   median_seconds_in_stage: number | null;
   p90_seconds_in_stage: number | null;
+  touchpoints?: StageTouch[];
+  channels?: StageTouch[];
 }
+export interface StageTouch { key: string; persons: number; share: number | null }
 export interface StageModel { name: string; description: string; stages: { name: string }[]; purchase_stage?: string | null }
 export interface StagesResult {
   model: StageModel;

@@ -17,7 +17,7 @@
 use crate::duration::Span;
 use crate::error::{EngineError, Result};
 use crate::journey::{Journey, JourneySource, ScanOptions};
-use crate::selector::{EventSelector, Matcher};
+use crate::selector::{EventSelector, Matcher, KIND_NAMES};
 use crate::stats::{quantile, ratio};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -329,6 +329,27 @@ pub struct StageFunnelQuery {
     /// Also stage B2B accounts by their buying group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounts: Option<AccountStageRule>,
+    /// Also the top this-many touchpoints and channels of each stage (0, the default: none; at
+    /// most 50): what persons did while in the stage.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub top_touchpoints: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The most touchpoints or channels a stage lists.
+pub const MAX_TOP_TOUCHPOINTS: u32 = 50;
+
+/// A touchpoint or channel of a stage: the persons who had it while in the stage (from entering
+/// the stage, that touchpoint included, until entering a later one), and their share of the
+/// persons who entered the stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StageTouch {
+    pub key: String,
+    pub persons: u64,
+    pub share: Option<f64>,
 }
 
 /// When an account is in a stage: when at least `min_share` of its members (persons with
@@ -400,6 +421,13 @@ pub struct StageRow {
     /// From entering this stage to entering a later one, for those who went on (seconds).
     pub median_seconds_in_stage: Option<f64>,
     pub p90_seconds_in_stage: Option<f64>,
+    /// With `top_touchpoints`: the stage's top touchpoints (event names and page/screen names,
+    /// as paths name them), by persons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub touchpoints: Vec<StageTouch>,
+    /// With `top_touchpoints`: the stage's top channels, by persons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<StageTouch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -437,6 +465,39 @@ struct StageTotals {
     /// Per account: members, members who reached each stage, and members holding the required
     /// role who reached each stage.
     accounts: FxHashMap<u32, (u32, Vec<u32>, Vec<u32>)>,
+    /// Persons per (stage, touchpoint code) and per (stage, channel code).
+    touchpoints: FxHashMap<(usize, u32), u64>,
+    channels: FxHashMap<(usize, u32), u64>,
+}
+
+/// Counts once per person each touchpoint and channel they had while in each stage.
+fn count_stage_touches(j: &Journey<'_>, p: &PersonStages, n: usize, t: &mut StageTotals) {
+    let mut seen_t: Vec<(usize, u32)> = Vec::new();
+    let mut seen_c: Vec<(usize, u32)> = Vec::new();
+    for s in 0..n {
+        let from = p.entered[s];
+        if from == i64::MIN {
+            continue;
+        }
+        let until = p.exit_of(s).unwrap_or(i64::MAX);
+        let lo = j.ts.partition_point(|x| *x < from);
+        let hi = j.ts.partition_point(|x| *x < until);
+        for i in lo..hi {
+            // identify, group and alias messages say who someone is, not what they did
+            if !matches!(KIND_NAMES[j.kind[i] as usize], "track" | "page" | "screen") {
+                continue;
+            }
+            seen_t.push((s, j.touchpoint[i]));
+            seen_c.push((s, j.channel[i]));
+        }
+    }
+    for (seen, into) in [(&mut seen_t, &mut t.touchpoints), (&mut seen_c, &mut t.channels)] {
+        seen.sort_unstable();
+        seen.dedup();
+        for k in seen.iter() {
+            *into.entry(*k).or_default() += 1;
+        }
+    }
 }
 
 /// Runs the stage funnel of a model on a backend.
@@ -446,6 +507,12 @@ pub fn run_stage_funnel<S: JourneySource>(
     opts: &ScanOptions,
 ) -> Result<StageFunnelResult> {
     let model = q.model.resolve()?;
+    if q.top_touchpoints > MAX_TOP_TOUCHPOINTS {
+        return Err(EngineError::invalid(
+            "top_touchpoints",
+            format!("{} asked, at most {MAX_TOP_TOUCHPOINTS}", q.top_touchpoints),
+        ));
+    }
     let (compiled, role) = source.with_vocabulary(|v| {
         CompiledModel::compile(model, v)
             .map(|c| (c, q.accounts.as_ref().and_then(|a| a.role_codes(v))))
@@ -520,6 +587,9 @@ pub fn run_stage_funnel<S: JourneySource>(
                     }
                 }
             }
+            if q.top_touchpoints > 0 {
+                count_stage_touches(j, p, n, t);
+            }
             if let Some(b) = q.breakdown {
                 let key = match b {
                     StageBreakdown::Channel => j.channel.first().copied().unwrap_or(u32::MAX),
@@ -575,7 +645,31 @@ pub fn run_stage_funnel<S: JourneySource>(
                 *a += b;
             }
         }
+        for (k, v) in t.touchpoints {
+            *total.touchpoints.entry(k).or_default() += v;
+        }
+        for (k, v) in t.channels {
+            *total.channels.entry(k).or_default() += v;
+        }
     }
+    let top = |counts: &FxHashMap<(usize, u32), u64>, field: crate::Field, s: usize| {
+        let mut rows: Vec<(u64, String)> = source.with_vocabulary(|v| {
+            counts
+                .iter()
+                .filter(|((stage, _), _)| *stage == s)
+                .map(|((_, code), persons)| (*persons, v.name(field, *code).to_string()))
+                .collect()
+        });
+        rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        rows.truncate(q.top_touchpoints as usize);
+        rows.into_iter()
+            .map(|(persons, key)| StageTouch {
+                key,
+                persons,
+                share: ratio(persons, total.entered[s]),
+            })
+            .collect::<Vec<_>>()
+    };
     // churn is judged against the end of the data, not the clock: history stays reproducible
     let churned = compiled
         .model
@@ -604,6 +698,8 @@ pub fn run_stage_funnel<S: JourneySource>(
                     .map(|v| v as f64 / 1000.0),
                 p90_seconds_in_stage: quantile(&mut total.in_stage[s], 0.9)
                     .map(|v| v as f64 / 1000.0),
+                touchpoints: top(&total.touchpoints, crate::Field::Touchpoint, s),
+                channels: top(&total.channels, crate::Field::Channel, s),
             }
         })
         .collect();
@@ -727,6 +823,51 @@ mod tests {
         }
     }
 
+    /// Each stage lists what persons did while in it: from the touchpoint that entered it until
+    /// entering a later stage, once per person, identify messages left out.
+    #[test]
+    fn stages_list_their_touchpoints_and_channels_by_persons() {
+        let r = |p: &str, ts: i64, e: &str, ch: &str, kind: u8| Row {
+            touchpoint: e.into(),
+            channel: ch.into(),
+            kind,
+            ..Row::new(p, ts, e)
+        };
+        let rows = vec![
+            r("a", 1_000, "Home", "paid_search", 2),
+            r("a", 1_500, "Home", "paid_search", 2),
+            r("a", 1_600, "identify", "", 1),
+            r("a", 2_000, "Product Viewed", "direct", 0),
+            r("a", 5_000, "Order Completed", "direct", 0),
+            r("b", 1_000, "Store Visit", "store", 0),
+            r("b", 1_500, "Order Completed", "store", 0),
+            r("c", 1_000, "Home", "social", 2),
+        ];
+        let src = MemorySource::new(&rows);
+        let q = StageFunnelQuery {
+            model: ModelRef::Builtin("customer-journey".into()),
+            from_ms: None,
+            to_ms: None,
+            breakdown: None,
+            accounts: None,
+            top_touchpoints: 5,
+        };
+        let res = run_stage_funnel(&src, &q, &Default::default()).unwrap();
+        let list = |v: &[StageTouch]| -> Vec<(String, u64)> {
+            v.iter().map(|t| (t.key.clone(), t.persons)).collect()
+        };
+        let s = |k: &str, n: u64| (k.to_string(), n);
+        assert_eq!(list(&res.stages[0].touchpoints), [s("Home", 2), s("Store Visit", 1)]);
+        assert_eq!(res.stages[0].touchpoints[0].share, Some(2.0 / 3.0));
+        assert_eq!(list(&res.stages[0].channels), [s("paid_search", 1), s("social", 1), s("store", 1)]);
+        assert_eq!(list(&res.stages[1].touchpoints), [s("Product Viewed", 1)]);
+        assert_eq!(list(&res.stages[2].touchpoints), [s("Order Completed", 2)]);
+        assert_eq!(res.stages[2].touchpoints[0].share, Some(1.0));
+        // without asking, nothing is listed (and the answer stays as it was)
+        let plain = run_stage_funnel(&src, &StageFunnelQuery { top_touchpoints: 0, ..q }, &Default::default()).unwrap();
+        assert!(plain.stages.iter().all(|s| s.touchpoints.is_empty() && s.channels.is_empty()));
+    }
+
     #[test]
     fn skips_count_as_passed_and_retention_needs_a_second_purchase() {
         let mut rows = vec![
@@ -750,6 +891,7 @@ mod tests {
             to_ms: None,
             breakdown: None,
             accounts: None,
+            top_touchpoints: 0,
         };
         let r = run_stage_funnel(&src, &q, &Default::default()).unwrap();
         let reached: Vec<u64> = r.stages.iter().map(|s| s.reached).collect();
@@ -792,6 +934,7 @@ mod tests {
             to_ms: None,
             breakdown: None,
             accounts: Some(AccountStageRule::any_member()),
+            top_touchpoints: 0,
         };
         let r = run_stage_funnel(&src, &q, &Default::default()).unwrap();
         let a = r.accounts.unwrap();

@@ -22,6 +22,8 @@ export interface Figures {
 }
 
 const DAY = 86_400_000;
+/** Touchpoints and channels listed per stage. */
+export const TOP_TOUCHPOINTS = 5;
 
 export function range(f: Filters): { from_ms?: number; to_ms?: number } {
   const r: { from_ms?: number; to_ms?: number } = {};
@@ -34,7 +36,7 @@ export async function loadFigures(view: MapView, f: Filters): Promise<Figures> {
   const pop: Population = { segment: f.segment, persona: f.persona };
   const span = range(f);
   const model = view.map.model;
-  const stagesQ = { model, ...span, ...(f.b2b ? { accounts: {} } : {}) };
+  const stagesQ = { model, ...span, top_touchpoints: TOP_TOUCHPOINTS, ...(f.b2b ? { accounts: {} } : {}) };
   const score = (kind: string, p: Population) => api.scores({ kind, by: "stage", model, ...span }, p);
   // one measured curve per persona of the map, unless the filters already choose one persona
   const personas = f.persona ? [] : view.map.personas.slice(0, 5);

@@ -5,7 +5,7 @@
 import { h } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import htm from "htm";
-import { api, ApiError, type Card, type JourneyMap, type MapVersion, type MapView, type SessionInfo } from "../api";
+import { api, ApiError, type Card, type JourneyMap, type MapVersion, type MapView, type SessionInfo, type StageRow, type StageTouch } from "../api";
 import type { I18n } from "../i18n";
 import { loadFigures, scoreOf, type Figures, type Filters } from "./figures";
 import { flagsOf, type Flag } from "./flags";
@@ -191,7 +191,8 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
                         />`
                       : html`<span aria-busy="true">…</span>`
                     : lane.kind === "touchpoints"
-                      ? html`<${Steps} map=${draft} stage=${s} fig=${fig} i18n=${i18n} />`
+                      ? html`<${Touches} row=${rowOf(s)} i18n=${i18n} />
+                          <${Steps} map=${draft} stage=${s} fig=${fig} i18n=${i18n} />`
                       : lane.kind === "emotions"
                         ? html`<${EmotionCell} map=${draft} stage=${s} variant=${variant} canEdit=${canEdit} change=${change} i18n=${i18n} />`
                         : null}
@@ -212,10 +213,51 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
           </tbody>
         </table>
       </div>
+      <${Definitions} i18n=${i18n} />
       <${EmotionChart} stages=${stages} curves=${curves} i18n=${i18n} />
       <${Flags} flags=${flags} map=${draft} canEdit=${canEdit} decide=${decide} i18n=${i18n} />
     </section>
   `;
+}
+
+/** What every figure of the map means, in words (also on each figure as its title). */
+function Definitions(props: { i18n: I18n }) {
+  const { i18n } = props;
+  const rows: [string, string][] = [
+    [i18n.t("entered"), i18n.t("def_entered")],
+    [i18n.t("next_conversion"), i18n.t("def_next")],
+    [i18n.t("drop_off"), i18n.t("def_drop")],
+    [`${i18n.t("median_time")}, ${i18n.t("p90_time")}`, i18n.t("def_time")],
+    [i18n.t("nps"), i18n.t("def_nps", { c: 95 })],
+    [i18n.t("csat"), i18n.t("def_csat")],
+    [i18n.t("ces"), i18n.t("def_ces")],
+    [i18n.t("top_touchpoints"), i18n.t("def_touches")],
+    [i18n.t("steps"), i18n.t("def_step")],
+    [i18n.t("customers"), i18n.t("def_customers")],
+  ];
+  return html`<details class="definitions">
+    <summary>${i18n.t("definitions")}</summary>
+    <dl>${rows.map(([term, def]) => html`<dt>${term}</dt><dd>${def}</dd>`)}</dl>
+  </details>`;
+}
+
+/** The stage's measured top touchpoints and channels: persons while in the stage, and share. */
+function Touches(props: { row: StageRow | undefined; i18n: I18n }) {
+  const { row, i18n } = props;
+  if (!row) return null;
+  const list = (what: "touchpoints" | "channels", items: StageTouch[] | undefined) =>
+    items?.length
+      ? html`<ul class="touches" aria-label=${i18n.t(what === "touchpoints" ? "top_touchpoints" : "top_channels")} title=${i18n.t("def_touches")}>
+          ${items.map(
+            (t) => html`<li>
+              <span class="figure-label">${t.key}</span>
+              <span class="figure-value" data-metric=${`${what}.persons`} data-stage=${row.stage} data-key=${t.key} data-value=${t.persons}>${i18n.num(t.persons)}</span>
+              <span class="muted" data-metric=${`${what}.share`} data-stage=${row.stage} data-key=${t.key} data-value=${t.share ?? ""}>${i18n.pct(t.share)}</span>
+            </li>`,
+          )}
+        </ul>`
+      : null;
+  return html`${list("touchpoints", row.touchpoints)}${list("channels", row.channels)}`;
 }
 
 function Steps(props: { map: JourneyMap; stage: string; fig: Figures | null; i18n: I18n }) {

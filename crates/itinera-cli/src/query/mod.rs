@@ -147,6 +147,9 @@ pub struct StagesArgs {
     /// (`traits.role`, their latest value) reached it, e.g. `decision_maker`.
     #[arg(long)]
     required_role: Option<String>,
+    /// Also list each stage's top N touchpoints and channels (what persons did while in it).
+    #[arg(long, default_value_t = 0)]
+    top_touchpoints: u32,
     /// Print the model (built-in or the file, validated) instead.
     #[arg(long)]
     show_model: bool,
@@ -785,6 +788,7 @@ fn run_stages(a: &StagesArgs) -> CliResult {
                 required_role: a.required_role.clone(),
                 ..itinera_engine::stages::AccountStageRule::any_member()
             }),
+        top_touchpoints: a.top_touchpoints,
     };
     let r: StageFunnelResult = analyze(&a.target, AnalysisRequest::Stages(q.clone()))?;
     if printed_as_json(format, &r)? {
@@ -854,7 +858,31 @@ fn run_stages(a: &StagesArgs) -> CliResult {
             "median time in stage",
         ],
         &rows,
-    )
+    )?;
+    if a.top_touchpoints == 0 {
+        return Ok(());
+    }
+    let touches: Vec<serde_json::Value> = r
+        .stages
+        .iter()
+        .flat_map(|s| {
+            let of = |what: &'static str, list: &[itinera_engine::stages::StageTouch]| {
+                list.iter()
+                    .map(|t| {
+                        json!({"stage": s.stage, "what": what, "key": t.key,
+                               "persons": t.persons, "share": p(t.share)})
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let mut rows = of("touchpoint", &s.touchpoints);
+            rows.extend(of("channel", &s.channels));
+            rows
+        })
+        .collect();
+    if !csv {
+        println!("\ntop touchpoints and channels per stage (persons while in the stage, share of those entering)");
+    }
+    print_records(format, &["stage", "what", "key", "persons", "share"], &touches)
 }
 
 fn selector_arg(flag: &str, v: &Option<String>) -> CliResult<Option<EventSelector>> {
