@@ -491,7 +491,10 @@ fn count_stage_touches(j: &Journey<'_>, p: &PersonStages, n: usize, t: &mut Stag
             seen_c.push((s, j.channel[i]));
         }
     }
-    for (seen, into) in [(&mut seen_t, &mut t.touchpoints), (&mut seen_c, &mut t.channels)] {
+    for (seen, into) in [
+        (&mut seen_t, &mut t.touchpoints),
+        (&mut seen_c, &mut t.channels),
+    ] {
         seen.sort_unstable();
         seen.dedup();
         for k in seen.iter() {
@@ -857,15 +860,32 @@ mod tests {
             v.iter().map(|t| (t.key.clone(), t.persons)).collect()
         };
         let s = |k: &str, n: u64| (k.to_string(), n);
-        assert_eq!(list(&res.stages[0].touchpoints), [s("Home", 2), s("Store Visit", 1)]);
+        assert_eq!(
+            list(&res.stages[0].touchpoints),
+            [s("Home", 2), s("Store Visit", 1)]
+        );
         assert_eq!(res.stages[0].touchpoints[0].share, Some(2.0 / 3.0));
-        assert_eq!(list(&res.stages[0].channels), [s("paid_search", 1), s("social", 1), s("store", 1)]);
+        assert_eq!(
+            list(&res.stages[0].channels),
+            [s("paid_search", 1), s("social", 1), s("store", 1)]
+        );
         assert_eq!(list(&res.stages[1].touchpoints), [s("Product Viewed", 1)]);
         assert_eq!(list(&res.stages[2].touchpoints), [s("Order Completed", 2)]);
         assert_eq!(res.stages[2].touchpoints[0].share, Some(1.0));
         // without asking, nothing is listed (and the answer stays as it was)
-        let plain = run_stage_funnel(&src, &StageFunnelQuery { top_touchpoints: 0, ..q }, &Default::default()).unwrap();
-        assert!(plain.stages.iter().all(|s| s.touchpoints.is_empty() && s.channels.is_empty()));
+        let plain = run_stage_funnel(
+            &src,
+            &StageFunnelQuery {
+                top_touchpoints: 0,
+                ..q
+            },
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(plain
+            .stages
+            .iter()
+            .all(|s| s.touchpoints.is_empty() && s.channels.is_empty()));
     }
 
     #[test]

@@ -882,7 +882,11 @@ fn run_stages(a: &StagesArgs) -> CliResult {
     if !csv {
         println!("\ntop touchpoints and channels per stage (persons while in the stage, share of those entering)");
     }
-    print_records(format, &["stage", "what", "key", "persons", "share"], &touches)
+    print_records(
+        format,
+        &["stage", "what", "key", "persons", "share"],
+        &touches,
+    )
 }
 
 fn selector_arg(flag: &str, v: &Option<String>) -> CliResult<Option<EventSelector>> {
