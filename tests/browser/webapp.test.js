@@ -15,11 +15,12 @@ const BIN = process.env.ITINERA_BIN || new URL("../../target/debug/itinera", imp
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = process.env.ITINERA_SCREENSHOTS; // where to keep screenshots for docs/web.md
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-let server, browser, base, admin, readToken;
+let server, browser, base, admin, readToken, writeKey;
 
 before(async () => {
   const data = mkdtempSync(join(tmpdir(), "itinera-webapp-"));
-  server = spawn(BIN, ["demo", "--data", data, "--customers", "1500", "--listen", "127.0.0.1:0"], {
+  // no live trickle: the comparisons with the API are exact; the live test sends its own events
+  server = spawn(BIN, ["demo", "--data", data, "--customers", "1500", "--live-rate", "0", "--listen", "127.0.0.1:0"], {
     env: { ...process.env, ITINERA_LOG: "warn" },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -35,6 +36,7 @@ before(async () => {
   const login = /log in as (\S+) with password (\S+)/.exec(out);
   admin = { email: login[1], password: login[2] };
   readToken = /read token \(query\): (\S+)/.exec(out)[1];
+  writeKey = /write key \(ingest\): (\S+)/.exec(out)[1];
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
@@ -281,6 +283,27 @@ test("axe-core finds no serious or critical violation on the map and the admin v
       `${view}: axe-core violations`,
     );
   }
+  await page.context().close();
+});
+
+test("live: a touchpoint sent to the tracking API shows on the open map within the refresh", async () => {
+  const page = await logIn(admin);
+  const cell = page.locator('[data-metric="entered"][data-stage="Awareness"]');
+  const before = Number(await cell.getAttribute("data-value"));
+  const asOf = await page.locator("[data-as-of]").getAttribute("data-as-of");
+  const sent = await fetch(`${base}/v1/page`, {
+    method: "POST",
+    headers: { authorization: `Basic ${Buffer.from(`${writeKey}:`).toString("base64")}`, "content-type": "application/json" },
+    body: JSON.stringify({ userId: "live-browser-test", name: "Home", properties: { path: "/" } }),
+  });
+  assert.equal(sent.status, 200);
+  // the map refreshes every 10 s: within two refreshes the new person is counted
+  await page.waitForFunction(
+    ([sel, v]) => Number(document.querySelector(sel)?.getAttribute("data-value")) === v,
+    ['[data-metric="entered"][data-stage="Awareness"]', before + 1],
+    { timeout: 25000 },
+  );
+  assert.notEqual(await page.locator("[data-as-of]").getAttribute("data-as-of"), asOf, "the figures say when they are from");
   await page.context().close();
 });
 

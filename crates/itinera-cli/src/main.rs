@@ -2,6 +2,7 @@
 //! exports and administers a data directory.
 
 mod definitions;
+mod demo;
 mod import;
 mod models;
 mod output;
@@ -85,6 +86,10 @@ enum Command {
         customers: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// New touchpoints per second sent through the tracking API while the demo runs (new
+        /// journeys, dated now; some answer surveys). 0 switches the trickle off.
+        #[arg(long, env = "ITINERA_DEMO_LIVE_RATE", default_value_t = 2.0)]
+        live_rate: f64,
     },
     /// Saved segments: rules on traits, properties and behaviour; any query takes `--segment NAME`.
     Segments {
@@ -444,49 +449,30 @@ fn run(cli: Cli) -> CliResult {
             listen,
             customers,
             seed,
+            live_rate,
         } => {
             let cfg = load_config(&data, listen.as_deref())?;
             let dir = open_data(&cfg)?;
             let store = dir.store(DEFAULT_PROJECT)?;
             if store.stats()?.events == 0 {
-                eprintln!(
-                    "generating a demo world of {customers} people into {} ...",
-                    cfg.data.display()
-                );
-                let started = std::time::Instant::now();
-                let mut imp = import::Importer::new(
-                    &store,
-                    &cfg.channels,
-                    cfg.max_future_hours * 3_600_000,
-                    None,
-                    false,
-                )?;
-                let world = World::new(WorldSpec {
-                    customers,
-                    seed,
-                    ..Default::default()
-                });
-                imp.progress.set_style(
-                    indicatif::ProgressStyle::with_template("{spinner} {pos} events {per_sec}")
-                        .expect("valid"),
-                );
-                for (i, m) in world.enumerate() {
-                    imp.add("demo", i as u64 + 1, &m.to_string(), "")?;
-                    imp.progress.inc(1);
-                }
-                let r = imp.finish(started)?;
-                store.flush()?;
-                eprintln!("stored {} events in {:.1} s", r.stored, r.seconds);
+                demo::fill(&store, &cfg, customers, seed)?;
                 itinera_app::demo::seed_definitions(&dir.meta.lock(), DEFAULT_PROJECT)?;
             }
-            let keys = {
+            let login = {
                 let meta = dir.meta.lock();
-                let pair = meta.create_keys(DEFAULT_PROJECT, "demo")?;
+                let keys = meta.create_keys(DEFAULT_PROJECT, "demo")?;
                 let edit = meta.create_token(DEFAULT_PROJECT, itinera_meta::Scope::Edit, "demo")?;
-                let login = itinera_app::demo::demo_admin(&meta)?;
-                (pair, edit, login)
+                let (email, password) = itinera_app::demo::demo_admin(&meta)?;
+                DemoLogin {
+                    keys,
+                    edit,
+                    email,
+                    password,
+                    live_rate,
+                    seed,
+                }
             };
-            serve(cfg, dir, Some(keys))
+            serve(cfg, dir, Some(login))
         }
         Command::Keys { command } => keys(command),
         Command::Users { command } => users::run(command),
@@ -774,11 +760,17 @@ fn generate(out: &Path, customers: u64, events: u64, seed: u64) -> CliResult {
     Ok(())
 }
 
-fn serve(
-    cfg: ServerConfig,
-    dir: Arc<DataDir>,
-    demo_keys: Option<(itinera_meta::NewKeys, String, (String, String))>,
-) -> CliResult {
+/// What `itinera demo` prints and starts besides serving.
+struct DemoLogin {
+    keys: itinera_meta::NewKeys,
+    edit: String,
+    email: String,
+    password: String,
+    live_rate: f64,
+    seed: u64,
+}
+
+fn serve(cfg: ServerConfig, dir: Arc<DataDir>, demo: Option<DemoLogin>) -> CliResult {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -790,12 +782,26 @@ fn serve(
         tracing::info!(listen = %addr, data = %cfg.data.display(), "itinera is serving");
         println!("Itinera is running at http://{addr}/");
         println!("  tracking API: http://{addr}/v1/batch   health: http://{addr}/healthz   metrics: http://{addr}/metrics");
-        if let Some((k, edit, (email, password))) = demo_keys {
-            println!("  web app: http://{addr}/  log in as {email} with password {password}");
+        if let Some(d) = &demo {
+            let k = &d.keys;
+            println!(
+                "  web app: http://{addr}/  log in as {} with password {}",
+                d.email, d.password
+            );
             println!("  write key (ingest): {}", k.write_key);
             println!("  read token (query): {}", k.read_token);
-            println!("  edit token (change surveys, segments, alert rules, cases): {edit}");
+            println!(
+                "  edit token (change surveys, segments, alert rules, cases): {}",
+                d.edit
+            );
             println!("  try: curl -u {}: http://{addr}/v1/track -d '{{\"userId\":\"me\",\"event\":\"Hello\"}}' -H 'content-type: application/json'", k.write_key);
+            if d.live_rate > 0.0 {
+                println!(
+                    "  live: {} new touchpoints a second arrive through the tracking API (--live-rate, 0 = off)",
+                    d.live_rate
+                );
+            }
+            demo::spawn_trickle(addr, k.write_key.clone(), d.live_rate, d.seed);
         }
         std::io::stdout().flush()?;
         let app = AppState::new(App::new(cfg, dir));
