@@ -114,6 +114,13 @@ async function sameAsApi(page, params) {
     assert.equal(nShown[r.stage], String(g ? g.n : 0), `NPS n in ${r.stage}`);
     if (g?.nps) assert.equal(npsShown[r.stage], String(g.nps.nps), `NPS in ${r.stage}`);
   }
+  // the measured emotion curve of everyone in the filters, with its band, where n ≥ the map's 10
+  for (const r of stages.stages) {
+    const g = nps.groups.find((x) => x.key === r.stage);
+    const cell = page.locator(`[data-metric="emotion"][data-persona=""][data-stage="${r.stage}"]`);
+    const shown = g && g.n >= 10 ? [String(g.emotion), g.emotion_band.join(",")] : ["", null];
+    assert.deepEqual([await cell.getAttribute("data-value"), await cell.getAttribute("data-band")], shown, `emotion in ${r.stage}`);
+  }
   const customers = await page.locator('[data-metric="customers"]').getAttribute("data-value");
   assert.equal(customers, String(stages.customers), "the handoff's customers");
   return stages;

@@ -71,3 +71,21 @@ def test_csat_top_two_box_interval_equals_statsmodels_wilson(world, confidence):
         assert row["good_share"]["share"] == pytest.approx(good / len(values), abs=1e-12)
         assert row["good_share"]["ci_low"] == pytest.approx(lo, abs=1e-12)
         assert row["good_share"]["ci_high"] == pytest.approx(hi, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind,confidence", [("nps", 0.95), ("csat", 0.9)])
+def test_emotion_band_is_the_means_interval_on_the_emotion_scale(world, kind, confidence):
+    """The journey map draws each stage's measured emotion with a band: the mean answer's
+    z-interval (statsmodels' `zconfint_mean`), carried onto −2 … +2 like the mean itself."""
+    d, answers = world
+    ours = scores(d, kind, confidence)
+    groups = {g["key"]: g for g in ours["groups"]}
+    lo_s, hi_s = SCALES[kind]
+    to_emotion = lambda v: min(2.0, max(-2.0, 4 * (v - lo_s) / (hi_s - lo_s) - 2))
+    cases = [(ours["overall"], [s for v in answers[kind].values() for s in v])]
+    cases += [(groups[k], v) for k, v in answers[kind].items() if len(v) > 1]
+    for row, values in cases:
+        lo, hi = DescrStatsW(np.array(values)).zconfint_mean(alpha=1 - confidence)
+        assert row["emotion"] == pytest.approx(to_emotion(np.mean(values)), abs=1e-12)
+        assert row["emotion_band"][0] == pytest.approx(to_emotion(lo), abs=1e-9)
+        assert row["emotion_band"][1] == pytest.approx(to_emotion(hi), abs=1e-9)

@@ -36,6 +36,7 @@ export interface ScoreRow {
   nps?: { nps: number; ci_low: number; ci_high: number } | null;
   good_share?: { share: number; ci_low: number; ci_high: number } | null;
   emotion: number;
+  emotion_band?: [number, number] | null;
 }
 export interface ScoresResult { kind: "nps" | "csat" | "ces"; overall: ScoreRow; groups: ScoreRow[]; definition: string }
 export interface FunnelStepResult { step: number; name: string; count: number; conversion_from_previous: number | null }

@@ -17,7 +17,11 @@ export interface Curve {
   /** Per stage: the value, or null when not drawn. */
   values: (number | null)[];
   n?: (number | null)[];
+  /** The measured value's interval per stage. */
+  band?: ([number, number] | null)[];
   kind: "typed" | "measured";
+  /** Measured curves: the persona ("" = everyone in the filters). */
+  persona?: string;
 }
 
 export function curvesOf(map: JourneyMap, stages: string[], fig: Figures | null, i18n: I18n): Curve[] {
@@ -31,7 +35,10 @@ export function curvesOf(map: JourneyMap, stages: string[], fig: Figures | null,
       name: i18n.t("measured", { who: c.persona || i18n.t("overall") }),
       values: rows.map((r) => (r && r.n >= map.min_answers ? r.emotion : null)),
       n: rows.map((r) => r?.n ?? null),
+      band: rows.map((r) => (r && r.n >= map.min_answers && r.emotion_band ? r.emotion_band : null)),
       kind: "measured",
+      // the filters' population is "" whatever persona the filters chose
+      persona: c.population ? "" : c.persona,
     });
   }
   return curves;
@@ -52,14 +59,25 @@ export function EmotionChart(props: { stages: string[]; curves: Curve[]; i18n: I
         tooltip: { trigger: "axis" },
         xAxis: { type: "category", data: props.stages },
         yAxis: { type: "value", min: -2, max: 2, interval: 1 },
-        series: props.curves.map((c) => ({
-          name: c.name,
-          type: "line",
-          data: c.values,
-          connectNulls: false,
-          lineStyle: c.kind === "typed" ? { type: "dashed" } : { width: 3 },
-          symbolSize: c.kind === "typed" ? 6 : 9,
-        })),
+        series: props.curves.flatMap((c, i) => [
+          {
+            name: c.name,
+            type: "line",
+            data: c.values,
+            connectNulls: false,
+            lineStyle: c.kind === "typed" ? { type: "dashed" } : { width: 3 },
+            symbolSize: c.kind === "typed" ? 6 : 9,
+          },
+          // the band: an invisible lower edge, and the band's height stacked on it
+          ...(c.band
+            ? [
+                { name: c.name, type: "line", data: c.band.map((b) => (b ? b[0] : null)), stack: `band${i}`,
+                  lineStyle: { opacity: 0 }, symbol: "none", silent: true, tooltip: { show: false } },
+                { name: c.name, type: "line", data: c.band.map((b) => (b ? b[1] - b[0] : null)), stack: `band${i}`,
+                  lineStyle: { opacity: 0 }, symbol: "none", silent: true, areaStyle: { opacity: 0.12 }, tooltip: { show: false } },
+              ]
+            : []),
+        ]),
       });
     });
     return () => {
@@ -82,9 +100,15 @@ export function EmotionChart(props: { stages: string[]; curves: Curve[]; i18n: I
                 ${c.values.map(
                   (v, i) => html`<td
                     data-metric=${c.kind === "measured" ? "emotion" : null}
+                    data-persona=${c.kind === "measured" ? c.persona : null}
                     data-stage=${props.stages[i]}
                     data-value=${v ?? ""}
-                  >${v == null ? (c.n?.[i] != null ? i18n.t("too_few", { n: c.n[i] ?? 0 }) : i18n.t("none")) : i18n.num(v)}</td>`,
+                    data-band=${c.band?.[i] ? c.band[i]!.join(",") : null}
+                  >${v == null
+                    ? c.n?.[i] != null ? i18n.t("too_few", { n: c.n[i] ?? 0 }) : i18n.t("none")
+                    : c.band?.[i]
+                      ? `${i18n.num(v)} (${i18n.t("interval", { lo: i18n.num(c.band[i]![0]), hi: i18n.num(c.band[i]![1]) })})`
+                      : i18n.num(v)}</td>`,
                 )}
               </tr>`,
             )}

@@ -15,8 +15,9 @@ export interface Figures {
   nps: ScoresResult;
   csat: ScoresResult;
   ces: ScoresResult;
-  /** Measured emotion per persona of the map ("" = everyone in the filters). */
-  curves: { persona: string; scores: ScoresResult }[];
+  /** Measured emotion: first of the filters' population (`population`), then per persona of
+   *  the map. */
+  curves: { persona: string; population?: boolean; scores: ScoresResult }[];
   steps: FunnelResult | null;
   asOf: number;
 }
@@ -58,7 +59,7 @@ export async function loadFigures(view: MapView, f: Filters): Promise<Figures> {
     steps,
     ...personas.map((p) => score("nps", { segment: f.segment, persona: p })),
   ]);
-  const curves = [{ persona: f.persona ?? "", scores: nps }, ...personas.map((p, i) => ({ persona: p, scores: perPersona[i] }))];
+  const curves = [{ persona: f.persona ?? "", population: true, scores: nps }, ...personas.map((p, i) => ({ persona: p, scores: perPersona[i] }))];
   return { stages, nps, csat, ces, curves, steps: stepFigures, asOf: Date.now() };
 }
 

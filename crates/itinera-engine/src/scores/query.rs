@@ -168,6 +168,10 @@ pub struct ScoreRow {
     pub good_share: Option<ShareFigures>,
     /// −2…+2: the mean's place on the scale (direction-adjusted for CES).
     pub emotion: f64,
+    /// The mean's confidence interval on the emotion scale (at `confidence`; the whole scale
+    /// for a single answer); absent without answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emotion_band: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -81,16 +81,37 @@ impl Acc {
                 ci_high: (centre + half).min(1.0),
             }
         });
-        let position = if max > min {
-            (mean - min) / (max - min)
-        } else {
-            0.5
+        let to_emotion = |v: f64| {
+            let position = if max > min {
+                (v - min) / (max - min)
+            } else {
+                0.5
+            };
+            let position = if q.kind == ScoreKind::Ces && q.low_is_good {
+                1.0 - position
+            } else {
+                position
+            };
+            (4.0 * position - 2.0).clamp(-2.0, 2.0)
         };
-        let position = if q.kind == ScoreKind::Ces && q.low_is_good {
-            1.0 - position
+        // the mean's interval (sample variance, as for NPS), carried onto the emotion scale
+        let mean_se = if n > 1 {
+            let ss: f64 = self
+                .counts
+                .iter()
+                .map(|(k, c)| (*k as f64 / 1000.0 - mean).powi(2) * *c as f64)
+                .sum();
+            (ss / (nf - 1.0) / nf).sqrt()
         } else {
-            position
+            f64::INFINITY
         };
+        let band = (n > 0).then(|| {
+            let (a, b) = (
+                to_emotion(mean - z * mean_se),
+                to_emotion(mean + z * mean_se),
+            );
+            [a.min(b), a.max(b)]
+        });
         ScoreRow {
             key,
             n,
@@ -112,7 +133,8 @@ impl Acc {
                 .collect(),
             nps,
             good_share,
-            emotion: if n > 0 { 4.0 * position - 2.0 } else { 0.0 },
+            emotion: if n > 0 { to_emotion(mean) } else { 0.0 },
+            emotion_band: band,
         }
     }
 }
@@ -191,7 +213,7 @@ pub fn run_scores<S: JourneySource>(
             ScoreKind::Ces => "CES: share of 5-7 on 1-7 (easy; with low_is_good, of 1-3) with a Wilson interval, and the mean",
         }
         .to_string()
-            + "; emotion = 4 x (mean - min)/(max - min) - 2, in -2..+2 (CES direction-adjusted)",
+            + "; emotion = 4 x (mean - min)/(max - min) - 2, in -2..+2 (CES direction-adjusted), its band the mean's interval on that scale",
     })
 }
 
