@@ -15,7 +15,7 @@ const BIN = process.env.ITINERA_BIN || new URL("../../target/debug/itinera", imp
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = process.env.ITINERA_SCREENSHOTS; // where to keep screenshots for docs/web.md
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-let server, browser, base, admin, readToken, writeKey;
+let server, browser, base, admin, readToken, writeKey, editToken;
 
 before(async () => {
   const data = mkdtempSync(join(tmpdir(), "itinera-webapp-"));
@@ -37,6 +37,7 @@ before(async () => {
   admin = { email: login[1], password: login[2] };
   readToken = /read token \(query\): (\S+)/.exec(out)[1];
   writeKey = /write key \(ingest\): (\S+)/.exec(out)[1];
+  editToken = /edit token \([^)]*\): (\S+)/.exec(out)[1];
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
@@ -311,6 +312,16 @@ test("live: a touchpoint sent to the tracking API shows on the open map within t
     { timeout: 25000 },
   );
   assert.notEqual(await page.locator("[data-as-of]").getAttribute("data-as-of"), asOf, "the figures say when they are from");
+  // a detractor's answer in Awareness fires the demo's alert, whose open case flags the stage
+  const answer = await fetch(`${base}/v1/track`, {
+    method: "POST",
+    headers: { authorization: `Basic ${Buffer.from(`${writeKey}:`).toString("base64")}`, "content-type": "application/json" },
+    body: JSON.stringify({ userId: "live-browser-test", event: "Survey Responded", properties: { survey_id: "nps-relationship", survey_kind: "nps", score: 1 } }),
+  });
+  assert.equal(answer.status, 200);
+  const fired = await (await fetch(`${base}/api/v1/alerts/evaluate`, { method: "POST", headers: { authorization: `Bearer ${editToken}` } })).json();
+  assert.ok(JSON.stringify(fired).includes("live-browser-test"), `the alert fired: ${JSON.stringify(fired)}`);
+  await page.locator('[data-flag="cases:Awareness"]').waitFor({ timeout: 25000 });
   await page.context().close();
 });
 

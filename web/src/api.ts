@@ -70,6 +70,8 @@ export interface JourneyMap {
 export interface MapView { name: string; version: number; updated_at?: string; updated_by?: string; map: JourneyMap; model: StageModel }
 export interface MapVersion { version: number; saved_at: string; saved_by: string; note: string }
 export interface Definitions { segments: { name: string }[]; personas: { name: string }[] }
+export interface AlertRecord { id: number; rule: string; payload: { group?: string | null; type?: string }; created_at: string }
+export interface Case { id: number; alert_id?: number | null; status: string; title: string }
 export interface KeyInfo { id: number; kind: "write" | "read"; scope?: string | null; prefix: string; label: string; created_at: string; revoked_at?: string | null }
 
 /** An error answer, with the field it names when there is one. */
@@ -131,6 +133,8 @@ export const api = {
   stages: (body: unknown, pop: Population) => call<StagesResult>("POST", "/stages", body, pop),
   scores: (body: unknown, pop: Population) => call<ScoresResult>("POST", "/scores", body, pop),
   funnel: (body: unknown, pop: Population) => call<FunnelResult>("POST", "/funnel", body, pop),
+  alerts: () => call<{ alerts: AlertRecord[] }>("GET", "/alerts"),
+  cases: () => call<{ cases: Case[] }>("GET", "/cases"),
   users: () => call<User[]>("GET", "/users"),
   createUser: (email: string, role: Role, password: string) => call<User>("POST", "/users", { email, role, password }),
   setRole: (email: string, role: Role) => call<User>("PATCH", `/users/${encodeURIComponent(email)}`, { role }),

@@ -19,7 +19,26 @@ export interface Figures {
    *  the map. */
   curves: { persona: string; population?: boolean; scores: ScoresResult }[];
   steps: FunnelResult | null;
+  /** Per stage: cases not yet closed that alerts on answers given in the stage opened. */
+  openCases: Record<string, { cases: number; rules: string[] }>;
   asOf: number;
+}
+
+/** Open cases per stage: a case belongs to the stage its alert names (alert rules by stage). */
+async function openCasesByStage(): Promise<Figures["openCases"]> {
+  const [{ alerts }, { cases }] = await Promise.all([api.alerts(), api.cases()]);
+  const byId = new Map(alerts.map((a) => [a.id, a]));
+  const out: Figures["openCases"] = {};
+  for (const c of cases) {
+    if (c.status === "closed" || c.alert_id == null) continue;
+    const a = byId.get(c.alert_id);
+    const stage = a?.payload?.group;
+    if (!a || !stage) continue;
+    const e = (out[stage] ??= { cases: 0, rules: [] });
+    e.cases += 1;
+    if (!e.rules.includes(a.rule)) e.rules.push(a.rule);
+  }
+  return out;
 }
 
 const DAY = 86_400_000;
@@ -51,7 +70,8 @@ export async function loadFigures(view: MapView, f: Filters): Promise<Figures> {
         pop,
       )
     : Promise.resolve(null);
-  const [stages, nps, csat, ces, stepFigures, ...perPersona] = await Promise.all([
+  const [openCases, stages, nps, csat, ces, stepFigures, ...perPersona] = await Promise.all([
+    openCasesByStage(),
     api.stages(stagesQ, pop),
     score("nps", pop),
     score("csat", pop),
@@ -60,7 +80,7 @@ export async function loadFigures(view: MapView, f: Filters): Promise<Figures> {
     ...personas.map((p) => score("nps", { segment: f.segment, persona: p })),
   ]);
   const curves = [{ persona: f.persona ?? "", population: true, scores: nps }, ...personas.map((p, i) => ({ persona: p, scores: perPersona[i] }))];
-  return { stages, nps, csat, ces, curves, steps: stepFigures, asOf: Date.now() };
+  return { stages, nps, csat, ces, curves, steps: stepFigures, openCases, asOf: Date.now() };
 }
 
 /** The score row of a stage, if any answers fell in it. */

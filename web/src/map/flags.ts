@@ -1,6 +1,6 @@
 // Pain points the data flags on a map, each with its reason: the largest drop-off against the
-// model's other stages, the lowest NPS against the overall one, and a p90 time in stage far
-// above the median. The team accepts a flag (it becomes a pain-point card) or dismisses it.
+// model's other stages, the lowest NPS against the overall one, open cases from alerts on
+// answers given in a stage, and a p90 time in stage far above the median. The team accepts a flag (it becomes a pain-point card) or dismisses it.
 
 import type { I18n } from "../i18n";
 import type { Figures } from "./figures";
@@ -49,6 +49,16 @@ export function flagsOf(fig: Figures, minAnswers: number, i18n: I18n): Flag[] {
         key: `score:${low.stage}`,
         stage: low.stage,
         reason: i18n.t("flag_score", { v: i18n.num(v), s: low.stage, n: low.row!.n, d: i18n.num(overall - v), o: i18n.num(overall) }),
+      });
+    }
+  }
+  for (const r of rows) {
+    const open = fig.openCases[r.stage];
+    if (open && open.cases > 0) {
+      flags.push({
+        key: `cases:${r.stage}`,
+        stage: r.stage,
+        reason: i18n.t("flag_cases", { n: open.cases, s: r.stage, rules: open.rules.join(", ") }),
       });
     }
   }
