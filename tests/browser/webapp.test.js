@@ -232,7 +232,7 @@ test("a viewer reads the map and cannot change it, in the browser or through the
   await viewer.context().close();
 });
 
-test("exports: JSON that imports as the same map, an SVG that parses, a PNG of the expected size", async () => {
+test("exports: JSON that imports as the same map, an SVG that parses, a PNG of the expected size, a PDF with its pages", async () => {
   const page = await logIn(admin);
   const [json] = await Promise.all([page.waitForEvent("download"), page.click("text=Export JSON")]);
   const doc = JSON.parse(readFileSync(await json.path(), "utf8"));
@@ -257,6 +257,14 @@ test("exports: JSON that imports as the same map, an SVG that parses, a PNG of t
     return [bmp.width, bmp.height];
   }, [...bytes]);
   assert.equal(size[0], Number(parsed.w) * 2, "twice the map's width");
+  const [pdf] = await Promise.all([page.waitForEvent("download"), page.click("text=Export PDF")]);
+  const pdfText = readFileSync(await pdf.path()).toString("latin1");
+  assert.ok(pdfText.startsWith("%PDF-"), "a PDF");
+  const pages = (pdfText.match(/\/Type\s*\/Page(?![s\w])/g) ?? []).length;
+  const declared = Number(/\/Type\s*\/Pages[\s\S]*?\/Count\s+(\d+)/.exec(pdfText)?.[1]);
+  assert.ok(pages >= 1 && pages === declared, `its pages: ${pages} page objects, /Count ${declared}`);
+  // A4 landscape, 10 mm margins and a 12 mm heading: the picture across 277 mm, cut every 178 mm
+  assert.equal(pages, Math.ceil(((size[1] / size[0]) * 277) / 178), "as many pages as the picture's height needs");
   await page.context().close();
 });
 

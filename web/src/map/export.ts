@@ -66,7 +66,7 @@ export function downloadSvg(name: string) {
 }
 
 /** The SVG drawn onto a canvas at twice the size, for crisp pictures. */
-export async function mapPng(): Promise<Blob> {
+async function mapCanvas(): Promise<HTMLCanvasElement> {
   const { svg, width, height } = mapSvg();
   const img = new Image();
   img.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`;
@@ -77,6 +77,11 @@ export async function mapPng(): Promise<Blob> {
   const ctx = canvas.getContext("2d")!;
   ctx.scale(2, 2);
   ctx.drawImage(img, 0, 0);
+  return canvas;
+}
+
+export async function mapPng(): Promise<Blob> {
+  const canvas = await mapCanvas();
   return new Promise((resolve, reject) =>
     canvas.toBlob((b) => (b ? resolve(b) : reject(new Error("the picture could not be made"))), "image/png"),
   );
@@ -84,4 +89,31 @@ export async function mapPng(): Promise<Blob> {
 
 export async function downloadPng(name: string) {
   save(await mapPng(), `${name}.map.png`);
+}
+
+/** A PDF for people: A4 landscape pages with the map's title, the picture across the page's
+ *  width and cut into as many pages as its height needs (jsPDF, loaded on demand). */
+export async function downloadPdf(name: string, title: string, asOf: string) {
+  const [{ jsPDF }, canvas] = await Promise.all([import("jspdf"), mapCanvas()]);
+  const pdf = new jsPDF({ orientation: "landscape", unit: "mm", format: "a4", compress: true });
+  const [pageW, pageH, margin, head] = [297, 210, 10, 12];
+  const w = pageW - 2 * margin;
+  const h = (canvas.height / canvas.width) * w;
+  const room = pageH - 2 * margin - head;
+  const pages = Math.max(1, Math.ceil(h / room));
+  const png = canvas.toDataURL("image/png");
+  for (let i = 0; i < pages; i++) {
+    if (i > 0) pdf.addPage();
+    pdf.setFontSize(12);
+    pdf.text(`${title} — ${asOf} (${i + 1}/${pages})`, margin, margin + 5);
+    // each page shows its slice of the picture; the rest falls outside the clip
+    pdf.saveGraphicsState();
+    pdf.rect(margin, margin + head, w, room, null);
+    pdf.clip();
+    pdf.discardPath();
+    pdf.addImage(png, "PNG", margin, margin + head - i * room, w, h, "map", "FAST");
+    pdf.restoreGraphicsState();
+  }
+  pdf.setProperties({ title, creator: "Itinera" });
+  save(pdf.output("blob"), `${name}.map.pdf`);
 }

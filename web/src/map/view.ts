@@ -11,7 +11,7 @@ import { loadFigures, scoreOf, type Figures, type Filters } from "./figures";
 import { flagsOf, type Flag } from "./flags";
 import { curvesOf, EmotionChart } from "./emotion";
 import { StageFigures, Figure } from "./cells";
-import { downloadJson, downloadPng, downloadSvg } from "./export";
+import { downloadJson, downloadPdf, downloadPng, downloadSvg } from "./export";
 
 const html = htm.bind(h);
 /** Figures refresh this often while the map is open. */
@@ -140,6 +140,7 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
           <button onClick=${() => downloadJson(view.name)}>${i18n.t("export_json")}</button>
           <button onClick=${() => downloadSvg(view.name)}>${i18n.t("export_svg")}</button>
           <button onClick=${() => downloadPng(view.name)}>${i18n.t("export_png")}</button>
+          <button onClick=${() => downloadPdf(view.name, draft.title, fig ? i18n.t("as_of", { t: i18n.dateTime(fig.asOf) }) : "")}>${i18n.t("export_pdf")}</button>
         </div>
       </header>
       <p class="status" role="status" aria-live="polite">
