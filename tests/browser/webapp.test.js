@@ -189,8 +189,14 @@ test("an editor's card survives a reload, a version restores, and a stale save i
   await page.locator('td[data-lane="thoughts"][data-stage="Awareness"] textarea').first().waitFor();
   const texts = await page.locator('td[data-lane="thoughts"][data-stage="Awareness"] textarea').evaluateAll((els) => els.map((e) => e.value));
   assert.ok(texts.includes("Never heard of this brand before"), `after a reload: ${texts}`);
-  // restore the version before the edit
+  // the two versions side by side: the card is the difference
   await page.getByRole("button", { name: "Versions" }).click();
+  await page.click(`[data-compare="${version}"]`);
+  const added = page.locator('.compare tr[data-change="Card added"]');
+  await added.waitFor();
+  assert.match(await added.textContent(), /Never heard of this brand before/);
+  assert.equal(await page.locator(".compare tbody tr").count(), 1, "nothing else changed");
+  // restore the version before the edit
   await page.click(`[data-restore="${version}"]`);
   await page.locator(`[data-version="${version + 2}"]`).waitFor();
   const after = await page.locator('td[data-lane="thoughts"][data-stage="Awareness"] textarea').evaluateAll((els) => els.map((e) => e.value));

@@ -128,6 +128,7 @@ export const api = {
   saveMap: (name: string, map: JourneyMap, base_version: number, note = "") =>
     call<{ version: number }>("PUT", `/maps/${encodeURIComponent(name)}`, { map, base_version, note }),
   versions: (name: string) => call<MapVersion[]>("GET", `/maps/${encodeURIComponent(name)}/versions`),
+  version: (name: string, v: number) => call<JourneyMap>("GET", `/maps/${encodeURIComponent(name)}/versions/${v}`),
   restore: (name: string, v: number) => call<{ version: number }>("POST", `/maps/${encodeURIComponent(name)}/versions/${v}/restore`),
   exportMap: (name: string) => call<unknown>("GET", `/maps/${encodeURIComponent(name)}/export`),
   stages: (body: unknown, pop: Population) => call<StagesResult>("POST", "/stages", body, pop),

@@ -12,6 +12,7 @@ import { flagsOf, type Flag } from "./flags";
 import { curvesOf, EmotionChart } from "./emotion";
 import { StageFigures, Figure } from "./cells";
 import { downloadJson, downloadPdf, downloadPng, downloadSvg } from "./export";
+import { Compare } from "./compare";
 
 const html = htm.bind(h);
 /** Figures refresh this often while the map is open. */
@@ -31,6 +32,7 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
   const [error, setError] = useState("");
   const [variant, setVariant] = useState<"as_is" | "to_be">("as_is");
   const [versions, setVersions] = useState<MapVersion[] | null>(null);
+  const [compared, setCompared] = useState<{ version: number; old: JourneyMap } | null>(null);
   const [refreshing, setRefreshing] = useState(false);
 
   const reload = async () => {
@@ -101,6 +103,7 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
     }
   };
   const showVersions = async () => setVersions(versions ? null : await api.versions(view.name));
+  const compare = async (v: number) => setCompared({ version: v, old: await api.version(view.name, v) });
   const restore = async (v: number) => {
     const r = await api.restore(view.name, v);
     setStatus(i18n.t("saved", { v: r.version }));
@@ -151,7 +154,10 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
       </p>
       ${error ? html`<p role="alert" class="error">${error}</p>` : null}
       ${versions
-        ? html`<${Versions} versions=${versions} current=${view.version} canEdit=${canEdit} restore=${restore} i18n=${i18n} />`
+        ? html`<${Versions} versions=${versions} current=${view.version} canEdit=${canEdit} restore=${restore} compare=${compare} i18n=${i18n} />`
+        : null}
+      ${compared
+        ? html`<${Compare} version=${compared.version} current=${view.version} old=${compared.old} now=${view.map} i18n=${i18n} close=${() => setCompared(null)} />`
         : null}
       <div class="map-scroll" id="map-export-root">
         <table class="map-grid">
@@ -368,7 +374,14 @@ function Flags(props: {
   </section>`;
 }
 
-function Versions(props: { versions: MapVersion[]; current: number; canEdit: boolean; restore: (v: number) => void; i18n: I18n }) {
+function Versions(props: {
+  versions: MapVersion[];
+  current: number;
+  canEdit: boolean;
+  restore: (v: number) => void;
+  compare: (v: number) => void;
+  i18n: I18n;
+}) {
   const { i18n } = props;
   return html`<section class="versions" aria-label=${i18n.t("versions")}>
     <table>
@@ -379,9 +392,14 @@ function Versions(props: { versions: MapVersion[]; current: number; canEdit: boo
             <td>${v.version}${v.version === props.current ? ` (${i18n.t("current")})` : ""}</td>
             <td>${v.saved_by}</td>
             <td>${v.saved_at} ${v.note}</td>
-            <td>${props.canEdit && v.version !== props.current
-              ? html`<button onClick=${() => props.restore(v.version)} data-restore=${v.version}>${i18n.t("restore")}</button>`
-              : null}</td>
+            <td>
+              ${v.version !== props.current
+                ? html`<button onClick=${() => props.compare(v.version)} data-compare=${v.version}>${i18n.t("compare")}</button>`
+                : null}
+              ${props.canEdit && v.version !== props.current
+                ? html` <button onClick=${() => props.restore(v.version)} data-restore=${v.version}>${i18n.t("restore")}</button>`
+                : null}
+            </td>
           </tr>`,
         )}
       </tbody>
