@@ -339,6 +339,43 @@ test("live: a touchpoint sent to the tracking API shows on the open map within t
   await page.context().close();
 });
 
+test("a share link shows the map with the same live figures, read-only, until it is revoked", async () => {
+  const page = await logIn(admin);
+  await page.getByRole("button", { name: "Share" }).click();
+  await page.click('[data-action="make-share"]');
+  const url = await page.locator("[data-share-url]").inputValue();
+  assert.match(url, /\/share\/sh_/);
+  const link = new URL(url);
+  const outsider = await browser.newContext({ viewport: { width: 1500, height: 1000 } });
+  const shared = await outsider.newPage();
+  shared.on("pageerror", (e) => assert.fail(`error in the shared page: ${e.message}`));
+  await shared.goto(`${base}${link.pathname}`);
+  await shared.locator("[data-metric=entered]").first().waitFor();
+  await sameAsApi(shared, "");
+  assert.equal(await shared.locator("textarea, [data-action=save]").count(), 0, "read-only");
+  const secret = decodeURIComponent(link.pathname.slice("/share/".length));
+  const statuses = await shared.evaluate(async (secret) => {
+    const h = { "x-itinera-share": secret, "content-type": "application/json" };
+    const map = (await (await fetch("/api/v1/maps/default", { headers: h })).json()).map;
+    return Promise.all([
+      fetch("/api/v1/maps/default", { method: "PUT", headers: h, body: JSON.stringify({ map }) }),
+      fetch("/api/v1/maps/default/versions", { headers: h }),
+      fetch("/api/v1/segments", { headers: h }),
+      fetch("/api/v1/users", { headers: h }),
+      fetch("/api/v1/paths", { method: "POST", headers: h, body: "{}" }),
+    ].map((p) => p.then((r) => r.status)));
+  }, secret);
+  assert.deepEqual(statuses, [403, 403, 403, 403, 403], "nothing beyond the map");
+  // revoked: the link shows nothing any more
+  await page.locator("[data-share] button").first().click();
+  await page.locator("[data-share] em").first().waitFor();
+  await shared.reload();
+  await shared.getByText("This share link has expired or was revoked.").waitFor();
+  assert.equal(await shared.locator("[data-metric]").count(), 0);
+  await outsider.close();
+  await page.context().close();
+});
+
 test("logging out ends the session on the server", async () => {
   const page = await logIn(admin);
   await page.getByRole("button", { name: "Log out" }).click();

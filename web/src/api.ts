@@ -72,6 +72,7 @@ export interface MapVersion { version: number; saved_at: string; saved_by: strin
 export interface Definitions { segments: { name: string }[]; personas: { name: string }[] }
 export interface AlertRecord { id: number; rule: string; payload: { group?: string | null; type?: string }; created_at: string }
 export interface Case { id: number; alert_id?: number | null; status: string; title: string }
+export interface MapShare { id: number; prefix: string; created_at: string; created_by: string; expires_at_ms: number; revoked_at?: string | null }
 export interface KeyInfo { id: number; kind: "write" | "read"; scope?: string | null; prefix: string; label: string; created_at: string; revoked_at?: string | null }
 
 /** An error answer, with the field it names when there is one. */
@@ -83,12 +84,17 @@ export class ApiError extends Error {
 
 let csrf = "";
 let project = "default";
+let share = "";
 
 export function setSession(s: SessionInfo | null) {
   csrf = s?.csrf ?? "";
 }
 export function setProject(p: string) {
   project = p;
+}
+/** A share link's secret: every call then carries it instead of a session. */
+export function setShare(secret: string) {
+  share = secret;
 }
 
 /** Filters every analysis takes in its query string. */
@@ -99,7 +105,7 @@ export async function call<T>(method: string, path: string, body?: unknown, pop?
   if (pop?.segment) q.set("segment", pop.segment);
   if (pop?.persona) q.set("persona", pop.persona);
   const url = `/api/v1${path}${q.size ? `?${q}` : ""}`;
-  const headers: Record<string, string> = { "x-itinera-project": project };
+  const headers: Record<string, string> = share ? { "x-itinera-share": share } : { "x-itinera-project": project };
   if (body !== undefined) headers["content-type"] = "application/json";
   if (method !== "GET") headers["x-csrf-token"] = csrf;
   const resp = await fetch(url, {
@@ -136,6 +142,11 @@ export const api = {
   funnel: (body: unknown, pop: Population) => call<FunnelResult>("POST", "/funnel", body, pop),
   alerts: () => call<{ alerts: AlertRecord[] }>("GET", "/alerts"),
   cases: () => call<{ cases: Case[] }>("GET", "/cases"),
+  shared: () => call<{ project: string; name: string; expires_at_ms: number }>("GET", "/share"),
+  shares: (name: string) => call<MapShare[]>("GET", `/maps/${encodeURIComponent(name)}/shares`),
+  createShare: (name: string, expires_in: string) =>
+    call<{ url: string; share: MapShare }>("POST", `/maps/${encodeURIComponent(name)}/shares`, { expires_in }),
+  revokeShare: (name: string, id: number) => call<void>("DELETE", `/maps/${encodeURIComponent(name)}/shares/${id}`),
   users: () => call<User[]>("GET", "/users"),
   createUser: (email: string, role: Role, password: string) => call<User>("POST", "/users", { email, role, password }),
   setRole: (email: string, role: Role) => call<User>("PATCH", `/users/${encodeURIComponent(email)}`, { role }),

@@ -5,7 +5,7 @@ import { h, render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import htm from "htm";
 import "./style.css";
-import { api, ApiError, setProject, setSession, type Definitions, type SessionInfo } from "./api";
+import { api, ApiError, setProject, setSession, setShare, type Definitions, type SessionInfo } from "./api";
 import { I18n, initialLocale, rememberLocale, type Locale } from "./i18n";
 import { Login } from "./views/login";
 import { Admin } from "./views/admin";
@@ -138,4 +138,40 @@ function App() {
   `;
 }
 
-render(html`<${App} />`, document.getElementById("app")!);
+/** A map shown through a share link (`/share/SECRET`): no login, read-only, no filters. */
+function Shared(props: { secret: string }) {
+  const [locale, setLocale] = useState<Locale>(initialLocale());
+  const i18n = new I18n(locale);
+  const [what, setWhat] = useState<{ project: string; name: string; expires_at_ms: number } | null | undefined>(undefined);
+  useEffect(() => {
+    setShare(props.secret);
+    api.shared().then(setWhat).catch(() => setWhat(null));
+  }, [props.secret]);
+  useEffect(() => {
+    document.documentElement.lang = locale;
+  }, [locale]);
+  if (what === undefined) return html`<p aria-busy="true">…</p>`;
+  if (what === null) return html`<main class="login"><p role="alert" class="error">${i18n.t("share_gone")}</p></main>`;
+  const reader: SessionInfo = { user: { id: 0, email: "", role: "viewer", created_at: "" }, csrf: "", projects: [what.project], expires_at_ms: what.expires_at_ms };
+  return html`
+    <header class="shell">
+      <nav aria-label="Itinera"><span class="brand">Itinera</span> <span>${i18n.t("shared_title")} · ${i18n.t("until", { t: i18n.dateTime(what.expires_at_ms) })}</span></nav>
+      <form class="filters" aria-label="Filters" onSubmit=${(e: Event) => e.preventDefault()}>
+        <label>${i18n.t("language")}
+          <select name="locale" value=${locale} onChange=${(e: Event) => {
+            const l = (e.target as HTMLSelectElement).value as Locale;
+            rememberLocale(l);
+            setLocale(l);
+          }}>
+            <option value="en">English</option>
+            <option value="de">Deutsch</option>
+          </select>
+        </label>
+      </form>
+    </header>
+    <main id="main"><${MapPage} session=${reader} i18n=${i18n} filters=${{}} name=${what.name} project=${what.project} shared=${true} /></main>
+  `;
+}
+
+const shareSecret = location.pathname.startsWith("/share/") ? decodeURIComponent(location.pathname.slice(7)) : "";
+render(shareSecret ? html`<${Shared} secret=${shareSecret} />` : html`<${App} />`, document.getElementById("app")!);

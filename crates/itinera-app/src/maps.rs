@@ -8,7 +8,8 @@ use crate::App;
 use itinera_engine::map::{JourneyMap, MapExport, MAP_FORMAT};
 use itinera_engine::segments::SegmentDef;
 use itinera_engine::stages::{ModelRef, StageModel};
-use itinera_meta::{DefinitionKind, MapVersion, Meta};
+use itinera_engine::Span;
+use itinera_meta::{DefinitionKind, MapShare, MapVersion, Meta, SharedMap};
 use serde::{Deserialize, Serialize};
 
 /// The map `/` shows.
@@ -29,6 +30,16 @@ pub struct MapView {
     pub map: JourneyMap,
     /// The stage model the map is drawn over, resolved (built-in or saved).
     pub model: StageModel,
+}
+
+/// The longest a share link lives.
+pub const MAX_SHARE: Span = Span(90 * 86_400_000);
+
+/// A new share link: the link itself (its secret is in it, shown this once) and its record.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NewShare {
+    pub url: String,
+    pub share: MapShare,
 }
 
 /// A map in a listing.
@@ -199,6 +210,49 @@ impl App {
         } else {
             Err(AppError::NotFound(format!("no map named {name}")))
         }
+    }
+
+    /// A read-only link to the map that shows it with live figures until `expires_in` has
+    /// passed (at most [`MAX_SHARE`]) or it is revoked.
+    pub fn share_map(
+        &self,
+        project: &str,
+        name: &str,
+        expires_in: Span,
+        by: &str,
+    ) -> Result<NewShare> {
+        if expires_in.ms() <= 0 || expires_in > MAX_SHARE {
+            return Err(AppError::invalid("expires_in", "between 1 s and 90 days"));
+        }
+        self.map(project, name)?;
+        let until = crate::now_ms() + expires_in.ms();
+        let (share, secret) = self.meta().create_share(project, name, until, by)?;
+        Ok(NewShare {
+            url: format!(
+                "{}/share/{secret}",
+                self.config.public_url.trim_end_matches('/')
+            ),
+            share,
+        })
+    }
+
+    pub fn map_shares(&self, project: &str, name: &str) -> Result<Vec<MapShare>> {
+        Ok(self.meta().shares(project, name)?)
+    }
+
+    pub fn revoke_map_share(&self, project: &str, name: &str, id: i64) -> Result<()> {
+        if self.meta().revoke_share(project, name, id)? {
+            Ok(())
+        } else {
+            Err(AppError::NotFound(format!(
+                "map {name} has no live share link {id}"
+            )))
+        }
+    }
+
+    /// What a share link's secret shows now, if it is live.
+    pub fn shared_map(&self, secret: &str) -> Result<Option<SharedMap>> {
+        Ok(self.meta().shared_map(secret, crate::now_ms())?)
     }
 
     pub fn export_map(&self, project: &str, name: &str) -> Result<MapExport> {

@@ -9,7 +9,7 @@
 mod maps;
 mod users;
 
-pub use maps::{MapVersion, StoredMap, STALE};
+pub use maps::{MapShare, MapVersion, SharedMap, StoredMap, STALE};
 pub use users::{valid_email, NewSession, Role, Session, User};
 
 use rand::Rng;
@@ -28,6 +28,7 @@ fn migrations() -> rusqlite_migration::Migrations<'static> {
         rusqlite_migration::M::up(include_str!("../migrations/0001_initial.sql")),
         rusqlite_migration::M::up(include_str!("../migrations/0002_token_scopes.sql")),
         rusqlite_migration::M::up(include_str!("../migrations/0003_users_and_maps.sql")),
+        rusqlite_migration::M::up(include_str!("../migrations/0004_map_shares.sql")),
     ])
 }
 
@@ -906,7 +907,7 @@ mod tests {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 3, "every migration applied");
+        assert_eq!(v, 4, "every migration applied");
         assert_eq!(
             m.authenticate_token("rt_oldsecret").unwrap(),
             Some(("old".into(), Scope::Read)),

@@ -3,7 +3,7 @@
 //! validates; saving checks the version the editor started from, so two editors cannot
 //! silently overwrite each other.
 
-use crate::{now, Meta, MetaError, Result};
+use crate::{hash, now, random_secret, Meta, MetaError, Result};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,26 @@ pub struct MapVersion {
     pub saved_at: String,
     pub saved_by: String,
     pub note: String,
+}
+
+/// A read-only link to a map, as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MapShare {
+    pub id: i64,
+    pub prefix: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub expires_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+/// What a live share link shows: one map of one project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedMap {
+    pub project: String,
+    pub name: String,
+    pub expires_at_ms: i64,
 }
 
 /// Why a save was refused.
@@ -158,6 +178,82 @@ impl Meta {
     }
 }
 
+impl Meta {
+    /// Creates a read-only link to a map until `expires_at_ms`; returns it and its secret, the
+    /// only time the secret is visible.
+    pub fn create_share(
+        &self,
+        project: &str,
+        name: &str,
+        expires_at_ms: i64,
+        by: &str,
+    ) -> Result<(MapShare, String)> {
+        let p = self.project(project)?;
+        let secret = random_secret("sh_");
+        self.conn.execute(
+            "INSERT INTO map_shares (project_id, name, hash, prefix, created_at, created_by, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![p.id, name, hash(&secret), &secret[..10], now(), by, expires_at_ms],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        let share = self
+            .shares(project, name)?
+            .into_iter()
+            .find(|s| s.id == id)
+            .expect("just inserted");
+        Ok((share, secret))
+    }
+
+    /// The links of a map, newest first.
+    pub fn shares(&self, project: &str, name: &str) -> Result<Vec<MapShare>> {
+        let p = self.project(project)?;
+        let mut st = self.conn.prepare(
+            "SELECT id, prefix, created_at, created_by, expires_at, revoked_at FROM map_shares
+             WHERE project_id = ?1 AND name = ?2 ORDER BY id DESC",
+        )?;
+        let rows = st.query_map(params![p.id, name], |r| {
+            Ok(MapShare {
+                id: r.get(0)?,
+                prefix: r.get(1)?,
+                created_at: r.get(2)?,
+                created_by: r.get(3)?,
+                expires_at_ms: r.get(4)?,
+                revoked_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Revokes a link of the map; false when it has no such live link.
+    pub fn revoke_share(&self, project: &str, name: &str, id: i64) -> Result<bool> {
+        let p = self.project(project)?;
+        Ok(self.conn.execute(
+            "UPDATE map_shares SET revoked_at = ?4
+             WHERE id = ?1 AND project_id = ?2 AND name = ?3 AND revoked_at IS NULL",
+            params![id, p.id, name, now()],
+        )? > 0)
+    }
+
+    /// What a link's secret shows at `now_ms`, if it is live (not expired, not revoked).
+    pub fn shared_map(&self, secret: &str, now_ms: i64) -> Result<Option<SharedMap>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT p.name, s.name, s.expires_at FROM map_shares s JOIN projects p ON p.id = s.project_id
+                 WHERE s.hash = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2",
+                params![hash(secret), now_ms],
+                |r| {
+                    Ok(SharedMap {
+                        project: r.get(0)?,
+                        name: r.get(1)?,
+                        expires_at_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +290,27 @@ mod tests {
         assert!(m.delete_map("default", "cj").unwrap());
         assert!(m.map("default", "cj").unwrap().is_none());
         assert!(m.map_versions("default", "cj").unwrap().is_empty());
+    }
+
+    #[test]
+    fn share_links_expire_and_are_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.sqlite")).unwrap();
+        let (share, secret) = m.create_share("default", "cj", 1_000, "ada").unwrap();
+        assert!(secret.starts_with("sh_") && share.prefix == secret[..10]);
+        let live = m.shared_map(&secret, 999).unwrap().unwrap();
+        assert_eq!(
+            (live.project.as_str(), live.name.as_str()),
+            ("default", "cj")
+        );
+        assert_eq!(m.shared_map(&secret, 1_000).unwrap(), None, "expired");
+        assert_eq!(m.shared_map("sh_made_up", 0).unwrap(), None);
+        assert!(
+            !m.revoke_share("default", "other", share.id).unwrap(),
+            "only the map's own links"
+        );
+        assert!(m.revoke_share("default", "cj", share.id).unwrap());
+        assert_eq!(m.shared_map(&secret, 0).unwrap(), None, "revoked");
+        assert!(m.shares("default", "cj").unwrap()[0].revoked_at.is_some());
     }
 }

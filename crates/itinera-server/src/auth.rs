@@ -6,6 +6,9 @@
 //!   names a user whose role (viewer, editor, admin) gives the same three levels, in every
 //!   project; the project is the `X-Itinera-Project` header (`default` without it). A browser's
 //!   state-changing request must echo the session's CSRF token in `X-CSRF-Token`.
+//! - **Share links** for people without a login: `X-Itinera-Share: sh_…` shows one map of one
+//!   project with its live figures, read-only, until the link expires or is revoked; it may call
+//!   only what that map needs ([`SHARE_ROUTES`]).
 //! - **Write keys** for tracking (HTTP Basic user name, or `writeKey` in the body), which are
 //!   never tokens.
 //!
@@ -22,7 +25,7 @@ use axum::http::{HeaderMap, Method};
 use axum_extra::extract::cookie::CookieJar;
 use axum_extra::headers::authorization::{Basic, Bearer};
 use axum_extra::headers::{Authorization, HeaderMapExt};
-use itinera_meta::{KeyKind, Scope, Session, DEFAULT_PROJECT};
+use itinera_meta::{KeyKind, Scope, Session, SharedMap, DEFAULT_PROJECT};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +38,16 @@ pub const SESSION_COOKIE: &str = "itinera_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The header naming the project a session's request is about.
 pub const PROJECT_HEADER: &str = "x-itinera-project";
+/// The header carrying a share link's secret.
+pub const SHARE_HEADER: &str = "x-itinera-share";
+
+/// What a share link may call besides reading its own map (`GET /api/v1/maps/{its name}`) and
+/// what it is (`GET /api/v1/share`): the analyses the map's figures come from.
+pub const SHARE_ROUTES: [(&str, &str); 3] = [
+    ("POST", "/api/v1/stages"),
+    ("POST", "/api/v1/scores"),
+    ("POST", "/api/v1/funnel"),
+];
 
 /// A recently authenticated credential: its project, its scope (tokens only) and when it was
 /// looked up.
@@ -97,6 +110,8 @@ pub enum Caller {
     },
     /// A logged-in user of the web app.
     User(Session),
+    /// A share link: one map, read-only.
+    Share(SharedMap),
 }
 
 impl Caller {
@@ -104,6 +119,7 @@ impl Caller {
         match self {
             Caller::Token { scope, .. } => *scope,
             Caller::User(s) => s.user.role.scope(),
+            Caller::Share(_) => Scope::Read,
         }
     }
 
@@ -112,6 +128,7 @@ impl Caller {
         match self {
             Caller::Token { prefix, .. } => format!("token {prefix}…"),
             Caller::User(s) => s.user.email.clone(),
+            Caller::Share(m) => format!("a share link of map {}", m.name),
         }
     }
 }
@@ -132,6 +149,20 @@ pub fn caller(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
             scope: scope.unwrap_or(Scope::Read),
             prefix: secret.chars().take(10).collect(),
         }
+    } else if let Some(secret) = parts
+        .headers
+        .get(SHARE_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        let secret = secret.trim().to_string();
+        let shared = state
+            .app
+            .shared_map(&secret)?
+            .ok_or(ApiError::Unauthorized(
+                "this share link has expired or was revoked".into(),
+            ))?;
+        state.token_limit.check(&secret)?;
+        Caller::Share(shared)
     } else if let Some(secret) = session_secret(&parts.headers) {
         let session = state.app.session(&secret)?.ok_or(ApiError::Unauthorized(
             "the session has ended (logged out or expired): log in again".into(),
@@ -184,11 +215,15 @@ fn check_csrf(headers: &HeaderMap, session: &Session) -> Result<(), ApiError> {
 /// query-API route goes through (401 without a live credential, 403 with a lesser one).
 fn caller_project(parts: &mut Parts, state: &AppState, needed: Scope) -> Result<String, ApiError> {
     let who = caller(parts, state)?;
+    if let Caller::Share(m) = &who {
+        return share_project(parts, m, needed);
+    }
     let scope = who.scope();
     if scope < needed {
         let what = match &who {
             Caller::Token { .. } => format!("this {} token", scope.as_str()),
             Caller::User(s) => format!("a user with the {} role", s.user.role.as_str()),
+            Caller::Share(_) => unreachable!("share links are checked apart"),
         };
         return Err(ApiError::Forbidden(format!(
             "{what} may not do this: {} {} needs the {} scope (docs/security.md)",
@@ -199,6 +234,7 @@ fn caller_project(parts: &mut Parts, state: &AppState, needed: Scope) -> Result<
     }
     match who {
         Caller::Token { project, .. } => Ok(project),
+        Caller::Share(m) => Ok(m.project),
         Caller::User(_) => {
             let project = parts
                 .headers
@@ -210,6 +246,28 @@ fn caller_project(parts: &mut Parts, state: &AppState, needed: Scope) -> Result<
             state.app.meta().project(&project)?;
             Ok(project)
         }
+    }
+}
+
+/// The project of a share link's request, if the link may make it: reading its own map, or
+/// running one of [`SHARE_ROUTES`]; `403` for anything else.
+fn share_project(parts: &Parts, m: &SharedMap, needed: Scope) -> Result<String, ApiError> {
+    let path = parts.uri.path();
+    let own_map = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .is_ok_and(|p| p == format!("/api/v1/maps/{}", m.name));
+    let allowed = needed == Scope::Read
+        && ((parts.method == Method::GET && own_map)
+            || SHARE_ROUTES
+                .iter()
+                .any(|(method, route)| parts.method.as_str() == *method && path == *route));
+    if allowed {
+        Ok(m.project.clone())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "a share link shows one map, read-only: {} {} is not part of it (docs/security.md)",
+            parts.method, path
+        )))
     }
 }
 

@@ -62,6 +62,9 @@ const TABLE: &[(&str, &str, Scope)] = &[
     ),
     ("GET", "/api/v1/maps/{name}/export", Scope::Read),
     ("POST", "/api/v1/maps/import", Scope::Edit),
+    ("GET", "/api/v1/maps/{name}/shares", Scope::Edit),
+    ("POST", "/api/v1/maps/{name}/shares", Scope::Edit),
+    ("DELETE", "/api/v1/maps/{name}/shares/{id}", Scope::Edit),
     ("GET", "/api/v1/keys", Scope::Admin),
     ("POST", "/api/v1/keys", Scope::Admin),
     ("DELETE", "/api/v1/keys/{id}", Scope::Admin),
@@ -118,6 +121,8 @@ struct Credential {
     admin_user: bool,
     /// Sent without the CSRF token: state-changing requests are refused (403).
     no_csrf: bool,
+    /// A share link of map `x`: only reading that map and the analyses it shows.
+    share: Option<String>,
 }
 
 impl Credential {
@@ -129,7 +134,24 @@ impl Credential {
             scope,
             admin_user: false,
             no_csrf: false,
+            share: None,
         }
+    }
+
+    fn share(what: &'static str, secret: &str, live: bool) -> Credential {
+        Credential {
+            share: Some(secret.to_string()),
+            scope: live.then_some(Scope::Read),
+            ..Credential::token(what, None, None)
+        }
+    }
+
+    /// What a share link of map `x` may call.
+    fn share_allows(method: &str, path: &str) -> bool {
+        (method == "GET" && path == "/api/v1/maps/{name}")
+            || itinera_server::auth::SHARE_ROUTES
+                .iter()
+                .any(|(m, p)| *m == method && *p == path)
     }
 
     fn user(
@@ -145,6 +167,7 @@ impl Credential {
             scope: Some(role.scope()),
             admin_user: role == Role::Admin,
             no_csrf: !csrf,
+            share: None,
         }
     }
 
@@ -155,6 +178,9 @@ impl Credential {
             .header("content-type", "application/json");
         if let Some(s) = &self.bearer {
             req = req.header("authorization", format!("Bearer {s}"));
+        }
+        if let Some(s) = &self.share {
+            req = req.header("x-itinera-share", s);
         }
         if let Some((secret, csrf)) = &self.session {
             req = req.header("cookie", format!("itinera_session={secret}"));
@@ -210,6 +236,16 @@ async fn every_route_allows_exactly_the_credentials_of_its_scope() {
         .unwrap()
         .1;
     app.logout(&ended.secret).unwrap();
+    let (live_share, expired_share) = {
+        let meta = app.meta();
+        let far = itinera_app::now_ms() + 3_600_000;
+        // id 1, the `{id}` the table's requests name: the allowed revocations revoke this one
+        meta.create_share("default", "x", far, "t").unwrap();
+        (
+            meta.create_share("default", "x", far, "t").unwrap().1,
+            meta.create_share("default", "x", 1, "t").unwrap().1,
+        )
+    };
     let router = itinera_server::router(AppState::new(app));
     let credentials = vec![
         Credential::token("no credential", None, None),
@@ -240,6 +276,8 @@ async fn every_route_allows_exactly_the_credentials_of_its_scope() {
             scope: None,
             ..Credential::user("a logged-out session", &ended, Role::Viewer, true)
         },
+        Credential::share("a share link of map x", &live_share, true),
+        Credential::share("an expired share link", &expired_share, false),
     ];
     let mut checked = 0;
     for (method, path, needed) in TABLE {
@@ -252,6 +290,7 @@ async fn every_route_allows_exactly_the_credentials_of_its_scope() {
             let status = resp.status();
             let expected = match c.scope {
                 None => "401",
+                Some(_) if c.share.is_some() && !Credential::share_allows(method, path) => "403",
                 Some(_) if c.no_csrf && *method != "GET" => "403",
                 Some(s) if s < *needed => "403",
                 Some(_) => "allowed",

@@ -52,7 +52,7 @@ export function range(f: Filters): { from_ms?: number; to_ms?: number } {
   return r;
 }
 
-export async function loadFigures(view: MapView, f: Filters): Promise<Figures> {
+export async function loadFigures(view: MapView, f: Filters, shared = false): Promise<Figures> {
   const pop: Population = { segment: f.segment, persona: f.persona };
   const span = range(f);
   const model = view.map.model;
@@ -71,7 +71,8 @@ export async function loadFigures(view: MapView, f: Filters): Promise<Figures> {
       )
     : Promise.resolve(null);
   const [openCases, stages, nps, csat, ces, stepFigures, ...perPersona] = await Promise.all([
-    openCasesByStage(),
+    // a share link shows the map's figures, not the project's alerts and cases
+    shared ? Promise.resolve({}) : openCasesByStage(),
     api.stages(stagesQ, pop),
     score("nps", pop),
     score("csat", pop),

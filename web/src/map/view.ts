@@ -5,7 +5,7 @@
 import { h } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import htm from "htm";
-import { api, ApiError, type Card, type JourneyMap, type MapVersion, type MapView, type SessionInfo, type StageRow, type StageTouch } from "../api";
+import { api, ApiError, type Card, type JourneyMap, type MapVersion, type MapView, type SessionInfo, type StageRow, type StageTouch, type MapShare } from "../api";
 import type { I18n } from "../i18n";
 import { loadFigures, scoreOf, type Figures, type Filters } from "./figures";
 import { flagsOf, type Flag } from "./flags";
@@ -21,9 +21,18 @@ const LIVE_MS = 10_000;
 let nextId = 0;
 const newId = (prefix: string) => `${prefix}${Date.now().toString(36)}${(nextId++).toString(36)}`;
 
-export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filters; name: string; project: string }) {
+export function MapPage(props: {
+  session: SessionInfo;
+  i18n: I18n;
+  filters: Filters;
+  name: string;
+  project: string;
+  /** Shown through a share link: read-only, no versions, no JSON export. */
+  shared?: boolean;
+}) {
   const { i18n, filters } = props;
-  const canEdit = props.session.user.role !== "viewer";
+  const shared = !!props.shared;
+  const canEdit = !shared && props.session.user.role !== "viewer";
   const [view, setView] = useState<MapView | null>(null);
   const [draft, setDraft] = useState<JourneyMap | null>(null);
   const [dirty, setDirty] = useState(false);
@@ -33,6 +42,7 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
   const [variant, setVariant] = useState<"as_is" | "to_be">("as_is");
   const [versions, setVersions] = useState<MapVersion[] | null>(null);
   const [compared, setCompared] = useState<{ version: number; old: JourneyMap } | null>(null);
+  const [sharing, setSharing] = useState(false);
   const [refreshing, setRefreshing] = useState(false);
 
   const reload = async () => {
@@ -59,7 +69,7 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
     const tick = async () => {
       setRefreshing(true);
       try {
-        const f = await loadFigures(view, filters);
+        const f = await loadFigures(view, filters, shared);
         if (!stopped) setFig(f);
       } catch (e) {
         if (!stopped) setError((e as Error).message);
@@ -139,8 +149,9 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
             )}
           </fieldset>
           ${canEdit ? html`<button class="primary" onClick=${save} disabled=${!dirty} data-action="save">${i18n.t("save")}</button>` : null}
-          <button onClick=${showVersions} aria-expanded=${!!versions}>${i18n.t("versions")}</button>
-          <button onClick=${() => downloadJson(view.name)}>${i18n.t("export_json")}</button>
+          ${shared ? null : html`<button onClick=${showVersions} aria-expanded=${!!versions}>${i18n.t("versions")}</button>`}
+          ${canEdit ? html`<button onClick=${() => setSharing(!sharing)} aria-expanded=${sharing}>${i18n.t("share")}</button>` : null}
+          ${shared ? null : html`<button onClick=${() => downloadJson(view.name)}>${i18n.t("export_json")}</button>`}
           <button onClick=${() => downloadSvg(view.name)}>${i18n.t("export_svg")}</button>
           <button onClick=${() => downloadPng(view.name)}>${i18n.t("export_png")}</button>
           <button onClick=${() => downloadPdf(view.name, draft.title, fig ? i18n.t("as_of", { t: i18n.dateTime(fig.asOf) }) : "")}>${i18n.t("export_pdf")}</button>
@@ -150,12 +161,13 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
         <span data-version=${view.version}>${i18n.t("version", { v: view.version })}</span>
         ${" · "}${status}
         ${" · "}<span class="live" data-as-of=${fig?.asOf ?? ""}>${refreshing && !fig ? i18n.t("refreshing") : fig ? i18n.t("as_of", { t: i18n.dateTime(fig.asOf) }) : ""}</span>
-        ${canEdit ? null : html` · <em>${i18n.t("viewer_note")}</em>`}
+        ${canEdit ? null : html` · <em>${i18n.t(shared ? "shared_note" : "viewer_note")}</em>`}
       </p>
       ${error ? html`<p role="alert" class="error">${error}</p>` : null}
       ${versions
         ? html`<${Versions} versions=${versions} current=${view.version} canEdit=${canEdit} restore=${restore} compare=${compare} i18n=${i18n} />`
         : null}
+      ${sharing ? html`<${Sharing} name=${view.name} i18n=${i18n} />` : null}
       ${compared
         ? html`<${Compare} version=${compared.version} current=${view.version} old=${compared.old} now=${view.map} i18n=${i18n} close=${() => setCompared(null)} />`
         : null}
@@ -225,6 +237,44 @@ export function MapPage(props: { session: SessionInfo; i18n: I18n; filters: Filt
       <${Flags} flags=${flags} map=${draft} canEdit=${canEdit} decide=${decide} i18n=${i18n} />
     </section>
   `;
+}
+
+/** Share links of the map: make one (7, 30 or 90 days), see and revoke the live ones. */
+function Sharing(props: { name: string; i18n: I18n }) {
+  const { i18n } = props;
+  const [links, setLinks] = useState<MapShare[]>([]);
+  const [made, setMade] = useState("");
+  const [days, setDays] = useState("7d");
+  const load = () => api.shares(props.name).then(setLinks);
+  useEffect(() => {
+    load();
+  }, [props.name]);
+  return html`<section class="sharing" aria-label=${i18n.t("share")}>
+    <p>${i18n.t("share_note")}</p>
+    <label>${i18n.t("expires_in")}
+      <select name="expires_in" value=${days} onChange=${(e: Event) => setDays((e.target as HTMLSelectElement).value)}>
+        ${["7d", "30d", "90d"].map((d) => html`<option value=${d}>${d}</option>`)}
+      </select>
+    </label>
+    <button data-action="make-share" onClick=${async () => {
+      setMade((await api.createShare(props.name, days)).url);
+      load();
+    }}>${i18n.t("make_link")}</button>
+    ${made ? html`<p role="status"><label>${i18n.t("secret_once")} <input readonly size="70" value=${made} data-share-url /></label></p>` : null}
+    <ul>
+      ${links.map(
+        (l) => html`<li data-share=${l.id}>
+          <code>${l.prefix}…</code> ${l.created_by} · ${i18n.t("until", { t: i18n.dateTime(l.expires_at_ms) })}
+          ${l.revoked_at
+            ? html` · <em>${i18n.t("revoked")}</em>`
+            : html` <button onClick=${async () => {
+                await api.revokeShare(props.name, l.id);
+                load();
+              }}>${i18n.t("revoke")}</button>`}
+        </li>`,
+      )}
+    </ul>
+  </section>`;
 }
 
 /** What every figure of the map means, in words (also on each figure as its title). */

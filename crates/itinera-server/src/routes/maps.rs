@@ -11,9 +11,9 @@ use crate::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::Json;
-use itinera_app::maps::{MapSummary, MapView};
+use itinera_app::maps::{MapSummary, MapView, NewShare};
 use itinera_engine::map::{JourneyMap, MapExport};
-use itinera_meta::MapVersion;
+use itinera_meta::{MapShare, MapVersion};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -29,6 +29,26 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(restore_version))
         .routes(routes!(export_map))
         .routes(routes!(import_map))
+        .routes(routes!(list_shares, create_share))
+        .routes(routes!(revoke_share))
+        .routes(routes!(what_is_shared))
+}
+
+/// A share link to make.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// How long the link works: `7d`, `12h`, … (at most 90 days).
+    #[schema(value_type = String)]
+    pub expires_in: itinera_engine::Span,
+}
+
+/// What a share link shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SharedInfo {
+    pub project: String,
+    pub name: String,
+    pub expires_at_ms: i64,
 }
 
 /// A save: the document, the version it was edited from, and a note for the history.
@@ -200,4 +220,77 @@ async fn import_map(
         }))
     })
     .await
+}
+
+/// A map's share links (prefixes only)
+#[utoipa::path(get, path = "/api/v1/maps/{name}/shares", tag = "maps",
+    security(("token" = ["edit"]), ("session" = ["edit"])),
+    params(("name" = String, Path, description = "The map's name")),
+    responses((status = 200, description = "Links, newest first", body = [MapShare]), Unauthorized, Forbidden))]
+async fn list_shares(
+    State(state): State<Arc<AppState>>,
+    EditProject(project): EditProject,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<MapShare>>, ApiError> {
+    let app = state.app.clone();
+    blocking(move || Ok(Json(app.map_shares(&project, &name)?))).await
+}
+
+/// Make a read-only link to the map with its live figures (shown once)
+#[utoipa::path(post, path = "/api/v1/maps/{name}/shares", tag = "maps",
+    security(("token" = ["edit"]), ("session" = ["edit"])),
+    params(("name" = String, Path, description = "The map's name")),
+    request_body = ShareRequest,
+    responses((status = 200, description = "The link", body = NewShare), Invalid, Unauthorized, Forbidden, NotFound))]
+async fn create_share(
+    State(state): State<Arc<AppState>>,
+    EditProject(project): EditProject,
+    who: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<ShareRequest>, JsonRejection>,
+) -> Result<Json<NewShare>, ApiError> {
+    let req = json_body(body)?;
+    let app = state.app.clone();
+    blocking(move || {
+        Ok(Json(app.share_map(
+            &project,
+            &name,
+            req.expires_in,
+            &who.name(),
+        )?))
+    })
+    .await
+}
+
+/// Revoke a share link
+#[utoipa::path(delete, path = "/api/v1/maps/{name}/shares/{id}", tag = "maps",
+    security(("token" = ["edit"]), ("session" = ["edit"])),
+    params(("name" = String, Path, description = "The map's name"), ("id" = i64, Path, description = "The link's id")),
+    responses((status = 204, description = "Revoked"), Unauthorized, Forbidden, NotFound))]
+async fn revoke_share(
+    State(state): State<Arc<AppState>>,
+    EditProject(project): EditProject,
+    Path((name, id)): Path<(String, i64)>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let app = state.app.clone();
+    blocking(move || Ok(app.revoke_map_share(&project, &name, id)?)).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// What the share link in `X-Itinera-Share` shows
+#[utoipa::path(get, path = "/api/v1/share", tag = "maps",
+    security(("share" = [])),
+    responses((status = 200, description = "The shared map", body = SharedInfo), Invalid, Unauthorized))]
+async fn what_is_shared(who: Caller) -> Result<Json<SharedInfo>, ApiError> {
+    match who {
+        Caller::Share(m) => Ok(Json(SharedInfo {
+            project: m.project,
+            name: m.name,
+            expires_at_ms: m.expires_at_ms,
+        })),
+        _ => Err(ApiError::BadRequest {
+            field: "x-itinera-share".into(),
+            reason: "send a share link's secret".into(),
+        }),
+    }
 }

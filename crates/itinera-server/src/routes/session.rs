@@ -192,9 +192,9 @@ impl FromRequestParts<Arc<AppState>> for SessionCaller {
     ) -> Result<Self, ApiError> {
         match caller(parts, state)? {
             Caller::User(s) => Ok(SessionCaller(s)),
-            Caller::Token { .. } => Err(ApiError::BadRequest {
+            Caller::Token { .. } | Caller::Share(_) => Err(ApiError::BadRequest {
                 field: "Authorization".into(),
-                reason: "tokens have no session; this is for the web app's logged-in users".into(),
+                reason: "tokens and share links have no session; this is for the web app's logged-in users".into(),
             }),
         }
     }

@@ -20,6 +20,7 @@ pub fn router() -> Router<Arc<crate::AppState>> {
         .route("/", get(index))
         .route("/admin", get(index))
         .route("/maps/{name}", get(index))
+        .route("/share/{secret}", get(index))
         .route("/assets/{*path}", get(asset))
 }
 
