@@ -216,6 +216,38 @@ test("an editor's card survives a reload, a version restores, and a stale save i
   await page.context().close();
 });
 
+test("an editor binds a new step to touchpoints; its persons equal the API's funnel over the map's steps", async () => {
+  const page = await logIn(admin);
+  await page.click('[data-action="settings"]');
+  await page.click('[data-action="add-step"]');
+  const row = page.locator("[data-step-row]").last();
+  await row.locator("select").selectOption("Retention");
+  await row.locator("input").first().fill("Reviews the order");
+  await row.locator("input").nth(1).fill("Review Submitted|Referral Sent");
+  await row.locator("input").nth(1).blur();
+  await page.click('[data-action="save"]');
+  await page.getByText(/Saved version \d+/).waitFor();
+  const map = await page.evaluate(async () => (await (await fetch("/api/v1/maps/default")).json()).map);
+  const step = map.steps.find((s) => s.name === "Reviews the order");
+  assert.equal(step.selector, "Review Submitted|Referral Sent");
+  const funnel = await query("funnel", { steps: map.steps.map((s) => ({ match: s.selector, name: s.name })), window: "90d" });
+  const last = funnel.steps[funnel.steps.length - 1];
+  await page.waitForFunction(
+    ([id, v]) => document.querySelector(`[data-metric="count"][data-step="${id}"]`)?.getAttribute("data-value") === v,
+    [step.id, String(last.count)],
+    { timeout: 20000 },
+  );
+  // a step in a stage the model does not have is refused, naming the field
+  const bad = await page.evaluate(async (map) => {
+    const csrf = (await (await fetch("/api/v1/session")).json()).csrf;
+    map.steps.push({ id: "nope", stage: "Delight", name: "x", selector: "x" });
+    const r = await fetch("/api/v1/maps/default", { method: "PUT", headers: { "content-type": "application/json", "x-csrf-token": csrf }, body: JSON.stringify({ map }) });
+    return [r.status, (await r.json()).errors?.[0]?.field];
+  }, map);
+  assert.deepEqual(bad, [400, `steps[${map.steps.length}].stage`]);
+  await page.context().close();
+});
+
 test("a viewer reads the map and cannot change it, in the browser or through the API", async () => {
   const page = await logIn(admin);
   await page.click("text=Users and keys");

@@ -129,6 +129,7 @@ export const api = {
   login: (email: string, password: string) => call<SessionInfo>("POST", "/session", { email, password }),
   logout: () => call<void>("DELETE", "/session"),
   definitions: () => call<Definitions>("GET", "/segments"),
+  models: () => call<{ name: string; builtin: boolean; stages: string[] }[]>("GET", "/models"),
   maps: () => call<{ name: string; title: string; version: number }[]>("GET", "/maps"),
   map: (name: string) => call<MapView>("GET", `/maps/${encodeURIComponent(name)}`),
   saveMap: (name: string, map: JourneyMap, base_version: number, note = "") =>

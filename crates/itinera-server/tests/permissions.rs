@@ -49,6 +49,7 @@ const TABLE: &[(&str, &str, Scope)] = &[
     ("POST", "/api/v1/cases", Scope::Edit),
     ("PATCH", "/api/v1/cases/{id}", Scope::Edit),
     ("POST", "/api/v1/cases/{id}/follow-up", Scope::Edit),
+    ("GET", "/api/v1/models", Scope::Read),
     ("GET", "/api/v1/maps", Scope::Read),
     ("GET", "/api/v1/maps/{name}", Scope::Read),
     ("PUT", "/api/v1/maps/{name}", Scope::Edit),

@@ -13,6 +13,7 @@ import { curvesOf, EmotionChart } from "./emotion";
 import { StageFigures, Figure } from "./cells";
 import { downloadJson, downloadPdf, downloadPng, downloadSvg } from "./export";
 import { Compare } from "./compare";
+import { Settings } from "./settings";
 
 const html = htm.bind(h);
 /** Figures refresh this often while the map is open. */
@@ -43,6 +44,11 @@ export function MapPage(props: {
   const [versions, setVersions] = useState<MapVersion[] | null>(null);
   const [compared, setCompared] = useState<{ version: number; old: JourneyMap } | null>(null);
   const [sharing, setSharing] = useState(false);
+  const [editing, setEditing] = useState(false);
+  const [personaNames, setPersonaNames] = useState<string[]>([]);
+  useEffect(() => {
+    if (canEdit) api.definitions().then((d) => setPersonaNames(d.personas.map((p) => p.name))).catch(() => {});
+  }, [canEdit, props.project]);
   const [refreshing, setRefreshing] = useState(false);
 
   const reload = async () => {
@@ -150,6 +156,7 @@ export function MapPage(props: {
           </fieldset>
           ${canEdit ? html`<button class="primary" onClick=${save} disabled=${!dirty} data-action="save">${i18n.t("save")}</button>` : null}
           ${shared ? null : html`<button onClick=${showVersions} aria-expanded=${!!versions}>${i18n.t("versions")}</button>`}
+          ${canEdit ? html`<button onClick=${() => setEditing(!editing)} aria-expanded=${editing} data-action="settings">${i18n.t("settings")}</button>` : null}
           ${canEdit ? html`<button onClick=${() => setSharing(!sharing)} aria-expanded=${sharing}>${i18n.t("share")}</button>` : null}
           ${shared ? null : html`<button onClick=${() => downloadJson(view.name)}>${i18n.t("export_json")}</button>`}
           <button onClick=${() => downloadSvg(view.name)}>${i18n.t("export_svg")}</button>
@@ -167,6 +174,7 @@ export function MapPage(props: {
       ${versions
         ? html`<${Versions} versions=${versions} current=${view.version} canEdit=${canEdit} restore=${restore} compare=${compare} i18n=${i18n} />`
         : null}
+      ${editing ? html`<${Settings} map=${draft} stages=${view.model.stages.map((s) => s.name)} personas=${personaNames} change=${change} i18n=${i18n} />` : null}
       ${sharing ? html`<${Sharing} name=${view.name} i18n=${i18n} />` : null}
       ${compared
         ? html`<${Compare} version=${compared.version} current=${view.version} old=${compared.old} now=${view.map} i18n=${i18n} close=${() => setCompared(null)} />`

@@ -1,4 +1,5 @@
-//! Saved segments and personas (`/api/v1/segments`, `/api/v1/personas/{name}`) and their sizes.
+//! Saved segments and personas (`/api/v1/segments`, `/api/v1/personas/{name}`) and their sizes,
+//! and the stage models a project can name (`/api/v1/models`).
 
 use super::{blocking, json_body, to_json};
 use crate::auth::{EditProject, ReadProject};
@@ -10,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use itinera_app::definitions::{self, DefinitionBody};
 use itinera_engine::segments::SegmentsReport;
+use itinera_engine::stages::StageModel;
 use itinera_engine::SegmentDef;
 use itinera_meta::DefinitionKind;
 use serde::Serialize;
@@ -25,6 +27,48 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(segments_report))
         .routes(routes!(save_segment, delete_segment))
         .routes(routes!(save_persona, delete_persona))
+        .routes(routes!(list_models))
+}
+
+/// A stage model a map or a stage funnel can name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelSummary {
+    pub name: String,
+    /// Built in (`customer-journey`, …) rather than saved in the project.
+    pub builtin: bool,
+    pub stages: Vec<String>,
+}
+
+/// The stage models of the project: the built-in ones, then the saved ones
+#[utoipa::path(
+    get,
+    path = "/api/v1/models",
+    tag = "definitions",
+    responses((status = 200, description = "Models", body = [ModelSummary]), Unauthorized)
+)]
+async fn list_models(
+    State(state): State<Arc<AppState>>,
+    ReadProject(project): ReadProject,
+) -> Result<Json<Vec<ModelSummary>>, ApiError> {
+    let summary = |name: &str, builtin: bool, m: &StageModel| ModelSummary {
+        name: name.to_string(),
+        builtin,
+        stages: m.stages.iter().map(|s| s.name.clone()).collect(),
+    };
+    let mut out: Vec<ModelSummary> = StageModel::BUILTIN
+        .iter()
+        .filter_map(|n| StageModel::builtin(n).map(|m| summary(n, true, &m)))
+        .collect();
+    let saved = state
+        .app
+        .meta()
+        .definitions(&project, DefinitionKind::StageModel)?;
+    for d in saved {
+        if let Ok(m) = serde_json::from_str::<StageModel>(&d.body) {
+            out.push(summary(&d.name, false, &m));
+        }
+    }
+    Ok(Json(out))
 }
 
 /// The project's saved segments and personas (personas in their order).
