@@ -470,10 +470,59 @@ struct StageTotals {
     channels: FxHashMap<(usize, u32), u64>,
 }
 
+/// Per-thread scratch that tells whether a person already had a code in a stage, without sorting:
+/// for each code, the person it was last seen for and the stages (bits) it was seen in.
+#[derive(Default)]
+struct Seen {
+    person: u32,
+    stamp: Vec<u32>,
+    stages: Vec<u64>,
+}
+
+impl Seen {
+    /// True the first time this person has `code` in stage `s`.
+    fn first(&mut self, code: u32, s: usize) -> bool {
+        let c = code as usize;
+        if c >= self.stamp.len() {
+            self.stamp.resize(c + 1, 0);
+            self.stages.resize(c + 1, 0);
+        }
+        if self.stamp[c] != self.person {
+            self.stamp[c] = self.person;
+            self.stages[c] = 0;
+        }
+        let bit = 1u64 << s;
+        let new = self.stages[c] & bit == 0;
+        self.stages[c] |= bit;
+        new
+    }
+}
+
+/// Kinds of rows that are something a person did (track, page, screen), not who they are
+/// (identify, group, alias).
+fn is_action(kind: u8) -> bool {
+    matches!(
+        KIND_NAMES.get(kind as usize),
+        Some(&("track" | "page" | "screen"))
+    )
+}
+
 /// Counts once per person each touchpoint and channel they had while in each stage.
-fn count_stage_touches(j: &Journey<'_>, p: &PersonStages, n: usize, t: &mut StageTotals) {
-    let mut seen_t: Vec<(usize, u32)> = Vec::new();
-    let mut seen_c: Vec<(usize, u32)> = Vec::new();
+fn count_stage_touches(
+    j: &Journey<'_>,
+    p: &PersonStages,
+    n: usize,
+    t: &mut StageTotals,
+    seen: &mut (Seen, Seen),
+) {
+    // a new person: stamps start at 1, so 0 is never a person
+    seen.0.person = seen.0.person.wrapping_add(1).max(1);
+    seen.1.person = seen.0.person;
+    if seen.0.person == 1 {
+        seen.0.stamp.iter_mut().for_each(|x| *x = 0);
+        seen.1.stamp.iter_mut().for_each(|x| *x = 0);
+    }
+    // models have at most 32 stages: each fits a bit of `Seen::stages`
     for s in 0..n {
         let from = p.entered[s];
         if from == i64::MIN {
@@ -483,22 +532,15 @@ fn count_stage_touches(j: &Journey<'_>, p: &PersonStages, n: usize, t: &mut Stag
         let lo = j.ts.partition_point(|x| *x < from);
         let hi = j.ts.partition_point(|x| *x < until);
         for i in lo..hi {
-            // identify, group and alias messages say who someone is, not what they did
-            if !matches!(KIND_NAMES[j.kind[i] as usize], "track" | "page" | "screen") {
+            if !is_action(j.kind[i]) {
                 continue;
             }
-            seen_t.push((s, j.touchpoint[i]));
-            seen_c.push((s, j.channel[i]));
-        }
-    }
-    for (seen, into) in [
-        (&mut seen_t, &mut t.touchpoints),
-        (&mut seen_c, &mut t.channels),
-    ] {
-        seen.sort_unstable();
-        seen.dedup();
-        for k in seen.iter() {
-            *into.entry(*k).or_default() += 1;
+            if seen.0.first(j.touchpoint[i], s) {
+                *t.touchpoints.entry((s, j.touchpoint[i])).or_default() += 1;
+            }
+            if seen.1.first(j.channel[i], s) {
+                *t.channels.entry((s, j.channel[i])).or_default() += 1;
+            }
         }
     }
 }
@@ -542,9 +584,10 @@ pub fn run_stage_funnel<S: JourneySource>(
                 },
                 PersonStages::default(),
                 i64::MIN,
+                (Seen::default(), Seen::default()),
             )
         },
-        |(t, p, latest), j| {
+        |(t, p, latest, seen), j| {
             compiled.person(j, p);
             *latest = (*latest).max(p.last_seen);
             let Some(furthest) = p.furthest() else {
@@ -591,7 +634,7 @@ pub fn run_stage_funnel<S: JourneySource>(
                 }
             }
             if q.top_touchpoints > 0 {
-                count_stage_touches(j, p, n, t);
+                count_stage_touches(j, p, n, t, seen);
             }
             if let Some(b) = q.breakdown {
                 let key = match b {
@@ -616,7 +659,7 @@ pub fn run_stage_funnel<S: JourneySource>(
         ..Default::default()
     };
     let mut latest = i64::MIN;
-    for (t, _, l) in parts {
+    for (t, _, l, _) in parts {
         latest = latest.max(l);
         total.persons += t.persons;
         total.customers += t.customers;

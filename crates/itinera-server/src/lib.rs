@@ -90,6 +90,17 @@ pub async fn serve(
     let data = state.app.data.clone();
     let app = state.app.clone();
     itinera_app::alerts::spawn_loop(state.app.clone());
+    // every project's store is opened now, in the background, so that the first person to open
+    // the app does not wait for it (opening a store of 10M events takes about a second)
+    let warm = state.app.clone();
+    tokio::task::spawn_blocking(move || {
+        let projects = warm.meta().projects().unwrap_or_default();
+        for p in projects {
+            if let Err(e) = warm.backend(&p.name) {
+                tracing::warn!(project = p.name, error = %e, "the project's store could not be opened");
+            }
+        }
+    });
     let limits = connections::Limits::from_config(&app.config);
     // on the signal, analyses in progress stop (their clients get 503), so that requests in
     // flight finish at once and the process exits within seconds
