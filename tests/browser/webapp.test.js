@@ -159,8 +159,25 @@ test("the map shows the same numbers as the API, for every filter", async () => 
   await page.waitForURL(/persona=loyal_regular/);
   await sameAsApi(page, "?segment=repeat%20buyers&persona=loyal_regular");
   await page.selectOption("select[name=persona]", "");
-  // a date range: the API's [from, to) in UTC days
+  // the B2B view: accounts reaching each stage, and the buying groups of those at each stage
   await page.selectOption("select[name=segment]", "");
+  await page.waitForURL((u) => !u.search.includes("segment="));
+  await page.check("input[name=b2b]");
+  await page.waitForURL(/b2b=1/);
+  const acc = await query("accounts", { model: "customer-journey", limit: 0 });
+  const reach = await query("stages", { model: "customer-journey", accounts: {} });
+  assert.ok(acc.by_stage.some((s) => s.accounts > 0), "the demo world has accounts");
+  for (const [i, c] of acc.by_stage.entries()) {
+    const at = (m) => page.locator(`[data-metric="${m}"][data-stage="${c.stage}"]`);
+    await page.waitForFunction(
+      ([sel, v]) => document.querySelector(sel)?.getAttribute("data-value") === v,
+      [`[data-metric="by_stage.accounts"][data-stage="${c.stage}"]`, String(c.accounts)],
+    );
+    assert.equal(await at("by_stage.mean_coverage").getAttribute("data-value"), c.accounts ? String(c.mean_coverage) : "");
+    assert.equal(await at("accounts.reached").getAttribute("data-value"), String(reach.accounts.reached[i]));
+  }
+  await page.uncheck("input[name=b2b]");
+  // a date range: the API's [from, to) in UTC days
   await page.fill("input[name=from]", "2025-01-01");
   await page.fill("input[name=to]", "2025-06-30");
   await page.locator("input[name=to]").dispatchEvent("change");

@@ -39,6 +39,8 @@ export interface ScoreRow {
   emotion_band?: [number, number] | null;
 }
 export interface ScoresResult { kind: "nps" | "csat" | "ces"; overall: ScoreRow; groups: ScoreRow[]; definition: string }
+export interface StageCoverage { stage: string; accounts: number; mean_coverage: number; role_presence: Record<string, number> }
+export interface AccountsResult { roles: string[]; by_stage: StageCoverage[] }
 export interface FunnelStepResult { step: number; name: string; count: number; conversion_from_previous: number | null }
 export interface FunnelResult { steps: FunnelStepResult[] }
 
@@ -141,6 +143,7 @@ export const api = {
   stages: (body: unknown, pop: Population) => call<StagesResult>("POST", "/stages", body, pop),
   scores: (body: unknown, pop: Population) => call<ScoresResult>("POST", "/scores", body, pop),
   funnel: (body: unknown, pop: Population) => call<FunnelResult>("POST", "/funnel", body, pop),
+  accounts: (body: unknown, pop: Population) => call<AccountsResult>("POST", "/accounts", body, pop),
   alerts: () => call<{ alerts: AlertRecord[] }>("GET", "/alerts"),
   cases: () => call<{ cases: Case[] }>("GET", "/cases"),
   shared: () => call<{ project: string; name: string; expires_at_ms: number }>("GET", "/share"),

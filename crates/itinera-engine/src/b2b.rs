@@ -112,10 +112,25 @@ pub struct StatusSummary {
     pub role_presence: BTreeMap<String, f64>,
 }
 
+/// The buying groups of the accounts whose furthest stage is one stage of the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StageCoverage {
+    pub stage: String,
+    pub accounts: u64,
+    /// Mean share of the roles engaged (`coverage`) over these accounts.
+    pub mean_coverage: f64,
+    /// Role → share of these accounts with a member holding it.
+    pub role_presence: BTreeMap<String, f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountsResult {
     pub roles: Vec<String>,
     pub comparison: Vec<StatusSummary>,
+    /// Per stage of the model, in order: accounts at that stage (their furthest) and their
+    /// buying groups. Counted before `limit` cuts the account list.
+    #[serde(default)]
+    pub by_stage: Vec<StageCoverage>,
     pub accounts: Vec<AccountRow>,
     pub definitions: BTreeMap<String, String>,
 }
@@ -327,12 +342,48 @@ fn render(
             })
         })
         .collect();
+    let by_stage = compiled
+        .model
+        .stages
+        .iter()
+        .map(|st| {
+            let group: Vec<&AccountRow> = rows
+                .iter()
+                .filter(|r| r.stage.as_deref() == Some(st.name.as_str()))
+                .collect();
+            let n = group.len() as f64;
+            StageCoverage {
+                stage: st.name.clone(),
+                accounts: group.len() as u64,
+                mean_coverage: if group.is_empty() {
+                    0.0
+                } else {
+                    group.iter().map(|r| r.coverage).sum::<f64>() / n
+                },
+                role_presence: roles
+                    .iter()
+                    .map(|role| {
+                        let with = group.iter().filter(|r| r.roles.contains_key(role)).count();
+                        (
+                            role.clone(),
+                            if group.is_empty() {
+                                0.0
+                            } else {
+                                with as f64 / n
+                            },
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
     if let Some(l) = q.limit {
         rows.truncate(l);
     }
     AccountsResult {
         roles,
         comparison,
+        by_stage,
         accounts: rows,
         definitions: [
             (
@@ -367,5 +418,52 @@ fn render(
         .into_iter()
         .map(|(k, d)| (k.to_string(), d.to_string()))
         .collect(),
+    }
+}
+
+#[cfg(test)]
+mod stage_coverage_tests {
+    use super::*;
+    use crate::memory::{MemorySource, Row};
+
+    /// Accounts are summed at their furthest stage: how many, how complete their buying groups
+    /// are, and which roles they have; limiting the account list does not change it.
+    #[test]
+    fn buying_groups_are_summed_per_stage() {
+        let member = |p: &str, ts: i64, e: &str, account: &str, role: &str| Row {
+            account: Some(account.into()),
+            props: vec![("traits.role".into(), role.into())],
+            ..Row::new(p, ts, e)
+        };
+        let rows = vec![
+            // acme: a decision maker and a user, ordered (Decision)
+            member("a1", 1_000, "Product Viewed", "acme", "decision_maker"),
+            member("a2", 2_000, "Order Completed", "acme", "user"),
+            // beta: only a user, researching (Consideration)
+            member("b1", 1_000, "Product Viewed", "beta", "user"),
+            // gamma: a decision maker, researching (Consideration)
+            member("c1", 1_000, "Product Viewed", "gamma", "decision_maker"),
+        ];
+        let src = MemorySource::new(&rows);
+        let mut q = AccountsQuery::default();
+        let r = run_accounts(&src, &q, &Default::default()).unwrap();
+        let by: Vec<(&str, u64, f64)> = r
+            .by_stage
+            .iter()
+            .map(|s| (s.stage.as_str(), s.accounts, s.mean_coverage))
+            .collect();
+        assert_eq!(
+            by,
+            [
+                ("Awareness", 0, 0.0),
+                ("Consideration", 2, 0.5),
+                ("Decision", 1, 1.0)
+            ]
+        );
+        assert_eq!(r.by_stage[1].role_presence["user"], 0.5);
+        q.limit = Some(1);
+        let limited = run_accounts(&src, &q, &Default::default()).unwrap();
+        assert_eq!(limited.accounts.len(), 1);
+        assert_eq!(limited.by_stage, r.by_stage);
     }
 }

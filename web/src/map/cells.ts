@@ -5,7 +5,7 @@
 import { h } from "preact";
 import htm from "htm";
 import type { I18n, Key } from "../i18n";
-import type { ScoreRow, StageRow } from "../api";
+import type { ScoreRow, StageCoverage, StageRow } from "../api";
 
 const html = htm.bind(h);
 
@@ -39,6 +39,7 @@ export function StageFigures(props: {
   csat?: ScoreRow;
   ces?: ScoreRow;
   accounts?: number;
+  coverage?: StageCoverage;
   minAnswers: number;
   confidence: number;
   i18n: I18n;
@@ -78,7 +79,20 @@ export function StageFigures(props: {
       text=${i18n.duration(row.p90_seconds_in_stage)} label=${i18n.t("p90_time")} title=${i18n.t("def_time")} />
     ${props.accounts == null
       ? null
-      : html`<${Figure} metric="accounts.reached" stage=${s} value=${props.accounts} text=${i18n.num(props.accounts)} label=${i18n.t("b2b")} />`}
+      : html`<${Figure} metric="accounts.reached" stage=${s} value=${props.accounts} text=${i18n.num(props.accounts)} label=${i18n.t("b2b")} title=${i18n.t("def_accounts_reached")} />`}
+    ${props.coverage
+      ? html`<div class="score">
+          <${Figure} metric="by_stage.accounts" stage=${s} value=${props.coverage.accounts} text=${i18n.num(props.coverage.accounts)}
+            label=${i18n.t("accounts_here")} title=${i18n.t("def_accounts_here")} />
+          <${Figure} metric="by_stage.mean_coverage" stage=${s} value=${props.coverage.accounts ? props.coverage.mean_coverage : null}
+            text=${props.coverage.accounts ? i18n.pct(props.coverage.mean_coverage) : i18n.t("none")} label=${i18n.t("coverage")} title=${i18n.t("def_coverage")} />
+          ${props.coverage.accounts
+            ? Object.entries(props.coverage.role_presence).map(
+                ([role, share]) => html`<${Figure} metric="by_stage.role_presence" stage=${s} value=${share} text=${i18n.pct(share)} label=${role} />`,
+              )
+            : null}
+        </div>`
+      : null}
     ${score("nps", props.nps, "nps")} ${score("csat", props.csat, "csat")} ${score("ces", props.ces, "ces")}
   </div>`;
 }

@@ -2,7 +2,7 @@
 // can call: /api/v1/stages for the stage cells, /api/v1/scores for NPS/CSAT/CES and the measured
 // emotion curve (one per persona of the map), /api/v1/funnel over the map's steps.
 
-import { api, type FunnelResult, type MapView, type Population, type ScoresResult, type StagesResult } from "../api";
+import { api, type AccountsResult, type FunnelResult, type MapView, type Population, type ScoresResult, type StagesResult } from "../api";
 
 export interface Filters extends Population {
   from?: string; // YYYY-MM-DD, inclusive
@@ -19,6 +19,8 @@ export interface Figures {
    *  the map. */
   curves: { persona: string; population?: boolean; scores: ScoresResult }[];
   steps: FunnelResult | null;
+  /** With the B2B filter: the buying groups of the accounts at each stage. */
+  accounts: AccountsResult | null;
   /** Per stage: cases not yet closed that alerts on answers given in the stage opened. */
   openCases: Record<string, { cases: number; rules: string[] }>;
   asOf: number;
@@ -70,7 +72,9 @@ export async function loadFigures(view: MapView, f: Filters, shared = false): Pr
         pop,
       )
     : Promise.resolve(null);
-  const [openCases, stages, nps, csat, ces, stepFigures, ...perPersona] = await Promise.all([
+  const accounts = f.b2b ? api.accounts({ model, limit: 0, ...span }, pop) : Promise.resolve(null);
+  const [accountFigures, openCases, stages, nps, csat, ces, stepFigures, ...perPersona] = await Promise.all([
+    accounts,
     // a share link shows the map's figures, not the project's alerts and cases
     shared ? Promise.resolve({}) : openCasesByStage(),
     api.stages(stagesQ, pop),
@@ -81,7 +85,7 @@ export async function loadFigures(view: MapView, f: Filters, shared = false): Pr
     ...personas.map((p) => score("nps", { segment: f.segment, persona: p })),
   ]);
   const curves = [{ persona: f.persona ?? "", population: true, scores: nps }, ...personas.map((p, i) => ({ persona: p, scores: perPersona[i] }))];
-  return { stages, nps, csat, ces, curves, steps: stepFigures, openCases, asOf: Date.now() };
+  return { stages, nps, csat, ces, curves, steps: stepFigures, accounts: accountFigures, openCases, asOf: Date.now() };
 }
 
 /** The score row of a stage, if any answers fell in it. */

@@ -212,6 +212,7 @@ export function MapPage(props: {
                           csat=${fig && scoreOf(fig.csat, s)}
                           ces=${fig && scoreOf(fig.ces, s)}
                           accounts=${fig?.stages.accounts?.reached[i]}
+                          coverage=${fig?.accounts?.by_stage.find((c) => c.stage === s)}
                           minAnswers=${draft.min_answers}
                           confidence=${0.95}
                           i18n=${i18n}
