@@ -425,6 +425,35 @@ test("a share link shows the map with the same live figures, read-only, until it
   await page.context().close();
 });
 
+test("the keyboard alone logs in, moves through the map and adds a card", async () => {
+  const context = await browser.newContext({ viewport: { width: 1500, height: 1000 } });
+  const page = await context.newPage();
+  await page.goto(`${base}/`);
+  await page.locator("input[name=email]").waitFor();
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("name")), "email");
+  await page.keyboard.type(admin.email);
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(admin.password);
+  await page.keyboard.press("Enter");
+  await page.locator("[data-metric=entered]").first().waitFor();
+  // the first Tab reaches the skip link, which jumps to the content
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Skip to content");
+  // Tab reaches the first "+" of the Thoughts lane; Enter adds a card there, focusable in turn
+  const plus = page.locator('td[data-lane="thoughts"][data-stage="Awareness"] button.add');
+  let reached = false;
+  for (let i = 0; i < 200 && !reached; i++) {
+    await page.keyboard.press("Tab");
+    reached = await plus.evaluate((b) => b === document.activeElement);
+  }
+  assert.ok(reached, "the add button is reachable with Tab");
+  const before = await page.locator('td[data-lane="thoughts"][data-stage="Awareness"] textarea').count();
+  await page.keyboard.press("Enter");
+  assert.equal(await page.locator('td[data-lane="thoughts"][data-stage="Awareness"] textarea').count(), before + 1);
+  await context.close();
+});
+
 test("logging out ends the session on the server", async () => {
   const page = await logIn(admin);
   await page.getByRole("button", { name: "Log out" }).click();
