@@ -166,7 +166,7 @@ export function MapPage(props: {
       </header>
       <p class="status" role="status" aria-live="polite">
         <span data-version=${view.version}>${i18n.t("version", { v: view.version })}</span>
-        ${" · "}${status}
+        ${status ? ` · ${status}` : ""}
         ${" · "}<span class="live" data-as-of=${fig?.asOf ?? ""}>${refreshing && !fig ? i18n.t("refreshing") : fig ? i18n.t("as_of", { t: i18n.dateTime(fig.asOf) }) : ""}</span>
         ${canEdit ? null : html` · <em>${i18n.t(shared ? "shared_note" : "viewer_note")}</em>`}
       </p>
@@ -190,7 +190,7 @@ export function MapPage(props: {
                   ${s}
                   ${s === purchase && fig
                     ? html`<div class="handoff" title=${i18n.t("def_customers")}>
-                        ${i18n.t("handoff")}:
+                        ${i18n.t("handoff")}:${" "}
                         <span data-metric="customers" data-value=${fig.stages.customers}>${i18n.num(fig.stages.customers)}</span>
                       </div>`
                     : null}
