@@ -246,9 +246,12 @@ test("an editor binds a new step to touchpoints; its persons equal the API's fun
   await page.getByText(/Saved version \d+/).waitFor();
   const map = await page.evaluate(async () => (await (await fetch("/api/v1/maps/default")).json()).map);
   const step = map.steps.find((s) => s.name === "Reviews the order");
-  assert.equal(step.selector, "Review Submitted|Referral Sent");
+  // the typed form is stored parsed: either touchpoint, not one event named with a "|"
+  assert.deepEqual(step.selector, { any: [{ event: "Review Submitted" }, { event: "Referral Sent" }] });
+  assert.equal(await row.locator("input").nth(1).inputValue(), "Review Submitted|Referral Sent", "shown as typed");
   const funnel = await query("funnel", { steps: map.steps.map((s) => ({ match: s.selector, name: s.name })), window: "90d" });
   const last = funnel.steps[funnel.steps.length - 1];
+  assert.ok(last.count > 0, `the step matches persons in the demo world: ${JSON.stringify(funnel.steps.map((s) => s.count))}`);
   await page.waitForFunction(
     ([id, v]) => document.querySelector(`[data-metric="count"][data-step="${id}"]`)?.getAttribute("data-value") === v,
     [step.id, String(last.count)],

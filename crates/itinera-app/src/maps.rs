@@ -63,6 +63,23 @@ fn model_of(meta: &Meta, project: &str, map: &JourneyMap) -> Result<StageModel> 
     Ok(r.resolve()?)
 }
 
+/// Steps typed as the command line's selector form (`Review Submitted|Referral Sent`,
+/// `kind=page&channel=email`) are stored parsed, as structured selectors; a plain name stays an
+/// event name.
+fn with_parsed_selectors(map: &JourneyMap) -> Result<JourneyMap> {
+    let mut map = map.clone();
+    for (i, step) in map.steps.iter_mut().enumerate() {
+        if let itinera_engine::EventSelector::Event(text) = &step.selector {
+            if text.contains(['|', '&', '=', '~', '<', '>']) {
+                step.selector = itinera_engine::EventSelector::parse(text).map_err(|e| {
+                    AppError::invalid(format!("steps[{i}].selector"), e.to_string())
+                })?;
+            }
+        }
+    }
+    Ok(map)
+}
+
 fn decode(name: &str, body: &str) -> Result<JourneyMap> {
     serde_json::from_str(body).map_err(|e| AppError::Internal(format!("saved map {name}: {e}")))
 }
@@ -146,6 +163,7 @@ impl App {
         note: &str,
     ) -> Result<i64> {
         valid_name(name)?;
+        let map = &with_parsed_selectors(map)?;
         let meta = self.meta();
         let model = model_of(&meta, project, map)?;
         map.validate(&model)?;

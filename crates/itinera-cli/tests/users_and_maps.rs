@@ -116,6 +116,23 @@ fn a_map_exported_and_imported_is_the_same_map() {
     };
     assert_eq!(normalise(&back), normalise(&edited));
     assert!(run(&["maps", "list", "--data", data]).contains("launch"));
+    // steps typed in the selector form are stored parsed; a broken one is refused by field
+    edited["map"]["steps"] = serde_json::json!([
+        {"id": "s1", "stage": "Decision", "name": "Orders or trials", "selector": "Order Completed|Trial Started"}
+    ]);
+    std::fs::write(&file, edited.to_string()).unwrap();
+    run(&["maps", "import", file.to_str().unwrap(), "--data", data]);
+    let back: serde_json::Value =
+        serde_json::from_str(&run(&["maps", "export", "launch", "--data", data])).unwrap();
+    assert_eq!(
+        back["map"]["steps"][0]["selector"],
+        serde_json::json!({"any": [{"event": "Order Completed"}, {"event": "Trial Started"}]})
+    );
+    edited["map"]["steps"][0]["selector"] = "channel=".into();
+    std::fs::write(&file, edited.to_string()).unwrap();
+    let err = run_fails(&["maps", "import", file.to_str().unwrap(), "--data", data]);
+    assert!(err.contains("steps[0].selector"), "{err}");
+    edited["map"]["steps"] = serde_json::json!([]);
     // a card in a stage the model does not have is refused, naming the field
     edited["map"]["cards"][0]["stage"] = "Decisoin".into();
     std::fs::write(&file, edited.to_string()).unwrap();

@@ -11,10 +11,36 @@ import type { I18n } from "../i18n";
 
 const html = htm.bind(h);
 
-/** A selector as typed: event names and conditions as in docs/segments.md (`Product Viewed`,
- *  `kind=page|Store Visit`); objects are kept as they are. */
-function selectorText(sel: unknown): string {
-  return typeof sel === "string" ? sel : JSON.stringify(sel);
+type Pattern = string | string[] | { regex: string };
+interface Conjunction { event?: Pattern; channel?: Pattern; touchpoint?: Pattern; kind?: Pattern; where?: unknown }
+
+/** One condition in the typed form: a bare event name, `field=value`, `field~regex`. */
+function condition(field: string, p: Pattern): string | null {
+  if (typeof p === "string") return field === "event" ? p : `${field}=${p}`;
+  if (!Array.isArray(p) && typeof p.regex === "string") return `${field}~${p.regex}`;
+  return null;
+}
+
+/** A selector in the typed form the server parses (`Product Viewed`, `kind=page|Store Visit`,
+ *  `channel=email&kind=track`); what that form cannot say is shown as JSON. */
+export function selectorText(sel: unknown): string {
+  if (typeof sel === "string") return sel;
+  const s = sel as { any?: Conjunction[] } & Conjunction;
+  const alternatives = s.any ?? [s];
+  const parts: string[] = [];
+  for (const c of alternatives) {
+    if (c.where) return JSON.stringify(sel);
+    const conds: string[] = [];
+    for (const field of ["event", "channel", "touchpoint", "kind"] as const) {
+      const p = c[field];
+      if (p === undefined) continue;
+      const text = condition(field, p);
+      if (text === null) return JSON.stringify(sel);
+      conds.push(text);
+    }
+    parts.push(conds.join("&"));
+  }
+  return parts.join("|");
 }
 function selectorValue(text: string): unknown {
   const t = text.trim();
