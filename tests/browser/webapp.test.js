@@ -265,6 +265,17 @@ test("an editor binds a new step to touchpoints; its persons equal the API's fun
     return [r.status, (await r.json()).errors?.[0]?.field];
   }, map);
   assert.deepEqual(bad, [400, `steps[${map.steps.length}].stage`]);
+  // a step bound to a touchpoint nobody has says so, with the closest stored name
+  await page.click('[data-action="add-step"]');
+  const typo = page.locator("[data-step-row]").last();
+  await typo.locator("select").selectOption("Consideration");
+  await typo.locator("input").first().fill("Adds to basket");
+  await typo.locator("input").nth(1).fill("Prodcut Added");
+  await typo.locator("input").nth(1).blur();
+  await page.click('[data-action="save"]');
+  const warning = page.locator("[data-warning]", { hasText: "Prodcut Added" });
+  await warning.waitFor({ timeout: 20000 });
+  assert.match(await warning.textContent(), /did you mean 'Product Added'\?/);
   await page.context().close();
 });
 

@@ -42,7 +42,8 @@ export interface ScoresResult { kind: "nps" | "csat" | "ces"; overall: ScoreRow;
 export interface StageCoverage { stage: string; accounts: number; mean_coverage: number; role_presence: Record<string, number> }
 export interface AccountsResult { roles: string[]; by_stage: StageCoverage[] }
 export interface FunnelStepResult { step: number; name: string; count: number; conversion_from_previous: number | null }
-export interface FunnelResult { steps: FunnelStepResult[] }
+export interface QueryWarning { field: string; message: string; suggestions?: string[] }
+export interface FunnelResult { steps: FunnelStepResult[]; warnings?: QueryWarning[] }
 
 export type LaneKind = "touchpoints" | "actions" | "thoughts" | "emotions" | "pain_points" | "opportunities" | "metrics" | "backstage";
 export interface Card {

@@ -5,8 +5,8 @@ use crate::definitions;
 use crate::error::Result;
 use itinera_engine::scores::{CommentsQuery, PromotersQuery, ScoreBy};
 use itinera_engine::{
-    AccountsQuery, AdvocacyQuery, AttributionQuery, ClvQuery, FunnelQuery, ModelRef, PathQuery,
-    RetentionQuery, RevenueQuery, ScoresQuery, StageFunnelQuery,
+    AccountsQuery, AdvocacyQuery, AttributionQuery, ClvQuery, EventSelector, FunnelQuery, ModelRef,
+    PathQuery, RetentionQuery, RevenueQuery, ScoresQuery, StageFunnelQuery,
 };
 use itinera_meta::{DefinitionKind, Meta};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,11 @@ pub enum AnalysisRequest {
     Scores(ScoresQuery),
     Promoters(PromotersQuery),
     Comments(CommentsQuery),
+}
+
+/// The refund event CLV and revenue assume when none is given.
+fn is_default_refund(r: &EventSelector) -> bool {
+    RevenueQuery::default().refund.as_ref() == Some(r)
 }
 
 /// One person's stages under a model (`POST /api/v1/stages/person`).
@@ -68,6 +73,78 @@ impl AnalysisRequest {
             }
         }
         Ok(())
+    }
+
+    /// The selectors the request names, with where they are in it, for the warnings about names
+    /// the data does not have. Stage models are left out: built-in models name touchpoints of
+    /// every business, most of which a project never has.
+    pub fn selectors(&self) -> Vec<(String, &EventSelector)> {
+        fn add<'a>(
+            out: &mut Vec<(String, &'a EventSelector)>,
+            field: &str,
+            s: Option<&'a EventSelector>,
+        ) {
+            if let Some(s) = s {
+                out.push((field.to_string(), s));
+            }
+        }
+        let mut out: Vec<(String, &EventSelector)> = Vec::new();
+        match self {
+            AnalysisRequest::Funnel(q) => {
+                for (i, s) in q.steps.iter().enumerate() {
+                    add(&mut out, &format!("steps[{i}].match"), Some(&s.selector));
+                }
+                for (i, e) in q.exclusions.iter().enumerate() {
+                    add(
+                        &mut out,
+                        &format!("exclusions[{i}].match"),
+                        Some(&e.selector),
+                    );
+                }
+            }
+            AnalysisRequest::Retention(q) => {
+                add(&mut out, "cohort", Some(&q.cohort));
+                add(&mut out, "return_event", q.return_event.as_ref());
+                add(&mut out, "purchase", q.purchase.as_ref());
+            }
+            AnalysisRequest::Paths(q) => {
+                add(&mut out, "start", q.start.as_ref());
+                add(&mut out, "end", q.end.as_ref());
+                add(&mut out, "conversion", q.conversion.as_ref());
+            }
+            AnalysisRequest::Attribution(q) => {
+                add(&mut out, "conversion", Some(&q.conversion));
+                add(&mut out, "touch", q.touch.as_ref());
+            }
+            // refunds are optional by nature: only a refund selector someone chose is judged
+            AnalysisRequest::Clv(q) => {
+                add(&mut out, "purchase", Some(&q.purchase));
+                add(
+                    &mut out,
+                    "refund",
+                    q.refund.as_ref().filter(|r| !is_default_refund(r)),
+                );
+            }
+            AnalysisRequest::Revenue(q) => {
+                add(&mut out, "purchase", Some(&q.purchase));
+                add(
+                    &mut out,
+                    "refund",
+                    q.refund.as_ref().filter(|r| !is_default_refund(r)),
+                );
+            }
+            AnalysisRequest::Scores(q) => add(&mut out, "response", Some(&q.response)),
+            AnalysisRequest::Comments(q) => {
+                add(&mut out, "scores.response", Some(&q.scores.response))
+            }
+            // defaults that name a business's usual events (won, lost, referral) would warn on
+            // every project that lacks one; they are stated in the answer's definitions instead
+            AnalysisRequest::Accounts(_)
+            | AnalysisRequest::Advocacy(_)
+            | AnalysisRequest::Stages(_)
+            | AnalysisRequest::Promoters(_) => {}
+        }
+        out
     }
 
     /// The analysis's name, as in the request's JSON and the API's path.

@@ -11,6 +11,7 @@ use itinera_core::Touchpoint;
 use itinera_engine::alerts::{AggregateCheck, AlertRule};
 use itinera_engine::scores::{Answer, ScoresQuery};
 use itinera_engine::segments::{SegmentDef, SegmentRule, SegmentsReport};
+use itinera_engine::selector::QueryWarning;
 use itinera_engine::{ModelRef, PersonJourney, ScanOptions};
 use serde_json::Value;
 use std::sync::Arc;
@@ -41,6 +42,13 @@ pub trait JourneyBackend: Send + Sync {
 
     /// Checks that a segment rule compiles against this project's data (no scan).
     fn check_rule(&self, rule: &SegmentRule) -> Result<()>;
+
+    /// The names the selectors ask for that no stored touchpoint has, with the closest stored
+    /// names (no scan).
+    fn unknown_names(
+        &self,
+        selectors: &[(String, &itinera_engine::EventSelector)],
+    ) -> Vec<QueryWarning>;
 
     /// Checks that a scores query compiles against this project's data (no scan).
     fn check_scores(&self, query: &ScoresQuery) -> Result<()>;

@@ -62,6 +62,18 @@ impl JourneyBackend for Embedded {
         run_on(&filtered, analysis, opts)
     }
 
+    fn unknown_names(
+        &self,
+        selectors: &[(String, &itinera_engine::EventSelector)],
+    ) -> Vec<itinera_engine::selector::QueryWarning> {
+        self.0.view().with_vocabulary(|v| {
+            selectors
+                .iter()
+                .flat_map(|(field, s)| itinera_engine::selector::unknown_names(field, s, v))
+                .collect()
+        })
+    }
+
     fn person_stages(&self, model: &ModelRef, person: &str) -> Result<PersonJourney> {
         Ok(itinera_engine::run_person_stages(
             &self.0.view(),

@@ -120,7 +120,19 @@ impl App {
                 population.resolve(&meta, project)?,
             )
         };
-        backend.run(&request, &population, now_ms(), opts)
+        let mut answer = backend.run(&request, &population, now_ms(), opts)?;
+        // a name the data does not have matches no one: said next to the answer, with the
+        // closest stored names, so that a typo is not read as a real drop-off
+        let warnings = backend.unknown_names(&request.selectors());
+        if !warnings.is_empty() {
+            if let Some(o) = answer.as_object_mut() {
+                o.insert(
+                    "warnings".into(),
+                    serde_json::to_value(warnings).expect("warnings serialize"),
+                );
+            }
+        }
+        Ok(answer)
     }
 
     /// One person's stage history. Blocking.

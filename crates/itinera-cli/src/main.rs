@@ -431,7 +431,12 @@ fn init_tracing() {
 fn main() {
     init_tracing();
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let result = run(cli);
+    // warnings about the query (names the data does not have) go under what was printed
+    for w in query::take_warnings() {
+        eprintln!("warning: {w}");
+    }
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -655,3 +655,128 @@ fn check_kind(p: &Pattern) -> Result<()> {
     }
     Ok(())
 }
+
+/// Something a query asked for that the data does not have: the answer is still given (a name
+/// nobody used matches no one), with this next to it so that a typo is not read as a drop-off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueryWarning {
+    /// Where in the query (`steps[1].match`, `cohort`, …).
+    pub field: String,
+    pub message: String,
+    /// The closest stored names, best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<String>,
+}
+
+/// The stored names closest to `name`: the same name in another case first, then by Jaro-Winkler
+/// similarity (at least 0.8), at most three.
+pub fn closest_names(name: &str, stored: &[String]) -> Vec<String> {
+    let lower = name.to_lowercase();
+    let mut scored: Vec<(f64, &String)> = stored
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let score = if s.to_lowercase() == lower {
+                2.0
+            } else {
+                strsim::jaro_winkler(&lower, &s.to_lowercase())
+            };
+            (score, s)
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    scored.into_iter().take(3).map(|(_, s)| s.clone()).collect()
+}
+
+/// The names `selector` (at `field` of a query) asks for that no stored touchpoint has: event
+/// names, channels and touchpoints given literally (regular expressions are not judged).
+pub fn unknown_names(
+    field: &str,
+    selector: &EventSelector,
+    vocab: &dyn Vocabulary,
+) -> Vec<QueryWarning> {
+    let mut out = Vec::new();
+    for c in selector.alternatives() {
+        for (what, f, pattern) in [
+            ("event", Field::Event, &c.event),
+            ("channel", Field::Channel, &c.channel),
+            ("touchpoint", Field::Touchpoint, &c.touchpoint),
+        ] {
+            let names: Vec<&String> = match pattern {
+                Some(Pattern::One(n)) => vec![n],
+                Some(Pattern::AnyOf(ns)) => ns.iter().collect(),
+                _ => vec![],
+            };
+            for name in names {
+                if vocab.code(f, name).is_none() {
+                    let suggestions = closest_names(name, vocab.names(f));
+                    let hint = match suggestions.first() {
+                        Some(s) => format!("; did you mean '{s}'?"),
+                        None => String::new(),
+                    };
+                    out.push(QueryWarning {
+                        field: field.to_string(),
+                        message: format!("no stored touchpoint has the {what} '{name}', so it matches no one{hint}"),
+                        suggestions,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+    use crate::journey::JourneySource;
+    use crate::memory::{MemorySource, Row};
+
+    #[test]
+    fn unknown_names_are_named_with_the_closest_stored_ones() {
+        let rows = vec![
+            Row {
+                channel: "email".into(),
+                ..Row::new("a", 1, "Product Viewed")
+            },
+            Row {
+                channel: "paid_search".into(),
+                ..Row::new("a", 2, "Order Completed")
+            },
+        ];
+        let src = MemorySource::new(&rows);
+        let warn = |text: &str| {
+            let sel = EventSelector::parse(text).unwrap();
+            src.with_vocabulary(|v| unknown_names("steps[0].match", &sel, v))
+        };
+        assert!(
+            warn("Product Viewed|channel=email").is_empty(),
+            "known names say nothing"
+        );
+        let w = warn("Product Viewd");
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].field, "steps[0].match");
+        assert_eq!(w[0].suggestions, ["Product Viewed"]);
+        assert!(
+            w[0].message.contains("did you mean 'Product Viewed'?"),
+            "{}",
+            w[0].message
+        );
+        assert_eq!(
+            warn("order completed")[0].suggestions[0],
+            "Order Completed",
+            "case first"
+        );
+        let w = warn("Order Completed&channel=emial");
+        assert_eq!((w.len(), w[0].suggestions[0].as_str()), (1, "email"));
+        assert!(
+            warn("Zebra Crossing")[0].suggestions.is_empty(),
+            "nothing close: no guess"
+        );
+        assert!(
+            warn("event~^Prod").is_empty(),
+            "regular expressions are not judged"
+        );
+    }
+}

@@ -20,12 +20,14 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
             Errors are JSON: `{\"success\": false, \"error\": \"…\", \"errors\": [{\"field\": \"…\", \
             \"reason\": \"…\"}]}`. The semantics of every field are in the docs folder \
             (funnels.md, stages.md, paths.md, retention.md, attribution.md, clv.md, scores.md, \
-            segments.md). This document is generated from the server's code.",
+            segments.md). An analysis whose selectors name something the data does not have is \
+            still answered, with `warnings`: a list of `QueryWarning` (the field, why, the closest \
+            stored names). This document is generated from the server's code.",
     ),
     servers((url = "http://127.0.0.1:8460", description = "`itinera serve` with its defaults")),
     security(("token" = ["read"])),
     modifiers(&Tokens),
-    components(schemas(ErrorBody, FieldError)),
+    components(schemas(ErrorBody, FieldError, itinera_engine::selector::QueryWarning)),
     tags(
         (name = "analyses", description = "Run an analysis and wait for its answer"),
         (name = "jobs", description = "Run an analysis in the background, poll it, cancel it"),

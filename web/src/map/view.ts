@@ -333,8 +333,10 @@ function Steps(props: { map: JourneyMap; stage: string; fig: Figures | null; i18
     ${steps.map((s) => {
       const idx = props.map.steps.indexOf(s);
       const r = props.fig?.steps?.steps[idx];
+      const warning = props.fig?.steps?.warnings?.find((w) => w.field === `steps[${idx}].match`);
       return html`<li>
         <${Figure} metric="count" step=${s.id} stage=${props.stage} value=${r?.count} text=${props.i18n.num(r?.count)} label=${s.name} />
+        ${warning ? html`<p class="warning" role="note" data-warning=${s.id}>⚠ ${warning.message}</p>` : null}
       </li>`;
     })}
   </ul>`;

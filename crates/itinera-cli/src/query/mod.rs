@@ -435,6 +435,27 @@ impl Target {
 
 /// Runs an analysis on the data directory, or on the server with `--server`; the same request
 /// and the same answer either way.
+/// Warnings of the answers this run printed, shown under the output by `main`.
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The warnings collected so far, as lines (`steps[1].match: no stored touchpoint …`).
+pub fn take_warnings() -> Vec<String> {
+    std::mem::take(&mut *WARNINGS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn note_warnings(answer: &serde_json::Value) {
+    if let Some(list) = answer.get("warnings").and_then(|w| w.as_array()) {
+        let mut all = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+        for w in list {
+            all.push(format!(
+                "{}: {}",
+                w["field"].as_str().unwrap_or("query"),
+                w["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
+}
+
 fn analyze<R: DeserializeOwned>(target: &Target, request: AnalysisRequest) -> CliResult<R> {
     let population = target.population();
     let answer: serde_json::Value = match target.client()? {
@@ -446,6 +467,7 @@ fn analyze<R: DeserializeOwned>(target: &Target, request: AnalysisRequest) -> Cl
             &Default::default(),
         )?,
     };
+    note_warnings(&answer);
     Ok(serde_json::from_value(answer)?)
 }
 
