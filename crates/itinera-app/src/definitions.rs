@@ -86,19 +86,22 @@ pub struct DefinitionBody {
 pub fn resolve_model(meta: &Meta, project: &str, model: &ModelRef) -> Result<ModelRef> {
     match model {
         ModelRef::Builtin(name) if !StageModel::BUILTIN.contains(&name.as_str()) => {
-            let saved = meta
-                .definitions(project, DefinitionKind::StageModel)?
-                .into_iter()
-                .find(|d| d.name == *name)
-                .ok_or_else(|| {
-                    AppError::invalid(
-                        "model",
-                        format!(
-                            "no built-in or saved model `{name}` (built-in: {})",
-                            StageModel::BUILTIN.join(", ")
-                        ),
-                    )
-                })?;
+            let all = meta.definitions(project, DefinitionKind::StageModel)?;
+            let known: Vec<&str> = StageModel::BUILTIN
+                .iter()
+                .copied()
+                .chain(all.iter().map(|d| d.name.as_str()))
+                .collect();
+            let hint = itinera_engine::selector::did_you_mean(name, &known);
+            let saved = all.iter().find(|d| d.name == *name).ok_or_else(|| {
+                AppError::invalid(
+                    "model",
+                    format!(
+                        "no built-in or saved model `{name}` (built-in: {}){hint}",
+                        StageModel::BUILTIN.join(", ")
+                    ),
+                )
+            })?;
             let m: StageModel = serde_json::from_str(&saved.body)
                 .map_err(|e| AppError::Internal(format!("saved model {name}: {e}")))?;
             Ok(ModelRef::Inline(m))

@@ -71,10 +71,14 @@ impl Population {
 }
 
 fn find_segment(meta: &Meta, project: &str, name: &str) -> Result<SegmentDef> {
-    definitions::load_segments(meta, project, DefinitionKind::Segment)?
-        .into_iter()
+    let saved = definitions::load_segments(meta, project, DefinitionKind::Segment)?;
+    let names: Vec<&str> = saved.iter().map(|d| d.name.as_str()).collect();
+    let hint = itinera_engine::selector::did_you_mean(name, &names);
+    saved
+        .iter()
         .find(|d| d.name == *name)
-        .ok_or_else(|| AppError::invalid("segment", format!("no segment named `{name}`")))
+        .cloned()
+        .ok_or_else(|| AppError::invalid("segment", format!("no segment named `{name}`{hint}")))
 }
 
 impl PopulationDef {

@@ -235,7 +235,13 @@ impl Filter {
         if which.is_none() && name != "(none)" {
             return Err(EngineError::invalid(
                 "persona",
-                format!("no persona named `{name}`"),
+                format!(
+                    "no persona named `{name}`{}",
+                    crate::selector::did_you_mean(
+                        name,
+                        &personas.iter().map(|p| p.name.as_str()).collect::<Vec<_>>()
+                    )
+                ),
             ));
         }
         Ok(Filter::Persona {

@@ -689,6 +689,15 @@ pub fn closest_names(name: &str, stored: &[String]) -> Vec<String> {
     scored.into_iter().take(3).map(|(_, s)| s.clone()).collect()
 }
 
+/// "; did you mean `x`?" for the closest of `known` to `name`, or nothing.
+pub fn did_you_mean<S: AsRef<str>>(name: &str, known: &[S]) -> String {
+    let known: Vec<String> = known.iter().map(|s| s.as_ref().to_string()).collect();
+    match closest_names(name, &known).first() {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None => String::new(),
+    }
+}
+
 /// The names `selector` (at `field` of a query) asks for that no stored touchpoint has: event
 /// names, channels and touchpoints given literally (regular expressions are not judged).
 pub fn unknown_names(
@@ -698,6 +707,20 @@ pub fn unknown_names(
 ) -> Vec<QueryWarning> {
     let mut out = Vec::new();
     for c in selector.alternatives() {
+        for key in c.props.keys() {
+            if vocab.code(Field::PropKey, key).is_none() {
+                let suggestions = closest_names(key, vocab.names(Field::PropKey));
+                let hint = match suggestions.first() {
+                    Some(s) => format!("; did you mean '{s}'?"),
+                    None => String::new(),
+                };
+                out.push(QueryWarning {
+                    field: field.to_string(),
+                    message: format!("no stored touchpoint has the property '{key}', so the condition on it matches no one{hint}"),
+                    suggestions,
+                });
+            }
+        }
         for (what, f, pattern) in [
             ("event", Field::Event, &c.event),
             ("channel", Field::Channel, &c.channel),

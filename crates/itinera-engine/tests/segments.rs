@@ -202,6 +202,12 @@ fn personas_take_the_first_matching_rule() {
     assert!(src
         .with_vocabulary(|v| Filter::persona(&personas, "nope", v))
         .is_err());
+    let typo = src
+        .with_vocabulary(|v| Filter::persona(&personas, "byer", v))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(typo.contains("did you mean `buyer`?"), "{typo}");
     let bad = rule(r#"{"trait": {"key": "plan", "is": "pro"}}"#);
     let def = SegmentDef {
         name: "bad".into(),

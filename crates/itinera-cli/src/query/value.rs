@@ -183,9 +183,11 @@ fn print_attribution(format: Format, r: &AttributionResult) -> CliResult {
 
 #[derive(Args)]
 pub struct ClvArgs {
-    /// The last day of the calibration period (YYYY-MM-DD): purchases up to it fit the models.
+    /// The last day of the calibration period (YYYY-MM-DD): purchases up to it fit the models,
+    /// later ones are the holdout the predictions are compared with. Without it: every purchase
+    /// up to today fits the models, and the predictions are for the horizon from today.
     #[arg(long)]
-    calibration_end: String,
+    calibration_end: Option<String>,
     /// day or week: the unit of recency, age, the horizon and the discount rate.
     #[arg(long, default_value = "week")]
     time_unit: String,
@@ -246,7 +248,7 @@ fn save_clv_segments(a: &ClvArgs, r: &ClvResult) -> CliResult {
             .collect();
         let what = format!(
             "CLV {which} customers, calibration end {}",
-            a.calibration_end
+            a.calibration_end.as_deref().unwrap_or("today")
         );
         super::save_person_segment(&a.target, name, &ids, &what)?;
     }
@@ -254,7 +256,19 @@ fn save_clv_segments(a: &ClvArgs, r: &ClvResult) -> CliResult {
 }
 
 pub fn run_clv(a: &ClvArgs) -> CliResult {
-    let mut q = ClvQuery::new(super::parse_date("calibration-end", &a.calibration_end)?);
+    let calibration_end = match &a.calibration_end {
+        Some(d) => super::parse_date("calibration-end", d)?,
+        None => {
+            let today = itinera_core::message::format_ts(itinera_app::now_ms());
+            eprintln!(
+                "fitting on every purchase up to today ({}) and predicting from today; \
+                 --calibration-end DATE holds out the purchases after DATE to compare the predictions with",
+                &today[..10]
+            );
+            itinera_app::now_ms()
+        }
+    };
+    let mut q = ClvQuery::new(calibration_end);
     q.time_unit = enum_arg::<TimeUnit>("time-unit", &a.time_unit, "day, week")?;
     q.horizon = a.horizon;
     q.discount = a.discount;

@@ -1,6 +1,6 @@
-//! A selector naming something the data does not have still gets its answer, with a warning
-//! that names the field and the closest stored names: on the CLI (a line under the table) and in
-//! the API's JSON (`warnings`).
+//! What a newcomer meets first: a selector naming something the data does not have still gets
+//! its answer, with a warning that names the field and the closest stored names (on the CLI, a
+//! line under the table; in the API's JSON, `warnings`); CLV runs without a calibration date.
 
 mod common;
 
@@ -63,4 +63,39 @@ fn a_misspelt_step_is_answered_with_a_did_you_mean() {
         String::from_utf8_lossy(&out.stdout).contains("Product Viewd"),
         "the table is printed"
     );
+}
+
+#[test]
+fn clv_without_a_calibration_date_fits_all_history_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+    let world = tmp.path().join("world.jsonl");
+    common::run(&[
+        "generate",
+        "--out",
+        world.to_str().unwrap(),
+        "--customers",
+        "3000",
+        "--seed",
+        "5",
+    ]);
+    common::run(&["import", "--data", data, world.to_str().unwrap()]);
+    let out = Command::new(common::bin())
+        .args([
+            "query", "clv", "--data", data, "--format", "json", "--limit", "5",
+        ])
+        .env("ITINERA_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fitting on every purchase up to today"));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // every purchase is in the calibration: nothing is held out
+    assert_eq!(r["totals"]["holdout_purchases"], 0);
+    assert!(r["totals"]["customers"].as_u64().unwrap() > 100);
+    assert!(r["totals"]["predicted_clv"].as_f64().unwrap() > 0.0);
 }
