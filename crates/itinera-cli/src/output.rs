@@ -47,6 +47,8 @@ pub fn print_records<T: Serialize>(format: Format, columns: &[&str], records: &[
         Format::Table => {
             let mut t = comfy_table::Table::new();
             t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+            // on a terminal, columns wrap to its width instead of running off its edge
+            t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
             t.set_header(columns.to_vec());
             for v in &values {
                 t.add_row(columns.iter().map(|c| cell(&v[*c])).collect::<Vec<_>>());

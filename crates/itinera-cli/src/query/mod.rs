@@ -645,16 +645,23 @@ fn pct(v: Option<f64>) -> serde_json::Value {
 }
 
 fn duration(v: Option<f64>) -> serde_json::Value {
-    // whole seconds from a minute on: milliseconds are noise there
-    v.map(|s| {
-        let ms = if s >= 60.0 {
-            s.round() * 1000.0
-        } else {
-            s * 1000.0
-        };
-        json!(Span(ms as i64).to_string())
-    })
-    .unwrap_or(serde_json::Value::Null)
+    v.map(|s| json!(human_duration(s)))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Seconds in the unit a person reads them in: `32.9 d`, `5.2 h`, `21 min`, `45 s`, `0.8 s`
+/// (tables only; JSON and CSV keep the exact seconds).
+pub(crate) fn human_duration(seconds: f64) -> String {
+    const MIN: f64 = 60.0;
+    const HOUR: f64 = 3600.0;
+    const DAY: f64 = 86_400.0;
+    match seconds.abs() {
+        s if s >= DAY => format!("{:.1} d", seconds / DAY),
+        s if s >= HOUR => format!("{:.1} h", seconds / HOUR),
+        s if s >= MIN => format!("{:.0} min", seconds / MIN),
+        s if s >= 10.0 => format!("{seconds:.0} s"),
+        _ => format!("{seconds:.1} s"),
+    }
 }
 
 fn print_funnel(format: Format, r: &FunnelResult) -> CliResult {
@@ -1059,4 +1066,18 @@ fn run_breakdown(a: &BreakdownArgs) -> CliResult {
     };
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_in_the_unit_people_use() {
+        assert_eq!(human_duration(2_839_814.0), "32.9 d");
+        assert_eq!(human_duration(1_280.0), "21 min");
+        assert_eq!(human_duration(28_625.0), "8.0 h");
+        assert_eq!(human_duration(45.2), "45 s");
+        assert_eq!(human_duration(0.84), "0.8 s");
+    }
 }

@@ -72,6 +72,10 @@ pub struct AttributionArgs {
     shapley_samples: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// What the table shows per model: `conversions` (credited conversions), `value` (credited
+    /// revenue) or `both`; CSV and JSON always hold both, exact.
+    #[arg(long, default_value = "conversions")]
+    show: String,
     #[command(flatten)]
     range: DateRange,
     #[command(flatten)]
@@ -141,17 +145,39 @@ pub fn run_attribution(a: &AttributionArgs) -> CliResult {
         }
         None => analyze(&a.target, AnalysisRequest::Attribution(q.clone()))?,
     };
-    print_attribution(a.target.format, &result)
+    let show = match (a.target.format, a.show.as_str()) {
+        (Format::Table, "conversions") => (true, false),
+        (Format::Table, "value") => (false, true),
+        (_, "conversions" | "value" | "both") => (true, true),
+        (_, other) => {
+            return Err(format!("--show {other}: expected conversions, value or both").into())
+        }
+    };
+    print_attribution(a.target.format, &result, show)
 }
 
-/// One row per key: conversions credited by each model, then the value credited by each model.
-fn print_attribution(format: Format, r: &AttributionResult) -> CliResult {
+/// One row per key: conversions credited by each model, then the value credited by each model
+/// (`show`: which of the two a table prints; rounded there, exact in CSV and JSON).
+fn print_attribution(format: Format, r: &AttributionResult, show: (bool, bool)) -> CliResult {
     if printed_as_json(format, r)? {
         return Ok(());
     }
+    let table = format == Format::Table;
+    let round = |v: f64, places: i32| {
+        if table {
+            let f = 10f64.powi(places);
+            json!((v * f).round() / f)
+        } else {
+            json!(v)
+        }
+    };
     let mut cols = vec![r.by.clone()];
-    cols.extend(r.models.iter().map(|m| m.name().to_string()));
-    cols.extend(r.models.iter().map(|m| format!("{}_value", m.name())));
+    if show.0 {
+        cols.extend(r.models.iter().map(|m| m.name().to_string()));
+    }
+    if show.1 {
+        cols.extend(r.models.iter().map(|m| format!("{}_value", m.name())));
+    }
     let rows: Vec<_> = r
         .keys
         .iter()
@@ -160,8 +186,8 @@ fn print_attribution(format: Format, r: &AttributionResult) -> CliResult {
             o.insert(r.by.clone(), json!(k.name));
             for m in &r.models {
                 let c = k.credit.get(m.name()).copied().unwrap_or_default();
-                o.insert(m.name().into(), json!(c.conversions));
-                o.insert(format!("{}_value", m.name()), json!(c.value));
+                o.insert(m.name().into(), round(c.conversions, 1));
+                o.insert(format!("{}_value", m.name()), round(c.value, 2));
             }
             serde_json::Value::Object(o)
         })
