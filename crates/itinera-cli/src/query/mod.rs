@@ -888,6 +888,13 @@ fn run_stages(a: &StagesArgs) -> CliResult {
         ],
         &rows,
     )?;
+    if !csv {
+        if let Some(c) = r.model.churn_after {
+            println!(
+                "churned: persons without a touchpoint in the {c} before the data's latest touchpoint; current: the stage of a person's latest matching touchpoint"
+            );
+        }
+    }
     if a.top_touchpoints == 0 {
         return Ok(());
     }
