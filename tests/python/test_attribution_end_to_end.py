@@ -294,9 +294,10 @@ def path_table(js):
                         columns=["path", "total_conversions", "total_conversion_value", "total_null"])
 
 
-def test_markov_and_shapley_on_stored_journeys_equal_the_absorbing_chain(world):
-    """Markov (order 1) removal effects and exact Shapley values on stored journeys, from the
-    paths recomputed here and the reference test's own numpy absorbing-chain solution."""
+def test_markov_and_shapley_markov_on_stored_journeys_equal_the_absorbing_chain(world):
+    """Markov (order 1) removal effects and exact Markov-chain Shapley values on stored
+    journeys, from the paths recomputed here and the reference test's own numpy absorbing-chain
+    solution."""
     import itertools
 
     import numpy as np
@@ -304,7 +305,7 @@ def test_markov_and_shapley_on_stored_journeys_equal_the_absorbing_chain(world):
 
     d, msgs = world
     table = path_table(journeys(msgs, channel))
-    ours = itinera(d, "--by", "channel", "--model", "markov", "--model", "shapley", "--order", "1")
+    ours = itinera(d, "--by", "channel", "--model", "markov", "--model", "shapley_markov", "--order", "1")
     assert ours["totals"]["null_paths"] == table["total_null"].sum()
     assert ours["totals"]["distinct_paths"] == len(table)
     exact = removal_effects(table, 1)
@@ -315,7 +316,7 @@ def test_markov_and_shapley_on_stored_journeys_equal_the_absorbing_chain(world):
     # Shapley formula over coalitions (all 2^n of them)
     c = chain(table, 1)
     present = sorted({x.strip() for p in table["path"] for x in p.split(">")})
-    assert ours["shapley"]["exact"] and len(present) <= 12
+    assert ours["shapley_markov"]["exact"] and len(present) <= 12
     worth = {}
     for r in range(len(present) + 1):
         for s in itertools.combinations(present, r):
@@ -330,6 +331,6 @@ def test_markov_and_shapley_on_stored_journeys_equal_the_absorbing_chain(world):
                 phi[ch] += weight * (worth[coalition | {ch}] - v)
     grand = worth[frozenset(present)]
     total = table["total_conversions"].sum()
-    got = {k["name"]: k["credit"]["shapley"]["conversions"] for k in ours["keys"]}
+    got = {k["name"]: k["credit"]["shapley_markov"]["conversions"] for k in ours["keys"]}
     for ch in present:
         assert got.get(ch, 0.0) == pytest.approx(total * phi[ch][0] / grand[0], abs=1e-7), ch

@@ -170,11 +170,11 @@ def test_markov_agrees_with_channelattribution_simulation(tmp_path, order):
             res.loc[name, "total_conversions"], abs=0.015 * total)
 
 
-def test_shapley_is_the_exact_shapley_value(tmp_path):
+def test_shapley_markov_is_the_exact_shapley_value_of_the_chain(tmp_path):
     channels = ["a", "b", "c", "d", "e"]
     table = generate(7, channels, 300, repeats=True)
-    ours = itinera(table, tmp_path, "--model", "shapley")
-    assert ours["shapley"]["exact"] is True
+    ours = itinera(table, tmp_path, "--model", "shapley_markov")
+    assert ours["shapley_markov"]["exact"] is True
     c = chain(table, 1)
     present = sorted({x.strip() for p in table["path"] for x in p.split(">")})
     worth = {}
@@ -192,7 +192,7 @@ def test_shapley_is_the_exact_shapley_value(tmp_path):
     grand = worth[frozenset(present)]
     total = table["total_conversions"].sum()
     total_value = table["total_conversion_value"].sum()
-    mine_c, mine_v = credit(ours, "shapley"), credit(ours, "shapley", "value")
+    mine_c, mine_v = credit(ours, "shapley_markov"), credit(ours, "shapley_markov", "value")
     for ch in present:
         expected = phi[ch] / len(perms)
         assert mine_c[ch] == pytest.approx(total * expected[0] / grand[0], abs=1e-7)
@@ -227,3 +227,46 @@ def test_markov_on_channelattributions_own_data(tmp_path, order):
     for k in ours["keys"]:
         assert k["removal_effect"]["conversions"] == pytest.approx(
             re.loc[k["name"], "removal_effects_conversion"], abs=0.02), k["name"]
+
+
+def test_shapley_equals_mtas_shapley_on_the_data_mta_ships(tmp_path):
+    """`shapley` is the Shapley value of the literature: mta's `shapley` (every coalition, v(S) =
+    conversions of the journeys whose channels all lie in S), on the 10,000 paths mta ships. The
+    value credit is the same game over conversion value, computed here from its definition."""
+    import importlib.resources
+    import itertools
+
+    from mta import MTA
+
+    with importlib.resources.as_file(importlib.resources.files("mta") / "data" / "data.csv.gz") as f:
+        data = pd.read_csv(f)
+    data = data[["path", "total_conversions", "total_conversion_value", "total_null"]]
+    ours = itinera(data, tmp_path, "--model", "shapley")
+    reference = MTA(data=data.copy(), allow_loops=True, add_timepoints=False).shapley(normalize=False)
+    theirs = reference.attribution["shapley"]
+    mine = credit(ours, "shapley")
+    assert len(theirs) >= 5 and set(mine) == set(theirs)
+    for ch, v in theirs.items():
+        assert mine[ch] == pytest.approx(v, rel=1e-9, abs=1e-9), ch
+    assert sum(mine.values()) == pytest.approx(data["total_conversions"].sum())
+    # the value game from its definition: v(S) = value of the journeys within S, Shapley over
+    # every order of the channels (brute force, independent of the equal-split shortcut)
+    channels = sorted(theirs)
+    sets = [(frozenset(x.strip() for x in p.split(">")), v) for p, v in zip(data["path"], data["total_conversion_value"])]
+    by_set = {}
+    for s, v in sets:
+        by_set[s] = by_set.get(s, 0.0) + v
+    worth = lambda coalition: sum(v for s, v in by_set.items() if s <= coalition)
+    n = len(channels)
+    phi = dict.fromkeys(channels, 0.0)
+    for r in range(n):
+        for c in itertools.combinations(channels, r):
+            coalition = frozenset(c)
+            base = worth(coalition)
+            weight = math.factorial(r) * math.factorial(n - r - 1) / math.factorial(n)
+            for ch in channels:
+                if ch not in coalition:
+                    phi[ch] += weight * (worth(coalition | {ch}) - base)
+    mine_value = credit(ours, "shapley", "value")
+    for ch in channels:
+        assert mine_value[ch] == pytest.approx(phi[ch], rel=1e-9), ch

@@ -19,9 +19,9 @@ pub fn attribution_bench(
         .filter(|m| m.is_heuristic())
         .collect();
     use itinera_engine::attribution::AttributionKey;
-    let cases: [(&str, Vec<AttributionModel>, AttributionKey); 5] = [
+    let cases: [(&str, Vec<AttributionModel>, AttributionKey); 6] = [
         (
-            "all six rule-based models",
+            "all seven per-conversion models (six rules and the subset-game shapley)",
             heuristics,
             AttributionKey::Channel,
         ),
@@ -31,15 +31,20 @@ pub fn attribution_bench(
             AttributionKey::Channel,
         ),
         (
-            "shapley",
+            "shapley (subset game)",
             vec![AttributionModel::Shapley],
             AttributionKey::Channel,
         ),
-        ("all eight models", vec![], AttributionKey::Channel),
+        (
+            "shapley_markov",
+            vec![AttributionModel::ShapleyMarkov],
+            AttributionKey::Channel,
+        ),
+        ("all nine models", vec![], AttributionKey::Channel),
         // more players: the 11 event names that are not the conversion
         (
-            "shapley by event",
-            vec![AttributionModel::Shapley],
+            "shapley_markov by event",
+            vec![AttributionModel::ShapleyMarkov],
             AttributionKey::Event,
         ),
     ];
@@ -66,9 +71,9 @@ pub fn attribution_bench(
             r.totals.conversions,
             r.totals.distinct_paths,
             r.keys.len(),
-            r.shapley
+            r.shapley_markov
                 .as_ref()
-                .map(|s| format!(", shapley exact: {}", s.exact))
+                .map(|s| format!(", shapley_markov exact: {}", s.exact))
                 .unwrap_or_default()
         );
     }

@@ -42,7 +42,7 @@ fn start_long_job(server: &Server, keys: &Keys) -> String {
     let r: Value = reqwest::blocking::Client::new()
         .post(server.url("/api/v1/queries"))
         .bearer_auth(&keys.read_token)
-        .json(&json!({"attribution": {"by": "event", "models": ["shapley"], "shapley_samples": 1_000_000,
+        .json(&json!({"attribution": {"by": "event", "models": ["shapley_markov"], "shapley_samples": 1_000_000,
                                        "lookback": "3650d"}}))
         .send()
         .unwrap()
@@ -118,7 +118,7 @@ fn a_query_over_its_time_budget_is_stopped_with_the_reason() {
         .post(server.url("/api/v1/attribution"))
         .bearer_auth(&keys.read_token)
         .json(
-            &json!({"by": "event", "models": ["shapley"], "shapley_samples": 1_000_000,
+            &json!({"by": "event", "models": ["shapley_markov"], "shapley_samples": 1_000_000,
                       "lookback": "3650d"}),
         )
         .send()
@@ -141,7 +141,7 @@ fn a_query_over_its_time_budget_is_stopped_with_the_reason() {
     let r = client
         .post(server.url("/api/v1/breakdown?by=segment"))
         .bearer_auth(&keys.read_token)
-        .json(&json!({"attribution": {"by": "event", "models": ["shapley"], "shapley_samples": 1_000_000,
+        .json(&json!({"attribution": {"by": "event", "models": ["shapley_markov"], "shapley_samples": 1_000_000,
                                        "lookback": "3650d"}}))
         .send()
         .unwrap();

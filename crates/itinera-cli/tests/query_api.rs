@@ -395,8 +395,8 @@ fn value_analyses_locally_and_through_the_server_agree() {
     assert_eq!(orders, truth["realized"]["orders"].as_f64().unwrap());
     let revenue = t["value"].as_f64().unwrap() + t["unattributed_value"].as_f64().unwrap();
     assert!((revenue - truth["realized"]["revenue"].as_f64().unwrap()).abs() < 1e-6);
-    assert_eq!(attribution["models"].as_array().unwrap().len(), 8);
-    for model in ["first_touch", "markov", "shapley"] {
+    assert_eq!(attribution["models"].as_array().unwrap().len(), 9);
+    for model in ["first_touch", "markov", "shapley", "shapley_markov"] {
         let credited: f64 = attribution["keys"]
             .as_array()
             .unwrap()

@@ -30,7 +30,7 @@ pub struct AttributionArgs {
     #[arg(long)]
     paths: Option<PathBuf>,
     /// A model to run (repeatable; all when omitted): first_touch, last_touch, last_non_direct,
-    /// linear, time_decay, position_based, markov, shapley.
+    /// linear, time_decay, position_based, markov, shapley (the subset game), shapley_markov.
     #[arg(long = "model")]
     models: Vec<String>,
     /// Markov chain order, 1–4.

@@ -18,12 +18,18 @@ pub enum AttributionModel {
     PositionBased,
     /// Removal effects of an order-k Markov chain, solved exactly.
     Markov,
-    /// Shapley values of the conversion rate of channel coalitions.
+    /// The Shapley value of the literature (Dalessandro et al. 2012, Zhao et al. 2018, `mta`'s
+    /// `shapley`): a coalition S is worth the conversions of the journeys whose keys all lie in
+    /// S; each conversion is then split equally over its journey's distinct keys, exactly, at
+    /// any number of keys.
     Shapley,
+    /// Shapley values of the Markov chain's conversion probability with the keys outside a
+    /// coalition removed.
+    ShapleyMarkov,
 }
 
 impl AttributionModel {
-    pub const ALL: [AttributionModel; 8] = [
+    pub const ALL: [AttributionModel; 9] = [
         AttributionModel::FirstTouch,
         AttributionModel::LastTouch,
         AttributionModel::LastNonDirect,
@@ -32,6 +38,7 @@ impl AttributionModel {
         AttributionModel::PositionBased,
         AttributionModel::Markov,
         AttributionModel::Shapley,
+        AttributionModel::ShapleyMarkov,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +51,7 @@ impl AttributionModel {
             AttributionModel::PositionBased => "position_based",
             AttributionModel::Markov => "markov",
             AttributionModel::Shapley => "shapley",
+            AttributionModel::ShapleyMarkov => "shapley_markov",
         }
     }
 
@@ -67,17 +75,23 @@ impl AttributionModel {
                 "first and last touch get fixed shares (default 40% each), middle touches split the rest; one touch gets all, two split evenly"
             }
             AttributionModel::Markov => {
-                "order-k Markov chain over the paths (start, conversion and null states, consecutive repeats collapsed); removal effect = 1 - P(conversion without the key)/P(conversion), solved exactly; credit = total x removal effect / sum of removal effects"
+                "order-k Markov chain over the paths as ChannelAttribution builds it (states: windows of k consecutive keys, identical consecutive states collapsed, so repeats collapse at order 1; start, conversion and null states); removal effect = 1 - P(conversion without the key)/P(conversion), solved exactly; credit = total x removal effect / sum of removal effects"
             }
             AttributionModel::Shapley => {
-                "Shapley value of v(S) = conversions / journeys among journeys whose keys are all in S; credit = value x journeys, so credits sum to the total"
+                "Shapley value of the game v(S) = conversions (value) of the journeys whose distinct keys all lie in S (Dalessandro et al. 2012; mta's shapley): each conversion is split equally over the distinct keys of its path; exact at any number of keys"
+            }
+            AttributionModel::ShapleyMarkov => {
+                "Shapley value of v(S) = the order-k Markov chain's conversion probability (expected value) with the keys outside S removed; exact up to 15 keys, sampled beyond (with a standard error); credit = total x value / the probability with every key"
             }
         }
     }
 
     /// Whether the model splits each conversion by rule (and runs per conversion in the scan).
     pub fn is_heuristic(self) -> bool {
-        !matches!(self, AttributionModel::Markov | AttributionModel::Shapley)
+        !matches!(
+            self,
+            AttributionModel::Markov | AttributionModel::ShapleyMarkov
+        )
     }
 }
 
@@ -153,7 +167,17 @@ pub fn split(
                 credit(path[n - 1].key, weight * params.last_share);
             }
         },
-        AttributionModel::Markov | AttributionModel::Shapley => {
+        AttributionModel::Shapley => {
+            // the journey is a unanimity game on its distinct keys: each holds an equal share
+            let mut keys: Vec<u32> = path.iter().map(|t| t.key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let share = weight / keys.len() as f64;
+            for k in keys {
+                credit(k, share);
+            }
+        }
+        AttributionModel::Markov | AttributionModel::ShapleyMarkov => {
             unreachable!("not a per-conversion model")
         }
     }
@@ -211,5 +235,85 @@ mod tests {
             run(AttributionModel::LastNonDirect, &[9, 9], &[0, 1], 1)[9],
             1.0
         );
+    }
+
+    /// The subset game's Shapley value, computed as its definition says (the average marginal
+    /// contribution over every order of the players), equals the equal split over distinct keys.
+    #[test]
+    fn shapley_is_the_average_marginal_contribution_over_every_order() {
+        // journeys: (distinct keys as a mask, conversions)
+        let journeys: [(u32, f64); 5] = [
+            (0b0011, 3.0),
+            (0b0110, 2.0),
+            (0b0001, 1.0),
+            (0b1111, 4.0),
+            (0b1010, 0.5),
+        ];
+        let v = |s: u32| -> f64 {
+            journeys
+                .iter()
+                .filter(|(m, _)| m & !s == 0)
+                .map(|(_, c)| c)
+                .sum()
+        };
+        let players = 4usize;
+        let mut brute = [0.0f64; 4];
+        let mut orders = 0.0;
+        // every permutation of 4 players (Heap's algorithm would do; 24 are few)
+        let mut perm = [0usize, 1, 2, 3];
+        fn permutations(k: usize, a: &mut [usize; 4], out: &mut Vec<[usize; 4]>) {
+            if k == 1 {
+                out.push(*a);
+                return;
+            }
+            for i in 0..k {
+                permutations(k - 1, a, out);
+                if k % 2 == 0 {
+                    a.swap(i, k - 1)
+                } else {
+                    a.swap(0, k - 1)
+                }
+            }
+        }
+        let mut all = Vec::new();
+        permutations(players, &mut perm, &mut all);
+        for order in &all {
+            let mut s = 0u32;
+            for &p in order {
+                brute[p] += v(s | 1 << p) - v(s);
+                s |= 1 << p;
+            }
+            orders += 1.0;
+        }
+        assert_eq!(orders, 24.0);
+        let params = HeuristicParams {
+            half_life_ms: 1.0,
+            first_share: 0.4,
+            last_share: 0.4,
+            direct: None,
+        };
+        let mut split_credit = [0.0f64; 4];
+        for (mask, conversions) in journeys {
+            // a path with repeats and the keys in any order: only the set matters
+            let path: Vec<Touch> = (0..players as u32)
+                .rev()
+                .filter(|k| mask & (1 << k) != 0)
+                .flat_map(|k| [Touch { key: k, ts: None }, Touch { key: k, ts: None }])
+                .collect();
+            split(
+                AttributionModel::Shapley,
+                &params,
+                &path,
+                None,
+                conversions,
+                |k, c| split_credit[k as usize] += c,
+            );
+        }
+        for p in 0..players {
+            assert!(
+                (brute[p] / orders - split_credit[p]).abs() < 1e-12,
+                "player {p}: {brute:?} vs {split_credit:?}"
+            );
+        }
     }
 }

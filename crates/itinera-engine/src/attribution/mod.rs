@@ -103,7 +103,7 @@ pub struct AttributionQuery {
     /// With `by: campaign`: the property naming the campaign.
     #[serde(default = "default_campaign_property")]
     pub campaign_property: String,
-    /// Random orders drawn when Shapley has more than 15 players.
+    /// Random orders drawn when `shapley_markov` has more than 15 players.
     #[serde(default = "default_samples")]
     pub shapley_samples: usize,
     #[serde(default)]
@@ -362,9 +362,9 @@ pub struct KeyCredit {
     pub credit: BTreeMap<String, Credit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removal_effect: Option<Credit>,
-    /// Standard error of the sampled Shapley credit.
+    /// Standard error of the sampled `shapley_markov` credit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shapley_std_error: Option<Credit>,
+    pub shapley_markov_std_error: Option<Credit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -407,7 +407,7 @@ pub struct AttributionResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub markov: Option<MarkovSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shapley: Option<ShapleySummary>,
+    pub shapley_markov: Option<ShapleySummary>,
     /// Model name → what its numbers mean.
     pub definitions: BTreeMap<String, String>,
 }
@@ -726,7 +726,7 @@ fn finish(
     stop: &dyn Fn() -> bool,
 ) -> Result<AttributionResult> {
     let chains = settings.models.contains(&AttributionModel::Markov)
-        || settings.models.contains(&AttributionModel::Shapley);
+        || settings.models.contains(&AttributionModel::ShapleyMarkov);
     if chains {
         // bounded before any chain is solved: one solve per key
         let mut keys: Vec<u32> = table
@@ -740,17 +740,18 @@ fn finish(
             return Err(EngineError::invalid(
                 "models",
                 format!(
-                    "markov and shapley handle at most {MAX_CHAIN_KEYS} distinct keys; these paths have {} (attribute `by` channel or campaign, or leave markov and shapley out)",
+                    "markov and shapley_markov handle at most {MAX_CHAIN_KEYS} distinct keys; these paths have {} (attribute `by` channel or campaign, or leave markov and shapley_markov out)",
                     keys.len()
                 ),
             ));
         }
-        if settings.models.contains(&AttributionModel::Shapley) && keys.len() > shapley::MAX_PLAYERS
+        if settings.models.contains(&AttributionModel::ShapleyMarkov)
+            && keys.len() > shapley::MAX_PLAYERS
         {
             return Err(EngineError::invalid(
                 "models",
                 format!(
-                    "shapley supports at most {} keys; the paths have {}",
+                    "shapley_markov supports at most {} keys; the paths have {} (shapley, the subset game, takes any number)",
                     shapley::MAX_PLAYERS,
                     keys.len()
                 ),
@@ -773,7 +774,7 @@ fn finish(
                 .unwrap_or_else(|| "(none)".into()),
             credit: BTreeMap::new(),
             removal_effect: None,
-            shapley_std_error: None,
+            shapley_markov_std_error: None,
         })
     }
     for (m, credits) in heuristic.iter().enumerate() {
@@ -813,7 +814,7 @@ fn finish(
         });
     }
     let mut shapley_summary = None;
-    if settings.models.contains(&AttributionModel::Shapley) {
+    if settings.models.contains(&AttributionModel::ShapleyMarkov) {
         let s = shapley::solve(
             &table.rows,
             settings.markov_order,
@@ -826,7 +827,7 @@ fn finish(
         for (i, &k) in s.keys.iter().enumerate() {
             let e = entry(&mut rows, names, k);
             e.credit.insert(
-                "shapley".into(),
+                "shapley_markov".into(),
                 Credit {
                     conversions: scale(
                         s.phi_conversions[i],
@@ -837,7 +838,7 @@ fn finish(
                 },
             );
             if let Some((c, v)) = &s.std_error {
-                e.shapley_std_error = Some(Credit {
+                e.shapley_markov_std_error = Some(Credit {
                     conversions: scale(c[i], s.conversion_probability, totals.conversions),
                     value: scale(v[i], s.value_per_journey, totals.value),
                 });
@@ -862,6 +863,6 @@ fn finish(
         totals,
         keys,
         markov: markov_summary,
-        shapley: shapley_summary,
+        shapley_markov: shapley_summary,
     })
 }
