@@ -275,7 +275,17 @@ impl BgNbd {
         // (1−z)^(a−1) · 2F1(a+b−1−r, a−1; a+b+x−1; z): a series that converges fast for any x
         let tail = (1.0 - z).powf(a - 1.0) * hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z);
         let head = (a + b + x - 1.0) / (a - 1.0);
-        head * (1.0 - tail) / (1.0 + self.odds_dead(c))
+        let exact = head * (1.0 - tail) / (1.0 + self.odds_dead(c));
+        if exact.is_finite() {
+            return exact;
+        }
+        // fits on few repeat customers can drive a and b to ~1e7, where the series overflows:
+        // the dropout probability's beta distribution is then a point mass at p = a/(a+b), and
+        // an alive customer with rate λ makes (1 − e^(−pλt))/p purchases in t; averaged over
+        // λ ~ Gamma(r+x, α+T), that is (1 − ((α+T)/(α+T+pt))^(r+x))/p
+        let p = a / (a + b);
+        let alive = (1.0 - ((alpha + c.age) / (alpha + c.age + p * t)).powf(r + x)) / p;
+        alive / (1.0 + self.odds_dead(c))
     }
 }
 
@@ -475,6 +485,43 @@ mod tests {
         ));
         // 2F1(a,b;b;z) = (1−z)^−a
         assert!(close(hyp2f1(0.7, 3.0, 3.0, 0.9), 0.1f64.powf(-0.7), 1e-12));
+    }
+
+    /// When a and b grow (the fit degenerates on few repeat customers), the exact expectation
+    /// tends to the point-mass limit used once the series overflows; it never turns NaN.
+    #[test]
+    fn degenerate_fits_give_the_limit_not_nan() {
+        let c = Rfm {
+            frequency: 2.0,
+            recency: 10.0,
+            age: 20.0,
+            monetary: 30.0,
+        };
+        let model = |a: f64| BgNbd {
+            r: 0.2,
+            alpha: 2.0,
+            a,
+            b: 1.2 * a,
+            log_likelihood: 0.0,
+        };
+        let limit = |m: &BgNbd, t: f64| {
+            let p = m.a / (m.a + m.b);
+            let alive =
+                (1.0 - ((m.alpha + c.age) / (m.alpha + c.age + p * t)).powf(m.r + c.frequency)) / p;
+            alive / (1.0 + m.odds_dead(&c))
+        };
+        let gap = |a: f64| {
+            let m = model(a);
+            let e = m.expected_purchases(&c, 4.0);
+            assert!(e.is_finite() && e > 0.0, "a = {a}: {e}");
+            (e - limit(&m, 4.0)).abs() / e
+        };
+        let (g100, g1000) = (gap(100.0), gap(1000.0));
+        assert!(g1000 < g100 && g1000 < 1e-3, "{g100} {g1000}");
+        // far beyond what the series survives: the limit, finite
+        let m = model(1e7);
+        let e = m.expected_purchases(&c, 52.0);
+        assert!(e.is_finite() && (e - limit(&m, 52.0)).abs() < 1e-12, "{e}");
     }
 
     #[test]
