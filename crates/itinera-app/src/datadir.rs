@@ -22,13 +22,27 @@ pub enum DataDirError {
     Store(#[from] StoreError),
     #[error("cannot use data directory {path}: {reason}")]
     Dir { path: PathBuf, reason: String },
+    /// A project's store failed to open a moment ago; it is not tried again before
+    /// [`RETRY_OPEN`] has passed.
+    #[error("the store of project {project} could not be opened ({reason}); trying again {retry_in_s} s from now")]
+    OpenFailed {
+        project: String,
+        reason: String,
+        retry_in_s: u64,
+    },
 }
+
+/// How long a store that failed to open is left alone: opening replays its log, and a damaged
+/// one must not be replayed on every request (`/healthz` opens every project).
+pub const RETRY_OPEN: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct DataDir {
     root: PathBuf,
     store_config: StoreConfig,
     pub meta: Mutex<Meta>,
     stores: Mutex<HashMap<String, Store>>,
+    /// Stores that failed to open: when, and why.
+    failed: Mutex<HashMap<String, (std::time::Instant, String)>>,
 }
 
 impl DataDir {
@@ -70,6 +84,7 @@ impl DataDir {
             store_config,
             meta: Mutex::new(meta),
             stores: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -107,9 +122,30 @@ impl DataDir {
         if let Some(s) = stores.get(project) {
             return Ok(s.clone());
         }
-        let s = Store::open(&self.project_dir(project), self.store_config.clone())?;
-        stores.insert(project.to_string(), s.clone());
-        Ok(s)
+        if let Some((at, reason)) = self.failed.lock().get(project) {
+            if at.elapsed() < RETRY_OPEN {
+                return Err(DataDirError::OpenFailed {
+                    project: project.to_string(),
+                    reason: reason.clone(),
+                    retry_in_s: (RETRY_OPEN - at.elapsed()).as_secs().max(1),
+                });
+            }
+        }
+        match Store::open(&self.project_dir(project), self.store_config.clone()) {
+            Ok(s) => {
+                self.failed.lock().remove(project);
+                stores.insert(project.to_string(), s.clone());
+                Ok(s)
+            }
+            Err(e) => {
+                tracing::error!(project, error = %e, "the project's store could not be opened");
+                self.failed.lock().insert(
+                    project.to_string(),
+                    (std::time::Instant::now(), e.to_string()),
+                );
+                Err(e.into())
+            }
+        }
     }
 
     /// Stores opened so far.
@@ -159,5 +195,30 @@ fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
     {
         let _ = (path, mode);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that cannot open is not replayed again on every request: the failure is kept for
+    /// a while and told as such (what `/healthz`, which opens every project, relies on).
+    #[test]
+    fn a_store_that_failed_to_open_is_left_alone_for_a_while() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path(), StoreConfig::default()).unwrap();
+        dir.meta.lock().ensure_project("broken").unwrap();
+        std::fs::create_dir_all(tmp.path().join("projects")).unwrap();
+        // a file where the project's directory belongs
+        std::fs::write(dir.project_dir("broken"), b"not a store").unwrap();
+        let first = dir.store("broken").err().expect("a file is no store");
+        assert!(!matches!(first, DataDirError::OpenFailed { .. }), "{first}");
+        let again = dir.store("broken").err().expect("still broken");
+        assert!(
+            matches!(&again, DataDirError::OpenFailed { project, retry_in_s, .. } if project == "broken" && *retry_in_s <= 30),
+            "{again}"
+        );
+        assert!(dir.store("default").is_ok(), "other projects open");
     }
 }

@@ -83,6 +83,7 @@ impl From<DataDirError> for AppError {
         match e {
             DataDirError::Meta(m) => m.into(),
             DataDirError::Store(s) => s.into(),
+            DataDirError::OpenFailed { .. } => AppError::Unavailable(e.to_string()),
             other => AppError::Internal(other.to_string()),
         }
     }
