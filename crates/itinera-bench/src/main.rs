@@ -36,10 +36,18 @@ struct Cli {
     /// tracking API keep it on, as the benches do by default).
     #[arg(long, global = true)]
     no_dedup: bool,
+    /// Heavy-tailed persons, as bots, shared devices and big accounts make them: the person of
+    /// rank k gets about events/ζ(S) · k^-S events (at least one), so with S = 1.3 and 10M
+    /// events the largest has about 2.5M and most have one. 0 (the default): evenly spread,
+    /// `--events-per-person` on average.
+    #[arg(long, global = true, default_value_t = 0.0)]
+    person_zipf: f64,
 }
 
 /// Set once from `--no-dedup`.
 static NO_DEDUP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// Set once from `--person-zipf`.
+static PERSON_ZIPF: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
 
 /// The store settings the benches build with: the defaults, which `itinera import` uses, unless
 /// `--no-dedup`; printed so that every published figure says which it had.
@@ -270,6 +278,11 @@ const CHANNELS: [&str; 8] = [
 struct Stream {
     rng: ChaCha8Rng,
     per_person: u64,
+    /// Zipf exponent of the persons' sizes (0: evenly spread), and events/ζ(exponent).
+    zipf: f64,
+    zipf_scale: f64,
+    /// Gaps are shrunk for persons so big that their history would span centuries.
+    gap_scale: f64,
     left: u64,
     person: u64,
     in_person: u64,
@@ -279,9 +292,21 @@ struct Stream {
 
 impl Stream {
     fn new(events: u64, per_person: u64) -> Stream {
+        Stream::shaped(events, per_person, *PERSON_ZIPF.get().unwrap_or(&0.0))
+    }
+
+    /// The stream with persons evenly spread (`zipf` 0) or heavy-tailed (`zipf` > 1).
+    fn shaped(events: u64, per_person: u64, zipf: f64) -> Stream {
         Stream {
             rng: ChaCha8Rng::seed_from_u64(7),
             per_person,
+            zipf,
+            zipf_scale: if zipf > 1.0 {
+                events as f64 / zeta(zipf)
+            } else {
+                0.0
+            },
+            gap_scale: 1.0,
             left: events,
             person: 0,
             in_person: 0,
@@ -300,23 +325,37 @@ impl Iterator for Stream {
         self.left -= 1;
         if self.in_person == 0 {
             self.person += 1;
-            self.in_person = 1 + self.rng.gen_range(0..self.per_person * 2);
+            self.in_person = if self.zipf > 1.0 {
+                ((self.zipf_scale * (self.person as f64).powf(-self.zipf)) as u64).max(1)
+            } else {
+                1 + self.rng.gen_range(0..self.per_person * 2)
+            };
+            // the mean gap below is about 22,100 s: a person's history stays within a year
+            self.gap_scale =
+                (365.0 * 86_400_000.0 / (self.in_person as f64 * 22_100_000.0)).min(1.0);
             self.t = 1_704_067_200_000 + self.rng.gen_range(0..365 * 86_400_000i64);
             self.channel = self.rng.gen_range(0..CHANNELS.len());
         }
         self.in_person -= 1;
         // gaps: mostly seconds to minutes within a session, sometimes days
-        self.t += if self.rng.gen_bool(0.1) {
+        let gap = if self.rng.gen_bool(0.1) {
             self.rng.gen_range(3_600_000..5 * 86_400_000)
         } else {
             self.rng.gen_range(1_000..300_000)
         };
+        self.t += ((gap as f64 * self.gap_scale) as i64).max(1);
         if self.rng.gen_bool(0.2) {
             self.channel = self.rng.gen_range(0..CHANNELS.len());
         }
         let event = (self.rng.gen::<f64>().powi(2) * EVENTS.len() as f64) as usize;
         Some((self.person, self.t, event, self.channel))
     }
+}
+
+/// Riemann's ζ(s) for s > 1: the sum to a million and the integral of the rest.
+fn zeta(s: f64) -> f64 {
+    const N: u32 = 1_000_000;
+    (1..=N).map(|k| (k as f64).powf(-s)).sum::<f64>() + (N as f64).powf(1.0 - s) / (s - 1.0)
 }
 
 fn touchpoint(person: u64, ts: i64, event: usize, channel: usize, seq: u64) -> Touchpoint {
@@ -670,6 +709,13 @@ fn parse_bench(events: u64, batch: usize, runs: usize) -> Result<(), Box<dyn std
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     NO_DEDUP.set(cli.no_dedup).expect("set once");
+    if cli.person_zipf != 0.0 && cli.person_zipf <= 1.0 {
+        return Err(
+            "--person-zipf: give an exponent above 1 (e.g. 1.3), or 0 for evenly spread persons"
+                .into(),
+        );
+    }
+    PERSON_ZIPF.set(cli.person_zipf).expect("set once");
     match cli.command {
         Command::Store {
             events,
@@ -874,4 +920,48 @@ fn funnel_bench(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(zipf: f64) -> Vec<u64> {
+        let mut sizes: Vec<u64> = Vec::new();
+        let mut last = 0;
+        for (person, ..) in Stream::shaped(100_000, 20, zipf) {
+            if person != last {
+                sizes.push(0);
+                last = person;
+            }
+            *sizes.last_mut().unwrap() += 1;
+        }
+        sizes
+    }
+
+    /// Zipf 1.3: the largest person holds events/ζ(1.3) (about a quarter), most have one event;
+    /// evenly spread: every person near the mean.
+    #[test]
+    fn persons_are_heavy_tailed_when_asked() {
+        let heavy = sizes(1.3);
+        assert_eq!(heavy.iter().sum::<u64>(), 100_000);
+        let expected_top = 100_000.0 / zeta(1.3);
+        assert!(
+            (heavy[0] as f64 - expected_top).abs() < 0.01 * expected_top,
+            "{}",
+            heavy[0]
+        );
+        let mut sorted = heavy.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted[sorted.len() / 2],
+            1,
+            "the median person has one event"
+        );
+        let even = sizes(0.0);
+        assert!(
+            even.iter().all(|&n| n <= 40),
+            "evenly spread: at most twice the mean"
+        );
+    }
 }
