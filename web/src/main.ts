@@ -14,6 +14,20 @@ import type { Filters } from "./map/figures";
 
 const html = htm.bind(h);
 
+/** The language switch of the bar; the choice is remembered for the next visit. */
+function LanguageSelect(props: { i18n: I18n; locale: Locale; setLocale: (l: Locale) => void }) {
+  return html`<label>${props.i18n.t("language")}
+    <select name="locale" value=${props.locale} onChange=${(e: Event) => {
+      const l = (e.target as HTMLSelectElement).value as Locale;
+      rememberLocale(l);
+      props.setLocale(l);
+    }}>
+      <option value="en">English</option>
+      <option value="de">Deutsch</option>
+    </select>
+  </label>`;
+}
+
 function readUrl(): { path: string; project: string; filters: Filters } {
   const q = new URLSearchParams(location.search);
   const get = (k: string) => q.get(k) || undefined;
@@ -114,16 +128,7 @@ function App() {
           </select>
         </label>
         <label><input type="checkbox" name="b2b" checked=${!!url.filters.b2b} onChange=${(e: Event) => setFilter("b2b", (e.target as HTMLInputElement).checked)} /> ${i18n.t("b2b")}</label>
-        <label>${i18n.t("language")}
-          <select name="locale" value=${locale} onChange=${(e: Event) => {
-            const l = (e.target as HTMLSelectElement).value as Locale;
-            rememberLocale(l);
-            setLocale(l);
-          }}>
-            <option value="en">English</option>
-            <option value="de">Deutsch</option>
-          </select>
-        </label>
+        <${LanguageSelect} i18n=${i18n} locale=${locale} setLocale=${setLocale} />
       </form>
       <div class="who">
         <span>${session.user.email} (${session.user.role})</span>
@@ -157,16 +162,7 @@ function Shared(props: { secret: string }) {
     <header class="shell">
       <nav aria-label="Itinera"><span class="brand">Itinera</span> <span>${i18n.t("shared_title")} · ${i18n.t("until", { t: i18n.dateTime(what.expires_at_ms) })}</span></nav>
       <form class="filters" aria-label="Filters" onSubmit=${(e: Event) => e.preventDefault()}>
-        <label>${i18n.t("language")}
-          <select name="locale" value=${locale} onChange=${(e: Event) => {
-            const l = (e.target as HTMLSelectElement).value as Locale;
-            rememberLocale(l);
-            setLocale(l);
-          }}>
-            <option value="en">English</option>
-            <option value="de">Deutsch</option>
-          </select>
-        </label>
+        <${LanguageSelect} i18n=${i18n} locale=${locale} setLocale=${setLocale} />
       </form>
     </header>
     <main id="main"><${MapPage} session=${reader} i18n=${i18n} filters=${{}} name=${what.name} project=${what.project} shared=${true} /></main>

@@ -49,26 +49,42 @@ pub struct SharedMap {
 /// Why a save was refused.
 pub const STALE: &str = "version: the map was saved by someone else meanwhile";
 
+/// A `maps` row selected as `name, version, body, updated_at, updated_by`.
+fn stored_map(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMap> {
+    Ok(StoredMap {
+        name: r.get(0)?,
+        version: r.get(1)?,
+        body: r.get(2)?,
+        updated_at: r.get(3)?,
+        updated_by: r.get(4)?,
+    })
+}
+
 impl Meta {
-    pub fn map(&self, project: &str, name: &str) -> Result<Option<StoredMap>> {
+    /// The rows of `sql` about one map of a project (`?1` the project's id, `?2` the map's name).
+    fn map_rows<T>(
+        &self,
+        project: &str,
+        name: &str,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
         let p = self.project(project)?;
+        let mut st = self.conn.prepare(sql)?;
+        let rows = st.query_map(params![p.id, name], row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn map(&self, project: &str, name: &str) -> Result<Option<StoredMap>> {
         Ok(self
-            .conn
-            .query_row(
+            .map_rows(
+                project,
+                name,
                 "SELECT name, version, body, updated_at, updated_by FROM maps
                  WHERE project_id = ?1 AND name = ?2",
-                params![p.id, name],
-                |r| {
-                    Ok(StoredMap {
-                        name: r.get(0)?,
-                        version: r.get(1)?,
-                        body: r.get(2)?,
-                        updated_at: r.get(3)?,
-                        updated_by: r.get(4)?,
-                    })
-                },
-            )
-            .optional()?)
+                stored_map,
+            )?
+            .pop())
     }
 
     /// The project's maps, current versions, by name.
@@ -78,15 +94,7 @@ impl Meta {
             "SELECT name, version, body, updated_at, updated_by FROM maps
              WHERE project_id = ?1 ORDER BY name",
         )?;
-        let rows = st.query_map([p.id], |r| {
-            Ok(StoredMap {
-                name: r.get(0)?,
-                version: r.get(1)?,
-                body: r.get(2)?,
-                updated_at: r.get(3)?,
-                updated_by: r.get(4)?,
-            })
-        })?;
+        let rows = st.query_map([p.id], stored_map)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
@@ -135,20 +143,20 @@ impl Meta {
 
     /// Every saved version of a map, newest first.
     pub fn map_versions(&self, project: &str, name: &str) -> Result<Vec<MapVersion>> {
-        let p = self.project(project)?;
-        let mut st = self.conn.prepare(
+        self.map_rows(
+            project,
+            name,
             "SELECT version, saved_at, saved_by, note FROM map_versions
              WHERE project_id = ?1 AND name = ?2 ORDER BY version DESC",
-        )?;
-        let rows = st.query_map(params![p.id, name], |r| {
-            Ok(MapVersion {
-                version: r.get(0)?,
-                saved_at: r.get(1)?,
-                saved_by: r.get(2)?,
-                note: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+            |r| {
+                Ok(MapVersion {
+                    version: r.get(0)?,
+                    saved_at: r.get(1)?,
+                    saved_by: r.get(2)?,
+                    note: r.get(3)?,
+                })
+            },
+        )
     }
 
     /// The body of one saved version.
@@ -206,22 +214,22 @@ impl Meta {
 
     /// The links of a map, newest first.
     pub fn shares(&self, project: &str, name: &str) -> Result<Vec<MapShare>> {
-        let p = self.project(project)?;
-        let mut st = self.conn.prepare(
+        self.map_rows(
+            project,
+            name,
             "SELECT id, prefix, created_at, created_by, expires_at, revoked_at FROM map_shares
              WHERE project_id = ?1 AND name = ?2 ORDER BY id DESC",
-        )?;
-        let rows = st.query_map(params![p.id, name], |r| {
-            Ok(MapShare {
-                id: r.get(0)?,
-                prefix: r.get(1)?,
-                created_at: r.get(2)?,
-                created_by: r.get(3)?,
-                expires_at_ms: r.get(4)?,
-                revoked_at: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+            |r| {
+                Ok(MapShare {
+                    id: r.get(0)?,
+                    prefix: r.get(1)?,
+                    created_at: r.get(2)?,
+                    created_by: r.get(3)?,
+                    expires_at_ms: r.get(4)?,
+                    revoked_at: r.get(5)?,
+                })
+            },
+        )
     }
 
     /// Revokes a link of the map; false when it has no such live link.

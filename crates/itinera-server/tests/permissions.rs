@@ -110,6 +110,13 @@ fn the_table_and_the_openapi_document_agree() {
     assert_eq!(documented, table);
 }
 
+/// What an operation needs: a scope (tokens or users), or a logged-in admin user.
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    Scope(Scope),
+    AdminUser,
+}
+
 /// A credential to try: how it is sent, and what it may do.
 struct Credential {
     what: &'static str,
@@ -144,6 +151,20 @@ impl Credential {
             share: Some(secret.to_string()),
             scope: live.then_some(Scope::Read),
             ..Credential::token(what, None, None)
+        }
+    }
+
+    /// What this credential should get: `401`, `403` or allowed.
+    fn expected(&self, method: &str, path: &str, need: Need) -> &'static str {
+        match (self.scope, need) {
+            (None, _) => "401",
+            (Some(_), _) if self.share.is_some() && !Credential::share_allows(method, path) => {
+                "403"
+            }
+            (Some(_), _) if self.no_csrf && method != "GET" => "403",
+            (Some(s), Need::Scope(needed)) if s < needed => "403",
+            (Some(_), Need::AdminUser) if !self.admin_user => "403",
+            (Some(_), _) => "allowed",
         }
     }
 
@@ -280,8 +301,16 @@ async fn every_route_allows_exactly_the_credentials_of_its_scope() {
         Credential::share("a share link of map x", &live_share, true),
         Credential::share("an expired share link", &expired_share, false),
     ];
+    let cases = TABLE
+        .iter()
+        .map(|(m, p, s)| (*m, *p, Need::Scope(*s)))
+        .chain(
+            ADMIN_USERS_ONLY
+                .iter()
+                .map(|(m, p)| (*m, *p, Need::AdminUser)),
+        );
     let mut checked = 0;
-    for (method, path, needed) in TABLE {
+    for (method, path, need) in cases {
         for c in &credentials {
             let resp = router
                 .clone()
@@ -289,40 +318,10 @@ async fn every_route_allows_exactly_the_credentials_of_its_scope() {
                 .await
                 .unwrap();
             let status = resp.status();
-            let expected = match c.scope {
-                None => "401",
-                Some(_) if c.share.is_some() && !Credential::share_allows(method, path) => "403",
-                Some(_) if c.no_csrf && *method != "GET" => "403",
-                Some(s) if s < *needed => "403",
-                Some(_) => "allowed",
-            };
             assert_eq!(
                 outcome(status),
-                expected,
-                "{method} {path} with {}: {status} (needs {needed:?})",
-                c.what
-            );
-            checked += 1;
-        }
-    }
-    for (method, path) in ADMIN_USERS_ONLY {
-        for c in &credentials {
-            let resp = router
-                .clone()
-                .oneshot(c.request(method, &concrete(path)))
-                .await
-                .unwrap();
-            let status = resp.status();
-            let expected = match c.scope {
-                None => "401",
-                Some(_) if c.no_csrf && *method != "GET" => "403",
-                Some(_) if c.admin_user => "allowed",
-                Some(_) => "403",
-            };
-            assert_eq!(
-                outcome(status),
-                expected,
-                "{method} {path} with {}: {status}",
+                c.expected(method, path, need),
+                "{method} {path} with {}: {status} (needs {need:?})",
                 c.what
             );
             checked += 1;
