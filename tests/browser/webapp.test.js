@@ -276,6 +276,20 @@ test("an editor binds a new step to touchpoints; its persons equal the API's fun
   const warning = page.locator("[data-warning]", { hasText: "Prodcut Added" });
   await warning.waitFor({ timeout: 20000 });
   assert.match(await warning.textContent(), /did you mean 'Product Added'\?/);
+  // lanes: renamed, moved, added; the map keeps them after a reload
+  const thoughtsRow = page.locator('[data-lane-row="thoughts"]');
+  await thoughtsRow.locator("input").fill("Gedanken & Zweifel");
+  await thoughtsRow.locator("input").blur();
+  await thoughtsRow.getByRole("button", { name: /Move up/ }).click();
+  await page.selectOption("select[name=new-lane-kind]", "opportunities");
+  await page.click('[data-action="add-lane"]');
+  await page.click('[data-action="save"]');
+  await page.getByText(/Saved version \d+/).waitFor();
+  await page.reload();
+  await page.locator("[data-metric=entered]").first().waitFor();
+  const lanes = await page.locator("tbody tr.lane th[scope=row]").allTextContents();
+  assert.ok(lanes.indexOf("Gedanken & Zweifel") >= 0 && lanes.indexOf("Gedanken & Zweifel") < lanes.indexOf("Customer actions"), `${lanes}`);
+  assert.equal(lanes[lanes.length - 1], "New lane");
   await page.context().close();
 });
 

@@ -6,7 +6,10 @@
 import { h } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import htm from "htm";
-import { api, type JourneyMap } from "../api";
+import { api, type JourneyMap, type LaneKind } from "../api";
+
+/** Kinds a lane can be (measured ones show figures; the others hold cards). */
+const LANE_KINDS: LaneKind[] = ["actions", "thoughts", "pain_points", "opportunities", "backstage", "touchpoints", "emotions", "metrics"];
 import type { I18n } from "../i18n";
 
 const html = htm.bind(h);
@@ -107,6 +110,43 @@ export function Settings(props: {
             })} /> ${p}</label>`,
       )}
     </fieldset>
+    <table class="lanes-editor">
+      <caption>${i18n.t("lanes")}</caption>
+      <thead><tr><th scope="col">${i18n.t("lane_title")}</th><th scope="col">${i18n.t("lane_kind")}</th><th scope="col"></th></tr></thead>
+      <tbody>
+        ${map.lanes.map(
+          (l, i) => html`<tr data-lane-row=${l.id}>
+            <td><input aria-label=${`${i18n.t("lane_title")} ${i + 1}`} value=${l.title}
+              onChange=${(e: Event) => props.change((m) => (m.lanes[i].title = (e.target as HTMLInputElement).value))} /></td>
+            <td>${l.kind.replace("_", " ")}</td>
+            <td>
+              <button aria-label=${`${i18n.t("move_up")}: ${l.title}`} disabled=${i === 0}
+                onClick=${() => props.change((m) => m.lanes.splice(i - 1, 0, m.lanes.splice(i, 1)[0]))}>↑</button>
+              <button aria-label=${`${i18n.t("move_down")}: ${l.title}`} disabled=${i === map.lanes.length - 1}
+                onClick=${() => props.change((m) => m.lanes.splice(i + 1, 0, m.lanes.splice(i, 1)[0]))}>↓</button>
+              <button aria-label=${`${i18n.t("delete")}: ${l.title}`}
+                onClick=${() =>
+                  props.change((m) => {
+                    m.lanes.splice(i, 1);
+                    // its cards go with it: a card must name a lane of the map
+                    m.cards = m.cards.filter((c) => c.lane !== l.id);
+                  })}>×</button>
+            </td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
+    <p>
+      <label>${i18n.t("lane_kind")}
+        <select name="new-lane-kind">
+          ${LANE_KINDS.map((k) => html`<option value=${k}>${k.replace("_", " ")}</option>`)}
+        </select>
+      </label>
+      <button data-action="add-lane" onClick=${(e: Event) => {
+        const kind = ((e.target as HTMLElement).parentElement?.querySelector("select[name=new-lane-kind]") as HTMLSelectElement).value as LaneKind;
+        props.change((m) => m.lanes.push({ id: `l${Date.now().toString(36)}${nextStep++}`, kind, title: i18n.t("new_lane") }));
+      }}>${i18n.t("add_lane")}</button>
+    </p>
     <table class="steps-editor">
       <caption>${i18n.t("steps")}</caption>
       <thead><tr><th scope="col">${i18n.t("stage")}</th><th scope="col">${i18n.t("step_name")}</th><th scope="col">${i18n.t("step_selector")}</th><th scope="col"></th></tr></thead>
