@@ -73,6 +73,8 @@ impl From<MetaError> for AppError {
         match e {
             MetaError::NoProject(_) | MetaError::NoKey(_) => AppError::NotFound(e.to_string()),
             MetaError::BadValue(reason) => AppError::invalid("value", reason),
+            MetaError::Invalid { field, reason } => AppError::invalid(field, reason),
+            MetaError::Stale => AppError::Conflict(e.to_string()),
             other => AppError::Internal(other.to_string()),
         }
     }

@@ -186,12 +186,10 @@ impl App {
         let body = serde_json::to_string(map).expect("maps serialize");
         meta.save_map(project, name, &body, base, by, note)
             .map_err(|e| match e {
-                itinera_meta::MetaError::BadValue(r) if r == itinera_meta::STALE => {
-                    AppError::Conflict(format!(
-                        "the map was saved by someone else after version {}: reload it and edit again",
-                        base.unwrap_or(0)
-                    ))
-                }
+                itinera_meta::MetaError::Stale => AppError::Conflict(format!(
+                    "the map was saved by someone else after version {}: reload it and edit again",
+                    base.unwrap_or(0)
+                )),
                 other => other.into(),
             })
     }

@@ -14,13 +14,37 @@ pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Longer ones are refused too: hashing is the expensive step, bounded here.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
+/// Password hashes computed at once, at most: each takes 19 MiB and a core for tens of
+/// milliseconds, so a burst of logins from many addresses must wait, not exhaust memory.
+const MAX_HASHING: usize = 4;
+
+/// Runs `f` once fewer than [`MAX_HASHING`] hashes are being computed.
+fn hashing<T>(f: impl FnOnce() -> T) -> T {
+    use std::sync::{Condvar, Mutex};
+    static RUNNING: Mutex<usize> = Mutex::new(0);
+    static FREED: Condvar = Condvar::new();
+    let mut n = FREED
+        .wait_while(RUNNING.lock().unwrap_or_else(|e| e.into_inner()), |n| {
+            *n >= MAX_HASHING
+        })
+        .unwrap_or_else(|e| e.into_inner());
+    *n += 1;
+    drop(n);
+    let out = f();
+    *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+    FREED.notify_one();
+    out
+}
+
 /// The argon2id PHC string of a password (OWASP's parameters: 19 MiB, 2 passes, 1 lane).
 pub fn hash_password(password: &str) -> Result<String> {
     check_password(password)?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
-        .map(|h| h.to_string())
-        .map_err(|e| AppError::Internal(format!("password hashing: {e}")))
+    hashing(|| {
+        Argon2::default()
+            .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+            .map(|h| h.to_string())
+            .map_err(|e| AppError::Internal(format!("password hashing: {e}")))
+    })
 }
 
 fn check_password(password: &str) -> Result<()> {
@@ -67,14 +91,12 @@ fn decoy_hash() -> &'static str {
 impl App {
     pub fn create_user(&self, email: &str, role: Role, password: &str) -> Result<User> {
         let phc = hash_password(password)?;
-        self.meta()
-            .create_user(email, role, &phc)
-            .map_err(user_error)
+        Ok(self.meta().create_user(email, role, &phc)?)
     }
 
     pub fn set_password(&self, email: &str, password: &str) -> Result<()> {
         let phc = hash_password(password)?;
-        self.meta().set_password(email, &phc).map_err(user_error)
+        Ok(self.meta().set_password(email, &phc)?)
     }
 
     pub fn users(&self) -> Result<Vec<User>> {
@@ -82,11 +104,11 @@ impl App {
     }
 
     pub fn set_role(&self, email: &str, role: Role) -> Result<User> {
-        self.meta().set_role(email, role).map_err(user_error)
+        Ok(self.meta().set_role(email, role)?)
     }
 
     pub fn delete_user(&self, email: &str) -> Result<()> {
-        self.meta().delete_user(email).map_err(user_error)
+        Ok(self.meta().delete_user(email)?)
     }
 
     /// Checks the password and starts a session; one error for an unknown e-mail and a wrong
@@ -124,17 +146,6 @@ impl App {
 
     pub fn logout(&self, secret: &str) -> Result<()> {
         Ok(self.meta().end_session(secret)?)
-    }
-}
-
-/// User errors name the field they are about (the metadata layer says `email: …`).
-fn user_error(e: itinera_meta::MetaError) -> AppError {
-    match e {
-        itinera_meta::MetaError::BadValue(r) => match r.split_once(": ") {
-            Some((field, reason)) => AppError::invalid(field, reason),
-            None => AppError::invalid("value", r),
-        },
-        other => other.into(),
     }
 }
 

@@ -9,7 +9,7 @@
 mod maps;
 mod users;
 
-pub use maps::{MapShare, MapVersion, SharedMap, StoredMap, STALE};
+pub use maps::{MapShare, MapVersion, SharedMap, StoredMap};
 pub use users::{valid_email, NewSession, Role, Session, User};
 
 use rand::Rng;
@@ -79,6 +79,12 @@ pub enum MetaError {
     BadName(String),
     #[error("{0}")]
     BadValue(String),
+    /// A value is wrong: the field and why.
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// A map was saved by someone else after the version an edit started from.
+    #[error("the map was saved by someone else meanwhile")]
+    Stale,
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
@@ -264,6 +270,11 @@ pub struct Meta {
 
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The clock in ms since the epoch (session expiries are kept so).
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 fn now() -> String {

@@ -46,9 +46,6 @@ pub struct SharedMap {
     pub expires_at_ms: i64,
 }
 
-/// Why a save was refused.
-pub const STALE: &str = "version: the map was saved by someone else meanwhile";
-
 /// A `maps` row selected as `name, version, body, updated_at, updated_by`.
 fn stored_map(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMap> {
     Ok(StoredMap {
@@ -100,7 +97,7 @@ impl Meta {
 
     /// Saves a new version of the map. `base` is the version the editor started from (`None`
     /// overwrites whatever is there); a different current version refuses the save with
-    /// [`STALE`]. Returns the new version number.
+    /// [`MetaError::Stale`]. Returns the new version number.
     pub fn save_map(
         &self,
         project: &str,
@@ -121,7 +118,7 @@ impl Meta {
             .optional()?;
         if let Some(base) = base {
             if current.unwrap_or(0) != base {
-                return Err(MetaError::BadValue(STALE.into()));
+                return Err(MetaError::Stale);
             }
         }
         let version = current.unwrap_or(0) + 1;
@@ -281,7 +278,7 @@ mod tests {
             2
         );
         let stale = m.save_map("default", "cj", "{\"a\":3}", Some(1), "ada", "");
-        assert!(matches!(stale, Err(MetaError::BadValue(r)) if r == STALE));
+        assert!(matches!(stale, Err(MetaError::Stale)));
         let current = m.map("default", "cj").unwrap().unwrap();
         assert_eq!((current.version, current.body.as_str()), (2, "{\"a\":2}"));
         let versions: Vec<i64> = m

@@ -97,14 +97,16 @@ impl Meta {
     pub fn create_user(&self, email: &str, role: Role, password_hash: &str) -> Result<User> {
         let email = email.trim();
         if !valid_email(email) {
-            return Err(MetaError::BadValue(format!(
-                "email: {email:?} is not an e-mail address"
-            )));
+            return Err(MetaError::Invalid {
+                field: "email",
+                reason: format!("{email:?} is not an e-mail address"),
+            });
         }
         if self.user_by_email(email)?.is_some() {
-            return Err(MetaError::BadValue(format!(
-                "email: a user with {email:?} exists already"
-            )));
+            return Err(MetaError::Invalid {
+                field: "email",
+                reason: format!("a user with {email:?} exists already"),
+            });
         }
         self.conn.execute(
             "INSERT INTO users (email, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -140,7 +142,10 @@ impl Meta {
             params![email.trim(), role.as_str()],
         )?;
         if n == 0 {
-            return Err(MetaError::BadValue(format!("email: no user {email:?}")));
+            return Err(MetaError::Invalid {
+                field: "email",
+                reason: format!("no user {email:?}"),
+            });
         }
         Ok(self.user_by_email(email)?.expect("updated").0)
     }
@@ -149,7 +154,10 @@ impl Meta {
     pub fn set_password(&self, email: &str, password_hash: &str) -> Result<()> {
         let user = self
             .user_by_email(email)?
-            .ok_or_else(|| MetaError::BadValue(format!("email: no user {email:?}")))?
+            .ok_or_else(|| MetaError::Invalid {
+                field: "email",
+                reason: format!("no user {email:?}"),
+            })?
             .0;
         self.conn.execute(
             "UPDATE users SET password_hash = ?2 WHERE id = ?1",
@@ -164,12 +172,16 @@ impl Meta {
     pub fn delete_user(&self, email: &str) -> Result<()> {
         let user = self
             .user_by_email(email)?
-            .ok_or_else(|| MetaError::BadValue(format!("email: no user {email:?}")))?
+            .ok_or_else(|| MetaError::Invalid {
+                field: "email",
+                reason: format!("no user {email:?}"),
+            })?
             .0;
         if user.role == Role::Admin && self.admins()? <= 1 {
-            return Err(MetaError::BadValue(
-                "email: the last admin cannot be deleted; make another user admin first".into(),
-            ));
+            return Err(MetaError::Invalid {
+                field: "email",
+                reason: "the last admin cannot be deleted; make another user admin first".into(),
+            });
         }
         self.conn
             .execute("DELETE FROM sessions WHERE user_id = ?1", [user.id])?;
@@ -188,6 +200,11 @@ impl Meta {
 
     /// Starts a session for the user that lasts until `expires_at_ms`.
     pub fn create_session(&self, user_id: i64, expires_at_ms: i64) -> Result<NewSession> {
+        // sessions that were never logged out would otherwise stay forever
+        self.conn.execute(
+            "DELETE FROM sessions WHERE expires_at <= ?1",
+            [crate::now_ms()],
+        )?;
         let secret = random_secret("s_");
         let csrf = random_secret("c_");
         self.conn.execute(
@@ -246,7 +263,9 @@ mod tests {
         let (_d, m) = meta();
         m.create_user("Ada@example.com", Role::Admin, "h").unwrap();
         let again = m.create_user("ada@EXAMPLE.com", Role::Viewer, "h");
-        assert!(matches!(again, Err(MetaError::BadValue(r)) if r.contains("exists")));
+        assert!(
+            matches!(again, Err(MetaError::Invalid { field: "email", reason }) if reason.contains("exists"))
+        );
         assert!(m.create_user("not an address", Role::Viewer, "h").is_err());
         assert_eq!(m.user_by_email("ADA@example.com").unwrap().unwrap().1, "h");
     }
