@@ -9,6 +9,6 @@ want=$(sha256sum "$lock" | cut -d' ' -f1)
 if [ "$(cat .venv/.lock-sha256 2>/dev/null)" != "$want" ]; then
   rm -rf .venv
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r "$lock"
+  .venv/bin/pip install --quiet --no-cache-dir --disable-pip-version-check --require-hashes --no-deps -r "$lock"
   echo "$want" > .venv/.lock-sha256
 fi
