@@ -49,6 +49,9 @@ pub struct Config {
     pub token_rate_per_second: u32,
     /// An analysis is stopped after this many seconds with a clear error; 0 = no budget.
     pub query_timeout_seconds: u64,
+    /// An analysis holding more than this many MiB at once is stopped with a clear error;
+    /// 0 = no budget.
+    pub query_memory_mb: u64,
     /// A web-app login lasts this long.
     pub session_hours: u64,
     /// Session cookies carry `Secure` (set it when users reach the server over HTTPS, e.g.
@@ -189,6 +192,7 @@ impl Default for Config {
             metrics_token: None,
             token_rate_per_second: 50,
             query_timeout_seconds: 600,
+            query_memory_mb: 2048,
             session_hours: 12,
             secure_cookies: false,
             login_attempts_per_minute: 10,

@@ -32,6 +32,9 @@ pub enum AppError {
     /// A query used up its time budget and was stopped.
     #[error("the query took longer than its budget of {seconds} s (query_timeout_seconds) and was stopped; narrow its date range, population or settings")]
     TimedOut { seconds: u64 },
+    /// A query went over its memory budget and was stopped.
+    #[error("the query needed more memory than its budget of {mib} MiB (query_memory_mb) and was stopped; narrow its date range, population or settings")]
+    OverMemory { mib: u64 },
     /// A dependency cannot serve now (the store is read-only or closed, an SMTP relay failed).
     #[error("{0}")]
     Unavailable(String),

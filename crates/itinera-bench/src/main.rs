@@ -11,8 +11,10 @@
 /// Built without transparent huge pages (the workspace's `no_thp` feature): the kernel zeroes a
 /// fresh 2 MiB page far slower than 4 KiB ones on the machines measured, which made page zeroing
 /// the largest cost of ingestion, while warm scans ran no faster with huge pages.
+/// Metered as in the `itinera` binary, so that what is measured includes the memory budget's cost.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: itinera_engine::metered::Metered<mimalloc::MiMalloc> =
+    itinera_engine::metered::Metered(mimalloc::MiMalloc);
 
 use clap::{Parser, Subcommand};
 

@@ -15,8 +15,10 @@ mod users;
 /// Built without transparent huge pages (the workspace's `no_thp` feature): the kernel zeroes a
 /// fresh 2 MiB page far slower than 4 KiB ones on the machines measured, which made page zeroing
 /// the largest cost of ingestion, while warm scans ran no faster with huge pages.
+/// Metered: allocations made for a query count against its memory budget (`query_memory_mb`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: itinera_engine::metered::Metered<mimalloc::MiMalloc> =
+    itinera_engine::metered::Metered(mimalloc::MiMalloc);
 
 use clap::{Args, Parser, Subcommand};
 use itinera_app::{App, Config as ServerConfig, DataDir};
@@ -341,6 +343,7 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
             "ITINERA_QUERY_TIMEOUT_SECONDS",
             &mut cfg.query_timeout_seconds,
         ),
+        ("ITINERA_QUERY_MEMORY_MB", &mut cfg.query_memory_mb),
         (
             "ITINERA_HEADER_TIMEOUT_SECONDS",
             &mut cfg.header_timeout_seconds,

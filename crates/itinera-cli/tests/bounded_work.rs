@@ -153,6 +153,60 @@ fn a_query_over_its_time_budget_is_stopped_with_the_reason() {
     );
 }
 
+/// A query that needs more memory than its budget is stopped and answered with the reason,
+/// while a small one under the same budget is answered.
+#[test]
+fn a_query_over_its_memory_budget_is_stopped_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let server = Server::start(&data, &[("ITINERA_QUERY_MEMORY_MB", "2")]);
+    // 6,000 persons with journeys of eight events each out of 500: about as many distinct paths
+    let client = reqwest::blocking::Client::new();
+    for chunk in 0..12 {
+        let batch: Vec<Value> = (chunk * 500..(chunk + 1) * 500)
+            .flat_map(|p: usize| {
+                (0..8).map(move |k| {
+                    json!({"type": "track", "userId": format!("p{p}"),
+                           "event": format!("e{}", (p * 31 + k * 7) % 500),
+                           "timestamp": format!("2025-01-01T00:00:{k:02}Z"),
+                           "messageId": format!("m{p}-{k}")})
+                })
+            })
+            .collect();
+        let (status, body) = post(
+            &client,
+            &server.url("/v1/batch"),
+            &keys.write_key,
+            &json!({"batch": batch}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let ask = |path: &str, body: Value| {
+        client
+            .post(server.url(path))
+            .bearer_auth(&keys.read_token)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let small = ask(
+        "/api/v1/funnel",
+        json!({"steps": [{"match": "e1"}, {"match": "e8"}], "window": "1d"}),
+    );
+    assert_eq!(small.status(), 200, "{}", small.text().unwrap());
+    let big = ask("/api/v1/paths", json!({"steps": 8, "top": 100000}));
+    assert_eq!(big.status(), 503);
+    let body: Value = big.json().unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("memory than its budget of 2 MiB"),
+        "{body}"
+    );
+}
+
 /// Tokens are rate-limited once they check out: many requests at once get 429 with the wait,
 /// while made-up tokens (401) do not use up a real one's budget.
 #[test]

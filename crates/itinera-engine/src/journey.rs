@@ -3,7 +3,7 @@
 //! later) implements [`JourneySource`]; analyses never see files or SQL.
 
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Code meaning "no account" in [`Journey::group`].
@@ -155,6 +155,13 @@ pub struct QueryControl {
     timed_out: AtomicBool,
     persons_done: AtomicU64,
     persons_total: AtomicU64,
+    /// Bytes the query may hold at once; 0 = no budget. Charged by [`crate::metered`].
+    memory_limit: AtomicU64,
+    /// Bytes allocated and not yet freed by the threads working for the query.
+    memory_used: AtomicI64,
+    memory_peak: AtomicU64,
+    /// Cancelled because the query went over its memory budget.
+    out_of_memory: AtomicBool,
 }
 
 impl QueryControl {
@@ -195,6 +202,47 @@ impl QueryControl {
 
     pub fn add_done(&self, n: u64) {
         self.persons_done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets the memory budget in bytes (0 = none). Enforced only where the process installs
+    /// [`crate::metered::Metered`] as its allocator and the work runs under
+    /// [`crate::metered::charge_to`].
+    pub fn set_memory_limit(&self, bytes: u64) {
+        self.memory_limit.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit.load(Ordering::Relaxed)
+    }
+
+    /// True when the query was stopped for going over its memory budget.
+    pub fn out_of_memory(&self) -> bool {
+        self.out_of_memory.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes the query's threads held at once (0 when not metered).
+    pub fn peak_memory(&self) -> u64 {
+        self.memory_peak.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` allocated (negative: freed) for the query; over the budget, the query is
+    /// cancelled and stops at its next cancellation check. Called from the allocator: it must
+    /// neither allocate nor panic.
+    #[inline]
+    pub(crate) fn charge_memory(&self, bytes: i64) {
+        let used = self.memory_used.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if used <= 0 {
+            return;
+        }
+        let used = used as u64;
+        if used > self.memory_peak.load(Ordering::Relaxed) {
+            self.memory_peak.fetch_max(used, Ordering::Relaxed);
+            let limit = self.memory_limit.load(Ordering::Relaxed);
+            if limit != 0 && used > limit && !self.out_of_memory.load(Ordering::Relaxed) {
+                self.out_of_memory.store(true, Ordering::Relaxed);
+                self.cancel();
+            }
+        }
     }
 }
 

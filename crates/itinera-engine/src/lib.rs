@@ -17,6 +17,7 @@ pub mod funnel;
 pub mod journey;
 pub mod map;
 pub mod memory;
+pub mod metered;
 pub mod paths;
 pub mod retention;
 pub mod revenue;

@@ -43,7 +43,9 @@ impl From<AppError> for ApiError {
             AppError::Conflict(m) => ApiError::Conflict(m),
             AppError::TooLarge(m) => ApiError::TooLarge(m),
             AppError::Busy { retry_after_s } => ApiError::RateLimited(retry_after_s),
-            AppError::Cancelled | AppError::TimedOut { .. } => ApiError::Unavailable(e.to_string()),
+            AppError::Cancelled | AppError::TimedOut { .. } | AppError::OverMemory { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
             AppError::Unavailable(m) => ApiError::Unavailable(m),
             AppError::Internal(m) => ApiError::Internal(m),
         }

@@ -295,6 +295,9 @@ impl Snapshot {
                 .map(|t| {
                     let (init, work, next) = (&init, &work, &next);
                     s.spawn(move || {
+                        // the scan's threads work for the query: its memory budget counts them
+                        let _charged =
+                            itinera_engine::metered::charge_to_opt(opts.control.as_ref());
                         let mut acc = init();
                         let mut scratch = Columns::default();
                         let (mut at, hi) = if opts.order_free {

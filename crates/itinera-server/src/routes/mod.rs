@@ -102,6 +102,8 @@ pub(crate) fn budgeted<T: Send + 'static>(
 ) -> impl FnOnce() -> Result<T, itinera_app::AppError> + Send + 'static {
     let budget = Budget::start(state, &control);
     move || {
+        // what this thread and the scan's threads allocate counts against the memory budget
+        let _charged = itinera_engine::metered::charge_to(&control);
         let opts = itinera_engine::ScanOptions {
             control: Some(control.clone()),
             ..Default::default()
@@ -132,24 +134,34 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The time budget of one analysis (`query_timeout_seconds`): a timer that stops the query when
-/// it runs out, dropped (and so disarmed) with the run.
-struct Budget(Option<tokio::task::JoinHandle<()>>, u64);
+/// The budgets of one analysis: its time (`query_timeout_seconds`), a timer that stops the
+/// query when it runs out, dropped (and so disarmed) with the run; and its memory
+/// (`query_memory_mb`), charged by the allocator while the run's threads work for it.
+struct Budget {
+    timer: Option<tokio::task::JoinHandle<()>>,
+    seconds: u64,
+    mib: u64,
+}
 
 impl Budget {
     fn start(state: &AppState, control: &Arc<itinera_engine::QueryControl>) -> Budget {
-        let seconds = state.app.config.query_timeout_seconds;
-        if seconds == 0 {
-            return Budget(None, 0);
-        }
-        let control = control.clone();
-        Budget(
-            Some(tokio::spawn(async move {
+        let (seconds, mib) = (
+            state.app.config.query_timeout_seconds,
+            state.app.config.query_memory_mb,
+        );
+        control.set_memory_limit(mib.saturating_mul(1 << 20));
+        let timer = (seconds > 0).then(|| {
+            let control = control.clone();
+            tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
                 control.time_out();
-            })),
+            })
+        });
+        Budget {
+            timer,
             seconds,
-        )
+            mib,
+        }
     }
 
     /// The outcome of the query, a stop by this budget told as such.
@@ -158,9 +170,17 @@ impl Budget {
         control: &itinera_engine::QueryControl,
         r: Result<T, itinera_app::AppError>,
     ) -> Result<T, itinera_app::AppError> {
+        tracing::debug!(peak_memory_bytes = control.peak_memory(), "query finished");
+        // over its memory budget, a query is an error even when it got to its end before its
+        // next cancellation check noticed: the budget means the same for every analysis
+        if control.out_of_memory() {
+            return Err(itinera_app::AppError::OverMemory { mib: self.mib });
+        }
         match r {
             Err(itinera_app::AppError::Cancelled) if control.timed_out() => {
-                Err(itinera_app::AppError::TimedOut { seconds: self.1 })
+                Err(itinera_app::AppError::TimedOut {
+                    seconds: self.seconds,
+                })
             }
             other => other,
         }
@@ -169,7 +189,7 @@ impl Budget {
 
 impl Drop for Budget {
     fn drop(&mut self) {
-        if let Some(h) = &self.0 {
+        if let Some(h) = &self.timer {
             h.abort();
         }
     }

@@ -164,6 +164,8 @@ impl Store {
     /// compaction, identity merge or erasure): the snapshot's person index costs a pass over the
     /// rows to build.
     pub fn snapshot(&self) -> Snapshot {
+        // shared by every query until the next change: no one query's memory
+        let _shared = itinera_engine::metered::uncharged();
         let mut st = self.inner.state.write();
         let version = st.identity_version;
         let roots = match &st.roots_cache {
