@@ -4,8 +4,9 @@
 
 use crate::definitions::{load, resolve_model, valid_name};
 use crate::error::{AppError, Result};
-use crate::App;
+use crate::{AnalysisRequest, App, Population};
 use itinera_engine::map::{JourneyMap, MapExport, MAP_FORMAT};
+use itinera_engine::scores::ScoreBy;
 use itinera_engine::segments::SegmentDef;
 use itinera_engine::stages::{ModelRef, StageModel};
 use itinera_engine::Span;
@@ -305,5 +306,59 @@ impl App {
             by,
             "imported",
         )
+    }
+}
+
+impl App {
+    /// Whether a share link of map `share` may run `request` for `population`: only the
+    /// analyses its map's figures come from. The stage funnel and scores by stage of the map's
+    /// model (no inline models or personas), the funnel over exactly the map's steps, for
+    /// everyone or one of the map's personas. Date ranges and display settings are free.
+    pub fn check_shared_request(
+        &self,
+        share: &SharedMap,
+        request: &AnalysisRequest,
+        population: &Population,
+    ) -> Result<()> {
+        let map = self.map(&share.project, &share.name)?.map;
+        let deny = |what: &str| {
+            Err(AppError::Forbidden(format!(
+                "a share link shows map {}, read-only: {what} (docs/security.md)",
+                share.name
+            )))
+        };
+        let model = ModelRef::Builtin(map.model.clone());
+        match request {
+            AnalysisRequest::Stages(q) if q.model != model => {
+                return deny("the stage funnel of another model is not part of it")
+            }
+            AnalysisRequest::Stages(_) => {}
+            AnalysisRequest::Scores(q)
+                if q.model != model || q.by != Some(ScoreBy::Stage) || !q.personas.is_empty() =>
+            {
+                return deny("only scores by stage of the map's model are part of it")
+            }
+            AnalysisRequest::Scores(_) => {}
+            AnalysisRequest::Funnel(q)
+                if q.steps.len() != map.steps.len()
+                    || q.steps
+                        .iter()
+                        .zip(&map.steps)
+                        .any(|(a, b)| a.selector != b.selector) =>
+            {
+                return deny("only the funnel over the map's steps is part of it")
+            }
+            AnalysisRequest::Funnel(_) => {}
+            _ => return deny(&format!("{} is not part of it", request.kind())),
+        }
+        if population.segment.is_some() {
+            return deny("segments are not part of it");
+        }
+        if let Some(p) = &population.persona {
+            if !map.personas.contains(p) {
+                return deny(&format!("persona {p} is not one of the map's"));
+            }
+        }
+        Ok(())
     }
 }

@@ -216,7 +216,10 @@ fn check_csrf(headers: &HeaderMap, session: &Session) -> Result<(), ApiError> {
 fn caller_project(parts: &mut Parts, state: &AppState, needed: Scope) -> Result<String, ApiError> {
     let who = caller(parts, state)?;
     if let Caller::Share(m) = &who {
-        return share_project(parts, m, needed);
+        let project = share_project(parts, m, needed)?;
+        // the analyses it may run are checked on their bodies too: see `SharedCaller`
+        parts.extensions.insert(SharedCaller(m.clone()));
+        return Ok(project);
     }
     let scope = who.scope();
     if scope < needed {
@@ -248,6 +251,11 @@ fn caller_project(parts: &mut Parts, state: &AppState, needed: Scope) -> Result<
         }
     }
 }
+
+/// Set on a request made with a share link: the analysis routes check their body against the
+/// link's map ([`itinera_app::App::check_shared_request`]).
+#[derive(Clone)]
+pub struct SharedCaller(pub SharedMap);
 
 /// The project of a share link's request, if the link may make it: reading its own map, or
 /// running one of [`SHARE_ROUTES`]; `403` for anything else.

@@ -364,3 +364,112 @@ async fn a_session_works_in_every_project_it_names() {
         );
     }
 }
+
+/// A share link runs only the analyses its map's figures come from: the map's model, its steps,
+/// its personas; anything else in the same routes is refused (403), however it is phrased.
+#[tokio::test]
+async fn a_share_link_runs_only_its_maps_analyses() {
+    use itinera_engine::map::{JourneyMap, MapStep};
+    use itinera_engine::stages::StageModel;
+    use serde_json::json;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path(), Default::default()).unwrap();
+    itinera_app::demo::seed_definitions(&dir.meta.lock(), "default").unwrap();
+    let app = App::new(Config::default(), dir);
+    let model = StageModel::builtin("customer-journey").unwrap();
+    let mut map = JourneyMap::blank("customer-journey", &model);
+    map.personas = vec!["researcher".into()];
+    for (k, event) in ["Product Viewed", "Order Completed"].iter().enumerate() {
+        map.steps.push(MapStep {
+            id: format!("s{k}"),
+            stage: model.stages[k].name.clone(),
+            name: event.to_string(),
+            selector: serde_json::from_value(json!(event)).unwrap(),
+        });
+    }
+    app.save_map("default", "m", &map, None, "test", "")
+        .unwrap();
+    let secret = {
+        let meta = app.meta();
+        meta.create_share("default", "m", itinera_app::now_ms() + 3_600_000, "t")
+            .unwrap()
+            .1
+    };
+    let router = itinera_server::router(AppState::new(app));
+    let ask = |path: &str, body: serde_json::Value| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/json")
+            .header("x-itinera-share", &secret)
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let steps =
+        json!([{"match": "Product Viewed"}, {"match": "Order Completed", "name": "bought"}]);
+    let cases = [
+        (
+            "/api/v1/stages",
+            json!({"model": "customer-journey", "top_touchpoints": 5}),
+            200,
+        ),
+        ("/api/v1/stages", json!({"model": "aida"}), 403),
+        (
+            "/api/v1/scores",
+            json!({"kind": "nps", "by": "stage", "model": "customer-journey"}),
+            200,
+        ),
+        (
+            "/api/v1/scores",
+            json!({"kind": "nps", "by": "touchpoint"}),
+            403,
+        ),
+        (
+            "/api/v1/funnel",
+            json!({"steps": steps, "window": "90d", "from_ms": 0}),
+            200,
+        ),
+        (
+            "/api/v1/funnel",
+            json!({"steps": [{"match": "Product Viewed"}], "window": "90d"}),
+            403,
+        ),
+        (
+            "/api/v1/funnel",
+            json!({"steps": [{"match": "Product Viewed"}, {"match": "Signed Up"}], "window": "90d"}),
+            403,
+        ),
+        (
+            "/api/v1/stages?persona=researcher",
+            json!({"model": "customer-journey"}),
+            200,
+        ),
+        (
+            "/api/v1/stages?persona=impulse_buyer",
+            json!({"model": "customer-journey"}),
+            403,
+        ),
+        (
+            "/api/v1/stages?segment=b2b",
+            json!({"model": "customer-journey"}),
+            403,
+        ),
+    ];
+    for (path, body, want) in cases {
+        let resp = router
+            .clone()
+            .oneshot(ask(path, body.clone()))
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            status,
+            want,
+            "{path} {body}: {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+}

@@ -3,13 +3,13 @@
 //! client goes away. Also one person's stages and the breakdown by persona or segment.
 
 use super::{blocking, json_body, query_params, to_json};
-use crate::auth::ReadProject;
+use crate::auth::{ReadProject, SharedCaller};
 use crate::error::ApiError;
 use crate::openapi::{Invalid, NotFound, Unauthorized, Unavailable};
 use crate::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::Json;
+use axum::{Extension, Json};
 use itinera_app::breakdown::{BreakdownBy, BreakdownResult};
 use itinera_app::{AnalysisRequest, PersonStagesRequest, Population};
 use itinera_engine::scores::{CommentsQuery, CommentsResult, PromotersQuery, PromotersResult};
@@ -66,12 +66,13 @@ macro_rules! analysis {
         async fn $name(
             State(state): State<Arc<AppState>>,
             ReadProject(project): ReadProject,
+            shared: Option<Extension<SharedCaller>>,
             pop: Result<Query<Population>, QueryRejection>,
             body: Result<Json<$query>, JsonRejection>,
         ) -> Result<Json<Value>, ApiError> {
             let pop = query_params("query string", pop)?;
             let q = json_body(body)?;
-            run_now(state, project, AnalysisRequest::$variant(q), pop).await
+            run_now(state, project, AnalysisRequest::$variant(q), pop, shared).await
         }
     };
 }
@@ -144,7 +145,17 @@ async fn run_now(
     project: String,
     request: AnalysisRequest,
     pop: Population,
+    shared: Option<Extension<SharedCaller>>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(Extension(SharedCaller(share))) = &shared {
+        let (app, share, request, pop) = (
+            state.app.clone(),
+            share.clone(),
+            request.clone(),
+            pop.clone(),
+        );
+        blocking(move || Ok(app.check_shared_request(&share, &request, &pop)?)).await?;
+    }
     let started = Instant::now();
     let kind = request.kind();
     let (app, project2) = (state.app.clone(), project.clone());
