@@ -12,6 +12,8 @@ use itinera_engine::alerts::{AggregateCheck, AlertRule};
 use itinera_engine::scores::{Answer, ScoresQuery};
 use itinera_engine::segments::{SegmentDef, SegmentRule, SegmentsReport};
 use itinera_engine::selector::QueryWarning;
+use itinera_engine::stages::StageModel;
+use itinera_engine::triggers::{DryRun, Due, TriggerWhen};
 use itinera_engine::{ModelRef, PersonJourney, ScanOptions};
 use serde_json::Value;
 use std::sync::Arc;
@@ -62,11 +64,56 @@ pub trait JourneyBackend: Send + Sync {
     /// A person's latest value of a trait or property path (e.g. `traits.email`).
     fn person_trait(&self, person: &str, path: &str) -> Option<String>;
 
+    /// The trigger rules due for the persons with these distinct ids (each person once, under
+    /// the id their journey is known by). `last(rule, person)` is the touchpoint time of the
+    /// rule's previous firing for the person.
+    fn triggers_due(
+        &self,
+        rules: &[PreparedTrigger],
+        ids: &[String],
+        last: &dyn Fn(usize, &str) -> Option<i64>,
+    ) -> Result<Vec<TriggerDue>>;
+
+    /// Who a rule would have triggered in `[from_ms, to_ms)`.
+    fn trigger_dry_run(
+        &self,
+        rule: &PreparedTrigger,
+        from_ms: i64,
+        to_ms: i64,
+        opts: &ScanOptions,
+    ) -> Result<DryRun>;
+
+    /// Distinct ids of touchpoints received after `received_ms` (trigger recovery).
+    fn ids_received_since(&self, received_ms: i64) -> Result<Vec<String>>;
+
     /// Why the backend refuses writes, if it does (reads keep working).
     fn write_error(&self) -> Option<String>;
 
     /// Stored events and bytes, for metrics.
     fn size(&self) -> Result<BackendSize>;
+}
+
+/// A trigger rule resolved for a backend: its condition, its model, its population.
+#[derive(Debug, Clone)]
+pub struct PreparedTrigger {
+    pub when: TriggerWhen,
+    /// The resolved model of an `enters_stage` rule.
+    pub model: Option<StageModel>,
+    pub population: PopulationDef,
+    /// Touchpoints from this time on can trigger it.
+    pub since_ms: i64,
+    pub reentry_after: Option<itinera_engine::Span>,
+    /// "Now" for the population's relative windows.
+    pub as_of_ms: i64,
+}
+
+/// A rule due for a person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerDue {
+    /// Index of the rule in the slice asked about.
+    pub rule: usize,
+    pub person: String,
+    pub due: Due,
 }
 
 /// How much a backend holds.

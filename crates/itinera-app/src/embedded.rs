@@ -2,13 +2,17 @@
 //! per-person sequences, in this process.
 
 use crate::analysis::AnalysisRequest;
-use crate::backend::{AppendDone, Appended, BackendSize, EventSink, JourneyBackend};
+use crate::backend::{
+    AppendDone, Appended, BackendSize, EventSink, JourneyBackend, PreparedTrigger, TriggerDue,
+};
 use crate::error::{AppError, Result};
 use crate::population::PopulationDef;
 use itinera_core::Touchpoint;
 use itinera_engine::alerts::{AggregateCheck, AlertRule};
+use itinera_engine::journey::Field;
 use itinera_engine::scores::{Answer, ScoresQuery};
 use itinera_engine::segments::{CompiledRule, Filtered, SegmentDef, SegmentRule, SegmentsReport};
+use itinera_engine::triggers::{CompiledWhen, DryRun};
 use itinera_engine::{EngineError, JourneySource, ModelRef, PersonJourney, ScanOptions};
 use itinera_store::Store;
 use serde::Serialize;
@@ -60,6 +64,66 @@ impl JourneyBackend for Embedded {
             as_of_ms,
         };
         run_on(&filtered, analysis, opts)
+    }
+
+    fn triggers_due(
+        &self,
+        rules: &[PreparedTrigger],
+        ids: &[String],
+        last: &dyn Fn(usize, &str) -> Option<i64>,
+    ) -> Result<Vec<TriggerDue>> {
+        let view = self.0.view();
+        let compiled = rules
+            .iter()
+            .map(|r| Embedded::compile_trigger(&view, r))
+            .collect::<Result<Vec<_>>>()?;
+        let persons: Vec<(u32, String)> = view.with_vocabulary(|v| {
+            let mut seen = std::collections::HashSet::new();
+            ids.iter()
+                .filter_map(|id| v.code(Field::DistinctId, id))
+                .map(|code| view.snapshot.person_of(code))
+                .filter(|root| seen.insert(*root))
+                .map(|root| (root, v.name(Field::DistinctId, root).to_string()))
+                .collect()
+        });
+        let mut out = Vec::new();
+        for (root, person) in persons {
+            for (k, (when, source)) in compiled.iter().enumerate() {
+                let rule = &rules[k];
+                let previous = last(k, &person);
+                let due = source
+                    .journey_of(root, |j| {
+                        when.due(j, rule.since_ms, previous, rule.reentry_after)
+                    })
+                    .flatten();
+                if let Some(due) = due {
+                    out.push(TriggerDue {
+                        rule: k,
+                        person: person.clone(),
+                        due,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn trigger_dry_run(
+        &self,
+        rule: &PreparedTrigger,
+        from_ms: i64,
+        to_ms: i64,
+        opts: &ScanOptions,
+    ) -> Result<DryRun> {
+        let view = self.0.view();
+        let (when, source) = Embedded::compile_trigger(&view, rule)?;
+        Ok(itinera_engine::triggers::dry_run(
+            &source, &when, from_ms, to_ms, opts,
+        )?)
+    }
+
+    fn ids_received_since(&self, received_ms: i64) -> Result<Vec<String>> {
+        Ok(self.0.ids_received_since(received_ms))
     }
 
     fn unknown_names(
@@ -142,6 +206,28 @@ impl JourneyBackend for Embedded {
             events: s.events,
             bytes: s.bytes_on_disk,
         })
+    }
+}
+
+impl Embedded {
+    fn compile_trigger<'v>(
+        view: &'v itinera_store::StoreView,
+        rule: &PreparedTrigger,
+    ) -> Result<(CompiledWhen, Filtered<'v, itinera_store::StoreView>)> {
+        let (when, filter) = view.with_vocabulary(|v| {
+            Ok::<_, AppError>((
+                CompiledWhen::compile(&rule.when, rule.model.clone(), v)?,
+                rule.population.compile(v)?,
+            ))
+        })?;
+        Ok((
+            when,
+            Filtered {
+                inner: view,
+                filter,
+                as_of_ms: rule.as_of_ms,
+            },
+        ))
     }
 }
 

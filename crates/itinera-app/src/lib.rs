@@ -21,6 +21,7 @@ pub mod maps;
 pub mod outbound;
 pub mod population;
 pub mod surveys;
+pub mod triggers;
 pub mod users;
 
 pub use analysis::{AnalysisRequest, PersonStagesRequest};
@@ -44,6 +45,8 @@ pub struct App {
     pub data: Arc<DataDir>,
     backends: Arc<dyn Backends>,
     pub jobs: jobs::Jobs,
+    /// Trigger rules evaluated as touchpoints arrive (started by the server).
+    pub triggers: triggers::Triggers,
     /// Analyses answered while the client waits, so that a shutdown can stop them too.
     running: parking_lot::Mutex<Vec<std::sync::Weak<itinera_engine::QueryControl>>>,
 }
@@ -66,6 +69,7 @@ impl App {
             data,
             backends,
             jobs: jobs::Jobs::default(),
+            triggers: Default::default(),
             running: Default::default(),
         })
     }
@@ -96,6 +100,38 @@ impl App {
     /// The backend of a project.
     pub fn backend(&self, project: &str) -> Result<Backend> {
         self.backends.project(project)
+    }
+
+    /// Appends touchpoints to a project and waits until they are durable; the acknowledged
+    /// arrivals go on to the trigger evaluator. Every face that ingests goes through here.
+    pub async fn append(
+        &self,
+        project: &str,
+        batch: Vec<itinera_core::Touchpoint>,
+    ) -> Result<backend::Appended> {
+        let backend = self.backend(project)?;
+        let received_ms = batch.iter().map(|t| t.received_at_ms).max().unwrap_or(0);
+        let ids: Vec<String> = {
+            let mut ids: Vec<String> = batch
+                .iter()
+                .filter_map(|t| t.user_id.clone().or_else(|| t.anonymous_id.clone()))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        backend.append(
+            batch,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let appended = rx
+            .await
+            .map_err(|_| AppError::Unavailable("the store closed".into()))??;
+        self.triggers.arrived(project, ids, received_ms);
+        Ok(appended)
     }
 
     /// The backends opened so far (health, metrics).

@@ -87,23 +87,71 @@ pub fn deliver_email(app: &App, id: i64, to: &[String], subject: &str, text: &st
     }
 }
 
+/// What one POST to a webhook gave.
+pub enum Posted {
+    /// The destination is not one the server may reach: not sent, not worth retrying.
+    Refused(String),
+    /// Sent: the status, if an answer came, and the error unless it was a 2xx.
+    Sent {
+        status: Option<i64>,
+        error: Option<String>,
+    },
+}
+
+/// POSTs `body` as JSON to `url` once. The destination is checked first
+/// ([`crate::destinations`]) and the connection goes to the checked address; redirects are not
+/// followed (a 3xx is an error). Every webhook the server sends goes through here.
+pub async fn post_json(app: &App, url: &str, body: &str, headers: &[(&str, String)]) -> Posted {
+    let (policy, url) = (app.config.outbound.clone(), url.to_string());
+    let checked = tokio::task::spawn_blocking(move || {
+        crate::destinations::check("webhook.url", &url, &policy)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let checked = match checked {
+        Ok(c) => c,
+        Err(reason) => return Posted::Refused(reason),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(&checked.host, checked.addr)
+        .build()
+        .expect("http client");
+    let mut req = client
+        .post(checked.url.as_str())
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    match req.body(body.to_string()).send().await {
+        Ok(r) => Posted::Sent {
+            status: Some(r.status().as_u16() as i64),
+            error: (!r.status().is_success()).then(|| format!("HTTP {}", r.status())),
+        },
+        Err(e) => Posted::Sent {
+            status: None,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
 /// Posts the alert to its webhook until a 2xx answer, with exponential backoff. The destination
-/// is checked again before every attempt ([`crate::destinations`]) and the connection goes to
-/// the checked address; redirects are not followed (a 3xx is a failed attempt).
+/// is checked again before every attempt.
 pub async fn deliver_webhook(app: Arc<App>, id: i64, hook: Webhook, body: String) {
     let attempts = app.config.webhook_attempts.max(1) as i64;
-    let sig = signature(&hook.secret, body.as_bytes());
+    let headers = [
+        (
+            "x-itinera-signature",
+            signature(&hook.secret, body.as_bytes()),
+        ),
+        ("x-itinera-delivery", id.to_string()),
+    ];
     for attempt in 1..=attempts {
-        let (policy, url) = (app.config.outbound.clone(), hook.url.clone());
-        let checked = tokio::task::spawn_blocking(move || {
-            crate::destinations::check("webhook.url", &url, &policy)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-        let checked = match checked {
-            Ok(c) => c,
-            Err(reason) => {
+        let (status, error) = match post_json(&app, &hook.url, &body, &headers).await {
+            Posted::Sent { status, error } => (status, error),
+            Posted::Refused(reason) => {
                 // refused, not retried: the destination is not one the server may reach
                 let logged = app.meta().log_delivery(
                     id,
@@ -119,27 +167,6 @@ pub async fn deliver_webhook(app: Arc<App>, id: i64, hook: Webhook, body: String
                 tracing::warn!(alert = id, %reason, "webhook destination refused");
                 return;
             }
-        };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve(&checked.host, checked.addr)
-            .build()
-            .expect("http client");
-        let res = client
-            .post(checked.url.as_str())
-            .header("content-type", "application/json")
-            .header("x-itinera-signature", &sig)
-            .header("x-itinera-delivery", id.to_string())
-            .body(body.clone())
-            .send()
-            .await;
-        let (status, error) = match &res {
-            Ok(r) => (
-                Some(r.status().as_u16() as i64),
-                (!r.status().is_success()).then(|| format!("HTTP {}", r.status())),
-            ),
-            Err(e) => (None, Some(e.to_string())),
         };
         let ok = error.is_none();
         let outcome = if ok {

@@ -283,14 +283,5 @@ pub async fn answer(
         &mut || new_message_id(rand::random()),
     )
     .map_err(|e| AppError::invalid(e.field, e.reason))?;
-    let backend = app.backend(project)?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    backend.append(
-        vec![tp],
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    rx.await
-        .map_err(|_| AppError::Unavailable("the store closed".into()))?
+    app.append(project, vec![tp]).await
 }

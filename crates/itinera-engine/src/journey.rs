@@ -390,6 +390,28 @@ pub trait JourneySource: Sync {
 
     /// Runs `f` with the dictionaries (held briefly: compile and render phases only).
     fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R;
+
+    /// Runs `f` on the whole journey of the person with distinct-id code `did` (every id
+    /// stitched to them); None when they have no rows. By default a scan; backends with a
+    /// person index find the person directly.
+    fn journey_of<R: Send>(&self, did: u32, f: impl Fn(&Journey<'_>) -> R + Sync) -> Option<R> {
+        let opts = ScanOptions {
+            threads: 1,
+            ..Default::default()
+        };
+        self.scan(
+            &opts,
+            || None,
+            |acc, j| {
+                if acc.is_none() && j.did.contains(&did) {
+                    *acc = Some(f(j));
+                }
+            },
+        )
+        .into_iter()
+        .flatten()
+        .next()
+    }
 }
 
 /// Whose journey an analysis counts: each person's, or each B2B account's (all members together).

@@ -28,6 +28,7 @@ pub mod sentiment;
 pub mod stages;
 pub mod stats;
 pub mod timezone;
+pub mod triggers;
 
 pub use advocacy::{run_advocacy, AdvocacyQuery, AdvocacyResult};
 pub use attribution::{run_attribution, AttributionQuery, AttributionResult};

@@ -283,6 +283,12 @@ fn whole_history(opts: &ScanOptions) -> ScanOptions {
 }
 
 impl<S: JourneySource> JourneySource for Filtered<'_, S> {
+    fn journey_of<R: Send>(&self, did: u32, f: impl Fn(&Journey<'_>) -> R + Sync) -> Option<R> {
+        self.inner
+            .journey_of(did, |j| self.filter.keeps(j, self.as_of_ms).then(|| f(j)))
+            .flatten()
+    }
+
     fn scan<A: Send>(
         &self,
         opts: &ScanOptions,

@@ -172,7 +172,7 @@ impl StageModel {
         Ok(())
     }
 
-    fn index_of(&self, name: &str) -> Option<usize> {
+    pub fn index_of(&self, name: &str) -> Option<usize> {
         self.stages.iter().position(|s| s.name == name)
     }
 }

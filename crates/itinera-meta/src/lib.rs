@@ -7,9 +7,11 @@
 //! to tell keys apart in listings.
 
 mod maps;
+mod triggers;
 mod users;
 
 pub use maps::{MapShare, MapVersion, SharedMap, StoredMap};
+pub use triggers::{ActionOutcome, Firing, FiringAction, NewAction, PendingAction};
 pub use users::{valid_email, NewSession, Role, Session, User};
 
 use rand::Rng;
@@ -29,6 +31,7 @@ fn migrations() -> rusqlite_migration::Migrations<'static> {
         rusqlite_migration::M::up(include_str!("../migrations/0002_token_scopes.sql")),
         rusqlite_migration::M::up(include_str!("../migrations/0003_users_and_maps.sql")),
         rusqlite_migration::M::up(include_str!("../migrations/0004_map_shares.sql")),
+        rusqlite_migration::M::up(include_str!("../migrations/0005_triggers.sql")),
     ])
 }
 
@@ -41,6 +44,7 @@ pub enum DefinitionKind {
     StageModel,
     Survey,
     Alert,
+    Trigger,
 }
 
 impl DefinitionKind {
@@ -51,6 +55,7 @@ impl DefinitionKind {
             DefinitionKind::StageModel => "stage_model",
             DefinitionKind::Survey => "survey",
             DefinitionKind::Alert => "alert",
+            DefinitionKind::Trigger => "trigger",
         }
     }
 }
@@ -60,6 +65,7 @@ impl std::fmt::Display for DefinitionKind {
         f.write_str(match self {
             DefinitionKind::StageModel => "stage model",
             DefinitionKind::Alert => "alert rule",
+            DefinitionKind::Trigger => "trigger rule",
             other => other.as_str(),
         })
     }
@@ -820,6 +826,7 @@ impl Meta {
                 params![p.id, person],
             )?;
         }
+        Meta::erase_trigger_state(&tx, p.id, ids)?;
         tx.commit()?;
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;

@@ -90,6 +90,7 @@ pub async fn serve(
     let data = state.app.data.clone();
     let app = state.app.clone();
     itinera_app::alerts::spawn_loop(state.app.clone());
+    itinera_app::triggers::spawn(state.app.clone());
     // every project's store is opened now, in the background, so that the first person to open
     // the app does not wait for it (opening a store of 10M events takes about a second)
     let warm = state.app.clone();

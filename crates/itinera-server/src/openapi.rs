@@ -34,6 +34,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
         (name = "definitions", description = "Saved segments and personas"),
         (name = "surveys", description = "Survey definitions and signed links"),
         (name = "alerts", description = "Alert rules on survey answers and the alerts that fired"),
+        (name = "triggers", description = "Act when a journey moves: rules on stage entries and events, dry runs, firings"),
         (name = "cases", description = "Cases that close the loop with a customer"),
         (name = "maps", description = "Journey maps: documents with versions, drawn over live figures"),
         (name = "session", description = "Logging in to the web app and out"),

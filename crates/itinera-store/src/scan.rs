@@ -170,6 +170,22 @@ impl Snapshot {
         self.roots.get(did as usize).copied().unwrap_or(did)
     }
 
+    /// Runs `f` on the whole journey of the person with distinct-id code `did`: a binary
+    /// search of the person index, not a scan.
+    pub fn journey_of<R>(&self, did: u32, f: impl Fn(&PersonEvents<'_>) -> R) -> Option<R> {
+        let person = self.person_of(did);
+        let k = self.person_starts[..self.person_count()]
+            .partition_point(|&start| self.runs[start].person < person);
+        if k >= self.person_count() || self.runs[self.person_starts[k]].person != person {
+            return None;
+        }
+        let mut out = None;
+        self.visit(k, &ScanOptions::default(), &mut Columns::default(), |j| {
+            out = Some(f(j))
+        });
+        out
+    }
+
     /// Calls `f(acc, person)` for every person, in parallel over `opts.threads` threads, each with
     /// its own accumulator from `init`; returns the accumulators.
     pub fn scan_persons<A: Send>(
@@ -436,5 +452,9 @@ impl JourneySource for StoreView {
     fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R {
         let dicts = self.store.dicts();
         f(&DictsVocabulary(&dicts))
+    }
+
+    fn journey_of<R: Send>(&self, did: u32, f: impl Fn(&Journey<'_>) -> R + Sync) -> Option<R> {
+        self.snapshot.journey_of(did, f)
     }
 }

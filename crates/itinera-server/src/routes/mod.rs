@@ -13,6 +13,7 @@ pub mod session;
 pub mod survey_pages;
 pub mod surveys;
 pub mod tracking;
+pub mod triggers;
 pub mod users;
 pub mod web;
 
@@ -34,6 +35,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .merge(definitions::router())
         .merge(surveys::router())
         .merge(alerts::router())
+        .merge(triggers::router())
         .merge(cases::router())
         .merge(maps::router())
         .merge(session::router())

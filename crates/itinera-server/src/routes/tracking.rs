@@ -168,7 +168,8 @@ async fn ingest(
     ))?;
     let project = app.authenticate(&key, KeyKind::Write)?;
     app.write_limit.check(&key)?;
-    let backend = app.app.backend(&project)?;
+    // a store that cannot open answers before the body is parsed
+    app.app.backend(&project)?;
     let opts = NormalizeOptions {
         received_at_ms: now_ms(),
         max_future_ms: app.app.config.max_future_hours * 3_600_000,
@@ -203,16 +204,7 @@ async fn ingest(
     if parsed.touchpoints.is_empty() {
         return Err(ApiError::Invalid(parsed.errors));
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    backend.append(
-        parsed.touchpoints,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    let outcome = rx
-        .await
-        .map_err(|_| ApiError::Unavailable("the store closed".into()))??;
+    let outcome = app.app.append(&project, parsed.touchpoints).await?;
     app.metrics.events_accepted.inc_by(outcome.stored as u64);
     app.metrics
         .events_duplicate

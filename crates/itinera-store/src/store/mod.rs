@@ -202,6 +202,33 @@ impl Store {
         snap
     }
 
+    /// The distinct ids of rows received after `received_ms` (segments and memory), each once:
+    /// what a trigger evaluator must look at again after a crash.
+    pub fn ids_received_since(&self, received_ms: i64) -> Vec<String> {
+        let mut codes = std::collections::BTreeSet::new();
+        {
+            let st = self.inner.state.read();
+            let chunks = st
+                .segments
+                .iter()
+                .map(|s| &*s.cols)
+                .chain(st.frozen.iter().chain(st.mem.iter()).map(|m| &m.cols));
+            for c in chunks {
+                for (i, r) in c.received_at.iter().enumerate() {
+                    if *r > received_ms {
+                        codes.insert(c.did[i]);
+                    }
+                }
+            }
+        }
+        let dicts = self.dicts();
+        codes
+            .into_iter()
+            .map(|d| dicts.ids().strings_from(0)[d as usize].clone())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
     /// A consistent view for the journey engine: a snapshot and the dictionaries naming its codes.
     pub fn view(&self) -> crate::StoreView {
         crate::StoreView::new(self.snapshot(), self.clone())

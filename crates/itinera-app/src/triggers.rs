@@ -1,0 +1,520 @@
+//! Triggers: act at the moment a journey moves. Rules (`DefinitionKind::Trigger`) are
+//! evaluated as touchpoints arrive: every acknowledged append hands its distinct ids to one
+//! evaluator thread, which looks up each person's journey (a person-index lookup, not a scan),
+//! asks the engine whether a rule became due, and records the firing with its actions in one
+//! SQLite transaction (an outbox). A delivery task sends the outbox: signed webhooks with an
+//! idempotency key that stays the same on every retry, at each rule's rate.
+//!
+//! Durability: the firing and its actions are written before anything is sent; a crash before
+//! a send sends it after the restart (same key), a crash after a send before it is marked done
+//! sends it again (same key): at-least-once. Arrivals not yet evaluated when the process died
+//! are found again from the store's receive times after the last evaluated watermark, and the
+//! unique firing (rule, person, touchpoint time) keeps them from firing twice.
+//! Semantics for users: `docs/triggers.md`.
+
+use crate::backend::PreparedTrigger;
+use crate::definitions;
+use crate::error::{AppError, Result};
+use crate::outbound::{self, Posted};
+use crate::{App, Population};
+use itinera_core::clock::now_ms;
+use itinera_engine::stages::ModelRef;
+use itinera_engine::triggers::{DryRun, TriggerAction, TriggerRule, TriggerWhen};
+use itinera_meta::{ActionOutcome, DefinitionKind, Firing, NewAction};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Arrivals are gathered this long before an evaluation round (a round per append would
+/// rebuild the store's snapshot for every batch).
+const GATHER: Duration = Duration::from_millis(100);
+/// The watermark trails the newest evaluated arrival by this much: appends acknowledged
+/// concurrently may be handed over slightly out of order, and re-evaluating is harmless.
+const WATERMARK_MARGIN_MS: i64 = 10_000;
+/// What the API shows instead of a webhook secret.
+const SECRET_SET: &str = "***";
+
+/// A rule with its name, as listed (secrets left out).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NamedTrigger {
+    pub name: String,
+    #[serde(flatten)]
+    pub rule: TriggerRule,
+}
+
+/// Arrivals for the evaluator: a project's distinct ids, received up to `received_ms`.
+struct Arrivals {
+    project: String,
+    ids: Vec<String>,
+    received_ms: i64,
+}
+
+/// The process's trigger machinery: the evaluator's queue (set once the server starts it) and
+/// a signal for the delivery task.
+#[derive(Default)]
+pub struct Triggers {
+    queue: OnceLock<Mutex<mpsc::Sender<Arrivals>>>,
+    deliver: tokio::sync::Notify,
+}
+
+impl Triggers {
+    /// Hands acknowledged arrivals to the evaluator (a no-op when none runs, as in the CLI).
+    pub fn arrived(&self, project: &str, ids: Vec<String>, received_ms: i64) {
+        if let Some(q) = self.queue.get() {
+            let _ = q.lock().send(Arrivals {
+                project: project.to_string(),
+                ids,
+                received_ms,
+            });
+        }
+    }
+}
+
+/// The rules of a project, by name.
+pub fn rules(app: &App, project: &str) -> Result<Vec<NamedTrigger>> {
+    let meta = app.meta();
+    let defs = meta.definitions(project, DefinitionKind::Trigger)?;
+    defs.into_iter()
+        .map(|d| {
+            serde_json::from_str(&d.body)
+                .map(|rule| NamedTrigger { name: d.name, rule })
+                .map_err(|e| AppError::Internal(format!("saved trigger rule: {e}")))
+        })
+        .collect()
+}
+
+/// The rules as the API shows them: webhook secrets replaced by `***`.
+pub fn redacted(mut rules: Vec<NamedTrigger>) -> Vec<NamedTrigger> {
+    for r in &mut rules {
+        for a in &mut r.rule.actions {
+            let TriggerAction::Webhook { secret, .. } = a;
+            if !secret.is_empty() {
+                *secret = SECRET_SET.into();
+            }
+        }
+    }
+    rules
+}
+
+fn find(app: &App, project: &str, name: &str) -> Result<Option<TriggerRule>> {
+    Ok(rules(app, project)?
+        .into_iter()
+        .find(|r| r.name == name)
+        .map(|r| r.rule))
+}
+
+/// Resolves a rule for the backend: its model and population loaded, its start time set.
+fn prepare(app: &App, project: &str, rule: &TriggerRule, since_ms: i64) -> Result<PreparedTrigger> {
+    let meta = app.meta();
+    let model = match &rule.when {
+        TriggerWhen::EntersStage { model, .. } => {
+            let resolved =
+                definitions::resolve_model(&meta, project, &ModelRef::Builtin(model.clone()))
+                    .map_err(|e| match e {
+                        AppError::Invalid { reason, .. } => {
+                            AppError::invalid("when.enters_stage.model", reason)
+                        }
+                        other => other,
+                    })?;
+            Some(resolved.resolve()?)
+        }
+        TriggerWhen::Event { .. } => None,
+    };
+    let population = Population {
+        segment: rule.segment.clone(),
+        persona: rule.persona.clone(),
+    }
+    .resolve(&meta, project)?;
+    Ok(PreparedTrigger {
+        when: rule.when.clone(),
+        model,
+        population,
+        since_ms,
+        reentry_after: rule.reentry_after,
+        as_of_ms: now_ms(),
+    })
+}
+
+/// Validates and saves rule `name`. Switching a rule on sets `since_ms` to now (or to
+/// `backfill_from_ms`): it acts on what happens from then on. Switching it off or deleting it
+/// cancels its actions not sent yet. A webhook secret given as `***` keeps the saved one.
+pub fn save(app: &App, project: &str, name: &str, mut rule: TriggerRule) -> Result<TriggerRule> {
+    definitions::valid_name(name)?;
+    rule.validate()?;
+    let previous = find(app, project, name)?;
+    for (k, a) in rule.actions.iter_mut().enumerate() {
+        let TriggerAction::Webhook { url, secret } = a;
+        crate::destinations::check(
+            &format!("actions[{k}].webhook.url"),
+            url,
+            &app.config.outbound,
+        )?;
+        if secret == SECRET_SET {
+            let kept = previous.as_ref().and_then(|p| p.actions.get(k)).map(|p| {
+                let TriggerAction::Webhook { secret, .. } = p;
+                secret.clone()
+            });
+            *secret = kept.ok_or_else(|| {
+                AppError::invalid(
+                    format!("actions[{k}].webhook.secret"),
+                    "`***` keeps a saved secret, and this action has none",
+                )
+            })?;
+        }
+    }
+    let was_on = previous.as_ref().is_some_and(|p| p.enabled);
+    rule.since_ms = match (rule.enabled, was_on) {
+        (false, _) => None,
+        (true, true)
+            if rule.backfill_from_ms == previous.as_ref().and_then(|p| p.backfill_from_ms) =>
+        {
+            previous.as_ref().and_then(|p| p.since_ms)
+        }
+        (true, _) => Some(rule.backfill_from_ms.unwrap_or_else(now_ms)),
+    };
+    // the condition and population must compile against the project's data (no scan)
+    let prepared = prepare(app, project, &rule, rule.since_ms.unwrap_or(0))?;
+    app.backend(project)?
+        .trigger_dry_run(&prepared, 0, 1, &Default::default())?;
+    definitions::save(
+        &app.meta(),
+        project,
+        DefinitionKind::Trigger,
+        name,
+        &rule,
+        0,
+    )?;
+    if was_on && !rule.enabled {
+        app.meta().cancel_actions(
+            project,
+            name,
+            "the rule was switched off before it was sent",
+        )?;
+    }
+    Ok(rule)
+}
+
+/// Deletes rule `name`, cancelling its actions not sent yet (its firings stay, for the record).
+pub fn delete(app: &App, project: &str, name: &str) -> Result<()> {
+    definitions::delete(&app.meta(), project, DefinitionKind::Trigger, name)?;
+    app.meta()
+        .cancel_actions(project, name, "the rule was deleted before it was sent")?;
+    Ok(())
+}
+
+/// What a rule — saved, or given whole — would have triggered in `[from_ms, to_ms)`. Blocking.
+pub fn dry_run(
+    app: &App,
+    project: &str,
+    rule: &TriggerRule,
+    from_ms: i64,
+    to_ms: i64,
+    opts: &itinera_engine::ScanOptions,
+) -> Result<DryRun> {
+    rule.validate()?;
+    let prepared = prepare(app, project, rule, from_ms)?;
+    app.backend(project)?
+        .trigger_dry_run(&prepared, from_ms, to_ms, opts)
+}
+
+/// The latest firings of rule `name`, newest first.
+pub fn firings(app: &App, project: &str, name: &str, limit: usize) -> Result<Vec<Firing>> {
+    if find(app, project, name)?.is_none() {
+        return Err(AppError::NotFound(format!("no trigger rule named {name}")));
+    }
+    Ok(app.meta().firings(project, name, limit.clamp(1, 1000))?)
+}
+
+/// The idempotency key of action `k` of a firing: the same whenever the same firing is
+/// evaluated again, so that a receiver can drop repeats.
+fn idempotency_key(project: &str, rule: &str, person: &str, at_ms: i64, k: usize) -> String {
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{project}\u{0}{rule}\u{0}{person}\u{0}{at_ms}\u{0}{k}"
+    ));
+    format!("itk_{}", &hex::encode(h.finalize())[..32])
+}
+
+/// Evaluates arrivals for `project`: records each due rule's firing and its actions. Returns
+/// how many fired. Blocking.
+fn evaluate(app: &App, project: &str, ids: &[String]) -> Result<usize> {
+    let on: Vec<NamedTrigger> = rules(app, project)?
+        .into_iter()
+        .filter(|r| r.rule.enabled && r.rule.since_ms.is_some())
+        .collect();
+    if on.is_empty() || ids.is_empty() {
+        return Ok(0);
+    }
+    let prepared = on
+        .iter()
+        .map(|r| prepare(app, project, &r.rule, r.rule.since_ms.unwrap_or(i64::MAX)))
+        .collect::<Result<Vec<_>>>()?;
+    let backend = app.backend(project)?;
+    let last = |k: usize, person: &str| {
+        app.meta()
+            .last_firing(project, &on[k].name, person)
+            .ok()
+            .flatten()
+    };
+    let due = backend.triggers_due(&prepared, ids, &last)?;
+    let now = now_ms();
+    let mut fired = 0;
+    for d in due {
+        let r = &on[d.rule];
+        let held_out = r.rule.holds_out(&r.name, &d.person);
+        let actions: Vec<NewAction> = if held_out {
+            vec![]
+        } else {
+            r.rule
+                .actions
+                .iter()
+                .enumerate()
+                .map(|(k, a)| {
+                    let key = idempotency_key(project, &r.name, &d.person, d.due.at_ms, k);
+                    let TriggerAction::Webhook { url, secret } = a;
+                    NewAction {
+                        kind: "webhook".into(),
+                        target: json!({"url": url, "secret": secret}).to_string(),
+                        payload: json!({
+                            "project": project,
+                            "rule": r.name,
+                            "person": d.person,
+                            "because": d.due.because,
+                            "at_ms": d.due.at_ms,
+                            "fired_at_ms": now,
+                            "idempotency_key": key,
+                        })
+                        .to_string(),
+                        idempotency_key: key,
+                        rate_per_minute: r.rule.max_per_minute,
+                    }
+                })
+                .collect()
+        };
+        let recorded = app.meta().record_firing(
+            project,
+            &r.name,
+            &d.person,
+            d.due.at_ms,
+            &d.due.because,
+            held_out,
+            now,
+            &actions,
+        )?;
+        if recorded {
+            fired += 1;
+            tracing::info!(project, rule = %r.name, person = %d.person, held_out, "trigger fired");
+        }
+    }
+    Ok(fired)
+}
+
+/// Starts the evaluator thread and the delivery task; re-evaluates arrivals after each
+/// project's watermark first (what a crash left unevaluated).
+pub fn spawn(app: Arc<App>) {
+    let (tx, rx) = mpsc::channel::<Arrivals>();
+    if app.triggers.queue.set(Mutex::new(tx)).is_err() {
+        return;
+    }
+    let evaluator = app.clone();
+    std::thread::Builder::new()
+        .name("itinera-triggers".into())
+        .spawn(move || {
+            recover(&evaluator);
+            run_evaluator(&evaluator, rx)
+        })
+        .expect("trigger thread");
+    tokio::spawn(run_delivery(app));
+}
+
+/// Re-evaluates, in every project with a rule on, the persons whose touchpoints arrived after
+/// the project's watermark.
+fn recover(app: &App) {
+    let projects = match app.data.meta.lock().projects() {
+        Ok(p) => p,
+        Err(e) => return tracing::warn!(error = %e, "trigger recovery: cannot list projects"),
+    };
+    for p in projects {
+        let on = rules(app, &p.name)
+            .map(|r| {
+                r.into_iter()
+                    .filter_map(|r| r.rule.since_ms.filter(|_| r.rule.enabled))
+                    .min()
+            })
+            .unwrap_or(None);
+        let Some(first_since) = on else { continue };
+        let from = app
+            .meta()
+            .trigger_watermark(&p.name)
+            .ok()
+            .flatten()
+            .unwrap_or(first_since);
+        let ids = app
+            .backend(&p.name)
+            .and_then(|b| b.ids_received_since(from));
+        match ids.and_then(|ids| evaluate(app, &p.name, &ids).map(|n| (ids.len(), n))) {
+            Ok((ids, fired)) => {
+                tracing::info!(project = %p.name, ids, fired, from, "trigger recovery evaluated")
+            }
+            Err(e) => tracing::warn!(project = %p.name, error = %e, "trigger recovery failed"),
+        }
+    }
+    app.triggers.deliver.notify_one();
+}
+
+fn run_evaluator(app: &App, rx: mpsc::Receiver<Arrivals>) {
+    while let Ok(first) = rx.recv() {
+        // gather what arrives meanwhile, per project
+        let mut pending: HashMap<String, (BTreeSet<String>, i64)> = HashMap::new();
+        let mut add = |a: Arrivals| {
+            let e = pending
+                .entry(a.project)
+                .or_insert((BTreeSet::new(), i64::MIN));
+            e.0.extend(a.ids);
+            e.1 = e.1.max(a.received_ms);
+        };
+        add(first);
+        let until = Instant::now() + GATHER;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(a) => add(a),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let mut fired = 0;
+        for (project, (ids, received_ms)) in pending {
+            let ids: Vec<String> = ids.into_iter().collect();
+            match evaluate(app, &project, &ids) {
+                Ok(n) => {
+                    fired += n;
+                    let mark = received_ms - WATERMARK_MARGIN_MS;
+                    if let Err(e) = app.meta().set_trigger_watermark(&project, mark) {
+                        tracing::warn!(project, error = %e, "cannot record the trigger watermark");
+                    }
+                }
+                // the watermark stays: a later round or the next start evaluates them again
+                Err(e) => tracing::warn!(project, error = %e, "trigger evaluation failed"),
+            }
+        }
+        if fired > 0 {
+            app.triggers.deliver.notify_one();
+        }
+    }
+}
+
+/// Sends due actions, oldest first, each rule at most `max_per_minute` a minute; failed sends
+/// are retried with the webhooks' backoff, up to `webhook_attempts`.
+async fn run_delivery(app: Arc<App>) {
+    let mut sent: HashMap<(String, String), VecDeque<Instant>> = HashMap::new();
+    loop {
+        let _ = tokio::time::timeout(Duration::from_secs(1), app.triggers.deliver.notified()).await;
+        loop {
+            let app2 = app.clone();
+            let due = tokio::task::spawn_blocking(move || app2.meta().due_actions(now_ms(), 64))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let due = match due {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the trigger outbox");
+                    break;
+                }
+            };
+            if due.is_empty() {
+                break;
+            }
+            let mut progressed = false;
+            for a in due {
+                let window = sent.entry((a.project.clone(), a.rule.clone())).or_default();
+                while window
+                    .front()
+                    .is_some_and(|t| t.elapsed() >= Duration::from_secs(60))
+                {
+                    window.pop_front();
+                }
+                if window.len() >= a.rate_per_minute as usize {
+                    // over the rule's rate: waits until a minute after the oldest send
+                    let wait = window
+                        .front()
+                        .map_or(1_000, |t| 60_000 - t.elapsed().as_millis() as i64);
+                    let _ = app.meta().postpone_action(a.id, now_ms() + wait.max(100));
+                    continue;
+                }
+                window.push_back(Instant::now());
+                progressed = true;
+                let outcome = send(&app, &a).await;
+                if let ActionOutcome::Failed { error, .. } | ActionOutcome::Retry { error, .. } =
+                    &outcome
+                {
+                    tracing::warn!(project = %a.project, rule = %a.rule, %error, "trigger action failed");
+                }
+                if let Err(e) = app.meta().action_attempted(a.id, &outcome, now_ms()) {
+                    tracing::warn!(error = %e, "cannot record a trigger action");
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+}
+
+/// One attempt at an action.
+async fn send(app: &App, a: &itinera_meta::PendingAction) -> ActionOutcome {
+    #[derive(Deserialize)]
+    struct Target {
+        url: String,
+        secret: String,
+    }
+    let target: Target = match serde_json::from_str(&a.target) {
+        Ok(t) => t,
+        Err(e) => {
+            return ActionOutcome::Failed {
+                status: None,
+                error: format!("unreadable action: {e}"),
+            }
+        }
+    };
+    let headers = [
+        (
+            "x-itinera-signature",
+            outbound::signature(&target.secret, a.payload.as_bytes()),
+        ),
+        ("idempotency-key", a.idempotency_key.clone()),
+    ];
+    match outbound::post_json(app, &target.url, &a.payload, &headers).await {
+        Posted::Refused(reason) => ActionOutcome::Failed {
+            status: None,
+            error: format!("refused: {reason}"),
+        },
+        Posted::Sent {
+            status,
+            error: None,
+        } => ActionOutcome::Delivered { status },
+        Posted::Sent {
+            status,
+            error: Some(error),
+        } => {
+            let attempts = a.attempts + 1;
+            if attempts >= app.config.webhook_attempts.max(1) as i64 {
+                ActionOutcome::Failed { status, error }
+            } else {
+                let delay = app
+                    .config
+                    .webhook_backoff_ms
+                    .saturating_mul(1 << (attempts - 1).min(20)) as i64;
+                ActionOutcome::Retry {
+                    status,
+                    error,
+                    next_at_ms: now_ms() + delay,
+                }
+            }
+        }
+    }
+}
