@@ -9,67 +9,9 @@ use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-
-/// Requests a sink received: (lower-case headers, body).
-type Received = Arc<Mutex<Vec<(Vec<(String, String)>, String)>>>;
-
-/// One HTTP request read off `stream`: its lower-case headers and its body.
-fn read_request(stream: &std::net::TcpStream) -> (Vec<(String, String)>, String) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut headers = Vec::new();
-    let mut len = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end().to_string();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-            if k == "content-length" {
-                len = v.parse().unwrap();
-            }
-            headers.push((k, v));
-        }
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    (headers, String::from_utf8(body).unwrap())
-}
-
-/// A webhook receiver on loopback: answers 500 to the first request and 200 afterwards.
-fn sink() -> (String, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let got2 = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let mut stream = stream.unwrap();
-            let request = read_request(&stream);
-            let n = {
-                let mut g = got2.lock().unwrap();
-                g.push(request);
-                g.len()
-            };
-            let status = if n == 1 {
-                "500 Internal Server Error"
-            } else {
-                "200 OK"
-            };
-            write!(
-                stream,
-                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            )
-            .unwrap();
-        }
-    });
-    (url, got)
-}
 
 fn nps_answer(user: &str, score: u32, id: &str) -> Value {
     json!({"type": "track", "userId": user, "event": "Survey Responded", "messageId": id,
@@ -111,7 +53,7 @@ fn detractor_alerts_are_signed_retried_logged_and_open_cases() {
             .unwrap();
         assert_eq!(r.status(), 200);
     };
-    let (hook, received) = sink();
+    let (hook, received) = sink(1);
     let secret = "a-webhook-secret-of-some-length";
     // history before the rule: never alerted
     track(vec![nps_answer("old", 0, "h1")]);
@@ -458,7 +400,7 @@ fn webhooks_reach_only_allowed_destinations_and_follow_no_redirect() {
             .unwrap();
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
     };
-    let (target, target_got) = sink();
+    let (target, target_got) = sink(1);
     {
         let server = Server::start(&data, &[("ITINERA_ALERT_INTERVAL_SECONDS", "0")]);
         // the data the rule's query needs

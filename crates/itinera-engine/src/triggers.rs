@@ -156,7 +156,7 @@ pub enum CompiledWhen {
         stage: usize,
     },
     Event {
-        matcher: Matcher,
+        matcher: Box<Matcher>,
         name: String,
     },
 }
@@ -190,7 +190,7 @@ impl CompiledWhen {
                 })
             }
             TriggerWhen::Event { event } => Ok(CompiledWhen::Event {
-                matcher: Matcher::compile(std::slice::from_ref(event), vocab)?,
+                matcher: Box::new(Matcher::compile(std::slice::from_ref(event), vocab)?),
                 name: serde_json::to_string(event).unwrap_or_default(),
             }),
         }

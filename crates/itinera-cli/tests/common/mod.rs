@@ -205,3 +205,72 @@ pub fn get_json(client: &reqwest::blocking::Client, url: &str, token: &str) -> s
         .json()
         .expect("json answer")
 }
+
+/// Requests a sink received: (lower-case headers, body).
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>;
+
+/// One HTTP request read off `stream`: its lower-case headers and its body.
+pub fn read_request(stream: &std::net::TcpStream) -> (Vec<(String, String)>, String) {
+    use std::io::Read;
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut headers = Vec::new();
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            if k == "content-length" {
+                len = v.parse().unwrap();
+            }
+            headers.push((k, v));
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    (headers, String::from_utf8(body).unwrap())
+}
+
+/// A webhook receiver on loopback: answers 500 to its first `fail_first` requests and 200
+/// afterwards, and keeps every request.
+pub fn sink(fail_first: usize) -> (String, Received) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Received = Default::default();
+    let got2 = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let request = read_request(&stream);
+            let n = {
+                let mut g = got2.lock().unwrap();
+                g.push(request);
+                g.len()
+            };
+            let status = if n <= fail_first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, got)
+}
+
+/// The value of header `name` (lower case) in a received request.
+pub fn header<'a>(request: &'a (Vec<(String, String)>, String), name: &str) -> Option<&'a str> {
+    request
+        .0
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
