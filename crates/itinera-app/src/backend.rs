@@ -74,6 +74,11 @@ pub trait JourneyBackend: Send + Sync {
         last: &dyn Fn(usize, &str) -> Option<i64>,
     ) -> Result<Vec<TriggerDue>>;
 
+    /// The persons a sweep rule (a stall) is due for, due in `[since_ms, as_of_ms]`; each
+    /// [`TriggerDue::rule`] is 0. A scan.
+    fn triggers_sweep(&self, rule: &PreparedTrigger, opts: &ScanOptions)
+        -> Result<Vec<TriggerDue>>;
+
     /// Who a rule would have triggered in `[from_ms, to_ms)`.
     fn trigger_dry_run(
         &self,

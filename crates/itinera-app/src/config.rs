@@ -52,6 +52,8 @@ pub struct Config {
     /// An analysis holding more than this many MiB at once is stopped with a clear error;
     /// 0 = no budget.
     pub query_memory_mb: u64,
+    /// Stall rules of triggers (`stalled_in_stage`) are looked for this often.
+    pub trigger_sweep_seconds: u64,
     /// A web-app login lasts this long.
     pub session_hours: u64,
     /// Session cookies carry `Secure` (set it when users reach the server over HTTPS, e.g.
@@ -193,6 +195,7 @@ impl Default for Config {
             token_rate_per_second: 50,
             query_timeout_seconds: 600,
             query_memory_mb: 2048,
+            trigger_sweep_seconds: 60,
             session_hours: 12,
             secure_cookies: false,
             login_attempts_per_minute: 10,

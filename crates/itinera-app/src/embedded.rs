@@ -93,7 +93,13 @@ impl JourneyBackend for Embedded {
                 let previous = last(k, &person);
                 let due = source
                     .journey_of(root, |j| {
-                        when.due(j, rule.since_ms, previous, rule.reentry_after)
+                        when.due(
+                            j,
+                            rule.since_ms,
+                            rule.as_of_ms,
+                            previous,
+                            rule.reentry_after,
+                        )
                     })
                     .flatten();
                 if let Some(due) = due {
@@ -120,6 +126,34 @@ impl JourneyBackend for Embedded {
         Ok(itinera_engine::triggers::dry_run(
             &source, &when, from_ms, to_ms, opts,
         )?)
+    }
+
+    fn triggers_sweep(
+        &self,
+        rule: &PreparedTrigger,
+        opts: &ScanOptions,
+    ) -> Result<Vec<TriggerDue>> {
+        let view = self.0.view();
+        let (when, source) = Embedded::compile_trigger(&view, rule)?;
+        let parts = source.scan(opts, Vec::new, |acc, j| {
+            if let Some(due) = when.due(j, rule.since_ms, rule.as_of_ms, None, None) {
+                acc.push((j.person, due));
+            }
+        });
+        if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(AppError::Cancelled);
+        }
+        Ok(view.with_vocabulary(|v| {
+            parts
+                .into_iter()
+                .flatten()
+                .map(|(p, due)| TriggerDue {
+                    rule: 0,
+                    person: v.name(Field::DistinctId, p).to_string(),
+                    due,
+                })
+                .collect()
+        }))
     }
 
     fn ids_received_since(&self, received_ms: i64) -> Result<Vec<String>> {

@@ -19,7 +19,7 @@ use crate::outbound::{self, Posted};
 use crate::{App, Population};
 use itinera_core::clock::now_ms;
 use itinera_engine::stages::ModelRef;
-use itinera_engine::triggers::{DryRun, TriggerAction, TriggerRule, TriggerWhen};
+use itinera_engine::triggers::{DryRun, TriggerAction, TriggerRule};
 use itinera_meta::{ActionOutcome, DefinitionKind, Firing, NewAction};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -110,19 +110,17 @@ fn find(app: &App, project: &str, name: &str) -> Result<Option<TriggerRule>> {
 /// Resolves a rule for the backend: its model and population loaded, its start time set.
 fn prepare(app: &App, project: &str, rule: &TriggerRule, since_ms: i64) -> Result<PreparedTrigger> {
     let meta = app.meta();
-    let model = match &rule.when {
-        TriggerWhen::EntersStage { model, .. } => {
+    let model = match rule.when.stage() {
+        Some((model, _)) => {
             let resolved =
-                definitions::resolve_model(&meta, project, &ModelRef::Builtin(model.clone()))
+                definitions::resolve_model(&meta, project, &ModelRef::Builtin(model.to_string()))
                     .map_err(|e| match e {
-                        AppError::Invalid { reason, .. } => {
-                            AppError::invalid("when.enters_stage.model", reason)
-                        }
-                        other => other,
-                    })?;
+                    AppError::Invalid { reason, .. } => AppError::invalid("when.model", reason),
+                    other => other,
+                })?;
             Some(resolved.resolve()?)
         }
-        TriggerWhen::Event { .. } => None,
+        None => None,
     };
     let population = Population {
         segment: rule.segment.clone(),
@@ -239,13 +237,18 @@ fn idempotency_key(project: &str, rule: &str, person: &str, at_ms: i64, k: usize
     format!("itk_{}", &hex::encode(h.finalize())[..32])
 }
 
+/// The rules of `project` that are on, arrival rules or sweep rules.
+fn rules_on(app: &App, project: &str, sweep: bool) -> Result<Vec<NamedTrigger>> {
+    Ok(rules(app, project)?
+        .into_iter()
+        .filter(|r| r.rule.enabled && r.rule.since_ms.is_some() && r.rule.when.is_sweep() == sweep)
+        .collect())
+}
+
 /// Evaluates arrivals for `project`: records each due rule's firing and its actions. Returns
 /// how many fired. Blocking.
 fn evaluate(app: &App, project: &str, ids: &[String]) -> Result<usize> {
-    let on: Vec<NamedTrigger> = rules(app, project)?
-        .into_iter()
-        .filter(|r| r.rule.enabled && r.rule.since_ms.is_some())
-        .collect();
+    let on = rules_on(app, project, false)?;
     if on.is_empty() || ids.is_empty() {
         return Ok(0);
     }
@@ -261,56 +264,97 @@ fn evaluate(app: &App, project: &str, ids: &[String]) -> Result<usize> {
             .flatten()
     };
     let due = backend.triggers_due(&prepared, ids, &last)?;
-    let now = now_ms();
     let mut fired = 0;
     for d in due {
-        let r = &on[d.rule];
-        let held_out = r.rule.holds_out(&r.name, &d.person);
-        let actions: Vec<NewAction> = if held_out {
-            vec![]
-        } else {
-            r.rule
-                .actions
-                .iter()
-                .enumerate()
-                .map(|(k, a)| {
-                    let key = idempotency_key(project, &r.name, &d.person, d.due.at_ms, k);
-                    let TriggerAction::Webhook { url, secret } = a;
-                    NewAction {
-                        kind: "webhook".into(),
-                        target: json!({"url": url, "secret": secret}).to_string(),
-                        payload: json!({
-                            "project": project,
-                            "rule": r.name,
-                            "person": d.person,
-                            "because": d.due.because,
-                            "at_ms": d.due.at_ms,
-                            "fired_at_ms": now,
-                            "idempotency_key": key,
-                        })
-                        .to_string(),
-                        idempotency_key: key,
-                        rate_per_minute: r.rule.max_per_minute,
-                    }
-                })
-                .collect()
-        };
-        let recorded = app.meta().record_firing(
-            project,
-            &r.name,
-            &d.person,
-            d.due.at_ms,
-            &d.due.because,
-            held_out,
-            now,
-            &actions,
-        )?;
-        if recorded {
-            fired += 1;
-            tracing::info!(project, rule = %r.name, person = %d.person, held_out, "trigger fired");
+        fired += usize::from(record(app, project, &on[d.rule], &d)?);
+    }
+    Ok(fired)
+}
+
+/// Persons each sweep rule already triggered, per (project, rule): loaded from the firings
+/// once, so that a sweep records only new stalls (a stall whose entry arrives late is still
+/// found, since every sweep looks from the rule's start).
+type Swept = HashMap<(String, String), std::collections::HashSet<String>>;
+
+/// Looks for stalls in `project`: each sweep rule's persons due since the rule's start and not
+/// triggered yet. Blocking (a scan per rule).
+fn sweep(app: &App, project: &str, swept: &mut Swept) -> Result<usize> {
+    let mut fired = 0;
+    for r in rules_on(app, project, true)? {
+        let key = (project.to_string(), r.name.clone());
+        if !swept.contains_key(&key) {
+            let known = app.meta().fired_persons(project, &r.name)?;
+            swept.insert(key.clone(), known.into_iter().collect());
+        }
+        let prepared = prepare(app, project, &r.rule, r.rule.since_ms.unwrap_or(i64::MAX))?;
+        let due = app
+            .backend(project)?
+            .triggers_sweep(&prepared, &Default::default())?;
+        let known = swept.get_mut(&key).expect("loaded above");
+        for d in due {
+            if known.contains(&d.person) {
+                continue;
+            }
+            fired += usize::from(record(app, project, &r, &d)?);
+            known.insert(d.person);
         }
     }
     Ok(fired)
+}
+
+/// Records one firing of rule `r` with its actions (none when the person is held out); false
+/// when it was recorded before.
+fn record(
+    app: &App,
+    project: &str,
+    r: &NamedTrigger,
+    d: &crate::backend::TriggerDue,
+) -> Result<bool> {
+    let now = now_ms();
+    let held_out = r.rule.holds_out(&r.name, &d.person);
+    let actions: Vec<NewAction> = if held_out {
+        vec![]
+    } else {
+        r.rule
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(k, a)| {
+                let key = idempotency_key(project, &r.name, &d.person, d.due.at_ms, k);
+                let TriggerAction::Webhook { url, secret } = a;
+                NewAction {
+                    kind: "webhook".into(),
+                    target: json!({"url": url, "secret": secret}).to_string(),
+                    payload: json!({
+                        "project": project,
+                        "rule": r.name,
+                        "person": d.person,
+                        "because": d.due.because,
+                        "at_ms": d.due.at_ms,
+                        "fired_at_ms": now,
+                        "idempotency_key": key,
+                    })
+                    .to_string(),
+                    idempotency_key: key,
+                    rate_per_minute: r.rule.max_per_minute,
+                }
+            })
+            .collect()
+    };
+    let recorded = app.meta().record_firing(
+        project,
+        &r.name,
+        &d.person,
+        d.due.at_ms,
+        &d.due.because,
+        held_out,
+        now,
+        &actions,
+    )?;
+    if recorded {
+        tracing::info!(project, rule = %r.name, person = %d.person, held_out, "trigger fired");
+    }
+    Ok(recorded)
 }
 
 /// Starts the evaluator thread and the delivery task; re-evaluates arrivals after each
@@ -367,7 +411,19 @@ fn recover(app: &App) {
 }
 
 fn run_evaluator(app: &App, rx: mpsc::Receiver<Arrivals>) {
-    while let Ok(first) = rx.recv() {
+    let every = Duration::from_secs(app.config.trigger_sweep_seconds.max(1));
+    let mut next_sweep = Instant::now();
+    let mut swept = HashMap::new();
+    loop {
+        if Instant::now() >= next_sweep {
+            sweep_all(app, &mut swept);
+            next_sweep = Instant::now() + every;
+        }
+        let first = match rx.recv_timeout(next_sweep.saturating_duration_since(Instant::now())) {
+            Ok(a) => a,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         // gather what arrives meanwhile, per project
         let mut pending: HashMap<String, (BTreeSet<String>, i64)> = HashMap::new();
         let mut add = |a: Arrivals| {
@@ -404,6 +460,24 @@ fn run_evaluator(app: &App, rx: mpsc::Receiver<Arrivals>) {
         if fired > 0 {
             app.triggers.deliver.notify_one();
         }
+    }
+}
+
+/// One sweep of every project's stall rules.
+fn sweep_all(app: &App, swept: &mut Swept) {
+    let projects = match app.data.meta.lock().projects() {
+        Ok(p) => p,
+        Err(e) => return tracing::warn!(error = %e, "trigger sweep: cannot list projects"),
+    };
+    let mut fired = 0;
+    for p in projects {
+        match sweep(app, &p.name, swept) {
+            Ok(n) => fired += n,
+            Err(e) => tracing::warn!(project = %p.name, error = %e, "trigger sweep failed"),
+        }
+    }
+    if fired > 0 {
+        app.triggers.deliver.notify_one();
     }
 }
 

@@ -345,6 +345,10 @@ pub(crate) fn load_config(args: &DataArgs, listen: Option<&str>) -> CliResult<Se
         ),
         ("ITINERA_QUERY_MEMORY_MB", &mut cfg.query_memory_mb),
         (
+            "ITINERA_TRIGGER_SWEEP_SECONDS",
+            &mut cfg.trigger_sweep_seconds,
+        ),
+        (
             "ITINERA_HEADER_TIMEOUT_SECONDS",
             &mut cfg.header_timeout_seconds,
         ),

@@ -341,3 +341,62 @@ fn due_actions_survive_kill_9_with_their_keys() {
         got.len() - 400
     );
 }
+
+/// A stall rule: persons in Consideration for a minute without moving on are found by the
+/// sweep; one who moved on in time, and one not stalled long enough yet, are not.
+#[test]
+fn a_stall_is_found_by_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let mut env = env();
+    env.push(("ITINERA_TRIGGER_SWEEP_SECONDS", "1"));
+    let server = Server::start(&data, &env);
+    let api = Api {
+        server: &server,
+        keys: &keys,
+        client: reqwest::blocking::Client::new(),
+    };
+    let (hook, received) = sink(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let at = |user: &str, name: &str, id: &str, ago_s: i64| {
+        let ts = chrono::DateTime::from_timestamp_millis(now - ago_s * 1000).unwrap();
+        json!({"type": "track", "userId": user, "event": name, "messageId": id,
+               "timestamp": ts.to_rfc3339()})
+    };
+    api.track(vec![
+        at("stuck", "Product Viewed", "v1", 120),
+        at("mover", "Product Viewed", "v2", 120),
+        at("mover", "Order Completed", "o2", 110),
+        at("fresh", "Product Viewed", "v3", 10),
+    ]);
+    let (s, saved) = api.call(
+        reqwest::Method::PUT,
+        "/api/v1/triggers/nudge",
+        Some(json!({
+            "when": {"stalled_in_stage": {"model": "customer-journey", "stage": "Consideration", "after": "1min"}},
+            "actions": [{"webhook": {"url": hook, "secret": SECRET}}],
+            "enabled": true,
+            "backfill_from_ms": now - 600_000
+        })),
+    );
+    assert_eq!(s, 200, "{saved}");
+    wait_for(&received, "the stalled person's nudge", |r| !r.is_empty());
+    // a second stalled person, found by a later sweep, which saw the others too
+    api.track(vec![at("stuck2", "Product Viewed", "v4", 100)]);
+    wait_for(&received, "the second nudge", |r| {
+        r.iter().any(|q| person_of(q) == "stuck2")
+    });
+    let persons: BTreeSet<String> = received.lock().unwrap().iter().map(person_of).collect();
+    assert_eq!(persons, BTreeSet::from(["stuck".into(), "stuck2".into()]));
+    let body: Value = serde_json::from_str(&received.lock().unwrap()[0].1).unwrap();
+    assert_eq!(body["because"], "Consideration for 1m", "{body}");
+    assert_eq!(
+        body["at_ms"],
+        now - 120_000 + 60_000,
+        "due a minute after the entry"
+    );
+}

@@ -20,8 +20,32 @@ use serde::{Deserialize, Serialize};
 pub enum TriggerWhen {
     /// The person's first entry into `stage` of `model` (a built-in or saved model's name).
     EntersStage { model: String, stage: String },
-    /// A touchpoint matching `event` (a selector).
+    /// A touchpoint matching `event` (a selector). A survey answer at or below a score is one:
+    /// `{"event": "Survey Responded", "where": {"properties.score": {"lte": 6}}}`.
     Event { event: EventSelector },
+    /// In `stage` of `model` for `after` without entering a later stage: due `after` past the
+    /// first entry. Found by a sweep at least every minute, not by an arrival.
+    StalledInStage {
+        model: String,
+        stage: String,
+        after: Span,
+    },
+}
+
+impl TriggerWhen {
+    /// The model and stage a stage rule names.
+    pub fn stage(&self) -> Option<(&str, &str)> {
+        match self {
+            TriggerWhen::EntersStage { model, stage }
+            | TriggerWhen::StalledInStage { model, stage, .. } => Some((model, stage)),
+            TriggerWhen::Event { .. } => None,
+        }
+    }
+
+    /// Whether the rule is found by sweeps (time passing) rather than by arrivals.
+    pub fn is_sweep(&self) -> bool {
+        matches!(self, TriggerWhen::StalledInStage { .. })
+    }
 }
 
 /// A trigger rule as saved in a project.
@@ -107,7 +131,7 @@ impl TriggerRule {
                 "must be between 1 and 100000",
             ));
         }
-        if self.reentry_after.is_some() && matches!(self.when, TriggerWhen::EntersStage { .. }) {
+        if self.reentry_after.is_some() && self.when.stage().is_some() {
             return Err(EngineError::invalid(
                 "reentry_after",
                 "a stage is entered once per person: re-entry applies to event rules",
@@ -118,6 +142,14 @@ impl TriggerRule {
                 "reentry_after",
                 "must be at least 1 min",
             ));
+        }
+        if let TriggerWhen::StalledInStage { after, .. } = &self.when {
+            if after.ms() < 60_000 {
+                return Err(EngineError::invalid(
+                    "when.stalled_in_stage.after",
+                    "must be at least 1 min (stalls are looked for every minute)",
+                ));
+            }
         }
         if self.segment.is_some() && self.persona.is_some() {
             return Err(EngineError::invalid(
@@ -154,6 +186,8 @@ pub enum CompiledWhen {
     Stage {
         model: Box<CompiledModel>,
         stage: usize,
+        /// Stalled this long (a `stalled_in_stage` rule); None: on entry.
+        stalled: Option<Span>,
     },
     Event {
         matcher: Box<Matcher>,
@@ -169,14 +203,18 @@ impl CompiledWhen {
         vocab: &dyn crate::journey::Vocabulary,
     ) -> Result<CompiledWhen> {
         match when {
-            TriggerWhen::EntersStage { stage, .. } => {
+            TriggerWhen::EntersStage { stage, .. } | TriggerWhen::StalledInStage { stage, .. } => {
+                let field = match when {
+                    TriggerWhen::EntersStage { .. } => "when.enters_stage",
+                    _ => "when.stalled_in_stage",
+                };
                 let model = model.ok_or_else(|| {
-                    EngineError::invalid("when.enters_stage.model", "the model is not resolved")
+                    EngineError::invalid(format!("{field}.model"), "the model is not resolved")
                 })?;
                 let index = model.index_of(stage).ok_or_else(|| {
                     let names: Vec<&str> = model.stages.iter().map(|s| s.name.as_str()).collect();
                     EngineError::invalid(
-                        "when.enters_stage.stage",
+                        format!("{field}.stage"),
                         format!(
                             "model {} has no stage `{stage}`{}",
                             model.name,
@@ -184,9 +222,14 @@ impl CompiledWhen {
                         ),
                     )
                 })?;
+                let stalled = match when {
+                    TriggerWhen::StalledInStage { after, .. } => Some(*after),
+                    _ => None,
+                };
                 Ok(CompiledWhen::Stage {
                     model: Box::new(CompiledModel::compile(model, vocab)?),
                     stage: index,
+                    stalled,
                 })
             }
             TriggerWhen::Event { event } => Ok(CompiledWhen::Event {
@@ -196,29 +239,46 @@ impl CompiledWhen {
         }
     }
 
-    /// When the rule is next due for the person of `j`: the first touchpoint at or after
-    /// `since_ms` that makes it true, and, for events with re-entry, at least `gap` after the
-    /// touchpoint of the previous firing (`last_ms`). A stage is entered once: its first entry
-    /// counts, and only if it lies at or after `since_ms`.
+    /// When the rule is next due for the person of `j`, at or before `now_ms`: the first
+    /// touchpoint at or after `since_ms` that makes it true, and, for events with re-entry, at
+    /// least `gap` after the touchpoint of the previous firing (`last_ms`). A stage is entered
+    /// once: its first entry counts, and only if it lies at or after `since_ms`. A stall is due
+    /// `after` past that entry, if no later stage was entered by then.
     pub fn due(
         &self,
         j: &Journey<'_>,
         since_ms: i64,
+        now_ms: i64,
         last_ms: Option<i64>,
         gap: Option<Span>,
     ) -> Option<Due> {
         match self {
-            CompiledWhen::Stage { model, stage } => {
+            CompiledWhen::Stage {
+                model,
+                stage,
+                stalled,
+            } => {
                 if last_ms.is_some() {
                     return None;
                 }
                 let mut p = PersonStages::default();
                 model.person(j, &mut p);
-                let at = p.entered[*stage];
-                (at != i64::MIN && at >= since_ms).then(|| Due {
-                    at_ms: at,
-                    because: model.model.stages[*stage].name.clone(),
-                })
+                let entered = p.entered[*stage];
+                if entered == i64::MIN {
+                    return None;
+                }
+                let name = &model.model.stages[*stage].name;
+                let (at, because) = match stalled {
+                    None => (entered, name.clone()),
+                    Some(after) => {
+                        let at = entered.saturating_add(after.ms());
+                        if p.exit_of(*stage).is_some_and(|exit| exit <= at) {
+                            return None;
+                        }
+                        (at, format!("{name} for {after}"))
+                    }
+                };
+                (at >= since_ms && at <= now_ms).then_some(Due { at_ms: at, because })
             }
             CompiledWhen::Event { matcher, name } => {
                 let after = match (last_ms, gap) {
@@ -228,6 +288,7 @@ impl CompiledWhen {
                 };
                 let start = j.ts.partition_point(|t| *t < after);
                 (start..j.len())
+                    .take_while(|&i| j.ts[i] <= now_ms)
                     .find(|&i| matcher.row_mask(j, i) != 0)
                     .map(|i| Due {
                         at_ms: j.ts[i],
@@ -242,11 +303,16 @@ impl CompiledWhen {
     /// entry is past). Lets the caller stop looking at such persons.
     pub fn settled(&self, j: &Journey<'_>, since_ms: i64) -> bool {
         match self {
-            CompiledWhen::Stage { model, stage } => {
+            CompiledWhen::Stage {
+                model,
+                stage,
+                stalled: None,
+            } => {
                 let mut p = PersonStages::default();
                 model.person(j, &mut p);
                 p.entered[*stage] != i64::MIN && p.entered[*stage] < since_ms
             }
+            CompiledWhen::Stage { .. } => false,
             CompiledWhen::Event { .. } => false,
         }
     }
@@ -299,7 +365,7 @@ pub fn dry_run<S: JourneySource>(
             )
         },
         |(n, days, sample), j| {
-            if let Some(d) = when.due(j, from_ms, None, None) {
+            if let Some(d) = when.due(j, from_ms, to_ms - 1, None, None) {
                 if d.at_ms < to_ms {
                     *n += 1;
                     *days
@@ -352,10 +418,9 @@ mod tests {
     use crate::memory::{MemorySource, Row};
 
     fn compiled(src: &MemorySource, when: TriggerWhen) -> CompiledWhen {
-        let model = match &when {
-            TriggerWhen::EntersStage { model, .. } => StageModel::builtin(model),
-            _ => None,
-        };
+        let model = when
+            .stage()
+            .and_then(|(model, _)| StageModel::builtin(model));
         src.with_vocabulary(|v| CompiledWhen::compile(&when, model, v))
             .unwrap()
     }
@@ -394,12 +459,14 @@ mod tests {
                 acc.push((
                     j.person,
                     (
-                        stage.due(j, 4_000, None, None).map(|d| d.at_ms),
+                        stage.due(j, 4_000, i64::MAX, None, None).map(|d| d.at_ms),
                         stage.settled(j, 4_000),
-                        event.due(j, 4_000, None, None).map(|d| d.at_ms),
-                        event.due(j, 4_000, Some(6_000), None).map(|d| d.at_ms),
+                        event.due(j, 4_000, i64::MAX, None, None).map(|d| d.at_ms),
                         event
-                            .due(j, 4_000, Some(6_000), Some(Span(5_000)))
+                            .due(j, 4_000, i64::MAX, Some(6_000), None)
+                            .map(|d| d.at_ms),
+                        event
+                            .due(j, 4_000, i64::MAX, Some(6_000), Some(Span(5_000)))
                             .map(|d| d.at_ms),
                     ),
                 ))
@@ -414,6 +481,36 @@ mod tests {
                 (name, s)
             })
             .collect();
+        // stalled in Consideration: `late` moved on to Decision 1 s after entering it
+        let stalled = |after: i64| {
+            compiled(
+                &src,
+                TriggerWhen::StalledInStage {
+                    model: "customer-journey".into(),
+                    stage: "Consideration".into(),
+                    after: Span(after),
+                },
+            )
+        };
+        let late = |when: &CompiledWhen, now: i64| {
+            src.scan(&ScanOptions::default(), Vec::new, |acc, j| {
+                if j.len() == 4 {
+                    acc.push(when.due(j, 0, now, None, None).map(|d| d.at_ms));
+                }
+            })
+            .concat()
+        };
+        assert_eq!(
+            late(&stalled(500), i64::MAX),
+            [Some(5_500)],
+            "stalled before moving on"
+        );
+        assert_eq!(late(&stalled(500), 5_400), [None], "not yet due at 5.4 s");
+        assert_eq!(
+            late(&stalled(2_000), i64::MAX),
+            [None],
+            "moved on before the stall"
+        );
         // entered Decision at 1 s, before the rule: never due, and settled
         assert_eq!(seen["early"], (None, true, Some(9_000), None, None));
         assert_eq!(

@@ -123,6 +123,16 @@ impl Meta {
         Ok(true)
     }
 
+    /// Every person `rule` ever triggered (held out or not).
+    pub fn fired_persons(&self, project: &str, rule: &str) -> Result<Vec<String>> {
+        let p = self.project(project)?;
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT person FROM trigger_firings WHERE project_id = ?1 AND rule = ?2",
+        )?;
+        let rows = st.query_map(params![p.id, rule], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Persons `rule` triggered (not held out) since `since_ms`.
     pub fn firings_since(&self, project: &str, rule: &str, since_ms: i64) -> Result<u64> {
         let p = self.project(project)?;
