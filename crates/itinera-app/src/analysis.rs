@@ -3,6 +3,7 @@
 
 use crate::definitions;
 use crate::error::Result;
+use itinera_engine::handoff::HandoffQuery;
 use itinera_engine::scores::{CommentsQuery, PromotersQuery, ScoreBy};
 use itinera_engine::{
     AccountsQuery, AdvocacyQuery, AttributionQuery, ClvQuery, EventSelector, FunnelQuery, ModelRef,
@@ -27,6 +28,7 @@ pub enum AnalysisRequest {
     Scores(ScoresQuery),
     Promoters(PromotersQuery),
     Comments(CommentsQuery),
+    Handoff(HandoffQuery),
 }
 
 /// The refund event CLV and revenue assume when none is given.
@@ -56,6 +58,7 @@ impl AnalysisRequest {
             AnalysisRequest::Scores(q) => (q.from_ms, q.to_ms),
             AnalysisRequest::Promoters(q) => (q.from_ms, q.to_ms),
             AnalysisRequest::Comments(q) => (q.scores.from_ms, q.scores.to_ms),
+            AnalysisRequest::Handoff(q) => (q.from_ms, q.to_ms),
             AnalysisRequest::Clv(_) | AnalysisRequest::Advocacy(_) => (None, None),
         }
     }
@@ -102,6 +105,7 @@ impl AnalysisRequest {
                     );
                 }
             }
+            AnalysisRequest::Handoff(q) => add(&mut out, "touch", Some(&q.touch)),
             AnalysisRequest::Retention(q) => {
                 add(&mut out, "cohort", Some(&q.cohort));
                 add(&mut out, "return_event", q.return_event.as_ref());
@@ -162,6 +166,7 @@ impl AnalysisRequest {
             AnalysisRequest::Scores(_) => "scores",
             AnalysisRequest::Promoters(_) => "promoters",
             AnalysisRequest::Comments(_) => "comments",
+            AnalysisRequest::Handoff(_) => "handoff",
         }
     }
 
@@ -183,6 +188,7 @@ impl AnalysisRequest {
             }
             AnalysisRequest::Stages(q) => resolve(&mut q.model)?,
             AnalysisRequest::Accounts(q) => resolve(&mut q.model)?,
+            AnalysisRequest::Handoff(q) => resolve(&mut q.model)?,
             _ => {}
         }
         Ok(request)

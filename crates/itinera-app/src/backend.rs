@@ -88,6 +88,17 @@ pub trait JourneyBackend: Send + Sync {
         opts: &ScanOptions,
     ) -> Result<DryRun>;
 
+    /// Whether a rule's firings (person, touchpoint time, held out) were followed by `outcome`
+    /// within `within`, acted on against held out.
+    fn trigger_effect(
+        &self,
+        firings: &[(String, i64, bool)],
+        outcome: &itinera_engine::EventSelector,
+        within: itinera_engine::Span,
+        now_ms: i64,
+        confidence: f64,
+    ) -> Result<itinera_engine::triggers::TriggerEffect>;
+
     /// Distinct ids of touchpoints received after `received_ms` (trigger recovery).
     fn ids_received_since(&self, received_ms: i64) -> Result<Vec<String>>;
 

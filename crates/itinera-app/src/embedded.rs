@@ -29,6 +29,7 @@ fn json<T: Serialize>(r: std::result::Result<T, EngineError>) -> Result<Value> {
 pub fn run_on<S: JourneySource>(
     source: &S,
     request: &AnalysisRequest,
+    as_of_ms: i64,
     opts: &ScanOptions,
 ) -> Result<Value> {
     use itinera_engine as e;
@@ -45,6 +46,7 @@ pub fn run_on<S: JourneySource>(
         AnalysisRequest::Scores(q) => json(e::run_scores(source, q, opts)),
         AnalysisRequest::Promoters(q) => json(e::scores::find_promoters(source, q, opts)),
         AnalysisRequest::Comments(q) => json(e::scores::find_comments(source, q, opts)),
+        AnalysisRequest::Handoff(q) => json(e::handoff::run_handoff(source, q, as_of_ms, opts)),
     }
 }
 
@@ -63,7 +65,7 @@ impl JourneyBackend for Embedded {
             filter,
             as_of_ms,
         };
-        run_on(&filtered, analysis, opts)
+        run_on(&filtered, analysis, as_of_ms, opts)
     }
 
     fn triggers_due(
@@ -154,6 +156,26 @@ impl JourneyBackend for Embedded {
                 })
                 .collect()
         }))
+    }
+
+    fn trigger_effect(
+        &self,
+        firings: &[(String, i64, bool)],
+        outcome: &itinera_engine::EventSelector,
+        within: itinera_engine::Span,
+        now_ms: i64,
+        confidence: f64,
+    ) -> Result<itinera_engine::triggers::TriggerEffect> {
+        let view = self.0.view();
+        let coded: Vec<(u32, i64, bool)> = view.with_vocabulary(|v| {
+            firings
+                .iter()
+                .filter_map(|(p, at, h)| v.code(Field::DistinctId, p).map(|c| (c, *at, *h)))
+                .collect()
+        });
+        Ok(itinera_engine::triggers::run_effect(
+            &view, &coded, outcome, within, now_ms, confidence,
+        )?)
     }
 
     fn ids_received_since(&self, received_ms: i64) -> Result<Vec<String>> {

@@ -219,6 +219,50 @@ pub fn dry_run(
         .trigger_dry_run(&prepared, from_ms, to_ms, opts)
 }
 
+/// What to compare a rule's firings on.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EffectRequest {
+    /// The outcome: e.g. `"Order Completed"` for a repeat purchase, or a stage's touchpoints.
+    pub outcome: itinera_engine::EventSelector,
+    /// Counted when it follows the firing within this (default 30d).
+    #[serde(default = "thirty_days")]
+    pub within: itinera_engine::Span,
+    #[serde(default = "ninety_five")]
+    pub confidence: f64,
+}
+
+fn thirty_days() -> itinera_engine::Span {
+    itinera_engine::Span(30 * 86_400_000)
+}
+fn ninety_five() -> f64 {
+    0.95
+}
+
+/// Did acting help? The share of persons acted on who then did the outcome, against the share
+/// of those held out. Blocking.
+pub fn effect(
+    app: &App,
+    project: &str,
+    name: &str,
+    req: &EffectRequest,
+) -> Result<itinera_engine::triggers::TriggerEffect> {
+    if find(app, project, name)?.is_none() {
+        return Err(AppError::NotFound(format!("no trigger rule named {name}")));
+    }
+    if !(0.5..1.0).contains(&req.confidence) {
+        return Err(AppError::invalid("confidence", "must be in [0.5, 1)"));
+    }
+    let firings = app.meta().firing_times(project, name)?;
+    app.backend(project)?.trigger_effect(
+        &firings,
+        &req.outcome,
+        req.within,
+        now_ms(),
+        req.confidence,
+    )
+}
+
 /// The latest firings of rule `name`, newest first.
 pub fn firings(app: &App, project: &str, name: &str, limit: usize) -> Result<Vec<Firing>> {
     if find(app, project, name)?.is_none() {

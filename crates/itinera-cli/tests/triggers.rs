@@ -207,18 +207,39 @@ fn held_out_persons_are_recorded_and_not_sent() {
         client: reqwest::blocking::Client::new(),
     };
     let (hook, received) = sink(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let hours_ago = |h: i64| {
+        chrono::DateTime::from_timestamp_millis(now - h * 3_600_000)
+            .unwrap()
+            .to_rfc3339()
+    };
+    // sign-ups two hours ago, back-filled; every third person orders an hour later
     let (s, saved) = api.call(
         reqwest::Method::PUT,
         "/api/v1/triggers/signup",
         Some(
             json!({"when": {"event": {"event": "Signed Up"}}, "holdout_percent": 50,
-                    "actions": [{"webhook": {"url": hook, "secret": SECRET}}], "enabled": true}),
+                    "actions": [{"webhook": {"url": hook, "secret": SECRET}}], "enabled": true,
+                    "backfill_from_ms": now - 3 * 3_600_000}),
         ),
     );
     assert_eq!(s, 200, "{saved}");
-    let batch: Vec<Value> = (0..40)
-        .map(|k| event(&format!("p{k}"), "Signed Up", &format!("s{k}")))
-        .collect();
+    let mut batch: Vec<Value> = Vec::new();
+    for k in 0..40 {
+        batch.push(
+            json!({"type": "track", "userId": format!("p{k}"), "event": "Signed Up",
+                          "messageId": format!("s{k}"), "timestamp": hours_ago(2)}),
+        );
+        if k % 3 == 0 {
+            batch.push(
+                json!({"type": "track", "userId": format!("p{k}"), "event": "Order Completed",
+                              "messageId": format!("o{k}"), "timestamp": hours_ago(1)}),
+            );
+        }
+    }
     api.track(batch);
     let firings = || {
         api.call(
@@ -256,6 +277,32 @@ fn held_out_persons_are_recorded_and_not_sent() {
         sent.is_disjoint(&held),
         "a held-out person was sent an action"
     );
+
+    // did acting help? orders within 90 min of the sign-up, acted on against held out
+    let ordered = |p: &&String| p[1..].parse::<u32>().unwrap() % 3 == 0;
+    let (s, effect) = api.call(
+        reqwest::Method::POST,
+        "/api/v1/triggers/signup/effect",
+        Some(json!({"outcome": "Order Completed", "within": "90min"})),
+    );
+    assert_eq!(s, 200, "{effect}");
+    assert_eq!(effect["acted"]["n"], sent.len() as u64, "{effect}");
+    assert_eq!(
+        effect["acted"]["k"],
+        sent.iter().filter(ordered).count() as u64
+    );
+    assert_eq!(effect["held_out"]["n"], held.len() as u64);
+    assert_eq!(
+        effect["held_out"]["k"],
+        held.iter().filter(ordered).count() as u64
+    );
+    // within 30 min nobody had ordered yet
+    let (_, none) = api.call(
+        reqwest::Method::POST,
+        "/api/v1/triggers/signup/effect",
+        Some(json!({"outcome": "Order Completed", "within": "30min"})),
+    );
+    assert_eq!(none["acted"]["k"], 0, "{none}");
 }
 
 /// kill -9 twice: once right after the arrivals are acknowledged (the evaluator has not seen

@@ -14,6 +14,7 @@ pub mod clv;
 pub mod duration;
 pub mod error;
 pub mod funnel;
+pub mod handoff;
 pub mod journey;
 pub mod map;
 pub mod memory;

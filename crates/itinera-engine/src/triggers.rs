@@ -318,6 +318,67 @@ impl CompiledWhen {
     }
 }
 
+/// Whether a rule's firings were followed by an outcome: those acted on against those held out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TriggerEffect {
+    /// Persons acted on whose firing is at least `within` old: how many did the outcome.
+    pub acted: crate::handoff::Share,
+    pub held_out: crate::handoff::Share,
+    /// acted − held out, with Newcombe's interval.
+    pub difference: crate::handoff::Difference,
+    /// Firings too recent to judge (less than `within` old).
+    pub not_yet_judged: u64,
+    pub definitions: Vec<String>,
+}
+
+/// Which of `firings` (person code, firing's touchpoint time, held out) were followed by a
+/// touchpoint matching `outcome` within `within` (after the firing, up to and including
+/// `within` later); firings not `within` old at `now_ms` are not judged.
+pub fn run_effect<S: JourneySource>(
+    source: &S,
+    firings: &[(u32, i64, bool)],
+    outcome: &EventSelector,
+    within: Span,
+    now_ms: i64,
+    confidence: f64,
+) -> Result<TriggerEffect> {
+    let matcher = source.with_vocabulary(|v| Matcher::compile(std::slice::from_ref(outcome), v))?;
+    // (judged, did) for [acted, held out]
+    let mut groups = [(0u64, 0u64); 2];
+    let mut not_yet = 0;
+    for &(person, at, held_out) in firings {
+        if at.saturating_add(within.ms()) > now_ms {
+            not_yet += 1;
+            continue;
+        }
+        let did = source
+            .journey_of(person, |j| {
+                let start = j.ts.partition_point(|t| *t <= at);
+                (start..j.len())
+                    .take_while(|&i| j.ts[i] <= at + within.ms())
+                    .any(|i| matcher.row_mask(j, i) != 0)
+            })
+            .unwrap_or(false);
+        let g = &mut groups[usize::from(held_out)];
+        g.0 += 1;
+        g.1 += u64::from(did);
+    }
+    let z = crate::stats::z_for(confidence);
+    let acted = crate::handoff::Share::of(groups[0].1, groups[0].0, z);
+    let held_out = crate::handoff::Share::of(groups[1].1, groups[1].0, z);
+    Ok(TriggerEffect {
+        difference: crate::handoff::Difference::of(&acted, &held_out, z),
+        acted,
+        held_out,
+        not_yet_judged: not_yet,
+        definitions: vec![
+            format!("outcome: a touchpoint matching the outcome within {within} after the touchpoint that fired the rule"),
+            "acted: persons the rule's actions were sent for; held out: persons in its hold-out (a stable random draw), recorded and not acted on".into(),
+            format!("intervals: Wilson at {:.0} %, the difference with Newcombe's hybrid score interval", confidence * 100.0),
+        ],
+    })
+}
+
 /// Who a rule would have triggered over a past period, had it been on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DryRun {

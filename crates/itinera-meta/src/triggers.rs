@@ -133,6 +133,18 @@ impl Meta {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every firing of `rule`: (person, touchpoint time, held out).
+    pub fn firing_times(&self, project: &str, rule: &str) -> Result<Vec<(String, i64, bool)>> {
+        let p = self.project(project)?;
+        let mut st = self.conn.prepare(
+            "SELECT person, at_ms, held_out FROM trigger_firings WHERE project_id = ?1 AND rule = ?2",
+        )?;
+        let rows = st.query_map(params![p.id, rule], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Persons `rule` triggered (not held out) since `since_ms`.
     pub fn firings_since(&self, project: &str, rule: &str, since_ms: i64) -> Result<u64> {
         let p = self.project(project)?;

@@ -6,10 +6,7 @@ use crate::stages::PersonStages;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
-/// The two-sided normal quantile of a confidence level: P(|Z| < z) = confidence.
-pub(super) fn z_for(confidence: f64) -> f64 {
-    std::f64::consts::SQRT_2 * statrs::function::erf::erf_inv(confidence)
-}
+pub(super) use crate::stats::z_for;
 
 #[derive(Default, Clone)]
 pub(super) struct Acc {
@@ -70,17 +67,13 @@ impl Acc {
                 ci_high: 100.0 * (score + z * se).min(1.0),
             }
         });
-        let good_share = (q.kind != ScoreKind::Nps && n > 0).then(|| {
-            let p = good as f64 / nf;
-            let z2 = z * z;
-            let centre = (p + z2 / (2.0 * nf)) / (1.0 + z2 / nf);
-            let half = z * (p * (1.0 - p) / nf + z2 / (4.0 * nf * nf)).sqrt() / (1.0 + z2 / nf);
-            ShareFigures {
-                share: p,
-                ci_low: (centre - half).max(0.0),
-                ci_high: (centre + half).min(1.0),
-            }
-        });
+        let good_share = crate::stats::wilson(good, n, z)
+            .filter(|_| q.kind != ScoreKind::Nps)
+            .map(|(ci_low, ci_high)| ShareFigures {
+                share: good as f64 / nf,
+                ci_low,
+                ci_high,
+            });
         let to_emotion = |v: f64| {
             let position = if max > min {
                 (v - min) / (max - min)

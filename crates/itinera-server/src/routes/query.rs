@@ -12,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::{Extension, Json};
 use itinera_app::breakdown::{BreakdownBy, BreakdownResult};
 use itinera_app::{AnalysisRequest, PersonStagesRequest, Population};
+use itinera_engine::handoff::{HandoffQuery, HandoffResult};
 use itinera_engine::scores::{CommentsQuery, CommentsResult, PromotersQuery, PromotersResult};
 use itinera_engine::stages::PersonJourney;
 use itinera_engine::{
@@ -40,6 +41,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(advocacy))
         .routes(routes!(revenue))
         .routes(routes!(scores))
+        .routes(routes!(handoff))
         .routes(routes!(promoters))
         .routes(routes!(comments))
         .routes(routes!(person_stages))
@@ -134,6 +136,12 @@ analysis!(
 analysis!(
     /// Promoters (latest NPS 9-10) with consent and contact traits
     promoters, "/api/v1/promoters", Promoters, PromotersQuery, PromotersResult
+);
+analysis!(
+    /// The buyer-to-customer handoff: who got the onboarding touch, how soon, and did it help
+    ///
+    /// Semantics: docs/triggers.md.
+    handoff, "/api/v1/handoff", Handoff, HandoffQuery, HandoffResult
 );
 analysis!(
     /// Open answers: search, sentiment, keywords

@@ -10,8 +10,8 @@ use crate::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use itinera_app::triggers::{self, NamedTrigger};
-use itinera_engine::triggers::{DryRun, TriggerRule};
+use itinera_app::triggers::{self, EffectRequest, NamedTrigger};
+use itinera_engine::triggers::{DryRun, TriggerEffect, TriggerRule};
 use itinera_meta::Firing;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(save_trigger, delete_trigger))
         .routes(routes!(dry_run))
         .routes(routes!(list_firings))
+        .routes(routes!(effect))
 }
 
 /// The project's trigger rules, webhook secrets shown as `***`.
@@ -186,4 +187,29 @@ async fn list_firings(
     let app = state.app.clone();
     let firings = blocking(move || Ok(triggers::firings(&app, &project, &name, limit)?)).await?;
     Ok(Json(Firings { firings }))
+}
+
+/// Did acting help? Persons acted on against those held out
+///
+/// The share of each group who did `outcome` within `within` after the rule fired for them,
+/// with Wilson intervals, and the difference with Newcombe's interval. Needs a hold-out
+/// (`holdout_percent`) for a fair comparison.
+#[utoipa::path(
+    post,
+    path = "/api/v1/triggers/{name}/effect",
+    tag = "triggers",
+    params(("name" = String, Path, description = "The rule's name")),
+    request_body = EffectRequest,
+    responses((status = 200, description = "Acted on against held out", body = TriggerEffect), Invalid, Unauthorized, NotFound)
+)]
+async fn effect(
+    State(state): State<Arc<AppState>>,
+    ReadProject(project): ReadProject,
+    Path(name): Path<String>,
+    body: Result<Json<EffectRequest>, JsonRejection>,
+) -> Result<Json<TriggerEffect>, ApiError> {
+    let req = json_body(body)?;
+    let app = state.app.clone();
+    let answer = blocking(move || Ok(triggers::effect(&app, &project, &name, &req)?)).await?;
+    Ok(Json(answer))
 }
