@@ -19,6 +19,7 @@ static GLOBAL: itinera_engine::metered::Metered<mimalloc::MiMalloc> =
 use clap::{Parser, Subcommand};
 
 mod analyses;
+mod triggers;
 mod value;
 use itinera_core::{MessageType, Touchpoint};
 use itinera_store::{ScanOptions, Store, StoreConfig};
@@ -140,6 +141,17 @@ enum Command {
         customers: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// Trigger latency: acknowledged stage entry → webhook received, under background load.
+    Triggers {
+        /// Background events a second (batches of 100 realistic track calls).
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Persons entering the rule's stage a second.
+        #[arg(long, default_value_t = 20)]
+        entries: u64,
     },
     /// HTTP ingestion load generator.
     Http {
@@ -600,11 +612,19 @@ fn in_process_server(
     dir: &std::path::Path,
 ) -> Result<(String, String), Box<dyn std::error::Error>> {
     let data = itinera_app::DataDir::open(dir, StoreConfig::default())?;
-    let keys = data.meta.lock().create_keys("default", "bench")?;
     let cfg = itinera_app::Config {
         rate_limit_per_key: 0,
         ..Default::default()
     };
+    in_process_server_with(data, cfg)
+}
+
+/// [`in_process_server`] on an opened data directory with a configuration.
+fn in_process_server_with(
+    data: Arc<itinera_app::DataDir>,
+    cfg: itinera_app::Config,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let keys = data.meta.lock().create_keys("default", "bench")?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -738,6 +758,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             batch,
             runs,
         } => parse_bench(events, batch, runs),
+        Command::Triggers {
+            rate,
+            seconds,
+            entries,
+        } => triggers::triggers_bench(rate, seconds, entries, cli.person_zipf),
         Command::Funnel {
             data,
             events,
