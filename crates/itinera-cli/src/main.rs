@@ -9,6 +9,7 @@ mod output;
 mod parquet_io;
 mod query;
 mod surveys;
+mod triggers;
 mod users;
 
 /// mimalloc: the glibc allocator was a quarter of the CPU time of HTTP ingestion (measured with perf).
@@ -113,6 +114,12 @@ enum Command {
     Cases {
         #[command(subcommand)]
         command: surveys::CaseCommand,
+    },
+    /// Trigger rules: act when a person enters a stage, stalls in one or does an event
+    /// (docs/triggers.md).
+    Triggers {
+        #[command(subcommand)]
+        command: triggers::TriggerCommand,
     },
     /// Stage models saved in the project (custom buyer or customer journeys), usable by name.
     Models {
@@ -491,6 +498,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Maps { command } => users::run_maps(command),
         Command::Surveys { command } => surveys::run(command),
         Command::Cases { command } => surveys::run_cases(command),
+        Command::Triggers { command } => triggers::run(command),
         Command::Models { command } => models::run(command),
         Command::Segments { command } => definitions::run(DefinitionKind::Segment, command),
         Command::Personas { command } => definitions::run(DefinitionKind::Persona, command),

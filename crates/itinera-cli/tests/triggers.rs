@@ -447,3 +447,76 @@ fn a_stall_is_found_by_the_sweep() {
         "due a minute after the entry"
     );
 }
+
+/// The CLI: a rule saved, listed, dry-run over history and its firings read, on a data
+/// directory; a refused destination is named.
+#[test]
+fn the_cli_saves_lists_and_dry_runs_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let lines = dir.path().join("history.jsonl");
+    std::fs::write(
+        &lines,
+        [
+            json!({"type": "track", "userId": "a", "event": "Order Completed", "messageId": "1", "timestamp": "2025-03-01T10:00:00Z"}),
+            json!({"type": "track", "userId": "b", "event": "Order Completed", "messageId": "2", "timestamp": "2025-03-02T10:00:00Z"}),
+            json!({"type": "track", "userId": "c", "event": "Product Viewed", "messageId": "3", "timestamp": "2025-03-02T11:00:00Z"}),
+        ]
+        .map(|v| v.to_string())
+        .join("\n"),
+    )
+    .unwrap();
+    run(&["import", "--data", d, lines.to_str().unwrap()]);
+    let refused = run_fails(&[
+        "triggers",
+        "set",
+        "welcome",
+        "--data",
+        d,
+        "--rule",
+        r#"{"when": {"enters_stage": {"model": "customer-journey", "stage": "Decision"}}, "actions": [{"webhook": {"url": "http://127.0.0.1:9/hook"}}]}"#,
+    ]);
+    assert!(refused.contains("actions[0].webhook.url"), "{refused}");
+    let out = std::process::Command::new(bin())
+        .args([
+            "triggers", "set", "welcome", "--data", d, "--rule",
+            r#"{"when": {"enters_stage": {"model": "customer-journey", "stage": "Decision"}}, "actions": [{"webhook": {"url": "http://127.0.0.1:9/hook", "secret": "s3cret-s3cret"}}], "enabled": true}"#,
+        ])
+        .env("ITINERA_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value =
+        serde_json::from_str(&run(&["triggers", "list", "--data", d, "--format", "json"])).unwrap();
+    assert_eq!(list[0]["name"], "welcome");
+    assert_eq!(list[0]["actions"][0]["webhook"]["secret"], "***");
+    let dry: Value = serde_json::from_str(&run(&[
+        "triggers",
+        "dry-run",
+        "welcome",
+        "--from",
+        "2025-03-02",
+        "--to",
+        "2025-04-01",
+        "--data",
+        d,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        dry["persons"], 1,
+        "only b became a customer in the period: {dry}"
+    );
+    assert_eq!(dry["sample"][0]["person"], "b");
+    let firings = run(&[
+        "triggers", "firings", "welcome", "--data", d, "--format", "json",
+    ]);
+    assert_eq!(firings.trim(), "[]", "history is not back-filled");
+    run(&["triggers", "delete", "welcome", "--data", d]);
+}

@@ -52,6 +52,9 @@ pub enum QueryCommand {
     Advocacy(Box<value::AdvocacyArgs>),
     /// Orders and revenue per period and currency, refunds subtracted.
     Revenue(Box<value::RevenueArgs>),
+    /// The buyer → customer handoff: new customers who got the onboarding touch, how soon, and
+    /// their retention and repeat purchases with and without it.
+    Handoff(Box<value::HandoffArgs>),
     /// Sizes of the saved segments and personas.
     Segments(Box<SegmentsArgs>),
     /// Any analysis once per persona or per saved segment: `--query '{"funnel": {…}}'` (the
@@ -287,6 +290,7 @@ pub fn run(cmd: QueryCommand) -> CliResult {
         QueryCommand::Accounts(args) => value::run_accounts(&args),
         QueryCommand::Advocacy(args) => value::run_advocacy(&args),
         QueryCommand::Revenue(args) => value::run_revenue(&args),
+        QueryCommand::Handoff(args) => value::run_handoff(&args),
         QueryCommand::Segments(args) => run_segments_report(&args.target),
         QueryCommand::Breakdown(args) => run_breakdown(&args),
         QueryCommand::Scores(args) => value::run_scores(&args),
@@ -725,7 +729,7 @@ fn print_funnel(format: Format, r: &FunnelResult) -> CliResult {
 /// A built-in model name, or a model file (TOML or JSON by extension).
 /// A built-in model, a model file, or a saved model (resolved here on a data directory, by the
 /// server otherwise).
-fn model_ref(arg: &str, target: &Target) -> CliResult<ModelRef> {
+pub(crate) fn model_ref(arg: &str, target: &Target) -> CliResult<ModelRef> {
     if StageModel::BUILTIN.contains(&arg) {
         return Ok(ModelRef::Builtin(arg.to_string()));
     }

@@ -13,6 +13,7 @@ use itinera_engine::attribution::{
 use itinera_engine::b2b::{AccountsQuery, AccountsResult};
 use itinera_engine::calendar::Period;
 use itinera_engine::clv::{ClvQuery, ClvResult, TimeUnit};
+use itinera_engine::handoff::{Difference, HandoffQuery, HandoffResult, Share};
 use itinera_engine::journey::CountBy;
 use itinera_engine::revenue::{RevenueQuery, RevenueResult};
 use itinera_engine::scores::{
@@ -573,6 +574,89 @@ pub fn run_revenue(a: &RevenueArgs) -> CliResult {
     ];
     print_records(a.target.format, &cols, &r.rows)?;
     print_records(a.target.format, &cols[1..], &r.totals)
+}
+
+#[derive(Args)]
+pub struct HandoffArgs {
+    /// The onboarding touch, e.g. "Welcome Email Opened".
+    #[arg(long)]
+    touch: String,
+    /// The stage model (built-in name, saved model or FILE); its purchase stage is the handoff.
+    #[arg(long, default_value = "customer-journey")]
+    model: String,
+    /// Handed off: the touch within this of the purchase.
+    #[arg(long, default_value = "7d")]
+    within: String,
+    /// Retained: a touchpoint at least this long after the purchase.
+    #[arg(long, default_value = "30d")]
+    retained_after: String,
+    /// Only customers whose purchase lies in the range.
+    #[command(flatten)]
+    range: DateRange,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn run_handoff(a: &HandoffArgs) -> CliResult {
+    let q = HandoffQuery {
+        model: super::model_ref(&a.model, &a.target)?,
+        touch: EventSelector::parse(&a.touch)?,
+        within: span("--within", &a.within)?,
+        retained_after: span("--retained-after", &a.retained_after)?,
+        from_ms: a.range.start_ms()?,
+        to_ms: a.range.end_ms()?,
+        confidence: 0.95,
+    };
+    let r: HandoffResult = analyze(&a.target, AnalysisRequest::Handoff(q))?;
+    if printed_as_json(a.target.format, &r)? {
+        return Ok(());
+    }
+    let share = |s: &Share| match (s.share, s.ci_low, s.ci_high) {
+        (Some(p), Some(l), Some(h)) => format!(
+            "{:.1} % ({:.1}–{:.1} %) of {}",
+            p * 100.0,
+            l * 100.0,
+            h * 100.0,
+            s.n
+        ),
+        _ => "–".into(),
+    };
+    let diff = |d: &Difference| match (d.difference, d.ci_low, d.ci_high) {
+        (Some(x), Some(l), Some(h)) => format!(
+            "{:+.1} points ({:+.1} to {:+.1})",
+            x * 100.0,
+            l * 100.0,
+            h * 100.0
+        ),
+        _ => "–".into(),
+    };
+    let rows = vec![
+        json!({"group": "with the touch", "customers": r.with_touch.customers,
+               "retained": share(&r.with_touch.retained), "repeat_purchase": share(&r.with_touch.repeat_purchase)}),
+        json!({"group": "without", "customers": r.without_touch.customers,
+               "retained": share(&r.without_touch.retained), "repeat_purchase": share(&r.without_touch.repeat_purchase)}),
+        json!({"group": "difference", "customers": "",
+               "retained": diff(&r.retained_difference), "repeat_purchase": diff(&r.repeat_purchase_difference)}),
+    ];
+    let time = |s: Option<i64>| s.map_or("–".into(), |s| super::human_duration(s as f64));
+    println!(
+        "{} customers entered {} ({}); handed off: {}; time to the touch: median {}, p90 {}",
+        r.customers,
+        r.purchase_stage,
+        r.model,
+        share(&r.handed_off),
+        time(r.median_seconds_to_touch),
+        time(r.p90_seconds_to_touch)
+    );
+    print_records(
+        a.target.format,
+        &["group", "customers", "retained", "repeat_purchase"],
+        &rows,
+    )?;
+    for d in &r.definitions {
+        println!("  {d}");
+    }
+    Ok(())
 }
 
 #[derive(Args)]
