@@ -91,9 +91,10 @@ pub fn rules(app: &App, project: &str) -> Result<Vec<NamedTrigger>> {
 pub fn redacted(mut rules: Vec<NamedTrigger>) -> Vec<NamedTrigger> {
     for r in &mut rules {
         for a in &mut r.rule.actions {
-            let TriggerAction::Webhook { secret, .. } = a;
-            if !secret.is_empty() {
-                *secret = SECRET_SET.into();
+            if let TriggerAction::Webhook { secret, .. } = a {
+                if !secret.is_empty() {
+                    *secret = SECRET_SET.into();
+                }
             }
         }
     }
@@ -145,23 +146,37 @@ pub fn save(app: &App, project: &str, name: &str, mut rule: TriggerRule) -> Resu
     rule.validate()?;
     let previous = find(app, project, name)?;
     for (k, a) in rule.actions.iter_mut().enumerate() {
-        let TriggerAction::Webhook { url, secret } = a;
-        crate::destinations::check(
-            &format!("actions[{k}].webhook.url"),
-            url,
-            &app.config.outbound,
-        )?;
-        if secret == SECRET_SET {
-            let kept = previous.as_ref().and_then(|p| p.actions.get(k)).map(|p| {
-                let TriggerAction::Webhook { secret, .. } = p;
-                secret.clone()
-            });
-            *secret = kept.ok_or_else(|| {
-                AppError::invalid(
-                    format!("actions[{k}].webhook.secret"),
-                    "`***` keeps a saved secret, and this action has none",
-                )
-            })?;
+        match a {
+            TriggerAction::Webhook { url, secret } => {
+                crate::destinations::check(
+                    &format!("actions[{k}].webhook.url"),
+                    url,
+                    &app.config.outbound,
+                )?;
+                if secret == SECRET_SET {
+                    let kept =
+                        previous
+                            .as_ref()
+                            .and_then(|p| p.actions.get(k))
+                            .and_then(|p| match p {
+                                TriggerAction::Webhook { secret, .. } => Some(secret.clone()),
+                                _ => None,
+                            });
+                    *secret = kept.ok_or_else(|| {
+                        AppError::invalid(
+                            format!("actions[{k}].webhook.secret"),
+                            "`***` keeps a saved secret, and this action has none",
+                        )
+                    })?;
+                }
+            }
+            TriggerAction::Email { .. } if app.config.smtp.host.is_empty() => {
+                return Err(AppError::invalid(
+                    format!("actions[{k}].email"),
+                    "e-mail actions need an SMTP relay: set [smtp] host (ITINERA_SMTP_HOST)",
+                ));
+            }
+            TriggerAction::Email { .. } | TriggerAction::Case { .. } => {}
         }
     }
     let was_on = previous.as_ref().is_some_and(|p| p.enabled);
@@ -365,10 +380,9 @@ fn record(
             .enumerate()
             .map(|(k, a)| {
                 let key = idempotency_key(project, &r.name, &d.person, d.due.at_ms, k);
-                let TriggerAction::Webhook { url, secret } = a;
                 NewAction {
-                    kind: "webhook".into(),
-                    target: json!({"url": url, "secret": secret}).to_string(),
+                    kind: a.kind().into(),
+                    target: serde_json::to_string(a).expect("actions serialize"),
                     payload: json!({
                         "project": project,
                         "rule": r.name,
@@ -566,7 +580,10 @@ async fn run_delivery(app: Arc<App>) {
                 }
                 window.push_back(Instant::now());
                 progressed = true;
-                let outcome = send(&app, &a).await;
+                // None: the action recorded its own outcome (a case, in its transaction)
+                let Some(outcome) = send(&app, &a).await else {
+                    continue;
+                };
                 if let ActionOutcome::Failed { error, .. } | ActionOutcome::Retry { error, .. } =
                     &outcome
                 {
@@ -583,55 +600,121 @@ async fn run_delivery(app: Arc<App>) {
     }
 }
 
-/// One attempt at an action.
-async fn send(app: &App, a: &itinera_meta::PendingAction) -> ActionOutcome {
-    #[derive(Deserialize)]
-    struct Target {
-        url: String,
-        secret: String,
-    }
-    let target: Target = match serde_json::from_str(&a.target) {
+/// One attempt at an action. A case is opened and marked done in one transaction; the others
+/// are sent, then their outcome is recorded by the caller.
+async fn send(app: &Arc<App>, a: &itinera_meta::PendingAction) -> Option<ActionOutcome> {
+    let action: TriggerAction = match serde_json::from_str(&a.target) {
         Ok(t) => t,
         Err(e) => {
-            return ActionOutcome::Failed {
+            return Some(ActionOutcome::Failed {
                 status: None,
                 error: format!("unreadable action: {e}"),
+            })
+        }
+    };
+    let failed = |status: Option<i64>, error: String| {
+        let attempts = a.attempts + 1;
+        if attempts >= app.config.webhook_attempts.max(1) as i64 {
+            ActionOutcome::Failed { status, error }
+        } else {
+            let delay = app
+                .config
+                .webhook_backoff_ms
+                .saturating_mul(1 << (attempts - 1).min(20)) as i64;
+            ActionOutcome::Retry {
+                status,
+                error,
+                next_at_ms: now_ms() + delay,
             }
         }
     };
-    let headers = [
-        (
-            "x-itinera-signature",
-            outbound::signature(&target.secret, a.payload.as_bytes()),
-        ),
-        ("idempotency-key", a.idempotency_key.clone()),
-    ];
-    match outbound::post_json(app, &target.url, &a.payload, &headers).await {
-        Posted::Refused(reason) => ActionOutcome::Failed {
-            status: None,
-            error: format!("refused: {reason}"),
-        },
-        Posted::Sent {
-            status,
-            error: None,
-        } => ActionOutcome::Delivered { status },
-        Posted::Sent {
-            status,
-            error: Some(error),
-        } => {
-            let attempts = a.attempts + 1;
-            if attempts >= app.config.webhook_attempts.max(1) as i64 {
-                ActionOutcome::Failed { status, error }
-            } else {
-                let delay = app
-                    .config
-                    .webhook_backoff_ms
-                    .saturating_mul(1 << (attempts - 1).min(20)) as i64;
-                ActionOutcome::Retry {
-                    status,
-                    error,
-                    next_at_ms: now_ms() + delay,
-                }
+    match action {
+        TriggerAction::Webhook { url, secret } => {
+            let headers = [
+                (
+                    "x-itinera-signature",
+                    outbound::signature(&secret, a.payload.as_bytes()),
+                ),
+                ("idempotency-key", a.idempotency_key.clone()),
+            ];
+            Some(
+                match outbound::post_json(app, &url, &a.payload, &headers).await {
+                    Posted::Refused(reason) => ActionOutcome::Failed {
+                        status: None,
+                        error: format!("refused: {reason}"),
+                    },
+                    Posted::Sent {
+                        status,
+                        error: None,
+                    } => ActionOutcome::Delivered { status },
+                    Posted::Sent {
+                        status,
+                        error: Some(error),
+                    } => failed(status, error),
+                },
+            )
+        }
+        TriggerAction::Email { to, subject, body } => {
+            let (app2, a2) = (app.clone(), a.clone());
+            let sent = tokio::task::spawn_blocking(move || -> Result<u16, String> {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&a2.payload).map_err(|e| e.to_string())?;
+                let person = payload["person"].as_str().unwrap_or_default().to_string();
+                let backend = app2.backend(&a2.project).map_err(|e| e.to_string())?;
+                let address = backend
+                    .person_trait(&person, &to)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("{person} has no {to}"))?;
+                let fixed = [
+                    ("person", person.as_str()),
+                    ("rule", a2.rule.as_str()),
+                    ("because", payload["because"].as_str().unwrap_or_default()),
+                ];
+                let fill = |t: &str| {
+                    itinera_engine::triggers::render(t, &fixed, |k| {
+                        backend.person_trait(&person, k)
+                    })
+                };
+                outbound::send_mail(&app2, &[address], &fill(&subject), &fill(&body))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            Some(match sent {
+                Ok(code) => ActionOutcome::Delivered {
+                    status: Some(i64::from(code)),
+                },
+                // a person without an address will not get one by retrying
+                Err(e) if e.contains(" has no ") => ActionOutcome::Failed {
+                    status: None,
+                    error: e,
+                },
+                Err(e) => failed(None, e),
+            })
+        }
+        TriggerAction::Case { title } => {
+            let (app2, a2) = (app.clone(), a.clone());
+            let opened = tokio::task::spawn_blocking(move || -> Result<i64, String> {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&a2.payload).map_err(|e| e.to_string())?;
+                let person = payload["person"].as_str().unwrap_or_default().to_string();
+                let backend = app2.backend(&a2.project).map_err(|e| e.to_string())?;
+                let fixed = [
+                    ("person", person.as_str()),
+                    ("rule", a2.rule.as_str()),
+                    ("because", payload["because"].as_str().unwrap_or_default()),
+                ];
+                let title = itinera_engine::triggers::render(&title, &fixed, |k| {
+                    backend.person_trait(&person, k)
+                });
+                app2.meta()
+                    .open_case_for_action(a2.id, &a2.project, &person, &title, now_ms())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match opened {
+                Ok(_) => None,
+                Err(e) => Some(failed(None, e)),
             }
         }
     }

@@ -9,7 +9,7 @@ use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -186,52 +186,6 @@ fn detractor_alerts_are_signed_retried_logged_and_open_cases() {
         !rules.to_string().contains(secret),
         "secrets are never given back"
     );
-}
-
-/// A minimal SMTP server on loopback that keeps every message it is given.
-fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let got2 = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let mut stream = stream.unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            write!(stream, "220 sink ESMTP\r\n").unwrap();
-            let mut data: Option<String> = None;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(d) = &mut data {
-                    if line == ".\r\n" {
-                        got2.lock().unwrap().push(std::mem::take(d));
-                        data = None;
-                        write!(stream, "250 queued\r\n").unwrap();
-                    } else {
-                        d.push_str(&line);
-                    }
-                    continue;
-                }
-                let cmd = line.to_ascii_uppercase();
-                let reply = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
-                    "250 sink\r\n"
-                } else if cmd.starts_with("DATA") {
-                    data = Some(String::new());
-                    "354 go ahead\r\n"
-                } else if cmd.starts_with("QUIT") {
-                    write!(stream, "221 bye\r\n").unwrap();
-                    break;
-                } else {
-                    "250 ok\r\n"
-                };
-                write!(stream, "{reply}").unwrap();
-            }
-        }
-    });
-    (port, got)
 }
 
 #[test]

@@ -520,3 +520,73 @@ fn the_cli_saves_lists_and_dry_runs_rules() {
     assert_eq!(firings.trim(), "[]", "history is not back-filled");
     run(&["triggers", "delete", "welcome", "--data", d]);
 }
+
+/// E-mail and case actions: the welcome goes to the person's address with their traits filled
+/// in, and a case is opened for them, once.
+#[test]
+fn email_and_case_actions_reach_the_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let (port, mails) = smtp_sink();
+    let port = port.to_string();
+    let mut env = env();
+    env.extend([
+        ("ITINERA_SMTP_HOST", "127.0.0.1"),
+        ("ITINERA_SMTP_PORT", port.as_str()),
+        ("ITINERA_SMTP_FROM", "hello@itinera.example"),
+    ]);
+    let server = Server::start(&data, &env);
+    let api = Api {
+        server: &server,
+        keys: &keys,
+        client: reqwest::blocking::Client::new(),
+    };
+    let (s, saved) = api.call(
+        reqwest::Method::PUT,
+        "/api/v1/triggers/welcome",
+        Some(json!({
+            "when": {"enters_stage": {"model": "customer-journey", "stage": "Decision"}},
+            "actions": [
+                {"email": {"subject": "Welcome, {{traits.first_name}}", "body": "Your next steps, {{traits.first_name}}."}},
+                {"case": {"title": "Onboarding call for {{person}} ({{traits.company}})"}}
+            ],
+            "enabled": true
+        })),
+    );
+    assert_eq!(s, 200, "{saved}");
+    api.track(vec![
+        json!({"type": "identify", "userId": "ada", "messageId": "i1",
+               "traits": {"email": "ada@example.org", "first_name": "Ada", "company": "Analytical"}}),
+        event("ada", "Order Completed", "o1"),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let firings = loop {
+        let (_, log) = api.call(
+            reqwest::Method::GET,
+            "/api/v1/triggers/welcome/firings",
+            None,
+        );
+        let done = log["firings"][0]["actions"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|x| x["status"] != "pending"));
+        if done {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "actions still pending: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let actions = &firings["firings"][0]["actions"];
+    assert_eq!(actions[0]["status"], "delivered", "{firings}");
+    assert_eq!(actions[1]["status"], "delivered", "{firings}");
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("To: ada@example.org"), "{}", mails[0]);
+    assert!(mails[0].contains("Subject: Welcome, Ada"), "{}", mails[0]);
+    assert!(mails[0].contains("Your next steps, Ada."), "{}", mails[0]);
+    let (_, cases) = api.call(reqwest::Method::GET, "/api/v1/cases", None);
+    let cases = cases["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1, "{cases:?}");
+    assert_eq!(cases[0]["title"], "Onboarding call for ada (Analytical)");
+    assert_eq!(cases[0]["person"], "ada");
+}

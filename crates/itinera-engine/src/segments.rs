@@ -436,20 +436,11 @@ pub fn person_trait<S: JourneySource>(source: &S, person: &str, key: &str) -> Op
         )
     });
     let (did, key) = (did?, key?);
-    let found = source.scan(
-        &ScanOptions::default(),
-        || None,
-        |acc: &mut Option<(i64, u32)>, j| {
-            if j.did.contains(&did) {
-                let latest = (0..j.len())
-                    .rev()
-                    .find_map(|i| j.props.get(i, key).map(|v| (j.ts[i], v)));
-                if latest.is_some_and(|l| acc.is_none_or(|a| l.0 >= a.0)) {
-                    *acc = latest;
-                }
-            }
-        },
-    );
-    let (_, v) = found.into_iter().flatten().max_by_key(|(t, _)| *t)?;
+    // rows are in time order: the last one carrying the key is the latest value
+    let v = source
+        .journey_of(did, |j| {
+            (0..j.len()).rev().find_map(|i| j.props.get(i, key))
+        })
+        .flatten()?;
     Some(source.with_vocabulary(|voc| voc.name(Field::PropValue, v).to_string()))
 }

@@ -102,6 +102,64 @@ pub enum TriggerAction {
         #[serde(default)]
         secret: String,
     },
+    /// A plain-text e-mail through the configured SMTP relay to the person's address (the
+    /// latest value of `to`, default `traits.email`). In `subject` and `body`, `{{person}}`,
+    /// `{{rule}}`, `{{because}}` and `{{traits.NAME}}` / `{{properties.NAME}}` (the person's
+    /// latest value) are filled in.
+    Email {
+        #[serde(default = "email_trait")]
+        to: String,
+        subject: String,
+        body: String,
+    },
+    /// Opens a case for the person (the cases of `docs/surveys.md`), titled from a template as
+    /// an e-mail's subject.
+    Case { title: String },
+}
+
+fn email_trait() -> String {
+    "traits.email".into()
+}
+
+impl TriggerAction {
+    /// The action's kind, as recorded: `webhook`, `email` or `case`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TriggerAction::Webhook { .. } => "webhook",
+            TriggerAction::Email { .. } => "email",
+            TriggerAction::Case { .. } => "case",
+        }
+    }
+}
+
+/// Fills `{{NAME}}` in `template`: `person`, `rule`, `because` from `fixed`, anything else
+/// (`traits.NAME`, `properties.NAME`) from `lookup`; unknown or missing names become empty.
+pub fn render(
+    template: &str,
+    fixed: &[(&str, &str)],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let name = after[..end].trim();
+        match fixed.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => out.push_str(v),
+            None if crate::selector::is_prop_key(name) => {
+                out.push_str(&lookup(name).unwrap_or_default())
+            }
+            None => {}
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl TriggerRule {
@@ -118,6 +176,31 @@ impl TriggerRule {
                 "actions",
                 "at most 10 actions per rule",
             ));
+        }
+        for (k, a) in self.actions.iter().enumerate() {
+            match a {
+                TriggerAction::Email { to, subject, .. } => {
+                    if !crate::selector::is_prop_key(to) {
+                        return Err(EngineError::invalid(
+                            format!("actions[{k}].email.to"),
+                            "the trait holding the address: traits.NAME or properties.NAME",
+                        ));
+                    }
+                    if subject.trim().is_empty() {
+                        return Err(EngineError::invalid(
+                            format!("actions[{k}].email.subject"),
+                            "an e-mail needs a subject",
+                        ));
+                    }
+                }
+                TriggerAction::Case { title } if title.trim().is_empty() => {
+                    return Err(EngineError::invalid(
+                        format!("actions[{k}].case.title"),
+                        "a case needs a title",
+                    ))
+                }
+                _ => {}
+            }
         }
         if !(0.0..=90.0).contains(&self.holdout_percent) {
             return Err(EngineError::invalid(
@@ -488,6 +571,17 @@ mod tests {
 
     /// A stage fires on its first entry only, and only when that entry is after the rule was
     /// switched on; an event fires again after the re-entry gap.
+    #[test]
+    fn templates_fill_names_and_leave_unknown_ones_empty() {
+        let out = render(
+            "Hi {{ traits.first_name }}, {{because}} ({{rule}}) {{nope}} {{traits.missing}}!",
+            &[("rule", "welcome"), ("because", "Decision")],
+            |k| (k == "traits.first_name").then(|| "Ada".to_string()),
+        );
+        assert_eq!(out, "Hi Ada, Decision (welcome)  !");
+        assert_eq!(render("no end {{x", &[], |_| None), "no end {{x");
+    }
+
     #[test]
     fn due_follows_first_entry_and_reentry() {
         let rows = vec![

@@ -205,6 +205,27 @@ impl Meta {
         Ok(())
     }
 
+    /// Opens a case for a trigger's action and marks the action delivered, in one transaction:
+    /// a crash cannot open the case twice. Returns the case's id.
+    pub fn open_case_for_action(
+        &self,
+        action: i64,
+        project: &str,
+        person: &str,
+        title: &str,
+        now_ms: i64,
+    ) -> Result<i64> {
+        let tx = self.conn.unchecked_transaction()?;
+        let case = self.open_case(project, None, Some(person), title)?;
+        tx.execute(
+            "UPDATE trigger_actions SET status = 'delivered', attempts = attempts + 1,
+             last_error = NULL, done_at_ms = ?2 WHERE id = ?1",
+            params![action, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(case)
+    }
+
     /// Puts off action `id` (its rule is over its rate) without counting an attempt.
     pub fn postpone_action(&self, id: i64, next_at_ms: i64) -> Result<()> {
         self.conn.execute(
