@@ -363,13 +363,17 @@ test("German: chosen from the browser, with German number formats; switchable", 
   await page.context().close();
 });
 
-test("axe-core finds no serious or critical violation on the map and the admin view", async () => {
+test("axe-core finds no serious or critical violation on the map, the admin view and the triggers", async () => {
   const page = await logIn(admin);
   await page.locator(".emotion svg").waitFor();
-  for (const view of ["map", "admin"]) {
+  for (const view of ["map", "admin", "triggers"]) {
     if (view === "admin") {
       await page.click("text=Users and keys");
       await page.locator("[data-user]").first().waitFor();
+    }
+    if (view === "triggers") {
+      await page.click("nav >> text=Triggers");
+      await page.locator("form.new-trigger").waitFor();
     }
     // evaluated through the DevTools protocol: the app's Content-Security-Policy rightly refuses
     // inline scripts
@@ -413,6 +417,53 @@ test("live: a touchpoint sent to the tracking API shows on the open map within t
   const fired = await (await fetch(`${base}/api/v1/alerts/evaluate`, { method: "POST", headers: { authorization: `Bearer ${editToken}` } })).json();
   assert.ok(JSON.stringify(fired).includes("live-browser-test"), `the alert fired: ${JSON.stringify(fired)}`);
   await page.locator('[data-flag="cases:Awareness"]').waitFor({ timeout: 25000 });
+  await page.context().close();
+});
+
+test("triggers: an editor creates a rule, dry-runs it, switches it on, and it fires for a new customer", async () => {
+  const page = await logIn(admin);
+  await page.click("nav >> text=Triggers");
+  const form = page.locator("form.new-trigger");
+  await form.locator("input[name=name]").fill("welcome");
+  await form.locator("select[name=stage]").selectOption("Decision");
+  await form.locator("input[name=title]").fill("Onboarding call for {{person}}");
+  await form.locator("input[name=holdout]").fill("0");
+  await form.locator("button[type=submit]").click();
+  const row = page.locator('[data-trigger="welcome"]');
+  await row.locator('[data-state="off"]').waitFor();
+  // who it would have reached over the last 30 days: the API's dry run, the same number
+  await row.locator("text=Dry run").click();
+  const shownPersons = Number(await page.locator("[data-dry-persons]").getAttribute("data-dry-persons"));
+  const now = Date.now();
+  const dry = await (await fetch(`${base}/api/v1/triggers/dry-run`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${readToken}`, "content-type": "application/json" },
+    body: JSON.stringify({ name: "welcome", from_ms: now - 30 * 86400000, to_ms: now }),
+  })).json();
+  assert.ok(shownPersons > 0, `the demo has customers in the last 30 days: shown ${shownPersons}, API ${JSON.stringify(dry).slice(0, 300)}`);
+  assert.ok(Math.abs(dry.persons - shownPersons) <= 2, `dry run: shown ${shownPersons}, API ${dry.persons}`);
+  await row.locator("text=Switch on").click();
+  await row.locator('[data-state="on"]').waitFor();
+  // a new customer: the rule fires and its case is opened
+  const sent = await fetch(`${base}/v1/track`, {
+    method: "POST",
+    headers: { authorization: `Basic ${Buffer.from(`${writeKey}:`).toString("base64")}`, "content-type": "application/json" },
+    body: JSON.stringify({ userId: "trigger-browser-test", event: "Order Completed", properties: { revenue: 20 } }),
+  });
+  assert.equal(sent.status, 200);
+  const firing = page.locator('[data-firing="trigger-browser-test"]');
+  for (let i = 0; i < 100 && !(await firing.count()); i++) {
+    await row.locator("text=Firings").click();
+    await page.waitForTimeout(100);
+  }
+  await firing.waitFor({ timeout: 1000 });
+  for (let i = 0; i < 100 && !(await firing.textContent()).includes("case: delivered"); i++) {
+    await row.locator("text=Firings").click();
+    await page.waitForTimeout(100);
+  }
+  assert.match(await firing.textContent(), /case: delivered/);
+  const cases = await (await fetch(`${base}/api/v1/cases`, { headers: { authorization: `Bearer ${readToken}` } })).json();
+  assert.ok(cases.cases.some((c) => c.title === "Onboarding call for trigger-browser-test"), "the case was opened");
   await page.context().close();
 });
 

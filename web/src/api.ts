@@ -45,6 +45,35 @@ export interface FunnelStepResult { step: number; name: string; count: number; c
 export interface QueryWarning { field: string; message: string; suggestions?: string[] }
 export interface FunnelResult { steps: FunnelStepResult[]; warnings?: QueryWarning[] }
 
+export type TriggerWhen =
+  | { enters_stage: { model: string; stage: string } }
+  | { stalled_in_stage: { model: string; stage: string; after: string } }
+  | { event: { event: unknown } };
+export type TriggerAction = { webhook: { url: string; secret: string } } | { email: { to?: string; subject: string; body: string } } | { case: { title: string } };
+export interface TriggerRule {
+  description?: string;
+  when: TriggerWhen;
+  segment?: string;
+  persona?: string;
+  actions: TriggerAction[];
+  reentry_after?: string;
+  max_per_minute?: number;
+  holdout_percent?: number;
+  enabled?: boolean;
+  since_ms?: number;
+  backfill_from_ms?: number;
+}
+export interface NamedTrigger extends TriggerRule { name: string }
+export interface DryRun { from_ms: number; to_ms: number; persons: number; by_day: [number, number][]; sample: { person: string; at_ms: number; because: string }[] }
+export interface Firing {
+  person: string;
+  at_ms: number;
+  fired_at_ms: number;
+  because: string;
+  held_out: boolean;
+  actions: { kind: string; status: string; attempts: number; last_status?: number; last_error?: string; idempotency_key: string }[];
+}
+
 export type LaneKind = "touchpoints" | "actions" | "thoughts" | "emotions" | "pain_points" | "opportunities" | "metrics" | "backstage";
 export interface Card {
   id: string;
@@ -152,6 +181,11 @@ export const api = {
   createShare: (name: string, expires_in: string) =>
     call<{ url: string; share: MapShare }>("POST", `/maps/${encodeURIComponent(name)}/shares`, { expires_in }),
   revokeShare: (name: string, id: number) => call<void>("DELETE", `/maps/${encodeURIComponent(name)}/shares/${id}`),
+  triggers: () => call<{ rules: NamedTrigger[] }>("GET", "/triggers"),
+  saveTrigger: (name: string, rule: TriggerRule) => call<NamedTrigger>("PUT", `/triggers/${encodeURIComponent(name)}`, rule),
+  deleteTrigger: (name: string) => call<void>("DELETE", `/triggers/${encodeURIComponent(name)}`),
+  dryRun: (body: { name: string; from_ms: number; to_ms: number }) => call<DryRun>("POST", "/triggers/dry-run", body),
+  firings: (name: string) => call<{ firings: Firing[] }>("GET", `/triggers/${encodeURIComponent(name)}/firings?limit=50`),
   users: () => call<User[]>("GET", "/users"),
   createUser: (email: string, role: Role, password: string) => call<User>("POST", "/users", { email, role, password }),
   setRole: (email: string, role: Role) => call<User>("PATCH", `/users/${encodeURIComponent(email)}`, { role }),

@@ -9,6 +9,7 @@ import { api, ApiError, setProject, setSession, setShare, type Definitions, type
 import { I18n, initialLocale, rememberLocale, type Locale } from "./i18n";
 import { Login } from "./views/login";
 import { Admin } from "./views/admin";
+import { Triggers } from "./views/triggers";
 import { MapPage } from "./map/view";
 import type { Filters } from "./map/figures";
 
@@ -102,7 +103,8 @@ function App() {
     <header class="shell">
       <nav aria-label="Itinera">
         <a href="/" class="brand" onClick=${(e: Event) => (e.preventDefault(), go("/"))}>Itinera</a>
-        <a href="/" aria-current=${url.path !== "/admin" ? "page" : null} onClick=${(e: Event) => (e.preventDefault(), go("/"))}>${i18n.t("map")}</a>
+        <a href="/" aria-current=${url.path !== "/admin" && url.path !== "/triggers" ? "page" : null} onClick=${(e: Event) => (e.preventDefault(), go("/"))}>${i18n.t("map")}</a>
+        <a href="/triggers" aria-current=${url.path === "/triggers" ? "page" : null} onClick=${(e: Event) => (e.preventDefault(), go("/triggers"))}>${i18n.t("triggers")}</a>
         ${isAdmin
           ? html`<a href="/admin" aria-current=${url.path === "/admin" ? "page" : null} onClick=${(e: Event) => (e.preventDefault(), go("/admin"))}>${i18n.t("admin")}</a>`
           : null}
@@ -138,6 +140,8 @@ function App() {
     <main id="main">
       ${url.path === "/admin" && isAdmin
         ? html`<${Admin} i18n=${i18n} project=${url.project} />`
+        : url.path === "/triggers"
+        ? html`<${Triggers} key=${url.project} i18n=${i18n} project=${url.project} canEdit=${session.user.role !== "viewer"} />`
         : html`<${MapPage} key=${`${url.project}/${mapName}`} session=${session} i18n=${i18n} filters=${url.filters} name=${mapName} project=${url.project} />`}
     </main>
   `;

@@ -21,24 +21,24 @@ fn timestamp_ms(m: &Value) -> i64 {
         .unwrap_or(i64::MIN)
 }
 
-/// The world's spec moved in time so that its last touchpoint is a minute before `now_ms`
-/// (whole days, so weekdays and times of day keep their pattern).
-fn ending_at(customers: u64, seed: u64, now_ms: i64) -> WorldSpec {
+/// Days over which the demo's people arrive, up to today.
+const ARRIVAL_DAYS: i64 = 730;
+
+/// The demo world's messages, its history ending now: people arrive over the two years before
+/// `now_ms` (whole days, so weekdays and times of day keep their pattern), and what the
+/// generator simulates after now has not happened yet and is left out, so that journeys are in
+/// progress as in a real project: people became customers last week, and some are stuck in a
+/// stage today.
+fn until_now(customers: u64, seed: u64, now_ms: i64) -> impl Iterator<Item = Value> {
+    const DAY: i64 = 86_400_000;
     let spec = WorldSpec {
         customers,
         seed,
+        start_ms: (now_ms - ARRIVAL_DAYS * DAY).div_euclid(DAY) * DAY,
+        days: ARRIVAL_DAYS - 1,
         ..Default::default()
     };
-    let last = World::new(spec.clone())
-        .map(|m| timestamp_ms(&m))
-        .max()
-        .unwrap_or(spec.start_ms);
-    const DAY: i64 = 86_400_000;
-    let shift_days = (now_ms - 60_000 - last).div_euclid(DAY);
-    WorldSpec {
-        start_ms: spec.start_ms + shift_days * DAY,
-        ..spec
-    }
+    World::new(spec).filter(move |m| timestamp_ms(m) <= now_ms - 60_000)
 }
 
 /// Fills an empty store with the demo world, its history ending now.
@@ -58,8 +58,7 @@ pub fn fill(store: &Store, cfg: &ServerConfig, customers: u64, seed: u64) -> Cli
     imp.progress.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {pos} events {per_sec}").expect("valid"),
     );
-    let spec = ending_at(customers, seed, itinera_app::now_ms());
-    for (i, m) in World::new(spec).enumerate() {
+    for (i, m) in until_now(customers, seed, itinera_app::now_ms()).enumerate() {
         imp.add("demo", i as u64 + 1, &m.to_string(), "")?;
         imp.progress.inc(1);
     }
@@ -160,11 +159,18 @@ mod tests {
     #[test]
     fn a_world_can_end_now_and_live_messages_are_new_people_dated_now() {
         let now = 1_800_000_000_000;
-        let spec = ending_at(50, 7, now);
-        let last = World::new(spec).map(|m| timestamp_ms(&m)).max().unwrap();
+        let times: Vec<i64> = until_now(200, 7, now).map(|m| timestamp_ms(&m)).collect();
+        let last = *times.iter().max().unwrap();
         assert!(
-            last <= now - 60_000 && last > now - 60_000 - 86_400_000,
+            last <= now - 60_000 && last > now - 7 * 86_400_000,
             "{last} vs {now}"
+        );
+        // people keep arriving: some of the history lies in the last month
+        let recent = times.iter().filter(|t| **t > now - 30 * 86_400_000).count();
+        assert!(
+            recent * 50 > times.len(),
+            "{recent} of {} in the last 30 days",
+            times.len()
         );
         let m = json!({"type": "track", "userId": "u1", "messageId": "m1", "event": "Referral Sent",
                        "timestamp": "2024-01-01T00:00:00Z", "properties": {"referrer_id": "u9"}});

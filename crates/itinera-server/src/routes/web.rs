@@ -19,6 +19,7 @@ pub fn router() -> Router<Arc<crate::AppState>> {
     Router::new()
         .route("/", get(index))
         .route("/admin", get(index))
+        .route("/triggers", get(index))
         .route("/maps/{name}", get(index))
         .route("/share/{secret}", get(index))
         .route("/assets/{*path}", get(asset))
