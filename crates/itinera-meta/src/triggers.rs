@@ -334,3 +334,77 @@ impl Meta {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(key: &str) -> NewAction {
+        NewAction {
+            kind: "webhook".into(),
+            target: "{}".into(),
+            payload: "{}".into(),
+            idempotency_key: key.into(),
+            rate_per_minute: 60,
+        }
+    }
+
+    /// A firing is recorded once with its actions; the outbox hands them out until done; an
+    /// erasure takes the person's firings and actions with it.
+    #[test]
+    fn firings_are_unique_and_their_actions_leave_the_outbox_when_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.sqlite")).unwrap();
+        m.create_keys("p", "").unwrap();
+        assert!(m
+            .record_firing("p", "r", "ann", 10, "Decision", false, 100, &[action("k1")])
+            .unwrap());
+        assert!(
+            !m.record_firing("p", "r", "ann", 10, "Decision", false, 200, &[action("k1")])
+                .unwrap(),
+            "the same firing twice"
+        );
+        assert!(m
+            .record_firing("p", "r", "bob", 11, "Decision", true, 100, &[])
+            .unwrap());
+        assert_eq!(m.last_firing("p", "r", "ann").unwrap(), Some(10));
+        assert_eq!(
+            m.firings_since("p", "r", 0).unwrap(),
+            1,
+            "held-out firings do not count"
+        );
+        let due = m.due_actions(1_000, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].idempotency_key, "k1");
+        m.action_attempted(
+            due[0].id,
+            &ActionOutcome::Retry {
+                status: Some(500),
+                error: "HTTP 500".into(),
+                next_at_ms: 2_000,
+            },
+            1_000,
+        )
+        .unwrap();
+        assert!(
+            m.due_actions(1_500, 10).unwrap().is_empty(),
+            "waits for its retry"
+        );
+        assert_eq!(m.due_actions(2_000, 10).unwrap()[0].attempts, 1);
+        m.action_attempted(
+            due[0].id,
+            &ActionOutcome::Delivered { status: Some(200) },
+            2_000,
+        )
+        .unwrap();
+        assert!(m.due_actions(i64::MAX, 10).unwrap().is_empty());
+        let log = m.firings("p", "r", 10).unwrap();
+        assert_eq!(log.len(), 2);
+        let ann = log.iter().find(|f| f.person == "ann").unwrap();
+        assert_eq!(ann.actions[0].status, "delivered");
+        assert_eq!(ann.actions[0].attempts, 2);
+        m.erase_person("p", &["ann".into()]).unwrap();
+        assert_eq!(m.firings("p", "r", 10).unwrap().len(), 1);
+        assert_eq!(m.fired_persons("p", "r").unwrap(), ["bob"]);
+    }
+}
