@@ -134,6 +134,31 @@ impl App {
         Ok(appended)
     }
 
+    /// Appends one Segment message the server writes itself (a survey answer, a trigger's
+    /// trait), normalized as tracked ones are.
+    pub async fn append_message(
+        &self,
+        project: &str,
+        message: &Value,
+        kind: itinera_core::MessageType,
+    ) -> Result<backend::Appended> {
+        let opts = itinera_core::message::NormalizeOptions {
+            received_at_ms: now_ms(),
+            max_future_ms: self.config.max_future_hours * 3_600_000,
+            ip_policy: self.config.ip_policy,
+            remote_ip: None,
+        };
+        let tp = itinera_core::ingest::parse_one(
+            &message.to_string(),
+            Some(kind),
+            &opts,
+            &self.config.channels,
+            &mut || itinera_core::message::new_message_id(rand::random()),
+        )
+        .map_err(|e| AppError::invalid(e.field, e.reason))?;
+        self.append(project, vec![tp]).await
+    }
+
     /// The backends opened so far (health, metrics).
     pub fn opened_backends(&self) -> Vec<(String, Backend)> {
         self.backends.opened()

@@ -8,8 +8,6 @@ use crate::error::{AppError, Result};
 use crate::App;
 use hmac::{Hmac, Mac};
 use itinera_core::clock::now_ms;
-use itinera_core::ingest;
-use itinera_core::message::{new_message_id, NormalizeOptions};
 use itinera_core::MessageType;
 use itinera_engine::scores::ScoreKind;
 use itinera_engine::{EventSelector, Span};
@@ -269,19 +267,6 @@ pub async fn answer(
         "properties": props,
         "context": {"library": {"name": "itinera-survey-page"}, "channel": "survey"},
     });
-    let opts = NormalizeOptions {
-        received_at_ms: now_ms(),
-        max_future_ms: app.config.max_future_hours * 3_600_000,
-        ip_policy: app.config.ip_policy,
-        remote_ip: None,
-    };
-    let tp = ingest::parse_one(
-        &message.to_string(),
-        Some(MessageType::Track),
-        &opts,
-        &app.config.channels,
-        &mut || new_message_id(rand::random()),
-    )
-    .map_err(|e| AppError::invalid(e.field, e.reason))?;
-    app.append(project, vec![tp]).await
+    app.append_message(project, &message, MessageType::Track)
+        .await
 }

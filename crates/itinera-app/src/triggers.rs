@@ -176,7 +176,9 @@ pub fn save(app: &App, project: &str, name: &str, mut rule: TriggerRule) -> Resu
                     "e-mail actions need an SMTP relay: set [smtp] host (ITINERA_SMTP_HOST)",
                 ));
             }
-            TriggerAction::Email { .. } | TriggerAction::Case { .. } => {}
+            TriggerAction::Email { .. }
+            | TriggerAction::Case { .. }
+            | TriggerAction::SetTrait { .. } => {}
         }
     }
     let was_on = previous.as_ref().is_some_and(|p| p.enabled);
@@ -690,6 +692,30 @@ async fn send(app: &Arc<App>, a: &itinera_meta::PendingAction) -> Option<ActionO
                 },
                 Err(e) => failed(None, e),
             })
+        }
+        TriggerAction::SetTrait { name, value } => {
+            let person = serde_json::from_str::<serde_json::Value>(&a.payload)
+                .ok()
+                .and_then(|p| p["person"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let message = json!({
+                "type": "identify", "userId": person, "messageId": a.idempotency_key,
+                "traits": { name: value },
+                "context": {"library": {"name": "itinera-trigger"}},
+            });
+            Some(
+                match app
+                    .append_message(&a.project, &message, itinera_core::MessageType::Identify)
+                    .await
+                {
+                    Ok(_) => ActionOutcome::Delivered { status: None },
+                    Err(AppError::Invalid { field, reason }) => ActionOutcome::Failed {
+                        status: None,
+                        error: format!("{field}: {reason}"),
+                    },
+                    Err(e) => failed(None, e.to_string()),
+                },
+            )
         }
         TriggerAction::Case { title } => {
             let (app2, a2) = (app.clone(), a.clone());

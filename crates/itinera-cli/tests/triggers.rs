@@ -549,7 +549,8 @@ fn email_and_case_actions_reach_the_person() {
             "when": {"enters_stage": {"model": "customer-journey", "stage": "Decision"}},
             "actions": [
                 {"email": {"subject": "Welcome, {{traits.first_name}}", "body": "Your next steps, {{traits.first_name}}."}},
-                {"case": {"title": "Onboarding call for {{person}} ({{traits.company}})"}}
+                {"case": {"title": "Onboarding call for {{person}} ({{traits.company}})"}},
+                {"set_trait": {"name": "welcomed", "value": "yes"}}
             ],
             "enabled": true
         })),
@@ -569,7 +570,7 @@ fn email_and_case_actions_reach_the_person() {
         );
         let done = log["firings"][0]["actions"]
             .as_array()
-            .is_some_and(|a| a.len() == 2 && a.iter().all(|x| x["status"] != "pending"));
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|x| x["status"] != "pending"));
         if done {
             break log;
         }
@@ -589,4 +590,98 @@ fn email_and_case_actions_reach_the_person() {
     assert_eq!(cases.len(), 1, "{cases:?}");
     assert_eq!(cases[0]["title"], "Onboarding call for ada (Analytical)");
     assert_eq!(cases[0]["person"], "ada");
+    // the trait puts her in a saved segment that asks for it
+    assert_eq!(actions[2]["status"], "delivered", "{firings}");
+    let (s, body) = api.call(
+        reqwest::Method::PUT,
+        "/api/v1/segments/welcomed",
+        Some(json!({"rule": {"trait": {"key": "traits.welcomed", "is": "yes"}}})),
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, stages) = api.call(
+        reqwest::Method::POST,
+        "/api/v1/stages?segment=welcomed",
+        Some(json!({"model": "customer-journey"})),
+    );
+    assert_eq!(s, 200, "{stages}");
+    assert_eq!(stages["persons"], 1, "{stages}");
+}
+
+/// A persona rule fires only for the persona's persons; beyond the rule's rate its actions
+/// wait their turn, none dropped.
+#[test]
+fn a_persona_rule_fires_for_its_persons_at_the_rules_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let server = Server::start(&data, &env());
+    let api = Api {
+        server: &server,
+        keys: &keys,
+        client: reqwest::blocking::Client::new(),
+    };
+    let (hook, received) = sink(0);
+    let (s, body) = api.call(
+        reqwest::Method::PUT,
+        "/api/v1/personas/vip",
+        Some(json!({"rule": {"trait": {"key": "traits.tier", "is": "vip"}}})),
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, saved) = api.call(
+        reqwest::Method::PUT,
+        "/api/v1/triggers/vip-signup",
+        Some(
+            json!({"when": {"event": {"event": "Signed Up"}}, "persona": "vip", "max_per_minute": 2,
+                    "actions": [{"webhook": {"url": hook, "secret": SECRET}}], "enabled": true}),
+        ),
+    );
+    assert_eq!(s, 200, "{saved}");
+    let mut batch = Vec::new();
+    for k in 0..7 {
+        let tier = if k < 5 { "vip" } else { "basic" };
+        batch.push(
+            json!({"type": "identify", "userId": format!("u{k}"), "messageId": format!("i{k}"),
+                          "traits": {"tier": tier}}),
+        );
+        batch.push(event(&format!("u{k}"), "Signed Up", &format!("s{k}")));
+    }
+    api.track(batch);
+    wait_for(&received, "the first two sends", |r| r.len() >= 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let firings = loop {
+        let (_, log) = api.call(
+            reqwest::Method::GET,
+            "/api/v1/triggers/vip-signup/firings",
+            None,
+        );
+        if log["firings"].as_array().is_some_and(|f| f.len() >= 5) {
+            break log["firings"].as_array().unwrap().clone();
+        }
+        assert!(Instant::now() < deadline, "not every vip fired: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let persons: BTreeSet<&str> = firings
+        .iter()
+        .map(|f| f["person"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        persons,
+        BTreeSet::from(["u0", "u1", "u2", "u3", "u4"]),
+        "only the persona"
+    );
+    let states: Vec<&str> = firings
+        .iter()
+        .map(|f| f["actions"][0]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| **s == "delivered").count(),
+        2,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| **s == "pending").count(),
+        3,
+        "the rest wait their turn"
+    );
+    assert_eq!(received.lock().unwrap().len(), 2);
 }

@@ -115,6 +115,10 @@ pub enum TriggerAction {
     /// Opens a case for the person (the cases of `docs/surveys.md`), titled from a template as
     /// an e-mail's subject.
     Case { title: String },
+    /// Gives the person a trait (an `identify` message written into their journey, its message
+    /// id the action's idempotency key, so a repeat is stored once): a saved segment whose rule
+    /// asks for the trait (`{"trait": {"key": "traits.NAME", "is": VALUE}}`) then holds them.
+    SetTrait { name: String, value: String },
 }
 
 fn email_trait() -> String {
@@ -128,6 +132,7 @@ impl TriggerAction {
             TriggerAction::Webhook { .. } => "webhook",
             TriggerAction::Email { .. } => "email",
             TriggerAction::Case { .. } => "case",
+            TriggerAction::SetTrait { .. } => "set_trait",
         }
     }
 }
@@ -192,6 +197,17 @@ impl TriggerRule {
                             "an e-mail needs a subject",
                         ));
                     }
+                }
+                TriggerAction::SetTrait { name, .. }
+                    if name.is_empty()
+                        || !name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+                {
+                    return Err(EngineError::invalid(
+                        format!("actions[{k}].set_trait.name"),
+                        "letters, digits, _ and - (the trait is traits.NAME)",
+                    ))
                 }
                 TriggerAction::Case { title } if title.trim().is_empty() => {
                     return Err(EngineError::invalid(
