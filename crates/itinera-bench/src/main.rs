@@ -166,6 +166,11 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Messages as analytics.js sends them (context with page, user agent, locale and
+        /// campaign, English and German text, ~700 bytes, each different) instead of the
+        /// padded ones.
+        #[arg(long)]
+        realistic: bool,
     },
     /// Parsing and normalization alone: the `http` bench's request bodies through
     /// `ingest::parse_batch` on one thread (no HTTP, no store).
@@ -522,6 +527,7 @@ fn http_bench(
     events: u64,
     batch: usize,
     concurrency: usize,
+    realistic: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let (url, key) = match (url, key) {
@@ -550,7 +556,11 @@ fn http_bench(
         let requests_bytes: Arc<Vec<Vec<u8>>> = Arc::new(
             (0..requests)
                 .map(|r| {
-                    let body = track_batch_body(run, r, batch);
+                    let body = if realistic {
+                        realistic_batch_body(run, r, batch)
+                    } else {
+                        track_batch_body(run, r, batch)
+                    };
                     format!(
                         "POST /v1/batch HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                         body.len()
@@ -596,7 +606,8 @@ fn http_bench(
         lat.sort();
         let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
         println!(
-            "http ingestion: {acked} events acknowledged (durable) in {secs:.2} s = {:.0} events/s; batches of {batch}, {concurrency} connections; request latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "http ingestion{}: {acked} events acknowledged (durable) in {secs:.2} s = {:.0} events/s; batches of {batch}, {concurrency} connections; request latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            if realistic { " (realistic analytics.js messages)" } else { "" },
             acked as f64 / secs,
             pct(0.5),
             pct(0.99),
@@ -699,6 +710,115 @@ fn track_batch_body(run: u64, r: u64, batch: usize) -> String {
     body
 }
 
+/// Request `r` of a realistic load run: `batch` messages as analytics.js sends them, every one
+/// different (pages, products, search terms in English and German, user agents, locales,
+/// campaigns), with page and track calls mixed and persons heavy-tailed when `--person-zipf`.
+fn realistic_batch_body(run: u64, r: u64, batch: usize) -> String {
+    const PAGES: [(&str, &str); 6] = [
+        ("/", "Home"),
+        ("/produkte/wanderschuhe", "Wanderschuhe für jedes Wetter"),
+        (
+            "/products/trail-runner",
+            "Trail Runner – lightweight running shoes",
+        ),
+        (
+            "/blog/so-finden-sie-die-richtige-groesse",
+            "So finden Sie die richtige Größe",
+        ),
+        ("/checkout", "Kasse"),
+        ("/help/returns", "Returns and refunds"),
+    ];
+    const AGENTS: [&str; 4] = [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
+    ];
+    const CAMPAIGNS: [(&str, &str, &str); 4] = [
+        ("google", "cpc", "sommer-sale-2026"),
+        ("newsletter", "email", "winter-arrivals"),
+        ("facebook", "paid_social", "retargeting_de"),
+        ("", "", ""),
+    ];
+    const SEARCHES: [&str; 4] = [
+        "wasserdichte wanderschuhe",
+        "trail running shoes women",
+        "größe 42 breit",
+        "gift card",
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(run ^ (r << 20));
+    let zipf = *PERSON_ZIPF.get().unwrap_or(&0.0);
+    let persons = 200_000u64;
+    let person_dist = (zipf > 1.0).then(|| rand_distr::Zipf::new(persons, zipf).expect("valid"));
+    let mut body = String::with_capacity(batch * 800 + 32);
+    body.push_str(r#"{"batch":["#);
+    for i in 0..batch {
+        if i > 0 {
+            body.push(',');
+        }
+        let n = r * batch as u64 + i as u64;
+        let person = match &person_dist {
+            Some(z) => rand_distr::Distribution::sample(z, &mut rng) as u64,
+            None => rng.gen_range(0..persons),
+        };
+        let (path, title) = PAGES[rng.gen_range(0..PAGES.len())];
+        let agent = AGENTS[rng.gen_range(0..AGENTS.len())];
+        let (source, medium, campaign) = CAMPAIGNS[rng.gen_range(0..CAMPAIGNS.len())];
+        let locale = if rng.gen_bool(0.6) { "de-DE" } else { "en-GB" };
+        let ts = 1_780_000_000_000i64 + n as i64 * 37;
+        let ts = chrono::DateTime::from_timestamp_millis(ts)
+            .expect("valid")
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let context = format!(
+            r#""context":{{"library":{{"name":"analytics.js","version":"npm:next-1.70.0"}},"page":{{"path":"{path}","referrer":"https://www.google.de/","search":"","title":"{title}","url":"https://shop.example.de{path}"}},"userAgent":"{agent}","locale":"{locale}","campaign":{{"source":"{source}","medium":"{medium}","name":"{campaign}"}},"timezone":"Europe/Berlin"}}"#
+        );
+        let common = format!(
+            r#""anonymousId":"{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}","messageId":"ajs-next-{run}-{n}","timestamp":"{ts}","sentAt":"{ts}""#,
+            person as u32,
+            (person >> 32) as u16,
+            n % 4096,
+            person % 4096,
+            person * 7919
+        );
+        if rng.gen_bool(0.5) {
+            body.push_str(&format!(
+                r#"{{"type":"page","name":"{title}","properties":{{"path":"{path}","title":"{title}"}},{context},{common}}}"#
+            ));
+        } else {
+            let (event, props) = match rng.gen_range(0..3) {
+                0 => (
+                    "Product Viewed",
+                    format!(
+                        r#"{{"product_id":"sku-{}","name":"{title}","price":{}.95,"currency":"EUR"}}"#,
+                        n % 997,
+                        20 + n % 180
+                    ),
+                ),
+                1 => (
+                    "Products Searched",
+                    format!(
+                        r#"{{"query":"{}"}}"#,
+                        SEARCHES[rng.gen_range(0..SEARCHES.len())]
+                    ),
+                ),
+                _ => (
+                    "Product Added",
+                    format!(
+                        r#"{{"product_id":"sku-{}","quantity":1,"price":{}.95,"currency":"EUR"}}"#,
+                        n % 997,
+                        20 + n % 180
+                    ),
+                ),
+            };
+            body.push_str(&format!(
+                r#"{{"type":"track","event":"{event}","properties":{props},{context},{common}}}"#
+            ));
+        }
+    }
+    body.push_str("]}");
+    body
+}
+
 fn parse_bench(events: u64, batch: usize, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     let bodies: Vec<String> = (0..events.div_ceil(batch as u64))
         .map(|r| track_batch_body(0, r, batch))
@@ -752,7 +872,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             events,
             batch,
             concurrency,
-        } => http_bench(url, key, events, batch, concurrency),
+            realistic,
+        } => http_bench(url, key, events, batch, concurrency, realistic),
         Command::Parse {
             events,
             batch,

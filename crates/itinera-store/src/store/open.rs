@@ -16,7 +16,8 @@ use std::sync::Arc;
 use super::*;
 
 /// Times a reader beside a live writer opens again when a flush or compaction committed while it
-/// was opening.
+/// was opening, waiting a little longer each time (a reader short of CPU beside a busy writer
+/// must get through between two commits).
 const READ_ONLY_ATTEMPTS: usize = 50;
 
 impl Store {
@@ -45,6 +46,7 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             }
+            std::thread::sleep(std::time::Duration::from_millis(attempt as u64 * 5));
         }
         Err(StoreError::Invalid(format!(
             "{} kept changing while it was opened for reading ({READ_ONLY_ATTEMPTS} attempts); try again",
@@ -112,6 +114,10 @@ impl Store {
                 m
             }
         };
+        // the log files the manifest names, held open before the slow part (loading segments),
+        // so that a flush deleting them meanwhile cannot make a reader start again
+        let wal_dir = dir.join("wal");
+        let pinned_log = wal::pin(&wal_dir, manifest.wal_from)?;
         let mut dicts = Dicts::default();
         let mut identity = IdentityGraph::new();
         let mut erased = HashMap::new();
@@ -213,19 +219,13 @@ impl Store {
         });
 
         // replay the log into the in-memory table
-        let wal_dir = dir.join("wal");
         let mut replayed = 0u64;
-        let report = wal::replay(
-            &wal_dir,
-            manifest.wal_from,
-            !inner.config.read_only,
-            |payload| {
-                let rec = decode_record(payload)?;
-                replayed += 1;
-                inner.apply(rec, true);
-                Ok(())
-            },
-        )?;
+        let report = wal::replay_pinned(pinned_log, !inner.config.read_only, |payload| {
+            let rec = decode_record(payload)?;
+            replayed += 1;
+            inner.apply(rec, true);
+            Ok(())
+        })?;
         if report.frames > 0 || report.truncated_bytes > 0 {
             tracing::info!(
                 frames = report.frames,

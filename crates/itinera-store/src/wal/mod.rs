@@ -221,24 +221,61 @@ pub fn replay(
     dir: &Path,
     from: u64,
     cut_torn_tail: bool,
+    apply: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<ReplayReport> {
+    replay_pinned(pin(dir, from)?, cut_torn_tail, apply)
+}
+
+/// The log files numbered `from` on, opened: a reader beside a live writer pins them as soon
+/// as it has read the manifest, so that a flush that deletes them meanwhile (they are then
+/// in a segment the reader's manifest does not name) cannot take them away from under it.
+pub struct PinnedLog {
+    files: Vec<(u64, PathBuf, File)>,
+    from: u64,
+    /// The files run from `from` without a gap: nothing was deleted between the manifest's
+    /// reading and the pinning.
+    pub complete: bool,
+}
+
+/// Opens the log files of `dir` numbered `from` on (see [`PinnedLog`]).
+pub fn pin(dir: &Path, from: u64) -> Result<PinnedLog> {
+    let seqs: Vec<u64> = list(dir)?.into_iter().filter(|s| *s >= from).collect();
+    let mut files = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let path = dir.join(file_name(seq));
+        match File::open(&path) {
+            Ok(f) => files.push((seq, path, f)),
+            // deleted between the listing and the opening: the run has a gap now
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        }
+    }
+    let complete = files.first().is_none_or(|f| f.0 == from.max(1))
+        && files.windows(2).all(|w| w[1].0 == w[0].0 + 1);
+    Ok(PinnedLog {
+        files,
+        from,
+        complete,
+    })
+}
+
+/// [`replay`] of pinned log files.
+pub fn replay_pinned(
+    pinned: PinnedLog,
+    cut_torn_tail: bool,
     mut apply: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReplayReport> {
-    let seqs: Vec<u64> = list(dir)?.into_iter().filter(|s| *s >= from).collect();
-    let complete =
-        seqs.first().is_none_or(|f| *f == from.max(1)) && seqs.windows(2).all(|w| w[1] == w[0] + 1);
     let mut report = ReplayReport {
-        last_seq: seqs.last().copied().unwrap_or(from),
-        files: seqs.len(),
-        complete,
+        last_seq: pinned.files.last().map_or(pinned.from, |f| f.0),
+        files: pinned.files.len(),
+        complete: pinned.complete,
         ..Default::default()
     };
-    for (i, seq) in seqs.iter().enumerate() {
-        let last = i + 1 == seqs.len();
-        let path = dir.join(file_name(*seq));
+    let n = pinned.files.len();
+    for (i, (_, path, mut file)) in pinned.files.into_iter().enumerate() {
+        let last = i + 1 == n;
         let mut data = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .map_err(StoreError::io(&path))?;
+        file.read_to_end(&mut data).map_err(StoreError::io(&path))?;
         let mut pos = 0usize;
         let bad = loop {
             match read_frame(&data, pos) {
