@@ -23,13 +23,48 @@ fn env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// A fresh data directory with a project's keys.
+struct Project {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    keys: Keys,
+}
+
+impl Project {
+    fn new() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let keys = create_keys(&data, "default");
+        Project {
+            _dir: dir,
+            data,
+            keys,
+        }
+    }
+
+    /// `itinera serve` on it with the tests' settings and `extra` ones.
+    fn serve(&self, extra: &[(&str, &str)]) -> Server {
+        let mut env = env();
+        env.extend_from_slice(extra);
+        Server::start(&self.data, &env)
+    }
+}
+
 struct Api<'a> {
     server: &'a Server,
     keys: &'a Keys,
     client: reqwest::blocking::Client,
 }
 
-impl Api<'_> {
+impl<'a> Api<'a> {
+    fn new(server: &'a Server, keys: &'a Keys) -> Api<'a> {
+        Api {
+            server,
+            keys,
+            client: reqwest::blocking::Client::new(),
+        }
+    }
+
     fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut r = self
             .client
@@ -86,15 +121,9 @@ fn person_of(request: &(Vec<(String, String)>, String)) -> String {
 
 #[test]
 fn a_stage_entry_fires_once_signed_and_retried_with_one_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let keys = create_keys(&data, "default");
-    let server = Server::start(&data, &env());
-    let api = Api {
-        server: &server,
-        keys: &keys,
-        client: reqwest::blocking::Client::new(),
-    };
+    let project = Project::new();
+    let server = project.serve(&[]);
+    let api = Api::new(&server, &project.keys);
     let (hook, received) = sink(1);
     // history: `old` became a customer before the rule existed
     api.track(vec![event("old", "Order Completed", "h1")]);
@@ -188,7 +217,7 @@ fn a_stage_entry_fires_once_signed_and_retried_with_one_key() {
     let r = api
         .client
         .put(server.url("/api/v1/triggers/welcome"))
-        .bearer_auth(&keys.read_token)
+        .bearer_auth(&project.keys.read_token)
         .json(&json!({"when": {"event": {"event": "x"}}, "actions": []}))
         .send()
         .unwrap();
@@ -197,15 +226,9 @@ fn a_stage_entry_fires_once_signed_and_retried_with_one_key() {
 
 #[test]
 fn held_out_persons_are_recorded_and_not_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let keys = create_keys(&data, "default");
-    let server = Server::start(&data, &env());
-    let api = Api {
-        server: &server,
-        keys: &keys,
-        client: reqwest::blocking::Client::new(),
-    };
+    let project = Project::new();
+    let server = project.serve(&[]);
+    let api = Api::new(&server, &project.keys);
     let (hook, received) = sink(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -311,9 +334,7 @@ fn held_out_persons_are_recorded_and_not_sent() {
 /// one idempotency key (repeats allowed: at-least-once).
 #[test]
 fn due_actions_survive_kill_9_with_their_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let keys = create_keys(&data, "default");
+    let project = Project::new();
     let (hook, received) = sink(0);
     let persons_of =
         |r: &[(Vec<(String, String)>, String)]| r.iter().map(person_of).collect::<BTreeSet<_>>();
@@ -331,13 +352,9 @@ fn due_actions_survive_kill_9_with_their_keys() {
             api.track(batch);
         }
     };
-    let mut server = Server::start(&data, &env());
+    let mut server = project.serve(&[]);
     {
-        let api = Api {
-            server: &server,
-            keys: &keys,
-            client: reqwest::blocking::Client::new(),
-        };
+        let api = Api::new(&server, &project.keys);
         let (s, saved) = api.call(
             reqwest::Method::PUT,
             "/api/v1/triggers/signup",
@@ -350,23 +367,19 @@ fn due_actions_survive_kill_9_with_their_keys() {
     // round 1: killed as soon as every sign-up is acknowledged
     server.kill9();
     let sent_before_1 = received.lock().unwrap().len();
-    server = Server::start(&data, &env());
+    server = project.serve(&[]);
     wait_for(&received, "round 1 after the restart", |r| {
         persons_of(r).len() >= 200
     });
     // round 2: killed while the actions are being sent
     {
-        let api = Api {
-            server: &server,
-            keys: &keys,
-            client: reqwest::blocking::Client::new(),
-        };
+        let api = Api::new(&server, &project.keys);
         sign_ups(&api, 2);
     }
     wait_for(&received, "some of round 2", |r| persons_of(r).len() >= 220);
     server.kill9();
     let sent_before_2 = persons_of(&received.lock().unwrap()).len() - 200;
-    let _server = Server::start(&data, &env());
+    let _server = project.serve(&[]);
     wait_for(&received, "round 2 after the restart", |r| {
         persons_of(r).len() >= 400
     });
@@ -393,17 +406,9 @@ fn due_actions_survive_kill_9_with_their_keys() {
 /// sweep; one who moved on in time, and one not stalled long enough yet, are not.
 #[test]
 fn a_stall_is_found_by_the_sweep() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let keys = create_keys(&data, "default");
-    let mut env = env();
-    env.push(("ITINERA_TRIGGER_SWEEP_SECONDS", "1"));
-    let server = Server::start(&data, &env);
-    let api = Api {
-        server: &server,
-        keys: &keys,
-        client: reqwest::blocking::Client::new(),
-    };
+    let project = Project::new();
+    let server = project.serve(&[("ITINERA_TRIGGER_SWEEP_SECONDS", "1")]);
+    let api = Api::new(&server, &project.keys);
     let (hook, received) = sink(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -525,23 +530,15 @@ fn the_cli_saves_lists_and_dry_runs_rules() {
 /// in, and a case is opened for them, once.
 #[test]
 fn email_and_case_actions_reach_the_person() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let keys = create_keys(&data, "default");
+    let project = Project::new();
     let (port, mails) = smtp_sink();
     let port = port.to_string();
-    let mut env = env();
-    env.extend([
+    let server = project.serve(&[
         ("ITINERA_SMTP_HOST", "127.0.0.1"),
         ("ITINERA_SMTP_PORT", port.as_str()),
         ("ITINERA_SMTP_FROM", "hello@itinera.example"),
     ]);
-    let server = Server::start(&data, &env);
-    let api = Api {
-        server: &server,
-        keys: &keys,
-        client: reqwest::blocking::Client::new(),
-    };
+    let api = Api::new(&server, &project.keys);
     let (s, saved) = api.call(
         reqwest::Method::PUT,
         "/api/v1/triggers/welcome",
@@ -611,15 +608,9 @@ fn email_and_case_actions_reach_the_person() {
 /// wait their turn, none dropped.
 #[test]
 fn a_persona_rule_fires_for_its_persons_at_the_rules_rate() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let keys = create_keys(&data, "default");
-    let server = Server::start(&data, &env());
-    let api = Api {
-        server: &server,
-        keys: &keys,
-        client: reqwest::blocking::Client::new(),
-    };
+    let project = Project::new();
+    let server = project.serve(&[]);
+    let api = Api::new(&server, &project.keys);
     let (hook, received) = sink(0);
     let (s, body) = api.call(
         reqwest::Method::PUT,

@@ -1,7 +1,8 @@
 // Admins manage users (every project) and the current project's write keys and tokens.
 
 import { h } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useState } from "preact/hooks";
+import { useLoaded } from "./loaded";
 import htm from "htm";
 import { api, type KeyInfo, type Role, type User } from "../api";
 import type { I18n } from "../i18n";
@@ -14,27 +15,10 @@ export function Admin(props: { i18n: I18n; project: string }) {
   const [users, setUsers] = useState<User[]>([]);
   const [keys, setKeys] = useState<KeyInfo[]>([]);
   const [secret, setSecret] = useState("");
-  const [error, setError] = useState("");
-  const load = async () => {
-    try {
-      setUsers(await api.users());
-      setKeys(await api.keys());
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  };
-  useEffect(() => {
-    load();
-  }, [props.project]);
-  const run = async (f: () => Promise<unknown>) => {
-    setError("");
-    try {
-      await f();
-      await load();
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  };
+  const { error, run } = useLoaded(async () => {
+    setUsers(await api.users());
+    setKeys(await api.keys());
+  }, props.project);
   const createUser = (e: Event) => {
     e.preventDefault();
     const f = new FormData(e.target as HTMLFormElement);

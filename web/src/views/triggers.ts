@@ -3,7 +3,8 @@
 // read; editors and admins change. Semantics: docs/triggers.md.
 
 import { h } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useState } from "preact/hooks";
+import { useLoaded } from "./loaded";
 import htm from "htm";
 import { api, type DryRun, type Firing, type NamedTrigger, type TriggerAction, type TriggerRule } from "../api";
 import type { I18n } from "../i18n";
@@ -31,33 +32,16 @@ export function Triggers(props: { i18n: I18n; project: string; canEdit: boolean 
   const { i18n } = props;
   const [rules, setRules] = useState<NamedTrigger[]>([]);
   const [models, setModels] = useState<{ name: string; stages: string[] }[]>([]);
-  const [error, setError] = useState("");
   const [dry, setDry] = useState<{ name: string; result: DryRun } | null>(null);
   const [firings, setFirings] = useState<{ name: string; firings: Firing[] } | null>(null);
   const [when, setWhen] = useState<WhenKind>("enters_stage");
   const [action, setAction] = useState<ActionKind>("case");
   const [model, setModel] = useState("customer-journey");
 
-  const load = async () => {
-    try {
-      setRules((await api.triggers()).rules);
-      setModels(await api.models());
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  };
-  useEffect(() => {
-    load();
-  }, [props.project]);
-  const run = async (f: () => Promise<unknown>) => {
-    setError("");
-    try {
-      await f();
-      await load();
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  };
+  const { error, run } = useLoaded(async () => {
+    setRules((await api.triggers()).rules);
+    setModels(await api.models());
+  }, props.project);
   const toggle = (r: NamedTrigger) => {
     const { name, since_ms: _since, ...rule } = r;
     return run(() => api.saveTrigger(name, { ...rule, enabled: !r.enabled }));
