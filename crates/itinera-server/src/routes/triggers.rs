@@ -48,6 +48,7 @@ pub struct DryRunRequest {
 
 /// How many firings to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FiringsParams {
     /// At most this many, newest first (default 100, at most 1000).
     #[serde(default)]
