@@ -111,7 +111,7 @@ impl App {
     ) -> Result<backend::Appended> {
         let backend = self.backend(project)?;
         let received_ms = batch.iter().map(|t| t.received_at_ms).max().unwrap_or(0);
-        let ids: Vec<String> = {
+        let ids: Option<Vec<String>> = self.triggers.watching(self, project).then(|| {
             let mut ids: Vec<String> = batch
                 .iter()
                 .filter_map(|t| t.user_id.clone().or_else(|| t.anonymous_id.clone()))
@@ -119,7 +119,7 @@ impl App {
             ids.sort_unstable();
             ids.dedup();
             ids
-        };
+        });
         let (tx, rx) = tokio::sync::oneshot::channel();
         backend.append(
             batch,
@@ -130,7 +130,9 @@ impl App {
         let appended = rx
             .await
             .map_err(|_| AppError::Unavailable("the store closed".into()))??;
-        self.triggers.arrived(project, ids, received_ms);
+        if let Some(ids) = ids {
+            self.triggers.arrived(project, ids, received_ms);
+        }
         Ok(appended)
     }
 

@@ -59,9 +59,31 @@ struct Arrivals {
 pub struct Triggers {
     queue: OnceLock<Mutex<mpsc::Sender<Arrivals>>>,
     deliver: tokio::sync::Notify,
+    /// Per project, whether a rule acting on arrivals is on: without one, appends hand
+    /// nothing over (collecting the ids cost the tracking API a few per cent for nothing).
+    /// Forgotten when the project's rules change.
+    watching: Mutex<HashMap<String, bool>>,
 }
 
 impl Triggers {
+    /// Whether arrivals in `project` need evaluating: an evaluator runs and a rule acting on
+    /// arrivals is on.
+    pub fn watching(&self, app: &App, project: &str) -> bool {
+        if self.queue.get().is_none() {
+            return false;
+        }
+        if let Some(w) = self.watching.lock().get(project) {
+            return *w;
+        }
+        let on = rules_on(app, project, false).is_ok_and(|r| !r.is_empty());
+        self.watching.lock().insert(project.to_string(), on);
+        on
+    }
+
+    fn changed(&self, project: &str) {
+        self.watching.lock().remove(project);
+    }
+
     /// Hands acknowledged arrivals to the evaluator (a no-op when none runs, as in the CLI).
     pub fn arrived(&self, project: &str, ids: Vec<String>, received_ms: i64) {
         if let Some(q) = self.queue.get() {
@@ -182,6 +204,7 @@ pub fn save(app: &App, project: &str, name: &str, mut rule: TriggerRule) -> Resu
         }
     }
     let was_on = previous.as_ref().is_some_and(|p| p.enabled);
+    let any_on = rules(app, project)?.iter().any(|r| r.rule.enabled);
     rule.since_ms = match (rule.enabled, was_on) {
         (false, _) => None,
         (true, true)
@@ -195,6 +218,12 @@ pub fn save(app: &App, project: &str, name: &str, mut rule: TriggerRule) -> Resu
     let prepared = prepare(app, project, &rule, rule.since_ms.unwrap_or(0))?;
     app.backend(project)?
         .trigger_dry_run(&prepared, 0, 1, &Default::default())?;
+    if rule.enabled && !any_on {
+        // nothing watched this project's arrivals before: none of them can concern a rule
+        // that starts now, so a restart need not look at them again
+        app.meta()
+            .set_trigger_watermark(project, now_ms() - WATERMARK_MARGIN_MS)?;
+    }
     definitions::save(
         &app.meta(),
         project,
@@ -203,6 +232,7 @@ pub fn save(app: &App, project: &str, name: &str, mut rule: TriggerRule) -> Resu
         &rule,
         0,
     )?;
+    app.triggers.changed(project);
     if was_on && !rule.enabled {
         app.meta().cancel_actions(
             project,
@@ -216,6 +246,7 @@ pub fn save(app: &App, project: &str, name: &str, mut rule: TriggerRule) -> Resu
 /// Deletes rule `name`, cancelling its actions not sent yet (its firings stay, for the record).
 pub fn delete(app: &App, project: &str, name: &str) -> Result<()> {
     definitions::delete(&app.meta(), project, DefinitionKind::Trigger, name)?;
+    app.triggers.changed(project);
     app.meta()
         .cancel_actions(project, name, "the rule was deleted before it was sent")?;
     Ok(())
