@@ -189,6 +189,10 @@ impl AnalysisRequest {
             AnalysisRequest::Stages(q) => resolve(&mut q.model)?,
             AnalysisRequest::Accounts(q) => resolve(&mut q.model)?,
             AnalysisRequest::Handoff(q) => resolve(&mut q.model)?,
+            // without a calibration end, every purchase up to now fits the models
+            AnalysisRequest::Clv(q) if q.calibration_end_ms.is_none() => {
+                q.calibration_end_ms = Some(crate::now_ms())
+            }
             _ => {}
         }
         Ok(request)

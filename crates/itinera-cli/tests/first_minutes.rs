@@ -98,4 +98,17 @@ fn clv_without_a_calibration_date_fits_all_history_and_says_so() {
     assert_eq!(r["totals"]["holdout_purchases"], 0);
     assert!(r["totals"]["customers"].as_u64().unwrap() > 100);
     assert!(r["totals"]["predicted_clv"].as_f64().unwrap() > 0.0);
+    // the API answers the same question without a date, as the CLI does
+    let keys = create_keys(tmp.path(), "default");
+    let server = Server::start(tmp.path(), &[]);
+    let api = reqwest::blocking::Client::new()
+        .post(server.url("/api/v1/clv"))
+        .bearer_auth(&keys.read_token)
+        .json(&serde_json::json!({"limit": 5}))
+        .send()
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    let a: serde_json::Value = api.json().unwrap();
+    assert_eq!(a["totals"]["holdout_purchases"], 0);
+    assert_eq!(a["totals"]["customers"], r["totals"]["customers"]);
 }

@@ -45,8 +45,10 @@ pub struct ClvQuery {
     #[serde(default = "default_refund")]
     pub refund: Option<EventSelector>,
     /// The last day of the calibration period (ms of any time on that day): purchases on or
-    /// before it fit the models; later ones are the holdout.
-    pub calibration_end_ms: i64,
+    /// before it fit the models; later ones are the holdout. Absent: today, when the query
+    /// runs (every purchase fits the models and there is no holdout); the application fills it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_end_ms: Option<i64>,
     #[serde(default)]
     pub time_unit: TimeUnit,
     /// Prediction horizon, in time units.
@@ -89,8 +91,10 @@ fn default_churn_threshold() -> f64 {
 
 impl ClvQuery {
     pub fn new(calibration_end_ms: i64) -> ClvQuery {
-        serde_json::from_value(serde_json::json!({ "calibration_end_ms": calibration_end_ms }))
-            .expect("defaults")
+        serde_json::from_value(
+            serde_json::json!({ "calibration_end_ms": Some(calibration_end_ms) }),
+        )
+        .expect("defaults")
     }
 }
 
@@ -245,7 +249,13 @@ pub fn run_clv<S: JourneySource>(
         ));
     }
     let zone = crate::timezone::Zone::new(q.time_zone.as_deref(), q.utc_offset_minutes)?;
-    let end_day = zone.local_ms(q.calibration_end_ms).div_euclid(DAY_MS);
+    let calibration_end = q.calibration_end_ms.ok_or_else(|| {
+        EngineError::invalid(
+            "calibration_end_ms",
+            "the last day of the calibration period",
+        )
+    })?;
+    let end_day = zone.local_ms(calibration_end).div_euclid(DAY_MS);
     let mut selectors = vec![q.purchase.clone()];
     selectors.extend(q.refund.clone());
     let matcher = source.with_vocabulary(|v| Matcher::compile(&selectors, v))?;
