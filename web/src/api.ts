@@ -49,7 +49,7 @@ export type TriggerWhen =
   | { enters_stage: { model: string; stage: string } }
   | { stalled_in_stage: { model: string; stage: string; after: string } }
   | { event: { event: unknown } };
-export type TriggerAction = { webhook: { url: string; secret: string } } | { email: { to?: string; subject: string; body: string } } | { case: { title: string } };
+export type TriggerAction = { webhook: { url: string; secret: string } } | { email: { to?: string; subject: string; body: string } } | { case: { title: string } } | { set_trait: { name: string; value: string } };
 export interface TriggerRule {
   description?: string;
   when: TriggerWhen;

@@ -13,7 +13,7 @@ const html = htm.bind(h);
 const DAY = 86_400_000;
 
 type WhenKind = "enters_stage" | "stalled_in_stage" | "event";
-type ActionKind = "webhook" | "email" | "case";
+type ActionKind = "webhook" | "email" | "case" | "set_trait";
 
 /** One line saying what a rule waits for. */
 function describe(rule: TriggerRule, i18n: I18n): string {
@@ -68,7 +68,9 @@ export function Triggers(props: { i18n: I18n; project: string; canEdit: boolean 
         ? { webhook: { url: get("url"), secret: get("secret") } }
         : action === "email"
           ? { email: { subject: get("subject"), body: get("body") } }
-          : { case: { title: get("title") } };
+          : action === "set_trait"
+            ? { set_trait: { name: get("trait"), value: get("value") } }
+            : { case: { title: get("title") } };
     const rule: TriggerRule = {
       when: whenBody,
       actions: [act],
@@ -154,10 +156,14 @@ export function Triggers(props: { i18n: I18n; project: string; canEdit: boolean 
               <option value="case">${i18n.t("action_case")}</option>
               <option value="email">${i18n.t("action_email")}</option>
               <option value="webhook">${i18n.t("action_webhook")}</option>
+              <option value="set_trait">${i18n.t("action_set_trait")}</option>
             </select>
           </label>
           ${action === "webhook"
             ? html`<label>URL<input name="url" type="url" required /></label><label>${i18n.t("secret")}<input name="secret" /></label>`
+            : action === "set_trait"
+              ? html`<label>${i18n.t("trait")}<input name="trait" required pattern="[A-Za-z0-9_\-]+" value="welcomed" /></label>
+                  <label>${i18n.t("value")}<input name="value" required value="yes" /></label>`
             : action === "email"
               ? html`<label>${i18n.t("subject")}<input name="subject" required value="Welcome, {{traits.first_name}}" /></label>
                   <label>${i18n.t("body")}<textarea name="body" required></textarea></label>`
