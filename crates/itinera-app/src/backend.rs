@@ -65,14 +65,15 @@ pub trait JourneyBackend: Send + Sync {
     fn person_trait(&self, person: &str, path: &str) -> Option<String>;
 
     /// The trigger rules due for the persons with these distinct ids (each person once, under
-    /// the id their journey is known by). `last(rule, person)` is the touchpoint time of the
-    /// rule's previous firing for the person.
+    /// the id their journey is known by), given what the application knows of each rule and
+    /// person (`prior`); with the (rule, person) pairs found settled, which no later touchpoint
+    /// can fire.
     fn triggers_due(
         &self,
         rules: &[PreparedTrigger],
         ids: &[String],
-        last: &dyn Fn(usize, &str) -> Option<i64>,
-    ) -> Result<Vec<TriggerDue>>;
+        prior: &dyn Fn(usize, &str) -> Prior,
+    ) -> Result<TriggerLook>;
 
     /// The persons a sweep rule (a stall) is due for, due in `[since_ms, as_of_ms]`; each
     /// [`TriggerDue::rule`] is 0. A scan.
@@ -122,6 +123,21 @@ pub struct PreparedTrigger {
     /// "Now" for the population's relative windows.
     pub as_of_ms: i64,
 }
+
+/// What the application knows of a rule and a person before the journey is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// The rule never fired for the person.
+    Never,
+    /// It fired for the person's touchpoint at this time.
+    FiredAt(i64),
+    /// Nothing can fire it for the person again (found before): not looked at.
+    Settled,
+}
+
+/// What one look at arriving persons found: the rules due, and the (rule index, person) pairs
+/// that no later touchpoint can fire.
+pub type TriggerLook = (Vec<TriggerDue>, Vec<(usize, String)>);
 
 /// A rule due for a person.
 #[derive(Debug, Clone, PartialEq)]

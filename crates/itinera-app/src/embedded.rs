@@ -3,7 +3,8 @@
 
 use crate::analysis::AnalysisRequest;
 use crate::backend::{
-    AppendDone, Appended, BackendSize, EventSink, JourneyBackend, PreparedTrigger, TriggerDue,
+    AppendDone, Appended, BackendSize, EventSink, JourneyBackend, PreparedTrigger, Prior,
+    TriggerDue, TriggerLook,
 };
 use crate::error::{AppError, Result};
 use crate::population::PopulationDef;
@@ -72,8 +73,8 @@ impl JourneyBackend for Embedded {
         &self,
         rules: &[PreparedTrigger],
         ids: &[String],
-        last: &dyn Fn(usize, &str) -> Option<i64>,
-    ) -> Result<Vec<TriggerDue>> {
+        prior: &dyn Fn(usize, &str) -> Prior,
+    ) -> Result<TriggerLook> {
         let view = self.0.view();
         let compiled = rules
             .iter()
@@ -88,32 +89,44 @@ impl JourneyBackend for Embedded {
                 .map(|root| (root, v.name(Field::DistinctId, root).to_string()))
                 .collect()
         });
-        let mut out = Vec::new();
+        let (mut out, mut settled) = (Vec::new(), Vec::new());
         for (root, person) in persons {
             for (k, (when, source)) in compiled.iter().enumerate() {
                 let rule = &rules[k];
-                let previous = last(k, &person);
-                let due = source
-                    .journey_of(root, |j| {
-                        when.due(
-                            j,
-                            rule.since_ms,
-                            rule.as_of_ms,
-                            previous,
-                            rule.reentry_after,
-                        )
-                    })
-                    .flatten();
-                if let Some(due) = due {
-                    out.push(TriggerDue {
+                let previous = match prior(k, &person) {
+                    Prior::Settled => continue,
+                    Prior::Never => None,
+                    // once per person (stages, events without re-entry): nothing more to look at
+                    Prior::FiredAt(_) if rule.reentry_after.is_none() => {
+                        settled.push((k, person.clone()));
+                        continue;
+                    }
+                    Prior::FiredAt(t) => Some(t),
+                };
+                let looked = source.journey_of(root, |j| {
+                    let due = when.due(
+                        j,
+                        rule.since_ms,
+                        rule.as_of_ms,
+                        previous,
+                        rule.reentry_after,
+                    );
+                    let done =
+                        due.is_none() && previous.is_none() && when.settled(j, rule.since_ms);
+                    (due, done)
+                });
+                match looked {
+                    Some((Some(due), _)) => out.push(TriggerDue {
                         rule: k,
                         person: person.clone(),
                         due,
-                    });
+                    }),
+                    Some((None, true)) => settled.push((k, person.clone())),
+                    _ => {}
                 }
             }
         }
-        Ok(out)
+        Ok((out, settled))
     }
 
     fn trigger_dry_run(

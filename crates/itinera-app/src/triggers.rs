@@ -12,7 +12,7 @@
 //! unique firing (rule, person, touchpoint time) keeps them from firing twice.
 //! Semantics for users: `docs/triggers.md`.
 
-use crate::backend::PreparedTrigger;
+use crate::backend::{PreparedTrigger, Prior};
 use crate::definitions;
 use crate::error::{AppError, Result};
 use crate::outbound::{self, Posted};
@@ -63,7 +63,15 @@ pub struct Triggers {
     /// nothing over (collecting the ids cost the tracking API a few per cent for nothing).
     /// Forgotten when the project's rules change.
     watching: Mutex<HashMap<String, bool>>,
+    /// (project, rule, person) that no later touchpoint can fire: their journeys are not read
+    /// again at each arrival (a customer from before a welcome rule existed, who keeps
+    /// shopping). Bounded; forgotten when rules change or after a restart.
+    settled: Mutex<std::collections::HashSet<(String, String, String)>>,
 }
+
+/// At most this many settled (project, rule, person) are remembered; then the memory starts
+/// over (only a cost: they are found settled again).
+const SETTLED_CAP: usize = 1_000_000;
 
 impl Triggers {
     /// Whether arrivals in `project` need evaluating: an evaluator runs and a rule acting on
@@ -82,6 +90,7 @@ impl Triggers {
 
     fn changed(&self, project: &str) {
         self.watching.lock().remove(project);
+        self.settled.lock().retain(|(p, _, _)| p != project);
     }
 
     /// Hands acknowledged arrivals to the evaluator (a no-op when none runs, as in the CLI).
@@ -349,13 +358,28 @@ fn evaluate(app: &App, project: &str, ids: &[String]) -> Result<usize> {
         .map(|r| prepare(app, project, &r.rule, r.rule.since_ms.unwrap_or(i64::MAX)))
         .collect::<Result<Vec<_>>>()?;
     let backend = app.backend(project)?;
-    let last = |k: usize, person: &str| {
-        app.meta()
-            .last_firing(project, &on[k].name, person)
-            .ok()
-            .flatten()
+    let prior = |k: usize, person: &str| {
+        let key = (project.to_string(), on[k].name.clone(), person.to_string());
+        if app.triggers.settled.lock().contains(&key) {
+            return Prior::Settled;
+        }
+        match app.meta().last_firing(project, &on[k].name, person) {
+            Ok(Some(t)) => Prior::FiredAt(t),
+            _ => Prior::Never,
+        }
     };
-    let due = backend.triggers_due(&prepared, ids, &last)?;
+    let (due, settled) = backend.triggers_due(&prepared, ids, &prior)?;
+    {
+        let mut known = app.triggers.settled.lock();
+        if known.len() + settled.len() > SETTLED_CAP {
+            known.clear();
+        }
+        known.extend(
+            settled
+                .into_iter()
+                .map(|(k, person)| (project.to_string(), on[k].name.clone(), person)),
+        );
+    }
     let mut fired = 0;
     for d in due {
         fired += usize::from(record(app, project, &on[d.rule], &d)?);
