@@ -120,6 +120,8 @@ pub struct PreparedTrigger {
     /// Touchpoints from this time on can trigger it.
     pub since_ms: i64,
     pub reentry_after: Option<itinera_engine::Span>,
+    /// About accounts (their buying group entering the stage), not persons.
+    pub account: Option<itinera_engine::stages::AccountStageRule>,
     /// "Now" for the population's relative windows.
     pub as_of_ms: i64,
 }

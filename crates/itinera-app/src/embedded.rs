@@ -138,6 +138,10 @@ impl JourneyBackend for Embedded {
     ) -> Result<DryRun> {
         let view = self.0.view();
         let (when, source) = Embedded::compile_trigger(&view, rule)?;
+        if let Some(account) = &rule.account {
+            let entries = account_entries(&view, &when, account, from_ms, to_ms - 1, opts)?;
+            return Ok(DryRun::of(entries, from_ms, to_ms));
+        }
         Ok(itinera_engine::triggers::dry_run(
             &source, &when, from_ms, to_ms, opts,
         )?)
@@ -150,6 +154,18 @@ impl JourneyBackend for Embedded {
     ) -> Result<Vec<TriggerDue>> {
         let view = self.0.view();
         let (when, source) = Embedded::compile_trigger(&view, rule)?;
+        if let Some(account) = &rule.account {
+            return Ok(
+                account_entries(&view, &when, account, rule.since_ms, rule.as_of_ms, opts)?
+                    .into_iter()
+                    .map(|(person, due)| TriggerDue {
+                        rule: 0,
+                        person,
+                        due,
+                    })
+                    .collect(),
+            );
+        }
         let parts = source.scan(opts, Vec::new, |acc, j| {
             if let Some(due) = when.due(j, rule.since_ms, rule.as_of_ms, None, None) {
                 acc.push((j.person, due));
@@ -275,6 +291,27 @@ impl JourneyBackend for Embedded {
             events: s.events,
             bytes: s.bytes_on_disk,
         })
+    }
+}
+
+/// The accounts a stage rule about accounts is due for (see
+/// [`itinera_engine::triggers::account_entries`]).
+fn account_entries(
+    view: &itinera_store::StoreView,
+    when: &CompiledWhen,
+    rule: &itinera_engine::stages::AccountStageRule,
+    since_ms: i64,
+    now_ms: i64,
+    opts: &ScanOptions,
+) -> Result<Vec<(String, itinera_engine::triggers::Due)>> {
+    match when {
+        CompiledWhen::Stage { model, stage, .. } => Ok(itinera_engine::triggers::account_entries(
+            view, model, *stage, rule, since_ms, now_ms, opts,
+        )?),
+        CompiledWhen::Event { .. } => Err(AppError::invalid(
+            "account",
+            "account rules are about entering a stage (enters_stage)",
+        )),
     }
 }
 

@@ -165,6 +165,7 @@ fn prepare(app: &App, project: &str, rule: &TriggerRule, since_ms: i64) -> Resul
         population,
         since_ms,
         reentry_after: rule.reentry_after,
+        account: rule.account.clone(),
         as_of_ms: now_ms(),
     })
 }
@@ -342,7 +343,7 @@ fn idempotency_key(project: &str, rule: &str, person: &str, at_ms: i64, k: usize
 fn rules_on(app: &App, project: &str, sweep: bool) -> Result<Vec<NamedTrigger>> {
     Ok(rules(app, project)?
         .into_iter()
-        .filter(|r| r.rule.enabled && r.rule.since_ms.is_some() && r.rule.when.is_sweep() == sweep)
+        .filter(|r| r.rule.enabled && r.rule.since_ms.is_some() && r.rule.is_sweep() == sweep)
         .collect())
 }
 
@@ -443,6 +444,7 @@ fn record(
                     payload: json!({
                         "project": project,
                         "rule": r.name,
+                        "about": if r.rule.account.is_some() { "account" } else { "person" },
                         "person": d.person,
                         "because": d.due.because,
                         "at_ms": d.due.at_ms,

@@ -19,6 +19,7 @@ fn rule(when: TriggerWhen, since_ms: i64, reentry_after: Option<Span>) -> Prepar
         population: PopulationDef::Everyone,
         since_ms,
         reentry_after,
+        account: None,
         as_of_ms: i64::MAX,
     }
 }

@@ -676,3 +676,75 @@ fn a_persona_rule_fires_for_its_persons_at_the_rules_rate() {
     );
     assert_eq!(received.lock().unwrap().len(), 2);
 }
+
+/// An account rule: the account fires once its buying group reached the stage (here: all of
+/// its members), found by the sweep; a dry run counts accounts.
+#[test]
+fn an_account_fires_when_its_buying_group_reaches_the_stage() {
+    let project = Project::new();
+    let server = project.serve(&[("ITINERA_TRIGGER_SWEEP_SECONDS", "1")]);
+    let api = Api::new(&server, &project.keys);
+    let (hook, received) = sink(0);
+    let (s, saved) = api.call(
+        reqwest::Method::PUT,
+        "/api/v1/triggers/deal",
+        Some(
+            json!({"when": {"enters_stage": {"model": "customer-journey", "stage": "Decision"}},
+                    "account": {"min_share": 1.0},
+                    "actions": [{"webhook": {"url": hook, "secret": SECRET}}], "enabled": true}),
+        ),
+    );
+    assert_eq!(s, 200, "{saved}");
+    let (s, bad) = api.call(
+        reqwest::Method::PUT,
+        "/api/v1/triggers/bad",
+        Some(
+            json!({"when": {"enters_stage": {"model": "customer-journey", "stage": "Decision"}},
+                    "account": {}, "actions": [{"email": {"subject": "x", "body": "y"}}]}),
+        ),
+    );
+    assert_eq!(s, 400, "{bad}");
+    assert!(bad.to_string().contains("actions[0]"), "{bad}");
+    let member = |user: &str, event: &str, id: &str| {
+        json!({"type": "track", "userId": user, "event": event, "messageId": id,
+               "context": {"groupId": "acct-1"}})
+    };
+    // one of the two members buys: the group has not reached Decision yet
+    api.track(vec![
+        member("alice", "Product Viewed", "a1"),
+        member("bob", "Product Viewed", "b1"),
+        member("alice", "Order Completed", "a2"),
+    ]);
+    // a single-member account that buys, as a marker that a sweep has run since
+    api.track(vec![
+        json!({"type": "track", "userId": "carol", "event": "Order Completed",
+                          "messageId": "c1", "context": {"groupId": "acct-2"}}),
+    ]);
+    wait_for(&received, "acct-2", |r| {
+        r.iter().any(|q| person_of(q) == "acct-2")
+    });
+    assert!(
+        !received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|q| person_of(q) == "acct-1"),
+        "acct-1 fired with half its group"
+    );
+    api.track(vec![member("bob", "Order Completed", "b2")]);
+    wait_for(&received, "acct-1", |r| {
+        r.iter().any(|q| person_of(q) == "acct-1")
+    });
+    let got = received.lock().unwrap().clone();
+    let body: Value =
+        serde_json::from_str(&got.iter().find(|q| person_of(q) == "acct-1").unwrap().1).unwrap();
+    assert_eq!(body["about"], "account");
+    assert_eq!(body["because"], "Decision (account)");
+    let (s, dry) = api.call(
+        reqwest::Method::POST,
+        "/api/v1/triggers/dry-run",
+        Some(json!({"name": "deal", "from_ms": 0, "to_ms": 4_102_444_800_000i64})),
+    );
+    assert_eq!(s, 200, "{dry}");
+    assert_eq!(dry["persons"], 2, "two accounts: {dry}");
+}

@@ -381,7 +381,10 @@ impl AccountStageRule {
     }
 
     /// (property key, value) codes of the required role; `Some(None)` when no one holds it.
-    fn role_codes(&self, vocab: &dyn crate::journey::Vocabulary) -> Option<Option<(u32, u32)>> {
+    pub(crate) fn role_codes(
+        &self,
+        vocab: &dyn crate::journey::Vocabulary,
+    ) -> Option<Option<(u32, u32)>> {
         let role = self.required_role.as_deref()?;
         Some(
             vocab

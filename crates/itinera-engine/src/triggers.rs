@@ -74,6 +74,11 @@ pub struct TriggerRule {
     /// can be compared with not acting.
     #[serde(default)]
     pub holdout_percent: f64,
+    /// About B2B accounts instead of persons (`enters_stage` only): an account enters the stage
+    /// when its buying group does, as the stage funnel by account counts it (`min_share` of its
+    /// members reached it, with a member in `required_role` among them). Found by the sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<crate::stages::AccountStageRule>,
     /// Switched off by default: dry-run it first.
     #[serde(default)]
     pub enabled: bool,
@@ -250,6 +255,31 @@ impl TriggerRule {
                 ));
             }
         }
+        if self.account.is_some() {
+            if !matches!(self.when, TriggerWhen::EntersStage { .. }) {
+                return Err(EngineError::invalid(
+                    "account",
+                    "account rules are about entering a stage (enters_stage)",
+                ));
+            }
+            if let Some(k) = self.actions.iter().position(|a| {
+                !matches!(
+                    a,
+                    TriggerAction::Webhook { .. } | TriggerAction::Case { .. }
+                )
+            }) {
+                return Err(EngineError::invalid(
+                    format!("actions[{k}]"),
+                    "an account has no address or traits of its own: webhooks and cases only",
+                ));
+            }
+            if self.segment.is_some() || self.persona.is_some() {
+                return Err(EngineError::invalid(
+                    "account",
+                    "segments and personas select persons, not accounts",
+                ));
+            }
+        }
         if self.segment.is_some() && self.persona.is_some() {
             return Err(EngineError::invalid(
                 "persona",
@@ -257,6 +287,11 @@ impl TriggerRule {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the rule is found by sweeps (time passing, or accounts) rather than by arrivals.
+    pub fn is_sweep(&self) -> bool {
+        self.when.is_sweep() || self.account.is_some()
     }
 
     /// Whether `person` is in the rule's hold-out: a stable draw per rule and person.
@@ -478,6 +513,88 @@ pub fn run_effect<S: JourneySource>(
     })
 }
 
+/// When each account entered stage `stage` of `model` by `rule` (its buying group's entry):
+/// the time the `k`-th of its members reached the stage (reached: entered it or a later one),
+/// k the share `min_share` of its members (at least one), and, with `required_role`, no earlier
+/// than a member holding the role reached it. Accounts due in `[since_ms, now_ms]`.
+pub fn account_entries<S: JourneySource>(
+    source: &S,
+    model: &CompiledModel,
+    stage: usize,
+    rule: &crate::stages::AccountStageRule,
+    since_ms: i64,
+    now_ms: i64,
+    opts: &ScanOptions,
+) -> Result<Vec<(String, Due)>> {
+    let role = source.with_vocabulary(|v| rule.role_codes(v));
+    let parts = source.scan(
+        opts,
+        rustc_hash::FxHashMap::<u32, Vec<(i64, bool)>>::default,
+        |acc, j| {
+            let a = j.account();
+            if a == crate::NO_ACCOUNT {
+                return;
+            }
+            let mut p = PersonStages::default();
+            model.person(j, &mut p);
+            let reached = p.entered[stage..]
+                .iter()
+                .copied()
+                .filter(|t| *t != i64::MIN)
+                .min()
+                .unwrap_or(i64::MIN);
+            let holds_role = role
+                .flatten()
+                .is_some_and(|(k, v)| j.latest_prop(k) == Some(v));
+            acc.entry(a).or_default().push((reached, holds_role));
+        },
+    );
+    if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) {
+        return Err(EngineError::Cancelled);
+    }
+    let mut members: rustc_hash::FxHashMap<u32, Vec<(i64, bool)>> = Default::default();
+    for part in parts {
+        for (a, m) in part {
+            members.entry(a).or_default().extend(m);
+        }
+    }
+    let name = &model.model.stages[stage].name;
+    let mut out = Vec::new();
+    for (a, m) in members {
+        let k = ((rule.min_share * m.len() as f64).ceil() as usize).max(1);
+        let mut times: Vec<i64> = m.iter().map(|x| x.0).filter(|t| *t != i64::MIN).collect();
+        times.sort_unstable();
+        let Some(&kth) = times.get(k - 1) else {
+            continue;
+        };
+        let at = match rule.required_role {
+            None => kth,
+            Some(_) => match m
+                .iter()
+                .filter(|x| x.1 && x.0 != i64::MIN)
+                .map(|x| x.0)
+                .min()
+            {
+                Some(role_at) => kth.max(role_at),
+                None => continue,
+            },
+        };
+        if at >= since_ms && at <= now_ms {
+            let account =
+                source.with_vocabulary(|v| v.name(crate::journey::Field::Account, a).to_string());
+            out.push((
+                account,
+                Due {
+                    at_ms: at,
+                    because: format!("{name} (account)"),
+                },
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// Who a rule would have triggered over a past period, had it been on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DryRun {
@@ -489,6 +606,35 @@ pub struct DryRun {
     pub by_day: Vec<(i64, u64)>,
     /// Some of them (up to 20), with when and why.
     pub sample: Vec<DryRunPerson>,
+}
+
+impl DryRun {
+    /// The dry run of entries found otherwise (accounts), each `(who, due)`.
+    pub fn of(entries: Vec<(String, Due)>, from_ms: i64, to_ms: i64) -> DryRun {
+        let mut by_day = std::collections::BTreeMap::<i64, u64>::new();
+        for (_, d) in &entries {
+            *by_day
+                .entry(d.at_ms.div_euclid(86_400_000) * 86_400_000)
+                .or_default() += 1;
+        }
+        let mut sample: Vec<DryRunPerson> = entries
+            .iter()
+            .map(|(who, d)| DryRunPerson {
+                person: who.clone(),
+                at_ms: d.at_ms,
+                because: d.because.clone(),
+            })
+            .collect();
+        sample.sort_by_key(|p| p.at_ms);
+        sample.truncate(20);
+        DryRun {
+            from_ms,
+            to_ms,
+            persons: entries.len() as u64,
+            by_day: by_day.into_iter().collect(),
+            sample,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
