@@ -98,6 +98,7 @@ pub trait JourneyBackend: Send + Sync {
         within: itinera_engine::Span,
         now_ms: i64,
         confidence: f64,
+        opts: &ScanOptions,
     ) -> Result<itinera_engine::triggers::TriggerEffect>;
 
     /// Distinct ids of touchpoints received after `received_ms` (trigger recovery).

@@ -194,6 +194,7 @@ impl JourneyBackend for Embedded {
         within: itinera_engine::Span,
         now_ms: i64,
         confidence: f64,
+        opts: &ScanOptions,
     ) -> Result<itinera_engine::triggers::TriggerEffect> {
         let view = self.0.view();
         let coded: Vec<(u32, i64, bool)> = view.with_vocabulary(|v| {
@@ -203,7 +204,7 @@ impl JourneyBackend for Embedded {
                 .collect()
         });
         Ok(itinera_engine::triggers::run_effect(
-            &view, &coded, outcome, within, now_ms, confidence,
+            &view, &coded, outcome, within, now_ms, confidence, opts,
         )?)
     }
 

@@ -298,12 +298,13 @@ fn ninety_five() -> f64 {
 }
 
 /// Did acting help? The share of persons acted on who then did the outcome, against the share
-/// of those held out. Blocking.
+/// of those held out. Blocking; runs under the query's budgets (`opts`).
 pub fn effect(
     app: &App,
     project: &str,
     name: &str,
     req: &EffectRequest,
+    opts: &itinera_engine::ScanOptions,
 ) -> Result<itinera_engine::triggers::TriggerEffect> {
     if find(app, project, name)?.is_none() {
         return Err(AppError::NotFound(format!("no trigger rule named {name}")));
@@ -318,6 +319,7 @@ pub fn effect(
         req.within,
         now_ms(),
         req.confidence,
+        opts,
     )
 }
 
@@ -662,8 +664,10 @@ async fn run_delivery(app: Arc<App>) {
 /// One attempt at an action. A case is opened and marked done in one transaction; the others
 /// are sent, then their outcome is recorded by the caller.
 async fn send(app: &Arc<App>, a: &itinera_meta::PendingAction) -> Option<ActionOutcome> {
-    let action: TriggerAction = match serde_json::from_str(&a.target) {
-        Ok(t) => t,
+    let parsed = serde_json::from_str::<TriggerAction>(&a.target)
+        .and_then(|t| serde_json::from_str::<FiredFor>(&a.payload).map(|f| (t, f)));
+    let (action, fired) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             return Some(ActionOutcome::Failed {
                 status: None,
@@ -714,49 +718,38 @@ async fn send(app: &Arc<App>, a: &itinera_meta::PendingAction) -> Option<ActionO
             )
         }
         TriggerAction::Email { to, subject, body } => {
-            let (app2, a2) = (app.clone(), a.clone());
-            let sent = tokio::task::spawn_blocking(move || -> Result<u16, String> {
-                let payload: serde_json::Value =
-                    serde_json::from_str(&a2.payload).map_err(|e| e.to_string())?;
-                let person = payload["person"].as_str().unwrap_or_default().to_string();
-                let backend = app2.backend(&a2.project).map_err(|e| e.to_string())?;
+            let (app2, a2, f) = (app.clone(), a.clone(), fired.clone());
+            // Err(true, …): permanent, a person without an address will not get one by retrying
+            let sent = tokio::task::spawn_blocking(move || -> Result<u16, (bool, String)> {
+                let backend = app2
+                    .backend(&a2.project)
+                    .map_err(|e| (false, e.to_string()))?;
                 let address = backend
-                    .person_trait(&person, &to)
+                    .person_trait(&f.person, &to)
                     .filter(|v| !v.is_empty())
-                    .ok_or_else(|| format!("{person} has no {to}"))?;
-                let fixed = [
-                    ("person", person.as_str()),
-                    ("rule", a2.rule.as_str()),
-                    ("because", payload["because"].as_str().unwrap_or_default()),
-                ];
-                let fill = |t: &str| {
-                    itinera_engine::triggers::render(t, &fixed, |k| {
-                        backend.person_trait(&person, k)
-                    })
-                };
-                outbound::send_mail(&app2, &[address], &fill(&subject), &fill(&body))
+                    .ok_or_else(|| (true, format!("{} has no {to}", f.person)))?;
+                let (subject, body) = (
+                    f.fill(&backend, &a2.rule, &subject),
+                    f.fill(&backend, &a2.rule, &body),
+                );
+                outbound::send_mail(&app2, &[address], &subject, &body).map_err(|e| (false, e))
             })
             .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            .unwrap_or_else(|e| Err((false, e.to_string())));
             Some(match sent {
                 Ok(code) => ActionOutcome::Delivered {
                     status: Some(i64::from(code)),
                 },
-                // a person without an address will not get one by retrying
-                Err(e) if e.contains(" has no ") => ActionOutcome::Failed {
+                Err((true, error)) => ActionOutcome::Failed {
                     status: None,
-                    error: e,
+                    error,
                 },
-                Err(e) => failed(None, e),
+                Err((false, e)) => failed(None, e),
             })
         }
         TriggerAction::SetTrait { name, value } => {
-            let person = serde_json::from_str::<serde_json::Value>(&a.payload)
-                .ok()
-                .and_then(|p| p["person"].as_str().map(str::to_string))
-                .unwrap_or_default();
             let message = json!({
-                "type": "identify", "userId": person, "messageId": a.idempotency_key,
+                "type": "identify", "userId": fired.person, "messageId": a.idempotency_key,
                 "traits": { name: value },
                 "context": {"library": {"name": "itinera-trigger"}},
             });
@@ -775,22 +768,12 @@ async fn send(app: &Arc<App>, a: &itinera_meta::PendingAction) -> Option<ActionO
             )
         }
         TriggerAction::Case { title } => {
-            let (app2, a2) = (app.clone(), a.clone());
+            let (app2, a2, f) = (app.clone(), a.clone(), fired.clone());
             let opened = tokio::task::spawn_blocking(move || -> Result<i64, String> {
-                let payload: serde_json::Value =
-                    serde_json::from_str(&a2.payload).map_err(|e| e.to_string())?;
-                let person = payload["person"].as_str().unwrap_or_default().to_string();
                 let backend = app2.backend(&a2.project).map_err(|e| e.to_string())?;
-                let fixed = [
-                    ("person", person.as_str()),
-                    ("rule", a2.rule.as_str()),
-                    ("because", payload["because"].as_str().unwrap_or_default()),
-                ];
-                let title = itinera_engine::triggers::render(&title, &fixed, |k| {
-                    backend.person_trait(&person, k)
-                });
+                let title = f.fill(&backend, &a2.rule, &title);
                 app2.meta()
-                    .open_case_for_action(a2.id, &a2.project, &person, &title, now_ms())
+                    .open_case_for_action(a2.id, &a2.project, &f.person, &title, now_ms())
                     .map_err(|e| e.to_string())
             })
             .await
@@ -800,5 +783,26 @@ async fn send(app: &Arc<App>, a: &itinera_meta::PendingAction) -> Option<ActionO
                 Err(e) => Some(failed(None, e)),
             }
         }
+    }
+}
+
+/// Who a firing was for and why, as its payload says: what templates are filled with.
+#[derive(Clone, Deserialize)]
+struct FiredFor {
+    person: String,
+    because: String,
+}
+
+impl FiredFor {
+    /// `template` with `{{person}}`, `{{rule}}`, `{{because}}` and the person's latest traits.
+    fn fill(&self, backend: &crate::Backend, rule: &str, template: &str) -> String {
+        let fixed = [
+            ("person", self.person.as_str()),
+            ("rule", rule),
+            ("because", self.because.as_str()),
+        ];
+        itinera_engine::triggers::render(template, &fixed, |k| {
+            backend.person_trait(&self.person, k)
+        })
     }
 }

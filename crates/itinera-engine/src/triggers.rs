@@ -475,12 +475,17 @@ pub fn run_effect<S: JourneySource>(
     within: Span,
     now_ms: i64,
     confidence: f64,
+    opts: &ScanOptions,
 ) -> Result<TriggerEffect> {
     let matcher = source.with_vocabulary(|v| Matcher::compile(std::slice::from_ref(outcome), v))?;
     // (judged, did) for [acted, held out]
     let mut groups = [(0u64, 0u64); 2];
     let mut not_yet = 0;
-    for &(person, at, held_out) in firings {
+    for (n, &(person, at, held_out)) in firings.iter().enumerate() {
+        // one person-index lookup each: a rule with millions of firings must stay stoppable
+        if n % 4096 == 0 && opts.control.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(EngineError::Cancelled);
+        }
         if at.saturating_add(within.ms()) > now_ms {
             not_yet += 1;
             continue;

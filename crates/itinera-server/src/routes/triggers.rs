@@ -211,6 +211,10 @@ async fn effect(
 ) -> Result<Json<TriggerEffect>, ApiError> {
     let req = json_body(body)?;
     let app = state.app.clone();
-    let answer = blocking(move || Ok(triggers::effect(&app, &project, &name, &req)?)).await?;
+    // a lookup per firing: under the time and memory budgets of every analysis, cancellable
+    let answer = scan_now(&state, move |opts| {
+        triggers::effect(&app, &project, &name, &req, opts)
+    })
+    .await?;
     Ok(Json(answer))
 }
