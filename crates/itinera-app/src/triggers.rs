@@ -533,6 +533,10 @@ fn run_evaluator(app: &App, rx: mpsc::Receiver<Arrivals>) {
     let every = Duration::from_secs(app.config.trigger_sweep_seconds.max(1));
     let mut next_sweep = Instant::now();
     let mut swept = HashMap::new();
+    // arrivals of a round that failed (the store or the metadata could not be read): carried
+    // into the next round of their project, so that a later success cannot move the watermark
+    // past them
+    let mut carried: HashMap<String, (BTreeSet<String>, i64)> = HashMap::new();
     loop {
         if Instant::now() >= next_sweep {
             sweep_all(app, &mut swept);
@@ -544,7 +548,7 @@ fn run_evaluator(app: &App, rx: mpsc::Receiver<Arrivals>) {
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         // gather what arrives meanwhile, per project
-        let mut pending: HashMap<String, (BTreeSet<String>, i64)> = HashMap::new();
+        let mut pending = std::mem::take(&mut carried);
         let mut add = |a: Arrivals| {
             let e = pending
                 .entry(a.project)
@@ -563,8 +567,8 @@ fn run_evaluator(app: &App, rx: mpsc::Receiver<Arrivals>) {
         }
         let mut fired = 0;
         for (project, (ids, received_ms)) in pending {
-            let ids: Vec<String> = ids.into_iter().collect();
-            match evaluate(app, &project, &ids) {
+            let list: Vec<String> = ids.iter().cloned().collect();
+            match evaluate(app, &project, &list) {
                 Ok(n) => {
                     fired += n;
                     let mark = received_ms - WATERMARK_MARGIN_MS;
@@ -572,8 +576,10 @@ fn run_evaluator(app: &App, rx: mpsc::Receiver<Arrivals>) {
                         tracing::warn!(project, error = %e, "cannot record the trigger watermark");
                     }
                 }
-                // the watermark stays: a later round or the next start evaluates them again
-                Err(e) => tracing::warn!(project, error = %e, "trigger evaluation failed"),
+                Err(e) => {
+                    tracing::warn!(project, error = %e, "trigger evaluation failed; tried again with the next arrivals");
+                    carried.insert(project, (ids, received_ms));
+                }
             }
         }
         if fired > 0 {
