@@ -19,6 +19,8 @@ static GLOBAL: itinera_engine::metered::Metered<mimalloc::MiMalloc> =
 use clap::{Parser, Subcommand};
 
 mod analyses;
+mod load;
+mod serving;
 mod triggers;
 mod value;
 use itinera_core::{MessageType, Touchpoint};
@@ -27,9 +29,8 @@ use rand::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Parser)]
 struct Cli {
@@ -171,6 +172,26 @@ enum Command {
         /// padded ones.
         #[arg(long)]
         realistic: bool,
+    },
+    /// Funnels on a store filled over the tracking API (segments, rows in memory, background
+    /// compactions): idle, while ingesting at `--rate`, and after a full compaction.
+    Serving {
+        /// Data directory (a temporary one when omitted); loads go into project `default`.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Realistic events loaded before measuring (0: measure what the directory holds).
+        #[arg(long, default_value_t = 6_000_000)]
+        events: u64,
+        /// Events a second sent while querying under load.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 11)]
+        runs: usize,
+        /// Leave the store as it is at the end (no full compaction): to measure it again.
+        #[arg(long)]
+        keep: bool,
     },
     /// Parsing and normalization alone: the `http` bench's request bodies through
     /// `ingest::parse_batch` on one thread (no HTTP, no store).
@@ -536,85 +557,30 @@ fn http_bench(
         // tasks would otherwise be scheduled on the server's workers)
         _ => in_process_server(tmp.path())?,
     };
-    // one thread is enough for the load generator, which only writes prebuilt requests
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let next = Arc::new(AtomicU64::new(0));
-        let requests = events.div_ceil(batch as u64);
-        let host = url.trim_start_matches("http://").trim_end_matches('/').to_string();
-        let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{key}:"));
-        // requests are built before the clock starts, so the load generator spends its CPU on
-        // sending, not formatting (it shares the two cores with the server)
-        // message ids new to the server in every run: repeated runs against one `itinera serve`
-        // would otherwise measure the duplicate path (ids it has stored already)
-        let run = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let requests_bytes: Arc<Vec<Vec<u8>>> = Arc::new(
-            (0..requests)
-                .map(|r| {
-                    let body = if realistic {
-                        realistic_batch_body(run, r, batch)
-                    } else {
-                        track_batch_body(run, r, batch)
-                    };
-                    format!(
-                        "POST /v1/batch HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .into_bytes()
-                })
-                .collect(),
-        );
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..concurrency {
-            let (next, host, requests_bytes) = (next.clone(), host.clone(), requests_bytes.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut conn = tokio::io::BufReader::new(
-                    tokio::net::TcpStream::connect(&host).await.map_err(|e| e.to_string())?,
-                );
-                let mut lat = Vec::new();
-                let mut acked = 0u64;
-                loop {
-                    let r = next.fetch_add(1, Ordering::Relaxed);
-                    if r >= requests {
-                        break;
-                    }
-                    let t = Instant::now();
-                    let status = post_raw(&mut conn, &requests_bytes[r as usize]).await.map_err(|e| e.to_string())?;
-                    if status != 200 {
-                        return Err(format!("server answered {status}"));
-                    }
-                    acked += batch as u64;
-                    lat.push(t.elapsed());
-                }
-                Ok::<_, String>((acked, lat))
-            }));
-        }
-        let mut acked = 0;
-        let mut lat: Vec<Duration> = Vec::new();
-        for t in tasks {
-            let (a, l) = t.await.map_err(|e| e.to_string())??;
-            acked += a;
-            lat.extend(l);
-        }
-        let secs = start.elapsed().as_secs_f64();
-        lat.sort();
-        let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
-        println!(
-            "http ingestion{}: {acked} events acknowledged (durable) in {secs:.2} s = {:.0} events/s; batches of {batch}, {concurrency} connections; request latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            if realistic { " (realistic analytics.js messages)" } else { "" },
-            acked as f64 / secs,
-            pct(0.5),
-            pct(0.99),
-            lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
-        );
-        Ok::<_, Box<dyn std::error::Error>>(())
-    })
+    let report = load::run_load(load::LoadPlan {
+        host: url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string(),
+        write_key: key,
+        events,
+        batch,
+        concurrency,
+        realistic,
+        rate: None,
+        stop: None,
+    })?;
+    println!(
+        "http ingestion{}: {} events acknowledged (durable) in {:.2} s = {:.0} events/s; batches of {batch}, {concurrency} connections; request latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        if realistic { " (realistic analytics.js messages)" } else { "" },
+        report.acked,
+        report.seconds,
+        report.events_per_second(),
+        report.percentile_ms(0.5),
+        report.percentile_ms(0.99),
+        report.percentile_ms(1.0),
+    );
+    Ok(())
 }
 
 /// Starts a server on a temporary data directory in threads of its own; returns its URL and a
@@ -631,7 +597,7 @@ fn in_process_server(
 }
 
 /// [`in_process_server`] on an opened data directory with a configuration.
-fn in_process_server_with(
+pub(crate) fn in_process_server_with(
     data: Arc<itinera_app::DataDir>,
     cfg: itinera_app::Config,
 ) -> Result<(String, String), Box<dyn std::error::Error>> {
@@ -653,44 +619,10 @@ fn in_process_server_with(
     Ok((format!("http://{addr}"), keys.write_key))
 }
 
-/// Sends one prebuilt HTTP/1.1 request on a keep-alive connection and reads the answer; returns
-/// the status. The load generator shares the two cores with the server, so it does as little as
-/// it can: no HTTP client library, requests built before the clock starts.
-async fn post_raw(
-    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
-    request: &[u8],
-) -> std::io::Result<u16> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    conn.get_mut().write_all(request).await?;
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let mut line = String::new();
-    let mut status = None;
-    let mut length = None;
-    loop {
-        line.clear();
-        if conn.read_line(&mut line).await? == 0 {
-            return Err(bad("connection closed"));
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if status.is_none() {
-            status = line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok());
-        } else if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            }
-        }
-    }
-    let mut body = vec![0; length.ok_or_else(|| bad("no content-length"))?];
-    conn.read_exact(&mut body).await?;
-    status.ok_or_else(|| bad("no status line"))
-}
-
 /// Request `r` of the ingestion benches: a `batch` of `track` messages of ~500 bytes each, like
 /// a typical track call from a browser SDK.
 /// Request `r` of a load run: `batch` track messages, their ids unique to `run`.
-fn track_batch_body(run: u64, r: u64, batch: usize) -> String {
+pub(crate) fn track_batch_body(run: u64, r: u64, batch: usize) -> String {
     let pad = "x".repeat(260);
     let mut body = String::with_capacity(batch * 520 + 32);
     body.push_str(r#"{"batch":["#);
@@ -713,7 +645,7 @@ fn track_batch_body(run: u64, r: u64, batch: usize) -> String {
 /// Request `r` of a realistic load run: `batch` messages as analytics.js sends them, every one
 /// different (pages, products, search terms in English and German, user agents, locales,
 /// campaigns), with page and track calls mixed and persons heavy-tailed when `--person-zipf`.
-fn realistic_batch_body(run: u64, r: u64, batch: usize) -> String {
+pub(crate) fn realistic_batch_body(run: u64, r: u64, batch: usize) -> String {
     const PAGES: [(&str, &str); 6] = [
         ("/", "Home"),
         ("/produkte/wanderschuhe", "Wanderschuhe für jedes Wetter"),
@@ -774,9 +706,10 @@ fn realistic_batch_body(run: u64, r: u64, batch: usize) -> String {
         );
         let common = format!(
             r#""anonymousId":"{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}","messageId":"ajs-next-{run}-{n}","timestamp":"{ts}","sentAt":"{ts}""#,
+            // a person's id is the same in every message (a uuid made from the person)
             person as u32,
             (person >> 32) as u16,
-            n % 4096,
+            (person * 31) % 4096,
             person % 4096,
             person * 7919
         );
@@ -874,6 +807,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             concurrency,
             realistic,
         } => http_bench(url, key, events, batch, concurrency, realistic),
+        Command::Serving {
+            data,
+            events,
+            rate,
+            seconds,
+            runs,
+            keep,
+        } => serving::serving_bench(serving::ServingPlan {
+            data,
+            events,
+            rate,
+            seconds,
+            runs,
+            keep,
+        }),
         Command::Parse {
             events,
             batch,

@@ -2,7 +2,8 @@
 //! to the rule's webhook arriving at a receiver, while the server ingests background traffic at
 //! a given rate (evenly spread persons, or heavy-tailed with `--person-zipf`).
 
-use crate::{in_process_server_with, post_raw};
+use crate::in_process_server_with;
+use crate::load::post_raw;
 use rand::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;

@@ -56,6 +56,9 @@ impl<'a> Props<'a> {
     }
 
     fn slice(&self, lo: usize, hi: usize) -> Props<'a> {
+        if self.end.is_empty() {
+            return *self; // not read by the analysis (see [`JourneyColumns`])
+        }
         Props {
             start: if lo == 0 {
                 self.start
@@ -78,18 +81,25 @@ impl<'a> Journey<'a> {
         self.ts.is_empty()
     }
 
-    /// Rows `lo..hi` of this journey.
+    /// Rows `lo..hi` of this journey. Columns the analysis does not read may be empty (see
+    /// [`JourneyColumns`]); they stay empty.
     pub fn slice(&self, lo: usize, hi: usize) -> Journey<'a> {
+        fn part<T>(c: &[T], lo: usize, hi: usize) -> &[T] {
+            match c.is_empty() {
+                true => c,
+                false => &c[lo..hi],
+            }
+        }
         Journey {
             person: self.person,
-            did: &self.did[lo..hi],
+            did: part(self.did, lo, hi),
             ts: &self.ts[lo..hi],
             event: &self.event[lo..hi],
-            channel: &self.channel[lo..hi],
-            touchpoint: &self.touchpoint[lo..hi],
-            kind: &self.kind[lo..hi],
-            group: &self.group[lo..hi],
-            revenue: &self.revenue[lo..hi],
+            channel: part(self.channel, lo, hi),
+            touchpoint: part(self.touchpoint, lo, hi),
+            kind: part(self.kind, lo, hi),
+            group: part(self.group, lo, hi),
+            revenue: part(self.revenue, lo, hi),
             props: self.props.slice(lo, hi),
         }
     }
@@ -262,6 +272,42 @@ pub struct ScanOptions {
     /// Progress reporting and cancellation; a cancelled scan stops early and the caller discards
     /// its partial result.
     pub control: Option<Arc<QueryControl>>,
+    /// The columns the analysis reads (every one by default).
+    pub columns: JourneyColumns,
+}
+
+/// The columns of a journey an analysis reads besides times and events. A backend that gathers
+/// a person's rows from several places (segments written at different times, rows in memory)
+/// copies only these, and leaves the others empty: copying every column was most of the cost of
+/// a funnel on a store being written to. Rows read in place have every column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JourneyColumns(u8);
+
+impl JourneyColumns {
+    pub const NONE: JourneyColumns = JourneyColumns(0);
+    pub const DID: JourneyColumns = JourneyColumns(1);
+    pub const CHANNEL: JourneyColumns = JourneyColumns(2);
+    pub const TOUCHPOINT: JourneyColumns = JourneyColumns(4);
+    pub const KIND: JourneyColumns = JourneyColumns(8);
+    pub const GROUP: JourneyColumns = JourneyColumns(16);
+    pub const REVENUE: JourneyColumns = JourneyColumns(32);
+    pub const PROPS: JourneyColumns = JourneyColumns(64);
+    pub const ALL: JourneyColumns = JourneyColumns(127);
+
+    pub fn with(self, other: JourneyColumns) -> JourneyColumns {
+        JourneyColumns(self.0 | other.0)
+    }
+
+    pub fn has(self, other: JourneyColumns) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl Default for JourneyColumns {
+    /// Every column: what an analysis gets unless it says what it reads.
+    fn default() -> Self {
+        JourneyColumns::ALL
+    }
 }
 
 /// The rows of time-ordered `ts` with `from_ms <= ts < to_ms` (two binary searches).

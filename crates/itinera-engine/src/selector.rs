@@ -6,7 +6,7 @@
 //! matching a row costs one table load per constrained field, whatever the number of selectors.
 
 use crate::error::{EngineError, Result};
-use crate::journey::{Field, Journey, Vocabulary};
+use crate::journey::{Field, Journey, JourneyColumns, Vocabulary};
 use serde::{Deserialize, Serialize};
 
 /// Names of the Segment message types, indexed by their code in [`Journey::kind`].
@@ -571,6 +571,20 @@ impl Matcher {
             alts &= alts - 1;
         }
         out
+    }
+
+    /// The columns [`Matcher::row_mask`] reads besides the event.
+    pub fn columns(&self) -> JourneyColumns {
+        if self.event_only {
+            JourneyColumns::NONE
+        } else if self.event_kind.is_some() {
+            JourneyColumns::KIND
+        } else {
+            JourneyColumns::CHANNEL
+                .with(JourneyColumns::TOUCHPOINT)
+                .with(JourneyColumns::KIND)
+                .with(JourneyColumns::PROPS)
+        }
     }
 
     /// The mask of selectors matching row `i` of `j`.

@@ -11,6 +11,7 @@ pub mod columns;
 pub mod delta;
 pub mod dict;
 pub mod error;
+mod gather;
 pub mod manifest;
 pub mod scan;
 pub mod segment;

@@ -7,6 +7,7 @@
 //! Persons are split over threads in contiguous ranges.
 
 use crate::columns::{Columns, SharedChunk};
+use crate::gather::{Gathered, Piece as RunPiece};
 use itinera_engine::{Field, Journey, JourneyBatch, JourneySource, ScanOptions, Vocabulary};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,14 +89,18 @@ impl Snapshot {
         erased: Arc<HashMap<u32, i64>>,
     ) -> Snapshot {
         let root = |d: u32| roots.get(d as usize).copied().unwrap_or(d);
-        // memory chunks arrive in arrival order: sort a copy by (person, time, arrival)
-        for m in mem {
-            let c = &m.cols;
-            let mut idx: Vec<u32> = (0..c.len() as u32).collect();
-            idx.sort_by_key(|&i| (root(c.did[i as usize]), c.ts[i as usize], i));
-            let mut s = Columns::with_capacity(c.len());
-            for i in idx {
-                s.push_from(c, i as usize);
+        // memory chunks arrive in arrival order, one per group commit: all their rows go into
+        // one copy sorted by (person, time, arrival), so that a person's recent rows are one run
+        if !mem.is_empty() {
+            let mut idx: Vec<(u32, i64, u32, u32)> = Vec::new();
+            for (k, m) in mem.iter().enumerate() {
+                let c = &m.cols;
+                idx.extend((0..c.len()).map(|i| (root(c.did[i]), c.ts[i], k as u32, i as u32)));
+            }
+            idx.sort_unstable();
+            let mut s = Columns::with_capacity(idx.len());
+            for (_, _, k, i) in idx {
+                s.push_from(&mem[k as usize].cols, i as usize);
             }
             chunks.push(Arc::new(s));
         }
@@ -106,7 +111,11 @@ impl Snapshot {
             while i < n {
                 let p = root(c.did[i]);
                 let mut j = i + 1;
-                while j < n && (c.did[j] == c.did[i] || root(c.did[j]) == p) {
+                // a run is ordered by time: rows of ids merged after they were written may not be
+                while j < n
+                    && (c.did[j] == c.did[i] || root(c.did[j]) == p)
+                    && c.ts[j] >= c.ts[j - 1]
+                {
                     j += 1;
                 }
                 runs.push(Run {
@@ -180,7 +189,7 @@ impl Snapshot {
             return None;
         }
         let mut out = None;
-        self.visit(k, &ScanOptions::default(), &mut Columns::default(), |j| {
+        self.visit(k, &ScanOptions::default(), &mut Scratch::default(), |j| {
             out = Some(f(j))
         });
         out
@@ -202,7 +211,7 @@ impl Snapshot {
     }
 
     /// [`Snapshot::scan_persons`] by batches: the persons read in place from one chunk go
-    /// together; persons whose rows must be gathered come one by one.
+    /// together, and so do persons whose rows are gathered.
     pub fn scan_batches<A: Send>(
         &self,
         opts: &ScanOptions,
@@ -237,12 +246,23 @@ impl Snapshot {
                             },
                         )
                     }
-                    Piece::Gather(p) => self.visit(p as usize, opts, scratch, |j| {
-                        let range = [(0, j.len() as u32)];
-                        f(acc, &JourneyBatch::single(j, &range))
-                    }),
+                    Piece::Gather(p) => {
+                        // gathered persons go together too, up to a batch's worth of rows
+                        let g = &mut scratch.gathered;
+                        if let Some(person) = self.pieces_of(p as usize, opts, &mut g.input) {
+                            let range = g.append(&self.chunks, opts.columns);
+                            if range.1 > range.0 {
+                                scratch.persons.push(person);
+                                scratch.ranges.push(range);
+                            }
+                        }
+                        if g.rows() >= GATHERED_BATCH_ROWS {
+                            scratch.flush(acc, &f);
+                        }
+                    }
                 }
             }
+            scratch.flush(acc, &f);
         })
     }
 
@@ -291,7 +311,7 @@ impl Snapshot {
         &self,
         opts: &ScanOptions,
         init: impl Fn() -> A + Sync,
-        work: impl Fn(&mut A, std::ops::Range<usize>, &mut Columns) + Sync,
+        work: impl Fn(&mut A, std::ops::Range<usize>, &mut Scratch) + Sync,
     ) -> Vec<A> {
         let persons = self.person_count();
         let threads = match opts.threads {
@@ -315,7 +335,7 @@ impl Snapshot {
                         let _charged =
                             itinera_engine::metered::charge_to_opt(opts.control.as_ref());
                         let mut acc = init();
-                        let mut scratch = Columns::default();
+                        let mut scratch = Scratch::default();
                         let (mut at, hi) = if opts.order_free {
                             (0, persons)
                         } else {
@@ -351,13 +371,11 @@ impl Snapshot {
         &self,
         p: usize,
         opts: &ScanOptions,
-        scratch: &mut Columns,
+        scratch: &mut Scratch,
         mut f: impl FnMut(&PersonEvents<'_>),
     ) {
         let runs = &self.runs[self.person_starts[p]..self.person_starts[p + 1]];
         let person = runs[0].person;
-        let in_range =
-            |ts: i64| opts.from_ms.is_none_or(|a| ts >= a) && opts.to_ms.is_none_or(|b| ts < b);
         let needs_filter = !self.erased.is_empty();
         if runs.len() == 1 && !needs_filter {
             let r = runs[0];
@@ -369,26 +387,88 @@ impl Snapshot {
             }
             return;
         }
-        // several runs (merged identities, or rows in several segments): gather and order by time
-        let mut idx: Vec<(i64, u32, u32)> = Vec::new();
+        // several runs (rows in several segments, merged identities) or erased rows: the
+        // visible rows in range of each run, gathered in time order
+        let g = &mut scratch.gathered;
+        g.clear();
+        if self.pieces_of(p, opts, &mut g.input).is_some() {
+            g.append(&self.chunks, opts.columns);
+            f(&g.journey(person));
+        }
+    }
+
+    /// The pieces of person `p`'s rows that a scan with `opts` reads: each run's rows within
+    /// the time range, without erased rows. Returns the person, or None when nothing is left.
+    fn pieces_of(&self, p: usize, opts: &ScanOptions, input: &mut Vec<RunPiece>) -> Option<u32> {
+        let runs = &self.runs[self.person_starts[p]..self.person_starts[p + 1]];
+        input.clear();
         for r in runs {
             let c = &self.chunks[r.chunk as usize];
-            for i in r.start..r.end {
-                let t = c.ts[i as usize];
-                if in_range(t) && !self.hidden(c, i as usize) {
-                    idx.push((t, r.chunk, i));
+            let (start, end) = (r.start as usize, r.end as usize);
+            let rows =
+                itinera_engine::journey::rows_within(&c.ts[start..end], opts.from_ms, opts.to_ms);
+            let (lo, hi) = (start + rows.start, start + rows.end);
+            if self.erased.is_empty() {
+                if hi > lo {
+                    input.push(RunPiece {
+                        chunk: r.chunk,
+                        start: lo as u32,
+                        end: hi as u32,
+                    });
+                }
+                continue;
+            }
+            let mut i = lo;
+            while i < hi {
+                while i < hi && self.hidden(c, i) {
+                    i += 1;
+                }
+                let from = i;
+                while i < hi && !self.hidden(c, i) {
+                    i += 1;
+                }
+                if i > from {
+                    input.push(RunPiece {
+                        chunk: r.chunk,
+                        start: from as u32,
+                        end: i as u32,
+                    });
                 }
             }
         }
-        if idx.is_empty() {
-            return;
+        (!input.is_empty()).then_some(runs[0].person)
+    }
+}
+
+/// Rows gathered before a batch of gathered persons goes to the analysis.
+const GATHERED_BATCH_ROWS: usize = 1 << 14;
+
+/// A scan thread's buffers for gathered persons, reused from batch to batch.
+#[derive(Default)]
+struct Scratch {
+    gathered: Gathered,
+    persons: Vec<u32>,
+    ranges: Vec<(u32, u32)>,
+}
+
+impl Scratch {
+    /// Hands the gathered persons to `f` as one batch and empties the buffers.
+    fn flush<A>(&mut self, acc: &mut A, f: &impl Fn(&mut A, &JourneyBatch<'_>)) {
+        if !self.persons.is_empty() {
+            let rows = self.gathered.journey(0);
+            f(
+                acc,
+                &JourneyBatch {
+                    distinct_times: itinera_engine::journey::distinct_times(rows.ts),
+                    rows,
+                    persons: &self.persons,
+                    ranges: &self.ranges,
+                },
+            );
         }
-        idx.sort_unstable();
-        *scratch = Columns::with_capacity(idx.len());
-        for (_, ci, i) in idx {
-            scratch.push_from(&self.chunks[ci as usize], i as usize);
-        }
-        f(&journey_of(person, scratch, 0, scratch.len()));
+        self.gathered.clear();
+        self.persons.clear();
+        self.ranges.clear();
     }
 }
 

@@ -5,7 +5,9 @@ use super::rows::{tag_of, EventMasks};
 use super::*;
 use crate::error::{EngineError, Result};
 use crate::journey::CountBy;
-use crate::journey::{Field, Journey, JourneySource, RowPrefetch, ScanOptions, NO_ACCOUNT};
+use crate::journey::{
+    Field, Journey, JourneyColumns, JourneySource, RowPrefetch, ScanOptions, NO_ACCOUNT,
+};
 use crate::selector::{EventSelector, Matcher};
 use rustc_hash::FxHashMap;
 
@@ -251,6 +253,15 @@ pub fn run_funnel<S: JourneySource>(
     // per person, counts and sets of durations: the same whichever thread sees a person (per
     // account, the order in which equal times of different persons arrive may matter)
     scan_opts.order_free = q.count_by == CountBy::Person;
+    scan_opts.columns = matcher.columns().with(match runner.breakdown {
+        None | Some(TagSource::Event) => JourneyColumns::NONE,
+        Some(TagSource::Channel) => JourneyColumns::CHANNEL,
+        Some(TagSource::Touchpoint) => JourneyColumns::TOUCHPOINT,
+        Some(TagSource::Property(_)) => JourneyColumns::PROPS,
+    });
+    if q.count_by == CountBy::Account {
+        scan_opts.columns = scan_opts.columns.with(JourneyColumns::GROUP);
+    }
     scan_opts.from_ms = max_opt(opts.from_ms, q.from_ms);
     scan_opts.to_ms = min_opt(
         opts.to_ms,

@@ -1,0 +1,259 @@
+//! The serving state: a store filled over the tracking API as users fill it (segments from
+//! flushes, rows in memory, background compactions on their own schedule), queried while idle,
+//! while ingesting at a steady rate, and after `itinera compact`.
+
+use crate::load::{percentile_ms, run_load, LoadPlan};
+use itinera_engine::{FunnelQuery, Span};
+use itinera_store::StoreConfig;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The 4-step funnel over the realistic messages' events.
+const STEPS: [&str; 4] = [
+    "page_view",
+    "Products Searched",
+    "Product Viewed",
+    "Product Added",
+];
+
+pub struct ServingPlan {
+    pub data: Option<PathBuf>,
+    /// Events loaded (as fast as acknowledged) before the first measurement.
+    pub events: u64,
+    /// Events a second while querying under load.
+    pub rate: u64,
+    pub seconds: u64,
+    pub runs: usize,
+    /// Skip the final full compaction.
+    pub keep: bool,
+}
+
+pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>> {
+    let tmp = tempfile::tempdir()?;
+    let data_path = plan.data.clone().unwrap_or_else(|| tmp.path().join("data"));
+    let data = itinera_app::DataDir::open(&data_path, StoreConfig::default())?;
+    let cfg = itinera_app::Config {
+        rate_limit_per_key: 0,
+        ..Default::default()
+    };
+    let (url, write_key) = crate::in_process_server_with(data.clone(), cfg)?;
+    let read_token = data
+        .meta
+        .lock()
+        .create_keys("default", "reader")?
+        .read_token;
+    let host = url.trim_start_matches("http://").to_string();
+    let store = data.store("default")?;
+    let zipf = *crate::PERSON_ZIPF.get().unwrap_or(&0.0);
+    println!(
+        "serving bench: realistic messages, persons {}",
+        if zipf > 1.0 {
+            format!("heavy-tailed (Zipf {zipf})")
+        } else {
+            "evenly spread (200k)".into()
+        }
+    );
+    if plan.events > 0 {
+        let r = run_load(LoadPlan {
+            host: host.clone(),
+            write_key: write_key.clone(),
+            events: plan.events,
+            batch: 100,
+            concurrency: 8,
+            realistic: true,
+            rate: None,
+            stop: None,
+        })?;
+        println!(
+            "loaded {} events in {:.1} s ({:.0} events/s)",
+            r.acked,
+            r.seconds,
+            r.events_per_second()
+        );
+    }
+    let body = serde_json::to_string(&FunnelQuery::events(&STEPS, Span(7 * 86_400_000)))?;
+    let query = Query::new(&url, &read_token, body)?;
+    let state = |label: &str| -> Result<(), Box<dyn std::error::Error>> {
+        let s = store.stats()?;
+        println!(
+            "{label}: {} events, {} persons, {} segments, {} rows in memory, {:.1} bytes/event on disk",
+            s.events, s.persons, s.segments, s.memory_rows, s.bytes_per_event
+        );
+        Ok(())
+    };
+
+    state("serving store, idle")?;
+    let idle = query.repeat(plan.runs)?;
+    println!("  funnel: {}", idle.summary());
+
+    let (loaded, after) = match plan.seconds {
+        0 => (None, None),
+        _ => {
+            let (l, a) = under_load(&plan, &host, &write_key, &query, &state)?;
+            (Some(l), Some(a))
+        }
+    };
+    if plan.keep {
+        return Ok(());
+    }
+    let t = Instant::now();
+    store.compact()?;
+    println!("compacted in {:.1} s", t.elapsed().as_secs_f64());
+    state("compacted store, idle")?;
+    let compacted = query.repeat(plan.runs)?;
+    println!("  funnel: {}", compacted.summary());
+    let base = compacted.median();
+    print!(
+        "ratios to the compacted store's median: serving idle {:.2}×",
+        idle.median() / base
+    );
+    if let (Some(loaded), Some(after)) = (loaded, after) {
+        print!(
+            ", under load p50 {:.2}× (p90 {:.2}×), after the load {:.2}×",
+            loaded.median() / base,
+            loaded.percentile(0.9) / base,
+            after.median() / base
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// Queries while ingesting at the plan's rate, then once the load is over.
+fn under_load(
+    plan: &ServingPlan,
+    host: &str,
+    write_key: &str,
+    query: &Query,
+    state: &dyn Fn(&str) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(Timings, Timings), Box<dyn std::error::Error>> {
+    // the senders pace themselves; one query at a time
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let (host, write_key, stop) = (host.to_string(), write_key.to_string(), stop.clone());
+        let events = plan.rate * plan.seconds;
+        let rate = plan.rate as f64;
+        std::thread::spawn(move || {
+            run_load(LoadPlan {
+                host,
+                write_key,
+                events,
+                batch: 100,
+                concurrency: 8,
+                realistic: true,
+                rate: Some(rate),
+                stop: Some(stop),
+            })
+            .map_err(|e| e.to_string())
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(plan.seconds);
+    let mut loaded = Timings::default();
+    // a pause between queries, so that the load keeps its rate
+    while Instant::now() < until {
+        loaded.push(query.once()?);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let r = loader.join().map_err(|_| "load thread panicked")??;
+    println!(
+        "while ingesting: {:.0} events/s acknowledged (asked {}), request p99 {:.1} ms",
+        r.events_per_second(),
+        plan.rate,
+        r.percentile_ms(0.99)
+    );
+    println!("  funnel under load: {}", loaded.summary());
+    state("serving store after the load, idle")?;
+    let after = query.repeat(plan.runs)?;
+    println!("  funnel: {}", after.summary());
+    Ok((loaded, after))
+}
+
+
+/// Funnel latencies in seconds.
+#[derive(Default)]
+struct Timings(Vec<Duration>);
+
+impl Timings {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    fn sorted(&self) -> Vec<Duration> {
+        let mut v = self.0.clone();
+        v.sort();
+        v
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        percentile_ms(&self.sorted(), p)
+    }
+
+    fn median(&self) -> f64 {
+        self.percentile(0.5)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} runs, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.0.len(),
+            self.percentile(0.5),
+            self.percentile(0.9),
+            self.percentile(0.99),
+            self.percentile(1.0)
+        )
+    }
+}
+
+/// The funnel through the HTTP API.
+struct Query {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    body: String,
+}
+
+impl Query {
+    fn new(base: &str, token: &str, body: String) -> Result<Query, Box<dyn std::error::Error>> {
+        Ok(Query {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            client: reqwest::Client::new(),
+            url: format!("{base}/api/v1/funnel"),
+            token: token.to_string(),
+            body,
+        })
+    }
+
+    fn once(&self) -> Result<Duration, Box<dyn std::error::Error>> {
+        let t = Instant::now();
+        let resp = self.rt.block_on(
+            self.client
+                .post(&self.url)
+                .bearer_auth(&self.token)
+                .header("content-type", "application/json")
+                .body(self.body.clone())
+                .send(),
+        )?;
+        let status = resp.status();
+        let text = self.rt.block_on(resp.text())?;
+        if !status.is_success() {
+            return Err(format!("funnel answered {status}: {text}").into());
+        }
+        Ok(t.elapsed())
+    }
+
+    /// `runs` warm runs after one that warms the server.
+    fn repeat(&self, runs: usize) -> Result<Timings, Box<dyn std::error::Error>> {
+        self.once()?;
+        let mut t = Timings::default();
+        for _ in 0..runs {
+            t.push(self.once()?);
+        }
+        Ok(t)
+    }
+}

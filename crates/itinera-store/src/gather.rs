@@ -1,0 +1,283 @@
+//! A person's rows gathered from several sorted runs into one time-ordered journey.
+//!
+//! A person whose rows lie in several chunks (segments written at different times, the rows in
+//! memory, identities merged later) is read by gathering. Each run is already ordered by time,
+//! so the journey is their merge by (time, chunk, row), the order a sort of all rows would give.
+//! Rows arriving in time order, as live traffic does, leave runs that do not overlap in time:
+//! those are copied a column at a time. Only the columns the analysis reads are copied.
+
+use crate::columns::Columns;
+use itinera_engine::journey::Props;
+use itinera_engine::Journey;
+use itinera_engine::JourneyColumns;
+
+/// Appends `src` to `dst`. Most pieces are a few rows: a loop the compiler inlines costs less
+/// than a call to `memcpy` for them.
+#[inline(always)]
+fn append<T: Copy>(dst: &mut Vec<T>, src: &[T]) {
+    if src.len() <= 16 {
+        dst.reserve(src.len());
+        for x in src {
+            dst.push(*x);
+        }
+    } else {
+        dst.extend_from_slice(src);
+    }
+}
+
+/// One run of a person's rows: `chunk`'s rows `start..end`, ordered by time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Piece {
+    pub chunk: u32,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// The columns of a gathered journey, reused from person to person by a scan thread.
+#[derive(Debug, Default)]
+pub(crate) struct Gathered {
+    did: Vec<u32>,
+    ts: Vec<i64>,
+    event: Vec<u32>,
+    channel: Vec<u32>,
+    touchpoint: Vec<u32>,
+    kind: Vec<u8>,
+    group: Vec<u32>,
+    revenue: Vec<f64>,
+    prop_end: Vec<u32>,
+    prop_key: Vec<u32>,
+    prop_val: Vec<u32>,
+    /// The pieces to gather next, filled by the caller.
+    pub(crate) input: Vec<Piece>,
+    /// Pieces of the person being gathered, with their first and last time.
+    pieces: Vec<(i64, i64, Piece)>,
+    heads: Vec<u32>,
+}
+
+impl Gathered {
+    /// Empties the buffers (their memory is kept).
+    pub(crate) fn clear(&mut self) {
+        self.did.clear();
+        self.ts.clear();
+        self.event.clear();
+        self.channel.clear();
+        self.touchpoint.clear();
+        self.kind.clear();
+        self.group.clear();
+        self.revenue.clear();
+        self.prop_end.clear();
+        self.prop_key.clear();
+        self.prop_val.clear();
+    }
+
+    /// Rows gathered so far.
+    pub(crate) fn rows(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// Appends the journey made of the pieces in [`Gathered::input`] (each ordered by time,
+    /// none empty) of `chunks`, the columns in `cols` only; returns its rows.
+    pub(crate) fn append(
+        &mut self,
+        chunks: &[std::sync::Arc<Columns>],
+        cols: JourneyColumns,
+    ) -> (u32, u32) {
+        let first = self.rows() as u32;
+        let mut list = std::mem::take(&mut self.pieces);
+        list.clear();
+        list.extend(self.input.iter().map(|p| {
+            let ts = &chunks[p.chunk as usize].ts;
+            (ts[p.start as usize], ts[p.end as usize - 1], *p)
+        }));
+        list.sort_unstable_by_key(|(first, _, p)| (*first, p.chunk, p.start));
+        let key = |t: i64, p: &Piece| (t, p.chunk, p.start);
+        let disjoint = list
+            .windows(2)
+            .all(|w| key(w[0].1, &w[0].2) < key(w[1].0, &w[1].2));
+        if disjoint {
+            for (_, _, p) in &list {
+                self.extend(
+                    &chunks[p.chunk as usize],
+                    p.start as usize..p.end as usize,
+                    cols,
+                );
+            }
+        } else {
+            self.merge(chunks, &list, cols);
+        }
+        self.pieces = list;
+        (first, self.rows() as u32)
+    }
+
+    /// Copies rows `rows` of `c`, a column at a time, the columns in `cols` only.
+    #[inline]
+    fn extend(&mut self, c: &Columns, rows: std::ops::Range<usize>, cols: JourneyColumns) {
+        append(&mut self.ts, &c.ts[rows.clone()]);
+        append(&mut self.event, &c.event[rows.clone()]);
+        if cols == JourneyColumns::NONE {
+            return;
+        }
+        if cols.has(JourneyColumns::DID) {
+            append(&mut self.did, &c.did[rows.clone()]);
+        }
+        if cols.has(JourneyColumns::CHANNEL) {
+            append(&mut self.channel, &c.channel[rows.clone()]);
+        }
+        if cols.has(JourneyColumns::TOUCHPOINT) {
+            append(&mut self.touchpoint, &c.touchpoint[rows.clone()]);
+        }
+        if cols.has(JourneyColumns::KIND) {
+            append(&mut self.kind, &c.kind[rows.clone()]);
+        }
+        if cols.has(JourneyColumns::GROUP) {
+            append(&mut self.group, &c.group[rows.clone()]);
+        }
+        if cols.has(JourneyColumns::REVENUE) {
+            append(&mut self.revenue, &c.revenue[rows.clone()]);
+        }
+        if cols.has(JourneyColumns::PROPS) {
+            let first = c.prop_range(rows.start).start;
+            let last = match rows.is_empty() {
+                true => first,
+                false => c.prop_end[rows.end - 1] as usize,
+            };
+            let shift = self.prop_key.len() as i64 - first as i64;
+            self.prop_end
+                .extend(c.prop_end[rows].iter().map(|e| (*e as i64 + shift) as u32));
+            append(&mut self.prop_key, &c.prop_key[first..last]);
+            append(&mut self.prop_val, &c.prop_val[first..last]);
+        }
+    }
+
+    /// Merges overlapping pieces by (time, chunk, row): the head with the smallest key goes
+    /// next (a person has few pieces, so a scan of the heads beats a heap).
+    fn merge(
+        &mut self,
+        chunks: &[std::sync::Arc<Columns>],
+        list: &[(i64, i64, Piece)],
+        cols: JourneyColumns,
+    ) {
+        let mut heads = std::mem::take(&mut self.heads);
+        heads.clear();
+        heads.extend(list.iter().map(|(_, _, p)| p.start));
+        loop {
+            let mut best: Option<(i64, u32, u32, usize)> = None;
+            for (k, (_, _, p)) in list.iter().enumerate() {
+                let i = heads[k];
+                if i == p.end {
+                    continue;
+                }
+                let key = (chunks[p.chunk as usize].ts[i as usize], p.chunk, i, k);
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
+                }
+            }
+            let Some((_, chunk, i, k)) = best else { break };
+            heads[k] += 1;
+            self.extend(&chunks[chunk as usize], i as usize..i as usize + 1, cols);
+        }
+        self.heads = heads;
+    }
+
+    /// The gathered rows (every journey appended since [`Gathered::clear`]) as the journey of
+    /// `person`.
+    pub(crate) fn journey(&self, person: u32) -> Journey<'_> {
+        Journey {
+            person,
+            did: &self.did,
+            ts: &self.ts,
+            event: &self.event,
+            channel: &self.channel,
+            touchpoint: &self.touchpoint,
+            kind: &self.kind,
+            group: &self.group,
+            revenue: &self.revenue,
+            props: Props {
+                start: 0,
+                end: &self.prop_end,
+                key: &self.prop_key,
+                val: &self.prop_val,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// A chunk of rows with the given times (already ordered), each with one property whose
+    /// value names its chunk and row.
+    fn chunk(id: u32, times: &[i64]) -> Arc<Columns> {
+        let mut c = Columns::default();
+        for (i, t) in times.iter().enumerate() {
+            c.did.push(1);
+            c.ts.push(*t);
+            c.event.push(id * 1000 + i as u32);
+            c.channel.push(0);
+            c.touchpoint.push(0);
+            c.kind.push(0);
+            c.group.push(u32::MAX);
+            c.revenue.push(f64::NAN);
+            c.msg_hash.push(0);
+            c.received_at.push(0);
+            for _ in 0..(i % 3) {
+                c.prop_key.push(id);
+                c.prop_val.push(i as u32);
+            }
+            c.end_props();
+        }
+        Arc::new(c)
+    }
+
+    proptest! {
+        /// Gathering equals sorting every row by (time, chunk, row), with the properties that
+        /// belong to each row, whether the pieces overlap in time or not.
+        #[test]
+        fn gather_equals_a_sort(
+            runs in proptest::collection::vec(proptest::collection::vec(0i64..50, 1..12), 1..6),
+            offsets in proptest::collection::vec(0i64..3, 6),
+        ) {
+            let chunks: Vec<Arc<Columns>> = runs
+                .iter()
+                .enumerate()
+                .map(|(k, r)| {
+                    let mut t: Vec<i64> = r.iter().map(|x| x + offsets[k] * 40 * k as i64).collect();
+                    t.sort();
+                    chunk(k as u32, &t)
+                })
+                .collect();
+            // a piece of each chunk: its middle part
+            let pieces: Vec<Piece> = chunks
+                .iter()
+                .enumerate()
+                .map(|(k, c)| Piece { chunk: k as u32, start: (c.len() / 4) as u32, end: c.len() as u32 })
+                .filter(|p| p.end > p.start)
+                .collect();
+            let mut expected: Vec<(i64, u32, u32)> = pieces
+                .iter()
+                .flat_map(|p| (p.start..p.end).map(|i| (chunks[p.chunk as usize].ts[i as usize], p.chunk, i)).collect::<Vec<_>>())
+                .collect();
+            expected.sort();
+            let mut g = Gathered::default();
+            // twice: the second reuses the first's buffers
+            for _ in 0..2 {
+                g.clear();
+                g.input.clear();
+                g.input.extend_from_slice(&pieces);
+                g.append(&chunks, JourneyColumns::ALL);
+                let j = g.journey(1);
+                prop_assert_eq!(j.ts.len(), expected.len());
+                for (row, (t, c, i)) in expected.iter().enumerate() {
+                    prop_assert_eq!(j.ts[row], *t);
+                    prop_assert_eq!(j.event[row], c * 1000 + i);
+                    let (keys, vals) = j.props.row(row);
+                    prop_assert_eq!(keys.len(), *i as usize % 3);
+                    prop_assert!(keys.iter().all(|k| k == c) && vals.iter().all(|v| v == i));
+                }
+            }
+        }
+    }
+}
