@@ -18,6 +18,8 @@ const STEPS: [&str; 4] = [
     "Product Added",
 ];
 
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
 pub struct ServingPlan {
     pub data: Option<PathBuf>,
     /// Events loaded (as fast as acknowledged) before the first measurement.
@@ -127,7 +129,7 @@ fn under_load(
     host: &str,
     write_key: &str,
     query: &Query,
-    state: &dyn Fn(&str) -> Result<(), Box<dyn std::error::Error>>,
+    state: &dyn Fn(&str) -> BenchResult<()>,
 ) -> Result<(Timings, Timings), Box<dyn std::error::Error>> {
     // the senders pace themselves; one query at a time
     let stop = Arc::new(AtomicBool::new(false));
