@@ -93,8 +93,12 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
     let (loaded, after) = match plan.seconds {
         0 => (None, None),
         _ => {
-            let (l, a) = under_load(&plan, &host, &write_key, &query, &state)?;
-            (Some(l), Some(a))
+            let loaded = under_load(&plan, &host, &write_key, &query)?;
+            println!("  funnel under load: {}", loaded.summary());
+            state("serving store after the load, idle")?;
+            let after = query.repeat(plan.runs)?;
+            println!("  funnel: {}", after.summary());
+            (Some(loaded), Some(after))
         }
     };
     if plan.keep {
@@ -106,17 +110,36 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
     state("compacted store, idle")?;
     let compacted = query.repeat(plan.runs)?;
     println!("  funnel: {}", compacted.summary());
+    // the same load on the machine, sent to another project: what the compacted store's
+    // funnel costs when the cores are shared with ingestion as much
+    let beside = match plan.seconds {
+        0 => None,
+        _ => {
+            let other = data.meta.lock().create_keys("other", "bench")?.write_key;
+            let t = under_load(&plan, &host, &other, &query)?;
+            println!(
+                "  funnel while another project ingests at the same rate: {}",
+                t.summary()
+            );
+            Some(t)
+        }
+    };
     let base = compacted.median();
     print!(
         "ratios to the compacted store's median: serving idle {:.2}×",
         idle.median() / base
     );
-    if let (Some(loaded), Some(after)) = (loaded, after) {
+    if let (Some(loaded), Some(after), Some(beside)) = (loaded, after, beside) {
         print!(
             ", under load p50 {:.2}× (p90 {:.2}×), after the load {:.2}×",
             loaded.median() / base,
             loaded.percentile(0.9) / base,
             after.median() / base
+        );
+        print!(
+            "; under load against the compacted store under the same load: p50 {:.2}×, p90 {:.2}×",
+            loaded.median() / beside.median(),
+            loaded.percentile(0.9) / beside.percentile(0.9)
         );
     }
     println!();
@@ -129,8 +152,7 @@ fn under_load(
     host: &str,
     write_key: &str,
     query: &Query,
-    state: &dyn Fn(&str) -> BenchResult<()>,
-) -> Result<(Timings, Timings), Box<dyn std::error::Error>> {
+) -> BenchResult<Timings> {
     // the senders pace themselves; one query at a time
     let stop = Arc::new(AtomicBool::new(false));
     let loader = {
@@ -166,13 +188,8 @@ fn under_load(
         plan.rate,
         r.percentile_ms(0.99)
     );
-    println!("  funnel under load: {}", loaded.summary());
-    state("serving store after the load, idle")?;
-    let after = query.repeat(plan.runs)?;
-    println!("  funnel: {}", after.summary());
-    Ok((loaded, after))
+    Ok(loaded)
 }
-
 
 /// Funnel latencies in seconds.
 #[derive(Default)]

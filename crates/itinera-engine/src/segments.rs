@@ -273,11 +273,13 @@ pub struct Filtered<'s, S> {
     pub as_of_ms: i64,
 }
 
-/// The scan options without their date range: filters judge a person on the whole history.
+/// The scan options without their date range: filters judge a person on the whole history,
+/// and on any of its columns.
 fn whole_history(opts: &ScanOptions) -> ScanOptions {
     ScanOptions {
         from_ms: None,
         to_ms: None,
+        columns: crate::journey::JourneyColumns::ALL,
         ..opts.clone()
     }
 }

@@ -107,6 +107,43 @@ impl Columns {
         self.end_props();
     }
 
+    /// The rows `order` names (source, row) of `sources`, in that order, built a column at a
+    /// time: several times faster than row by row for large copies.
+    pub fn take(sources: &[&Columns], order: &[(u32, u32)]) -> Columns {
+        fn column<T: Copy>(
+            sources: &[&Columns],
+            order: &[(u32, u32)],
+            col: impl Fn(&Columns) -> &[T],
+        ) -> Vec<T> {
+            order
+                .iter()
+                .map(|&(s, i)| col(sources[s as usize])[i as usize])
+                .collect()
+        }
+        let mut out = Columns {
+            did: column(sources, order, |c| &c.did),
+            ts: column(sources, order, |c| &c.ts),
+            event: column(sources, order, |c| &c.event),
+            channel: column(sources, order, |c| &c.channel),
+            touchpoint: column(sources, order, |c| &c.touchpoint),
+            kind: column(sources, order, |c| &c.kind),
+            group: column(sources, order, |c| &c.group),
+            revenue: column(sources, order, |c| &c.revenue),
+            msg_hash: column(sources, order, |c| &c.msg_hash),
+            received_at: column(sources, order, |c| &c.received_at),
+            prop_end: Vec::with_capacity(order.len()),
+            ..Default::default()
+        };
+        for &(s, i) in order {
+            let c = sources[s as usize];
+            let r = c.prop_range(i as usize);
+            out.prop_key.extend_from_slice(&c.prop_key[r.clone()]);
+            out.prop_val.extend_from_slice(&c.prop_val[r]);
+            out.end_props();
+        }
+        out
+    }
+
     /// Heap bytes held, for stats and memory bounds.
     pub fn heap_bytes(&self) -> usize {
         self.len() * (4 * 6 + 1 + 8 * 3 + 8) + self.prop_key.len() * 8

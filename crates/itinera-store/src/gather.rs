@@ -261,6 +261,17 @@ mod tests {
                 .flat_map(|p| (p.start..p.end).map(|i| (chunks[p.chunk as usize].ts[i as usize], p.chunk, i)).collect::<Vec<_>>())
                 .collect();
             expected.sort();
+            // only the times and events, as a funnel over event names asks: the same rows,
+            // the other columns left empty
+            let mut g = Gathered::default();
+            g.input.extend_from_slice(&pieces);
+            g.append(&chunks, JourneyColumns::NONE);
+            let j = g.journey(1);
+            let times: Vec<i64> = expected.iter().map(|e| e.0).collect();
+            let events: Vec<u32> = expected.iter().map(|e| e.1 * 1000 + e.2).collect();
+            prop_assert_eq!(j.ts, &times[..]);
+            prop_assert_eq!(j.event, &events[..]);
+            prop_assert!(j.channel.is_empty() && j.props.end.is_empty() && j.did.is_empty());
             let mut g = Gathered::default();
             // twice: the second reuses the first's buffers
             for _ in 0..2 {

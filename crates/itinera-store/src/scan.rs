@@ -6,7 +6,7 @@
 //! person; a person with a single run is read in place, others are gathered and merged by time.
 //! Persons are split over threads in contiguous ranges.
 
-use crate::columns::{Columns, SharedChunk};
+use crate::columns::Columns;
 use crate::gather::{Gathered, Piece as RunPiece};
 use itinera_engine::{Field, Journey, JourneyBatch, JourneySource, ScanOptions, Vocabulary};
 use std::collections::HashMap;
@@ -36,12 +36,128 @@ fn journey_of(person: u32, c: &Columns, start: usize, end: usize) -> Journey<'_>
     .slice(start, end)
 }
 
+/// Rows `start..end` of chunk `chunk`: some of a person's rows, ordered by time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Run {
+pub(crate) struct Run {
     person: u32,
     chunk: u32,
     start: u32,
     end: u32,
+}
+
+/// Chunks of rows and their runs sorted by (person, chunk, row): the person index of part of a
+/// store. Built once for the segments, and once for each sorted copy of the rows in memory; a
+/// snapshot merges the indexes of its parts.
+pub(crate) struct RunIndex {
+    chunks: Vec<Arc<Columns>>,
+    runs: Arc<Vec<Run>>,
+    /// Index into `runs` where each person starts, plus the end.
+    person_starts: Arc<Vec<usize>>,
+}
+
+impl RunIndex {
+    /// The index of `chunks`, whose rows are grouped by the person their id belonged to when
+    /// written (identities merged since then join persons, so a person may have several runs
+    /// in one chunk).
+    pub(crate) fn build(chunks: Vec<Arc<Columns>>, roots: &[u32]) -> RunIndex {
+        let mut lists: Vec<Vec<Run>> = Vec::with_capacity(chunks.len());
+        for (ci, c) in chunks.iter().enumerate() {
+            let mut runs = Vec::new();
+            runs_of(ci as u32, c, roots, &mut runs);
+            lists.push(runs);
+        }
+        // each chunk's runs are in person order unless identities were merged since it was
+        // written: then they are sorted, all together
+        let (runs, person_starts) = if lists.iter().all(|l| l.is_sorted()) {
+            let refs: Vec<(&[Run], u32)> = lists.iter().map(|l| (&l[..], 0)).collect();
+            merge_by_person(&refs)
+        } else {
+            let mut all: Vec<Run> = lists.into_iter().flatten().collect();
+            all.sort_unstable();
+            let starts = person_starts_of(&all);
+            (all, starts)
+        };
+        RunIndex {
+            chunks,
+            runs: Arc::new(runs),
+            person_starts: Arc::new(person_starts),
+        }
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    /// The first chunk (an index of memory rows has one).
+    pub(crate) fn chunk(&self) -> &Columns {
+        &self.chunks[0]
+    }
+}
+
+/// Appends the runs of chunk `chunk` (`c`) in row order: rows of one person, ordered by time.
+fn runs_of(chunk: u32, c: &Columns, roots: &[u32], out: &mut Vec<Run>) {
+    let root = |d: u32| roots.get(d as usize).copied().unwrap_or(d);
+    let mut i = 0usize;
+    let n = c.len();
+    while i < n {
+        let p = root(c.did[i]);
+        let mut j = i + 1;
+        // a run is ordered by time: rows of ids merged after they were written may not be
+        while j < n && (c.did[j] == c.did[i] || root(c.did[j]) == p) && c.ts[j] >= c.ts[j - 1] {
+            j += 1;
+        }
+        out.push(Run {
+            person: p,
+            chunk,
+            start: i as u32,
+            end: j as u32,
+        });
+        i = j;
+    }
+}
+
+/// Where each person's runs start in `runs` (sorted by person), plus the end.
+fn person_starts_of(runs: &[Run]) -> Vec<usize> {
+    let mut starts: Vec<usize> = (0..runs.len())
+        .filter(|&i| i == 0 || runs[i - 1].person != runs[i].person)
+        .collect();
+    starts.push(runs.len());
+    starts
+}
+
+/// Merges run lists, each sorted by (person, chunk, row) and on chunks numbered below the next
+/// list's, into one such list (each list's chunk numbers shifted by its offset), with where
+/// each person starts. A person's runs are copied list by list, not compared one by one.
+fn merge_by_person(lists: &[(&[Run], u32)]) -> (Vec<Run>, Vec<usize>) {
+    let total = lists.iter().map(|(l, _)| l.len()).sum();
+    let mut out: Vec<Run> = Vec::with_capacity(total);
+    let mut starts = Vec::new();
+    let mut heads = vec![0usize; lists.len()];
+    loop {
+        let next = lists
+            .iter()
+            .zip(&heads)
+            .filter_map(|((l, _), &h)| l.get(h).map(|r| r.person))
+            .min();
+        let Some(person) = next else { break };
+        starts.push(out.len());
+        for ((list, offset), head) in lists.iter().zip(heads.iter_mut()) {
+            let from = *head;
+            while *head < list.len() && list[*head].person == person {
+                *head += 1;
+            }
+            let span = &list[from..*head];
+            match offset {
+                0 => out.extend_from_slice(span),
+                off => out.extend(span.iter().map(|r| Run {
+                    chunk: r.chunk + off,
+                    ..*r
+                })),
+            }
+        }
+    }
+    starts.push(out.len());
+    (out, starts)
 }
 
 /// A consistent, immutable view of the store. Cheap to clone.
@@ -82,66 +198,34 @@ enum Piece {
 }
 
 impl Snapshot {
-    pub(crate) fn new(
-        mut chunks: Vec<Arc<Columns>>,
-        mem: Vec<SharedChunk>,
+    /// The snapshot of a store whose segments are indexed by `base` and whose rows in memory
+    /// are in the sorted copies indexed by `mem`.
+    pub(crate) fn assemble(
+        base: &RunIndex,
+        mem: &[&RunIndex],
         roots: Arc<Vec<u32>>,
         erased: Arc<HashMap<u32, i64>>,
     ) -> Snapshot {
-        let root = |d: u32| roots.get(d as usize).copied().unwrap_or(d);
-        // memory chunks arrive in arrival order, one per group commit: all their rows go into
-        // one copy sorted by (person, time, arrival), so that a person's recent rows are one run
-        if !mem.is_empty() {
-            let mut idx: Vec<(u32, i64, u32, u32)> = Vec::new();
-            for (k, m) in mem.iter().enumerate() {
-                let c = &m.cols;
-                idx.extend((0..c.len()).map(|i| (root(c.did[i]), c.ts[i], k as u32, i as u32)));
-            }
-            idx.sort_unstable();
-            let mut s = Columns::with_capacity(idx.len());
-            for (_, _, k, i) in idx {
-                s.push_from(&mem[k as usize].cols, i as usize);
-            }
-            chunks.push(Arc::new(s));
+        let mut chunks = base.chunks.clone();
+        let mut lists = vec![(&base.runs[..], 0u32)];
+        for m in mem {
+            lists.push((&m.runs[..], chunks.len() as u32));
+            chunks.extend(m.chunks.iter().cloned());
         }
-        let mut runs = Vec::new();
-        for (ci, c) in chunks.iter().enumerate() {
-            let mut i = 0usize;
-            let n = c.len();
-            while i < n {
-                let p = root(c.did[i]);
-                let mut j = i + 1;
-                // a run is ordered by time: rows of ids merged after they were written may not be
-                while j < n
-                    && (c.did[j] == c.did[i] || root(c.did[j]) == p)
-                    && c.ts[j] >= c.ts[j - 1]
-                {
-                    j += 1;
-                }
-                runs.push(Run {
-                    person: p,
-                    chunk: ci as u32,
-                    start: i as u32,
-                    end: j as u32,
-                });
-                i = j;
+        let (runs, person_starts) = match lists.len() {
+            1 => (base.runs.clone(), base.person_starts.clone()),
+            _ => {
+                let (runs, starts) = merge_by_person(&lists);
+                (Arc::new(runs), Arc::new(starts))
             }
-        }
-        runs.sort_unstable();
-        let mut person_starts = Vec::new();
-        for (i, r) in runs.iter().enumerate() {
-            if i == 0 || runs[i - 1].person != r.person {
-                person_starts.push(i);
-            }
-        }
-        person_starts.push(runs.len());
+        };
         let blocks = (person_starts.len() - 1).div_ceil(STRIDE);
         Snapshot {
             chunks,
             roots,
             erased,
-            runs: Arc::new(runs),
-            person_starts: Arc::new(person_starts),
+            runs,
+            person_starts,
             whole_blocks: Arc::new((0..blocks).map(|_| Default::default()).collect()),
         }
     }

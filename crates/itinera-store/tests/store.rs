@@ -639,3 +639,105 @@ fn readers_beside_a_flushing_writer_see_every_acknowledged_row() {
         "only {opens} readers opened while the writer ran"
     );
 }
+
+/// Snapshots taken while rows arrive (each one built from the last: memory rows merged into
+/// sorted copies, the segments' index kept until a flush or compaction commits) give every
+/// person's whole journey in time order, as reading everything anew does; with identities
+/// linked on the way, times arriving out of order, flushes and background compactions between.
+#[test]
+fn snapshots_taken_while_appending_give_whole_journeys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = merging();
+    let s = Store::open(dir.path(), cfg.clone()).unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    // the test's own identity graph: every id linked by an identify is one person
+    let mut links: Vec<(String, String)> = Vec::new();
+    let mut rows: Vec<(String, i64, String)> = Vec::new(); // (id, minute, event)
+    let mut minutes: Vec<i64> = (0..4000).collect();
+    for i in (1..minutes.len()).rev() {
+        minutes.swap(i, next(i as u64 + 1) as usize);
+    }
+    let mut n = 0usize;
+    for batch in 0..60 {
+        let mut b = Vec::new();
+        for _ in 0..1 + next(60) {
+            let minute = minutes[n];
+            let event = format!("e{n}");
+            if next(10) == 0 {
+                // an identify linking an anonymous id to a user
+                let (anon, user) = (format!("a{}", next(30)), format!("u{}", next(8)));
+                links.push((anon.clone(), user.clone()));
+                b.push(tp(json!({"type":"identify","messageId":format!("m{n}"),"userId":user,"anonymousId":anon,
+                    "timestamp": message::format_ts(1_699_000_000_000 + minute * 60_000)})));
+                rows.push((user, minute, "identify".into()));
+            } else if next(2) == 0 {
+                let anon = format!("a{}", next(30));
+                b.push(tp(json!({"type":"track","messageId":format!("m{n}"),"anonymousId":anon,"event":event,
+                    "timestamp": message::format_ts(1_699_000_000_000 + minute * 60_000)})));
+                rows.push((anon, minute, event));
+            } else {
+                let user = format!("u{}", next(8));
+                b.push(track(&format!("m{n}"), &user, &event, minute));
+                rows.push((user, minute, event));
+            }
+            n += 1;
+        }
+        s.append(b).unwrap();
+        if batch % 3 == 0 {
+            let expected = expected_journeys(&rows, &links);
+            assert_eq!(sequences(&s), expected, "after batch {batch}");
+        }
+    }
+    let expected = expected_journeys(&rows, &links);
+    assert_eq!(sequences(&s), expected);
+    assert!(s.stats().unwrap().segments >= 1, "flushes happened");
+    s.close();
+    let s = Store::open(dir.path(), cfg).unwrap();
+    assert_eq!(sequences(&s), expected, "after reopening");
+}
+
+/// Every person's events in order, the persons sorted.
+fn sequences(s: &Store) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = journeys(s).into_iter().map(|(_, e)| e).collect();
+    out.sort();
+    out
+}
+
+fn expected_journeys(
+    rows: &[(String, i64, String)],
+    links: &[(String, String)],
+) -> Vec<Vec<String>> {
+    let mut parent: std::collections::HashMap<&str, &str> = Default::default();
+    fn find<'a>(parent: &std::collections::HashMap<&'a str, &'a str>, mut x: &'a str) -> &'a str {
+        while let Some(p) = parent.get(x) {
+            x = p;
+        }
+        x
+    }
+    for (a, b) in links {
+        let (ra, rb) = (find(&parent, a), find(&parent, b));
+        if ra != rb {
+            parent.insert(ra, rb);
+        }
+    }
+    let mut by_person: std::collections::BTreeMap<&str, Vec<(i64, &str)>> = Default::default();
+    for (id, minute, event) in rows {
+        let person = find(&parent, id);
+        by_person.entry(person).or_default().push((*minute, event));
+    }
+    let mut out: Vec<Vec<String>> = by_person
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v.into_iter().map(|(_, e)| e.to_string()).collect()
+        })
+        .collect();
+    out.sort();
+    out
+}

@@ -23,7 +23,7 @@ impl Inner {
             .spawn(move || {
                 while me.state.read().segments.len() > me.config.compact_after_segments {
                     match me.compact(false) {
-                        Ok(true) => {}
+                        Ok(true) => me.warm_snapshot(),
                         Ok(false) => break,
                         Err(e) => {
                             tracing::error!(error = %e, "background compaction failed");

@@ -19,8 +19,9 @@ impl Inner {
                 .name("itinera-flush".into())
                 .spawn(move || {
                     let store = Store { inner: me.clone() };
-                    if let Err(e) = me.flush(&store) {
-                        tracing::error!(error = %e, "background flush failed");
+                    match me.flush(&store) {
+                        Ok(()) => me.warm_snapshot(),
+                        Err(e) => tracing::error!(error = %e, "background flush failed"),
                     }
                     me.flush_wanted.store(false, Ordering::Release);
                 });

@@ -28,6 +28,7 @@ mod compaction;
 mod config;
 mod flush;
 mod open;
+mod snapshots;
 mod state;
 mod writer;
 
@@ -158,48 +159,6 @@ impl Store {
     pub fn compact(&self) -> Result<()> {
         self.flush()?;
         self.inner.compact(true).map(|_| ())
-    }
-
-    /// A consistent view for queries. Reused while nothing changed (no append, flush,
-    /// compaction, identity merge or erasure): the snapshot's person index costs a pass over the
-    /// rows to build.
-    pub fn snapshot(&self) -> Snapshot {
-        // shared by every query until the next change: no one query's memory
-        let _shared = itinera_engine::metered::uncharged();
-        let mut st = self.inner.state.write();
-        let version = st.identity_version;
-        let roots = match &st.roots_cache {
-            Some((v, r)) if *v == version && r.len() == st.identity.len() => r.clone(),
-            _ => {
-                let r = Arc::new(st.identity.roots());
-                st.roots_cache = Some((version, r.clone()));
-                r
-            }
-        };
-        let chunks: Vec<Arc<Columns>> = st.segments.iter().map(|s| s.cols.clone()).collect();
-        let mem: Vec<SharedChunk> = st.frozen.iter().chain(st.mem.iter()).cloned().collect();
-        // chunks are immutable once shared: their addresses name the data
-        let key: Vec<usize> = chunks
-            .iter()
-            .map(|c| Arc::as_ptr(c) as usize)
-            .chain(mem.iter().map(|m| Arc::as_ptr(m) as usize))
-            .chain([
-                Arc::as_ptr(&roots) as usize,
-                Arc::as_ptr(&st.erased) as usize,
-                st.erased.len(),
-            ])
-            .collect();
-        let erased = st.erased.clone();
-        drop(st);
-        let mut cache = self.inner.snapshot_cache.lock();
-        if let Some((k, _, snap)) = cache.as_ref() {
-            if *k == key {
-                return snap.clone();
-            }
-        }
-        let snap = Snapshot::new(chunks, mem.clone(), roots, erased);
-        *cache = Some((key, mem, snap.clone()));
-        snap
     }
 
     /// The distinct ids of rows received after `received_ms` (segments and memory), each once:

@@ -219,7 +219,7 @@ impl Store {
             write_probe_ms: std::sync::atomic::AtomicI64::new(0),
             appended: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
-            snapshot_cache: Mutex::new(None),
+            snapshot_cache: Mutex::new(Default::default()),
         });
 
         // replay the log into the in-memory table

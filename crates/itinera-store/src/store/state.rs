@@ -3,7 +3,6 @@ use crate::delta::DICTS;
 use crate::dict::Dict;
 use crate::error::Result;
 use crate::manifest::Manifest;
-use crate::scan::Snapshot;
 use crate::segment::{self, BodyFiles, SegmentFile};
 use itinera_core::IdentityGraph;
 use parking_lot::{Mutex, RwLock};
@@ -105,9 +104,6 @@ pub(crate) struct State {
     pub(super) delta_starts: [usize; DICTS],
 }
 
-/// A snapshot, the addresses it was built from, and the memory chunks among them.
-pub(super) type CachedSnapshot = (Vec<usize>, Vec<SharedChunk>, Snapshot);
-
 pub(super) struct Inner {
     pub(super) dir: PathBuf,
     pub(super) config: StoreConfig,
@@ -140,7 +136,7 @@ pub(super) struct Inner {
     pub(super) duplicates: AtomicU64,
     /// The last snapshot and what it was built from.
     /// The memory chunks are held too, so no address in the key can be reused while cached.
-    pub(super) snapshot_cache: Mutex<Option<CachedSnapshot>>,
+    pub(super) snapshot_cache: Mutex<super::snapshots::SnapshotCache>,
 }
 
 /// Size and content figures for `itinera stats`.
