@@ -18,6 +18,9 @@ pub struct LoadPlan {
     pub rate: Option<f64>,
     /// Makes the senders stop early (the rest of the plan is not sent).
     pub stop: Option<Arc<AtomicBool>>,
+    /// Numbers the first message as if this many had been sent before: realistic messages'
+    /// times go on from there, as live traffic's do after an earlier load.
+    pub first_message: u64,
 }
 
 /// What was acknowledged and how long each request took.
@@ -69,6 +72,7 @@ pub fn run_load(plan: LoadPlan) -> Result<LoadReport, Box<dyn std::error::Error>
     let host = plan.host.clone();
     let requests_bytes: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..requests)
+            .map(|r| r + plan.first_message / plan.batch as u64)
             .map(|r| {
                 let body = if plan.realistic {
                     crate::realistic_batch_body(run, r, plan.batch)

@@ -569,6 +569,7 @@ fn http_bench(
         realistic,
         rate: None,
         stop: None,
+        first_message: 0,
     })?;
     println!(
         "http ingestion{}: {} events acknowledged (durable) in {:.2} s = {:.0} events/s; batches of {batch}, {concurrency} connections; request latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

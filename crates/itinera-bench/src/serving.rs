@@ -67,6 +67,7 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
             realistic: true,
             rate: None,
             stop: None,
+            first_message: 0,
         })?;
         println!(
             "loaded {} events in {:.1} s ({:.0} events/s)",
@@ -159,6 +160,8 @@ fn under_load(
         let (host, write_key, stop) = (host.to_string(), write_key.to_string(), stop.clone());
         let events = plan.rate * plan.seconds;
         let rate = plan.rate as f64;
+        // live traffic: times go on after the first load's
+        let first_message = plan.events;
         std::thread::spawn(move || {
             run_load(LoadPlan {
                 host,
@@ -169,6 +172,7 @@ fn under_load(
                 realistic: true,
                 rate: Some(rate),
                 stop: Some(stop),
+                first_message,
             })
             .map_err(|e| e.to_string())
         })

@@ -51,7 +51,8 @@ pub(crate) struct Gathered {
     pub(crate) input: Vec<Piece>,
     /// Pieces of the person being gathered, with their first and last time.
     pieces: Vec<(i64, i64, Piece)>,
-    heads: Vec<u32>,
+    /// Per piece being merged: the time, chunk and row of its next row, and its end.
+    heads: Vec<(i64, u32, u32, u32)>,
 }
 
 impl Gathered {
@@ -150,31 +151,54 @@ impl Gathered {
     }
 
     /// Merges overlapping pieces by (time, chunk, row): the head with the smallest key goes
-    /// next (a person has few pieces, so a scan of the heads beats a heap).
+    /// next, with the rows after it in its piece that still come before every other head (a
+    /// person has few pieces, so a scan of the heads beats a heap).
     fn merge(
         &mut self,
         chunks: &[std::sync::Arc<Columns>],
         list: &[(i64, i64, Piece)],
         cols: JourneyColumns,
     ) {
+        // each piece's next row and its key (time, chunk, row)
         let mut heads = std::mem::take(&mut self.heads);
         heads.clear();
-        heads.extend(list.iter().map(|(_, _, p)| p.start));
+        heads.extend(list.iter().map(|(first, _, p)| (*first, p.chunk, p.start, p.end)));
         loop {
-            let mut best: Option<(i64, u32, u32, usize)> = None;
-            for (k, (_, _, p)) in list.iter().enumerate() {
-                let i = heads[k];
-                if i == p.end {
+            let (mut best, mut second) = (None::<usize>, None::<(i64, u32, u32)>);
+            for (k, h) in heads.iter().enumerate() {
+                if h.2 == h.3 {
                     continue;
                 }
-                let key = (chunks[p.chunk as usize].ts[i as usize], p.chunk, i, k);
-                if best.is_none_or(|b| key < b) {
-                    best = Some(key);
+                let key = (h.0, h.1, h.2);
+                match best {
+                    Some(b) if (heads[b].0, heads[b].1, heads[b].2) <= key => {
+                        if second.is_none_or(|s| key < s) {
+                            second = Some(key);
+                        }
+                    }
+                    _ => {
+                        second = best.map(|b| (heads[b].0, heads[b].1, heads[b].2));
+                        best = Some(k);
+                    }
                 }
             }
-            let Some((_, chunk, i, k)) = best else { break };
-            heads[k] += 1;
-            self.extend(&chunks[chunk as usize], i as usize..i as usize + 1, cols);
+            let Some(b) = best else { break };
+            let (_, chunk, start, end) = heads[b];
+            let ts = &chunks[chunk as usize].ts;
+            let mut stop = start + 1;
+            match second {
+                None => stop = end,
+                Some(s) => {
+                    while stop < end && (ts[stop as usize], chunk, stop) < s {
+                        stop += 1;
+                    }
+                }
+            }
+            self.extend(&chunks[chunk as usize], start as usize..stop as usize, cols);
+            heads[b].2 = stop;
+            if stop < end {
+                heads[b].0 = ts[stop as usize];
+            }
         }
         self.heads = heads;
     }
