@@ -175,24 +175,7 @@ enum Command {
     },
     /// Funnels on a store filled over the tracking API (segments, rows in memory, background
     /// compactions): idle, while ingesting at `--rate`, and after a full compaction.
-    Serving {
-        /// Data directory (a temporary one when omitted); loads go into project `default`.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Realistic events loaded before measuring (0: measure what the directory holds).
-        #[arg(long, default_value_t = 6_000_000)]
-        events: u64,
-        /// Events a second sent while querying under load.
-        #[arg(long, default_value_t = 100_000)]
-        rate: u64,
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
-        #[arg(long, default_value_t = 11)]
-        runs: usize,
-        /// Leave the store as it is at the end (no full compaction): to measure it again.
-        #[arg(long)]
-        keep: bool,
-    },
+    Serving(serving::ServingPlan),
     /// Parsing and normalization alone: the `http` bench's request bodies through
     /// `ingest::parse_batch` on one thread (no HTTP, no store).
     Parse {
@@ -808,21 +791,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             concurrency,
             realistic,
         } => http_bench(url, key, events, batch, concurrency, realistic),
-        Command::Serving {
-            data,
-            events,
-            rate,
-            seconds,
-            runs,
-            keep,
-        } => serving::serving_bench(serving::ServingPlan {
-            data,
-            events,
-            rate,
-            seconds,
-            runs,
-            keep,
-        }),
+        Command::Serving(plan) => serving::serving_bench(plan),
         Command::Parse {
             events,
             batch,

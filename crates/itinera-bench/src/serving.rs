@@ -20,15 +20,23 @@ const STEPS: [&str; 4] = [
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+#[derive(clap::Args)]
 pub struct ServingPlan {
+    /// Data directory (a temporary one when omitted); loads go into project `default`.
+    #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Events loaded (as fast as acknowledged) before the first measurement.
+    /// Realistic events loaded before measuring (0: measure what the directory holds).
+    #[arg(long, default_value_t = 6_000_000)]
     pub events: u64,
-    /// Events a second while querying under load.
+    /// Events a second sent while querying under load (0 seconds: no load).
+    #[arg(long, default_value_t = 100_000)]
     pub rate: u64,
+    #[arg(long, default_value_t = 30)]
     pub seconds: u64,
+    #[arg(long, default_value_t = 11)]
     pub runs: usize,
-    /// Skip the final full compaction.
+    /// Leave the store as it is at the end (no full compaction): to measure it again.
+    #[arg(long)]
     pub keep: bool,
 }
 

@@ -30,6 +30,62 @@ pub struct Journey<'a> {
     pub props: Props<'a>,
 }
 
+/// A journey's columns, owned: rows a source builds itself (the in-memory source, a person
+/// gathered from several places in a store), read as a [`Journey`].
+#[derive(Debug, Default, Clone)]
+pub struct JourneyRows {
+    pub did: Vec<u32>,
+    pub ts: Vec<i64>,
+    pub event: Vec<u32>,
+    pub channel: Vec<u32>,
+    pub touchpoint: Vec<u32>,
+    pub kind: Vec<u8>,
+    pub group: Vec<u32>,
+    pub revenue: Vec<f64>,
+    /// Row i's properties are `prop_key`/`prop_val[prop_end[i-1]..prop_end[i]]` (from 0).
+    pub prop_end: Vec<u32>,
+    pub prop_key: Vec<u32>,
+    pub prop_val: Vec<u32>,
+}
+
+impl JourneyRows {
+    /// Empties every column, keeping their memory.
+    pub fn clear(&mut self) {
+        self.did.clear();
+        self.ts.clear();
+        self.event.clear();
+        self.channel.clear();
+        self.touchpoint.clear();
+        self.kind.clear();
+        self.group.clear();
+        self.revenue.clear();
+        self.prop_end.clear();
+        self.prop_key.clear();
+        self.prop_val.clear();
+    }
+
+    /// Every row, as the journey of `person`.
+    pub fn journey(&self, person: u32) -> Journey<'_> {
+        Journey {
+            person,
+            did: &self.did,
+            ts: &self.ts,
+            event: &self.event,
+            channel: &self.channel,
+            touchpoint: &self.touchpoint,
+            kind: &self.kind,
+            group: &self.group,
+            revenue: &self.revenue,
+            props: Props {
+                start: 0,
+                end: &self.prop_end,
+                key: &self.prop_key,
+                val: &self.prop_val,
+            },
+        }
+    }
+}
+
 /// The typed properties of a journey's rows: row i holds the (key, value) code pairs
 /// `key[start_of(i)..end[i]]`, `val[…]`, where `start_of(0)` is `start`. `key`/`val` are the
 /// backend's whole arrays; only the offsets are sliced with the rows.

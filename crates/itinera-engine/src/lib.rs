@@ -40,8 +40,8 @@ pub use duration::Span;
 pub use error::{EngineError, Result};
 pub use funnel::{run_funnel, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep};
 pub use journey::{
-    CountBy, Field, Journey, JourneyBatch, JourneyColumns, JourneySource, QueryControl,
-    ScanOptions, Vocabulary, NO_ACCOUNT,
+    CountBy, Field, Journey, JourneyBatch, JourneyColumns, JourneyRows, JourneySource,
+    QueryControl, ScanOptions, Vocabulary, NO_ACCOUNT,
 };
 pub use paths::{run_paths, PathQuery, PathResult};
 pub use retention::{run_retention, RetentionQuery, RetentionResult};

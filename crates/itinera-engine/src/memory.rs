@@ -51,26 +51,11 @@ impl Names {
     }
 }
 
-#[derive(Debug, Default)]
-struct Cols {
-    did: Vec<u32>,
-    ts: Vec<i64>,
-    event: Vec<u32>,
-    channel: Vec<u32>,
-    touchpoint: Vec<u32>,
-    kind: Vec<u8>,
-    group: Vec<u32>,
-    revenue: Vec<f64>,
-    prop_end: Vec<u32>,
-    prop_key: Vec<u32>,
-    prop_val: Vec<u32>,
-}
-
 /// Persons' journeys in memory, sorted by person then time (ties in the order given).
 #[derive(Debug, Default)]
 pub struct MemorySource {
     names: [Names; 7],
-    cols: Cols,
+    cols: crate::journey::JourneyRows,
     /// `(person code, start, end)` ranges of `cols`.
     persons: Vec<(u32, usize, usize)>,
 }
@@ -140,24 +125,7 @@ impl MemorySource {
 
     /// All rows, persons one after the other.
     fn columns(&self) -> Journey<'_> {
-        let c = &self.cols;
-        Journey {
-            person: 0,
-            did: &c.did,
-            ts: &c.ts,
-            event: &c.event,
-            channel: &c.channel,
-            touchpoint: &c.touchpoint,
-            kind: &c.kind,
-            group: &c.group,
-            revenue: &c.revenue,
-            props: crate::journey::Props {
-                start: 0,
-                end: &c.prop_end,
-                key: &c.prop_key,
-                val: &c.prop_val,
-            },
-        }
+        self.cols.journey(0)
     }
 }
 

@@ -7,9 +7,7 @@
 //! those are copied a column at a time. Only the columns the analysis reads are copied.
 
 use crate::columns::Columns;
-use itinera_engine::journey::Props;
-use itinera_engine::Journey;
-use itinera_engine::JourneyColumns;
+use itinera_engine::{Journey, JourneyColumns, JourneyRows};
 
 /// Appends `src` to `dst`. Most pieces are a few rows: a loop the compiler inlines costs less
 /// than a call to `memcpy` for them.
@@ -33,20 +31,10 @@ pub(crate) struct Piece {
     pub end: u32,
 }
 
-/// The columns of a gathered journey, reused from person to person by a scan thread.
+/// The columns of gathered journeys, reused from batch to batch by a scan thread.
 #[derive(Debug, Default)]
 pub(crate) struct Gathered {
-    did: Vec<u32>,
-    ts: Vec<i64>,
-    event: Vec<u32>,
-    channel: Vec<u32>,
-    touchpoint: Vec<u32>,
-    kind: Vec<u8>,
-    group: Vec<u32>,
-    revenue: Vec<f64>,
-    prop_end: Vec<u32>,
-    prop_key: Vec<u32>,
-    prop_val: Vec<u32>,
+    rows: JourneyRows,
     /// The pieces to gather next, filled by the caller.
     pub(crate) input: Vec<Piece>,
     /// Pieces of the person being gathered, with their first and last time.
@@ -58,22 +46,12 @@ pub(crate) struct Gathered {
 impl Gathered {
     /// Empties the buffers (their memory is kept).
     pub(crate) fn clear(&mut self) {
-        self.did.clear();
-        self.ts.clear();
-        self.event.clear();
-        self.channel.clear();
-        self.touchpoint.clear();
-        self.kind.clear();
-        self.group.clear();
-        self.revenue.clear();
-        self.prop_end.clear();
-        self.prop_key.clear();
-        self.prop_val.clear();
+        self.rows.clear();
     }
 
     /// Rows gathered so far.
     pub(crate) fn rows(&self) -> usize {
-        self.ts.len()
+        self.rows.ts.len()
     }
 
     /// Appends the journey made of the pieces in [`Gathered::input`] (each ordered by time,
@@ -113,28 +91,29 @@ impl Gathered {
     /// Copies rows `rows` of `c`, a column at a time, the columns in `cols` only.
     #[inline]
     fn extend(&mut self, c: &Columns, rows: std::ops::Range<usize>, cols: JourneyColumns) {
-        append(&mut self.ts, &c.ts[rows.clone()]);
-        append(&mut self.event, &c.event[rows.clone()]);
+        let out = &mut self.rows;
+        append(&mut out.ts, &c.ts[rows.clone()]);
+        append(&mut out.event, &c.event[rows.clone()]);
         if cols == JourneyColumns::NONE {
             return;
         }
         if cols.has(JourneyColumns::DID) {
-            append(&mut self.did, &c.did[rows.clone()]);
+            append(&mut out.did, &c.did[rows.clone()]);
         }
         if cols.has(JourneyColumns::CHANNEL) {
-            append(&mut self.channel, &c.channel[rows.clone()]);
+            append(&mut out.channel, &c.channel[rows.clone()]);
         }
         if cols.has(JourneyColumns::TOUCHPOINT) {
-            append(&mut self.touchpoint, &c.touchpoint[rows.clone()]);
+            append(&mut out.touchpoint, &c.touchpoint[rows.clone()]);
         }
         if cols.has(JourneyColumns::KIND) {
-            append(&mut self.kind, &c.kind[rows.clone()]);
+            append(&mut out.kind, &c.kind[rows.clone()]);
         }
         if cols.has(JourneyColumns::GROUP) {
-            append(&mut self.group, &c.group[rows.clone()]);
+            append(&mut out.group, &c.group[rows.clone()]);
         }
         if cols.has(JourneyColumns::REVENUE) {
-            append(&mut self.revenue, &c.revenue[rows.clone()]);
+            append(&mut out.revenue, &c.revenue[rows.clone()]);
         }
         if cols.has(JourneyColumns::PROPS) {
             let first = c.prop_range(rows.start).start;
@@ -142,11 +121,11 @@ impl Gathered {
                 true => first,
                 false => c.prop_end[rows.end - 1] as usize,
             };
-            let shift = self.prop_key.len() as i64 - first as i64;
-            self.prop_end
+            let shift = out.prop_key.len() as i64 - first as i64;
+            out.prop_end
                 .extend(c.prop_end[rows].iter().map(|e| (*e as i64 + shift) as u32));
-            append(&mut self.prop_key, &c.prop_key[first..last]);
-            append(&mut self.prop_val, &c.prop_val[first..last]);
+            append(&mut out.prop_key, &c.prop_key[first..last]);
+            append(&mut out.prop_val, &c.prop_val[first..last]);
         }
     }
 
@@ -162,7 +141,10 @@ impl Gathered {
         // each piece's next row and its key (time, chunk, row)
         let mut heads = std::mem::take(&mut self.heads);
         heads.clear();
-        heads.extend(list.iter().map(|(first, _, p)| (*first, p.chunk, p.start, p.end)));
+        heads.extend(
+            list.iter()
+                .map(|(first, _, p)| (*first, p.chunk, p.start, p.end)),
+        );
         loop {
             let (mut best, mut second) = (None::<usize>, None::<(i64, u32, u32)>);
             for (k, h) in heads.iter().enumerate() {
@@ -206,23 +188,7 @@ impl Gathered {
     /// The gathered rows (every journey appended since [`Gathered::clear`]) as the journey of
     /// `person`.
     pub(crate) fn journey(&self, person: u32) -> Journey<'_> {
-        Journey {
-            person,
-            did: &self.did,
-            ts: &self.ts,
-            event: &self.event,
-            channel: &self.channel,
-            touchpoint: &self.touchpoint,
-            kind: &self.kind,
-            group: &self.group,
-            revenue: &self.revenue,
-            props: Props {
-                start: 0,
-                end: &self.prop_end,
-                key: &self.prop_key,
-                val: &self.prop_val,
-            },
-        }
+        self.rows.journey(person)
     }
 }
 
