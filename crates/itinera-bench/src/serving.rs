@@ -38,12 +38,26 @@ pub struct ServingPlan {
     /// Leave the store as it is at the end (no full compaction): to measure it again.
     #[arg(long)]
     pub keep: bool,
+    /// Segments beyond which a background compaction starts (the store's default when omitted).
+    #[arg(long)]
+    pub compact_after_segments: Option<usize>,
 }
 
 pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let data_path = plan.data.clone().unwrap_or_else(|| tmp.path().join("data"));
-    let data = itinera_app::DataDir::open(&data_path, StoreConfig::default())?;
+    let defaults = StoreConfig::default();
+    let store_config = StoreConfig {
+        compact_after_segments: plan
+            .compact_after_segments
+            .unwrap_or(defaults.compact_after_segments),
+        ..defaults
+    };
+    println!(
+        "store: flush every {} rows, background compaction past {} segments",
+        store_config.flush_rows, store_config.compact_after_segments
+    );
+    let data = itinera_app::DataDir::open(&data_path, store_config)?;
     let cfg = itinera_app::Config {
         rate_limit_per_key: 0,
         ..Default::default()

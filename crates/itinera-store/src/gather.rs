@@ -2,7 +2,8 @@
 //!
 //! A person whose rows lie in several chunks (segments written at different times, the rows in
 //! memory, identities merged later) is read by gathering. Each run is already ordered by time,
-//! so the journey is their merge by (time, chunk, row), the order a sort of all rows would give.
+//! so the journey is their merge by (time, receive time, chunk, row): the order a compaction
+//! gives them, whichever segments hold them.
 //! Rows arriving in time order, as live traffic does, leave runs that do not overlap in time:
 //! those are copied a column at a time. Only the columns the analysis reads are copied.
 
@@ -23,6 +24,14 @@ fn append<T: Copy>(dst: &mut Vec<T>, src: &[T]) {
     }
 }
 
+/// A row's place in time: its time, then its receive time, so that rows of equal time are in
+/// the order they arrived whichever segments they are in (compactions and flushes sort so).
+type Time = (i64, i64);
+
+fn time(c: &Columns, row: u32) -> Time {
+    (c.ts[row as usize], c.received_at[row as usize])
+}
+
 /// One run of a person's rows: `chunk`'s rows `start..end`, ordered by time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Piece {
@@ -38,9 +47,9 @@ pub(crate) struct Gathered {
     /// The pieces to gather next, filled by the caller.
     pub(crate) input: Vec<Piece>,
     /// Pieces of the person being gathered, with their first and last time.
-    pieces: Vec<(i64, i64, Piece)>,
+    pieces: Vec<(Time, Time, Piece)>,
     /// Per piece being merged: the time, chunk and row of its next row, and its end.
-    heads: Vec<(i64, u32, u32, u32)>,
+    heads: Vec<(Time, u32, u32, u32)>,
 }
 
 impl Gathered {
@@ -65,11 +74,11 @@ impl Gathered {
         let mut list = std::mem::take(&mut self.pieces);
         list.clear();
         list.extend(self.input.iter().map(|p| {
-            let ts = &chunks[p.chunk as usize].ts;
-            (ts[p.start as usize], ts[p.end as usize - 1], *p)
+            let c = &chunks[p.chunk as usize];
+            (time(c, p.start), time(c, p.end - 1), *p)
         }));
         list.sort_unstable_by_key(|(first, _, p)| (*first, p.chunk, p.start));
-        let key = |t: i64, p: &Piece| (t, p.chunk, p.start);
+        let key = |t: Time, p: &Piece| (t, p.chunk, p.start);
         let disjoint = list
             .windows(2)
             .all(|w| key(w[0].1, &w[0].2) < key(w[1].0, &w[1].2));
@@ -135,10 +144,10 @@ impl Gathered {
     fn merge(
         &mut self,
         chunks: &[std::sync::Arc<Columns>],
-        list: &[(i64, i64, Piece)],
+        list: &[(Time, Time, Piece)],
         cols: JourneyColumns,
     ) {
-        // each piece's next row and its key (time, chunk, row)
+        // each piece's next row and its key ((time, receive time), chunk, row)
         let mut heads = std::mem::take(&mut self.heads);
         heads.clear();
         heads.extend(
@@ -146,7 +155,7 @@ impl Gathered {
                 .map(|(first, _, p)| (*first, p.chunk, p.start, p.end)),
         );
         loop {
-            let (mut best, mut second) = (None::<usize>, None::<(i64, u32, u32)>);
+            let (mut best, mut second) = (None::<usize>, None::<(Time, u32, u32)>);
             for (k, h) in heads.iter().enumerate() {
                 if h.2 == h.3 {
                     continue;
@@ -166,20 +175,20 @@ impl Gathered {
             }
             let Some(b) = best else { break };
             let (_, chunk, start, end) = heads[b];
-            let ts = &chunks[chunk as usize].ts;
+            let c = &chunks[chunk as usize];
             let mut stop = start + 1;
             match second {
                 None => stop = end,
                 Some(s) => {
-                    while stop < end && (ts[stop as usize], chunk, stop) < s {
+                    while stop < end && (time(c, stop), chunk, stop) < s {
                         stop += 1;
                     }
                 }
             }
-            self.extend(&chunks[chunk as usize], start as usize..stop as usize, cols);
+            self.extend(c, start as usize..stop as usize, cols);
             heads[b].2 = stop;
             if stop < end {
-                heads[b].0 = ts[stop as usize];
+                heads[b].0 = time(c, stop);
             }
         }
         self.heads = heads;

@@ -102,8 +102,12 @@ fn runs_of(chunk: u32, c: &Columns, roots: &[u32], out: &mut Vec<Run>) {
     while i < n {
         let p = root(c.did[i]);
         let mut j = i + 1;
-        // a run is ordered by time: rows of ids merged after they were written may not be
-        while j < n && (c.did[j] == c.did[i] || root(c.did[j]) == p) && c.ts[j] >= c.ts[j - 1] {
+        // a run is ordered by (time, receive time): rows of ids merged after they were
+        // written, or of stores written before that order, may not be
+        while j < n
+            && (c.did[j] == c.did[i] || root(c.did[j]) == p)
+            && (c.ts[j], c.received_at[j]) >= (c.ts[j - 1], c.received_at[j - 1])
+        {
             j += 1;
         }
         out.push(Run {

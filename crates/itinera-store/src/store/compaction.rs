@@ -100,7 +100,9 @@ impl Inner {
         let total: usize = segments.iter().map(|s| s.cols.len()).sum();
         let mut seen = rustc_hash::FxHashSet::default();
         seen.reserve(total);
-        let mut order: Vec<(u32, i64, u32, u32)> = Vec::new();
+        // by (person, time, receive time, segment, row): rows of equal time in the order they
+        // arrived, whichever segments they were in (the order every read merges them in)
+        let mut order: Vec<(u32, i64, i64, u32, u32)> = Vec::new();
         for (si, s) in segments.iter().enumerate() {
             let c = &s.cols;
             for i in 0..c.len() {
@@ -112,12 +114,12 @@ impl Inner {
                     continue;
                 }
                 let root = roots.get(d as usize).copied().unwrap_or(d);
-                order.push((root, c.ts[i], si as u32, i as u32));
+                order.push((root, c.ts[i], c.received_at[i], si as u32, i as u32));
             }
         }
         order.sort_unstable();
         let mut cols = Columns::with_capacity(order.len());
-        for &(_, _, si, i) in &order {
+        for &(_, _, _, si, i) in &order {
             cols.push_from(&segments[si as usize].cols, i as usize);
         }
         // where each input row's message is; a full compaction streams them in the output's
@@ -138,7 +140,7 @@ impl Inner {
             let mut d = self.dicts.write();
             let (mut key, mut val) = (Vec::new(), Vec::new());
             let mut end = Vec::with_capacity(order.len());
-            for (row, &(_, _, si, i)) in order.iter().enumerate() {
+            for (row, &(_, _, _, si, i)) in order.iter().enumerate() {
                 match legacy[si as usize] {
                     true => {
                         let b = files.get(loc_of(si, i))?;
@@ -164,12 +166,15 @@ impl Inner {
         if full {
             let it = order
                 .iter()
-                .map(|&(_, _, si, i)| files.get(loc_of(si, i)).map(str::to_string));
+                .map(|&(_, _, _, si, i)| files.get(loc_of(si, i)).map(str::to_string));
             segment::write(&path, &cols, it)?;
         } else {
             // a background compaction rewrites the columns only: the messages stay where they
             // are, each compressed once, and the merged rows point to them
-            let locs: Vec<BodyLoc> = order.iter().map(|&(_, _, si, i)| loc_of(si, i)).collect();
+            let locs: Vec<BodyLoc> = order
+                .iter()
+                .map(|&(_, _, _, si, i)| loc_of(si, i))
+                .collect();
             segment::write_located(&path, &cols, &locs)?;
         }
         drop(files);

@@ -45,25 +45,32 @@ impl Inner {
         let seg_dir = self.dir.join("seg");
         let mut new_segment = None;
         if rows > 0 {
-            // sort all frozen rows by (person, time, arrival)
-            let mut order: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(rows);
+            // sort all frozen rows by (person, time, arrival): the receive time first, so that
+            // rows of equal time keep one order in every segment and merge (see `scan`)
+            let mut order: Vec<(u32, i64, i64, u32, u32)> = Vec::with_capacity(rows);
             for (ci, c) in frozen.iter().enumerate() {
                 for i in 0..c.cols.len() {
                     let d = c.cols.did[i] as usize;
                     let root = roots.get(d).copied().unwrap_or(d as u32);
-                    order.push((root, c.cols.ts[i], ci as u32, i as u32));
+                    order.push((
+                        root,
+                        c.cols.ts[i],
+                        c.cols.received_at[i],
+                        ci as u32,
+                        i as u32,
+                    ));
                 }
             }
             order.sort_unstable();
             let mut cols = Columns::with_capacity(rows);
-            for &(_, _, ci, i) in &order {
+            for &(_, _, _, ci, i) in &order {
                 cols.push_from(&frozen[ci as usize].cols, i as usize);
             }
             let name = format!("{gen:010}.seg");
             let path = seg_dir.join(&name);
-            let bodies = order
-                .iter()
-                .map(|&(_, _, ci, i)| Ok(frozen[ci as usize].bodies.get(i as usize).to_string()));
+            let bodies = order.iter().map(|&(_, _, _, ci, i)| {
+                Ok(frozen[ci as usize].bodies.get(i as usize).to_string())
+            });
             segment::write(&path, &cols, bodies)?;
             let file = SegmentFile::open(&path)?;
             new_segment = Some(Arc::new(LoadedSegment {

@@ -96,26 +96,35 @@ fn person(roots: &[u32], d: u32) -> u32 {
     roots.get(d as usize).copied().unwrap_or(d)
 }
 
-/// The rows of `chunks` sorted by (person, time, arrival); None when there are none.
+/// The rows of `chunks` sorted by (person, time, receive time, arrival); None when there are
+/// none.
 fn sorted(chunks: &[SharedChunk], roots: &[u32]) -> Option<Columns> {
-    let mut idx: Vec<(u32, i64, u32, u32)> = Vec::new();
+    let mut idx: Vec<(u32, i64, i64, u32, u32)> = Vec::new();
     for (k, m) in chunks.iter().enumerate() {
         let c = &m.cols;
-        idx.extend((0..c.len()).map(|i| (person(roots, c.did[i]), c.ts[i], k as u32, i as u32)));
+        idx.extend((0..c.len()).map(|i| {
+            (
+                person(roots, c.did[i]),
+                c.ts[i],
+                c.received_at[i],
+                k as u32,
+                i as u32,
+            )
+        }));
     }
     if idx.is_empty() {
         return None;
     }
     idx.sort_unstable();
-    let order: Vec<(u32, u32)> = idx.into_iter().map(|(_, _, k, i)| (k, i)).collect();
+    let order: Vec<(u32, u32)> = idx.into_iter().map(|(_, _, _, k, i)| (k, i)).collect();
     let sources: Vec<&Columns> = chunks.iter().map(|c| &c.cols).collect();
     Some(Columns::take(&sources, &order))
 }
 
-/// Two copies sorted by (person, time, arrival) merged into one; on equal person and time the
-/// rows of `older` (which arrived first) come first.
+/// Two copies sorted by (person, time, receive time, arrival) merged into one; on equal keys
+/// the rows of `older` (which arrived first) come first.
 fn merge(older: &Columns, newer: &Columns, roots: &[u32]) -> Columns {
-    let key = |c: &Columns, i: usize| (person(roots, c.did[i]), c.ts[i]);
+    let key = |c: &Columns, i: usize| (person(roots, c.did[i]), c.ts[i], c.received_at[i]);
     let mut order: Vec<(u32, u32)> = Vec::with_capacity(older.len() + newer.len());
     let (mut i, mut j) = (0, 0);
     while i < older.len() && j < newer.len() {
