@@ -205,12 +205,15 @@ impl Store {
         // when chunks were frozen for a flush since the last snapshot, the copies of the
         // chunks taking rows then are the copies of the frozen ones now
         let (old_frozen, old_mem) = (cache.frozen.take(), cache.mem.take());
-        let (old_frozen, old_mem) = match old_frozen.filter(|f| f.fits(&frozen, &roots)) {
-            Some(f) => (Some(f), old_mem),
-            None => match old_mem {
-                Some(m) if !frozen.is_empty() && m.fits(&frozen, &roots) => (Some(m), None),
-                m => (None, m),
-            },
+        let (old_frozen, old_mem) = match (old_frozen, old_mem) {
+            (f, Some(m))
+                if !frozen.is_empty()
+                    && f.as_ref().is_none_or(|f| f.covered.is_empty())
+                    && m.fits(&frozen, &roots) =>
+            {
+                (Some(m), None)
+            }
+            (f, m) => (f, m),
         };
         let frozen_runs = MemoryRuns::update(old_frozen, &frozen, &roots);
         let runs = MemoryRuns::update(old_mem, &mem, &roots);
