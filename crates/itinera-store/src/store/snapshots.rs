@@ -164,7 +164,10 @@ impl Store {
         let mut st = self.inner.state.write();
         let version = st.identity_version;
         let roots = match &st.roots_cache {
-            Some((v, r)) if *v == version && r.len() == st.identity.len() => r.clone(),
+            // ids added since have no link (a link changes the version): each is its own
+            // person, which a lookup past the end of the roots gives; a new visitor must not
+            // make the next query rebuild the segments' index
+            Some((v, r)) if *v == version => r.clone(),
             _ => {
                 let r = Arc::new(st.identity.roots());
                 st.roots_cache = Some((version, r.clone()));
