@@ -24,12 +24,15 @@ fn append<T: Copy>(dst: &mut Vec<T>, src: &[T]) {
     }
 }
 
-/// A row's place in time: its time, then its receive time, so that rows of equal time are in
-/// the order they arrived whichever segments they are in (compactions and flushes sort so).
-type Time = (i64, i64);
-
-fn time(c: &Columns, row: u32) -> Time {
-    (c.ts[row as usize], c.received_at[row as usize])
+/// True when row `a` (chunk, row) comes before row `b` in a journey: by time, then receive
+/// time, so that rows of equal time are in the order they arrived whichever segments they are
+/// in (flushes and compactions sort so), then chunk and row. The receive time is read only for
+/// equal times: it is another column, and most comparisons do not need it.
+#[inline]
+fn before(chunks: &[std::sync::Arc<Columns>], a: (u32, u32), b: (u32, u32)) -> bool {
+    let (ca, cb) = (&chunks[a.0 as usize], &chunks[b.0 as usize]);
+    let (ta, tb) = (ca.ts[a.1 as usize], cb.ts[b.1 as usize]);
+    ta < tb || (ta == tb && (ca.received_at[a.1 as usize], a) < (cb.received_at[b.1 as usize], b))
 }
 
 /// One run of a person's rows: `chunk`'s rows `start..end`, ordered by time.
@@ -47,9 +50,9 @@ pub(crate) struct Gathered {
     /// The pieces to gather next, filled by the caller.
     pub(crate) input: Vec<Piece>,
     /// Pieces of the person being gathered, with their first and last time.
-    pieces: Vec<(Time, Time, Piece)>,
-    /// Per piece being merged: the time, chunk and row of its next row, and its end.
-    heads: Vec<(Time, u32, u32, u32)>,
+    pieces: Vec<(i64, i64, Piece)>,
+    /// Per piece being merged: its chunk, its next row and its end.
+    heads: Vec<(u32, u32, u32)>,
 }
 
 impl Gathered {
@@ -74,14 +77,15 @@ impl Gathered {
         let mut list = std::mem::take(&mut self.pieces);
         list.clear();
         list.extend(self.input.iter().map(|p| {
-            let c = &chunks[p.chunk as usize];
-            (time(c, p.start), time(c, p.end - 1), *p)
+            let ts = &chunks[p.chunk as usize].ts;
+            (ts[p.start as usize], ts[p.end as usize - 1], *p)
         }));
+        // an order to try; whether it is the merge's order is checked next
         list.sort_unstable_by_key(|(first, _, p)| (*first, p.chunk, p.start));
-        let key = |t: Time, p: &Piece| (t, p.chunk, p.start);
-        let disjoint = list
-            .windows(2)
-            .all(|w| key(w[0].1, &w[0].2) < key(w[1].0, &w[1].2));
+        let disjoint = list.windows(2).all(|w| {
+            let (a, b) = (&w[0].2, &w[1].2);
+            before(chunks, (a.chunk, a.end - 1), (b.chunk, b.start))
+        });
         if disjoint {
             for (_, _, p) in &list {
                 self.extend(
@@ -144,52 +148,48 @@ impl Gathered {
     fn merge(
         &mut self,
         chunks: &[std::sync::Arc<Columns>],
-        list: &[(Time, Time, Piece)],
+        list: &[(i64, i64, Piece)],
         cols: JourneyColumns,
     ) {
-        // each piece's next row and its key ((time, receive time), chunk, row)
+        // each piece's next row and its end
         let mut heads = std::mem::take(&mut self.heads);
         heads.clear();
-        heads.extend(
-            list.iter()
-                .map(|(first, _, p)| (*first, p.chunk, p.start, p.end)),
-        );
+        heads.extend(list.iter().map(|(_, _, p)| (p.chunk, p.start, p.end)));
         loop {
-            let (mut best, mut second) = (None::<usize>, None::<(Time, u32, u32)>);
-            for (k, h) in heads.iter().enumerate() {
-                if h.2 == h.3 {
+            let (mut best, mut second) = (None::<usize>, None::<usize>);
+            for k in 0..heads.len() {
+                let (chunk, row, end) = heads[k];
+                if row == end {
                     continue;
                 }
-                let key = (h.0, h.1, h.2);
                 match best {
-                    Some(b) if (heads[b].0, heads[b].1, heads[b].2) <= key => {
-                        if second.is_none_or(|s| key < s) {
-                            second = Some(key);
+                    Some(b) if before(chunks, (heads[b].0, heads[b].1), (chunk, row)) => {
+                        if second
+                            .is_none_or(|s| before(chunks, (chunk, row), (heads[s].0, heads[s].1)))
+                        {
+                            second = Some(k);
                         }
                     }
                     _ => {
-                        second = best.map(|b| (heads[b].0, heads[b].1, heads[b].2));
+                        second = best;
                         best = Some(k);
                     }
                 }
             }
             let Some(b) = best else { break };
-            let (_, chunk, start, end) = heads[b];
-            let c = &chunks[chunk as usize];
+            let (chunk, start, end) = heads[b];
             let mut stop = start + 1;
             match second {
                 None => stop = end,
                 Some(s) => {
-                    while stop < end && (time(c, stop), chunk, stop) < s {
+                    let next = (heads[s].0, heads[s].1);
+                    while stop < end && before(chunks, (chunk, stop), next) {
                         stop += 1;
                     }
                 }
             }
-            self.extend(c, start as usize..stop as usize, cols);
-            heads[b].2 = stop;
-            if stop < end {
-                heads[b].0 = time(c, stop);
-            }
+            self.extend(&chunks[chunk as usize], start as usize..stop as usize, cols);
+            heads[b].1 = stop;
         }
         self.heads = heads;
     }

@@ -106,7 +106,8 @@ fn runs_of(chunk: u32, c: &Columns, roots: &[u32], out: &mut Vec<Run>) {
         // written, or of stores written before that order, may not be
         while j < n
             && (c.did[j] == c.did[i] || root(c.did[j]) == p)
-            && (c.ts[j], c.received_at[j]) >= (c.ts[j - 1], c.received_at[j - 1])
+            && (c.ts[j] > c.ts[j - 1]
+                || (c.ts[j] == c.ts[j - 1] && c.received_at[j] >= c.received_at[j - 1]))
         {
             j += 1;
         }
