@@ -209,15 +209,18 @@ pub fn get_json(client: &reqwest::blocking::Client, url: &str, token: &str) -> s
 /// Requests a sink received: (lower-case headers, body).
 pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>;
 
-/// One HTTP request read off `stream`: its lower-case headers and its body.
-pub fn read_request(stream: &std::net::TcpStream) -> (Vec<(String, String)>, String) {
+/// One HTTP request read off `stream`: its lower-case headers and its body; None when the
+/// connection ended before a whole request (a sender killed while sending).
+pub fn read_request(stream: &std::net::TcpStream) -> Option<(Vec<(String, String)>, String)> {
     use std::io::Read;
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut headers = Vec::new();
     let mut len = 0;
     loop {
         let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
         let line = line.trim_end().to_string();
         if line.is_empty() {
             break;
@@ -231,8 +234,8 @@ pub fn read_request(stream: &std::net::TcpStream) -> (Vec<(String, String)>, Str
         }
     }
     let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    (headers, String::from_utf8(body).unwrap())
+    reader.read_exact(&mut body).ok()?;
+    Some((headers, String::from_utf8(body).unwrap()))
 }
 
 /// A webhook receiver on loopback: answers 500 to its first `fail_first` requests and 200
@@ -246,7 +249,10 @@ pub fn sink(fail_first: usize) -> (String, Received) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let request = read_request(&stream);
+            // a connection cut before a whole request (a sender killed) is not a request
+            let Some(request) = read_request(&stream) else {
+                continue;
+            };
             let n = {
                 let mut g = got2.lock().unwrap();
                 g.push(request);
