@@ -17,13 +17,17 @@ use crate::scan::RunIndex;
 pub(crate) struct SnapshotCache {
     /// The last snapshot and the addresses of what it was built from.
     last: Option<(Vec<usize>, Snapshot)>,
-    /// The segments' index, and the addresses of the segments, roots and erasures it is for.
-    base: Option<(Vec<usize>, Arc<RunIndex>)>,
+    /// The segments' index, and the addresses of the segments, roots and erasures it is for
+    /// (the roots and erasures held, so that their addresses cannot be reused meanwhile).
+    base: Option<(Vec<usize>, BaseHeld, Arc<RunIndex>)>,
     /// The rows of the chunks being flushed, and of the chunks still taking rows: apart, so
     /// that a flush's commit drops the first without sorting the second again.
     frozen: Option<MemoryRuns>,
     mem: Option<MemoryRuns>,
 }
+
+/// What a base key names, kept alive with it.
+type BaseHeld = (Arc<Vec<u32>>, Arc<std::collections::HashMap<u32, i64>>);
 
 /// The rows in memory as sorted copies.
 struct MemoryRuns {
@@ -198,10 +202,10 @@ impl Store {
             }
         }
         let base = match &cache.base {
-            Some((k, b)) if *k == base_key => b.clone(),
+            Some((k, _, b)) if *k == base_key => b.clone(),
             _ => {
                 let b = Arc::new(RunIndex::build(segments, &roots));
-                cache.base = Some((base_key, b.clone()));
+                cache.base = Some((base_key, (roots.clone(), erased.clone()), b.clone()));
                 b
             }
         };
