@@ -72,9 +72,9 @@ async function query(path, body, params = "") {
   return r.json();
 }
 
-/** Every figure of `metric` on screen, by stage: its raw value. */
+/** Every stage figure of `metric` on screen (not a step's), by stage: its raw value. */
 async function shown(page, metric, extra = "") {
-  const cells = await page.locator(`[data-metric="${metric}"][data-stage]${extra}`).all();
+  const cells = await page.locator(`[data-metric="${metric}"][data-stage]:not([data-step])${extra}`).all();
   const out = {};
   for (const c of cells) out[await c.getAttribute("data-stage")] = await c.getAttribute("data-value");
   return out;
@@ -124,6 +124,33 @@ async function sameAsApi(page, params) {
   }
   const customers = await page.locator('[data-metric="customers"]').getAttribute("data-value");
   assert.equal(customers, String(stages.customers), "the handoff's customers");
+  // the step cells: the funnel over the map's steps and NPS by the step done last before answering
+  const map = await page.evaluate(async () => (await (await fetch("/api/v1/maps/default")).json()).map);
+  assert.ok(map.steps.length >= 3, "the demo map has steps");
+  const funnel = await query("funnel", { steps: map.steps.map((s) => ({ match: s.selector, name: s.name })), window: "90d" }, params);
+  const byStep = await query("scores", { kind: "nps", by: "step", steps: map.steps.map((s) => ({ match: s.selector, name: s.id })) }, params);
+  assert.ok(byStep.groups.some((g) => g.key !== "(none)" && g.n > 0), "answers fall in steps");
+  const at = async (metric, id, extra = "") => page.locator(`[data-metric="${metric}"][data-step="${id}"]${extra}`).getAttribute("data-value");
+  for (const [i, s] of map.steps.entries()) {
+    const r = funnel.steps[i];
+    assert.equal(await at("count", s.id), String(r.count), `persons at step ${s.name}`);
+    if (i > 0) {
+      assert.equal(await at("conversion_from_previous", s.id), r.conversion_from_previous == null ? "" : String(r.conversion_from_previous), `conversion to ${s.name}`);
+      assert.equal(await at("dropped", s.id), String(r.dropped), `drop-off before ${s.name}`);
+      assert.equal(await at("median_seconds_from_previous", s.id), r.median_seconds_from_previous == null ? "" : String(r.median_seconds_from_previous), `time to ${s.name}`);
+    }
+    const g = byStep.groups.find((x) => x.key === s.id);
+    const n = page.locator(`[data-metric="n"][data-score="nps"][data-step="${s.id}"]`);
+    if (!g) {
+      assert.equal(await n.count(), 0, `no answers after ${s.name}`);
+      continue;
+    }
+    assert.equal(await n.getAttribute("data-value"), String(g.n), `NPS n after ${s.name}`);
+    if (g.nps) assert.equal(await at("nps", s.id, '[data-score="nps"]'), String(g.nps.nps), `NPS after ${s.name}`);
+    const emotion = page.locator(`[data-metric="emotion"][data-step="${s.id}"]`);
+    if (g.n >= map.min_answers) assert.equal(await emotion.getAttribute("data-value"), String(g.emotion), `emotion after ${s.name}`);
+    else assert.equal(await emotion.count(), 0, `emotion hidden below n ${map.min_answers} after ${s.name}`);
+  }
   return stages;
 }
 

@@ -41,7 +41,15 @@ export interface ScoreRow {
 export interface ScoresResult { kind: "nps" | "csat" | "ces"; overall: ScoreRow; groups: ScoreRow[]; definition: string }
 export interface StageCoverage { stage: string; accounts: number; mean_coverage: number; role_presence: Record<string, number> }
 export interface AccountsResult { roles: string[]; by_stage: StageCoverage[] }
-export interface FunnelStepResult { step: number; name: string; count: number; conversion_from_previous: number | null }
+export interface FunnelStepResult {
+  step: number;
+  name: string;
+  count: number;
+  dropped: number;
+  conversion_from_previous: number | null;
+  median_seconds_from_previous: number | null;
+  p90_seconds_from_previous: number | null;
+}
 export interface QueryWarning { field: string; message: string; suggestions?: string[] }
 export interface FunnelResult { steps: FunnelStepResult[]; warnings?: QueryWarning[] }
 

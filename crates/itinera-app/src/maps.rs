@@ -8,6 +8,7 @@ use crate::{AnalysisRequest, App, Population};
 use itinera_engine::map::{JourneyMap, MapExport, MAP_FORMAT};
 use itinera_engine::scores::ScoreBy;
 use itinera_engine::segments::SegmentDef;
+use itinera_engine::selector::EventSelector;
 use itinera_engine::stages::{ModelRef, StageModel};
 use itinera_engine::Span;
 use itinera_meta::{DefinitionKind, MapShare, MapVersion, Meta, SharedMap};
@@ -312,8 +313,9 @@ impl App {
 impl App {
     /// Whether a share link of map `share` may run `request` for `population`: only the
     /// analyses its map's figures come from. The stage funnel and scores by stage of the map's
-    /// model (no inline models or personas), the funnel over exactly the map's steps, for
-    /// everyone or one of the map's personas. Date ranges and display settings are free.
+    /// model (no inline models or personas), the funnel and scores by step over exactly the
+    /// map's steps, for everyone or one of the map's personas. Date ranges and display settings
+    /// are free.
     pub fn check_shared_request(
         &self,
         share: &SharedMap,
@@ -328,23 +330,32 @@ impl App {
             )))
         };
         let model = ModelRef::Builtin(map.model.clone());
+        let map_steps = |selectors: Vec<&EventSelector>| {
+            selectors.len() == map.steps.len()
+                && selectors
+                    .iter()
+                    .zip(&map.steps)
+                    .all(|(a, b)| **a == b.selector)
+        };
         match request {
             AnalysisRequest::Stages(q) if q.model != model => {
                 return deny("the stage funnel of another model is not part of it")
             }
             AnalysisRequest::Stages(_) => {}
-            AnalysisRequest::Scores(q)
-                if q.model != model || q.by != Some(ScoreBy::Stage) || !q.personas.is_empty() =>
-            {
+            AnalysisRequest::Scores(q) if !q.personas.is_empty() => {
+                return deny("personas inline are not part of it")
+            }
+            AnalysisRequest::Scores(q) if q.by == Some(ScoreBy::Step) => {
+                if !map_steps(q.steps.iter().map(|s| &s.selector).collect()) {
+                    return deny("only scores by the map's steps are part of it");
+                }
+            }
+            AnalysisRequest::Scores(q) if q.model != model || q.by != Some(ScoreBy::Stage) => {
                 return deny("only scores by stage of the map's model are part of it")
             }
             AnalysisRequest::Scores(_) => {}
             AnalysisRequest::Funnel(q)
-                if q.steps.len() != map.steps.len()
-                    || q.steps
-                        .iter()
-                        .zip(&map.steps)
-                        .any(|(a, b)| a.selector != b.selector) =>
+                if !map_steps(q.steps.iter().map(|s| &s.selector).collect()) =>
             {
                 return deny("only the funnel over the map's steps is part of it")
             }

@@ -432,6 +432,16 @@ async fn a_share_link_runs_only_its_maps_analyses() {
             403,
         ),
         (
+            "/api/v1/scores",
+            json!({"kind": "nps", "by": "step", "steps": steps}),
+            200,
+        ),
+        (
+            "/api/v1/scores",
+            json!({"kind": "nps", "by": "step", "steps": [{"match": "Signed Up"}]}),
+            403,
+        ),
+        (
             "/api/v1/funnel",
             json!({"steps": steps, "window": "90d", "from_ms": 0}),
             200,

@@ -1,6 +1,7 @@
 // The live figures of a map, fetched from the same endpoints (and with the same filters) anyone
 // can call: /api/v1/stages for the stage cells, /api/v1/scores for NPS/CSAT/CES and the measured
-// emotion curve (one per persona of the map), /api/v1/funnel over the map's steps.
+// emotion curve (one per persona of the map), /api/v1/funnel over the map's steps and
+// /api/v1/scores by those steps for the step cells.
 
 import { api, type AccountsResult, type FunnelResult, type MapView, type Population, type ScoresResult, type StagesResult } from "../api";
 
@@ -19,6 +20,8 @@ export interface Figures {
    *  the map. */
   curves: { persona: string; population?: boolean; scores: ScoresResult }[];
   steps: FunnelResult | null;
+  /** NPS by the map's steps (`by: step`, keyed by step id): the step done last before answering. */
+  stepNps: ScoresResult | null;
   /** With the B2B filter: the buying groups of the accounts at each stage. */
   accounts: AccountsResult | null;
   /** Per stage: cases not yet closed that alerts on answers given in the stage opened. */
@@ -72,8 +75,12 @@ export async function loadFigures(view: MapView, f: Filters, shared = false): Pr
         pop,
       )
     : Promise.resolve(null);
+  // step ids as names: the answer's groups are keyed by them, unique even when names repeat
+  const stepNps = view.map.steps.length
+    ? api.scores({ kind: "nps", by: "step", steps: view.map.steps.map((s) => ({ match: s.selector, name: s.id })), ...span }, pop)
+    : Promise.resolve(null);
   const accounts = f.b2b ? api.accounts({ model, limit: 0, ...span }, pop) : Promise.resolve(null);
-  const [accountFigures, openCases, stages, nps, csat, ces, stepFigures, ...perPersona] = await Promise.all([
+  const [accountFigures, openCases, stages, nps, csat, ces, stepFigures, stepScores, ...perPersona] = await Promise.all([
     accounts,
     // a share link shows the map's figures, not the project's alerts and cases
     shared ? Promise.resolve({}) : openCasesByStage(),
@@ -82,10 +89,11 @@ export async function loadFigures(view: MapView, f: Filters, shared = false): Pr
     score("csat", pop),
     score("ces", pop),
     steps,
+    stepNps,
     ...personas.map((p) => score("nps", { segment: f.segment, persona: p })),
   ]);
   const curves = [{ persona: f.persona ?? "", population: true, scores: nps }, ...personas.map((p, i) => ({ persona: p, scores: perPersona[i] }))];
-  return { stages, nps, csat, ces, curves, steps: stepFigures, accounts: accountFigures, openCases, asOf: Date.now() };
+  return { stages, nps, csat, ces, curves, steps: stepFigures, stepNps: stepScores, accounts: accountFigures, openCases, asOf: Date.now() };
 }
 
 /** The score row of a stage, if any answers fell in it. */

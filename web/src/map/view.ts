@@ -299,6 +299,8 @@ function Definitions(props: { i18n: I18n }) {
     [i18n.t("ces"), i18n.t("def_ces")],
     [i18n.t("top_touchpoints"), i18n.t("def_touches")],
     [i18n.t("steps"), i18n.t("def_step")],
+    [i18n.t("from_previous_step"), i18n.t("def_step_conversion")],
+    [`${i18n.t("steps")}: ${i18n.t("nps")}`, i18n.t("def_step_score")],
     [i18n.t("customers"), i18n.t("def_customers")],
   ];
   return html`<details class="definitions">
@@ -327,15 +329,37 @@ function Touches(props: { row: StageRow | undefined; i18n: I18n }) {
 }
 
 function Steps(props: { map: JourneyMap; stage: string; fig: Figures | null; i18n: I18n }) {
+  const { i18n } = props;
   const steps = props.map.steps.filter((s) => s.stage === props.stage);
   if (!steps.length) return null;
-  return html`<ul class="steps" title=${props.i18n.t("def_step")}>
+  return html`<ul class="steps" title=${i18n.t("def_step")}>
     ${steps.map((s) => {
       const idx = props.map.steps.indexOf(s);
       const r = props.fig?.steps?.steps[idx];
       const warning = props.fig?.steps?.warnings?.find((w) => w.field === `steps[${idx}].match`);
-      return html`<li>
-        <${Figure} metric="count" step=${s.id} stage=${props.stage} value=${r?.count} text=${props.i18n.num(r?.count)} label=${s.name} />
+      const nps = props.fig?.stepNps?.groups.find((g) => g.key === s.id);
+      const enough = nps != null && nps.n >= props.map.min_answers;
+      return html`<li class="step" data-step=${s.id}>
+        <${Figure} metric="count" step=${s.id} stage=${props.stage} value=${r?.count} text=${i18n.num(r?.count)} label=${s.name} />
+        ${idx > 0 && r
+          ? html`<${Figure} metric="conversion_from_previous" step=${s.id} stage=${props.stage} value=${r.conversion_from_previous}
+                text=${i18n.pct(r.conversion_from_previous)} label=${i18n.t("from_previous_step")} title=${i18n.t("def_step_conversion")} />
+              <${Figure} metric="dropped" step=${s.id} stage=${props.stage} value=${r.dropped}
+                text=${i18n.num(r.dropped)} label=${i18n.t("drop_off")} title=${i18n.t("def_step_dropped")} />
+              <${Figure} metric="median_seconds_from_previous" step=${s.id} stage=${props.stage} value=${r.median_seconds_from_previous}
+                text=${i18n.duration(r.median_seconds_from_previous)} label=${i18n.t("median_time")} title=${i18n.t("def_step_time")} />
+              <${Figure} metric="p90_seconds_from_previous" step=${s.id} stage=${props.stage} value=${r.p90_seconds_from_previous}
+                text=${i18n.duration(r.p90_seconds_from_previous)} label=${i18n.t("p90_time")} title=${i18n.t("def_step_time")} />`
+          : null}
+        ${nps
+          ? html`<div class="score" title=${i18n.t("def_step_score")}>
+              <${Figure} metric="nps" score="nps" step=${s.id} stage=${props.stage} value=${nps.nps?.nps} text=${nps.nps ? i18n.num(nps.nps.nps) : i18n.t("none")} label=${i18n.t("nps")} />
+              <span class="score-n" data-metric="n" data-score="nps" data-step=${s.id} data-value=${nps.n}>${i18n.t("answers", { n: nps.n })}</span>
+              ${enough
+                ? html`<${Figure} metric="emotion" score="nps" step=${s.id} stage=${props.stage} value=${nps.emotion} text=${i18n.num(nps.emotion)} label=${i18n.t("step_emotion")} title=${i18n.t("def_emotion")} />`
+                : null}
+            </div>`
+          : null}
         ${warning ? html`<p class="warning" role="note" data-warning=${s.id}>⚠ ${warning.message}</p>` : null}
       </li>`;
     })}

@@ -17,7 +17,7 @@ use itinera_engine::handoff::{Difference, HandoffQuery, HandoffResult, Share};
 use itinera_engine::journey::CountBy;
 use itinera_engine::revenue::{RevenueQuery, RevenueResult};
 use itinera_engine::scores::{
-    CommentsQuery, CommentsResult, PromotersQuery, PromotersResult, ScoreBy, ScoreKind,
+    CommentsQuery, CommentsResult, PromotersQuery, PromotersResult, ScoreBy, ScoreKind, ScoreStep,
     ScoresQuery, ScoresResult,
 };
 use itinera_engine::EventSelector;
@@ -664,9 +664,13 @@ pub struct ScoresArgs {
     /// nps, csat or ces.
     #[arg(long)]
     kind: String,
-    /// Group by stage, touchpoint, channel, persona, account, survey, day, week or month.
+    /// Group by stage, step, touchpoint, channel, persona, account, survey, day, week or month.
     #[arg(long)]
     by: Option<String>,
+    /// For `--by step`: a step's touchpoints (a selector, as the funnel's `--step`), in order;
+    /// an answer falls in the step done last before it.
+    #[arg(long = "step")]
+    steps: Vec<String>,
     /// Only answers to this survey (`properties.survey_id`).
     #[arg(long)]
     survey: Option<String>,
@@ -703,7 +707,7 @@ fn answers_query(
             enum_arg::<ScoreBy>(
                 "by",
                 b,
-                "stage, touchpoint, channel, persona, account, survey, day, week, month",
+                "stage, step, touchpoint, channel, persona, account, survey, day, week, month",
             )
         })
         .transpose()?;
@@ -728,6 +732,18 @@ pub fn run_scores(a: &ScoresArgs) -> CliResult {
     };
     q.low_is_good = a.low_is_good;
     q.model = super::model_ref(&a.model, &a.target)?;
+    q.steps = a
+        .steps
+        .iter()
+        .map(|s| {
+            EventSelector::parse(s)
+                .map(|selector| ScoreStep {
+                    selector,
+                    name: None,
+                })
+                .map_err(|e| format!("--step {s}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
     q.confidence = a.confidence;
     q.time_zone = a.time_zone.clone();
     // a breakdown by persona gets the project's personas where it runs (AnalysisRequest::resolve)

@@ -13,6 +13,8 @@ pub(super) struct AnswerScan<'q> {
     q: &'q ScoresQuery,
     matcher: Matcher,
     compiled: Option<CompiledModel>,
+    /// `by: step`: the steps' selectors, bit k for step k.
+    steps: Option<Matcher>,
     personas: Vec<CompiledRule>,
     score_key: Option<u32>,
     kind_key: Option<u32>,
@@ -39,6 +41,9 @@ impl<'q> AnswerScan<'q> {
                 "by persona needs personas (none are defined)",
             ));
         }
+        if q.by == Some(ScoreBy::Step) && q.steps.is_empty() {
+            return Err(EngineError::invalid("steps", "by step needs steps"));
+        }
         let model = q.model.resolve()?;
         let zone = crate::timezone::Zone::new(q.time_zone.as_deref(), q.utc_offset_minutes)?;
         source.with_vocabulary(|v| {
@@ -48,6 +53,13 @@ impl<'q> AnswerScan<'q> {
                 matcher: Matcher::compile(std::slice::from_ref(&q.response), v)?,
                 compiled: (q.by == Some(ScoreBy::Stage))
                     .then(|| CompiledModel::compile(model, v))
+                    .transpose()?,
+                steps: (q.by == Some(ScoreBy::Step))
+                    .then(|| {
+                        let selectors: Vec<_> =
+                            q.steps.iter().map(|s| s.selector.clone()).collect();
+                        Matcher::compile(&selectors, v)
+                    })
                     .transpose()?,
                 personas: q
                     .personas
@@ -97,8 +109,9 @@ impl<'q> AnswerScan<'q> {
         )
     }
 
-    /// The group of the answer on row `i` (`u64::MAX`: none).
-    pub(super) fn group(&self, j: &Journey<'_>, i: usize, stages: &mut PersonStages) -> u64 {
+    /// The group of the answer on row `i` (`u64::MAX`: none). Answers of one journey are asked
+    /// for in order, after `state.begin()`.
+    pub(super) fn group(&self, j: &Journey<'_>, i: usize, state: &mut GroupState) -> u64 {
         let last_touch = (0..i)
             .rev()
             .find(|&k| j.kind[k] != 1 && j.kind[k] < 4 && self.matcher.row_mask(j, k) == 0);
@@ -106,8 +119,21 @@ impl<'q> AnswerScan<'q> {
             None => 0,
             Some(ScoreBy::Stage) => {
                 let c = self.compiled.as_ref().expect("compiled for stage");
-                c.person(&j.slice(0, i + 1), stages);
-                stages.furthest().map_or(u64::MAX, |s| s as u64)
+                c.person(&j.slice(0, i + 1), &mut state.stages);
+                state.stages.furthest().map_or(u64::MAX, |s| s as u64)
+            }
+            Some(ScoreBy::Step) => {
+                // one pass over the journey however many answers it has: the cursor moves on
+                // from where the previous answer left it
+                let steps = self.steps.as_ref().expect("compiled for step");
+                for k in state.step_rows..i {
+                    let mask = steps.row_mask(j, k);
+                    if mask != 0 && self.matcher.row_mask(j, k) == 0 {
+                        state.last_step = mask.trailing_zeros() as u64;
+                    }
+                }
+                state.step_rows = state.step_rows.max(i);
+                state.last_step
             }
             Some(ScoreBy::Touchpoint) => last_touch.map_or(u64::MAX, |k| j.touchpoint[k] as u64),
             Some(ScoreBy::Channel) => last_touch.map_or(u64::MAX, |k| j.channel[k] as u64),
@@ -144,12 +170,39 @@ impl<'q> AnswerScan<'q> {
             Some(ScoreBy::Channel) => v.name(Field::Channel, k as u32).to_string(),
             Some(ScoreBy::Account) => v.name(Field::Account, k as u32).to_string(),
             Some(ScoreBy::Persona) => self.q.personas[k as usize].name.clone(),
+            Some(ScoreBy::Step) => self.q.steps[k as usize].label(),
             Some(ScoreBy::Survey) => v.name(Field::PropValue, k as u32).to_string(),
             Some(p @ (ScoreBy::Day | ScoreBy::Week | ScoreBy::Month)) => {
                 period_of(p).label((k ^ (1 << 63)) as i64)
             }
             None => String::new(),
         }
+    }
+}
+
+/// What grouping carries from one answer of a journey to the next.
+pub(super) struct GroupState {
+    stages: PersonStages,
+    /// `by: step`: rows before this one were looked at, and the last step among them.
+    step_rows: usize,
+    last_step: u64,
+}
+
+impl Default for GroupState {
+    fn default() -> Self {
+        GroupState {
+            stages: PersonStages::default(),
+            step_rows: 0,
+            last_step: u64::MAX,
+        }
+    }
+}
+
+impl GroupState {
+    /// Called before the first answer of each journey.
+    pub(super) fn begin(&mut self) {
+        self.step_rows = 0;
+        self.last_step = u64::MAX;
     }
 }
 
@@ -176,12 +229,13 @@ pub fn find_answers<S: JourneySource>(
     scan.to_ms = q.to_ms.or(opts.to_ms);
     let parts = source.scan(
         &scan,
-        || (Vec::new(), PersonStages::default()),
-        |(out, stages): &mut (Vec<(u32, i64, f64, u64)>, PersonStages), j| {
+        || (Vec::new(), GroupState::default()),
+        |(out, state): &mut (Vec<(u32, i64, f64, u64)>, GroupState), j| {
+            state.begin();
             for i in 0..j.len() {
                 if let Some(Some(score)) = a.answer(j, i) {
                     let g = if q.by.is_some() {
-                        a.group(j, i, stages)
+                        a.group(j, i, state)
                     } else {
                         0
                     };

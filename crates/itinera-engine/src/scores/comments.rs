@@ -1,8 +1,7 @@
-use super::answers::AnswerScan;
+use super::answers::{AnswerScan, GroupState};
 use super::*;
 use crate::error::{EngineError, Result};
 use crate::journey::{Field, JourneySource, ScanOptions};
-use crate::stages::PersonStages;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -106,8 +105,9 @@ pub fn find_comments<S: JourneySource>(
     type Found = (u32, i64, f64, u64, u32);
     let parts = source.scan(
         &scan,
-        || (Vec::new(), PersonStages::default()),
-        |(out, stages): &mut (Vec<Found>, PersonStages), j| {
+        || (Vec::new(), GroupState::default()),
+        |(out, state): &mut (Vec<Found>, GroupState), j| {
+            state.begin();
             for i in 0..j.len() {
                 let Some(Some(score)) = a.answer(j, i) else {
                     continue;
@@ -116,7 +116,7 @@ pub fn find_comments<S: JourneySource>(
                     continue;
                 };
                 let g = if q.scores.by.is_some() {
-                    a.group(j, i, stages)
+                    a.group(j, i, state)
                 } else {
                     0
                 };

@@ -17,6 +17,6 @@ pub use answers::{find_answers, Answer};
 pub use comments::{find_comments, Comment, CommentsQuery, CommentsResult, Keyword};
 pub use promoters::{find_promoters, Promoter, PromotersQuery, PromotersResult};
 pub use query::{
-    NpsFigures, ScoreBy, ScoreKind, ScoreRow, ScoresQuery, ScoresResult, ShareFigures,
+    NpsFigures, ScoreBy, ScoreKind, ScoreRow, ScoreStep, ScoresQuery, ScoresResult, ShareFigures,
 };
 pub use run::{check_scores, run_scores};

@@ -39,9 +39,32 @@ pub enum ScoreBy {
     Persona,
     /// The survey (`properties.survey_id`).
     Survey,
+    /// The step of `steps` the person did last before answering (a journey map's steps): the
+    /// first step whose selector matches the latest touchpoint before the answer that any step
+    /// matches.
+    Step,
     Day,
     Week,
     Month,
+}
+
+/// One step of `by: step`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreStep {
+    #[serde(rename = "match")]
+    pub selector: EventSelector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ScoreStep {
+    pub(super) fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => self.selector.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -73,6 +96,10 @@ pub struct ScoresQuery {
     /// The stage model for `by: stage`.
     #[serde(default = "default_model")]
     pub model: ModelRef,
+    /// The steps for `by: step`, each a selector with an optional label (the selector's text
+    /// when absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<ScoreStep>,
     /// The personas for `by: persona`, in order (the server and CLI fill in the saved ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub personas: Vec<SegmentDef>,

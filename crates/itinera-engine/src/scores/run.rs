@@ -1,8 +1,7 @@
-use super::answers::AnswerScan;
+use super::answers::{AnswerScan, GroupState};
 use super::*;
 use crate::error::{EngineError, Result};
 use crate::journey::{JourneySource, ScanOptions};
-use crate::stages::PersonStages;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
@@ -154,11 +153,12 @@ pub fn run_scores<S: JourneySource>(
     let mut scan = opts.clone();
     scan.from_ms = q.from_ms.or(opts.from_ms);
     scan.to_ms = q.to_ms.or(opts.to_ms);
-    type Part = (FxHashMap<u64, Acc>, Acc, u64, PersonStages);
+    type Part = (FxHashMap<u64, Acc>, Acc, u64, GroupState);
     let parts = source.scan(
         &scan,
         Part::default,
-        |(groups, overall, rejected, stages): &mut Part, j| {
+        |(groups, overall, rejected, state): &mut Part, j| {
+            state.begin();
             for i in 0..j.len() {
                 match a.answer(j, i) {
                     None => {}
@@ -166,7 +166,7 @@ pub fn run_scores<S: JourneySource>(
                     Some(Some(score)) => {
                         overall.add(score);
                         if q.by.is_some() {
-                            groups.entry(a.group(j, i, stages)).or_default().add(score);
+                            groups.entry(a.group(j, i, state)).or_default().add(score);
                         }
                     }
                 }
@@ -262,6 +262,54 @@ mod tests {
         assert!((r.groups[0].nps.as_ref().unwrap().nps - 100.0).abs() < 1e-9);
         assert_eq!(r.overall.distribution["9"], 3);
         assert!((r.overall.emotion - (4.0 * 8.1 / 10.0 - 2.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn by_step_is_the_step_done_last_before_answering() {
+        let step = |p: &str, ts: i64, e: &str| Row::new(p, ts, e);
+        let rows = vec![
+            // a: answers after the cart (9), then again after checking out (3)
+            step("a", 0, "Product Viewed"),
+            step("a", 1, "Cart Viewed"),
+            step("a", 2, "Page Viewed"), // no step: the cart stays the last step
+            answer("a", 3, "nps", "9"),
+            step("a", 4, "Order Completed"),
+            answer("a", 5, "nps", "3"),
+            // b: answers after viewing a product, then answers again without a new step
+            step("b", 0, "Product Viewed"),
+            answer("b", 1, "nps", "10"),
+            answer("b", 2, "nps", "7"),
+            // c: answers before any step
+            answer("c", 0, "nps", "0"),
+            step("c", 1, "Order Completed"),
+        ];
+        let mut q = ScoresQuery::new(ScoreKind::Nps);
+        q.by = Some(ScoreBy::Step);
+        q.steps = ["Product Viewed", "Cart Viewed", "Order Completed"]
+            .iter()
+            .map(|e| ScoreStep {
+                selector: crate::selector::EventSelector::event(e),
+                name: (*e == "Cart Viewed").then(|| "cart".to_string()),
+            })
+            .collect();
+        let r = run_scores(&MemorySource::new(&rows), &q, &Default::default()).unwrap();
+        let groups: Vec<(String, u64, f64)> = r
+            .groups
+            .iter()
+            .map(|g| (g.key.clone().unwrap(), g.n, g.mean))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                ("Product Viewed".to_string(), 2, 8.5),
+                ("cart".to_string(), 1, 9.0),
+                ("Order Completed".to_string(), 1, 3.0),
+                ("(none)".to_string(), 1, 0.0),
+            ]
+        );
+        q.steps.clear();
+        let e = run_scores(&MemorySource::new(&rows), &q, &Default::default()).unwrap_err();
+        assert!(e.to_string().contains("steps"), "{e}");
     }
 
     #[test]
