@@ -137,7 +137,12 @@ impl AnalysisRequest {
                     q.refund.as_ref().filter(|r| !is_default_refund(r)),
                 );
             }
-            AnalysisRequest::Scores(q) => add(&mut out, "response", Some(&q.response)),
+            AnalysisRequest::Scores(q) => {
+                add(&mut out, "response", Some(&q.response));
+                for (i, s) in q.steps.iter().enumerate() {
+                    add(&mut out, &format!("steps[{i}].match"), Some(&s.selector));
+                }
+            }
             AnalysisRequest::Comments(q) => {
                 add(&mut out, "scores.response", Some(&q.scores.response))
             }

@@ -586,4 +586,16 @@ fn breakdown_by_a_property() {
     });
     let e = run_funnel(&src, &q, &Default::default()).unwrap_err();
     assert!(e.to_string().contains("breakdown.property"), "{e}");
+    // a property no touchpoint has is a typo, refused with the closest stored name
+    q.breakdown = Some(Breakdown {
+        field: BreakdownField::Property,
+        property: Some("properties.plna".into()),
+        attribution: Attribution::FirstTouch,
+    });
+    let e = run_funnel(&src, &q, &Default::default()).unwrap_err();
+    assert!(
+        e.to_string().contains("breakdown.property")
+            && e.to_string().contains("did you mean `properties.plan`?"),
+        "{e}"
+    );
 }

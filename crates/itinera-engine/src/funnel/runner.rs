@@ -241,6 +241,19 @@ pub fn run_funnel<S: JourneySource>(
                     .and_then(|p| v.code(Field::PropKey, p)),
             ),
         });
+        // a property no touchpoint has would put everyone in `(none)`: a typo, said as one
+        if let (Some(TagSource::Property(None)), Some(p)) = (
+            tags,
+            q.breakdown.as_ref().and_then(|b| b.property.as_deref()),
+        ) {
+            return Err(EngineError::invalid(
+                "breakdown.property",
+                format!(
+                    "no stored touchpoint has the property `{p}`{}",
+                    crate::selector::did_you_mean(p, v.names(Field::PropKey))
+                ),
+            ));
+        }
         Matcher::compile(&selectors, v).map(|m| (m, tags))
     })?;
     let runner = PersonRunner {
