@@ -93,7 +93,20 @@ impl<'a> Reader<'a> {
         Ok(f64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
     }
 
+    #[inline]
     pub fn uvarint(&mut self) -> Result<u64> {
+        // one byte is the common case (small codes, most time deltas of sorted rows)
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(b as u64);
+            }
+        }
+        self.uvarint_long()
+    }
+
+    #[inline(never)]
+    fn uvarint_long(&mut self) -> Result<u64> {
         let mut v: u64 = 0;
         let mut shift = 0u32;
         loop {

@@ -3,36 +3,38 @@
 
 use crate::codec::{self, put_ivarint, put_opt_str, put_str, Reader};
 use crate::error::{Result, StoreError};
+use crate::lazy::Col;
 use itinera_core::{MessageType, Touchpoint};
 use std::sync::Arc;
 
 /// Code meaning "no account" in the `group` column.
 pub const NO_GROUP: u32 = u32::MAX;
 
-/// Rows as parallel columns. Codes index the store's dictionaries.
+/// Rows as parallel columns. Codes index the store's dictionaries. Persons and times are always
+/// in memory; the other columns of a segment are decoded when first read ([`Col`]).
 #[derive(Debug, Default, Clone)]
 pub struct Columns {
     /// Distinct id (user or anonymous) code; the person is `identity.root(did)`.
     pub did: Vec<u32>,
     /// Event time, ms since the epoch.
     pub ts: Vec<i64>,
-    pub event: Vec<u32>,
-    pub channel: Vec<u32>,
-    pub touchpoint: Vec<u32>,
+    pub event: Col<u32>,
+    pub channel: Col<u32>,
+    pub touchpoint: Col<u32>,
     /// [`MessageType::code`].
-    pub kind: Vec<u8>,
+    pub kind: Col<u8>,
     /// Account code or [`NO_GROUP`].
-    pub group: Vec<u32>,
+    pub group: Col<u32>,
     /// Revenue or NaN.
-    pub revenue: Vec<f64>,
+    pub revenue: Col<f64>,
     /// Hash of the message id, for deduplication.
-    pub msg_hash: Vec<u64>,
-    pub received_at: Vec<i64>,
+    pub msg_hash: Col<u64>,
+    pub received_at: Col<i64>,
     /// Typed properties: row i holds pairs `prop_end[i-1]..prop_end[i]` (from 0 for row 0) of
     /// `prop_key` (property-key dictionary code) and `prop_val` (property-value code).
-    pub prop_end: Vec<u32>,
-    pub prop_key: Vec<u32>,
-    pub prop_val: Vec<u32>,
+    pub prop_end: Col<u32>,
+    pub prop_key: Col<u32>,
+    pub prop_val: Col<u32>,
     /// [`Columns::distinct_times`], once computed.
     pub(crate) distinct_times: std::sync::OnceLock<bool>,
 }
@@ -50,17 +52,17 @@ impl Columns {
         Columns {
             did: Vec::with_capacity(n),
             ts: Vec::with_capacity(n),
-            event: Vec::with_capacity(n),
-            channel: Vec::with_capacity(n),
-            touchpoint: Vec::with_capacity(n),
-            kind: Vec::with_capacity(n),
-            group: Vec::with_capacity(n),
-            revenue: Vec::with_capacity(n),
-            msg_hash: Vec::with_capacity(n),
-            received_at: Vec::with_capacity(n),
-            prop_end: Vec::with_capacity(n),
-            prop_key: Vec::new(),
-            prop_val: Vec::new(),
+            event: Vec::with_capacity(n).into(),
+            channel: Vec::with_capacity(n).into(),
+            touchpoint: Vec::with_capacity(n).into(),
+            kind: Vec::with_capacity(n).into(),
+            group: Vec::with_capacity(n).into(),
+            revenue: Vec::with_capacity(n).into(),
+            msg_hash: Vec::with_capacity(n).into(),
+            received_at: Vec::with_capacity(n).into(),
+            prop_end: Vec::with_capacity(n).into(),
+            prop_key: Vec::new().into(),
+            prop_val: Vec::new().into(),
             distinct_times: Default::default(),
         }
     }
@@ -123,15 +125,15 @@ impl Columns {
         let mut out = Columns {
             did: column(sources, order, |c| &c.did),
             ts: column(sources, order, |c| &c.ts),
-            event: column(sources, order, |c| &c.event),
-            channel: column(sources, order, |c| &c.channel),
-            touchpoint: column(sources, order, |c| &c.touchpoint),
-            kind: column(sources, order, |c| &c.kind),
-            group: column(sources, order, |c| &c.group),
-            revenue: column(sources, order, |c| &c.revenue),
-            msg_hash: column(sources, order, |c| &c.msg_hash),
-            received_at: column(sources, order, |c| &c.received_at),
-            prop_end: Vec::with_capacity(order.len()),
+            event: column(sources, order, |c| &c.event).into(),
+            channel: column(sources, order, |c| &c.channel).into(),
+            touchpoint: column(sources, order, |c| &c.touchpoint).into(),
+            kind: column(sources, order, |c| &c.kind).into(),
+            group: column(sources, order, |c| &c.group).into(),
+            revenue: column(sources, order, |c| &c.revenue).into(),
+            msg_hash: column(sources, order, |c| &c.msg_hash).into(),
+            received_at: column(sources, order, |c| &c.received_at).into(),
+            prop_end: Vec::with_capacity(order.len()).into(),
             ..Default::default()
         };
         for &(s, i) in order {

@@ -8,6 +8,7 @@
 
 use crate::columns::Columns;
 use crate::gather::{Gathered, Piece as RunPiece};
+use itinera_engine::journey::JourneyColumns;
 use itinera_engine::{Field, Journey, JourneyBatch, JourneySource, ScanOptions, Vocabulary};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,22 +16,40 @@ use std::sync::Arc;
 /// The journey of one person, as the engine reads it.
 pub type PersonEvents<'a> = Journey<'a>;
 
-fn journey_of(person: u32, c: &Columns, start: usize, end: usize) -> Journey<'_> {
+/// Rows `start..end` of `c` as person `person`'s journey, with the columns `cols` asks for (the
+/// others empty: a segment's columns are decoded when first read, so those no analysis asked
+/// for are never decoded).
+fn journey_of(
+    person: u32,
+    c: &Columns,
+    start: usize,
+    end: usize,
+    cols: JourneyColumns,
+) -> Journey<'_> {
+    // a column is only touched (and so decoded) when asked for
+    fn pick<T>(on: bool, v: &crate::lazy::Col<T>) -> &[T] {
+        if on {
+            v
+        } else {
+            &[]
+        }
+    }
+    let props = cols.has(JourneyColumns::PROPS);
     Journey {
         person,
         did: &c.did,
         ts: &c.ts,
         event: &c.event,
-        channel: &c.channel,
-        touchpoint: &c.touchpoint,
-        kind: &c.kind,
-        group: &c.group,
-        revenue: &c.revenue,
+        channel: pick(cols.has(JourneyColumns::CHANNEL), &c.channel),
+        touchpoint: pick(cols.has(JourneyColumns::TOUCHPOINT), &c.touchpoint),
+        kind: pick(cols.has(JourneyColumns::KIND), &c.kind),
+        group: pick(cols.has(JourneyColumns::GROUP), &c.group),
+        revenue: pick(cols.has(JourneyColumns::REVENUE), &c.revenue),
         props: itinera_engine::journey::Props {
             start: 0,
-            end: &c.prop_end,
-            key: &c.prop_key,
-            val: &c.prop_val,
+            end: pick(props, &c.prop_end),
+            key: pick(props, &c.prop_key),
+            val: pick(props, &c.prop_val),
         },
     }
     .slice(start, end)
@@ -328,7 +347,7 @@ impl Snapshot {
                         f(
                             acc,
                             &JourneyBatch {
-                                rows: journey_of(0, c, 0, c.len()),
+                                rows: journey_of(0, c, 0, c.len(), opts.columns),
                                 persons: &b.persons[lo..hi],
                                 ranges: &b.ranges[lo..hi],
                                 distinct_times: c.distinct_times(),
@@ -469,7 +488,7 @@ impl Snapshot {
         if runs.len() == 1 && !needs_filter {
             let r = runs[0];
             let c = &self.chunks[r.chunk as usize];
-            if let Some(j) = journey_of(person, c, r.start as usize, r.end as usize)
+            if let Some(j) = journey_of(person, c, r.start as usize, r.end as usize, opts.columns)
                 .within(opts.from_ms, opts.to_ms)
             {
                 f(&j);

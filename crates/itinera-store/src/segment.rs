@@ -14,10 +14,12 @@
 use crate::codec;
 use crate::columns::Columns;
 use crate::error::{Result, StoreError};
+use crate::lazy::Col;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"ITSEG001";
 const END: &[u8; 8] = b"ITSEGEND";
@@ -182,7 +184,7 @@ fn write_file<I: Iterator<Item = String>>(
             ("event", codec::encode_u32s(&cols.event)),
             ("channel", codec::encode_u32s(&cols.channel)),
             ("touchpoint", codec::encode_u32s(&cols.touchpoint)),
-            ("kind", cols.kind.clone()),
+            ("kind", cols.kind.to_vec()),
             ("group", codec::encode_u32s(&group_plus1)),
             ("revenue", codec::encode_f64s(&cols.revenue)),
             ("msg_hash", codec::encode_u64s(&cols.msg_hash)),
@@ -247,6 +249,83 @@ fn write_file<I: Iterator<Item = String>>(
     write_all().map_err(io)
 }
 
+/// Decompresses a block read and checked by [`SegmentFile::read_checked`].
+fn decompress(path: &Path, comp: &[u8], b: &BlockRef, what: &str) -> Result<Vec<u8>> {
+    let corrupt = |why: String| {
+        StoreError::Corrupt(format!("segment {} block {what}: {why}", path.display()))
+    };
+    let raw =
+        zstd::bulk::decompress(comp, b.raw_len as usize).map_err(|e| corrupt(e.to_string()))?;
+    if raw.len() as u64 != b.raw_len {
+        return Err(corrupt("wrong decompressed size".into()));
+    }
+    Ok(raw)
+}
+
+/// A column block read and checked, not yet decoded.
+struct Checked {
+    path: Arc<PathBuf>,
+    name: &'static str,
+    block: BlockRef,
+    comp: Vec<u8>,
+}
+
+impl Checked {
+    fn raw(&self) -> Result<Vec<u8>> {
+        decompress(&self.path, &self.comp, &self.block, self.name)
+    }
+
+    /// The column, decoded by `decode(raw bytes, rows)` when first read and checked to have a
+    /// value per row. Its bytes passed their checksum, so a failure to decode them is a defect
+    /// of the writer, not damage on disk: it stops the reading thread with the file's name.
+    fn lazy<T: Send + 'static>(
+        self,
+        rows: usize,
+        decode: impl FnOnce(&[u8], usize) -> Result<Vec<T>> + Send + 'static,
+    ) -> Col<T> {
+        Col::lazy(move || {
+            let values = self.raw().and_then(|raw| decode(&raw, rows));
+            match values {
+                Ok(v) if v.len() == rows => v,
+                Ok(v) => panic!(
+                    "segment {} column {}: {} values for {rows} rows",
+                    self.path.display(),
+                    self.name,
+                    v.len()
+                ),
+                Err(e) => panic!("segment {} column {}: {e}", self.path.display(), self.name),
+            }
+        })
+    }
+}
+
+/// Where each row's properties end, from the per-row counts.
+fn prop_ends(raw: &[u8], rows: usize) -> Result<Vec<u32>> {
+    let mut end = 0u64;
+    codec::decode_u32s(raw, rows, "prop_count")?
+        .into_iter()
+        .map(|c| {
+            end += c as u64;
+            u32::try_from(end).map_err(|_| StoreError::Corrupt("too many properties".into()))
+        })
+        .collect()
+}
+
+/// The property keys or values: as many as the counts add up to.
+fn props_of(counts: Checked, values: Checked, rows: usize) -> Col<u32> {
+    let name = values.name;
+    Col::lazy(move || {
+        let decoded = counts
+            .raw()
+            .and_then(|c| prop_ends(&c, rows))
+            .and_then(|ends| {
+                let total = ends.last().copied().unwrap_or(0) as usize;
+                codec::decode_u32s(&values.raw()?, total, name)
+            });
+        decoded.unwrap_or_else(|e| panic!("segment {} column {name}: {e}", values.path.display()))
+    })
+}
+
 /// An open segment file.
 #[derive(Debug, Clone)]
 pub struct SegmentFile {
@@ -302,6 +381,12 @@ impl SegmentFile {
     }
 
     fn read_block(&self, f: &mut File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
+        let comp = self.read_checked(f, b, what)?;
+        decompress(&self.path, &comp, b, what)
+    }
+
+    /// The compressed bytes of a block, checked against their checksum.
+    fn read_checked(&self, f: &mut File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
         let corrupt = |why: String| {
             StoreError::Corrupt(format!(
                 "segment {} block {what}: {why}",
@@ -319,78 +404,29 @@ impl SegmentFile {
         if crc32fast::hash(&comp) != b.crc {
             return Err(corrupt("checksum mismatch".into()));
         }
-        let raw = zstd::bulk::decompress(&comp, b.raw_len as usize)
-            .map_err(|e| corrupt(e.to_string()))?;
-        if raw.len() as u64 != b.raw_len {
-            return Err(corrupt("wrong decompressed size".into()));
-        }
-        Ok(raw)
+        Ok(comp)
     }
 
-    /// Decodes every typed column (not the messages).
+    /// The typed columns (not the messages). Persons and times are decoded now; every other
+    /// column is read and checked against its checksum now, and decoded when first read.
     pub fn load_columns(&self) -> Result<Columns> {
         let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
         let n = self.footer.rows as usize;
-        let mut get = |name: &'static str| -> Result<Vec<u8>> {
+        let path = Arc::new(self.path.clone());
+        let mut checked = |name: &'static str| -> Result<Checked> {
             let b = self.footer.column(name).ok_or_else(|| {
                 StoreError::Corrupt(format!("segment {}: no column {name}", self.path.display()))
             })?;
-            self.read_block(&mut f, b, name)
+            Ok(Checked {
+                path: path.clone(),
+                name,
+                block: b.clone(),
+                comp: self.read_checked(&mut f, b, name)?,
+            })
         };
-        let kind = get("kind")?;
-        if kind.len() != n {
-            return Err(StoreError::Corrupt(format!(
-                "segment {}: kind length",
-                self.path.display()
-            )));
-        }
-        let group: Vec<u32> = codec::decode_u32s(&get("group")?, n, "group")?
-            .into_iter()
-            .map(|g| g.wrapping_sub(1))
-            .collect();
-        // typed properties (absent in format-1 segments: no properties)
-        let (mut prop_end, mut prop_key, mut prop_val) =
-            (Vec::with_capacity(n), Vec::new(), Vec::new());
-        if self.footer.column("prop_count").is_some() {
-            let counts = codec::decode_u32s(&get("prop_count")?, n, "prop_count")?;
-            let mut end = 0u64;
-            for c in counts {
-                end += c as u64;
-                prop_end.push(u32::try_from(end).map_err(|_| {
-                    StoreError::Corrupt(format!(
-                        "segment {}: too many properties",
-                        self.path.display()
-                    ))
-                })?);
-            }
-            let total = end as usize;
-            prop_key = codec::decode_u32s(&get("prop_key")?, total, "prop_key")?;
-            prop_val = codec::decode_u32s(&get("prop_val")?, total, "prop_val")?;
-        } else {
-            prop_end.resize(n, 0);
-        }
-        let cols = Columns {
-            prop_end,
-            prop_key,
-            prop_val,
-            did: codec::decode_runs(&get("did")?, n, "did")?,
-            ts: codec::decode_deltas(&get("ts")?, n, "ts")?,
-            event: codec::decode_u32s(&get("event")?, n, "event")?,
-            channel: codec::decode_u32s(&get("channel")?, n, "channel")?,
-            touchpoint: codec::decode_u32s(&get("touchpoint")?, n, "touchpoint")?,
-            kind,
-            group,
-            revenue: codec::decode_f64s(&get("revenue")?, n, "revenue")?,
-            msg_hash: codec::decode_u64s(&get("msg_hash")?, n, "msg_hash")?,
-            received_at: codec::decode_deltas(&get("received_at")?, n, "received_at")?,
-            distinct_times: Default::default(),
-        };
-        for len in [
-            cols.did.len(),
-            cols.ts.len(),
-            cols.event.len(),
-            cols.group.len(),
-        ] {
+        let did = codec::decode_runs(&checked("did")?.raw()?, n, "did")?;
+        let ts = codec::decode_deltas(&checked("ts")?.raw()?, n, "ts")?;
+        for len in [did.len(), ts.len()] {
             if len != n {
                 return Err(StoreError::Corrupt(format!(
                     "segment {}: column length",
@@ -398,6 +434,39 @@ impl SegmentFile {
                 )));
             }
         }
+        let cols = Columns {
+            did,
+            ts,
+            event: checked("event")?.lazy(n, |raw, n| codec::decode_u32s(raw, n, "event")),
+            channel: checked("channel")?.lazy(n, |raw, n| codec::decode_u32s(raw, n, "channel")),
+            touchpoint: checked("touchpoint")?
+                .lazy(n, |raw, n| codec::decode_u32s(raw, n, "touchpoint")),
+            kind: checked("kind")?.lazy(n, |raw, _| Ok(raw.to_vec())),
+            group: checked("group")?.lazy(n, |raw, n| {
+                Ok(codec::decode_u32s(raw, n, "group")?
+                    .into_iter()
+                    .map(|g| g.wrapping_sub(1))
+                    .collect())
+            }),
+            revenue: checked("revenue")?.lazy(n, |raw, n| codec::decode_f64s(raw, n, "revenue")),
+            msg_hash: checked("msg_hash")?.lazy(n, |raw, n| codec::decode_u64s(raw, n, "msg_hash")),
+            received_at: checked("received_at")?
+                .lazy(n, |raw, n| codec::decode_deltas(raw, n, "received_at")),
+            // typed properties (absent in format-1 segments: no properties)
+            prop_end: match self.footer.column("prop_count") {
+                None => vec![0; n].into(),
+                Some(_) => checked("prop_count")?.lazy(n, prop_ends),
+            },
+            prop_key: match self.footer.column("prop_count") {
+                None => Vec::new().into(),
+                Some(_) => props_of(checked("prop_count")?, checked("prop_key")?, n),
+            },
+            prop_val: match self.footer.column("prop_count") {
+                None => Vec::new().into(),
+                Some(_) => props_of(checked("prop_count")?, checked("prop_val")?, n),
+            },
+            distinct_times: Default::default(),
+        };
         Ok(cols)
     }
 

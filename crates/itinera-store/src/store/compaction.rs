@@ -157,7 +157,7 @@ impl Inner {
                 }
                 end.push(key.len() as u32);
             }
-            (cols.prop_key, cols.prop_val, cols.prop_end) = (key, val, end);
+            (cols.prop_key, cols.prop_val, cols.prop_end) = (key.into(), val.into(), end.into());
         }
         let gen = self.new_generation();
         let seg_dir = self.dir.join("seg");

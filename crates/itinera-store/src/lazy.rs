@@ -1,0 +1,159 @@
+//! A column that may be decoded on first use.
+//!
+//! A segment's columns are checked (checksums) when it is opened, but only decoded when a scan
+//! first reads them: a funnel reads persons, times and events, so a cold query no longer pays
+//! for decoding (and holding) message hashes, receive times, properties and the rest.
+
+use parking_lot::Mutex;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, OnceLock};
+
+/// How to decode a column: called at most once.
+pub type Decoder<T> = Box<dyn FnOnce() -> Vec<T> + Send>;
+
+/// A column: either its values, or a decoder that gives them on first access. Reads and writes
+/// go through `Deref`/`DerefMut` to the `Vec`, so code reads it as one.
+pub struct Col<T> {
+    inner: Arc<Inner<T>>,
+}
+
+struct Inner<T> {
+    values: OnceLock<Vec<T>>,
+    decoder: Mutex<Option<Decoder<T>>>,
+}
+
+impl<T> Col<T> {
+    /// A column decoded by `decoder` when it is first read.
+    pub fn lazy(decoder: impl FnOnce() -> Vec<T> + Send + 'static) -> Col<T> {
+        Col {
+            inner: Arc::new(Inner {
+                values: OnceLock::new(),
+                decoder: Mutex::new(Some(Box::new(decoder))),
+            }),
+        }
+    }
+
+    /// Whether the values are in memory (for stats and tests).
+    pub fn is_decoded(&self) -> bool {
+        self.inner.values.get().is_some()
+    }
+
+    fn values(&self) -> &Vec<T> {
+        self.inner.values.get_or_init(|| {
+            let decoder = self
+                .inner
+                .decoder
+                .lock()
+                .take()
+                .expect("a column without values has a decoder");
+            decoder()
+        })
+    }
+}
+
+impl<T> From<Vec<T>> for Col<T> {
+    fn from(v: Vec<T>) -> Self {
+        Col {
+            inner: Arc::new(Inner {
+                values: OnceLock::from(v),
+                decoder: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl<T> Default for Col<T> {
+    fn default() -> Self {
+        Vec::new().into()
+    }
+}
+
+impl<T: Clone> Clone for Col<T> {
+    /// A decoded column is copied; an undecoded one is shared, and decoded once for both.
+    fn clone(&self) -> Self {
+        match self.inner.values.get() {
+            Some(v) => v.clone().into(),
+            None => Col {
+                inner: self.inner.clone(),
+            },
+        }
+    }
+}
+
+impl<T> Deref for Col<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        self.values()
+    }
+}
+
+impl<T: Clone> DerefMut for Col<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        if Arc::get_mut(&mut self.inner).is_none() {
+            // shared with a clone made before decoding: write to a copy of our own
+            *self = self.values().clone().into();
+        }
+        let inner = Arc::get_mut(&mut self.inner).expect("not shared");
+        if inner.values.get().is_none() {
+            let decoder = inner.decoder.get_mut().take().expect("a decoder");
+            let _ = inner.values.set(decoder());
+        }
+        inner.values.get_mut().expect("decoded")
+    }
+}
+
+impl<T: PartialEq> PartialEq for Col<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.values() == other.values()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Col<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.values().iter()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Col<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.inner.values.get() {
+            Some(v) => v.fmt(f),
+            None => f.write_str("<not decoded yet>"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn decoded_once_on_first_read_even_when_cloned_before() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let col = Col::lazy(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            vec![1u32, 2, 3]
+        });
+        let copy = col.clone();
+        assert!(!col.is_decoded());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "nothing decoded before a read"
+        );
+        assert_eq!(copy[1], 2);
+        assert!(col.is_decoded(), "the clone shares the decoded values");
+        assert_eq!(col[2], 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "decoded once");
+        // writing to one of two sharing a column leaves the other as it was
+        let mut col = col;
+        col.push(4);
+        assert_eq!(*col, vec![1, 2, 3, 4]);
+        assert_eq!(*copy, vec![1, 2, 3]);
+    }
+}
