@@ -107,6 +107,21 @@ impl<'a> Reader<'a> {
 
     #[inline(never)]
     fn uvarint_long(&mut self) -> Result<u64> {
+        // ten bytes left: no end check per byte, in a loop the compiler unrolls
+        if let Some(chunk) = self.buf.get(self.pos..self.pos + 10) {
+            let mut v: u64 = 0;
+            for (k, &b) in chunk.iter().enumerate() {
+                v |= ((b & 0x7f) as u64) << (7 * k);
+                if b < 0x80 {
+                    if k == 9 && b > 1 {
+                        return Err(self.corrupt("varint overflows 64 bits"));
+                    }
+                    self.pos += k + 1;
+                    return Ok(v);
+                }
+            }
+            return Err(self.corrupt("varint too long"));
+        }
         let mut v: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -303,6 +318,26 @@ mod tests {
             prop_assert_eq!(r.uvarint().unwrap(), v);
             prop_assert_eq!(r.ivarint().unwrap(), i);
             prop_assert!(r.is_empty());
+        }
+
+        #[test]
+        fn varint_sequences_round_trip_far_from_and_near_the_end(vs in proptest::collection::vec(any::<u64>(), 0..40), shift in 0u32..64) {
+            // values of every length, read where ten bytes are left and where fewer are
+            let vs: Vec<u64> = vs.iter().map(|v| v >> shift).collect();
+            let mut b = Vec::new();
+            for v in &vs { put_uvarint(&mut b, *v); }
+            let mut r = Reader::new(&b, "t");
+            for v in &vs { prop_assert_eq!(r.uvarint().unwrap(), *v); }
+            prop_assert!(r.is_empty());
+            // an eleven-byte varint and a tenth byte over 1 are refused wherever they are
+            let mut long = vec![0x80u8; 10];
+            long.push(0);
+            long.extend([0u8; 12]);
+            prop_assert!(Reader::new(&long, "t").uvarint().is_err());
+            let mut over = vec![0xffu8; 9];
+            over.push(2);
+            over.extend([0u8; 12]);
+            prop_assert!(Reader::new(&over, "t").uvarint().is_err());
         }
 
         #[test]
