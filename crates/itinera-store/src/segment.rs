@@ -263,6 +263,7 @@ fn decompress(path: &Path, comp: &[u8], b: &BlockRef, what: &str) -> Result<Vec<
 }
 
 /// A column block read and checked, not yet decoded.
+#[derive(Clone)]
 struct Checked {
     path: Arc<PathBuf>,
     name: &'static str,
@@ -410,22 +411,55 @@ impl SegmentFile {
     /// The typed columns (not the messages). Persons and times are decoded now; every other
     /// column is read and checked against its checksum now, and decoded when first read.
     pub fn load_columns(&self) -> Result<Columns> {
-        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
         let n = self.footer.rows as usize;
         let path = Arc::new(self.path.clone());
-        let mut checked = |name: &'static str| -> Result<Checked> {
-            let b = self.footer.column(name).ok_or_else(|| {
-                StoreError::Corrupt(format!("segment {}: no column {name}", self.path.display()))
-            })?;
-            Ok(Checked {
-                path: path.clone(),
-                name,
-                block: b.clone(),
-                comp: self.read_checked(&mut f, b, name)?,
-            })
+        let read = |names: &[&'static str]| -> Result<Vec<Checked>> {
+            let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
+            names
+                .iter()
+                .map(|&name| {
+                    let b = self.footer.column(name).ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "segment {}: no column {name}",
+                            self.path.display()
+                        ))
+                    })?;
+                    Ok(Checked {
+                        path: path.clone(),
+                        name,
+                        block: b.clone(),
+                        comp: self.read_checked(&mut f, b, name)?,
+                    })
+                })
+                .collect()
         };
-        let did = codec::decode_runs(&checked("did")?.raw()?, n, "did")?;
-        let ts = codec::decode_deltas(&checked("ts")?.raw()?, n, "ts")?;
+        // typed properties are absent in format-1 segments (no properties)
+        let with_props = self.footer.column("prop_count").is_some();
+        let mut later = vec![
+            "event",
+            "channel",
+            "touchpoint",
+            "kind",
+            "group",
+            "revenue",
+            "msg_hash",
+            "received_at",
+        ];
+        if with_props {
+            later.extend(["prop_count", "prop_key", "prop_val"]);
+        }
+        // persons and times are decoded while another thread reads and checks the rest
+        let (now, later) = std::thread::scope(|s| {
+            let later = s.spawn(|| read(&later));
+            let now = read(&["did", "ts"]).and_then(|c| {
+                Ok((
+                    codec::decode_runs(&c[0].raw()?, n, "did")?,
+                    codec::decode_deltas(&c[1].raw()?, n, "ts")?,
+                ))
+            });
+            (now, later.join().expect("reading a segment's columns"))
+        });
+        let (did, ts) = now?;
         for len in [did.len(), ts.len()] {
             if len != n {
                 return Err(StoreError::Corrupt(format!(
@@ -434,40 +468,43 @@ impl SegmentFile {
                 )));
             }
         }
+        let mut later: Vec<Option<Checked>> = later?.into_iter().map(Some).collect();
+        let mut take = |k: usize| later[k].take().expect("each column once");
         let cols = Columns {
             did,
             ts,
-            event: checked("event")?.lazy(n, |raw, n| codec::decode_u32s(raw, n, "event")),
-            channel: checked("channel")?.lazy(n, |raw, n| codec::decode_u32s(raw, n, "channel")),
-            touchpoint: checked("touchpoint")?
-                .lazy(n, |raw, n| codec::decode_u32s(raw, n, "touchpoint")),
-            kind: checked("kind")?.lazy(n, |raw, _| Ok(raw.to_vec())),
-            group: checked("group")?.lazy(n, |raw, n| {
+            event: take(0).lazy(n, |raw, n| codec::decode_u32s(raw, n, "event")),
+            channel: take(1).lazy(n, |raw, n| codec::decode_u32s(raw, n, "channel")),
+            touchpoint: take(2).lazy(n, |raw, n| codec::decode_u32s(raw, n, "touchpoint")),
+            kind: take(3).lazy(n, |raw, _| Ok(raw.to_vec())),
+            group: take(4).lazy(n, |raw, n| {
                 Ok(codec::decode_u32s(raw, n, "group")?
                     .into_iter()
                     .map(|g| g.wrapping_sub(1))
                     .collect())
             }),
-            revenue: checked("revenue")?.lazy(n, |raw, n| codec::decode_f64s(raw, n, "revenue")),
-            msg_hash: checked("msg_hash")?.lazy(n, |raw, n| codec::decode_u64s(raw, n, "msg_hash")),
-            received_at: checked("received_at")?
-                .lazy(n, |raw, n| codec::decode_deltas(raw, n, "received_at")),
-            // typed properties (absent in format-1 segments: no properties)
-            prop_end: match self.footer.column("prop_count") {
-                None => vec![0; n].into(),
-                Some(_) => checked("prop_count")?.lazy(n, prop_ends),
-            },
-            prop_key: match self.footer.column("prop_count") {
-                None => Vec::new().into(),
-                Some(_) => props_of(checked("prop_count")?, checked("prop_key")?, n),
-            },
-            prop_val: match self.footer.column("prop_count") {
-                None => Vec::new().into(),
-                Some(_) => props_of(checked("prop_count")?, checked("prop_val")?, n),
-            },
+            revenue: take(5).lazy(n, |raw, n| codec::decode_f64s(raw, n, "revenue")),
+            msg_hash: take(6).lazy(n, |raw, n| codec::decode_u64s(raw, n, "msg_hash")),
+            received_at: take(7).lazy(n, |raw, n| codec::decode_deltas(raw, n, "received_at")),
+            prop_end: Vec::new().into(),
+            prop_key: Vec::new().into(),
+            prop_val: Vec::new().into(),
             distinct_times: Default::default(),
         };
-        Ok(cols)
+        Ok(if with_props {
+            let counts = take(8);
+            Columns {
+                prop_end: counts.clone().lazy(n, prop_ends),
+                prop_key: props_of(counts.clone(), take(9), n),
+                prop_val: props_of(counts, take(10), n),
+                ..cols
+            }
+        } else {
+            Columns {
+                prop_end: vec![0; n].into(),
+                ..cols
+            }
+        })
     }
 
     /// Where each row's message is. `generation` is this file's own (rows of a file that holds

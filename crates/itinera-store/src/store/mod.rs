@@ -334,3 +334,98 @@ pub(super) fn dir_size(dir: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use itinera_core::{message, ChannelRules, NormalizeOptions};
+    use itinera_engine::journey::JourneyColumns;
+    use itinera_engine::ScanOptions;
+
+    fn track(id: &str, user: &str, event: &str, minute: i64) -> Touchpoint {
+        let text = serde_json::json!({"type": "track", "messageId": id, "userId": user,
+            "event": event, "properties": {"plan": "pro"},
+            "timestamp": message::format_ts(1_699_000_000_000 + minute * 60_000)})
+        .to_string();
+        let m = message::normalize(
+            &text,
+            None,
+            None,
+            &NormalizeOptions::at(1_700_000_000_000),
+            || "gen".into(),
+        )
+        .unwrap();
+        Touchpoint::from_message(&m, &ChannelRules::default())
+    }
+
+    #[test]
+    fn a_scan_decodes_only_the_columns_it_asks_for() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+            let rows = (0..50)
+                .map(|i| track(&format!("m{i}"), &format!("u{}", i % 7), "a", i))
+                .collect();
+            s.append(rows).unwrap();
+            s.flush().unwrap();
+        }
+        let config = StoreConfig {
+            read_only: true,
+            ..Default::default()
+        };
+        let s = Store::open(dir.path(), config).unwrap();
+        let decoded = |s: &Store| {
+            let st = s.inner.state.read();
+            let c = &st.segments[0].cols;
+            [
+                c.event.is_decoded(),
+                c.channel.is_decoded(),
+                c.msg_hash.is_decoded(),
+                c.received_at.is_decoded(),
+                c.prop_key.is_decoded(),
+            ]
+        };
+        assert_eq!(decoded(&s), [false; 5], "nothing decoded at open");
+        let events_only = ScanOptions {
+            columns: JourneyColumns::NONE,
+            ..Default::default()
+        };
+        let rows = s.snapshot().scan_batches(
+            &events_only,
+            || 0,
+            |n, b| {
+                *n += (0..b.persons.len())
+                    .map(|k| b.journey(k).len())
+                    .sum::<usize>()
+            },
+        );
+        assert_eq!(rows.iter().sum::<usize>(), 50);
+        assert_eq!(
+            decoded(&s),
+            [true, false, false, false, false],
+            "events read"
+        );
+        let with_props = ScanOptions {
+            columns: JourneyColumns::PROPS,
+            ..Default::default()
+        };
+        let found = s.snapshot().scan_batches(
+            &with_props,
+            || 0,
+            |n, b| {
+                for k in 0..b.persons.len() {
+                    let j = b.journey(k);
+                    *n += (0..j.len())
+                        .filter(|&i| j.props.row(i).0.len() == 1)
+                        .count()
+                }
+            },
+        );
+        assert_eq!(
+            found.iter().sum::<usize>(),
+            50,
+            "properties decoded on demand"
+        );
+        assert!(decoded(&s)[4]);
+    }
+}
