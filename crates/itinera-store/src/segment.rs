@@ -411,6 +411,14 @@ impl SegmentFile {
     /// The typed columns (not the messages). Persons and times are decoded now; every other
     /// column is read and checked against its checksum now, and decoded when first read.
     pub fn load_columns(&self) -> Result<Columns> {
+        self.load_columns_for(true)
+    }
+
+    /// [`SegmentFile::load_columns`] for a store that writes (`writes`) or only reads. A reader
+    /// never reads the message hashes (they serve the duplicate check of writes and the
+    /// merging of compactions), so for it they are not even read at open: 8 bytes a row that do
+    /// not compress. Should something read them anyway, they are read and checked then.
+    pub fn load_columns_for(&self, writes: bool) -> Result<Columns> {
         let n = self.footer.rows as usize;
         let path = Arc::new(self.path.clone());
         let read = |names: &[&'static str]| -> Result<Vec<Checked>> {
@@ -442,9 +450,11 @@ impl SegmentFile {
             "kind",
             "group",
             "revenue",
-            "msg_hash",
             "received_at",
         ];
+        if writes {
+            later.push("msg_hash");
+        }
         if with_props {
             later.extend(["prop_count", "prop_key", "prop_val"]);
         }
@@ -469,6 +479,8 @@ impl SegmentFile {
             }
         }
         let mut later: Vec<Option<Checked>> = later?.into_iter().map(Some).collect();
+        // the properties' three blocks come last
+        let props = later.len().saturating_sub(3);
         let mut take = |k: usize| later[k].take().expect("each column once");
         let cols = Columns {
             did,
@@ -484,19 +496,23 @@ impl SegmentFile {
                     .collect())
             }),
             revenue: take(5).lazy(n, |raw, n| codec::decode_f64s(raw, n, "revenue")),
-            msg_hash: take(6).lazy(n, |raw, n| codec::decode_u64s(raw, n, "msg_hash")),
-            received_at: take(7).lazy(n, |raw, n| codec::decode_deltas(raw, n, "received_at")),
+            received_at: take(6).lazy(n, |raw, n| codec::decode_deltas(raw, n, "received_at")),
+            msg_hash: if writes {
+                take(7).lazy(n, |raw, n| codec::decode_u64s(raw, n, "msg_hash"))
+            } else {
+                self.unread_column("msg_hash", n, codec::decode_u64s)?
+            },
             prop_end: Vec::new().into(),
             prop_key: Vec::new().into(),
             prop_val: Vec::new().into(),
             distinct_times: Default::default(),
         };
         Ok(if with_props {
-            let counts = take(8);
+            let counts = take(props);
             Columns {
                 prop_end: counts.clone().lazy(n, prop_ends),
-                prop_key: props_of(counts.clone(), take(9), n),
-                prop_val: props_of(counts, take(10), n),
+                prop_key: props_of(counts.clone(), take(props + 1), n),
+                prop_val: props_of(counts, take(props + 2), n),
                 ..cols
             }
         } else {
@@ -505,6 +521,42 @@ impl SegmentFile {
                 ..cols
             }
         })
+    }
+
+    /// A column neither read nor checked now: its block is read from the open file (which stays
+    /// readable after a compaction removes its name), checked and decoded when first read.
+    fn unread_column<T: Send + 'static>(
+        &self,
+        name: &'static str,
+        rows: usize,
+        decode: fn(&[u8], usize, &'static str) -> Result<Vec<T>>,
+    ) -> Result<Col<T>> {
+        let b = self.footer.column(name).cloned().ok_or_else(|| {
+            StoreError::Corrupt(format!("segment {}: no column {name}", self.path.display()))
+        })?;
+        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
+        let segment = SegmentFile {
+            path: self.path.clone(),
+            footer: Footer {
+                columns: Vec::new(),
+                bodies: Vec::new(),
+                ..self.footer.clone()
+            },
+        };
+        Ok(Col::lazy(move || {
+            let values = segment
+                .read_block(&mut f, &b, name)
+                .and_then(|raw| decode(&raw, rows, name));
+            match values {
+                Ok(v) if v.len() == rows => v,
+                Ok(v) => panic!(
+                    "segment {} column {name}: {} values for {rows} rows",
+                    segment.path.display(),
+                    v.len()
+                ),
+                Err(e) => panic!("segment {} column {name}: {e}", segment.path.display()),
+            }
+        }))
     }
 
     /// Where each row's message is. `generation` is this file's own (rows of a file that holds

@@ -427,5 +427,14 @@ mod tests {
             "properties decoded on demand"
         );
         assert!(decoded(&s)[4]);
+        // a reader does not even read the message hashes at open; read later, they are right
+        assert!(!s.inner.state.read().segments[0].cols.msg_hash.is_decoded());
+        let mut hashes = s.inner.state.read().segments[0].cols.msg_hash.to_vec();
+        hashes.sort_unstable();
+        let mut want: Vec<u64> = (0..50)
+            .map(|i| crate::columns::message_hash(&format!("m{i}")))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(hashes, want);
     }
 }

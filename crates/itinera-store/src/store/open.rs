@@ -164,7 +164,7 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         for name in &manifest.segments {
             let file = SegmentFile::open(&dir.join("seg").join(name))?;
-            let cols = file.load_columns()?;
+            let cols = file.load_columns_for(!config.read_only)?;
             // the duplicate check guards writes: a reader (a query, an export) never writes,
             // and building it was a tenth of a cold query on 10M recent events
             if !config.read_only {
