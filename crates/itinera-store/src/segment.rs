@@ -41,6 +41,10 @@ pub struct Footer {
     pub rows: u64,
     pub min_ts: i64,
     pub max_ts: i64,
+    /// The latest receive time of the rows (absent in files written before it was kept): a
+    /// writer skips the duplicate check's columns of files received before its window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_received_at: Option<i64>,
     pub columns: Vec<(String, BlockRef)>,
     pub bodies: Vec<BlockRef>,
 }
@@ -233,6 +237,7 @@ fn write_file<I: Iterator<Item = String>>(
             rows: cols.len() as u64,
             min_ts: cols.ts.iter().copied().min().unwrap_or(0),
             max_ts: cols.ts.iter().copied().max().unwrap_or(0),
+            max_received_at: cols.received_at.iter().copied().max(),
             columns,
             bodies: body_refs,
         };

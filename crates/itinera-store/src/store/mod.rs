@@ -359,6 +359,40 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_leaves_the_duplicate_check_of_files_received_before_its_window() {
+        // the rows were received in 2023, long before the 7-day window
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+            let rows = (0..20)
+                .map(|i| track(&format!("m{i}"), "u", "a", i))
+                .collect();
+            s.append(rows).unwrap();
+            s.flush().unwrap();
+            s.close();
+        }
+        let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        {
+            let st = s.inner.state.read();
+            let c = &st.segments[0].cols;
+            assert_eq!(
+                st.segments[0].file.footer.max_received_at,
+                Some(1_700_000_000_000)
+            );
+            assert!(!c.msg_hash.is_decoded() && !c.received_at.is_decoded());
+            assert!(st.dedup.is_empty());
+        }
+        // within the window (a window reaching back to 2023), the check is built
+        s.close();
+        let wide = StoreConfig {
+            dedup_window_ms: i64::MAX / 2,
+            ..Default::default()
+        };
+        let s = Store::open(dir.path(), wide).unwrap();
+        assert_eq!(s.inner.state.read().dedup.len(), 20);
+    }
+
+    #[test]
     fn a_scan_decodes_only_the_columns_it_asks_for() {
         let dir = tempfile::tempdir().unwrap();
         {

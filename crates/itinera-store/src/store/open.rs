@@ -166,8 +166,15 @@ impl Store {
             let file = SegmentFile::open(&dir.join("seg").join(name))?;
             let cols = file.load_columns_for(!config.read_only)?;
             // the duplicate check guards writes: a reader (a query, an export) never writes,
-            // and building it was a tenth of a cold query on 10M recent events
-            if !config.read_only {
+            // and building it was a tenth of a cold query on 10M recent events. A writer skips
+            // files whose rows were all received before its window, whose hashes and receive
+            // times then stay undecoded.
+            if !config.read_only
+                && file
+                    .footer
+                    .max_received_at
+                    .is_none_or(|latest| latest >= horizon)
+            {
                 for (h, r) in cols.msg_hash.iter().zip(&cols.received_at) {
                     if *r >= horizon {
                         dedup.insert(*h, *r);
