@@ -189,6 +189,23 @@ impl Store {
         }
         if !config.read_only {
             remove_orphans(dir, &manifest)?;
+            // a server's first queries should not wait for decoding: it decodes the columns
+            // analyses read in the background (a reader decodes only what its query reads)
+            let decode: Vec<Arc<LoadedSegment>> = segments.clone();
+            std::thread::Builder::new()
+                .name("itinera-decode".into())
+                .spawn(move || {
+                    for s in decode {
+                        let c = &s.cols;
+                        let _ = (c.event.len(), c.kind.len(), c.channel.len());
+                        let _ = (c.touchpoint.len(), c.group.len(), c.revenue.len());
+                        let _ = (c.prop_end.len(), c.prop_key.len(), c.prop_val.len());
+                    }
+                })
+                .map_err(|e| StoreError::Io {
+                    path: dir.to_path_buf(),
+                    source: e,
+                })?;
         }
         let delta_starts = std::array::from_fn(|k| dicts.all[k].len());
         let state = State {
