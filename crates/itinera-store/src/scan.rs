@@ -122,11 +122,14 @@ fn runs_of(chunk: u32, c: &Columns, roots: &[u32], out: &mut Vec<Run>) {
         let p = root(c.did[i]);
         let mut j = i + 1;
         // a run is ordered by (time, receive time): rows of ids merged after they were
-        // written, or of stores written before that order, may not be
+        // written may not be. Rows of one id are (flushes, compactions and the sorted copies
+        // of memory order each person's rows so), so receive times are compared, and that
+        // column decoded, only where a tie falls between two ids.
         while j < n
             && (c.did[j] == c.did[i] || root(c.did[j]) == p)
             && (c.ts[j] > c.ts[j - 1]
-                || (c.ts[j] == c.ts[j - 1] && c.received_at[j] >= c.received_at[j - 1]))
+                || (c.ts[j] == c.ts[j - 1]
+                    && (c.did[j] == c.did[j - 1] || c.received_at[j] >= c.received_at[j - 1])))
         {
             j += 1;
         }

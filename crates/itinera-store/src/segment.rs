@@ -16,6 +16,7 @@ use crate::columns::Columns;
 use crate::error::{Result, StoreError};
 use crate::lazy::Col;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -254,7 +255,24 @@ fn write_file<I: Iterator<Item = String>>(
     write_all().map_err(io)
 }
 
-/// Decompresses a block read and checked by [`SegmentFile::read_checked`].
+/// The compressed bytes of block `b` of the segment at `path`, checked against their checksum.
+fn read_checked(path: &Path, f: &mut File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
+    let corrupt =
+        |why: &str| StoreError::Corrupt(format!("segment {} block {what}: {why}", path.display()));
+    if b.raw_len > 1 << 34 {
+        return Err(corrupt("size out of range"));
+    }
+    let mut comp = vec![0u8; b.len as usize];
+    f.seek(SeekFrom::Start(b.offset))
+        .map_err(StoreError::io(path))?;
+    f.read_exact(&mut comp).map_err(StoreError::io(path))?;
+    if crc32fast::hash(&comp) != b.crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    Ok(comp)
+}
+
+/// Decompresses a block read by [`read_checked`].
 fn decompress(path: &Path, comp: &[u8], b: &BlockRef, what: &str) -> Result<Vec<u8>> {
     let corrupt = |why: String| {
         StoreError::Corrupt(format!("segment {} block {what}: {why}", path.display()))
@@ -267,41 +285,71 @@ fn decompress(path: &Path, comp: &[u8], b: &BlockRef, what: &str) -> Result<Vec<
     Ok(raw)
 }
 
-/// A column block read and checked, not yet decoded.
-#[derive(Clone)]
-struct Checked {
+/// A column block not yet decoded: read and checked at open, or still in the file (kept open,
+/// so it stays readable after a compaction removes the file's name).
+struct Block {
     path: Arc<PathBuf>,
     name: &'static str,
     block: BlockRef,
-    comp: Vec<u8>,
+    bytes: Bytes,
 }
 
-impl Checked {
-    fn raw(&self) -> Result<Vec<u8>> {
-        decompress(&self.path, &self.comp, &self.block, self.name)
+enum Bytes {
+    Checked(Vec<u8>),
+    InFile(File),
+}
+
+impl Block {
+    fn raw(self) -> Result<Vec<u8>> {
+        let comp = match self.bytes {
+            Bytes::Checked(comp) => comp,
+            Bytes::InFile(mut f) => read_checked(&self.path, &mut f, &self.block, self.name)?,
+        };
+        decompress(&self.path, &comp, &self.block, self.name)
     }
 
-    /// The column, decoded by `decode(raw bytes, rows)` when first read and checked to have a
-    /// value per row. Its bytes passed their checksum, so a failure to decode them is a defect
-    /// of the writer, not damage on disk: it stops the reading thread with the file's name.
+    /// The column, decoded by `decode(raw bytes, rows)` when first read.
     fn lazy<T: Send + 'static>(
         self,
         rows: usize,
         decode: impl FnOnce(&[u8], usize) -> Result<Vec<T>> + Send + 'static,
     ) -> Col<T> {
         Col::lazy(move || {
-            let values = self.raw().and_then(|raw| decode(&raw, rows));
-            match values {
-                Ok(v) if v.len() == rows => v,
-                Ok(v) => panic!(
-                    "segment {} column {}: {} values for {rows} rows",
-                    self.path.display(),
-                    self.name,
-                    v.len()
-                ),
-                Err(e) => panic!("segment {} column {}: {e}", self.path.display(), self.name),
-            }
+            let (path, name) = (self.path.clone(), self.name);
+            expect_rows(
+                &path,
+                name,
+                rows,
+                self.raw().and_then(|raw| decode(&raw, rows)),
+            )
         })
+    }
+
+    /// Property keys or values: as many as `ends` (the rows' property ends) say.
+    fn lazy_props(self, ends: Col<u32>) -> Col<u32> {
+        Col::lazy(move || {
+            let (path, name) = (self.path.clone(), self.name);
+            let total = ends.last().copied().unwrap_or(0) as usize;
+            let values = self
+                .raw()
+                .and_then(|raw| codec::decode_u32s(&raw, total, name));
+            expect_rows(&path, name, total, values)
+        })
+    }
+}
+
+/// A lazily decoded column's values. Blocks read at open passed their checksum there, so a
+/// failure here is a defect of the writer (or damage in a block a reader never read at open):
+/// it stops the reading thread naming the file and column.
+fn expect_rows<T>(path: &Path, name: &str, rows: usize, values: Result<Vec<T>>) -> Vec<T> {
+    match values {
+        Ok(v) if v.len() == rows => v,
+        Ok(v) => panic!(
+            "segment {} column {name}: {} values for {rows} rows",
+            path.display(),
+            v.len()
+        ),
+        Err(e) => panic!("segment {} column {name}: {e}", path.display()),
     }
 }
 
@@ -315,21 +363,6 @@ fn prop_ends(raw: &[u8], rows: usize) -> Result<Vec<u32>> {
             u32::try_from(end).map_err(|_| StoreError::Corrupt("too many properties".into()))
         })
         .collect()
-}
-
-/// The property keys or values: as many as the counts add up to.
-fn props_of(counts: Checked, values: Checked, rows: usize) -> Col<u32> {
-    let name = values.name;
-    Col::lazy(move || {
-        let decoded = counts
-            .raw()
-            .and_then(|c| prop_ends(&c, rows))
-            .and_then(|ends| {
-                let total = ends.last().copied().unwrap_or(0) as usize;
-                codec::decode_u32s(&values.raw()?, total, name)
-            });
-        decoded.unwrap_or_else(|e| panic!("segment {} column {name}: {e}", values.path.display()))
-    })
 }
 
 /// An open segment file.
@@ -387,30 +420,14 @@ impl SegmentFile {
     }
 
     fn read_block(&self, f: &mut File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
-        let comp = self.read_checked(f, b, what)?;
+        let comp = read_checked(&self.path, f, b, what)?;
         decompress(&self.path, &comp, b, what)
     }
 
-    /// The compressed bytes of a block, checked against their checksum.
-    fn read_checked(&self, f: &mut File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
-        let corrupt = |why: String| {
-            StoreError::Corrupt(format!(
-                "segment {} block {what}: {why}",
-                self.path.display()
-            ))
-        };
-        if b.raw_len > 1 << 34 {
-            return Err(corrupt("size out of range".into()));
-        }
-        let mut comp = vec![0u8; b.len as usize];
-        f.seek(SeekFrom::Start(b.offset))
-            .map_err(StoreError::io(&self.path))?;
-        f.read_exact(&mut comp)
-            .map_err(StoreError::io(&self.path))?;
-        if crc32fast::hash(&comp) != b.crc {
-            return Err(corrupt("checksum mismatch".into()));
-        }
-        Ok(comp)
+    fn column_block(&self, name: &str) -> Result<&BlockRef> {
+        self.footer.column(name).ok_or_else(|| {
+            StoreError::Corrupt(format!("segment {}: no column {name}", self.path.display()))
+        })
     }
 
     /// The typed columns (not the messages). Persons and times are decoded now; every other
@@ -426,23 +443,21 @@ impl SegmentFile {
     pub fn load_columns_for(&self, writes: bool) -> Result<Columns> {
         let n = self.footer.rows as usize;
         let path = Arc::new(self.path.clone());
-        let read = |names: &[&'static str]| -> Result<Vec<Checked>> {
+        let block = |name: &'static str, bytes: Bytes| -> Result<Block> {
+            Ok(Block {
+                path: path.clone(),
+                name,
+                block: self.column_block(name)?.clone(),
+                bytes,
+            })
+        };
+        let read = |names: &[&'static str]| -> Result<Vec<Block>> {
             let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
             names
                 .iter()
                 .map(|&name| {
-                    let b = self.footer.column(name).ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "segment {}: no column {name}",
-                            self.path.display()
-                        ))
-                    })?;
-                    Ok(Checked {
-                        path: path.clone(),
-                        name,
-                        block: b.clone(),
-                        comp: self.read_checked(&mut f, b, name)?,
-                    })
+                    let comp = read_checked(&self.path, &mut f, self.column_block(name)?, name)?;
+                    block(name, Bytes::Checked(comp))
                 })
                 .collect()
         };
@@ -467,9 +482,11 @@ impl SegmentFile {
         let (now, later) = std::thread::scope(|s| {
             let later = s.spawn(|| read(&later));
             let now = read(&["did", "ts"]).and_then(|c| {
+                let mut c = c.into_iter();
+                let (did, ts) = (c.next().expect("did"), c.next().expect("ts"));
                 Ok((
-                    codec::decode_runs(&c[0].raw()?, n, "did")?,
-                    codec::decode_deltas(&c[1].raw()?, n, "ts")?,
+                    codec::decode_runs(&did.raw()?, n, "did")?,
+                    codec::decode_deltas(&ts.raw()?, n, "ts")?,
                 ))
             });
             (now, later.join().expect("reading a segment's columns"))
@@ -483,85 +500,51 @@ impl SegmentFile {
                 )));
             }
         }
-        let mut later: Vec<Option<Checked>> = later?.into_iter().map(Some).collect();
-        // the properties' three blocks come last
-        let props = later.len().saturating_sub(3);
-        let mut take = |k: usize| later[k].take().expect("each column once");
-        let cols = Columns {
+        let mut later: HashMap<&str, Block> = later?.into_iter().map(|b| (b.name, b)).collect();
+        let mut take = |name: &str| later.remove(name).expect("read above");
+        let msg_hash = match writes {
+            true => take("msg_hash"),
+            // a reader never reads them: not even read now, so checked only if read
+            false => {
+                let f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
+                block("msg_hash", Bytes::InFile(f))?
+            }
+        };
+        let prop_end = match with_props {
+            true => take("prop_count").lazy(n, prop_ends),
+            false => vec![0; n].into(),
+        };
+        Ok(Columns {
             did,
             ts,
-            event: take(0).lazy(n, |raw, n| codec::decode_u32s(raw, n, "event")),
-            channel: take(1).lazy(n, |raw, n| codec::decode_u32s(raw, n, "channel")),
-            touchpoint: take(2).lazy(n, |raw, n| codec::decode_u32s(raw, n, "touchpoint")),
-            kind: take(3).lazy(n, |raw, _| Ok(raw.to_vec())),
-            group: take(4).lazy(n, |raw, n| {
+            event: take("event").lazy(n, |raw, n| codec::decode_u32s(raw, n, "event")),
+            channel: take("channel").lazy(n, |raw, n| codec::decode_u32s(raw, n, "channel")),
+            touchpoint: take("touchpoint")
+                .lazy(n, |raw, n| codec::decode_u32s(raw, n, "touchpoint")),
+            kind: take("kind").lazy(n, |raw, _| Ok(raw.to_vec())),
+            group: take("group").lazy(n, |raw, n| {
                 Ok(codec::decode_u32s(raw, n, "group")?
                     .into_iter()
                     .map(|g| g.wrapping_sub(1))
                     .collect())
             }),
-            revenue: take(5).lazy(n, |raw, n| codec::decode_f64s(raw, n, "revenue")),
-            received_at: take(6).lazy(n, |raw, n| codec::decode_deltas(raw, n, "received_at")),
-            msg_hash: if writes {
-                take(7).lazy(n, |raw, n| codec::decode_u64s(raw, n, "msg_hash"))
-            } else {
-                self.unread_column("msg_hash", n, codec::decode_u64s)?
+            revenue: take("revenue").lazy(n, |raw, n| codec::decode_f64s(raw, n, "revenue")),
+            received_at: take("received_at")
+                .lazy(n, |raw, n| codec::decode_deltas(raw, n, "received_at")),
+            msg_hash: msg_hash.lazy(n, |raw, n| codec::decode_u64s(raw, n, "msg_hash")),
+            // the keys' and values' decoders share the ends (a clone of an undecoded column
+            // decodes once for both)
+            prop_key: match with_props {
+                true => take("prop_key").lazy_props(prop_end.clone()),
+                false => Vec::new().into(),
             },
-            prop_end: Vec::new().into(),
-            prop_key: Vec::new().into(),
-            prop_val: Vec::new().into(),
+            prop_val: match with_props {
+                true => take("prop_val").lazy_props(prop_end.clone()),
+                false => Vec::new().into(),
+            },
+            prop_end,
             distinct_times: Default::default(),
-        };
-        Ok(if with_props {
-            let counts = take(props);
-            Columns {
-                prop_end: counts.clone().lazy(n, prop_ends),
-                prop_key: props_of(counts.clone(), take(props + 1), n),
-                prop_val: props_of(counts, take(props + 2), n),
-                ..cols
-            }
-        } else {
-            Columns {
-                prop_end: vec![0; n].into(),
-                ..cols
-            }
         })
-    }
-
-    /// A column neither read nor checked now: its block is read from the open file (which stays
-    /// readable after a compaction removes its name), checked and decoded when first read.
-    fn unread_column<T: Send + 'static>(
-        &self,
-        name: &'static str,
-        rows: usize,
-        decode: fn(&[u8], usize, &'static str) -> Result<Vec<T>>,
-    ) -> Result<Col<T>> {
-        let b = self.footer.column(name).cloned().ok_or_else(|| {
-            StoreError::Corrupt(format!("segment {}: no column {name}", self.path.display()))
-        })?;
-        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
-        let segment = SegmentFile {
-            path: self.path.clone(),
-            footer: Footer {
-                columns: Vec::new(),
-                bodies: Vec::new(),
-                ..self.footer.clone()
-            },
-        };
-        Ok(Col::lazy(move || {
-            let values = segment
-                .read_block(&mut f, &b, name)
-                .and_then(|raw| decode(&raw, rows, name));
-            match values {
-                Ok(v) if v.len() == rows => v,
-                Ok(v) => panic!(
-                    "segment {} column {name}: {} values for {rows} rows",
-                    segment.path.display(),
-                    v.len()
-                ),
-                Err(e) => panic!("segment {} column {name}: {e}", segment.path.display()),
-            }
-        }))
     }
 
     /// Where each row's message is. `generation` is this file's own (rows of a file that holds
