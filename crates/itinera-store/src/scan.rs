@@ -197,17 +197,97 @@ pub struct Snapshot {
     runs: Arc<Vec<Run>>,
     /// Index into `runs` where each person starts, plus the end.
     person_starts: Arc<Vec<usize>>,
-    /// Per block of [`STRIDE`] persons, the batches a scan of the whole history hands out,
-    /// built by the first such scan and reused by the next ones (see [`BlockBatches`]).
-    whole_blocks: Arc<Vec<std::sync::OnceLock<BlockBatches>>>,
+    /// The blocks scan threads take, built by the first scan (see [`Blocks`]).
+    blocks: Arc<std::sync::OnceLock<Blocks>>,
 }
 
-/// Persons per range a scan thread takes at a time, and per cached block of batches.
+/// At most this many persons in a block.
 const STRIDE: usize = 4096;
+/// A block is closed before it would pass a 64th of the rows, within these bounds (a person
+/// with more is a block alone).
+const BLOCK_ROWS: std::ops::RangeInclusive<u64> = 4096..=1 << 17;
+
+/// The persons split into blocks of consecutive persons, the unit a scan thread takes at a
+/// time: at most [`STRIDE`] persons and a bounded number of rows each ([`BLOCK_ROWS`]). Counting rows, not
+/// persons, keeps both cores busy on heavy-tailed data: the bots and big accounts that hold
+/// most rows have the lowest codes, and a block of the first 4096 persons held 85 % of the rows.
+struct Blocks {
+    /// The index of each block's first person, then the number of persons.
+    starts: Vec<usize>,
+    /// The rows before each block's first person, then all rows.
+    rows_before: Vec<u64>,
+    /// Per block, the batches a scan of the whole history hands out, built by the first such
+    /// scan and reused by the next ones (see [`BlockBatches`]).
+    whole: Vec<std::sync::OnceLock<BlockBatches>>,
+}
+
+impl Blocks {
+    fn of(runs: &[Run], person_starts: &[usize]) -> Blocks {
+        let persons = person_starts.len().saturating_sub(1);
+        let all: u64 = runs.iter().map(|r| u64::from(r.end - r.start)).sum();
+        let cap = (all / 64).clamp(*BLOCK_ROWS.start(), *BLOCK_ROWS.end());
+        let (mut starts, mut rows_before) = (vec![0], vec![0u64]);
+        let (mut in_block, mut rows) = (0u64, 0u64);
+        for p in 0..persons {
+            let n: u64 = runs[person_starts[p]..person_starts[p + 1]]
+                .iter()
+                .map(|r| u64::from(r.end - r.start))
+                .sum();
+            let first = *starts.last().expect("one start");
+            if p > first && (p - first == STRIDE || in_block + n > cap) {
+                starts.push(p);
+                rows_before.push(rows);
+                in_block = 0;
+            }
+            in_block += n;
+            rows += n;
+        }
+        if persons > 0 {
+            starts.push(persons);
+            rows_before.push(rows);
+        } else {
+            rows_before.clear();
+            starts.clear();
+        }
+        let whole = (0..starts.len().saturating_sub(1))
+            .map(|_| Default::default())
+            .collect();
+        Blocks {
+            starts,
+            rows_before,
+            whole,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.whole.len()
+    }
+
+    /// The persons of block `b`.
+    fn persons(&self, b: usize) -> std::ops::Range<usize> {
+        self.starts[b]..self.starts[b + 1]
+    }
+
+    /// The blocks thread `t` of `threads` takes when each takes a fixed share: consecutive
+    /// blocks holding about a `threads`-th of the rows.
+    fn share(&self, t: usize, threads: usize) -> std::ops::Range<usize> {
+        let total = self.rows_before.last().copied().unwrap_or(0);
+        let first_at = |k: usize| {
+            let rows = (u128::from(total) * k as u128 / threads as u128) as u64;
+            self.rows_before[..self.len()].partition_point(|&r| r < rows)
+        };
+        let end = if t + 1 == threads {
+            self.len()
+        } else {
+            first_at(t + 1)
+        };
+        first_at(t).min(end)..end
+    }
+}
 
 /// The batches of a range of persons: persons read in place from one chunk go together, the
 /// others are gathered one by one. For a scan of the whole history the snapshot keeps those of
-/// each block of [`STRIDE`] persons: finding each person's run and collecting the batches was
+/// each of its [`Blocks`]: finding each person's run and collecting the batches was
 /// 8 % of a warm funnel's samples, and the snapshot does not change.
 #[derive(Default)]
 struct BlockBatches {
@@ -246,14 +326,13 @@ impl Snapshot {
                 (Arc::new(runs), Arc::new(starts))
             }
         };
-        let blocks = (person_starts.len() - 1).div_ceil(STRIDE);
         Snapshot {
             chunks,
             roots,
             erased,
             runs,
             person_starts,
-            whole_blocks: Arc::new((0..blocks).map(|_| Default::default()).collect()),
+            blocks: Default::default(),
         }
     }
 
@@ -314,8 +393,9 @@ impl Snapshot {
         init: impl Fn() -> A + Sync,
         f: impl Fn(&mut A, &PersonEvents<'_>) + Sync,
     ) -> Vec<A> {
-        self.split_persons(opts, init, |acc, persons, scratch| {
-            for p in persons {
+        let blocks = self.blocks();
+        self.split_persons(opts, init, |acc, block, scratch| {
+            for p in blocks.persons(block) {
                 self.visit(p, opts, scratch, |ev| f(acc, ev));
             }
         })
@@ -330,14 +410,12 @@ impl Snapshot {
         f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
     ) -> Vec<A> {
         let whole = opts.from_ms.is_none() && opts.to_ms.is_none() && self.erased.is_empty();
-        self.split_persons(opts, init, |acc, persons, scratch| {
-            let block = persons.start / STRIDE;
+        let blocks = self.blocks();
+        self.split_persons(opts, init, |acc, block, scratch| {
+            let persons = blocks.persons(block);
             let built;
-            let b = if whole
-                && persons.start % STRIDE == 0
-                && persons.end == (persons.start + STRIDE).min(self.person_count())
-            {
-                self.whole_blocks[block].get_or_init(|| self.batches(persons, opts))
+            let b = if whole {
+                blocks.whole[block].get_or_init(|| self.batches(persons, opts))
             } else {
                 built = self.batches(persons, opts);
                 &built
@@ -414,28 +492,34 @@ impl Snapshot {
         b
     }
 
-    /// Runs `work(acc, persons, scratch)` over contiguous ranges of persons, in parallel over
+    /// The blocks scan threads take (built by the first scan of this snapshot).
+    fn blocks(&self) -> &Blocks {
+        self.blocks
+            .get_or_init(|| Blocks::of(&self.runs, &self.person_starts))
+    }
+
+    /// Runs `work(acc, block, scratch)` over the [`Blocks`] of persons, in parallel over
     /// `opts.threads` threads, reporting progress and stopping when the query is cancelled.
-    /// Each thread takes a fixed share of the persons, or, when the analysis is
-    /// [`ScanOptions::order_free`], the next range not taken yet.
+    /// Each thread takes a fixed share of the rows (consecutive blocks, so that the persons a
+    /// thread sees and the order of its accumulator do not depend on timing), or, when the
+    /// analysis is [`ScanOptions::order_free`], the next block not taken yet.
     fn split_persons<A: Send>(
         &self,
         opts: &ScanOptions,
         init: impl Fn() -> A + Sync,
-        work: impl Fn(&mut A, std::ops::Range<usize>, &mut Scratch) + Sync,
+        work: impl Fn(&mut A, usize, &mut Scratch) + Sync,
     ) -> Vec<A> {
-        let persons = self.person_count();
+        let blocks = self.blocks();
         let threads = match opts.threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
             n => n,
         }
-        .clamp(1, persons.max(1));
+        .clamp(1, blocks.len().max(1));
         if let Some(c) = &opts.control {
-            c.add_total(persons as u64);
+            c.add_total(self.person_count() as u64);
         }
-        let per = persons.div_ceil(threads).max(1);
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
@@ -447,25 +531,24 @@ impl Snapshot {
                             itinera_engine::metered::charge_to_opt(opts.control.as_ref());
                         let mut acc = init();
                         let mut scratch = Scratch::default();
-                        let (mut at, hi) = if opts.order_free {
-                            (0, persons)
-                        } else {
-                            ((t * per).min(persons), ((t + 1) * per).min(persons))
+                        let share = match opts.order_free {
+                            true => 0..blocks.len(),
+                            false => blocks.share(t, threads),
                         };
+                        let mut at = share.start;
                         let control = opts.control.as_deref();
                         loop {
                             if opts.order_free {
-                                at = next.fetch_add(STRIDE, std::sync::atomic::Ordering::Relaxed);
+                                at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
-                            if at >= hi || control.is_some_and(|c| c.is_cancelled()) {
+                            if at >= share.end || control.is_some_and(|c| c.is_cancelled()) {
                                 break;
                             }
-                            let end = (at + STRIDE).min(hi);
-                            work(&mut acc, at..end, &mut scratch);
+                            work(&mut acc, at, &mut scratch);
                             if let Some(c) = control {
-                                c.add_done((end - at) as u64);
+                                c.add_done(blocks.persons(at).len() as u64);
                             }
-                            at = end;
+                            at += 1;
                         }
                         acc
                     })

@@ -539,6 +539,42 @@ fn order_free_scans_see_every_person_once() {
     assert_eq!(batched(&free), expected);
 }
 
+/// Threads share the rows, not the persons: the bots and big accounts that hold most rows
+/// get the lowest codes, and a split by persons gave one thread nearly all the work.
+#[test]
+fn heavy_persons_are_shared_over_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), small()).unwrap();
+    // 8 heavy persons first (the lowest codes), 3,000 rows each, then 2,000 with 2 rows each
+    let heavy = (0..8).flat_map(|p| (0..3000).map(move |k| (format!("h{p}"), k)));
+    let light = (0..2000).flat_map(|p| (0..2).map(move |k| (format!("l{p}"), k)));
+    let batch: Vec<Touchpoint> = heavy
+        .chain(light)
+        .map(|(u, k)| track(&format!("{u}-{k}"), &u, "a", k))
+        .collect();
+    let total = batch.len();
+    s.append(batch).unwrap();
+    s.flush().unwrap();
+    let snap = s.snapshot();
+    let opts = ScanOptions {
+        threads: 2,
+        ..Default::default()
+    };
+    let rows = |parts: Vec<(usize, usize)>| parts.into_iter().map(|p| p.0).collect::<Vec<_>>();
+    let per_thread = rows(snap.scan_persons(&opts, || (0, 0), |acc, p| acc.0 += p.len()));
+    assert_eq!(per_thread.iter().sum::<usize>(), total);
+    assert!(
+        per_thread.iter().all(|r| *r * 10 <= total * 6),
+        "each thread's share of {total} rows: {per_thread:?}"
+    );
+    let batched = rows(snap.scan_batches(
+        &opts,
+        || (0, 0),
+        |acc, b| acc.0 += b.ranges.iter().map(|r| (r.1 - r.0) as usize).sum::<usize>(),
+    ));
+    assert_eq!(batched, per_thread);
+}
+
 /// A second opening of a directory in use is refused (it would replay the same log and remove
 /// the files the first has not committed yet), except for reading only; once the first is
 /// closed, it opens.
