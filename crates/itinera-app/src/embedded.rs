@@ -216,7 +216,7 @@ impl JourneyBackend for Embedded {
         &self,
         selectors: &[(String, &itinera_engine::EventSelector)],
     ) -> Vec<itinera_engine::selector::QueryWarning> {
-        self.0.view().with_vocabulary(|v| {
+        self.0.with_vocabulary(|v| {
             selectors
                 .iter()
                 .flat_map(|(field, s)| itinera_engine::selector::unknown_names(field, s, v))
@@ -251,7 +251,6 @@ impl JourneyBackend for Embedded {
     fn check_rule(&self, rule: &SegmentRule) -> Result<()> {
         Ok(self
             .0
-            .view()
             .with_vocabulary(|v| CompiledRule::compile(rule, v).map(|_| ()))?)
     }
 

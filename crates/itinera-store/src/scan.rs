@@ -509,7 +509,9 @@ impl Snapshot {
         init: impl Fn() -> A + Sync,
         work: impl Fn(&mut A, usize, &mut Scratch) + Sync,
     ) -> Vec<A> {
+        let __t = std::time::Instant::now();
         let blocks = self.blocks();
+        let __tb = __t.elapsed();
         let threads = match opts.threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -554,10 +556,14 @@ impl Snapshot {
                     })
                 })
                 .collect();
-            handles
+            let r = handles
                 .into_iter()
                 .map(|h| h.join().expect("scan thread panicked"))
-                .collect()
+                .collect();
+            if std::env::var("DBG_SNAP").is_ok() {
+                eprintln!("scan blocks {:?} total {:?}", __tb, __t.elapsed());
+            }
+            r
         })
     }
 
@@ -680,6 +686,14 @@ impl StoreView {
 
 struct DictsVocabulary<'a>(&'a crate::Dicts);
 
+impl crate::Store {
+    /// The store's names and their codes, without taking a snapshot: checks of names read no
+    /// rows, and on a store being written to each snapshot costs a sort of the newest rows.
+    pub fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R {
+        f(&DictsVocabulary(&self.dicts()))
+    }
+}
+
 impl DictsVocabulary<'_> {
     fn dict(&self, field: Field) -> &crate::dict::Dict {
         match field {
@@ -724,8 +738,7 @@ impl JourneySource for StoreView {
     }
 
     fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R {
-        let dicts = self.store.dicts();
-        f(&DictsVocabulary(&dicts))
+        self.store.with_vocabulary(f)
     }
 
     fn journey_of<R: Send>(&self, did: u32, f: impl Fn(&Journey<'_>) -> R + Sync) -> Option<R> {

@@ -478,20 +478,21 @@ impl SegmentFile {
         if with_props {
             later.extend(["prop_count", "prop_key", "prop_val"]);
         }
-        // persons and times are decoded while another thread reads and checks the rest
-        let (now, later) = std::thread::scope(|s| {
-            let later = s.spawn(|| read(&later));
-            let now = read(&["did", "ts"]).and_then(|c| {
-                let mut c = c.into_iter();
-                let (did, ts) = (c.next().expect("did"), c.next().expect("ts"));
-                Ok((
-                    codec::decode_runs(&did.raw()?, n, "did")?,
-                    codec::decode_deltas(&ts.raw()?, n, "ts")?,
-                ))
+        // times are decoded while another thread decodes the persons and reads and checks the
+        // rest (times take the longest)
+        let one = |name: &'static str| read(&[name]).map(|mut b| b.remove(0));
+        let (ts, did_and_later) = std::thread::scope(|s| {
+            let did_and_later = s.spawn(|| {
+                let did = codec::decode_runs(&one("did")?.raw()?, n, "did")?;
+                Ok::<_, StoreError>((did, read(&later)?))
             });
-            (now, later.join().expect("reading a segment's columns"))
+            let ts = one("ts").and_then(|ts| codec::decode_deltas(&ts.raw()?, n, "ts"));
+            (
+                ts,
+                did_and_later.join().expect("reading a segment's columns"),
+            )
         });
-        let (did, ts) = now?;
+        let (ts, (did, later)) = (ts?, did_and_later?);
         for len in [did.len(), ts.len()] {
             if len != n {
                 return Err(StoreError::Corrupt(format!(
@@ -500,7 +501,7 @@ impl SegmentFile {
                 )));
             }
         }
-        let mut later: HashMap<&str, Block> = later?.into_iter().map(|b| (b.name, b)).collect();
+        let mut later: HashMap<&str, Block> = later.into_iter().map(|b| (b.name, b)).collect();
         let mut take = |name: &str| later.remove(name).expect("read above");
         let msg_hash = match writes {
             true => take("msg_hash"),
