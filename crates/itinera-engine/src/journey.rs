@@ -452,6 +452,42 @@ impl RowPrefetch {
     }
 }
 
+/// Persons whose rows lie in several pieces of a store's chunks (segments written at different
+/// times, the rows in memory), each piece ordered by time and each before the next: read where
+/// they lie instead of copied together. Person `persons[k]` has the pieces
+/// `pieces[spans[k].0..spans[k].1]`, each (chunk, first row, end row) of `chunks`. Only the
+/// times and events are set in `chunks` (see [`JourneySource::scan_pieces`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PieceBatch<'a> {
+    pub chunks: &'a [Journey<'a>],
+    pub persons: &'a [u32],
+    pub spans: &'a [(u32, u32)],
+    pub pieces: &'a [(u32, u32, u32)],
+}
+
+impl<'a> PieceBatch<'a> {
+    /// The times and events of the k-th person's pieces, in order.
+    pub fn pieces(&self, k: usize) -> impl Iterator<Item = (&'a [i64], &'a [u32])> + Clone + 'a {
+        let (chunks, (lo, hi)) = (self.chunks, self.spans[k]);
+        self.pieces[lo as usize..hi as usize]
+            .iter()
+            .map(move |&(c, start, end)| {
+                let j = &chunks[c as usize];
+                let rows = start as usize..end as usize;
+                (&j.ts[rows.clone()], &j.event[rows])
+            })
+    }
+
+    /// The k-th person's times and events copied into `rows` (emptied first).
+    pub fn gather_into(&self, k: usize, rows: &mut JourneyRows) {
+        rows.clear();
+        for (ts, event) in self.pieces(k) {
+            rows.ts.extend_from_slice(ts);
+            rows.event.extend_from_slice(event);
+        }
+    }
+}
+
 /// A hint that the cache line at `p` is read soon; never faults, whatever the address.
 #[inline(always)]
 fn prefetch<T>(p: *const T) {
@@ -488,6 +524,22 @@ pub trait JourneySource: Sync {
             let range = [(0, j.len() as u32)];
             f(acc, &JourneyBatch::single(j, &range))
         })
+    }
+
+    /// [`JourneySource::scan_batches`] for analyses that read only times and events
+    /// (`opts.columns` is [`JourneyColumns::NONE`]): persons whose rows lie in several
+    /// time-ordered pieces may come to `g` as a [`PieceBatch`], read where they lie, instead of
+    /// copied together into a batch for `f`. Each person comes once, to one of them. By default
+    /// every person goes to `f`.
+    fn scan_pieces<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+        g: impl Fn(&mut A, &PieceBatch<'_>) + Sync,
+    ) -> Vec<A> {
+        let _ = g;
+        self.scan_batches(opts, init, f)
     }
 
     /// Runs `f` with the dictionaries (held briefly: compile and render phases only).

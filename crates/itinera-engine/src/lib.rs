@@ -40,7 +40,7 @@ pub use duration::Span;
 pub use error::{EngineError, Result};
 pub use funnel::{run_funnel, FunnelOrder, FunnelQuery, FunnelResult, FunnelStep};
 pub use journey::{
-    CountBy, Field, Journey, JourneyBatch, JourneyColumns, JourneyRows, JourneySource,
+    CountBy, Field, Journey, JourneyBatch, JourneyColumns, JourneyRows, JourneySource, PieceBatch,
     QueryControl, ScanOptions, Vocabulary, NO_ACCOUNT,
 };
 pub use paths::{run_paths, PathQuery, PathResult};

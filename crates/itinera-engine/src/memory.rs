@@ -2,7 +2,7 @@
 //! with names; codes are assigned here as a store would.
 
 use crate::journey::{
-    Field, Journey, JourneyBatch, JourneySource, ScanOptions, Vocabulary, NO_ACCOUNT,
+    Field, Journey, JourneyBatch, JourneySource, PieceBatch, ScanOptions, Vocabulary, NO_ACCOUNT,
 };
 use rustc_hash::FxHashMap;
 
@@ -58,6 +58,9 @@ pub struct MemorySource {
     cols: crate::journey::JourneyRows,
     /// `(person code, start, end)` ranges of `cols`.
     persons: Vec<(u32, usize, usize)>,
+    /// Hand persons to [`JourneySource::scan_pieces`] in pieces of about this many rows (as a
+    /// store being written to does), so that tests exercise the kernels' piece paths.
+    piece_rows: Option<usize>,
 }
 
 fn slot(f: Field) -> usize {
@@ -73,6 +76,13 @@ fn slot(f: Field) -> usize {
 }
 
 impl MemorySource {
+    /// This source handing persons to [`JourneySource::scan_pieces`] in pieces of about `rows`
+    /// rows each (cut only where the time moves on, as a store cuts them).
+    pub fn in_pieces(mut self, rows: usize) -> MemorySource {
+        self.piece_rows = Some(rows.max(1));
+        self
+    }
+
     pub fn new(rows: &[Row]) -> MemorySource {
         let mut m = MemorySource::default();
         let mut order: Vec<usize> = (0..rows.len()).collect();
@@ -179,6 +189,49 @@ impl JourneySource for MemorySource {
                 persons: &persons,
                 ranges: &ranges,
                 distinct_times: crate::journey::distinct_times(&self.cols.ts),
+            },
+        );
+        vec![acc]
+    }
+
+    fn scan_pieces<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+        g: impl Fn(&mut A, &PieceBatch<'_>) + Sync,
+    ) -> Vec<A> {
+        let Some(every) = self.piece_rows else {
+            return self.scan_batches(opts, init, f);
+        };
+        let (mut persons, mut spans, mut pieces) = (Vec::new(), Vec::new(), Vec::new());
+        for &(person, s, e) in &self.persons {
+            let ts = &self.cols.ts[s..e];
+            let r = crate::journey::rows_within(ts, opts.from_ms, opts.to_ms);
+            let (mut lo, hi) = (s + r.start, s + r.end);
+            if lo == hi {
+                continue;
+            }
+            let from = pieces.len() as u32;
+            while lo < hi {
+                let mut end = (lo + every).min(hi);
+                while end < hi && self.cols.ts[end] == self.cols.ts[end - 1] {
+                    end += 1;
+                }
+                pieces.push((0, lo as u32, end as u32));
+                lo = end;
+            }
+            persons.push(person);
+            spans.push((from, pieces.len() as u32));
+        }
+        let mut acc = init();
+        g(
+            &mut acc,
+            &PieceBatch {
+                chunks: &[self.columns()],
+                persons: &persons,
+                spans: &spans,
+                pieces: &pieces,
             },
         );
         vec![acc]

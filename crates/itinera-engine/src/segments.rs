@@ -9,7 +9,9 @@
 
 use crate::duration::Span;
 use crate::error::{EngineError, Result};
-use crate::journey::{Field, Journey, JourneyBatch, JourneySource, ScanOptions, Vocabulary};
+use crate::journey::{
+    Field, Journey, JourneyBatch, JourneySource, PieceBatch, ScanOptions, Vocabulary,
+};
 use crate::selector::{EventSelector, Matcher, PropPattern};
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
@@ -346,6 +348,20 @@ impl<S: JourneySource> JourneySource for Filtered<'_, S> {
                 );
             }
         })
+    }
+
+    fn scan_pieces<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+        g: impl Fn(&mut A, &PieceBatch<'_>) + Sync,
+    ) -> Vec<A> {
+        match self.filter {
+            Filter::All => self.inner.scan_pieces(opts, init, f, g),
+            // a person is judged on a whole journey: the filtered batches
+            _ => self.scan_batches(opts, init, f),
+        }
     }
 
     fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R {

@@ -432,6 +432,35 @@ proptest! {
         prop_assert_eq!(step_counts_and_levels(&src, &fast), step_counts_and_levels(&src, &general));
     }
 
+    /// Persons handed over in pieces (a store being written to) get the funnel, its times and
+    /// its levels, of the same persons handed over whole: on journeys with and without ties,
+    /// with single-step and multi-step tables, and with a breakdown (which reads them whole).
+    #[test]
+    fn persons_in_pieces_get_the_funnel_of_whole_ones(
+        seqs in prop_oneof![journeys_without_ties(), journeys()],
+        steps in prop::collection::vec(0u8..5, 2..6),
+        window in 1i64..40,
+        from in prop::option::of(0i64..30),
+        every in 1usize..6,
+        by_event in any::<bool>(),
+    ) {
+        let whole = source(&seqs);
+        let cut = source(&seqs).in_pieces(every);
+        let n = names(&steps);
+        let mut q = funnel(&n, window, FunnelOrder::Ordered);
+        q.from_ms = from;
+        if by_event {
+            q.breakdown = Some(Breakdown {
+                field: BreakdownField::Event,
+                property: None,
+                attribution: Attribution::default(),
+            });
+        }
+        let a = run_funnel(&whole, &q, &Default::default()).unwrap();
+        let b = run_funnel(&cut, &q, &Default::default()).unwrap();
+        prop_assert_eq!(serde_json::to_value(a).unwrap(), serde_json::to_value(b).unwrap());
+    }
+
     /// The fast kernels report the documented chain's times: the medians over persons equal
     /// those of [`documented_chain`].
     #[test]

@@ -9,7 +9,9 @@
 use crate::columns::Columns;
 use crate::gather::{Gathered, Piece as RunPiece};
 use itinera_engine::journey::JourneyColumns;
-use itinera_engine::{Field, Journey, JourneyBatch, JourneySource, ScanOptions, Vocabulary};
+use itinera_engine::{
+    Field, Journey, JourneyBatch, JourneySource, PieceBatch, ScanOptions, Vocabulary,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -409,6 +411,29 @@ impl Snapshot {
         init: impl Fn() -> A + Sync,
         f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
     ) -> Vec<A> {
+        self.scan_batches_or_pieces(opts, init, f, None::<&fn(&mut A, &PieceBatch<'_>)>)
+    }
+
+    /// [`JourneySource::scan_pieces`]: a person whose rows lie in pieces that follow one
+    /// another in time (live traffic leaves them so: each flush holds a later stretch of it)
+    /// goes to `g` without being copied; other gathered persons are merged and go to `f`.
+    pub fn scan_pieces<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+        g: impl Fn(&mut A, &PieceBatch<'_>) + Sync,
+    ) -> Vec<A> {
+        self.scan_batches_or_pieces(opts, init, f, Some(&g))
+    }
+
+    fn scan_batches_or_pieces<A: Send, G: Fn(&mut A, &PieceBatch<'_>) + Sync>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+        g: Option<&G>,
+    ) -> Vec<A> {
         let whole = opts.from_ms.is_none() && opts.to_ms.is_none() && self.erased.is_empty();
         let blocks = self.blocks();
         self.split_persons(opts, init, |acc, block, scratch| {
@@ -436,14 +461,26 @@ impl Snapshot {
                         )
                     }
                     Piece::Gather(p) => {
+                        let Some(person) =
+                            self.pieces_of(p as usize, opts, &mut scratch.gathered.input)
+                        else {
+                            continue;
+                        };
+                        if let Some(g) =
+                            g.filter(|_| in_time_order(&self.chunks, &mut scratch.gathered.input))
+                        {
+                            scratch.pieces.add(person, &scratch.gathered.input);
+                            if scratch.pieces.persons.len() >= PIECE_BATCH_PERSONS {
+                                scratch.pieces.flush(acc, g, &self.chunks, opts);
+                            }
+                            continue;
+                        }
                         // gathered persons go together too, up to a batch's worth of rows
                         let g = &mut scratch.gathered;
-                        if let Some(person) = self.pieces_of(p as usize, opts, &mut g.input) {
-                            let range = g.append(&self.chunks, opts.columns);
-                            if range.1 > range.0 {
-                                scratch.persons.push(person);
-                                scratch.ranges.push(range);
-                            }
+                        let range = g.append(&self.chunks, opts.columns);
+                        if range.1 > range.0 {
+                            scratch.persons.push(person);
+                            scratch.ranges.push(range);
                         }
                         if g.rows() >= GATHERED_BATCH_ROWS {
                             scratch.flush(acc, &f);
@@ -452,6 +489,9 @@ impl Snapshot {
                 }
             }
             scratch.flush(acc, &f);
+            if let Some(g) = g {
+                scratch.pieces.flush(acc, g, &self.chunks, opts);
+            }
         })
     }
 
@@ -649,6 +689,70 @@ struct Scratch {
     gathered: Gathered,
     persons: Vec<u32>,
     ranges: Vec<(u32, u32)>,
+    pieces: Pieces,
+}
+
+/// Persons handed over in pieces before a [`PieceBatch`] goes to the analysis.
+const PIECE_BATCH_PERSONS: usize = 1024;
+
+/// True when the pieces (each ordered by time) follow one another in time, each piece's last
+/// time before the next one's first, once sorted by their first times: then the journey is the
+/// pieces one after the other, and no equal times meet at their edges.
+fn in_time_order(chunks: &[Arc<Columns>], pieces: &mut [RunPiece]) -> bool {
+    let first = |p: &RunPiece| chunks[p.chunk as usize].ts[p.start as usize];
+    let last = |p: &RunPiece| chunks[p.chunk as usize].ts[p.end as usize - 1];
+    let ordered = |pieces: &[RunPiece]| pieces.windows(2).all(|w| last(&w[0]) < first(&w[1]));
+    ordered(pieces) || {
+        pieces.sort_unstable_by_key(first);
+        ordered(pieces)
+    }
+}
+
+/// A scan thread's persons in pieces, waiting to go to the analysis as a [`PieceBatch`].
+#[derive(Default)]
+struct Pieces {
+    persons: Vec<u32>,
+    spans: Vec<(u32, u32)>,
+    pieces: Vec<(u32, u32, u32)>,
+}
+
+impl Pieces {
+    fn add(&mut self, person: u32, pieces: &[RunPiece]) {
+        let from = self.pieces.len() as u32;
+        self.pieces
+            .extend(pieces.iter().map(|p| (p.chunk, p.start, p.end)));
+        self.persons.push(person);
+        self.spans.push((from, self.pieces.len() as u32));
+    }
+
+    /// Hands the persons to `g` as one batch over `chunks` and empties the buffers.
+    fn flush<A>(
+        &mut self,
+        acc: &mut A,
+        g: &impl Fn(&mut A, &PieceBatch<'_>),
+        chunks: &[Arc<Columns>],
+        opts: &ScanOptions,
+    ) {
+        if self.persons.is_empty() {
+            return;
+        }
+        let rows: Vec<Journey<'_>> = chunks
+            .iter()
+            .map(|c| journey_of(0, c, 0, c.len(), opts.columns))
+            .collect();
+        g(
+            acc,
+            &PieceBatch {
+                chunks: &rows,
+                persons: &self.persons,
+                spans: &self.spans,
+                pieces: &self.pieces,
+            },
+        );
+        self.persons.clear();
+        self.spans.clear();
+        self.pieces.clear();
+    }
 }
 
 impl Scratch {
@@ -735,6 +839,16 @@ impl JourneySource for StoreView {
         f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
     ) -> Vec<A> {
         self.snapshot.scan_batches(opts, init, f)
+    }
+
+    fn scan_pieces<A: Send>(
+        &self,
+        opts: &ScanOptions,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &JourneyBatch<'_>) + Sync,
+        g: impl Fn(&mut A, &PieceBatch<'_>) + Sync,
+    ) -> Vec<A> {
+        self.snapshot.scan_pieces(opts, init, f, g)
     }
 
     fn with_vocabulary<R>(&self, f: impl FnOnce(&dyn Vocabulary) -> R) -> R {

@@ -56,6 +56,32 @@ fn journeys(store: &Store) -> Vec<(String, Vec<String>)> {
         all.sort();
         all
     };
+    // persons in time-ordered pieces come to the second closure, read where they lie
+    let by_piece = |opts: &ScanOptions| {
+        let parts = snap.scan_pieces(
+            opts,
+            Vec::new,
+            |acc, b| {
+                for k in 0..b.persons.len() {
+                    let j = b.journey(k);
+                    acc.push((j.person, j.ts.to_vec(), j.event.to_vec()))
+                }
+            },
+            |acc, b| {
+                for k in 0..b.persons.len() {
+                    let (ts, ev): (Vec<i64>, Vec<u32>) = b
+                        .pieces(k)
+                        .flat_map(|(t, e)| t.iter().copied().zip(e.iter().copied()))
+                        .unzip();
+                    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "pieces in time order");
+                    acc.push((b.persons[k], ts, ev))
+                }
+            },
+        );
+        let mut all: Vec<_> = parts.into_iter().flatten().collect();
+        all.sort();
+        all
+    };
     let ranged = ScanOptions {
         from_ms: Some(1_699_000_000_000 + 2 * 60_000),
         to_ms: Some(1_699_000_000_000 + 6 * 60_000),
@@ -68,11 +94,9 @@ fn journeys(store: &Store) -> Vec<(String, Vec<String>)> {
         ..Default::default()
     };
     for opts in [ScanOptions::default(), ranged, free.clone(), free] {
-        assert_eq!(
-            by_person(&opts),
-            by_batch(&opts),
-            "batches differ: {opts:?}"
-        );
+        let expected = by_person(&opts);
+        assert_eq!(expected, by_batch(&opts), "batches differ: {opts:?}");
+        assert_eq!(expected, by_piece(&opts), "pieces differ: {opts:?}");
     }
     let parts = snap.scan_persons(&ScanOptions::default(), Vec::new, |acc, p| {
         acc.push((p.person, p.event.to_vec()))

@@ -406,40 +406,58 @@ impl FunnelKernel {
         rows: &EventMasks<'_, '_>,
         single: &[u8],
     ) -> Option<(usize, i64)> {
+        let (lo, hi) = (rows.lo, rows.hi);
+        let one = (&rows.journey.ts[lo..hi], &rows.journey.event[lo..hi]);
+        self.single_slots_over::<SIZE, BOUNDED, TIES>(std::iter::once(one), single)
+    }
+
+    /// [`FunnelKernel::single_slots`] over a journey in pieces (times and events), each
+    /// ordered by time and before the next: the state goes on from piece to piece, and ties
+    /// are looked for across them too.
+    #[inline(always)]
+    pub(super) fn single_slots_over<
+        'p,
+        const SIZE: usize,
+        const BOUNDED: bool,
+        const TIES: bool,
+    >(
+        &self,
+        pieces: impl Iterator<Item = (&'p [i64], &'p [u32])>,
+        single: &[u8],
+    ) -> Option<(usize, i64)> {
         const UNSET: i64 = i64::MIN / 2;
         debug_assert!(self.n < (SlotTable::SINGLE_NONE as usize) % SIZE);
-        let (lo, hi) = (rows.lo, rows.hi);
         let mut s = [UNSET; SIZE];
         let w = self.window.min(i64::MAX / 4);
         let entry_before = self.entry_before;
-        let ts = &rows.journey.ts[lo..hi];
-        let events = &rows.journey.event[lo..hi];
         let mut tie = false;
         let mut prev = i64::MIN;
-        for (&t, &code) in ts.iter().zip(events) {
-            let p = single
-                .get(code as usize)
-                .copied()
-                .unwrap_or(SlotTable::SINGLE_NONE) as usize;
-            if TIES {
-                tie |= t == prev;
-                prev = t;
+        for (ts, events) in pieces {
+            for (&t, &code) in ts.iter().zip(events) {
+                let p = single
+                    .get(code as usize)
+                    .copied()
+                    .unwrap_or(SlotTable::SINGLE_NONE) as usize;
+                if TIES {
+                    tie |= t == prev;
+                    prev = t;
+                }
+                // s[k + 1] is the latest start of a chain reaching step k (0-based); s[0] is
+                // the touchpoint itself, the start of a chain at step 1 when it may still enter
+                let own = if !BOUNDED || t < entry_before {
+                    t
+                } else {
+                    UNSET
+                };
+                // through the state rather than a select: the compiler turns a select next to
+                // a load into a branch, and whether a touchpoint is step 1 is unpredictable
+                s[0] = own;
+                // the window subtracted off the dependency chain: load, compare, move, store
+                let earliest = t - w;
+                let pred = s[p & (SIZE - 1)];
+                let next = (p + 1) & (SIZE - 1);
+                s[next] = std::hint::select_unpredictable(earliest <= pred, pred, s[next]);
             }
-            // s[k + 1] is the latest start of a chain reaching step k (0-based); s[0] is the
-            // touchpoint itself, the start of a chain at step 1 when it may still enter
-            let own = if !BOUNDED || t < entry_before {
-                t
-            } else {
-                UNSET
-            };
-            // through the state rather than a select: the compiler turns a select next to a
-            // load into a branch, and whether a touchpoint is step 1 is unpredictable
-            s[0] = own;
-            // the window subtracted off the dependency chain: load, compare, move, store
-            let earliest = t - w;
-            let pred = s[p & (SIZE - 1)];
-            let next = (p + 1) & (SIZE - 1);
-            s[next] = std::hint::select_unpredictable(earliest <= pred, pred, s[next]);
         }
         (!tie).then(|| self.chain_end(&s, UNSET))
     }

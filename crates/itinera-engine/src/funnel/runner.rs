@@ -6,7 +6,8 @@ use super::*;
 use crate::error::{EngineError, Result};
 use crate::journey::CountBy;
 use crate::journey::{
-    Field, Journey, JourneyColumns, JourneySource, RowPrefetch, ScanOptions, NO_ACCOUNT,
+    Field, Journey, JourneyBatch, JourneyColumns, JourneyRows, JourneySource, PieceBatch,
+    RowPrefetch, ScanOptions, NO_ACCOUNT,
 };
 use crate::selector::{EventSelector, Matcher};
 use rustc_hash::FxHashMap;
@@ -122,14 +123,29 @@ impl PersonRunner<'_> {
             }
             base + (ts[base] < t0) as usize
         };
+        let after = ts[first..].iter().zip(&events[first..]);
+        Self::walk_table_chain::<MULTI>(rows.masks, after, best, t0, times, t);
+    }
+
+    /// The chain's walk of [`PersonRunner::record_table_chain`], over the touchpoints from the
+    /// chain's start on (`after`: times and event codes, the start first).
+    #[inline(always)]
+    fn walk_table_chain<'r, const MULTI: bool>(
+        masks: &[u64],
+        after: impl Iterator<Item = (&'r i64, &'r u32)>,
+        best: usize,
+        t0: i64,
+        times: &mut [i64; CHAIN_SLOTS],
+        t: &mut Totals,
+    ) {
         // without a branch on whether a touchpoint is the next step: one that is not writes to
         // a dummy slot
         const DUMMY: usize = CHAIN_SLOTS - 1;
         debug_assert!(best < DUMMY);
         times[0] = t0;
         let mut k = 1;
-        for (&x, &code) in ts[first..].iter().zip(&events[first..]) {
-            let later = rows.masks.get(code as usize).copied().unwrap_or(0) >> k;
+        for (&x, &code) in after {
+            let later = masks.get(code as usize).copied().unwrap_or(0) >> k;
             let served = if MULTI {
                 (later.trailing_ones() as usize).min(best - k)
             } else {
@@ -154,6 +170,33 @@ impl PersonRunner<'_> {
                 t.from_first[k].push(times[k] - t0);
             }
         }
+    }
+
+    /// [`PersonRunner::record_table_chain`] for a journey in pieces (each ordered by time and
+    /// before the next), for tables where an event matches at most one step.
+    fn record_table_chain_pieces<'p>(
+        masks: &[u64],
+        pieces: impl Iterator<Item = (&'p [i64], &'p [u32])> + Clone,
+        best: usize,
+        t0: i64,
+        times: &mut [i64; CHAIN_SLOTS],
+        t: &mut Totals,
+    ) {
+        t.levels[best] += 1;
+        t.counts[0] += (best > 0) as u64;
+        if best < 2 {
+            return;
+        }
+        // the chain starts late in most journeys: whole pieces before it are passed over
+        let mut rest = pieces.skip_while(|(ts, _)| ts.last().is_some_and(|&x| x < t0));
+        let Some((ts, events)) = rest.next() else {
+            debug_assert!(false, "the chain's start is in a piece");
+            return;
+        };
+        let first = ts.partition_point(|&x| x < t0);
+        let after = (ts[first..].iter().zip(&events[first..]))
+            .chain(rest.flat_map(|(ts, events)| ts.iter().zip(events)));
+        Self::walk_table_chain::<false>(masks, after, best, t0, times, t);
     }
 
     /// Journeys up to this long find their chain's start by counting (see
@@ -221,6 +264,10 @@ impl PersonRunner<'_> {
 }
 
 /// Runs a funnel on a backend.
+/// A scan thread's accumulator for a funnel counted by person: totals, entries, kernel scratch,
+/// an outcome and rows copied together.
+type PersonAcc = (Totals, Vec<Entry>, Scratch, Outcome, JourneyRows);
+
 pub fn run_funnel<S: JourneySource>(
     source: &S,
     q: &FunnelQuery,
@@ -292,101 +339,134 @@ pub fn run_funnel<S: JourneySource>(
     let mut durations = Vec::new();
     match q.count_by {
         CountBy::Person => {
-            let parts = source.scan_batches(
-                &scan_opts,
-                || {
-                    (
-                        Totals::new(n),
-                        Vec::new(),
-                        Scratch::default(),
-                        Outcome::default(),
-                    )
-                },
-                |(t, entries, scratch, outcome), b| {
-                    let ties = !b.distinct_times;
-                    let mut prefetch = RowPrefetch::default();
-                    // a person's rows as the table kernels read them, asked for ahead of time
-                    let mut rows_of = |lo: u32, hi: u32| {
-                        prefetch.ahead(&b.rows, lo as usize);
-                        EventMasks {
-                            journey: &b.rows,
-                            lo: lo as usize,
-                            hi: hi as usize,
-                            masks: event_masks,
-                            breakdown: runner.breakdown,
+            let init = || {
+                (
+                    Totals::new(n),
+                    Vec::new(),
+                    Scratch::default(),
+                    Outcome::default(),
+                    JourneyRows::default(),
+                )
+            };
+            let batch = |(t, entries, scratch, outcome, _): &mut PersonAcc,
+                         b: &JourneyBatch<'_>| {
+                let ties = !b.distinct_times;
+                let mut prefetch = RowPrefetch::default();
+                // a person's rows as the table kernels read them, asked for ahead of time
+                let mut rows_of = |lo: u32, hi: u32| {
+                    prefetch.ahead(&b.rows, lo as usize);
+                    EventMasks {
+                        journey: &b.rows,
+                        lo: lo as usize,
+                        hi: hi as usize,
+                        masks: event_masks,
+                        breakdown: runner.breakdown,
+                    }
+                };
+                // the hottest path: small funnels over event names, on rows without equal
+                // times, one kernel for the whole batch, inlined into this loop
+                if let Some(slots) = slot_table
+                    .as_ref()
+                    .filter(|s| kernel.small_single(s, ties) && !runner.needs_outcome())
+                {
+                    let single = slots.single.as_deref().expect("a single-step table");
+                    for &(lo, hi) in b.ranges {
+                        let rows = rows_of(lo, hi);
+                        let (best, t0) = kernel
+                            .single_slots::<8, false, false>(&rows, single)
+                            .expect("no ties looked for");
+                        runner.record_table_chain::<false>(&rows, best, t0, &mut scratch.chain, t);
+                    }
+                    return;
+                }
+                for (k, &(lo, hi)) in b.ranges.iter().enumerate() {
+                    // the hot path: the batch's columns read in place
+                    if let Some(slots) = &slot_table {
+                        let rows = rows_of(lo, hi);
+                        if let Some((best, t0)) = kernel.run_slots(&rows, slots, ties) {
+                            if runner.needs_outcome() {
+                                outcome.reached = 0;
+                                outcome.level = 0;
+                                if best > 0 {
+                                    kernel.report_chain(&rows, best, t0, outcome);
+                                }
+                                runner.record(b.persons[k], outcome, t);
+                            } else if slots.single.is_some() {
+                                runner.record_table_chain::<false>(
+                                    &rows,
+                                    best,
+                                    t0,
+                                    &mut scratch.chain,
+                                    t,
+                                );
+                            } else {
+                                runner.record_table_chain::<true>(
+                                    &rows,
+                                    best,
+                                    t0,
+                                    &mut scratch.chain,
+                                    t,
+                                );
+                            }
+                            continue;
                         }
+                    }
+                    let j = b.journey(k);
+                    let matched = MatchedJourney {
+                        journey: &j,
+                        matcher: &matcher,
+                        breakdown: runner.breakdown,
                     };
-                    // the hottest path: small funnels over event names, on rows without equal
-                    // times, one kernel for the whole batch, inlined into this loop
-                    if let Some(slots) = slot_table
-                        .as_ref()
-                        .filter(|s| kernel.small_single(s, ties) && !runner.needs_outcome())
-                    {
-                        let single = slots.single.as_deref().expect("a single-step table");
-                        for &(lo, hi) in b.ranges {
-                            let rows = rows_of(lo, hi);
-                            let (best, t0) = kernel
-                                .single_slots::<8, false, false>(&rows, single)
-                                .expect("no ties looked for");
-                            runner.record_table_chain::<false>(
-                                &rows,
+                    let done = slot_table.is_none()
+                        && kernel.is_plain()
+                        && kernel.run_plain(&matched, outcome);
+                    if !done {
+                        runner.entries(&j, entries);
+                        kernel.run(entries, scratch, outcome);
+                    }
+                    runner.record(b.persons[k], outcome, t);
+                }
+            };
+            // persons whose rows lie in pieces (a store being written to): the hottest kernel
+            // reads them where they lie; the others are copied together and go as a batch
+            let single = slot_table
+                .as_ref()
+                .filter(|s| kernel.small_single(s, false) && !runner.needs_outcome())
+                .and_then(|s| s.single.as_deref());
+            let pieces = |acc: &mut PersonAcc, b: &PieceBatch<'_>| {
+                for k in 0..b.persons.len() {
+                    if let Some(single) = single {
+                        let chain = kernel.single_slots_over::<8, false, true>(b.pieces(k), single);
+                        if let Some((best, t0)) = chain {
+                            let (t, scratch) = (&mut acc.0, &mut acc.2);
+                            PersonRunner::record_table_chain_pieces(
+                                event_masks,
+                                b.pieces(k),
                                 best,
                                 t0,
                                 &mut scratch.chain,
                                 t,
                             );
+                            continue;
                         }
-                        return;
                     }
-                    for (k, &(lo, hi)) in b.ranges.iter().enumerate() {
-                        // the hot path: the batch's columns read in place
-                        if let Some(slots) = &slot_table {
-                            let rows = rows_of(lo, hi);
-                            if let Some((best, t0)) = kernel.run_slots(&rows, slots, ties) {
-                                if runner.needs_outcome() {
-                                    outcome.reached = 0;
-                                    outcome.level = 0;
-                                    if best > 0 {
-                                        kernel.report_chain(&rows, best, t0, outcome);
-                                    }
-                                    runner.record(b.persons[k], outcome, t);
-                                } else if slots.single.is_some() {
-                                    runner.record_table_chain::<false>(
-                                        &rows,
-                                        best,
-                                        t0,
-                                        &mut scratch.chain,
-                                        t,
-                                    );
-                                } else {
-                                    runner.record_table_chain::<true>(
-                                        &rows,
-                                        best,
-                                        t0,
-                                        &mut scratch.chain,
-                                        t,
-                                    );
-                                }
-                                continue;
-                            }
-                        }
-                        let j = b.journey(k);
-                        let matched = MatchedJourney {
-                            journey: &j,
-                            matcher: &matcher,
-                            breakdown: runner.breakdown,
-                        };
-                        let done = slot_table.is_none()
-                            && kernel.is_plain()
-                            && kernel.run_plain(&matched, outcome);
-                        if !done {
-                            runner.entries(&j, entries);
-                            kernel.run(entries, scratch, outcome);
-                        }
-                        runner.record(b.persons[k], outcome, t);
-                    }
-                },
-            );
+                    let mut rows = std::mem::take(&mut acc.4);
+                    b.gather_into(k, &mut rows);
+                    let range = [(0, rows.ts.len() as u32)];
+                    let one = JourneyBatch {
+                        rows: rows.journey(b.persons[k]),
+                        persons: &b.persons[k..k + 1],
+                        ranges: &range,
+                        distinct_times: false,
+                    };
+                    batch(acc, &one);
+                    acc.4 = rows;
+                }
+            };
+            let parts = match scan_opts.columns == JourneyColumns::NONE {
+                true => source.scan_pieces(&scan_opts, init, batch, pieces),
+                false => source.scan_batches(&scan_opts, init, batch),
+            };
             for (mut t, ..) in parts {
                 durations.push((
                     std::mem::take(&mut t.from_prev),
