@@ -4,10 +4,12 @@
 //! A snapshot needs every person's rows in time order. The segments' person index changes only
 //! when a flush or compaction commits (or identities merge, or a person is erased): it is kept
 //! between snapshots. The rows in memory arrive in group commits of a few hundred; they are
-//! kept as two sorted copies: a large one, and a tail that takes the rows committed since. A new
-//! snapshot sorts only the rows committed since the last one and merges them into the tail; the
-//! tail is merged into the large copy when it reaches a quarter of its size, so each row is
-//! copied a few times however many snapshots are taken.
+//! kept as sorted copies: a large one, and tails that take the rows committed since, each at
+//! least twice the size of the next. A new snapshot sorts only the rows committed since the last
+//! one into a new tail, then merges the newest two tails while the older is less than twice the
+//! newer (as a binary counter carries), and the oldest tail into the large copy when it reaches
+//! a quarter of its size: a snapshot copies about as many rows as arrived since the last one,
+//! not the whole tail, and there are a handful of tails however many snapshots are taken.
 
 use super::*;
 use crate::scan::RunIndex;
@@ -37,7 +39,8 @@ struct MemoryRuns {
     /// compared with the store's).
     covered: Vec<SharedChunk>,
     large: Option<Arc<RunIndex>>,
-    tail: Option<Arc<RunIndex>>,
+    /// Oldest first, each at least twice the size of the next.
+    tails: Vec<Arc<RunIndex>>,
 }
 
 impl MemoryRuns {
@@ -64,30 +67,39 @@ impl MemoryRuns {
                 roots: roots.clone(),
                 covered: chunks.to_vec(),
                 large: sorted(chunks, roots).map(|c| index(c, roots)),
-                tail: None,
+                tails: Vec::new(),
             };
         };
         let Some(new) = sorted(&chunks[m.covered.len()..], roots) else {
             return m;
         };
         m.covered.extend(chunks[m.covered.len()..].iter().cloned());
-        let tail = match m.tail.take() {
-            Some(t) => merge(t.chunk(), &new, roots),
-            None => new,
+        let Some(large) = m.large.take() else {
+            m.large = Some(index(new, roots));
+            return m;
         };
-        match m.large.take() {
-            Some(large) if tail.len() * 4 < large.rows() => {
-                m.large = Some(large);
-                m.tail = Some(index(tail, roots));
+        m.tails.push(index(new, roots));
+        // carry: the newest two merge while the older is not twice the newer
+        while let [.., older, newer] = &m.tails[..] {
+            if older.rows() >= 2 * newer.rows() {
+                break;
             }
-            Some(large) => m.large = Some(index(merge(large.chunk(), &tail, roots), roots)),
-            None => m.large = Some(index(tail, roots)),
+            let merged = index(merge(older.chunk(), newer.chunk(), roots), roots);
+            m.tails.truncate(m.tails.len() - 2);
+            m.tails.push(merged);
         }
+        m.large = match m.tails.first() {
+            Some(oldest) if oldest.rows() * 4 >= large.rows() => {
+                let oldest = m.tails.remove(0);
+                Some(index(merge(large.chunk(), oldest.chunk(), roots), roots))
+            }
+            _ => Some(large),
+        };
         m
     }
 
     fn parts(&self) -> Vec<&RunIndex> {
-        self.large.iter().chain(&self.tail).map(|r| &**r).collect()
+        self.large.iter().chain(&self.tails).map(|r| &**r).collect()
     }
 }
 
