@@ -101,10 +101,7 @@ impl PersonRunner<'_> {
         times: &mut [i64; CHAIN_SLOTS],
         t: &mut Totals,
     ) {
-        t.levels[best] += 1;
-        // one branch for the persons with no time between steps to record
-        t.counts[0] += (best > 0) as u64;
-        if best < 2 {
+        if !Self::count_reached(best, t) {
             return;
         }
         let ts = &rows.journey.ts[rows.lo..rows.hi];
@@ -172,6 +169,15 @@ impl PersonRunner<'_> {
         }
     }
 
+    /// Counts a person whose chain reached `best` steps; true when it has times between steps
+    /// to record (one branch for the persons without).
+    #[inline(always)]
+    fn count_reached(best: usize, t: &mut Totals) -> bool {
+        t.levels[best] += 1;
+        t.counts[0] += (best > 0) as u64;
+        best >= 2
+    }
+
     /// [`PersonRunner::record_table_chain`] for a journey in pieces (each ordered by time and
     /// before the next), for tables where an event matches at most one step.
     fn record_table_chain_pieces<'p>(
@@ -182,9 +188,7 @@ impl PersonRunner<'_> {
         times: &mut [i64; CHAIN_SLOTS],
         t: &mut Totals,
     ) {
-        t.levels[best] += 1;
-        t.counts[0] += (best > 0) as u64;
-        if best < 2 {
+        if !Self::count_reached(best, t) {
             return;
         }
         // the chain starts late in most journeys: whole pieces before it are passed over
