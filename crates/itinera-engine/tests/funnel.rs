@@ -142,6 +142,22 @@ fn clickhouse_modes_on_repeats_and_ties() {
     );
 }
 
+/// Equal times in a person handed over in pieces send the person to the general kernel, which
+/// takes them by step number: `b` then `a` at the same time still make the chain a → b.
+#[test]
+fn ties_in_pieces_are_taken_by_step_number() {
+    let spec = rows(&[("p", 5, "b"), ("p", 5, "a"), ("p", 9, "x"), ("q", 1, "a")]);
+    let q = funnel(&["a", "b"], 10, FunnelOrder::Ordered);
+    let whole = MemorySource::new(&spec);
+    assert_eq!(counts(&whole, &q), [2, 1]);
+    for every in 1..4 {
+        assert_eq!(
+            counts(&MemorySource::new(&spec).in_pieces(every), &q),
+            [2, 1]
+        );
+    }
+}
+
 #[test]
 fn optional_steps_may_be_skipped() {
     let src = MemorySource::new(&rows(&[
