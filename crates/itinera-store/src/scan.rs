@@ -549,9 +549,7 @@ impl Snapshot {
         init: impl Fn() -> A + Sync,
         work: impl Fn(&mut A, usize, &mut Scratch) + Sync,
     ) -> Vec<A> {
-        let __t = std::time::Instant::now();
         let blocks = self.blocks();
-        let __tb = __t.elapsed();
         let threads = match opts.threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -596,14 +594,10 @@ impl Snapshot {
                     })
                 })
                 .collect();
-            let r = handles
+            handles
                 .into_iter()
                 .map(|h| h.join().expect("scan thread panicked"))
-                .collect();
-            if std::env::var("DBG_SNAP").is_ok() {
-                eprintln!("scan blocks {:?} total {:?}", __tb, __t.elapsed());
-            }
-            r
+                .collect()
         })
     }
 

@@ -213,8 +213,6 @@ impl Store {
                 return snap.clone();
             }
         }
-        let __t = std::time::Instant::now();
-        let __dbg = std::env::var("DBG_SNAP").is_ok();
         let base = match &cache.base {
             Some((k, _, b)) if *k == base_key => b.clone(),
             _ => {
@@ -236,26 +234,14 @@ impl Store {
             }
             (f, m) => (f, m),
         };
-        let __t1 = __t.elapsed();
         let frozen_runs = MemoryRuns::update(old_frozen, &frozen, &roots);
         let runs = MemoryRuns::update(old_mem, &mem, &roots);
-        let __t2 = __t.elapsed();
         let parts: Vec<&RunIndex> = frozen_runs
             .parts()
             .into_iter()
             .chain(runs.parts())
             .collect();
         let snap = Snapshot::assemble(&base, &parts, roots, erased);
-        if __dbg {
-            eprintln!(
-                "snap base {:?} mem {:?} assemble {:?} frozen {} mem {}",
-                __t1,
-                __t2 - __t1,
-                __t.elapsed() - __t2,
-                frozen.len(),
-                mem.len()
-            );
-        }
         cache.frozen = Some(frozen_runs);
         cache.mem = Some(runs);
         cache.last = Some((key, snap.clone()));
