@@ -212,7 +212,7 @@ const BLOCK_ROWS: std::ops::RangeInclusive<u64> = 4096..=1 << 17;
 /// The persons split into blocks of consecutive persons, the unit a scan thread takes at a
 /// time: at most [`STRIDE`] persons and a bounded number of rows each ([`BLOCK_ROWS`]). Counting rows, not
 /// persons, keeps both cores busy on heavy-tailed data: the bots and big accounts that hold
-/// most rows have the lowest codes, and a block of the first 4096 persons held 85 % of the rows.
+/// most rows have the lowest codes, and a split by persons left one thread with most of the rows.
 struct Blocks {
     /// The index of each block's first person, then the number of persons.
     starts: Vec<usize>,

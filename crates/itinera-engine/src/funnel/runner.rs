@@ -182,7 +182,7 @@ impl PersonRunner<'_> {
     /// before the next), for tables where an event matches at most one step.
     fn record_table_chain_pieces<'p>(
         masks: &[u64],
-        pieces: impl Iterator<Item = (&'p [i64], &'p [u32])> + Clone,
+        pieces: impl Iterator<Item = (&'p [i64], &'p [u32])>,
         best: usize,
         t0: i64,
         times: &mut [i64; CHAIN_SLOTS],
@@ -432,27 +432,28 @@ pub fn run_funnel<S: JourneySource>(
                 }
             };
             // persons whose rows lie in pieces (a store being written to): the hottest kernel
-            // reads them where they lie; the others are copied together and go as a batch
+            // reads them where they lie; a person with equal times is copied together and goes
+            // as a batch of one. Funnels that kernel does not cover let the source copy
+            // persons together in batches, as before.
             let single = slot_table
                 .as_ref()
                 .filter(|s| kernel.small_single(s, false) && !runner.needs_outcome())
-                .and_then(|s| s.single.as_deref());
-            let pieces = |acc: &mut PersonAcc, b: &PieceBatch<'_>| {
+                .and_then(|s| s.single.as_deref())
+                .filter(|_| scan_opts.columns == JourneyColumns::NONE);
+            let pieces = |acc: &mut PersonAcc, b: &PieceBatch<'_>, single: &[u8]| {
                 for k in 0..b.persons.len() {
-                    if let Some(single) = single {
-                        let chain = kernel.single_slots_over::<8, false, true>(b.pieces(k), single);
-                        if let Some((best, t0)) = chain {
-                            let (t, scratch) = (&mut acc.0, &mut acc.2);
-                            PersonRunner::record_table_chain_pieces(
-                                event_masks,
-                                b.pieces(k),
-                                best,
-                                t0,
-                                &mut scratch.chain,
-                                t,
-                            );
-                            continue;
-                        }
+                    let chain = kernel.single_slots_over::<8, false, true>(b.pieces(k), single);
+                    if let Some((best, t0)) = chain {
+                        let (t, scratch) = (&mut acc.0, &mut acc.2);
+                        PersonRunner::record_table_chain_pieces(
+                            event_masks,
+                            b.pieces(k),
+                            best,
+                            t0,
+                            &mut scratch.chain,
+                            t,
+                        );
+                        continue;
                     }
                     let mut rows = std::mem::take(&mut acc.4);
                     b.gather_into(k, &mut rows);
@@ -467,9 +468,11 @@ pub fn run_funnel<S: JourneySource>(
                     acc.4 = rows;
                 }
             };
-            let parts = match scan_opts.columns == JourneyColumns::NONE {
-                true => source.scan_pieces(&scan_opts, init, batch, pieces),
-                false => source.scan_batches(&scan_opts, init, batch),
+            let parts = match single {
+                Some(single) => {
+                    source.scan_pieces(&scan_opts, init, batch, |acc, b| pieces(acc, b, single))
+                }
+                None => source.scan_batches(&scan_opts, init, batch),
             };
             for (mut t, ..) in parts {
                 durations.push((
