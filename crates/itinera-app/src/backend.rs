@@ -152,10 +152,12 @@ pub struct TriggerDue {
 }
 
 /// How much a backend holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackendSize {
     pub events: u64,
     pub bytes: u64,
+    /// Bytes held in this process's memory, by part (empty for a backend on another server).
+    pub memory: Vec<(&'static str, u64)>,
 }
 
 /// What an append stored.

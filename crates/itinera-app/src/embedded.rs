@@ -290,6 +290,7 @@ impl JourneyBackend for Embedded {
         Ok(BackendSize {
             events: s.events,
             bytes: s.bytes_on_disk,
+            memory: self.0.memory().parts().to_vec(),
         })
     }
 }

@@ -16,6 +16,11 @@ impl IdentityGraph {
         Self::default()
     }
 
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.parent.capacity() * std::mem::size_of::<u32>()
+    }
+
     /// Makes room for ids below `n`; new ids start alone.
     pub fn grow(&mut self, n: u32) {
         let len = self.parent.len() as u32;

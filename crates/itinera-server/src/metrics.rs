@@ -22,6 +22,7 @@ pub struct Metrics {
     pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     pub store_events: Family<Labels, Gauge>,
     pub store_bytes: Family<Labels, Gauge>,
+    pub store_memory: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -35,6 +36,7 @@ impl Default for Metrics {
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let store_events = Family::default();
         let store_bytes = Family::default();
+        let store_memory = Family::default();
         registry.register(
             "events_received",
             "Messages received by the tracking API",
@@ -70,6 +72,11 @@ impl Default for Metrics {
             "Bytes on disk per project",
             store_bytes.clone(),
         );
+        registry.register(
+            "store_memory_bytes",
+            "Bytes a project's store holds in memory, by part (estimated from its structures)",
+            store_memory.clone(),
+        );
         Metrics {
             registry,
             events_received,
@@ -79,6 +86,7 @@ impl Default for Metrics {
             request_seconds,
             store_events,
             store_bytes,
+            store_memory,
         }
     }
 }

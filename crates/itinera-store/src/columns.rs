@@ -109,9 +109,17 @@ impl Columns {
         self.end_props();
     }
 
-    /// The rows `order` names (source, row) of `sources`, in that order, built a column at a
-    /// time: several times faster than row by row for large copies.
-    pub fn take(sources: &[&Columns], order: &[(u32, u32)]) -> Columns {
+    /// The rows `order` names (source, row) of `hot`, in that order, for queries over rows in
+    /// memory: persons, times, events and receive times (what a journey query and the sorting
+    /// read) are copied now; every other column is gathered from the memory chunks when first
+    /// read, by `origin` (chunk, row in it) of each row. A copy of every column doubled the
+    /// memory of the rows waiting for their flush.
+    pub fn take_hot(
+        hot: &[&Columns],
+        order: &[(u32, u32)],
+        chunks: &Arc<[SharedChunk]>,
+        origin: &Arc<Vec<(u32, u32)>>,
+    ) -> Columns {
         fn column<T: Copy>(
             sources: &[&Columns],
             order: &[(u32, u32)],
@@ -122,33 +130,79 @@ impl Columns {
                 .map(|&(s, i)| col(sources[s as usize])[i as usize])
                 .collect()
         }
-        let mut out = Columns {
-            did: column(sources, order, |c| &c.did),
-            ts: column(sources, order, |c| &c.ts),
-            event: column(sources, order, |c| &c.event).into(),
-            channel: column(sources, order, |c| &c.channel).into(),
-            touchpoint: column(sources, order, |c| &c.touchpoint).into(),
-            kind: column(sources, order, |c| &c.kind).into(),
-            group: column(sources, order, |c| &c.group).into(),
-            revenue: column(sources, order, |c| &c.revenue).into(),
-            msg_hash: column(sources, order, |c| &c.msg_hash).into(),
-            received_at: column(sources, order, |c| &c.received_at).into(),
-            prop_end: Vec::with_capacity(order.len()).into(),
-            ..Default::default()
-        };
-        for &(s, i) in order {
-            let c = sources[s as usize];
-            let r = c.prop_range(i as usize);
-            out.prop_key.extend_from_slice(&c.prop_key[r.clone()]);
-            out.prop_val.extend_from_slice(&c.prop_val[r]);
-            out.end_props();
+        fn gathered<T: Copy + Send + Sync + 'static>(
+            chunks: &Arc<[SharedChunk]>,
+            origin: &Arc<Vec<(u32, u32)>>,
+            held: usize,
+            col: fn(&Columns) -> &[T],
+        ) -> Col<T> {
+            let (chunks, origin) = (chunks.clone(), origin.clone());
+            Col::lazy_holding(held, move || {
+                origin
+                    .iter()
+                    .map(|&(c, i)| col(&chunks[c as usize].cols)[i as usize])
+                    .collect()
+            })
         }
-        out
+        let prop_end: Col<u32> = {
+            let (chunks, origin) = (chunks.clone(), origin.clone());
+            Col::lazy(move || {
+                let mut end = 0u32;
+                origin
+                    .iter()
+                    .map(|&(c, i)| {
+                        end += chunks[c as usize].cols.prop_range(i as usize).len() as u32;
+                        end
+                    })
+                    .collect()
+            })
+        };
+        let props = |value: fn(&Columns) -> &[u32]| -> Col<u32> {
+            let (chunks, origin) = (chunks.clone(), origin.clone());
+            Col::lazy(move || {
+                let mut out = Vec::new();
+                for &(c, i) in origin.iter() {
+                    let cols = &chunks[c as usize].cols;
+                    out.extend_from_slice(&value(cols)[cols.prop_range(i as usize)]);
+                }
+                out
+            })
+        };
+        Columns {
+            did: column(hot, order, |c| &c.did),
+            ts: column(hot, order, |c| &c.ts),
+            event: column(hot, order, |c| &c.event).into(),
+            received_at: column(hot, order, |c| &c.received_at).into(),
+            // the origins, shared by every gathering column, are counted once, here
+            channel: gathered(chunks, origin, origin.capacity() * 8, |c| &c.channel),
+            touchpoint: gathered(chunks, origin, 0, |c| &c.touchpoint),
+            kind: gathered(chunks, origin, 0, |c| &c.kind),
+            group: gathered(chunks, origin, 0, |c| &c.group),
+            revenue: gathered(chunks, origin, 0, |c| &c.revenue),
+            msg_hash: gathered(chunks, origin, 0, |c| &c.msg_hash),
+            prop_key: props(|c| &c.prop_key),
+            prop_val: props(|c| &c.prop_val),
+            prop_end,
+            distinct_times: Default::default(),
+        }
     }
 
-    /// Heap bytes held, for stats and memory bounds.
+    /// Heap bytes held: decoded values, and blocks waiting to be decoded (without decoding
+    /// any column).
     pub fn heap_bytes(&self) -> usize {
-        self.len() * (4 * 6 + 1 + 8 * 3 + 8) + self.prop_key.len() * 8
+        self.did.capacity() * 4
+            + self.ts.capacity() * 8
+            + self.event.heap_bytes()
+            + self.channel.heap_bytes()
+            + self.touchpoint.heap_bytes()
+            + self.kind.heap_bytes()
+            + self.group.heap_bytes()
+            + self.revenue.heap_bytes()
+            + self.msg_hash.heap_bytes()
+            + self.received_at.heap_bytes()
+            + self.prop_end.heap_bytes()
+            + self.prop_key.heap_bytes()
+            + self.prop_val.heap_bytes()
     }
 }
 
@@ -156,8 +210,19 @@ impl Columns {
 #[derive(Debug, Default)]
 pub struct MemChunk {
     pub cols: Columns,
-    /// The normalized Segment message of each row, as JSON.
-    pub bodies: Texts,
+    /// The chunk's log record as it was written (framed, LZ4-compressed), which holds the
+    /// normalized Segment message of each row. Rows wait up to a million at a time for their
+    /// flush; kept as text, their messages were most of a server's memory (about 700 bytes a
+    /// realistic message, against about 115 for its share of the record). They are read back
+    /// when needed: by the flush and by exports.
+    pub record: Box<[u8]>,
+}
+
+impl MemChunk {
+    /// The messages of the chunk's rows, in row order.
+    pub fn bodies(&self) -> crate::error::Result<Texts> {
+        crate::wal::record::bodies_of(&self.record)
+    }
 }
 
 /// Many strings in one buffer: one allocation per chunk of rows instead of one per message,
@@ -231,6 +296,28 @@ pub fn encode_touchpoint(out: &mut Vec<u8>, t: &Touchpoint, body: &str) {
         }
     }
     put_str(out, body);
+}
+
+/// Reads past the fields [`encode_touchpoint`] writes before the message.
+pub(crate) fn skip_to_body(r: &mut Reader<'_>) -> Result<()> {
+    r.u8()?;
+    r.ivarint()?;
+    r.ivarint()?;
+    r.str()?;
+    for _ in 0..4 {
+        r.opt_str()?;
+    }
+    for _ in 0..3 {
+        r.str()?;
+    }
+    match r.u8()? {
+        0 => {}
+        1 => {
+            r.f64_le()?;
+        }
+        _ => return Err(StoreError::Corrupt("log: bad revenue tag".into())),
+    }
+    Ok(())
 }
 
 pub fn decode_touchpoint(r: &mut Reader<'_>) -> Result<Touchpoint> {

@@ -62,6 +62,17 @@ impl Dict {
         self.strings.is_empty()
     }
 
+    /// Heap bytes held, estimated: the strings, and the map from strings to codes when built
+    /// (its keys are copies of the strings, its slots hold a string and a code).
+    pub fn heap_bytes(&self) -> usize {
+        let text: usize = self.strings.iter().map(String::capacity).sum();
+        let list = self.strings.capacity() * std::mem::size_of::<String>() + text;
+        let map = self.codes.get().map_or(0, |m| {
+            m.capacity() * (std::mem::size_of::<(String, u32)>() + 1) + text
+        });
+        list + map
+    }
+
     pub fn strings_from(&self, start: usize) -> &[String] {
         &self.strings[start.min(self.strings.len())..]
     }

@@ -21,16 +21,32 @@ pub struct Col<T> {
 struct Inner<T> {
     values: OnceLock<Vec<T>>,
     decoder: Mutex<Option<Decoder<T>>>,
+    /// Bytes the decoder holds until it runs (a compressed block read at open).
+    held: usize,
 }
 
 impl<T> Col<T> {
     /// A column decoded by `decoder` when it is first read.
     pub fn lazy(decoder: impl FnOnce() -> Vec<T> + Send + 'static) -> Col<T> {
+        Self::lazy_holding(0, decoder)
+    }
+
+    /// [`Col::lazy`] whose decoder holds `held` bytes until it runs (for memory figures).
+    pub fn lazy_holding(held: usize, decoder: impl FnOnce() -> Vec<T> + Send + 'static) -> Col<T> {
         Col {
             inner: Arc::new(Inner {
                 values: OnceLock::new(),
                 decoder: Mutex::new(Some(Box::new(decoder))),
+                held,
             }),
+        }
+    }
+
+    /// Heap bytes: the values' buffer once decoded, before that what the decoder holds.
+    pub fn heap_bytes(&self) -> usize {
+        match self.inner.values.get() {
+            Some(v) => v.capacity() * std::mem::size_of::<T>(),
+            None => self.inner.held,
         }
     }
 
@@ -58,6 +74,7 @@ impl<T> From<Vec<T>> for Col<T> {
             inner: Arc::new(Inner {
                 values: OnceLock::from(v),
                 decoder: Mutex::new(None),
+                held: 0,
             }),
         }
     }

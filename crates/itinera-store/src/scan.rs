@@ -113,6 +113,16 @@ impl RunIndex {
     pub(crate) fn chunk(&self) -> &Columns {
         &self.chunks[0]
     }
+
+    /// Heap bytes of the index itself: its runs and where each person starts (its chunks are
+    /// counted where they belong).
+    pub(crate) fn index_bytes(&self) -> usize {
+        index_bytes(&self.runs, &self.person_starts)
+    }
+}
+
+fn index_bytes(runs: &[Run], person_starts: &[usize]) -> usize {
+    std::mem::size_of_val(runs) + std::mem::size_of_val(person_starts)
 }
 
 /// Appends the runs of chunk `chunk` (`c`) in row order: rows of one person, ordered by time.
@@ -307,6 +317,15 @@ enum Piece {
 }
 
 impl Snapshot {
+    /// Heap bytes of the snapshot's own person index (its chunks belong to the segments and
+    /// the sorted copies of memory rows). Nothing when it shares the segments' index.
+    pub(crate) fn index_bytes(&self, base: &RunIndex) -> usize {
+        match Arc::ptr_eq(&self.runs, &base.runs) {
+            true => 0,
+            false => index_bytes(&self.runs, &self.person_starts),
+        }
+    }
+
     /// The snapshot of a store whose segments are indexed by `base` and whose rows in memory
     /// are in the sorted copies indexed by `mem`.
     pub(crate) fn assemble(

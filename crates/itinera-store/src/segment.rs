@@ -285,8 +285,9 @@ fn decompress(path: &Path, comp: &[u8], b: &BlockRef, what: &str) -> Result<Vec<
     Ok(raw)
 }
 
-/// A column block not yet decoded: read and checked at open, or still in the file (kept open,
-/// so it stays readable after a compaction removes the file's name).
+/// A column block not yet decoded: still in the file (kept open, so it stays readable after a
+/// compaction removes the file's name; shared by the file's blocks), or read and checked and
+/// held until decoded.
 struct Block {
     path: Arc<PathBuf>,
     name: &'static str,
@@ -296,14 +297,22 @@ struct Block {
 
 enum Bytes {
     Checked(Vec<u8>),
-    InFile(File),
+    InFile(Arc<parking_lot::Mutex<File>>),
 }
 
 impl Block {
+    /// Bytes held until decoded.
+    fn held(&self) -> usize {
+        match &self.bytes {
+            Bytes::Checked(comp) => comp.len(),
+            Bytes::InFile(_) => 0,
+        }
+    }
+
     fn raw(self) -> Result<Vec<u8>> {
         let comp = match self.bytes {
             Bytes::Checked(comp) => comp,
-            Bytes::InFile(mut f) => read_checked(&self.path, &mut f, &self.block, self.name)?,
+            Bytes::InFile(f) => read_checked(&self.path, &mut f.lock(), &self.block, self.name)?,
         };
         decompress(&self.path, &comp, &self.block, self.name)
     }
@@ -314,7 +323,7 @@ impl Block {
         rows: usize,
         decode: impl FnOnce(&[u8], usize) -> Result<Vec<T>> + Send + 'static,
     ) -> Col<T> {
-        Col::lazy(move || {
+        Col::lazy_holding(self.held(), move || {
             let (path, name) = (self.path.clone(), self.name);
             expect_rows(
                 &path,
@@ -327,7 +336,7 @@ impl Block {
 
     /// Property keys or values: as many as `ends` (the rows' property ends) say.
     fn lazy_props(self, ends: Col<u32>) -> Col<u32> {
-        Col::lazy(move || {
+        Col::lazy_holding(self.held(), move || {
             let (path, name) = (self.path.clone(), self.name);
             let total = ends.last().copied().unwrap_or(0) as usize;
             let values = self
@@ -436,55 +445,26 @@ impl SegmentFile {
         self.load_columns_for(true)
     }
 
-    /// [`SegmentFile::load_columns`] for a store that writes (`writes`) or only reads. A reader
-    /// never reads the message hashes (they serve the duplicate check of writes and the
-    /// merging of compactions), so for it they are not even read at open: 8 bytes a row that do
-    /// not compress. Should something read them anyway, they are read and checked then.
+    /// [`SegmentFile::load_columns`] for a store that writes (`writes`) or only reads.
+    ///
+    /// Message hashes serve the duplicate check of writes and the merging of compactions, and
+    /// do not compress (8 bytes a row): they are never held. A writer checks them at open,
+    /// so that damage is found then; a reader does not even read them. Either reads them from
+    /// the file when a compaction asks.
     pub fn load_columns_for(&self, writes: bool) -> Result<Columns> {
         let n = self.footer.rows as usize;
-        let path = Arc::new(self.path.clone());
-        let block = |name: &'static str, bytes: Bytes| -> Result<Block> {
-            Ok(Block {
-                path: path.clone(),
-                name,
-                block: self.column_block(name)?.clone(),
-                bytes,
-            })
-        };
-        let read = |names: &[&'static str]| -> Result<Vec<Block>> {
-            let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
-            names
-                .iter()
-                .map(|&name| {
-                    let comp = read_checked(&self.path, &mut f, self.column_block(name)?, name)?;
-                    block(name, Bytes::Checked(comp))
-                })
-                .collect()
-        };
-        // typed properties are absent in format-1 segments (no properties)
-        let with_props = self.footer.column("prop_count").is_some();
-        let mut later = vec![
-            "event",
-            "channel",
-            "touchpoint",
-            "kind",
-            "group",
-            "revenue",
-            "received_at",
-        ];
-        if writes {
-            later.push("msg_hash");
-        }
-        if with_props {
-            later.extend(["prop_count", "prop_key", "prop_val"]);
-        }
+        let mut later = vec!["event"];
+        later.extend(self.cold_columns());
         // times are decoded while another thread decodes the persons and reads and checks the
         // rest (times take the longest)
-        let one = |name: &'static str| read(&[name]).map(|mut b| b.remove(0));
+        let one = |name: &'static str| self.read_blocks(&[name]).map(|mut b| b.remove(0));
         let (ts, did_and_later) = std::thread::scope(|s| {
             let did_and_later = s.spawn(|| {
                 let did = codec::decode_runs(&one("did")?.raw()?, n, "did")?;
-                Ok::<_, StoreError>((did, read(&later)?))
+                if writes {
+                    self.read_blocks(&["msg_hash"])?;
+                }
+                Ok::<_, StoreError>((did, self.read_blocks(&later)?))
             });
             let ts = one("ts").and_then(|ts| codec::decode_deltas(&ts.raw()?, n, "ts"));
             (
@@ -502,23 +482,97 @@ impl SegmentFile {
             }
         }
         let mut later: HashMap<&str, Block> = later.into_iter().map(|b| (b.name, b)).collect();
-        let mut take = |name: &str| later.remove(name).expect("read above");
-        let msg_hash = match writes {
-            true => take("msg_hash"),
-            // a reader never reads them: not even read now, so checked only if read
-            false => {
-                let f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
-                block("msg_hash", Bytes::InFile(f))?
-            }
+        let event = later
+            .remove("event")
+            .expect("read above")
+            .lazy(n, |raw, n| codec::decode_u32s(raw, n, "event"));
+        self.assemble(did, ts, event, later)
+    }
+
+    /// The columns of a segment this store has just written from `written`: persons, times
+    /// and events (what every journey query reads) are kept as they are; every other column
+    /// is read back compressed and decoded when first read, as after an open. A server that
+    /// kept what it flushed decoded held every column of every row it had taken in.
+    pub fn columns_after_write(&self, written: Columns) -> Result<Columns> {
+        let n = self.footer.rows as usize;
+        if written.len() != n {
+            return Err(StoreError::Corrupt(format!(
+                "segment {}: {n} rows written, {} given",
+                self.path.display(),
+                written.len()
+            )));
+        }
+        let later = self.read_blocks(&self.cold_columns())?;
+        let later = later.into_iter().map(|b| (b.name, b)).collect();
+        self.assemble(written.did, written.ts, written.event, later)
+    }
+
+    /// The columns decoded only when first read (besides the events and the message hashes).
+    fn cold_columns(&self) -> Vec<&'static str> {
+        let mut cold = vec![
+            "channel",
+            "touchpoint",
+            "kind",
+            "group",
+            "revenue",
+            "received_at",
+        ];
+        // typed properties are absent in format-1 segments (no properties)
+        if self.footer.column("prop_count").is_some() {
+            cold.extend(["prop_count", "prop_key", "prop_val"]);
+        }
+        cold
+    }
+
+    fn block(&self, name: &'static str, bytes: Bytes) -> Result<Block> {
+        Ok(Block {
+            path: Arc::new(self.path.clone()),
+            name,
+            block: self.column_block(name)?.clone(),
+            bytes,
+        })
+    }
+
+    /// The named column blocks, read and checked against their checksums.
+    fn read_blocks(&self, names: &[&'static str]) -> Result<Vec<Block>> {
+        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
+        names
+            .iter()
+            .map(|&name| {
+                let comp = read_checked(&self.path, &mut f, self.column_block(name)?, name)?;
+                self.block(name, Bytes::Checked(comp))
+            })
+            .collect()
+    }
+
+    /// Columns from decoded persons and times, the events, and the cold columns' blocks
+    /// (checked). The cold blocks are not held: they are read from the file again when first
+    /// decoded, so that a column no query reads costs no memory.
+    fn assemble(
+        &self,
+        did: Vec<u32>,
+        ts: Vec<i64>,
+        event: Col<u32>,
+        mut later: HashMap<&'static str, Block>,
+    ) -> Result<Columns> {
+        let n = self.footer.rows as usize;
+        let file = Arc::new(parking_lot::Mutex::new(
+            File::open(&self.path).map_err(StoreError::io(&self.path))?,
+        ));
+        let mut take = |name: &str| Block {
+            bytes: Bytes::InFile(file.clone()),
+            ..later.remove(name).expect("read above")
         };
+        let with_props = self.footer.column("prop_count").is_some();
         let prop_end = match with_props {
             true => take("prop_count").lazy(n, prop_ends),
             false => vec![0; n].into(),
         };
+        let msg_hash = self.block("msg_hash", Bytes::InFile(file.clone()))?;
         Ok(Columns {
             did,
             ts,
-            event: take("event").lazy(n, |raw, n| codec::decode_u32s(raw, n, "event")),
+            event,
             channel: take("channel").lazy(n, |raw, n| codec::decode_u32s(raw, n, "channel")),
             touchpoint: take("touchpoint")
                 .lazy(n, |raw, n| codec::decode_u32s(raw, n, "touchpoint")),
@@ -546,6 +600,30 @@ impl SegmentFile {
             prop_end,
             distinct_times: Default::default(),
         })
+    }
+
+    /// The message hashes and receive times of every row, read from the file and not kept
+    /// (they rebuild the duplicate check of a store opened for writing).
+    pub fn hashes_and_receive_times(&self) -> Result<(Vec<u64>, Vec<i64>)> {
+        let n = self.footer.rows as usize;
+        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
+        let hashes = codec::decode_u64s(
+            &self.read_block(&mut f, self.column_block("msg_hash")?, "msg_hash")?,
+            n,
+            "msg_hash",
+        )?;
+        let received = codec::decode_deltas(
+            &self.read_block(&mut f, self.column_block("received_at")?, "received_at")?,
+            n,
+            "received_at",
+        )?;
+        if hashes.len() != n || received.len() != n {
+            return Err(StoreError::Corrupt(format!(
+                "segment {}: column length",
+                self.path.display()
+            )));
+        }
+        Ok((hashes, received))
     }
 
     /// Where each row's message is. `generation` is this file's own (rows of a file that holds

@@ -73,6 +73,17 @@ async fn metrics(
     }
     for (project, backend) in state.app.opened_backends() {
         if let Ok(s) = backend.size() {
+            for (part, bytes) in &s.memory {
+                let labels = vec![
+                    ("project".to_string(), project.clone()),
+                    ("part".to_string(), part.to_string()),
+                ];
+                state
+                    .metrics
+                    .store_memory
+                    .get_or_create(&labels)
+                    .set(*bytes as i64);
+            }
             let labels = vec![("project".to_string(), project)];
             state
                 .metrics

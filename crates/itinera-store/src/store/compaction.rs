@@ -180,6 +180,7 @@ impl Inner {
         drop(files);
         drop(locs_in);
         let file = SegmentFile::open(&path)?;
+        let cols = file.columns_after_write(cols)?;
         // the commit: against the manifest as it is now (flushes may have added segments)
         let _commit = match flush_guard {
             Some(g) => g,

@@ -7,6 +7,7 @@ use itinera_core::clock::now_ms;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::recent_ids::RecentIds;
 use super::*;
 
 impl Inner {
@@ -68,11 +69,17 @@ impl Inner {
             }
             let name = format!("{gen:010}.seg");
             let path = seg_dir.join(&name);
-            let bodies = order.iter().map(|&(_, _, _, ci, i)| {
-                Ok(frozen[ci as usize].bodies.get(i as usize).to_string())
-            });
+            // the messages are read back from the chunks' log records for the time of the write
+            let texts = frozen
+                .iter()
+                .map(|c| c.bodies())
+                .collect::<Result<Vec<_>>>()?;
+            let bodies = order
+                .iter()
+                .map(|&(_, _, _, ci, i)| Ok(texts[ci as usize].get(i as usize).to_string()));
             segment::write(&path, &cols, bodies)?;
             let file = SegmentFile::open(&path)?;
+            let cols = file.columns_after_write(cols)?;
             new_segment = Some(Arc::new(LoadedSegment {
                 name: name.clone(),
                 file,
@@ -112,11 +119,8 @@ impl Inner {
             st.frozen.drain(..n);
             st.manifest = st_manifest;
             st.delta_starts = new_starts;
-            let horizon = now_ms() - self.config.dedup_window_ms;
-            if st.dedup.len() > 1_000_000 {
-                st.dedup.retain(|_, r| *r >= horizon);
-            }
         }
+        self.renew_recent_ids()?;
         wal::remove_before(&self.dir.join("wal"), seq)?;
         tracing::debug!(rows, generation = gen, "flushed memory to segment");
         let segs = self.state.read().segments.len();
@@ -124,6 +128,54 @@ impl Inner {
         if segs > self.config.compact_after_segments {
             self.maybe_start_compaction();
         }
+        Ok(())
+    }
+
+    /// Builds the duplicate check again from the rows received within the window, when the
+    /// one in use holds ids long past it (see `recent_ids`). Runs in a flush, under its lock:
+    /// the segments and the frozen rows do not change meanwhile, and rows appended while the
+    /// files are read are entered when the new check replaces the old.
+    fn renew_recent_ids(&self) -> Result<()> {
+        let window = self.config.dedup_window_ms;
+        let horizon = now_ms().saturating_sub(window);
+        let (segments, chunks) = {
+            let st = self.state.read();
+            if window <= 0 || !st.dedup.is_stale(horizon, window) {
+                return Ok(());
+            }
+            let chunks: Vec<SharedChunk> = st.frozen.iter().chain(&st.mem).cloned().collect();
+            (st.segments.clone(), chunks)
+        };
+        let mut fresh = RecentIds::default();
+        let mut enter = |hashes: &[u64], received: &[i64]| {
+            for (h, r) in hashes.iter().zip(received) {
+                if *r >= horizon {
+                    fresh.insert(*h, *r);
+                }
+            }
+        };
+        for s in &segments {
+            if s.file.footer.max_received_at.is_none_or(|l| l >= horizon) {
+                let (hashes, received) = s.file.hashes_and_receive_times()?;
+                enter(&hashes, &received);
+            }
+        }
+        for c in &chunks {
+            enter(&c.cols.msg_hash, &c.cols.received_at);
+        }
+        let mut st = self.state.write();
+        let seen = chunks.len() - st.frozen.len();
+        for c in st.mem.get(seen..).unwrap_or_default() {
+            for (h, r) in c.cols.msg_hash.iter().zip(c.cols.received_at.iter()) {
+                fresh.insert(*h, *r);
+            }
+        }
+        tracing::debug!(
+            before = st.dedup.len(),
+            after = fresh.len(),
+            "duplicate check built again"
+        );
+        st.dedup = fresh;
         Ok(())
     }
 }

@@ -28,6 +28,7 @@ mod compaction;
 mod config;
 mod flush;
 mod open;
+mod recent_ids;
 mod snapshots;
 mod state;
 mod writer;
@@ -39,7 +40,7 @@ pub use config::{
     DICT_PROP_VALUES, DICT_TOUCHPOINTS,
 };
 use state::*;
-pub use state::{Dicts, HolderFile, LoadedSegment, StoreStats};
+pub use state::{Dicts, HolderFile, LoadedSegment, StoreMemory, StoreStats};
 use writer::*;
 pub use writer::{AppendOutcome, AppendPipeline};
 
@@ -242,7 +243,7 @@ impl Store {
             }
         }
         for c in &mem {
-            for (i, b) in c.bodies.iter().enumerate() {
+            for (i, b) in c.bodies()?.iter().enumerate() {
                 if !hidden(&c.cols, i) {
                     f(b)?;
                 }
@@ -282,6 +283,35 @@ impl Store {
             s.bytes_per_event = s.bytes_on_disk as f64 / s.events as f64;
         }
         Ok(s)
+    }
+
+    /// What the store holds in memory, by part. Takes no snapshot and decodes nothing.
+    pub fn memory(&self) -> StoreMemory {
+        let cache = self.inner.snapshot_cache.lock().heap_bytes();
+        // lock order everywhere: dictionaries, then state
+        let dictionaries = self
+            .inner
+            .dicts
+            .read()
+            .all
+            .iter()
+            .map(|d| d.heap_bytes())
+            .sum();
+        let st = self.inner.state.read();
+        let chunks = || st.frozen.iter().chain(&st.mem);
+        let bytes = |n: usize| n as u64;
+        StoreMemory {
+            segment_columns: bytes(st.segments.iter().map(|s| s.cols.heap_bytes()).sum()),
+            memory_columns: bytes(chunks().map(|c| c.cols.heap_bytes()).sum()),
+            memory_messages: bytes(chunks().map(|c| c.record.len()).sum()),
+            query_copies: bytes(cache),
+            duplicate_check: bytes(st.dedup.heap_bytes()),
+            dictionaries: bytes(dictionaries),
+            identities: bytes(
+                st.identity.heap_bytes()
+                    + st.roots_cache.as_ref().map_or(0, |(_, r)| r.capacity() * 4),
+            ),
+        }
     }
 
     /// The error that made the store refuse writes, if any (reads keep working).
@@ -380,7 +410,7 @@ mod tests {
                 Some(1_700_000_000_000)
             );
             assert!(!c.msg_hash.is_decoded() && !c.received_at.is_decoded());
-            assert!(st.dedup.is_empty());
+            assert_eq!(st.dedup.len(), 0);
         }
         // within the window (a window reaching back to 2023), the check is built
         s.close();
@@ -460,5 +490,152 @@ mod tests {
             .collect();
         want.sort_unstable();
         assert_eq!(hashes, want);
+    }
+
+    /// Every row of every journey a scan of all columns hands over, as text (codes are the
+    /// store's own, so two states of one store compare).
+    fn every_column(s: &Store) -> Vec<String> {
+        let parts = s.snapshot().scan_batches(
+            &ScanOptions::default(),
+            Vec::new,
+            |out: &mut Vec<String>, b| {
+                for k in 0..b.persons.len() {
+                    let j = b.journey(k);
+                    for i in 0..j.len() {
+                        out.push(format!(
+                            "{} {} {} {} {} {} {} {:?} {:?}",
+                            j.person,
+                            j.ts[i],
+                            j.event[i],
+                            j.channel[i],
+                            j.touchpoint[i],
+                            j.kind[i],
+                            j.group[i],
+                            j.revenue[i],
+                            j.props.row(i)
+                        ));
+                    }
+                }
+            },
+        );
+        let mut rows: Vec<String> = parts.into_iter().flatten().collect();
+        rows.sort();
+        rows
+    }
+
+    /// Rows of several persons over several appends (so that sorting them moves them between
+    /// chunks), with properties, channels and revenue that differ from row to row.
+    fn varied_rows(from: usize, n: usize) -> Vec<Touchpoint> {
+        (from..from + n)
+            .map(|i| {
+                let mut t = track(&format!("m{i}"), &format!("u{}", i % 5), "a", i as i64);
+                t.channel = format!("c{}", i % 3);
+                t.touchpoint = format!("t{}", i % 4);
+                t.revenue = (i % 2 == 0).then_some(i as f64);
+                t.props = (0..i % 3)
+                    .map(|k| (format!("k{k}"), format!("v{i}")))
+                    .collect();
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sorted_copies_of_memory_rows_gather_their_other_columns_when_first_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        for k in 0..6 {
+            s.append(varied_rows(k * 7, 7)).unwrap();
+            // a snapshot between appends: the copies grow by tails that merge
+            s.snapshot();
+        }
+        let copies_hold = |s: &Store| {
+            let cache = s.inner.snapshot_cache.lock();
+            let copies = cache.memory_copies();
+            assert!(!copies.is_empty(), "copies of the rows in memory");
+            copies
+                .iter()
+                .map(|p| {
+                    [
+                        p.chunk().channel.is_decoded(),
+                        p.chunk().prop_key.is_decoded(),
+                    ]
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            copies_hold(&s).iter().all(|d| *d == [false, false]),
+            "nothing but the hot columns copied"
+        );
+        let m = s.memory();
+        assert!(
+            m.query_copies < m.memory_columns,
+            "copies of 4 columns are smaller than the rows: {m:?}"
+        );
+        let in_memory = every_column(&s);
+        assert!(copies_hold(&s).iter().all(|d| *d == [true, true]));
+        s.flush().unwrap();
+        assert_eq!(
+            every_column(&s),
+            in_memory,
+            "as the flushed segment has them"
+        );
+        assert_eq!(in_memory.len(), 42);
+    }
+
+    #[test]
+    fn a_flushed_segment_keeps_decoded_only_what_every_journey_query_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        s.append(varied_rows(0, 40)).unwrap();
+        let in_memory = every_column(&s);
+        s.flush().unwrap();
+        let decoded = |s: &Store| {
+            let st = s.inner.state.read();
+            let c = &st.segments[0].cols;
+            [
+                c.event.is_decoded(),
+                c.channel.is_decoded(),
+                c.prop_key.is_decoded(),
+                c.msg_hash.is_decoded(),
+            ]
+        };
+        assert_eq!(decoded(&s), [true, false, false, false]);
+        let before = s.memory().segment_columns;
+        // the cold columns are read back from the file when first read, as they were
+        assert_eq!(every_column(&s), in_memory);
+        assert_eq!(decoded(&s), [true, true, true, false]);
+        assert!(s.memory().segment_columns > before);
+    }
+
+    #[test]
+    fn the_duplicate_check_forgets_ids_received_long_before_its_window_at_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        // received in 2023, long before the 7-day window, and two received now
+        let mut rows: Vec<Touchpoint> = (0..20)
+            .map(|i| track(&format!("m{i}"), "u", "a", i))
+            .collect();
+        for (i, t) in (20..22).map(|i| (i, track(&format!("m{i}"), "u", "a", i))) {
+            rows.push(Touchpoint {
+                received_at_ms: now_ms() - i,
+                ..t
+            });
+        }
+        s.append(rows).unwrap();
+        let again = |id: &str| s.append(vec![track(id, "u", "a", 0)]).unwrap();
+        assert_eq!(
+            again("m3").duplicates,
+            1,
+            "entered on arrival, whatever their age"
+        );
+        s.flush().unwrap();
+        assert_eq!(
+            s.inner.state.read().dedup.len(),
+            2,
+            "only those received now"
+        );
+        assert_eq!(again("m3").stored, 1, "outside the window: not a retry");
+        assert_eq!(again("m21").duplicates, 1, "within it: a retry");
     }
 }

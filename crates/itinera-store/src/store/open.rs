@@ -6,7 +6,6 @@ use crate::wal::{self, WalWriter};
 use itinera_core::clock::now_ms;
 use itinera_core::IdentityGraph;
 use parking_lot::{Mutex, RwLock};
-use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -143,7 +142,7 @@ impl Store {
         identity.grow(dicts.all[DICT_IDS].len() as u32);
         let locked = (!config.read_only).then_some(dir_lock);
         let mut segments = Vec::new();
-        let mut dedup = FxHashMap::default();
+        let mut dedup = super::recent_ids::RecentIds::default();
         let horizon = now_ms() - config.dedup_window_ms;
         for name in manifest.segments.iter().chain(&manifest.holders) {
             if segment::generation_of(name).is_none() {
@@ -175,9 +174,10 @@ impl Store {
                     .max_received_at
                     .is_none_or(|latest| latest >= horizon)
             {
-                for (h, r) in cols.msg_hash.iter().zip(&cols.received_at) {
-                    if *r >= horizon {
-                        dedup.insert(*h, *r);
+                let (hashes, received) = file.hashes_and_receive_times()?;
+                for (h, r) in hashes.into_iter().zip(received) {
+                    if r >= horizon {
+                        dedup.insert(h, r);
                     }
                 }
             }
@@ -189,17 +189,15 @@ impl Store {
         }
         if !config.read_only {
             remove_orphans(dir, &manifest)?;
-            // a server's first queries should not wait for decoding: it decodes the columns
-            // analyses read in the background (a reader decodes only what its query reads)
+            // a server's first queries should not wait for decoding: it decodes the events,
+            // which every journey query reads, in the background (the other columns when a
+            // query first reads them; a reader decodes only what its query reads)
             let decode: Vec<Arc<LoadedSegment>> = segments.clone();
             std::thread::Builder::new()
                 .name("itinera-decode".into())
                 .spawn(move || {
                     for s in decode {
-                        let c = &s.cols;
-                        let _ = (c.event.len(), c.kind.len(), c.channel.len());
-                        let _ = (c.touchpoint.len(), c.group.len(), c.revenue.len());
-                        let _ = (c.prop_end.len(), c.prop_key.len(), c.prop_val.len());
+                        let _ = s.cols.event.len();
                     }
                 })
                 .map_err(|e| StoreError::Io {

@@ -38,9 +38,16 @@ struct MemoryRuns {
     /// The memory chunks the copies hold, in arrival order (kept alive: their addresses are
     /// compared with the store's).
     covered: Vec<SharedChunk>,
-    large: Option<Arc<RunIndex>>,
+    large: Option<Copy>,
     /// Oldest first, each at least twice the size of the next.
-    tails: Vec<Arc<RunIndex>>,
+    tails: Vec<Copy>,
+}
+
+/// A sorted copy of memory rows, and where each of its rows is in the covered chunks (its
+/// columns other than the hot ones are gathered from there when first read).
+struct Copy {
+    index: Arc<RunIndex>,
+    origin: Arc<Vec<(u32, u32)>>,
 }
 
 impl MemoryRuns {
@@ -63,35 +70,41 @@ impl MemoryRuns {
         roots: &Arc<Vec<u32>>,
     ) -> MemoryRuns {
         let Some(mut m) = this.filter(|m| m.fits(chunks, roots)) else {
+            let all: Arc<[SharedChunk]> = chunks.into();
             return MemoryRuns {
                 roots: roots.clone(),
                 covered: chunks.to_vec(),
-                large: sorted(chunks, roots).map(|c| index(c, roots)),
+                large: sorted(&all, 0, roots),
                 tails: Vec::new(),
             };
         };
-        let Some(new) = sorted(&chunks[m.covered.len()..], roots) else {
+        let first_new = m.covered.len();
+        if first_new == chunks.len() {
+            return m;
+        }
+        m.covered.extend(chunks[first_new..].iter().cloned());
+        let all: Arc<[SharedChunk]> = m.covered.as_slice().into();
+        let Some(new) = sorted(&all, first_new, roots) else {
             return m;
         };
-        m.covered.extend(chunks[m.covered.len()..].iter().cloned());
         let Some(large) = m.large.take() else {
-            m.large = Some(index(new, roots));
+            m.large = Some(new);
             return m;
         };
-        m.tails.push(index(new, roots));
+        m.tails.push(new);
         // carry: the newest two merge while the older is not twice the newer
         while let [.., older, newer] = &m.tails[..] {
-            if older.rows() >= 2 * newer.rows() {
+            if older.index.rows() >= 2 * newer.index.rows() {
                 break;
             }
-            let merged = index(merge(older.chunk(), newer.chunk(), roots), roots);
+            let merged = merge(older, newer, &all, roots);
             m.tails.truncate(m.tails.len() - 2);
             m.tails.push(merged);
         }
         m.large = match m.tails.first() {
-            Some(oldest) if oldest.rows() * 4 >= large.rows() => {
+            Some(oldest) if oldest.index.rows() * 4 >= large.index.rows() => {
                 let oldest = m.tails.remove(0);
-                Some(index(merge(large.chunk(), oldest.chunk(), roots), roots))
+                Some(merge(&large, &oldest, &all, roots))
             }
             _ => Some(large),
         };
@@ -99,12 +112,61 @@ impl MemoryRuns {
     }
 
     fn parts(&self) -> Vec<&RunIndex> {
-        self.large.iter().chain(&self.tails).map(|r| &**r).collect()
+        self.large
+            .iter()
+            .chain(&self.tails)
+            .map(|c| &*c.index)
+            .collect()
+    }
+
+    /// Heap bytes of the copies and their indexes.
+    fn heap_bytes(&self) -> usize {
+        self.parts()
+            .iter()
+            .map(|p| p.chunk().heap_bytes() + p.index_bytes())
+            .sum()
     }
 }
 
-fn index(c: Columns, roots: &[u32]) -> Arc<RunIndex> {
-    Arc::new(RunIndex::build(vec![Arc::new(c)], roots))
+impl SnapshotCache {
+    /// Heap bytes held for queries beyond the store's own rows: the sorted copies of the rows
+    /// in memory and the person indexes.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let copies: usize = self
+            .frozen
+            .iter()
+            .chain(&self.mem)
+            .map(MemoryRuns::heap_bytes)
+            .sum();
+        let base = self.base.as_ref().map(|(_, _, b)| b);
+        let indexes = base.map_or(0, |b| b.index_bytes())
+            + match (&self.last, base) {
+                (Some((_, snap)), Some(b)) => snap.index_bytes(b),
+                _ => 0,
+            };
+        copies + indexes
+    }
+
+    /// The sorted copies of the rows still taking appends.
+    #[cfg(test)]
+    pub(crate) fn memory_copies(&self) -> Vec<&RunIndex> {
+        self.mem.as_ref().map_or(Vec::new(), |m| m.parts())
+    }
+}
+
+fn copy(
+    hot: &[&Columns],
+    order: &[(u32, u32)],
+    all: &Arc<[SharedChunk]>,
+    origin: Vec<(u32, u32)>,
+    roots: &[u32],
+) -> Copy {
+    let origin = Arc::new(origin);
+    let cols = Columns::take_hot(hot, order, all, &origin);
+    Copy {
+        index: Arc::new(RunIndex::build(vec![Arc::new(cols)], roots)),
+        origin,
+    }
 }
 
 /// The person a row's id belongs to.
@@ -112,11 +174,11 @@ fn person(roots: &[u32], d: u32) -> u32 {
     roots.get(d as usize).copied().unwrap_or(d)
 }
 
-/// The rows of `chunks` sorted by (person, time, receive time, arrival); None when there are
-/// none.
-fn sorted(chunks: &[SharedChunk], roots: &[u32]) -> Option<Columns> {
+/// The rows of the chunks of `all` from `first` on, sorted by (person, time, receive time,
+/// arrival); None when there are none.
+fn sorted(all: &Arc<[SharedChunk]>, first: usize, roots: &[u32]) -> Option<Copy> {
     let mut idx: Vec<(u32, i64, i64, u32, u32)> = Vec::new();
-    for (k, m) in chunks.iter().enumerate() {
+    for (k, m) in all.iter().enumerate().skip(first) {
         let c = &m.cols;
         idx.extend((0..c.len()).map(|i| {
             (
@@ -133,18 +195,19 @@ fn sorted(chunks: &[SharedChunk], roots: &[u32]) -> Option<Columns> {
     }
     idx.sort_unstable();
     let order: Vec<(u32, u32)> = idx.into_iter().map(|(_, _, _, k, i)| (k, i)).collect();
-    let sources: Vec<&Columns> = chunks.iter().map(|c| &c.cols).collect();
-    Some(Columns::take(&sources, &order))
+    let sources: Vec<&Columns> = all.iter().map(|c| &c.cols).collect();
+    Some(copy(&sources, &order, all, order.clone(), roots))
 }
 
 /// Two copies sorted by (person, time, receive time, arrival) merged into one; on equal keys
 /// the rows of `older` (which arrived first) come first.
-fn merge(older: &Columns, newer: &Columns, roots: &[u32]) -> Columns {
+fn merge(older: &Copy, newer: &Copy, all: &Arc<[SharedChunk]>, roots: &[u32]) -> Copy {
+    let (o, n) = (older.index.chunk(), newer.index.chunk());
     let key = |c: &Columns, i: usize| (person(roots, c.did[i]), c.ts[i], c.received_at[i]);
-    let mut order: Vec<(u32, u32)> = Vec::with_capacity(older.len() + newer.len());
+    let mut order: Vec<(u32, u32)> = Vec::with_capacity(o.len() + n.len());
     let (mut i, mut j) = (0, 0);
-    while i < older.len() && j < newer.len() {
-        if key(newer, j) < key(older, i) {
+    while i < o.len() && j < n.len() {
+        if key(n, j) < key(o, i) {
             order.push((1, j as u32));
             j += 1;
         } else {
@@ -152,9 +215,14 @@ fn merge(older: &Columns, newer: &Columns, roots: &[u32]) -> Columns {
             i += 1;
         }
     }
-    order.extend((i..older.len()).map(|k| (0, k as u32)));
-    order.extend((j..newer.len()).map(|k| (1, k as u32)));
-    Columns::take(&[older, newer], &order)
+    order.extend((i..o.len()).map(|k| (0, k as u32)));
+    order.extend((j..n.len()).map(|k| (1, k as u32)));
+    let origins = [&older.origin, &newer.origin];
+    let origin = order
+        .iter()
+        .map(|&(s, i)| origins[s as usize][i as usize])
+        .collect();
+    copy(&[o, n], &order, all, origin, roots)
 }
 
 impl Inner {

@@ -6,7 +6,6 @@ use crate::manifest::Manifest;
 use crate::segment::{self, BodyFiles, SegmentFile};
 use itinera_core::IdentityGraph;
 use parking_lot::{Mutex, RwLock};
-use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -98,8 +97,8 @@ pub(crate) struct State {
     pub mem: Vec<SharedChunk>,
     pub frozen: Vec<SharedChunk>,
     pub(super) mem_rows: usize,
-    /// message id hash → received at, for rows within the dedup window
-    pub(super) dedup: FxHashMap<u64, i64>,
+    /// The hashes of the message ids received within the dedup window.
+    pub(super) dedup: super::recent_ids::RecentIds,
     pub(super) manifest: Manifest,
     pub(super) delta_starts: [usize; DICTS],
 }
@@ -157,6 +156,45 @@ pub struct StoreStats {
     /// Compressed bytes of person, time, event and channel per segment row.
     pub core_bytes_per_event: f64,
     pub bytes_per_event: f64,
+}
+
+/// What a store holds in memory, in bytes, by part (estimated from the structures' sizes, not
+/// measured from the allocator): where a server's memory goes, for `/metrics` and the benches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreMemory {
+    /// Segment columns: decoded, or compressed blocks waiting for their first read.
+    pub segment_columns: u64,
+    /// Columns of the rows waiting in memory for their flush.
+    pub memory_columns: u64,
+    /// The log records holding those rows' messages.
+    pub memory_messages: u64,
+    /// Sorted copies of the rows in memory and the person indexes, kept for queries.
+    pub query_copies: u64,
+    /// The duplicate check: hashes of the message ids received within the window.
+    pub duplicate_check: u64,
+    /// Dictionaries of ids, names and property values.
+    pub dictionaries: u64,
+    /// Which id belongs to which person.
+    pub identities: u64,
+}
+
+impl StoreMemory {
+    pub fn total(&self) -> u64 {
+        self.parts().iter().map(|(_, b)| b).sum()
+    }
+
+    /// Each part with its name, as `/metrics` labels it.
+    pub fn parts(&self) -> [(&'static str, u64); 7] {
+        [
+            ("segment_columns", self.segment_columns),
+            ("memory_columns", self.memory_columns),
+            ("memory_messages", self.memory_messages),
+            ("query_copies", self.query_copies),
+            ("duplicate_check", self.duplicate_check),
+            ("dictionaries", self.dictionaries),
+            ("identities", self.identities),
+        ]
+    }
 }
 
 impl Drop for Inner {

@@ -161,13 +161,7 @@ impl Inner {
                                 .hashes
                                 .iter()
                                 .zip(&batch.touchpoints)
-                                .map(|(h, t)| match st.dedup.entry(*h) {
-                                    std::collections::hash_map::Entry::Occupied(_) => false,
-                                    std::collections::hash_map::Entry::Vacant(v) => {
-                                        v.insert(t.received_at_ms);
-                                        true
-                                    }
-                                })
+                                .map(|(h, t)| st.dedup.insert(*h, t.received_at_ms))
                                 .collect(),
                             false => batch.hashes.iter().map(|h| seen.insert(*h)).collect(),
                         };
@@ -296,11 +290,16 @@ impl Inner {
     pub(super) fn apply_touchpoints(&self, batch: Prepared, replayed: bool) {
         let Prepared {
             touchpoints,
-            bodies,
             hashes,
+            framed,
             ..
         } = batch;
         let mut cols = Columns::with_capacity(touchpoints.len());
+        // rows wait in memory until their flush: their properties' columns get the room they
+        // need, not the slack of growing
+        let pairs = touchpoints.iter().map(|t| t.props.len()).sum();
+        cols.prop_key.reserve_exact(pairs);
+        cols.prop_val.reserve_exact(pairs);
         let mut links = Vec::new();
         // the dictionaries stay locked until the rows are in the table, so that a compaction
         // (which takes both locks) sees every code in use when it blanks erased values
@@ -373,6 +372,9 @@ impl Inner {
             }
         }
         st.mem_rows += cols.len();
-        st.mem.push(Arc::new(MemChunk { cols, bodies }));
+        st.mem.push(Arc::new(MemChunk {
+            cols,
+            record: framed.into_boxed_slice(),
+        }));
     }
 }

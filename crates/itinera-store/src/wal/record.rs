@@ -132,6 +132,40 @@ pub fn check_log_record(payload: &[u8]) -> Result<()> {
     decode_record(payload).map(|_| ())
 }
 
+/// The messages of a framed touchpoints record made by [`encode_record`] (kept in memory by
+/// the chunk it was applied to), in row order, without decoding the touchpoints around them.
+pub(crate) fn bodies_of(framed: &[u8]) -> Result<Texts> {
+    let corrupt = |why: &str| StoreError::Corrupt(format!("memory chunk record: {why}"));
+    let payload = framed.get(8..).ok_or_else(|| corrupt("too short"))?;
+    let mut r = Reader::new(payload, "memory chunk record");
+    let raw;
+    let mut r = match r.u8()? {
+        REC_LZ4 => {
+            let raw_len = usize::try_from(r.uvarint()?).unwrap_or(usize::MAX);
+            let comp = &payload[payload.len() - r.remaining()..];
+            if raw_len > LZ4_MAX_RAW || raw_len > comp.len().saturating_mul(255) {
+                return Err(corrupt("compressed length out of range"));
+            }
+            raw =
+                lz4_flex::block::decompress(comp, raw_len).map_err(|e| corrupt(&e.to_string()))?;
+            let mut r = Reader::new(&raw, "memory chunk record");
+            if r.u8()? != REC_TOUCHPOINTS {
+                return Err(corrupt("not touchpoints"));
+            }
+            r
+        }
+        REC_TOUCHPOINTS => r,
+        _ => return Err(corrupt("not touchpoints")),
+    };
+    let n = r.len()?;
+    let mut bodies = Texts::with_capacity(n, r.remaining());
+    for _ in 0..n {
+        crate::columns::skip_to_body(&mut r)?;
+        bodies.push(r.str()?);
+    }
+    Ok(bodies)
+}
+
 pub(crate) fn decode_record(payload: &[u8]) -> Result<Record> {
     let mut r = Reader::new(payload, "log record");
     match r.u8()? {
