@@ -106,6 +106,18 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
             "{label}: {} events, {} persons, {} segments, {} rows in memory, {:.1} bytes/event on disk",
             s.events, s.persons, s.segments, s.memory_rows, s.bytes_per_event
         );
+        let m = store.memory();
+        let parts: Vec<String> = m
+            .parts()
+            .iter()
+            .map(|(part, bytes)| format!("{part} {:.1}", *bytes as f64 / 1e6))
+            .collect();
+        println!(
+            "  store memory {:.1} MB ({:.1} bytes/event): {}",
+            m.total() as f64 / 1e6,
+            m.total() as f64 / s.events.max(1) as f64,
+            parts.join(", ")
+        );
         Ok(())
     };
 
