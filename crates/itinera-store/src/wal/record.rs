@@ -135,28 +135,23 @@ pub fn check_log_record(payload: &[u8]) -> Result<()> {
 /// The messages of a framed touchpoints record made by [`encode_record`] (kept in memory by
 /// the chunk it was applied to), in row order, without decoding the touchpoints around them.
 pub(crate) fn bodies_of(framed: &[u8]) -> Result<Texts> {
-    let corrupt = |why: &str| StoreError::Corrupt(format!("memory chunk record: {why}"));
-    let payload = framed.get(8..).ok_or_else(|| corrupt("too short"))?;
-    let mut r = Reader::new(payload, "memory chunk record");
+    let payload = framed
+        .get(8..)
+        .ok_or_else(|| StoreError::Corrupt("memory chunk record: too short".into()))?;
     let raw;
-    let mut r = match r.u8()? {
-        REC_LZ4 => {
-            let raw_len = usize::try_from(r.uvarint()?).unwrap_or(usize::MAX);
-            let comp = &payload[payload.len() - r.remaining()..];
-            if raw_len > LZ4_MAX_RAW || raw_len > comp.len().saturating_mul(255) {
-                return Err(corrupt("compressed length out of range"));
-            }
-            raw =
-                lz4_flex::block::decompress(comp, raw_len).map_err(|e| corrupt(&e.to_string()))?;
-            let mut r = Reader::new(&raw, "memory chunk record");
-            if r.u8()? != REC_TOUCHPOINTS {
-                return Err(corrupt("not touchpoints"));
-            }
-            r
+    let record = match payload.first() {
+        Some(&REC_LZ4) => {
+            raw = lz4_touchpoints(payload)?;
+            &raw[..]
         }
-        REC_TOUCHPOINTS => r,
-        _ => return Err(corrupt("not touchpoints")),
+        _ => payload,
     };
+    let mut r = Reader::new(record, "memory chunk record");
+    if r.u8()? != REC_TOUCHPOINTS {
+        return Err(StoreError::Corrupt(
+            "memory chunk record: not touchpoints".into(),
+        ));
+    }
     let n = r.len()?;
     let mut bodies = Texts::with_capacity(n, r.remaining());
     for _ in 0..n {
@@ -166,27 +161,32 @@ pub(crate) fn bodies_of(framed: &[u8]) -> Result<Texts> {
     Ok(bodies)
 }
 
+/// The touchpoints record a `REC_LZ4` payload holds, decompressed.
+fn lz4_touchpoints(payload: &[u8]) -> Result<Vec<u8>> {
+    let mut r = Reader::new(payload, "log record");
+    r.u8()?;
+    let raw_len = usize::try_from(r.uvarint()?).unwrap_or(usize::MAX);
+    let comp = &payload[payload.len() - r.remaining()..];
+    // LZ4 expands at most 255-fold: a larger length is damage, not a record
+    if raw_len > LZ4_MAX_RAW || raw_len > comp.len().saturating_mul(255) {
+        return Err(StoreError::Corrupt(format!(
+            "log record: compressed length {raw_len} out of range"
+        )));
+    }
+    let raw = lz4_flex::block::decompress(comp, raw_len)
+        .map_err(|e| StoreError::Corrupt(format!("log record: {e}")))?;
+    if raw.first() != Some(&REC_TOUCHPOINTS) {
+        return Err(StoreError::Corrupt(
+            "log record: compressed record is not touchpoints".into(),
+        ));
+    }
+    Ok(raw)
+}
+
 pub(crate) fn decode_record(payload: &[u8]) -> Result<Record> {
     let mut r = Reader::new(payload, "log record");
     match r.u8()? {
-        REC_LZ4 => {
-            let raw_len = usize::try_from(r.uvarint()?).unwrap_or(usize::MAX);
-            let comp = &payload[payload.len() - r.remaining()..];
-            // LZ4 expands at most 255-fold: a larger length is damage, not a record
-            if raw_len > LZ4_MAX_RAW || raw_len > comp.len().saturating_mul(255) {
-                return Err(StoreError::Corrupt(format!(
-                    "log record: compressed length {raw_len} out of range"
-                )));
-            }
-            let raw = lz4_flex::block::decompress(comp, raw_len)
-                .map_err(|e| StoreError::Corrupt(format!("log record: {e}")))?;
-            if raw.first() != Some(&REC_TOUCHPOINTS) {
-                return Err(StoreError::Corrupt(
-                    "log record: compressed record is not touchpoints".into(),
-                ));
-            }
-            decode_record(&raw)
-        }
+        REC_LZ4 => decode_record(&lz4_touchpoints(payload)?),
         REC_TOUCHPOINTS => {
             let n = r.len()?;
             let mut v = Vec::with_capacity(n);
@@ -252,6 +252,31 @@ mod tests {
         assert_eq!(back.touchpoints[42].message_id, "m42");
         assert_eq!(back.touchpoints[42].revenue, Some(9.5));
         assert_eq!(back.bodies.get(42), p.bodies.get(42));
+    }
+
+    #[test]
+    fn a_memory_chunk_reads_its_messages_back_from_its_record() {
+        let p = Prepared::new(touchpoints(300));
+        let all: Vec<String> = p.bodies.iter().map(str::to_string).collect();
+        assert_eq!(
+            bodies_of(&p.framed).unwrap().iter().collect::<Vec<_>>(),
+            all
+        );
+        // the record of a batch that had duplicates holds the rows kept, in order
+        let keep: Vec<bool> = (0..300).map(|i| i % 3 != 1).collect();
+        let kept = p.retain(&keep);
+        let want: Vec<&String> = all
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(b, _)| b)
+            .collect();
+        let got = bodies_of(&kept.framed).unwrap();
+        assert_eq!(got.iter().collect::<Vec<_>>(), want);
+        assert!(
+            bodies_of(&kept.framed[..20]).is_err(),
+            "a cut record is an error"
+        );
     }
 
     #[test]
