@@ -109,6 +109,62 @@ impl Columns {
         self.end_props();
     }
 
+    /// The rows `order` names (input, row) of `inputs`, in that order, built a column at a
+    /// time from columns peeked, not kept ([`Col::peek`]): a compaction holds its output and
+    /// one column of its inputs at a time, where copying row by row decoded every column of
+    /// every input, kept beside the output until the inputs were dropped.
+    pub fn merged(inputs: &[&Columns], order: &[(u32, u32)]) -> Columns {
+        fn column<'a, T: Copy + 'a>(
+            inputs: &[&'a Columns],
+            order: &[(u32, u32)],
+            peek: impl Fn(&'a Columns) -> std::borrow::Cow<'a, [T]>,
+        ) -> Vec<T> {
+            let peeked: Vec<_> = inputs.iter().map(|c| peek(c)).collect();
+            order
+                .iter()
+                .map(|&(s, i)| peeked[s as usize][i as usize])
+                .collect()
+        }
+        use std::borrow::Cow::Borrowed;
+        let mut out = Columns {
+            did: column(inputs, order, |c| Borrowed(&c.did[..])),
+            ts: column(inputs, order, |c| Borrowed(&c.ts[..])),
+            event: column(inputs, order, |c| c.event.peek()).into(),
+            channel: column(inputs, order, |c| c.channel.peek()).into(),
+            touchpoint: column(inputs, order, |c| c.touchpoint.peek()).into(),
+            kind: column(inputs, order, |c| c.kind.peek()).into(),
+            group: column(inputs, order, |c| c.group.peek()).into(),
+            revenue: column(inputs, order, |c| c.revenue.peek()).into(),
+            msg_hash: column(inputs, order, |c| c.msg_hash.peek()).into(),
+            received_at: column(inputs, order, |c| c.received_at.peek()).into(),
+            ..Default::default()
+        };
+        // properties: each input's ends with its keys, then with its values
+        let ends: Vec<_> = inputs.iter().map(|c| c.prop_end.peek()).collect();
+        let range = |s: usize, i: usize| {
+            let start = if i == 0 { 0 } else { ends[s][i - 1] as usize };
+            start..ends[s][i] as usize
+        };
+        let mut end = 0u32;
+        let mut prop_end = Vec::with_capacity(order.len());
+        for &(s, i) in order {
+            end += range(s as usize, i as usize).len() as u32;
+            prop_end.push(end);
+        }
+        let props = |col: fn(&Columns) -> &Col<u32>| -> Vec<u32> {
+            let peeked: Vec<_> = inputs.iter().map(|c| col(c).peek()).collect();
+            let mut all = Vec::with_capacity(end as usize);
+            for &(s, i) in order {
+                all.extend_from_slice(&peeked[s as usize][range(s as usize, i as usize)]);
+            }
+            all
+        };
+        out.prop_key = props(|c| &c.prop_key).into();
+        out.prop_val = props(|c| &c.prop_val).into();
+        out.prop_end = prop_end.into();
+        out
+    }
+
     /// The rows `order` names (source, row) of `hot`, in that order, for queries over rows in
     /// memory: persons, times, events and receive times (what a journey query and the sorting
     /// read) are copied now; every other column is gathered from the memory chunks when first

@@ -9,8 +9,9 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, OnceLock};
 
-/// How to decode a column: called at most once.
-pub type Decoder<T> = Box<dyn FnOnce() -> Vec<T> + Send>;
+/// How to decode a column: called once to keep the values, and by [`Col::peek`] for a copy not
+/// kept.
+pub type Decoder<T> = Box<dyn Fn() -> Vec<T> + Send>;
 
 /// A column: either its values, or a decoder that gives them on first access. Reads and writes
 /// go through `Deref`/`DerefMut` to the `Vec`, so code reads it as one.
@@ -27,18 +28,39 @@ struct Inner<T> {
 
 impl<T> Col<T> {
     /// A column decoded by `decoder` when it is first read.
-    pub fn lazy(decoder: impl FnOnce() -> Vec<T> + Send + 'static) -> Col<T> {
+    pub fn lazy(decoder: impl Fn() -> Vec<T> + Send + 'static) -> Col<T> {
         Self::lazy_holding(0, decoder)
     }
 
     /// [`Col::lazy`] whose decoder holds `held` bytes until it runs (for memory figures).
-    pub fn lazy_holding(held: usize, decoder: impl FnOnce() -> Vec<T> + Send + 'static) -> Col<T> {
+    pub fn lazy_holding(held: usize, decoder: impl Fn() -> Vec<T> + Send + 'static) -> Col<T> {
         Col {
             inner: Arc::new(Inner {
                 values: OnceLock::new(),
                 decoder: Mutex::new(Some(Box::new(decoder))),
                 held,
             }),
+        }
+    }
+
+    /// The values without keeping them: borrowed once decoded, else decoded into a copy that
+    /// is dropped with the result. For a pass that reads a column once (a compaction reading
+    /// its inputs), so that the column does not stay in memory beside what the pass builds.
+    pub fn peek(&self) -> std::borrow::Cow<'_, [T]>
+    where
+        T: Clone,
+    {
+        if let Some(v) = self.inner.values.get() {
+            return std::borrow::Cow::Borrowed(v);
+        }
+        let decoder = self.inner.decoder.lock();
+        match decoder.as_ref() {
+            Some(decode) => std::borrow::Cow::Owned(decode()),
+            // decoded by another reader meanwhile
+            None => {
+                drop(decoder);
+                std::borrow::Cow::Borrowed(self.values())
+            }
         }
     }
 
@@ -172,5 +194,25 @@ mod tests {
         col.push(4);
         assert_eq!(*col, vec![1, 2, 3, 4]);
         assert_eq!(*copy, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_peek_decodes_a_copy_and_keeps_nothing() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let col = Col::lazy(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            vec![7u32, 8]
+        });
+        assert_eq!(&*col.peek(), &[7, 8]);
+        assert_eq!(&*col.peek(), &[7, 8]);
+        assert!(!col.is_decoded(), "a peek keeps nothing");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(col[1], 8);
+        assert!(
+            matches!(col.peek(), std::borrow::Cow::Borrowed(_)),
+            "decoded: borrowed"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }

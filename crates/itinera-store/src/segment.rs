@@ -309,19 +309,23 @@ impl Block {
         }
     }
 
-    fn raw(self) -> Result<Vec<u8>> {
-        let comp = match self.bytes {
+    fn raw(&self) -> Result<Vec<u8>> {
+        let read;
+        let comp = match &self.bytes {
             Bytes::Checked(comp) => comp,
-            Bytes::InFile(f) => read_checked(&self.path, &mut f.lock(), &self.block, self.name)?,
+            Bytes::InFile(f) => {
+                read = read_checked(&self.path, &mut f.lock(), &self.block, self.name)?;
+                &read
+            }
         };
-        decompress(&self.path, &comp, &self.block, self.name)
+        decompress(&self.path, comp, &self.block, self.name)
     }
 
     /// The column, decoded by `decode(raw bytes, rows)` when first read.
     fn lazy<T: Send + 'static>(
         self,
         rows: usize,
-        decode: impl FnOnce(&[u8], usize) -> Result<Vec<T>> + Send + 'static,
+        decode: impl Fn(&[u8], usize) -> Result<Vec<T>> + Send + 'static,
     ) -> Col<T> {
         Col::lazy_holding(self.held(), move || {
             let (path, name) = (self.path.clone(), self.name);
@@ -338,7 +342,8 @@ impl Block {
     fn lazy_props(self, ends: Col<u32>) -> Col<u32> {
         Col::lazy_holding(self.held(), move || {
             let (path, name) = (self.path.clone(), self.name);
-            let total = ends.last().copied().unwrap_or(0) as usize;
+            // the ends are not kept by a peek at the values
+            let total = ends.peek().last().copied().unwrap_or(0) as usize;
             let values = self
                 .raw()
                 .and_then(|raw| codec::decode_u32s(&raw, total, name));

@@ -105,23 +105,25 @@ impl Inner {
         let mut order: Vec<(u32, i64, i64, u32, u32)> = Vec::new();
         for (si, s) in segments.iter().enumerate() {
             let c = &s.cols;
+            // read once here: peeked, not kept with the segment
+            let (received_at, msg_hash) = (c.received_at.peek(), c.msg_hash.peek());
             for i in 0..c.len() {
                 let d = c.did[i];
-                if erased.get(&d).is_some_and(|t| c.received_at[i] <= *t) {
+                if erased.get(&d).is_some_and(|t| received_at[i] <= *t) {
                     continue;
                 }
-                if !seen.insert(c.msg_hash[i]) {
+                if !seen.insert(msg_hash[i]) {
                     continue;
                 }
                 let root = roots.get(d as usize).copied().unwrap_or(d);
-                order.push((root, c.ts[i], c.received_at[i], si as u32, i as u32));
+                order.push((root, c.ts[i], received_at[i], si as u32, i as u32));
             }
         }
+        drop(seen);
         order.sort_unstable();
-        let mut cols = Columns::with_capacity(order.len());
-        for &(_, _, _, si, i) in &order {
-            cols.push_from(&segments[si as usize].cols, i as usize);
-        }
+        let order: Vec<(u32, u32)> = order.into_iter().map(|(.., si, i)| (si, i)).collect();
+        let inputs: Vec<&Columns> = segments.iter().map(|s| &*s.cols).collect();
+        let mut cols = Columns::merged(&inputs, &order);
         // where each input row's message is; a full compaction streams them in the output's
         // order, one decoded block per file in memory (each file is sorted by person, so its
         // rows are read mostly in order): memory does not grow with the data
@@ -140,7 +142,7 @@ impl Inner {
             let mut d = self.dicts.write();
             let (mut key, mut val) = (Vec::new(), Vec::new());
             let mut end = Vec::with_capacity(order.len());
-            for (row, &(_, _, _, si, i)) in order.iter().enumerate() {
+            for (row, &(si, i)) in order.iter().enumerate() {
                 match legacy[si as usize] {
                     true => {
                         let b = files.get(loc_of(si, i))?;
@@ -166,15 +168,12 @@ impl Inner {
         if full {
             let it = order
                 .iter()
-                .map(|&(_, _, _, si, i)| files.get(loc_of(si, i)).map(str::to_string));
+                .map(|&(si, i)| files.get(loc_of(si, i)).map(str::to_string));
             segment::write(&path, &cols, it)?;
         } else {
             // a background compaction rewrites the columns only: the messages stay where they
             // are, each compressed once, and the merged rows point to them
-            let locs: Vec<BodyLoc> = order
-                .iter()
-                .map(|&(_, _, _, si, i)| loc_of(si, i))
-                .collect();
+            let locs: Vec<BodyLoc> = order.iter().map(|&(si, i)| loc_of(si, i)).collect();
             segment::write_located(&path, &cols, &locs)?;
         }
         drop(files);

@@ -609,6 +609,47 @@ mod tests {
     }
 
     #[test]
+    fn a_compaction_merges_every_column_without_keeping_its_inputs_decoded() {
+        let (dir, reference_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        // the same rows, left in memory (scanning the store itself would decode its columns)
+        let reference = Store::open(reference_dir.path(), StoreConfig::default()).unwrap();
+        for k in 0..3 {
+            s.append(varied_rows(k * 30, 30)).unwrap();
+            reference.append(varied_rows(k * 30, 30)).unwrap();
+            s.flush().unwrap();
+        }
+        // a retry of a stored message, which the merge drops
+        let mut again = varied_rows(5, 1);
+        again[0].received_at_ms += 1;
+        let mut expected = every_column(&reference);
+        s.inner.state.write().dedup = Default::default();
+        s.append(again).unwrap();
+        s.flush().unwrap();
+        let inputs: Vec<Arc<Columns>> = s
+            .inner
+            .state
+            .read()
+            .segments
+            .iter()
+            .map(|seg| seg.cols.clone())
+            .collect();
+        assert_eq!(inputs.len(), 4);
+        s.compact().unwrap();
+        assert_eq!(s.inner.state.read().segments.len(), 1);
+        assert!(
+            inputs
+                .iter()
+                .all(|c| !c.channel.is_decoded() && !c.prop_key.is_decoded()),
+            "the inputs' columns were read without being kept"
+        );
+        let mut merged = every_column(&s);
+        expected.sort();
+        merged.sort();
+        assert_eq!(merged, expected);
+    }
+
+    #[test]
     fn the_duplicate_check_forgets_ids_received_long_before_its_window_at_a_flush() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
