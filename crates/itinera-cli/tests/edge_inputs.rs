@@ -135,6 +135,39 @@ fn metrics_can_require_a_token() {
     );
 }
 
+/// `/metrics` tells what each project's store holds in memory, by part: rows just taken in are
+/// counted with their columns and their messages.
+#[test]
+fn metrics_show_the_memory_of_each_store_by_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = create_keys(&data, "default");
+    let s = Server::start(&data, &[]);
+    let c = reqwest::blocking::Client::new();
+    let batch: Vec<Value> = (0..50)
+        .map(|i| serde_json::json!({"type": "track", "userId": format!("u{}", i % 5), "event": "e", "messageId": format!("m{i}")}))
+        .collect();
+    let (status, _) = common::post(
+        &c,
+        &s.url("/v1/batch"),
+        &keys.write_key,
+        &serde_json::json!({"batch": batch}),
+    );
+    assert_eq!(status, 200);
+    let text = c.get(s.url("/metrics")).send().unwrap().text().unwrap();
+    let bytes = |part: &str| -> u64 {
+        let line = format!("itinera_store_memory_bytes{{project=\"default\",part=\"{part}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {part} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(bytes("memory_columns") > 0 && bytes("memory_messages") > 0);
+    assert!(bytes("duplicate_check") > 0 && bytes("dictionaries") > 0);
+    assert_eq!(bytes("segment_columns"), 0, "nothing flushed yet");
+}
+
 /// A project whose store cannot open makes the server report itself degraded at once, naming
 /// the project, not only on that project's first query.
 #[test]
