@@ -5,6 +5,7 @@ use crate::codec::{self, put_ivarint, put_opt_str, put_str, Reader};
 use crate::error::{Result, StoreError};
 use crate::lazy::Col;
 use itinera_core::{MessageType, Touchpoint};
+use std::borrow::Cow::Borrowed;
 use std::sync::Arc;
 
 /// Code meaning "no account" in the `group` column.
@@ -114,18 +115,6 @@ impl Columns {
     /// one column of its inputs at a time, where copying row by row decoded every column of
     /// every input, kept beside the output until the inputs were dropped.
     pub fn merged(inputs: &[&Columns], order: &[(u32, u32)]) -> Columns {
-        fn column<'a, T: Copy + 'a>(
-            inputs: &[&'a Columns],
-            order: &[(u32, u32)],
-            peek: impl Fn(&'a Columns) -> std::borrow::Cow<'a, [T]>,
-        ) -> Vec<T> {
-            let peeked: Vec<_> = inputs.iter().map(|c| peek(c)).collect();
-            order
-                .iter()
-                .map(|&(s, i)| peeked[s as usize][i as usize])
-                .collect()
-        }
-        use std::borrow::Cow::Borrowed;
         let mut out = Columns {
             did: column(inputs, order, |c| Borrowed(&c.did[..])),
             ts: column(inputs, order, |c| Borrowed(&c.ts[..])),
@@ -176,16 +165,6 @@ impl Columns {
         chunks: &Arc<[SharedChunk]>,
         origin: &Arc<Vec<(u32, u32)>>,
     ) -> Columns {
-        fn column<T: Copy>(
-            sources: &[&Columns],
-            order: &[(u32, u32)],
-            col: impl Fn(&Columns) -> &[T],
-        ) -> Vec<T> {
-            order
-                .iter()
-                .map(|&(s, i)| col(sources[s as usize])[i as usize])
-                .collect()
-        }
         fn gathered<T: Copy + Send + Sync + 'static>(
             chunks: &Arc<[SharedChunk]>,
             origin: &Arc<Vec<(u32, u32)>>,
@@ -225,10 +204,10 @@ impl Columns {
             })
         };
         Columns {
-            did: column(hot, order, |c| &c.did),
-            ts: column(hot, order, |c| &c.ts),
-            event: column(hot, order, |c| &c.event).into(),
-            received_at: column(hot, order, |c| &c.received_at).into(),
+            did: column(hot, order, |c| Borrowed(&c.did[..])),
+            ts: column(hot, order, |c| Borrowed(&c.ts[..])),
+            event: column(hot, order, |c| Borrowed(&c.event[..])).into(),
+            received_at: column(hot, order, |c| Borrowed(&c.received_at[..])).into(),
             // the origins, shared by every gathering column, are counted once, here
             channel: gathered(chunks, origin, origin.capacity() * 8, |c| &c.channel),
             touchpoint: gathered(chunks, origin, 0, |c| &c.touchpoint),
@@ -260,6 +239,20 @@ impl Columns {
             + self.prop_key.heap_bytes()
             + self.prop_val.heap_bytes()
     }
+}
+
+/// Column values of the rows `order` names (input, row), each input's column read once by
+/// `read` (borrowed, or a copy that is dropped here).
+fn column<'a, T: Copy + 'a>(
+    inputs: &[&'a Columns],
+    order: &[(u32, u32)],
+    read: impl Fn(&'a Columns) -> std::borrow::Cow<'a, [T]>,
+) -> Vec<T> {
+    let read: Vec<_> = inputs.iter().map(|c| read(c)).collect();
+    order
+        .iter()
+        .map(|&(s, i)| read[s as usize][i as usize])
+        .collect()
 }
 
 /// A block of rows in memory with the full messages beside them.

@@ -169,9 +169,7 @@ impl Inner {
         let mut st = self.state.write();
         let seen = chunks.len() - st.frozen.len();
         for c in st.mem.get(seen..).unwrap_or_default() {
-            for (h, r) in c.cols.msg_hash.iter().zip(c.cols.received_at.iter()) {
-                fresh.insert(*h, *r);
-            }
+            enter(&c.cols.msg_hash, &c.cols.received_at);
         }
         tracing::debug!(
             before = st.dedup.len(),

@@ -163,17 +163,17 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         for name in &manifest.segments {
             let file = SegmentFile::open(&dir.join("seg").join(name))?;
-            let cols = file.load_columns_for(!config.read_only)?;
             // the duplicate check guards writes: a reader (a query, an export) never writes,
             // and building it was a tenth of a cold query on 10M recent events. A writer skips
-            // files whose rows were all received before its window, whose hashes and receive
-            // times then stay undecoded.
-            if !config.read_only
+            // files whose rows were all received before its window.
+            let in_window = !config.read_only
                 && file
                     .footer
                     .max_received_at
-                    .is_none_or(|latest| latest >= horizon)
-            {
+                    .is_none_or(|latest| latest >= horizon);
+            // a file in the window has its hashes read (and checked) just below: once is enough
+            let cols = file.load_columns_for(!config.read_only && !in_window)?;
+            if in_window {
                 let (hashes, received) = file.hashes_and_receive_times()?;
                 for (h, r) in hashes.into_iter().zip(received) {
                     if r >= horizon {

@@ -1,6 +1,6 @@
 //! The duplicate check of writes: the message ids received within the dedup window.
 //!
-//! Only the ids' 8-byte hashes are kept, in a set: about 9–18 bytes a message, where a map to
+//! Only the ids' 8-byte hashes are kept, in a set: about 10–21 bytes a message (a bucket of 9 bytes, at most 7/8 full, doubling), where a map to
 //! each message's receive time took 17–34, and that map was the largest part of a serving
 //! store's memory after its columns. Without the times, ids are not dropped one by one as they
 //! leave the window: the set keeps the oldest receive time it holds, and is built again from
