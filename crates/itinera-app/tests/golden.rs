@@ -31,10 +31,12 @@ fn golden_dir() -> PathBuf {
 /// A data directory holding the generator's world (seed 11, 300 customers), built in small
 /// batches with small flushes so that it has many segments, merged ones and a memory table.
 fn build(root: &Path) -> std::sync::Arc<DataDir> {
+    // a segment per 400 rows, flushed here rather than when a background flush gets to it (a
+    // slower flush took more rows at once and left a single segment), and no background merge
     let store_config = StoreConfig {
-        flush_rows: 600,
-        max_memory_rows: 1_200,
-        compact_after_segments: 4,
+        flush_rows: 100_000,
+        max_memory_rows: 200_000,
+        compact_after_segments: 1_000,
         ..Default::default()
     };
     let dir = DataDir::open(root, store_config).unwrap();
@@ -61,6 +63,7 @@ fn build(root: &Path) -> std::sync::Arc<DataDir> {
         batch.push(tp);
         if batch.len() == 400 {
             store.append(std::mem::take(&mut batch)).unwrap();
+            store.flush().unwrap();
         }
     }
     store.append(batch).unwrap();

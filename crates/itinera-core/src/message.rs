@@ -230,12 +230,20 @@ pub struct BatchDefaults<'a> {
 pub fn format_ts(ms: i64) -> String {
     // every stored message gets two or three of these: written by hand for years 1970-9999
     // (the civil-from-days algorithm), by chrono otherwise
-    if !(0..=253_402_300_799_999).contains(&ms) {
-        return Utc
+    match ts_bytes(ms) {
+        Some(b) => String::from_utf8(b.to_vec()).expect("ascii"),
+        None => Utc
             .timestamp_millis_opt(ms)
             .single()
             .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-            .unwrap_or_else(|| ms.to_string());
+            .unwrap_or_else(|| ms.to_string()),
+    }
+}
+
+/// [`format_ts`] for years 1970–9999, without allocating: `None` outside them.
+pub fn ts_bytes(ms: i64) -> Option<[u8; 24]> {
+    if !(0..=253_402_300_799_999).contains(&ms) {
+        return None;
     }
     let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
     let z = days + 719_468;
@@ -261,7 +269,34 @@ pub fn format_ts(ms: i64) -> String {
     put(14, 2, ms_of_day / 60_000 % 60);
     put(17, 2, ms_of_day / 1_000 % 60);
     put(20, 3, ms_of_day % 1_000);
-    String::from_utf8(b.to_vec()).expect("ascii")
+    Some(b)
+}
+
+/// The time printed by [`ts_bytes`] as `text`, if `text` is exactly what it prints for that
+/// time: the stored form of a message can then keep the number instead of the text.
+pub fn canonical_ts(text: &[u8]) -> Option<i64> {
+    let b: &[u8; 24] = text.try_into().ok()?;
+    let num = |at: usize, width: usize| -> Option<i64> {
+        b[at..at + width].iter().try_fold(0i64, |v, c| {
+            c.is_ascii_digit().then(|| v * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second, milli) = (num(11, 2)?, num(14, 2)?, num(17, 2)?, num(20, 3)?);
+    if !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // days from the civil date (the inverse of the algorithm in `ts_bytes`)
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms = ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1_000 + milli;
+    // a day past the month's end, or a year before 1970, does not print back the same
+    (ts_bytes(ms)? == *b).then_some(ms)
 }
 
 /// Parses an ISO-8601 timestamp (with offset, or naive as UTC, or a date) into ms since the epoch.
@@ -816,6 +851,33 @@ mod tests {
                 .unwrap()
                 .to_rfc3339_opts(SecondsFormat::Millis, true);
             proptest::prop_assert_eq!(format_ts(ms), chrono);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_times_read_back(ms in 0i64..253_402_300_799_999) {
+            let text = format_ts(ms);
+            proptest::prop_assert_eq!(canonical_ts(text.as_bytes()), Some(ms));
+        }
+    }
+
+    #[test]
+    fn only_the_printed_form_is_canonical() {
+        assert_eq!(
+            canonical_ts(b"2024-02-29T23:59:59.999Z"),
+            Some(1_709_251_199_999)
+        );
+        for other in [
+            "2023-02-29T00:00:00.000Z",
+            "2024-13-01T00:00:00.000Z",
+            "2024-01-01T24:00:00.000Z",
+            "2024-01-01T00:00:00.000+00:00",
+            "2024-01-01T00:00:00.00Z",
+            "2024-01-01 00:00:00.000Z",
+            "2024-01-01T00:00:00.000z",
+        ] {
+            assert_eq!(canonical_ts(other.as_bytes()), None, "{other}");
         }
     }
 

@@ -14,6 +14,7 @@ pub mod error;
 mod gather;
 pub mod lazy;
 pub mod manifest;
+pub mod message_block;
 pub mod scan;
 pub mod segment;
 mod store;

@@ -13,7 +13,10 @@ use std::path::Path;
 /// segment columns and two dictionaries at the end of deltas); format 1 reads as having none.
 /// Format 3 added segments whose messages are in other files (the `body_loc` column) and the
 /// manifest's `holders`; a format-2 directory reads as having none.
-pub const FORMAT_VERSION: u32 = 3;
+/// Format 4 added message blocks with the server's fields cut out and the message ids in blocks
+/// of their own, and files without a `msg_hash` column (`message_block`); the footer says which
+/// form a file's messages have, so older files read as they are.
+pub const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Manifest {
