@@ -78,14 +78,21 @@ fn seeds_decode_completely() {
         report.frames >= 1 && report.truncated_bytes == 0,
         "{report:?}"
     );
-    let rows = decode_segment(&read("seeds/segment/small.seg")).expect("the seed segment decodes");
-    assert!(rows > 0);
-    let delta =
-        Delta::decode(&read("seeds/segment/0000000001.delta")).expect("the seed delta decodes");
-    assert!(
-        delta.dicts.iter().any(|(_, names)| !names.is_empty()),
-        "the delta holds names"
-    );
+    // a segment and delta as written before format 4, and as written now (messages with the
+    // server's fields cut out and their ids apart, no hash column; a compressed delta)
+    for seg in ["small.seg", "ids.seg"] {
+        let rows = decode_segment(&read(&format!("seeds/segment/{seg}")))
+            .unwrap_or_else(|e| panic!("the seed segment {seg} decodes: {e}"));
+        assert!(rows > 0);
+    }
+    for delta in ["0000000001.delta", "0000000002.delta"] {
+        let delta = Delta::decode(&read(&format!("seeds/segment/{delta}")))
+            .unwrap_or_else(|e| panic!("the seed delta {delta} decodes: {e}"));
+        assert!(
+            delta.dicts.iter().any(|(_, names)| !names.is_empty()),
+            "the delta holds names"
+        );
+    }
 }
 
 #[test]
@@ -95,7 +102,13 @@ fn damaged_segments_and_deltas_are_refused() {
             "seeds/segment/small.seg",
             (|d: &[u8]| decode_segment(d).map(|_| ())) as fn(&[u8]) -> itinera_store::Result<()>,
         ),
+        ("seeds/segment/ids.seg", |d: &[u8]| {
+            decode_segment(d).map(|_| ())
+        }),
         ("seeds/segment/0000000001.delta", |d: &[u8]| {
+            Delta::decode(d).map(|_| ())
+        }),
+        ("seeds/segment/0000000002.delta", |d: &[u8]| {
             Delta::decode(d).map(|_| ())
         }),
     ] {
