@@ -682,20 +682,33 @@ pub(crate) fn realistic_batch_body(run: u64, r: u64, batch: usize) -> String {
         let (source, medium, campaign) = CAMPAIGNS[rng.gen_range(0..CAMPAIGNS.len())];
         let locale = if rng.gen_bool(0.6) { "de-DE" } else { "en-GB" };
         let ts = 1_780_000_000_000i64 + n as i64 * 37;
-        let ts = chrono::DateTime::from_timestamp_millis(ts)
-            .expect("valid")
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // the library sends a batch a little after its events happened
+        let sent = ts + rng.gen_range(5..1_500);
+        let [ts, sent] = [ts, sent].map(|t| {
+            chrono::DateTime::from_timestamp_millis(t)
+                .expect("valid")
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
         let context = format!(
             r#""context":{{"library":{{"name":"analytics.js","version":"npm:next-1.70.0"}},"page":{{"path":"{path}","referrer":"https://www.google.de/","search":"","title":"{title}","url":"https://shop.example.de{path}"}},"userAgent":"{agent}","locale":"{locale}","campaign":{{"source":"{source}","medium":"{medium}","name":"{campaign}"}},"timezone":"Europe/Berlin"}}"#
         );
+        // a person's anonymous id is a random-looking uuid, the same in all their messages; the
+        // message id is random, as analytics.js makes it ("ajs-next-" and 32 hex digits)
+        let anonymous = {
+            let mut person_rng = ChaCha8Rng::seed_from_u64(person ^ 0x5eed_a11d);
+            let (a, b): (u64, u64) = (person_rng.gen(), person_rng.gen());
+            format!(
+                "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xffff,
+                a & 0xfff,
+                0x8000 | (b >> 48) & 0x3fff,
+                b & 0xffff_ffff_ffff
+            )
+        };
+        let message_id = format!("ajs-next-{:032x}", rng.gen::<u128>());
         let common = format!(
-            r#""anonymousId":"{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}","messageId":"ajs-next-{run}-{n}","timestamp":"{ts}","sentAt":"{ts}""#,
-            // a person's id is the same in every message (a uuid made from the person)
-            person as u32,
-            (person >> 32) as u16,
-            (person * 31) % 4096,
-            person % 4096,
-            person * 7919
+            r#""anonymousId":"{anonymous}","messageId":"{message_id}","timestamp":"{ts}","sentAt":"{sent}""#
         );
         if rng.gen_bool(0.5) {
             body.push_str(&format!(

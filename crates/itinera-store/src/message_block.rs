@@ -81,9 +81,10 @@ pub struct Encoded {
 /// Layout of the messages: the row count; each row's cut text; each row's flags; then, for each
 /// time of [`TIMES`], one number per row that has it cut: `timestamp` as the difference from the
 /// block's previous cut `timestamp`, `receivedAt` and `originalTimestamp` as the difference from
-/// the row's `timestamp`, `sentAt` from its `originalTimestamp` (the differences are the
-/// delivery delay and the device's clock skew: small, and often equal from one row to the
-/// next). Where the reference is not cut, the difference is from zero. Layout of the ids: the
+/// the row's `timestamp` (the delivery delay and the device's clock skew: small, and often equal
+/// from one row to the next), `sentAt` as the difference from what the server's clock-skew rule
+/// makes it (see [`reference`]: zero in a normalized message). Where a reference is not cut,
+/// the difference is from zero. Layout of the ids: the
 /// row count, then each row's id as an optional string.
 pub fn encode<'a>(messages: impl IntoIterator<Item = (Option<&'a str>, &'a str)>) -> Encoded {
     let mut texts = Vec::new();
@@ -162,12 +163,17 @@ pub fn decode_ids(raw: &[u8]) -> Result<Vec<Option<&str>>> {
 }
 
 /// What time `k` of a row is kept relative to (see [`encode`]); `previous` is the block's last
-/// cut `timestamp` before this row.
+/// cut `timestamp` before this row. `sentAt` is kept relative to what the server's clock-skew
+/// rule (`timestamp = receivedAt - (sentAt - originalTimestamp)`) says it was, so it costs
+/// nothing in a message the server normalized.
 fn reference(k: usize, row: &[Option<i64>; 4], previous: i64) -> i64 {
-    match k {
-        0 => previous,
-        1 | 2 => row[0].unwrap_or(0),
-        _ => row[2].unwrap_or(0),
+    match (k, row) {
+        (0, _) => previous,
+        (1 | 2, [timestamp, ..]) => timestamp.unwrap_or(0),
+        (_, [Some(t), Some(received), Some(original), _]) => {
+            original.wrapping_add(received.wrapping_sub(*t))
+        }
+        (_, [_, _, original, _]) => original.unwrap_or(0),
     }
 }
 
