@@ -15,6 +15,7 @@ mod gather;
 pub mod lazy;
 pub mod manifest;
 pub mod message_block;
+pub mod message_ids;
 pub mod scan;
 pub mod segment;
 mod store;

@@ -17,6 +17,7 @@
 
 use crate::codec::{self, Reader};
 use crate::error::{Result, StoreError};
+use crate::message_ids;
 use itinera_core::json::RawObject;
 use itinera_core::message::{canonical_ts, ts_bytes};
 use memchr::memmem::Finder;
@@ -88,7 +89,7 @@ pub struct Encoded {
 /// row count, then each row's id as an optional string.
 pub fn encode<'a>(messages: impl IntoIterator<Item = (Option<&'a str>, &'a str)>) -> Encoded {
     let mut texts = Vec::new();
-    let mut ids = Vec::new();
+    let mut ids: Vec<Option<&str>> = Vec::new();
     let mut flags = Vec::new();
     let mut times: [Vec<i64>; 4] = Default::default();
     let mut rows = 0u64;
@@ -99,7 +100,7 @@ pub fn encode<'a>(messages: impl IntoIterator<Item = (Option<&'a str>, &'a str)>
         cut.clear();
         cut.extend_from_slice(m.as_bytes());
         let mut row_flags = 0u8;
-        codec::put_opt_str(&mut ids, id);
+        ids.push(id);
         if let (Some(id), Some((s, e))) = (id, value_at(&cut, 0)) {
             if &cut[s..e] == id.as_bytes() {
                 row_flags |= ID_BIT;
@@ -135,31 +136,15 @@ pub fn encode<'a>(messages: impl IntoIterator<Item = (Option<&'a str>, &'a str)>
             codec::put_ivarint(&mut out, *v);
         }
     }
-    let mut id_block = Vec::with_capacity(ids.len() + 4);
-    codec::put_uvarint(&mut id_block, rows);
-    id_block.extend_from_slice(&ids);
     Encoded {
         messages: out,
-        ids: id_block,
+        ids: message_ids::encode(&ids),
     }
 }
 
 /// The ids of an encoded block (see [`encode`]).
-pub fn decode_ids(raw: &[u8]) -> Result<Vec<Option<&str>>> {
-    let mut r = Reader::new(raw, "segment message ids");
-    let rows = r.uvarint()?;
-    if rows > raw.len() as u64 {
-        return Err(StoreError::Corrupt(
-            "segment message ids: row count beyond the block".into(),
-        ));
-    }
-    let ids = (0..rows).map(|_| r.opt_str()).collect::<Result<Vec<_>>>()?;
-    if !r.is_empty() {
-        return Err(StoreError::Corrupt(
-            "segment message ids: bytes after the last id".into(),
-        ));
-    }
-    Ok(ids)
+pub fn decode_ids(raw: &[u8]) -> Result<message_ids::Ids> {
+    message_ids::decode(raw)
 }
 
 /// What time `k` of a row is kept relative to (see [`encode`]); `previous` is the block's last
@@ -237,7 +222,7 @@ pub fn decode(raw: &[u8], id_block: &[u8]) -> Result<Decoded> {
     let mut previous = 0i64;
     for (i, text) in texts.into_iter().enumerate() {
         let f = flags[i];
-        if f >> 5 != 0 || (f & ID_BIT != 0 && ids[i].is_none()) {
+        if f >> 5 != 0 || (f & ID_BIT != 0 && ids.get(i).is_none()) {
             return Err(corrupt("unknown flags"));
         }
         let mut row_times = [None; 4];
@@ -257,7 +242,7 @@ pub fn decode(raw: &[u8], id_block: &[u8]) -> Result<Decoded> {
                 put_back(&mut message, k + 1, &printed)?;
             }
         }
-        if let (true, Some(id)) = (f & ID_BIT != 0, ids[i]) {
+        if let (true, Some(id)) = (f & ID_BIT != 0, ids.get(i)) {
             put_back(&mut message, 0, id.as_bytes())?;
         }
         std::str::from_utf8(&message).map_err(|_| corrupt("invalid utf-8"))?;
@@ -316,6 +301,7 @@ mod tests {
             assert_eq!(back.get(i).unwrap(), m);
         }
         let ids = decode_ids(&raw.ids).unwrap();
+        let ids: Vec<Option<&str>> = (0..ids.len()).map(|i| ids.get(i)).collect();
         let expected: Vec<Option<&str>> = messages.iter().map(|m| first_id(m)).collect();
         assert_eq!(ids, expected);
     }
@@ -327,7 +313,7 @@ mod tests {
         let top = "ajs-next-0123456789abcdef";
         assert_eq!(message_id(m, codec::hash64(top)).as_deref(), Some(top));
         let raw = encode([(Some(top), m)]);
-        assert_eq!(decode_ids(&raw.ids).unwrap(), [Some(top)]);
+        assert_eq!(decode_ids(&raw.ids).unwrap().get(0), Some(top));
         assert_eq!(decode(&raw.messages, &raw.ids).unwrap().get(0), Some(m));
         let raw = raw.messages;
         assert!(memchr::memmem::find(&raw, top.as_bytes()).is_some());
