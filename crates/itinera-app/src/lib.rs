@@ -18,6 +18,7 @@ pub mod embedded;
 pub mod error;
 pub mod jobs;
 pub mod maps;
+pub mod message_ids;
 pub mod outbound;
 pub mod population;
 pub mod surveys;
@@ -30,6 +31,7 @@ pub use config::Config;
 pub use datadir::{DataDir, DataDirError};
 pub use error::{AppError, Result};
 pub use itinera_core::clock::now_ms;
+pub use message_ids::new_message_id;
 pub use population::{Population, PopulationDef};
 
 use itinera_engine::segments::SegmentsReport;
@@ -155,7 +157,7 @@ impl App {
             Some(kind),
             &opts,
             &self.config.channels,
-            &mut || itinera_core::message::new_message_id(rand::random()),
+            &mut new_message_id,
         )
         .map_err(|e| AppError::invalid(e.field, e.reason))?;
         self.append(project, vec![tp]).await

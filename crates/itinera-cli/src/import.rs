@@ -5,9 +5,9 @@
 use crate::CliResult;
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
+use itinera_app::new_message_id;
 use itinera_core::clock::now_ms;
 use itinera_core::ingest::parse_one;
-use itinera_core::message::new_message_id;
 use itinera_core::{ChannelRules, NormalizeOptions, Touchpoint};
 use itinera_store::{AppendPipeline, Store};
 use serde::Serialize;
@@ -105,9 +105,7 @@ impl<'a> Importer<'a> {
             max_future_ms: self.max_future_ms,
             ..NormalizeOptions::at(now_ms())
         };
-        match parse_one(text, None, &opts, self.rules, &mut || {
-            new_message_id(rand::random())
-        }) {
+        match parse_one(text, None, &opts, self.rules, &mut new_message_id) {
             Ok(t) => {
                 self.batch.push(t);
                 if self.batch.len() >= BATCH {

@@ -435,18 +435,35 @@ fn webhooks_reach_only_allowed_destinations_and_follow_no_redirect() {
     );
 }
 
-/// Every file under `dir` whose bytes contain `needle`.
+/// Every file under `dir` whose bytes (with segments' messages and deltas' names decoded) contain
+/// `needle`.
 fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
             hits.extend(files_containing(&p, needle));
-        } else if std::fs::read(&p)
-            .unwrap()
-            .windows(needle.len())
-            .any(|w| w == needle)
-        {
+            continue;
+        }
+        // segments and dictionary deltas are compressed: look into them decoded too
+        let mut hay = std::fs::read(&p).unwrap();
+        if p.extension().is_some_and(|x| x == "seg") {
+            let f = itinera_store::segment::SegmentFile::open(&p).unwrap();
+            f.for_each_body(|_, b| {
+                hay.extend_from_slice(b.as_bytes());
+                Ok(())
+            })
+            .unwrap();
+        }
+        if p.extension().is_some_and(|x| x == "delta") {
+            let delta = itinera_store::delta::Delta::read(&p).unwrap();
+            for (_, names) in &delta.dicts {
+                names
+                    .iter()
+                    .for_each(|n| hay.extend_from_slice(n.as_bytes()));
+            }
+        }
+        if hay.windows(needle.len()).any(|w| w == needle) {
             hits.push(p.display().to_string());
         }
     }

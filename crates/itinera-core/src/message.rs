@@ -413,6 +413,26 @@ pub fn new_message_id(entropy: u128) -> String {
     let mut b = entropy.to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    uuid_text(&b)
+}
+
+/// A message id for a message that came without one, made at `ms`: a UUID version 7 (RFC 9562)
+/// whose 74 bits after the time are `node` (42 bits, random per process) and `sequence` (a
+/// counter). Ids made close in time share their first bytes, so a segment keeps them in a few
+/// bytes each where random ones take 16; the time and node keep them unique across processes.
+pub fn time_ordered_message_id(ms: i64, sequence: u32, node: u64) -> String {
+    let tail = (u128::from(node & ((1 << 42) - 1)) << 32) | u128::from(sequence);
+    let rand_a = (tail >> 62) as u16 & 0x0fff;
+    let rand_b = (tail as u64) & ((1 << 62) - 1);
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&(ms as u64).to_be_bytes()[2..]);
+    b[6] = 0x70 | (rand_a >> 8) as u8; // version 7
+    b[7] = rand_a as u8;
+    b[8..].copy_from_slice(&(rand_b | 1 << 63).to_be_bytes()); // RFC 4122 variant
+    uuid_text(&b)
+}
+
+fn uuid_text(b: &[u8; 16]) -> String {
     let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
     format!(
         "{}-{}-{}-{}-{}",
@@ -879,6 +899,26 @@ mod tests {
         ] {
             assert_eq!(canonical_ts(other.as_bytes()), None, "{other}");
         }
+    }
+
+    #[test]
+    fn generated_ids_are_time_ordered_uuids() {
+        let a = time_ordered_message_id(1_765_000_000_000, 7, 0x3ff_ffff_ffff);
+        let b = time_ordered_message_id(1_765_000_000_001, 8, 0x3ff_ffff_ffff);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "7");
+        assert!("89ab".contains(&a[19..20]), "{a}");
+        assert!(a < b, "{a} {b}");
+        // the time is the first 48 bits
+        assert_eq!(&a[..13], "019af232-b200");
+        assert_ne!(
+            time_ordered_message_id(5, 1, 1),
+            time_ordered_message_id(5, 1, 2)
+        );
+        assert_ne!(
+            time_ordered_message_id(5, 1, 1),
+            time_ordered_message_id(5, 2, 1)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use axum::Router;
 use itinera_core::clock::now_ms;
 use itinera_core::ingest::{self, IndexedError, Parsed};
 use itinera_core::json::{JsonType, RawObject};
-use itinera_core::message::{new_message_id, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
+use itinera_core::message::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
 use itinera_core::{MessageType, NormalizeOptions};
 use itinera_meta::KeyKind;
 use serde::Serialize;
@@ -176,7 +176,7 @@ async fn ingest(
         ip_policy: app.app.config.ip_policy,
         remote_ip: Some(remote.ip().to_string()),
     };
-    let mut new_id = || new_message_id(rand::random());
+    let mut new_id = itinera_app::new_message_id;
     let parsed = match (single, envelope) {
         (Some(obj), _) => {
             let mut p = Parsed::default();
