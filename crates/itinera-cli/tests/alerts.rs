@@ -446,23 +446,7 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
             continue;
         }
         // segments and dictionary deltas are compressed: look into them decoded too
-        let mut hay = std::fs::read(&p).unwrap();
-        if p.extension().is_some_and(|x| x == "seg") {
-            let f = itinera_store::segment::SegmentFile::open(&p).unwrap();
-            f.for_each_body(|_, b| {
-                hay.extend_from_slice(b.as_bytes());
-                Ok(())
-            })
-            .unwrap();
-        }
-        if p.extension().is_some_and(|x| x == "delta") {
-            let delta = itinera_store::delta::Delta::read(&p).unwrap();
-            for (_, names) in &delta.dicts {
-                names
-                    .iter()
-                    .for_each(|n| hay.extend_from_slice(n.as_bytes()));
-            }
-        }
+        let hay = itinera_store::inspect::readable_bytes(&p).unwrap();
         if hay.windows(needle.len()).any(|w| w == needle) {
             hits.push(p.display().to_string());
         }

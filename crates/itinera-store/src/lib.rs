@@ -12,6 +12,7 @@ pub mod delta;
 pub mod dict;
 pub mod error;
 mod gather;
+pub mod inspect;
 pub mod lazy;
 pub mod manifest;
 pub mod message_block;

@@ -119,25 +119,8 @@ fn journeys(store: &Store) -> Vec<(String, Vec<String>)> {
 fn all_files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
     for e in walk(dir) {
-        let data = std::fs::read(&e).unwrap();
         // segments and dictionary deltas are compressed: look into them decoded too
-        let mut hay = data.clone();
-        if e.extension().is_some_and(|x| x == "seg") {
-            let f = itinera_store::segment::SegmentFile::open(&e).unwrap();
-            f.for_each_body(|_, b| {
-                hay.extend_from_slice(b.as_bytes());
-                Ok(())
-            })
-            .unwrap();
-        }
-        if e.extension().is_some_and(|x| x == "delta") {
-            let delta = itinera_store::delta::Delta::read(&e).unwrap();
-            for (_, names) in &delta.dicts {
-                names
-                    .iter()
-                    .for_each(|n| hay.extend_from_slice(n.as_bytes()));
-            }
-        }
+        let hay = itinera_store::inspect::readable_bytes(&e).unwrap();
         if hay.windows(needle.len()).any(|w| w == needle) {
             hits.push(e.display().to_string());
         }
