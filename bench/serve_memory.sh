@@ -3,7 +3,8 @@
 # loaded over HTTP with realistic analytics.js messages (LOADS loads of EVENTS each, 8
 # connections, batches of 100), then idle, then queried. Prints after each load and at the end
 # the resident memory (VmRSS, VmHWM from /proc) and the store's memory by part from /metrics
-# (itinera_store_memory_bytes). Usage: bench/serve_memory.sh [EVENTS] [LOADS] [WORKDIR] [PORT]
+# (itinera_store_memory_bytes). Usage: [ZIPF=1.3] bench/serve_memory.sh [EVENTS] [LOADS] [WORKDIR]
+# [PORT]; ZIPF > 1 makes the persons heavy-tailed (itinera-bench http --person-zipf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-5000000}
@@ -22,7 +23,7 @@ resident() { grep -E 'VmRSS|VmHWM' "/proc/$server/status" | tr -s ' \t' ' ' | tr
 memory() { curl -s "http://127.0.0.1:$port/metrics" | grep -E '^itinera_store_(memory_bytes|events)' || true; }
 for k in $(seq 1 "$loads"); do
   target/release/itinera-bench http --url "http://127.0.0.1:$port" --key "$(key write_key)" \
-    --events "$events" --batch 100 --concurrency 8 --realistic | tail -1
+    --events "$events" --batch 100 --concurrency 8 --realistic --person-zipf "${ZIPF:-0}" | tail -1
   echo "after load $k: $(resident)"
 done
 sleep 60
