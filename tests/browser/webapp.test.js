@@ -28,7 +28,9 @@ before(async () => {
     let text = "";
     server.stdout.on("data", (chunk) => {
       text += chunk;
-      if (/read token \(query\): \S+/.test(text)) resolve(text);
+      // every line parsed below: the demo prints them one write each, so they can arrive in
+      // separate chunks
+      if (/edit token \([^)]*\): \S+\n/.test(text)) resolve(text);
     });
     server.on("exit", (code) => reject(new Error(`the demo exited (${code}) before serving`)));
   });
