@@ -36,4 +36,6 @@ for _ in $(seq 11); do
 done
 echo "after 11 funnels: $(resident)"
 memory
+sleep 15
+echo "15 s after the funnels: $(resident)"
 du -sb "$work/data/projects/default/seg" "$work/data/projects/default/wal"

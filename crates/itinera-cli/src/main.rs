@@ -11,15 +11,7 @@ mod query;
 mod surveys;
 mod triggers;
 mod users;
-
-/// mimalloc: the glibc allocator was a quarter of the CPU time of HTTP ingestion (measured with perf).
-/// Built without transparent huge pages (the workspace's `no_thp` feature): the kernel zeroes a
-/// fresh 2 MiB page far slower than 4 KiB ones on the machines measured, which made page zeroing
-/// the largest cost of ingestion, while warm scans ran no faster with huge pages.
-/// Metered: allocations made for a query count against its memory budget (`query_memory_mb`).
-#[global_allocator]
-static GLOBAL: itinera_engine::metered::Metered<mimalloc::MiMalloc> =
-    itinera_engine::metered::Metered(mimalloc::MiMalloc);
+mod allocator;
 
 use clap::{Args, Parser, Subcommand};
 use itinera_app::{App, Config as ServerConfig, DataDir};
@@ -791,6 +783,7 @@ struct DemoLogin {
 }
 
 fn serve(cfg: ServerConfig, dir: Arc<DataDir>, demo: Option<DemoLogin>) -> CliResult {
+    allocator::spawn_upkeep();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
