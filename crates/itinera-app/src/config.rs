@@ -133,6 +133,7 @@ impl Default for SmtpSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     pub flush_rows: usize,
+    pub flush_when_quiet_seconds: u64,
     pub max_memory_rows: usize,
     pub dedup_window_hours: i64,
     pub compact_after_segments: usize,
@@ -144,6 +145,7 @@ impl Default for StoreSettings {
         let d = StoreConfig::default();
         StoreSettings {
             flush_rows: d.flush_rows,
+            flush_when_quiet_seconds: d.flush_when_quiet_ms / 1000,
             max_memory_rows: d.max_memory_rows,
             dedup_window_hours: d.dedup_window_ms / 3_600_000,
             compact_after_segments: d.compact_after_segments,
@@ -156,6 +158,7 @@ impl StoreSettings {
     pub fn to_store_config(&self) -> StoreConfig {
         StoreConfig {
             flush_rows: self.flush_rows.max(1),
+            flush_when_quiet_ms: self.flush_when_quiet_seconds.saturating_mul(1000),
             max_memory_rows: self.max_memory_rows.max(self.flush_rows.max(1)),
             dedup_window_ms: self.dedup_window_hours * 3_600_000,
             compact_after_segments: self.compact_after_segments.max(1),

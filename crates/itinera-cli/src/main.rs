@@ -1,6 +1,7 @@
 //! `itinera`: the single binary. Serves the tracking API, runs the demo, imports, generates,
 //! exports and administers a data directory.
 
+mod allocator;
 mod definitions;
 mod demo;
 mod import;
@@ -11,7 +12,6 @@ mod query;
 mod surveys;
 mod triggers;
 mod users;
-mod allocator;
 
 use clap::{Args, Parser, Subcommand};
 use itinera_app::{App, Config as ServerConfig, DataDir};

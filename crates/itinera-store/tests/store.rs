@@ -320,6 +320,48 @@ fn background_flush_and_auto_compaction_keep_every_row() {
     assert!(s.stats().unwrap().segments <= 4);
 }
 
+/// Rows in memory are flushed once writes stop for `flush_when_quiet_ms`, and not before:
+/// a quiet server keeps no log records in memory and no log files on disk.
+#[test]
+fn rows_in_memory_are_flushed_when_writes_stop() {
+    let rows_in_memory = |cfg: StoreConfig, wait: std::time::Duration| {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), cfg).unwrap();
+        let n = append_batches(&s, 3);
+        assert_eq!(
+            s.stats().unwrap().memory_rows as usize,
+            n,
+            "nothing flushed yet"
+        );
+        let deadline = std::time::Instant::now() + wait;
+        // a flush is done when its segment is in and the log it replaces is gone
+        let flushed = |st: &itinera_store::StoreStats| st.segments > 0 && st.wal_bytes == 0;
+        while !flushed(&s.stats().unwrap()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let stats = s.stats().unwrap();
+        assert_eq!(journeys(&s).iter().map(|j| j.1.len()).sum::<usize>(), n);
+        (n, stats)
+    };
+    let quiet = StoreConfig {
+        flush_when_quiet_ms: 100,
+        ..small()
+    };
+    // a generous bound for a loaded machine: the flush comes 0.1 s after the last write
+    let (n, stats) = rows_in_memory(quiet, std::time::Duration::from_secs(60));
+    assert_eq!(stats.memory_rows, 0, "flushed after the writes stopped");
+    assert_eq!(stats.segments, 1);
+    assert_eq!(stats.events as usize, n);
+    assert_eq!(stats.wal_bytes, 0, "the flushed rows' log files are gone");
+    let never = StoreConfig {
+        flush_when_quiet_ms: 0,
+        ..small()
+    };
+    let (n, stats) = rows_in_memory(never, std::time::Duration::from_millis(500));
+    assert_eq!(stats.memory_rows as usize, n, "0: only flush_rows flushes");
+    assert_eq!(stats.segments, 0);
+}
+
 /// Background compactions leave segments past `compact_max_rows` alone (their memory is
 /// bounded); `compact` still merges everything.
 #[test]

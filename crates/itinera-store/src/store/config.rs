@@ -13,6 +13,10 @@ pub const DICT_PROP_VALUES: usize = 6;
 pub struct StoreConfig {
     /// Rows in memory before a flush to a segment starts.
     pub flush_rows: usize,
+    /// Rows in memory are flushed once no write has come for this long (0: only by
+    /// `flush_rows`): a server that goes quiet then holds no log records and no row columns
+    /// in memory (about 260 bytes a realistic row), and its log files go away.
+    pub flush_when_quiet_ms: u64,
     /// Rows in memory at which appends wait for the flush (bounds memory while ingesting).
     pub max_memory_rows: usize,
     /// Message ids received within this window are deduplicated on arrival; compaction removes
@@ -34,6 +38,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             flush_rows: 1_000_000,
+            flush_when_quiet_ms: 10_000,
             max_memory_rows: 4_000_000,
             dedup_window_ms: 7 * 24 * 3600 * 1000,
             compact_after_segments: 8,

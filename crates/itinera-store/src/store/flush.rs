@@ -13,8 +13,14 @@ use super::*;
 impl Inner {
     /// Starts a background flush when enough rows are in memory and none is running.
     pub(super) fn maybe_start_flush(self: &Arc<Self>) {
-        let rows = self.state.read().mem_rows;
-        if rows >= self.config.flush_rows && !self.flush_wanted.swap(true, Ordering::AcqRel) {
+        if self.state.read().mem_rows >= self.config.flush_rows {
+            self.start_flush();
+        }
+    }
+
+    /// Starts a background flush of whatever is in memory, unless one is running.
+    pub(super) fn start_flush(self: &Arc<Self>) {
+        if !self.flush_wanted.swap(true, Ordering::AcqRel) {
             let me = self.clone();
             let h = std::thread::Builder::new()
                 .name("itinera-flush".into())

@@ -88,9 +88,13 @@ impl Inner {
         let mut open = true;
         while open || !pending.is_empty() {
             if pending.is_empty() {
-                match rx.recv() {
+                match self.next_request(&rx) {
                     Ok(r) => pending.push(r),
-                    Err(_) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.start_flush();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             while pending.len() < 256 {
@@ -128,6 +132,21 @@ impl Inner {
                     Err(RecvTimeoutError::Disconnected) => open = false,
                 }
             }
+        }
+    }
+
+    /// The next request, waiting for it; a timeout when rows are in memory and none has come
+    /// for `flush_when_quiet_ms` (time to flush them).
+    fn next_request(
+        &self,
+        rx: &Receiver<Request>,
+    ) -> std::result::Result<Request, RecvTimeoutError> {
+        let quiet = self.config.flush_when_quiet_ms;
+        let idle_rows = self.state.read().mem_rows > 0 && self.write_error.lock().is_none();
+        if quiet > 0 && idle_rows {
+            rx.recv_timeout(std::time::Duration::from_millis(quiet))
+        } else {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
         }
     }
 
