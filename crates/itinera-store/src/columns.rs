@@ -38,6 +38,8 @@ pub struct Columns {
     pub prop_val: Col<u32>,
     /// [`Columns::distinct_times`], once computed.
     pub(crate) distinct_times: std::sync::OnceLock<bool>,
+    /// [`Columns::received_range`], once computed.
+    pub(crate) received_range: std::sync::OnceLock<Option<(i64, i64)>>,
 }
 
 impl Columns {
@@ -65,6 +67,7 @@ impl Columns {
             prop_key: Vec::new().into(),
             prop_val: Vec::new().into(),
             distinct_times: Default::default(),
+            received_range: Default::default(),
         }
     }
 
@@ -74,6 +77,16 @@ impl Columns {
         *self
             .distinct_times
             .get_or_init(|| itinera_engine::journey::distinct_times(&self.ts))
+    }
+
+    /// The lowest and highest receive time of the rows (None when there are none), computed on
+    /// the first call without keeping that column decoded, for columns that no longer change:
+    /// rows of chunks whose ranges do not overlap are ordered without reading the column.
+    pub fn received_range(&self) -> Option<(i64, i64)> {
+        *self.received_range.get_or_init(|| {
+            let r = self.received_at.peek();
+            Some((*r.iter().min()?, *r.iter().max()?))
+        })
     }
 
     /// The range of row `i`'s properties in `prop_key`/`prop_val`.
@@ -94,6 +107,7 @@ impl Columns {
     /// Appends row `i` of `other`.
     pub fn push_from(&mut self, other: &Columns, i: usize) {
         self.distinct_times.take();
+        self.received_range.take();
         self.did.push(other.did[i]);
         self.ts.push(other.ts[i]);
         self.event.push(other.event[i]);
@@ -219,6 +233,7 @@ impl Columns {
             prop_val: props(|c| &c.prop_val),
             prop_end,
             distinct_times: Default::default(),
+            received_range: Default::default(),
         }
     }
 

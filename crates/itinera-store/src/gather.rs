@@ -32,7 +32,26 @@ fn append<T: Copy>(dst: &mut Vec<T>, src: &[T]) {
 fn before(chunks: &[std::sync::Arc<Columns>], a: (u32, u32), b: (u32, u32)) -> bool {
     let (ca, cb) = (&chunks[a.0 as usize], &chunks[b.0 as usize]);
     let (ta, tb) = (ca.ts[a.1 as usize], cb.ts[b.1 as usize]);
-    ta < tb || (ta == tb && (ca.received_at[a.1 as usize], a) < (cb.received_at[b.1 as usize], b))
+    ta < tb || (ta == tb && received_before(ca, a, cb, b))
+}
+
+/// The tie-break of [`before`]. Between chunks whose receive times do not overlap (most
+/// segments: each flush holds the rows received after the previous one) the chunks' ranges
+/// decide, so the receive-time column (8 bytes a row) is decoded and kept only for chunks
+/// that overlap.
+#[cold]
+fn received_before(ca: &Columns, a: (u32, u32), cb: &Columns, b: (u32, u32)) -> bool {
+    if a.0 != b.0 {
+        if let (Some(ra), Some(rb)) = (ca.received_range(), cb.received_range()) {
+            if ra.1 < rb.0 {
+                return true;
+            }
+            if rb.1 < ra.0 {
+                return false;
+            }
+        }
+    }
+    (ca.received_at[a.1 as usize], a) < (cb.received_at[b.1 as usize], b)
 }
 
 /// One run of a person's rows: `chunk`'s rows `start..end`, ordered by time.

@@ -704,6 +704,7 @@ impl SegmentFile {
             },
             prop_end,
             distinct_times: Default::default(),
+            received_range: Default::default(),
         })
     }
 

@@ -320,6 +320,35 @@ fn background_flush_and_auto_compaction_keep_every_row() {
     assert!(s.stats().unwrap().segments <= 4);
 }
 
+/// Rows of one person with the same time in different segments come in the order they were
+/// received, whichever segment was written first: both ways round, so that a tie decided by
+/// the segments' receive-time ranges is checked against the rows' own receive times.
+#[test]
+fn equal_times_in_two_segments_keep_the_order_received() {
+    let at = |id: &str, event: &str| {
+        let t = track(id, "u", event, 5);
+        // the next message is received at least a millisecond later
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        t
+    };
+    for first_segment_received_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), small()).unwrap();
+        let (early, late) = (at("m1", "received first"), at("m2", "received second"));
+        let (one, two) = match first_segment_received_first {
+            true => (early, late),
+            false => (late, early),
+        };
+        s.append(vec![one]).unwrap();
+        s.flush().unwrap();
+        s.append(vec![two]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.stats().unwrap().segments, 2);
+        let events = journeys(&s).remove(0).1;
+        assert_eq!(events, ["received first", "received second"]);
+    }
+}
+
 /// Rows in memory are flushed once writes stop for `flush_when_quiet_ms`, and not before:
 /// a quiet server keeps no log records in memory and no log files on disk.
 #[test]
