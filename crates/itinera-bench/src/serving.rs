@@ -279,7 +279,11 @@ impl Query {
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
-            client: reqwest::Client::new(),
+            // the server closes a keep-alive connection idle for `header_timeout_seconds` (30 s);
+            // a pooled one kept longer (over a full compaction) would be reused as it closes
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(10))
+                .build()?,
             url: format!("{base}/api/v1/funnel"),
             token: token.to_string(),
             body,
