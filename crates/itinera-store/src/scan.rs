@@ -128,25 +128,21 @@ fn index_bytes(runs: &[Run], person_starts: &[usize]) -> usize {
 /// Appends the runs of chunk `chunk` (`c`) in row order: rows of one person, ordered by time.
 fn runs_of(chunk: u32, c: &Columns, roots: &[u32], out: &mut Vec<Run>) {
     let root = |d: u32| roots.get(d as usize).copied().unwrap_or(d);
-    // a run is ordered by (time, receive time): rows of ids merged after they were written
-    // may not be. Rows of one id are (flushes, compactions and the sorted copies of memory
-    // order each person's rows so), so receive times are compared only where a tie falls
-    // between two ids, read then without keeping the column (it is 8 bytes a row)
-    let mut received: Option<std::borrow::Cow<'_, [i64]>> = None;
-    let mut in_order = |j: usize| {
-        c.ts[j] > c.ts[j - 1]
-            || (c.ts[j] == c.ts[j - 1]
-                && (c.did[j] == c.did[j - 1] || {
-                    let r = received.get_or_insert_with(|| c.received_at.peek());
-                    r[j] >= r[j - 1]
-                }))
-    };
     let mut i = 0usize;
     let n = c.len();
     while i < n {
         let p = root(c.did[i]);
         let mut j = i + 1;
-        while j < n && (c.did[j] == c.did[i] || root(c.did[j]) == p) && in_order(j) {
+        // a run is ordered by (time, receive time): rows of ids merged after they were
+        // written may not be. Rows of one id are (flushes, compactions and the sorted copies
+        // of memory order each person's rows so), so receive times are compared, and that
+        // column decoded, only where a tie falls between two ids.
+        while j < n
+            && (c.did[j] == c.did[i] || root(c.did[j]) == p)
+            && (c.ts[j] > c.ts[j - 1]
+                || (c.ts[j] == c.ts[j - 1]
+                    && (c.did[j] == c.did[j - 1] || c.received_at[j] >= c.received_at[j - 1])))
+        {
             j += 1;
         }
         out.push(Run {
