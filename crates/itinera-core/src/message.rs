@@ -432,16 +432,19 @@ pub fn time_ordered_message_id(ms: i64, sequence: u32, node: u64) -> String {
     uuid_text(&b)
 }
 
+/// The 16 bytes as a UUID's text (lower-case hex, dashes after bytes 4, 6, 8 and 10): one
+/// allocation, as it runs for every message that came without an id.
 fn uuid_text(b: &[u8; 16]) -> String {
-    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[(byte >> 4) as usize] as char);
+        out.push(HEX[(byte & 15) as usize] as char);
+    }
+    out
 }
 
 /// Validates and normalizes one message, given as JSON text.
@@ -926,7 +929,6 @@ mod tests {
         assert_eq!(format_ts(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(format_ts(-1), "1969-12-31T23:59:59.999Z");
         let id = new_message_id(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
+        assert_eq!(id, "01234567-89ab-4def-8123-456789abcdef");
     }
 }

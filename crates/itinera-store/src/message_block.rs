@@ -142,11 +142,6 @@ pub fn encode<'a>(messages: impl IntoIterator<Item = (Option<&'a str>, &'a str)>
     }
 }
 
-/// The ids of an encoded block (see [`encode`]).
-pub fn decode_ids(raw: &[u8]) -> Result<message_ids::Ids> {
-    message_ids::decode(raw)
-}
-
 /// What time `k` of a row is kept relative to (see [`encode`]); `previous` is the block's last
 /// cut `timestamp` before this row. `sentAt` is kept relative to what the server's clock-skew
 /// rule (`timestamp = receivedAt - (sentAt - originalTimestamp)`) says it was, so it costs
@@ -189,7 +184,7 @@ impl Decoded {
 /// over.
 pub fn decode(raw: &[u8], id_block: &[u8]) -> Result<Decoded> {
     let corrupt = |why: &str| StoreError::Corrupt(format!("segment message block: {why}"));
-    let ids = decode_ids(id_block)?;
+    let ids = message_ids::decode(id_block)?;
     let mut r = Reader::new(raw, "segment message block");
     let rows = r.uvarint()?;
     if rows != ids.len() as u64 {
@@ -300,7 +295,7 @@ mod tests {
         for (i, m) in messages.iter().enumerate() {
             assert_eq!(back.get(i).unwrap(), m);
         }
-        let ids = decode_ids(&raw.ids).unwrap();
+        let ids = message_ids::decode(&raw.ids).unwrap();
         let ids: Vec<Option<&str>> = (0..ids.len()).map(|i| ids.get(i)).collect();
         let expected: Vec<Option<&str>> = messages.iter().map(|m| first_id(m)).collect();
         assert_eq!(ids, expected);
@@ -313,7 +308,7 @@ mod tests {
         let top = "ajs-next-0123456789abcdef";
         assert_eq!(message_id(m, codec::hash64(top)).as_deref(), Some(top));
         let raw = encode([(Some(top), m)]);
-        assert_eq!(decode_ids(&raw.ids).unwrap().get(0), Some(top));
+        assert_eq!(message_ids::decode(&raw.ids).unwrap().get(0), Some(top));
         assert_eq!(decode(&raw.messages, &raw.ids).unwrap().get(0), Some(m));
         let raw = raw.messages;
         assert!(memchr::memmem::find(&raw, top.as_bytes()).is_some());

@@ -15,6 +15,8 @@ const TEXT: u8 = 1;
 const PACKED: u8 = 2;
 const UPPER: u8 = 1;
 const DASHES: u8 = 2;
+/// The highest tag.
+const LAST_TAG: u8 = PACKED + UPPER + DASHES;
 /// Where a UUID's dashes are, in its 36 characters.
 const DASH_AT: [usize; 4] = [8, 13, 18, 23];
 
@@ -51,22 +53,21 @@ pub fn encode(ids: &[Option<&str>]) -> Vec<u8> {
 /// The 16 bytes an id ends in, and how they are printed, when the id can be packed.
 fn pack(id: &str) -> Option<(u8, [u8; 16])> {
     let b = id.as_bytes();
-    let (bits, hex): (u8, Vec<u8>) = if b.len() >= 36 && is_uuid(&b[b.len() - 36..]) {
-        let tail = &b[b.len() - 36..];
-        let hex = tail.iter().copied().filter(|c| *c != b'-').collect();
-        (DASHES, hex)
+    let (bits, tail) = if b.len() >= 36 && is_uuid(&b[b.len() - 36..]) {
+        (DASHES, &b[b.len() - 36..])
     } else if b.len() >= 32 && b[b.len() - 32..].iter().all(u8::is_ascii_hexdigit) {
-        (0, b[b.len() - 32..].to_vec())
+        (0, &b[b.len() - 32..])
     } else {
         return None;
     };
-    let upper = hex.iter().any(u8::is_ascii_uppercase);
-    if upper && hex.iter().any(u8::is_ascii_lowercase) {
+    let digits = || tail.iter().copied().filter(|c| *c != b'-');
+    let upper = digits().any(|c| c.is_ascii_uppercase());
+    if upper && digits().any(|c| c.is_ascii_lowercase()) {
         return None;
     }
     let mut bytes = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        bytes[i] = (nibble(pair[0]) << 4) | nibble(pair[1]);
+    for (i, c) in digits().enumerate() {
+        bytes[i / 2] |= nibble(c) << if i % 2 == 0 { 4 } else { 0 };
     }
     Some((bits | if upper { UPPER } else { 0 }, bytes))
 }
@@ -127,7 +128,7 @@ pub fn decode(raw: &[u8]) -> Result<Ids> {
     for tag in tags {
         texts.push(match *tag {
             NONE => None,
-            TEXT..=5 => Some(r.str()?),
+            TEXT..=LAST_TAG => Some(r.str()?),
             _ => return Err(corrupt("unknown tag")),
         });
     }

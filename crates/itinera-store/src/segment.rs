@@ -412,7 +412,7 @@ fn hashes_of_ids(path: &Path, footer: &Footer, f: &mut File) -> Result<Vec<u64>>
     let mut hashes = Vec::with_capacity(footer.rows as usize);
     for b in &footer.ids {
         let raw = decompress(path, &read_checked(path, f, b, "ids")?, b, "ids")?;
-        let ids = message_block::decode_ids(&raw)?;
+        let ids = crate::message_ids::decode(&raw)?;
         for i in 0..ids.len() {
             let id = ids.get(i).ok_or_else(|| {
                 StoreError::Corrupt(format!(
