@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         // a message block and its ids, split where the first byte says
         let (messages, ids) = rest.split_at(*first as usize * rest.len() / 256);
         let _ = itinera_store::message_block::decode(messages, ids);
-        let _ = itinera_store::message_block::decode_ids(rest);
+        let _ = itinera_store::message_ids::decode(rest);
         let _ = itinera_store::message_block::decode_plain(rest.to_vec());
     }
     let dir = tempfile::tempdir().unwrap();
