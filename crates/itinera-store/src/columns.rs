@@ -40,6 +40,52 @@ pub struct Columns {
     pub(crate) distinct_times: std::sync::OnceLock<bool>,
     /// [`Columns::received_range`], once computed.
     pub(crate) received_range: std::sync::OnceLock<Option<(i64, i64)>>,
+    /// [`Columns::receive_lag`]'s values, once computed.
+    pub(crate) receive_lags: std::sync::OnceLock<ReceiveLags>,
+}
+
+/// Each row's receive time less its event time, in the narrowest integers that hold them all.
+/// Rows of equal time are ordered by receive time; for them the lags order the same, and the
+/// lags are small (an SDK's send delay: milliseconds to seconds, hours for a device that was
+/// offline), so they take 2 bytes a row where the receive times take 8.
+#[derive(Debug, Clone)]
+pub(crate) enum ReceiveLags {
+    Short(Box<[i16]>),
+    Int(Box<[i32]>),
+    Long(Box<[i64]>),
+}
+
+impl ReceiveLags {
+    fn of(received_at: &[i64], ts: &[i64]) -> ReceiveLags {
+        let lags = received_at.iter().zip(ts).map(|(r, t)| r.wrapping_sub(*t));
+        let (lo, hi) = lags
+            .clone()
+            .fold((0i64, 0i64), |(lo, hi), l| (lo.min(l), hi.max(l)));
+        let within = |min: i64, max: i64| lo >= min && hi <= max;
+        if within(i16::MIN.into(), i16::MAX.into()) {
+            ReceiveLags::Short(lags.map(|l| l as i16).collect())
+        } else if within(i32::MIN.into(), i32::MAX.into()) {
+            ReceiveLags::Int(lags.map(|l| l as i32).collect())
+        } else {
+            ReceiveLags::Long(lags.collect())
+        }
+    }
+
+    fn get(&self, i: usize) -> i64 {
+        match self {
+            ReceiveLags::Short(v) => v[i].into(),
+            ReceiveLags::Int(v) => v[i].into(),
+            ReceiveLags::Long(v) => v[i],
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            ReceiveLags::Short(v) => v.len() * 2,
+            ReceiveLags::Int(v) => v.len() * 4,
+            ReceiveLags::Long(v) => v.len() * 8,
+        }
+    }
 }
 
 impl Columns {
@@ -68,6 +114,7 @@ impl Columns {
             prop_val: Vec::new().into(),
             distinct_times: Default::default(),
             received_range: Default::default(),
+            receive_lags: Default::default(),
         }
     }
 
@@ -89,6 +136,19 @@ impl Columns {
         })
     }
 
+    /// Row `i`'s receive time less its time: what orders rows of equal time (see
+    /// [`ReceiveLags`]). Read from the receive times when they are in memory anyway (the rows
+    /// in memory); for a segment, from lags computed on the first call without keeping the
+    /// receive times decoded, for columns that no longer change.
+    pub(crate) fn receive_lag(&self, i: usize) -> i64 {
+        if self.received_at.is_decoded() {
+            return self.received_at[i].wrapping_sub(self.ts[i]);
+        }
+        self.receive_lags
+            .get_or_init(|| ReceiveLags::of(&self.received_at.peek(), &self.ts))
+            .get(i)
+    }
+
     /// The range of row `i`'s properties in `prop_key`/`prop_val`.
     pub fn prop_range(&self, i: usize) -> std::ops::Range<usize> {
         let start = if i == 0 {
@@ -108,6 +168,7 @@ impl Columns {
     pub fn push_from(&mut self, other: &Columns, i: usize) {
         self.distinct_times.take();
         self.received_range.take();
+        self.receive_lags.take();
         self.did.push(other.did[i]);
         self.ts.push(other.ts[i]);
         self.event.push(other.event[i]);
@@ -234,6 +295,7 @@ impl Columns {
             prop_end,
             distinct_times: Default::default(),
             received_range: Default::default(),
+            receive_lags: Default::default(),
         }
     }
 
@@ -253,6 +315,7 @@ impl Columns {
             + self.prop_end.heap_bytes()
             + self.prop_key.heap_bytes()
             + self.prop_val.heap_bytes()
+            + self.receive_lags.get().map_or(0, ReceiveLags::heap_bytes)
     }
 }
 
@@ -435,6 +498,23 @@ pub fn message_hash(message_id: &str) -> u64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Lags are kept exactly, in the narrowest integers that hold every one of them.
+    #[test]
+    fn receive_lags_take_the_narrowest_width_and_keep_every_value() {
+        let ts = [1_700_000_000_000i64; 3];
+        for (lags, width) in [
+            ([0i64, -32_768, 32_767], 2),
+            ([0, 32_768, -5], 4),
+            ([0, 3_000_000_000, -5], 8),
+            ([0, -2_147_483_649, 5], 8),
+        ] {
+            let received: Vec<i64> = ts.iter().zip(lags).map(|(t, l)| t + l).collect();
+            let got = ReceiveLags::of(&received, &ts);
+            assert_eq!(got.heap_bytes(), 3 * width, "{lags:?}");
+            assert_eq!([0, 1, 2].map(|i| got.get(i)), lags);
+        }
+    }
 
     fn arb_touchpoint() -> impl Strategy<Value = Touchpoint> {
         (

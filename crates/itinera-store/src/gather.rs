@@ -35,10 +35,11 @@ fn before(chunks: &[std::sync::Arc<Columns>], a: (u32, u32), b: (u32, u32)) -> b
     ta < tb || (ta == tb && received_before(ca, a, cb, b))
 }
 
-/// The tie-break of [`before`]. Between chunks whose receive times do not overlap (most
-/// segments: each flush holds the rows received after the previous one) the chunks' ranges
-/// decide, so the receive-time column (8 bytes a row) is decoded and kept only for chunks
-/// that overlap.
+/// The tie-break of [`before`], for rows of equal time. Between chunks whose receive times do
+/// not overlap (most segments: each flush holds the rows received after the previous one) the
+/// chunks' ranges decide. Else the receive times do; the time being equal, their lags behind it
+/// order the same, and a segment keeps those (2 bytes a row, mostly) rather than its receive
+/// times (8).
 #[cold]
 fn received_before(ca: &Columns, a: (u32, u32), cb: &Columns, b: (u32, u32)) -> bool {
     if a.0 != b.0 {
@@ -51,7 +52,7 @@ fn received_before(ca: &Columns, a: (u32, u32), cb: &Columns, b: (u32, u32)) -> 
             }
         }
     }
-    (ca.received_at[a.1 as usize], a) < (cb.received_at[b.1 as usize], b)
+    (ca.receive_lag(a.1 as usize), a) < (cb.receive_lag(b.1 as usize), b)
 }
 
 /// One run of a person's rows: `chunk`'s rows `start..end`, ordered by time.

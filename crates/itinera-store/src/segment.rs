@@ -705,6 +705,7 @@ impl SegmentFile {
             prop_end,
             distinct_times: Default::default(),
             received_range: Default::default(),
+            receive_lags: Default::default(),
         })
     }
 

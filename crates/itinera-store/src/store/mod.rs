@@ -422,6 +422,58 @@ mod tests {
         assert_eq!(s.inner.state.read().dedup.len(), 20);
     }
 
+    /// Rows of equal time in segments whose receive times overlap (so the segments' ranges
+    /// cannot decide) come in the order received, both ways round, and the query keeps lags
+    /// behind the rows' times, not the segments' receive times, decoded.
+    #[test]
+    fn equal_times_in_overlapping_segments_are_ordered_by_receive_time() {
+        let at = |id: &str, user: &str, event: &str, lag: i64| {
+            let mut t = track(id, user, event, 5);
+            t.received_at_ms = t.timestamp_ms + lag;
+            t
+        };
+        // the first segment's rows were received 0 and 30 ms after the time; the second's one
+        // row 15 ms after: its range lies within the first's
+        for (lag, want) in [(5, ["first", "second"]), (25, ["second", "first"])] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+            let first = vec![
+                at("m1", "u", "first", lag),
+                at("m2", "v", "early", 0),
+                at("m3", "v", "late", 30),
+            ];
+            s.append(first).unwrap();
+            s.flush().unwrap();
+            s.append(vec![at("m4", "u", "second", 15)]).unwrap();
+            s.flush().unwrap();
+            let snap = s.snapshot();
+            let parts = snap.scan_persons(&ScanOptions::default(), Vec::new, |acc, p| {
+                acc.push(p.event.to_vec())
+            });
+            let d = s.dicts();
+            let name = |e: &u32| d.events().name(*e).to_string();
+            let u = d.ids().get("u").unwrap();
+            let journeys: Vec<Vec<String>> = parts
+                .into_iter()
+                .flatten()
+                .map(|events| events.iter().map(name).collect())
+                .filter(|events: &Vec<String>| events.len() == 2 && events[0] != "early")
+                .collect();
+            assert_eq!(journeys, [want], "lag {lag} (person u is code {u})");
+            let st = s.inner.state.read();
+            assert_eq!(st.segments.len(), 2);
+            for seg in &st.segments {
+                assert!(!seg.cols.received_at.is_decoded(), "receive times not kept");
+            }
+            assert!(
+                st.segments
+                    .iter()
+                    .any(|seg| seg.cols.receive_lags.get().is_some()),
+                "the tie was decided by the lags"
+            );
+        }
+    }
+
     #[test]
     fn a_scan_decodes_only_the_columns_it_asks_for() {
         let dir = tempfile::tempdir().unwrap();
