@@ -130,6 +130,13 @@ impl Inner {
         if let Err(e) = self.renew_recent_ids() {
             tracing::warn!(error = %e, "duplicate check not built again; the current one stays");
         }
+        // the ids entered since the last flush into the check's sorted array, merged here
+        // rather than by the writer that enters them
+        let fold = self.state.write().dedup.fold_job();
+        if let Some(job) = fold {
+            let merged = job.sorted.merged(&job.set);
+            self.state.write().dedup.finish_fold(&job, merged);
+        }
         wal::remove_before(&self.dir.join("wal"), seq)?;
         tracing::debug!(rows, generation = gen, "flushed memory to segment");
         let segs = self.state.read().segments.len();
@@ -155,13 +162,10 @@ impl Inner {
             let chunks: Vec<SharedChunk> = st.frozen.iter().chain(&st.mem).cloned().collect();
             (st.segments.clone(), chunks)
         };
-        let mut fresh = RecentIds::default();
+        let mut entries = Vec::new();
         let mut enter = |hashes: &[u64], received: &[i64]| {
-            for (h, r) in hashes.iter().zip(received) {
-                if *r >= horizon {
-                    fresh.insert(*h, *r);
-                }
-            }
+            let within = hashes.iter().zip(received).filter(|(_, r)| **r >= horizon);
+            entries.extend(within.map(|(h, r)| (*h, *r)));
         };
         for s in &segments {
             if s.file.footer.max_received_at.is_none_or(|l| l >= horizon) {
@@ -172,10 +176,16 @@ impl Inner {
         for c in &chunks {
             enter(&c.cols.msg_hash, &c.cols.received_at);
         }
+        // sorted before the state is locked: writes wait only for the rows appended since
+        let mut fresh = RecentIds::from_entries(entries);
         let mut st = self.state.write();
         let seen = chunks.len() - st.frozen.len();
         for c in st.mem.get(seen..).unwrap_or_default() {
-            enter(&c.cols.msg_hash, &c.cols.received_at);
+            for (h, r) in c.cols.msg_hash.iter().zip(c.cols.received_at.iter()) {
+                if *r >= horizon {
+                    fresh.insert(*h, *r);
+                }
+            }
         }
         tracing::debug!(
             before = st.dedup.len(),

@@ -422,6 +422,31 @@ mod tests {
         assert_eq!(s.inner.state.read().dedup.len(), 20);
     }
 
+    /// A flush folds the ids entered since into the duplicate check's sorted array (off the
+    /// writer), and those ids are still duplicates afterwards, in the array.
+    #[test]
+    fn a_flush_folds_the_duplicate_check_and_it_still_catches_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        let n = 70_000;
+        let row = |i: usize| {
+            let mut t = track(&format!("m{i}"), &format!("u{}", i % 100), "a", 1);
+            t.received_at_ms = now_ms();
+            t
+        };
+        for from in (0..n).step_by(10_000) {
+            s.append((from..from + 10_000).map(row).collect()).unwrap();
+        }
+        let sorted = |s: &Store| s.inner.state.read().dedup.sorted_len();
+        assert_eq!(sorted(&s), 0, "nothing folded before the flush");
+        s.flush().unwrap();
+        assert_eq!(sorted(&s), n, "the flush folded every id");
+        let again = s.append((0..n).step_by(7).map(row).collect()).unwrap();
+        assert_eq!((again.stored, again.duplicates), (0, n.div_ceil(7)));
+        let new = s.append(vec![row(n)]).unwrap();
+        assert_eq!(new.stored, 1);
+    }
+
     /// Rows of equal time in segments whose receive times overlap (so the segments' ranges
     /// cannot decide) come in the order received, both ways round, and the query keeps lags
     /// behind the rows' times, not the segments' receive times, decoded.

@@ -142,7 +142,8 @@ impl Store {
         identity.grow(dicts.all[DICT_IDS].len() as u32);
         let locked = (!config.read_only).then_some(dir_lock);
         let mut segments = Vec::new();
-        let mut dedup = super::recent_ids::RecentIds::default();
+        // (hash, receive time) of the stored rows within the window, for the duplicate check
+        let mut recent = Vec::new();
         let horizon = now_ms() - config.dedup_window_ms;
         for name in manifest.segments.iter().chain(&manifest.holders) {
             if segment::generation_of(name).is_none() {
@@ -175,11 +176,12 @@ impl Store {
             let cols = file.load_columns_for(!config.read_only && !in_window)?;
             if in_window {
                 let (hashes, received) = file.hashes_and_receive_times()?;
-                for (h, r) in hashes.into_iter().zip(received) {
-                    if r >= horizon {
-                        dedup.insert(h, r);
-                    }
-                }
+                recent.extend(
+                    hashes
+                        .into_iter()
+                        .zip(received)
+                        .filter(|(_, r)| *r >= horizon),
+                );
             }
             segments.push(Arc::new(LoadedSegment {
                 name: name.clone(),
@@ -218,7 +220,7 @@ impl Store {
             mem: Vec::new(),
             frozen: Vec::new(),
             mem_rows: 0,
-            dedup,
+            dedup: super::recent_ids::RecentIds::from_entries(recent),
             manifest: manifest.clone(),
             delta_starts,
         };
