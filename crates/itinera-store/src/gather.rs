@@ -55,6 +55,70 @@ fn received_before(ca: &Columns, a: (u32, u32), cb: &Columns, b: (u32, u32)) -> 
     (ca.receive_lag(a.1 as usize), a) < (cb.receive_lag(b.1 as usize), b)
 }
 
+/// Merges pieces of one person (`heads`: each piece's chunk, next row and end; each ordered by
+/// time) by [`before`], handing each range of rows to `emit` (chunk, first row, end) in the
+/// journey's order: the head with the smallest key goes next, with the rows after it in its
+/// piece that still come before every other head (a person has few pieces, so a scan of the
+/// heads beats a heap). Empties `heads`.
+fn merge_ranges(
+    chunks: &[std::sync::Arc<Columns>],
+    heads: &mut [(u32, u32, u32)],
+    mut emit: impl FnMut(u32, u32, u32),
+) {
+    loop {
+        let (mut best, mut second) = (None::<usize>, None::<usize>);
+        for k in 0..heads.len() {
+            let (chunk, row, end) = heads[k];
+            if row == end {
+                continue;
+            }
+            match best {
+                Some(b) if before(chunks, (heads[b].0, heads[b].1), (chunk, row)) => {
+                    if second.is_none_or(|s| before(chunks, (chunk, row), (heads[s].0, heads[s].1)))
+                    {
+                        second = Some(k);
+                    }
+                }
+                _ => {
+                    second = best;
+                    best = Some(k);
+                }
+            }
+        }
+        let Some(b) = best else { break };
+        let (chunk, start, end) = heads[b];
+        let mut stop = start + 1;
+        match second {
+            None => stop = end,
+            Some(s) => {
+                let next = (heads[s].0, heads[s].1);
+                while stop < end && before(chunks, (chunk, stop), next) {
+                    stop += 1;
+                }
+            }
+        }
+        emit(chunk, start, stop);
+        heads[b].1 = stop;
+    }
+}
+
+/// Pieces of one person that overlap in time, cut into `out` as ranges in the journey's order
+/// (see [`merge_ranges`]): read one after the other, they are the journey, without copying its
+/// rows. `heads` is scratch.
+pub(crate) fn in_merge_order(
+    chunks: &[std::sync::Arc<Columns>],
+    pieces: &[Piece],
+    heads: &mut Vec<(u32, u32, u32)>,
+    out: &mut Vec<Piece>,
+) {
+    heads.clear();
+    heads.extend(pieces.iter().map(|p| (p.chunk, p.start, p.end)));
+    out.clear();
+    merge_ranges(chunks, heads, |chunk, start, end| {
+        out.push(Piece { chunk, start, end })
+    });
+}
+
 /// One run of a person's rows: `chunk`'s rows `start..end`, ordered by time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Piece {
@@ -162,55 +226,20 @@ impl Gathered {
         }
     }
 
-    /// Merges overlapping pieces by (time, chunk, row): the head with the smallest key goes
-    /// next, with the rows after it in its piece that still come before every other head (a
-    /// person has few pieces, so a scan of the heads beats a heap).
+    /// Merges overlapping pieces by (time, receive time, chunk, row), copying each range
+    /// [`merge_ranges`] gives.
     fn merge(
         &mut self,
         chunks: &[std::sync::Arc<Columns>],
         list: &[(i64, i64, Piece)],
         cols: JourneyColumns,
     ) {
-        // each piece's next row and its end
         let mut heads = std::mem::take(&mut self.heads);
         heads.clear();
         heads.extend(list.iter().map(|(_, _, p)| (p.chunk, p.start, p.end)));
-        loop {
-            let (mut best, mut second) = (None::<usize>, None::<usize>);
-            for k in 0..heads.len() {
-                let (chunk, row, end) = heads[k];
-                if row == end {
-                    continue;
-                }
-                match best {
-                    Some(b) if before(chunks, (heads[b].0, heads[b].1), (chunk, row)) => {
-                        if second
-                            .is_none_or(|s| before(chunks, (chunk, row), (heads[s].0, heads[s].1)))
-                        {
-                            second = Some(k);
-                        }
-                    }
-                    _ => {
-                        second = best;
-                        best = Some(k);
-                    }
-                }
-            }
-            let Some(b) = best else { break };
-            let (chunk, start, end) = heads[b];
-            let mut stop = start + 1;
-            match second {
-                None => stop = end,
-                Some(s) => {
-                    let next = (heads[s].0, heads[s].1);
-                    while stop < end && before(chunks, (chunk, stop), next) {
-                        stop += 1;
-                    }
-                }
-            }
-            self.extend(&chunks[chunk as usize], start as usize..stop as usize, cols);
-            heads[b].1 = stop;
-        }
+        merge_ranges(chunks, &mut heads, |chunk, start, stop| {
+            self.extend(&chunks[chunk as usize], start as usize..stop as usize, cols)
+        });
         self.heads = heads;
     }
 

@@ -7,7 +7,7 @@
 //! Persons are split over threads in contiguous ranges.
 
 use crate::columns::Columns;
-use crate::gather::{Gathered, Piece as RunPiece};
+use crate::gather::{in_merge_order, Gathered, Piece as RunPiece};
 use itinera_engine::journey::JourneyColumns;
 use itinera_engine::{
     Field, Journey, JourneyBatch, JourneySource, PieceBatch, ScanOptions, Vocabulary,
@@ -485,9 +485,15 @@ impl Snapshot {
                         else {
                             continue;
                         };
-                        if let Some(g) =
-                            g.filter(|_| in_time_order(&self.chunks, &mut scratch.gathered.input))
-                        {
+                        if let Some(g) = g {
+                            let input = &mut scratch.gathered.input;
+                            if !in_time_order(&self.chunks, input) {
+                                // overlapping pieces (events that arrived late) are read in
+                                // the order of their merge, in more pieces, not copied
+                                let merged = &mut scratch.merged;
+                                in_merge_order(&self.chunks, input, &mut scratch.heads, merged);
+                                std::mem::swap(input, merged);
+                            }
                             scratch.pieces.add(person, &scratch.gathered.input);
                             if scratch.pieces.persons.len() >= PIECE_BATCH_PERSONS {
                                 scratch.pieces.flush(acc, g, &self.chunks, opts);
@@ -703,6 +709,9 @@ struct Scratch {
     persons: Vec<u32>,
     ranges: Vec<(u32, u32)>,
     pieces: Pieces,
+    /// Pieces cut into the order of their merge, and the merge's heads.
+    merged: Vec<RunPiece>,
+    heads: Vec<(u32, u32, u32)>,
 }
 
 /// Persons handed over in pieces before a [`PieceBatch`] goes to the analysis.
