@@ -7,7 +7,7 @@ use itinera_core::clock::now_ms;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::recent_ids::RecentIds;
+use super::recent_ids::RecentIdsBuilder;
 use super::*;
 
 impl Inner {
@@ -162,7 +162,7 @@ impl Inner {
             let chunks: Vec<SharedChunk> = st.frozen.iter().chain(&st.mem).cloned().collect();
             (st.segments.clone(), chunks)
         };
-        let mut entries = Vec::new();
+        let mut entries = RecentIdsBuilder::default();
         let mut enter = |hashes: &[u64], received: &[i64]| {
             let within = hashes.iter().zip(received).filter(|(_, r)| **r >= horizon);
             entries.extend(within.map(|(h, r)| (*h, *r)));
@@ -177,7 +177,7 @@ impl Inner {
             enter(&c.cols.msg_hash, &c.cols.received_at);
         }
         // sorted before the state is locked: writes wait only for the rows appended since
-        let mut fresh = RecentIds::from_entries(entries);
+        let mut fresh = entries.build();
         let mut st = self.state.write();
         let seen = chunks.len() - st.frozen.len();
         for c in st.mem.get(seen..).unwrap_or_default() {

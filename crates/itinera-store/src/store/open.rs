@@ -142,8 +142,8 @@ impl Store {
         identity.grow(dicts.all[DICT_IDS].len() as u32);
         let locked = (!config.read_only).then_some(dir_lock);
         let mut segments = Vec::new();
-        // (hash, receive time) of the stored rows within the window, for the duplicate check
-        let mut recent = Vec::new();
+        // the hashes of the stored rows within the window, for the duplicate check
+        let mut recent = super::recent_ids::RecentIdsBuilder::default();
         let horizon = now_ms() - config.dedup_window_ms;
         for name in manifest.segments.iter().chain(&manifest.holders) {
             if segment::generation_of(name).is_none() {
@@ -220,7 +220,7 @@ impl Store {
             mem: Vec::new(),
             frozen: Vec::new(),
             mem_rows: 0,
-            dedup: super::recent_ids::RecentIds::from_entries(recent),
+            dedup: recent.build(),
             manifest: manifest.clone(),
             delta_starts,
         };
