@@ -59,7 +59,7 @@ fn received_before(ca: &Columns, a: (u32, u32), cb: &Columns, b: (u32, u32)) -> 
 /// time) by [`before`], handing each range of rows to `emit` (chunk, first row, end) in the
 /// journey's order: the head with the smallest key goes next, with the rows after it in its
 /// piece that still come before every other head (a person has few pieces, so a scan of the
-/// heads beats a heap). Empties `heads`.
+/// heads beats a heap). Leaves every head at its end.
 fn merge_ranges(
     chunks: &[std::sync::Arc<Columns>],
     heads: &mut [(u32, u32, u32)],
