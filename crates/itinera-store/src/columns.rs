@@ -149,6 +149,13 @@ impl Columns {
             .get(i)
     }
 
+    /// Row `i`'s receive time, read as [`Columns::receive_lag`] reads it: a segment keeps its
+    /// lags (2 bytes a row, mostly), not its receive times (8), for rows checked one at a time
+    /// (against an erasure's time).
+    pub(crate) fn received_at_of(&self, i: usize) -> i64 {
+        self.ts[i].wrapping_add(self.receive_lag(i))
+    }
+
     /// The range of row `i`'s properties in `prop_key`/`prop_val`.
     pub fn prop_range(&self, i: usize) -> std::ops::Range<usize> {
         let start = if i == 0 {

@@ -371,7 +371,7 @@ impl Snapshot {
             && self
                 .erased
                 .get(&c.did[i])
-                .is_some_and(|t| c.received_at[i] <= *t)
+                .is_some_and(|t| c.received_at_of(i) <= *t)
     }
 
     /// Rows visible to queries (erased persons left out).

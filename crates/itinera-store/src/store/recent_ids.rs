@@ -2,8 +2,8 @@
 //!
 //! Only the ids' 8-byte hashes are kept. Most of them sit in one sorted array, found through a
 //! directory of their top bits (8 bytes an id, and a quarter byte for the directory); the ids
-//! entered since the array was last built are in a hash set, folded into the array once they
-//! are an eighth of it. A hash set of all of them took 10–21 bytes an id (a bucket of 9 bytes,
+//! entered since the array was last built are in a hash set, which the next flush folds into
+//! a new array once it holds an eighth of it (the writer only looks both up). A hash set of all of them took 10–21 bytes an id (a bucket of 9 bytes,
 //! at most 7/8 full, doubling): the largest part of a serving store's memory after its columns.
 //!
 //! Without the times, ids are not dropped one by one as they leave the window: the check keeps
