@@ -138,6 +138,8 @@ pub struct StoreSettings {
     pub dedup_window_hours: i64,
     pub compact_after_segments: usize,
     pub compact_max_rows: usize,
+    /// Memory a compaction plans to use for merging, in MiB.
+    pub compact_memory_mb: usize,
 }
 
 impl Default for StoreSettings {
@@ -150,6 +152,7 @@ impl Default for StoreSettings {
             dedup_window_hours: d.dedup_window_ms / 3_600_000,
             compact_after_segments: d.compact_after_segments,
             compact_max_rows: d.compact_max_rows,
+            compact_memory_mb: d.compact_memory_bytes >> 20,
         }
     }
 }
@@ -163,6 +166,8 @@ impl StoreSettings {
             dedup_window_ms: self.dedup_window_hours * 3_600_000,
             compact_after_segments: self.compact_after_segments.max(1),
             compact_max_rows: self.compact_max_rows.max(2),
+            compact_memory_bytes: self.compact_memory_mb.max(16) << 20,
+            compaction_only: false,
             read_only: false,
         }
     }

@@ -616,7 +616,12 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Compact { data, project } => {
             let cfg = load_config(&data, None)?;
-            let dir = open_data(&cfg)?;
+            // the store opened lean: the merge reads the segments' columns a part at a time
+            let store = itinera_store::StoreConfig {
+                compaction_only: true,
+                ..cfg.store.to_store_config()
+            };
+            let dir = DataDir::open(&cfg.data, store)?;
             dir.store(&project.project)?.compact()?;
             dir.close();
             Ok(())

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -90,7 +91,7 @@ impl Footer {
 const BODY_LOC: &str = "body_loc";
 
 /// Where a row's message is: the generation of the file holding it and the row in that file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BodyLoc(pub u64);
 
 impl BodyLoc {
@@ -135,177 +136,297 @@ pub fn write(
     cols: &Columns,
     bodies: impl Iterator<Item = Result<String>>,
 ) -> Result<Footer> {
-    let mut source_error = None;
-    let bodies = bodies.map_while(|b| match b {
-        Ok(b) => Some(b),
-        Err(e) => {
-            source_error = Some(e);
-            None
-        }
-    });
-    let written = write_file(path, cols, Messages::Inline(bodies));
-    match source_error {
-        Some(e) => {
-            let _ = std::fs::remove_file(path);
-            Err(e)
-        }
-        None => written,
-    }
+    let mut w = SegmentWriter::create(path, cols.len())?;
+    w.typed_columns(cols)?;
+    w.messages(bodies, &cols.msg_hash)?;
+    w.finish(&cols.msg_hash)
 }
 
 /// Writes a segment file whose messages stay where `locs` (one per row) says, then syncs it.
 pub fn write_located(path: &Path, cols: &Columns, locs: &[BodyLoc]) -> Result<Footer> {
-    if locs.len() != cols.len() {
-        return Err(StoreError::Corrupt(format!(
-            "segment {}: {} rows but {} message locations",
-            path.display(),
-            cols.len(),
-            locs.len()
-        )));
+    let mut w = SegmentWriter::create(path, cols.len())?;
+    w.typed_columns(cols)?;
+    w.located(locs)?;
+    w.finish(&cols.msg_hash)
+}
+
+/// Writes a segment file a column at a time: a compaction builds one output column, hands it
+/// over and drops it before building the next, so it never holds a whole output in memory.
+/// Every column must be given once ([`SegmentWriter::finish`] checks), in any order; the file
+/// is removed if the writer is dropped unfinished.
+pub struct SegmentWriter {
+    path: PathBuf,
+    w: Option<BlockWriter<BufWriter<File>>>,
+    rows: usize,
+    columns: Vec<(String, BlockRef)>,
+    bodies: Vec<BlockRef>,
+    ids: Vec<BlockRef>,
+    /// Whether the `msg_hash` column is needed: the messages are elsewhere, or an id does not
+    /// give its row's hash.
+    keep_hashes: bool,
+    min_ts: i64,
+    max_ts: i64,
+    max_received_at: Option<i64>,
+}
+
+/// The typed columns every segment has (besides `msg_hash` and `body_loc`, which depend on
+/// where the messages are).
+const TYPED_COLUMNS: [&str; 12] = [
+    "did",
+    "ts",
+    "event",
+    "channel",
+    "touchpoint",
+    "kind",
+    "group",
+    "revenue",
+    "received_at",
+    "prop_count",
+    "prop_key",
+    "prop_val",
+];
+
+impl SegmentWriter {
+    /// Every typed column of `cols`.
+    fn typed_columns(&mut self, cols: &Columns) -> Result<()> {
+        self.persons(&cols.did)?;
+        self.times(&cols.ts)?;
+        self.codes("event", &cols.event)?;
+        self.codes("channel", &cols.channel)?;
+        self.codes("touchpoint", &cols.touchpoint)?;
+        self.kinds(&cols.kind)?;
+        self.groups(&cols.group)?;
+        self.revenues(&cols.revenue)?;
+        self.received_times(&cols.received_at)?;
+        self.properties(&cols.prop_end, &cols.prop_key, &cols.prop_val)
     }
-    write_file(
-        path,
-        cols,
-        Messages::<std::iter::Empty<String>>::Located(locs),
-    )
-}
 
-/// The messages of a segment being written.
-enum Messages<'a, I> {
-    Inline(I),
-    Located(&'a [BodyLoc]),
-}
-
-fn write_file<I: Iterator<Item = String>>(
-    path: &Path,
-    cols: &Columns,
-    messages: Messages<'_, I>,
-) -> Result<Footer> {
-    let io = StoreError::io(path);
-    let file = File::create(path).map_err(StoreError::io(path))?;
-    let write_all = || -> std::io::Result<Footer> {
+    /// Starts the file at `path` for `rows` rows.
+    pub fn create(path: &Path, rows: usize) -> Result<SegmentWriter> {
+        let file = File::create(path).map_err(StoreError::io(path))?;
         let mut w = BlockWriter {
-            out: BufWriter::with_capacity(1 << 20, &file),
+            out: BufWriter::with_capacity(1 << 20, file),
             pos: 0,
         };
-        w.out.write_all(MAGIC)?;
+        w.out.write_all(MAGIC).map_err(StoreError::io(path))?;
         w.pos = MAGIC.len() as u64;
-        let mut columns = Vec::new();
-        let group_plus1: Vec<u32> = cols.group.iter().map(|g| g.wrapping_add(1)).collect();
-        let prop_counts: Vec<u32> = (0..cols.len())
-            .map(|i| cols.prop_range(i).len() as u32)
+        Ok(SegmentWriter {
+            path: path.to_path_buf(),
+            w: Some(w),
+            rows,
+            columns: Vec::new(),
+            bodies: Vec::new(),
+            ids: Vec::new(),
+            keep_hashes: true,
+            min_ts: 0,
+            max_ts: 0,
+            max_received_at: None,
+        })
+    }
+
+    fn block(&mut self, raw: &[u8], level: i32) -> Result<BlockRef> {
+        let w = self.w.as_mut().expect("not finished");
+        w.block(raw, level).map_err(StoreError::io(&self.path))
+    }
+
+    fn column(&mut self, name: &str, len: usize, raw: &[u8]) -> Result<()> {
+        if len != self.rows {
+            return Err(self.invalid(format!("{name} has {len} values")));
+        }
+        let b = self.block(raw, COLUMN_LEVEL)?;
+        self.columns.push((name.to_string(), b));
+        Ok(())
+    }
+
+    fn invalid(&self, what: String) -> StoreError {
+        StoreError::Corrupt(format!(
+            "segment {} of {} rows: {what}",
+            self.path.display(),
+            self.rows
+        ))
+    }
+
+    pub fn persons(&mut self, did: &[u32]) -> Result<()> {
+        self.column("did", did.len(), &codec::encode_runs(did))
+    }
+
+    pub fn times(&mut self, ts: &[i64]) -> Result<()> {
+        self.min_ts = ts.iter().copied().min().unwrap_or(0);
+        self.max_ts = ts.iter().copied().max().unwrap_or(0);
+        self.column("ts", ts.len(), &codec::encode_deltas(ts))
+    }
+
+    pub fn received_times(&mut self, received_at: &[i64]) -> Result<()> {
+        self.max_received_at = received_at.iter().copied().max();
+        let raw = codec::encode_deltas(received_at);
+        self.column("received_at", received_at.len(), &raw)
+    }
+
+    /// A column of dictionary codes: `event`, `channel` or `touchpoint`.
+    pub fn codes(&mut self, name: &'static str, codes: &[u32]) -> Result<()> {
+        self.column(name, codes.len(), &codec::encode_u32s(codes))
+    }
+
+    pub fn kinds(&mut self, kind: &[u8]) -> Result<()> {
+        self.column("kind", kind.len(), kind)
+    }
+
+    /// Account codes, [`crate::columns::NO_GROUP`] for none.
+    pub fn groups(&mut self, group: &[u32]) -> Result<()> {
+        let plus1: Vec<u32> = group.iter().map(|g| g.wrapping_add(1)).collect();
+        self.column("group", group.len(), &codec::encode_u32s(&plus1))
+    }
+
+    pub fn revenues(&mut self, revenue: &[f64]) -> Result<()> {
+        self.column("revenue", revenue.len(), &codec::encode_f64s(revenue))
+    }
+
+    /// Typed properties: each row's pairs end at `ends` in `keys` and `values`.
+    pub fn properties(&mut self, ends: &[u32], keys: &[u32], values: &[u32]) -> Result<()> {
+        let mut start = 0u32;
+        let counts: Vec<u32> = ends
+            .iter()
+            .map(|e| {
+                let c = e.wrapping_sub(start);
+                start = *e;
+                c
+            })
             .collect();
-        let encoded: [(&str, Vec<u8>); 12] = [
-            ("did", codec::encode_runs(&cols.did)),
-            ("ts", codec::encode_deltas(&cols.ts)),
-            ("event", codec::encode_u32s(&cols.event)),
-            ("channel", codec::encode_u32s(&cols.channel)),
-            ("touchpoint", codec::encode_u32s(&cols.touchpoint)),
-            ("kind", cols.kind.to_vec()),
-            ("group", codec::encode_u32s(&group_plus1)),
-            ("revenue", codec::encode_f64s(&cols.revenue)),
-            ("received_at", codec::encode_deltas(&cols.received_at)),
-            ("prop_count", codec::encode_u32s(&prop_counts)),
-            ("prop_key", codec::encode_u32s(&cols.prop_key)),
-            ("prop_val", codec::encode_u32s(&cols.prop_val)),
-        ];
-        for (name, raw) in encoded {
-            columns.push((name.to_string(), w.block(&raw, COLUMN_LEVEL)?));
+        self.column("prop_count", ends.len(), &codec::encode_u32s(&counts))?;
+        let pairs = start as usize;
+        if keys.len() != pairs || values.len() != pairs {
+            return Err(self.invalid(format!(
+                "{pairs} property pairs but {} keys and {} values",
+                keys.len(),
+                values.len()
+            )));
         }
-        let (mut body_refs, mut id_refs) = (Vec::new(), Vec::new());
-        // the hashes are kept when the messages are elsewhere or an id does not give its hash
-        let mut keep_hashes = true;
-        match messages {
-            Messages::Inline(bodies) => {
-                keep_hashes = false;
-                let mut block = Vec::with_capacity(BODY_BLOCK_ROWS);
-                let mut total = 0usize;
-                let mut write_block = |block: &[String], first_row: usize| {
-                    let hashes = &cols.msg_hash[first_row..first_row + block.len()];
-                    let ids: Vec<_> = block
-                        .iter()
-                        .zip(hashes)
-                        .map(|(b, h)| message_block::message_id(b, *h))
-                        .collect();
-                    keep_hashes |= ids.iter().any(Option::is_none);
-                    let encoded = message_block::encode(
-                        ids.iter()
-                            .map(Option::as_deref)
-                            .zip(block.iter().map(String::as_str)),
-                    );
-                    body_refs.push(w.block(&encoded.messages, BODY_LEVEL)?);
-                    id_refs.push(w.block(&encoded.ids, COLUMN_LEVEL)?);
-                    Ok::<_, std::io::Error>(())
-                };
-                for b in bodies {
-                    if total >= cols.len() {
-                        return Err(std::io::Error::other(format!(
-                            "segment has {} rows but more messages",
-                            cols.len()
-                        )));
-                    }
-                    block.push(b);
-                    total += 1;
-                    if block.len() == BODY_BLOCK_ROWS {
-                        write_block(&block, total - block.len())?;
-                        block.clear();
-                    }
-                }
-                if !block.is_empty() {
-                    write_block(&block, total - block.len())?;
-                }
-                if total != cols.len() {
-                    return Err(std::io::Error::other(format!(
-                        "segment has {} rows but {} messages",
-                        cols.len(),
-                        total
-                    )));
-                }
+        let b = self.block(&codec::encode_u32s(keys), COLUMN_LEVEL)?;
+        self.columns.push(("prop_key".to_string(), b));
+        let b = self.block(&codec::encode_u32s(values), COLUMN_LEVEL)?;
+        self.columns.push(("prop_val".to_string(), b));
+        Ok(())
+    }
+
+    /// The rows' messages, in row order, with their message hashes. A failure to read one
+    /// (a compaction streams them from other files) stops the write and is returned.
+    pub fn messages<S: AsRef<str>>(
+        &mut self,
+        bodies: impl Iterator<Item = Result<S>>,
+        hashes: &[u64],
+    ) -> Result<()> {
+        if hashes.len() != self.rows {
+            return Err(self.invalid(format!("{} message hashes", hashes.len())));
+        }
+        self.keep_hashes = false;
+        let mut block: Vec<S> = Vec::with_capacity(BODY_BLOCK_ROWS);
+        let mut total = 0usize;
+        for b in bodies {
+            if total >= self.rows {
+                return Err(self.invalid("more messages".into()));
             }
-            Messages::Located(locs) => {
-                let raw: Vec<i64> = locs.iter().map(|l| l.0 as i64).collect();
-                let raw = codec::encode_deltas(&raw);
-                columns.push((BODY_LOC.to_string(), w.block(&raw, COLUMN_LEVEL)?));
+            block.push(b?);
+            total += 1;
+            if block.len() == BODY_BLOCK_ROWS || total == self.rows {
+                self.message_block(&block, &hashes[total - block.len()..total])?;
+                block.clear();
             }
         }
-        if keep_hashes {
-            let raw = codec::encode_u64s(&cols.msg_hash);
-            columns.push(("msg_hash".to_string(), w.block(&raw, COLUMN_LEVEL)?));
+        if total != self.rows {
+            return Err(self.invalid(format!("{total} messages")));
+        }
+        Ok(())
+    }
+
+    fn message_block<S: AsRef<str>>(&mut self, block: &[S], hashes: &[u64]) -> Result<()> {
+        let ids: Vec<_> = block
+            .iter()
+            .zip(hashes)
+            .map(|(b, h)| message_block::message_id(b.as_ref(), *h))
+            .collect();
+        self.keep_hashes |= ids.iter().any(Option::is_none);
+        let encoded = message_block::encode(
+            ids.iter()
+                .map(Option::as_deref)
+                .zip(block.iter().map(AsRef::as_ref)),
+        );
+        let b = self.block(&encoded.messages, BODY_LEVEL)?;
+        self.bodies.push(b);
+        let b = self.block(&encoded.ids, COLUMN_LEVEL)?;
+        self.ids.push(b);
+        Ok(())
+    }
+
+    /// Where each row's message is, for a file that holds none (a background compaction's).
+    pub fn located(&mut self, locs: &[BodyLoc]) -> Result<()> {
+        let raw: Vec<i64> = locs.iter().map(|l| l.0 as i64).collect();
+        self.column(BODY_LOC, locs.len(), &codec::encode_deltas(&raw))
+    }
+
+    /// Writes the footer and syncs the file. `hashes` (the rows' message hashes) are kept as a
+    /// column only when the messages do not give them.
+    pub fn finish(mut self, hashes: &[u64]) -> Result<Footer> {
+        if self.keep_hashes {
+            if hashes.len() != self.rows {
+                return Err(self.invalid(format!("{} message hashes", hashes.len())));
+            }
+            let b = self.block(&codec::encode_u64s(hashes), COLUMN_LEVEL)?;
+            self.columns.push(("msg_hash".to_string(), b));
+        }
+        let given = |name: &str| self.columns.iter().any(|(n, _)| n == name);
+        if let Some(missing) = TYPED_COLUMNS.iter().find(|n| !given(n)) {
+            return Err(self.invalid(format!("no {missing} column")));
+        }
+        if self.bodies.is_empty() && self.rows > 0 && !given(BODY_LOC) {
+            return Err(self.invalid("no messages".into()));
         }
         let footer = Footer {
-            rows: cols.len() as u64,
-            min_ts: cols.ts.iter().copied().min().unwrap_or(0),
-            max_ts: cols.ts.iter().copied().max().unwrap_or(0),
-            max_received_at: cols.received_at.iter().copied().max(),
-            columns,
-            bodies: body_refs,
+            rows: self.rows as u64,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            max_received_at: self.max_received_at,
+            columns: std::mem::take(&mut self.columns),
+            bodies: std::mem::take(&mut self.bodies),
             body_format: BODY_FORMAT,
-            ids: id_refs,
+            ids: std::mem::take(&mut self.ids),
         };
-        let fj = serde_json::to_vec(&footer).map_err(std::io::Error::other)?;
-        w.out.write_all(&fj)?;
-        w.out.write_all(&(fj.len() as u32).to_le_bytes())?;
-        w.out.write_all(&crc32fast::hash(&fj).to_le_bytes())?;
-        w.out.write_all(END)?;
-        w.out.flush()?;
-        drop(w);
-        file.sync_all()?;
+        let mut w = self.w.take().expect("not finished");
+        let write = |w: &mut BlockWriter<BufWriter<File>>| -> std::io::Result<()> {
+            let fj = serde_json::to_vec(&footer).map_err(std::io::Error::other)?;
+            w.out.write_all(&fj)?;
+            w.out.write_all(&(fj.len() as u32).to_le_bytes())?;
+            w.out.write_all(&crc32fast::hash(&fj).to_le_bytes())?;
+            w.out.write_all(END)?;
+            w.out.flush()?;
+            w.out.get_ref().sync_all()
+        };
+        if let Err(e) = write(&mut w) {
+            let _ = std::fs::remove_file(&self.path);
+            return Err(StoreError::io(&self.path)(e));
+        }
         Ok(footer)
-    };
-    write_all().map_err(io)
+    }
+}
+
+impl Drop for SegmentWriter {
+    /// An unfinished file is removed: nothing names it yet.
+    fn drop(&mut self) {
+        if self.w.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// The compressed bytes of block `b` of the segment at `path`, checked against their checksum.
-fn read_checked(path: &Path, f: &mut File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
+fn read_checked(path: &Path, f: &File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
     let corrupt =
         |why: &str| StoreError::Corrupt(format!("segment {} block {what}: {why}", path.display()));
     if b.raw_len > 1 << 34 {
         return Err(corrupt("size out of range"));
     }
     let mut comp = vec![0u8; b.len as usize];
-    f.seek(SeekFrom::Start(b.offset))
+    f.read_exact_at(&mut comp, b.offset)
         .map_err(StoreError::io(path))?;
-    f.read_exact(&mut comp).map_err(StoreError::io(path))?;
     if crc32fast::hash(&comp) != b.crc {
         return Err(corrupt("checksum mismatch"));
     }
@@ -337,7 +458,7 @@ struct Block {
 
 enum Bytes {
     Checked(Vec<u8>),
-    InFile(Arc<parking_lot::Mutex<File>>),
+    InFile(Arc<File>),
 }
 
 impl Block {
@@ -354,7 +475,7 @@ impl Block {
         let comp = match &self.bytes {
             Bytes::Checked(comp) => comp,
             Bytes::InFile(f) => {
-                read = read_checked(&self.path, &mut f.lock(), &self.block, self.name)?;
+                read = read_checked(&self.path, f, &self.block, self.name)?;
                 &read
             }
         };
@@ -408,7 +529,7 @@ fn expect_rows<T>(path: &Path, name: &str, rows: usize, values: Result<Vec<T>>) 
 }
 
 /// The message hashes of a file that keeps them as ids (see [`Footer::ids`]).
-fn hashes_of_ids(path: &Path, footer: &Footer, f: &mut File) -> Result<Vec<u64>> {
+fn hashes_of_ids(path: &Path, footer: &Footer, f: &File) -> Result<Vec<u64>> {
     let mut hashes = Vec::with_capacity(footer.rows as usize);
     for b in &footer.ids {
         let raw = decompress(path, &read_checked(path, f, b, "ids")?, b, "ids")?;
@@ -451,6 +572,10 @@ fn prop_ends(raw: &[u8], rows: usize) -> Result<Vec<u32>> {
 pub struct SegmentFile {
     pub path: PathBuf,
     pub footer: Footer,
+    /// Held open from [`SegmentFile::open`] on and read at offsets: the file stays readable
+    /// by everyone holding it after a compaction removes its name (an export reading while a
+    /// background merge commits), and readers on several threads share it.
+    file: Arc<File>,
 }
 
 impl SegmentFile {
@@ -497,16 +622,17 @@ impl SegmentFile {
         Ok(SegmentFile {
             path: path.to_path_buf(),
             footer,
+            file: Arc::new(f),
         })
     }
 
-    fn read_block(&self, f: &mut File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
+    fn read_block(&self, f: &File, b: &BlockRef, what: &str) -> Result<Vec<u8>> {
         let comp = read_checked(&self.path, f, b, what)?;
         decompress(&self.path, &comp, b, what)
     }
 
     /// The messages of body block `i`, in the file's message format.
-    fn message_block(&self, f: &mut File, i: usize) -> Result<message_block::Decoded> {
+    fn message_block(&self, f: &File, i: usize) -> Result<message_block::Decoded> {
         let missing = || {
             StoreError::Corrupt(format!(
                 "segment {}: no message block {i}",
@@ -583,6 +709,55 @@ impl SegmentFile {
         self.assemble(did, ts, event, later)
     }
 
+    /// The columns with persons and times left out (empty) and every other column decoded
+    /// when first read: for a store opened to compact, which reads persons and times from the
+    /// files ([`SegmentFile::persons`]) a merge at a time instead of holding them all.
+    pub fn load_columns_lean(&self) -> Result<Columns> {
+        let mut later = vec!["event"];
+        later.extend(self.cold_columns());
+        let mut later: HashMap<&str, Block> = self
+            .read_blocks(&later)?
+            .into_iter()
+            .map(|b| (b.name, b))
+            .collect();
+        let n = self.footer.rows as usize;
+        let event = later
+            .remove("event")
+            .expect("read above")
+            .lazy(n, |raw, n| codec::decode_u32s(raw, n, "event"));
+        self.assemble(Vec::new(), Vec::new(), event, later)
+    }
+
+    /// The persons column, read from the file and decoded (not kept).
+    pub fn persons(&self) -> Result<Vec<u32>> {
+        let n = self.footer.rows as usize;
+        let f = &*self.file;
+        let raw = self.read_block(f, self.column_block("did")?, "did")?;
+        let did = codec::decode_runs(&raw, n, "did")?;
+        self.expect_len("did", did)
+    }
+
+    /// The times column, read from the file and decoded (not kept).
+    pub fn times(&self) -> Result<Vec<i64>> {
+        let n = self.footer.rows as usize;
+        let f = &*self.file;
+        let raw = self.read_block(f, self.column_block("ts")?, "ts")?;
+        let ts = codec::decode_deltas(&raw, n, "ts")?;
+        self.expect_len("ts", ts)
+    }
+
+    fn expect_len<T>(&self, name: &str, values: Vec<T>) -> Result<Vec<T>> {
+        match values.len() == self.footer.rows as usize {
+            true => Ok(values),
+            false => Err(StoreError::Corrupt(format!(
+                "segment {}: {name} has {} rows of {}",
+                self.path.display(),
+                values.len(),
+                self.footer.rows
+            ))),
+        }
+    }
+
     /// The columns of a segment this store has just written from `written`: persons, times
     /// and events (what every journey query reads) are kept as they are; every other column
     /// is read back compressed and decoded when first read, as after an open. A server that
@@ -629,11 +804,11 @@ impl SegmentFile {
 
     /// The named column blocks, read and checked against their checksums.
     fn read_blocks(&self, names: &[&'static str]) -> Result<Vec<Block>> {
-        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
+        let f = &*self.file;
         names
             .iter()
             .map(|&name| {
-                let comp = read_checked(&self.path, &mut f, self.column_block(name)?, name)?;
+                let comp = read_checked(&self.path, f, self.column_block(name)?, name)?;
                 self.block(name, Bytes::Checked(comp))
             })
             .collect()
@@ -650,9 +825,7 @@ impl SegmentFile {
         mut later: HashMap<&'static str, Block>,
     ) -> Result<Columns> {
         let n = self.footer.rows as usize;
-        let file = Arc::new(parking_lot::Mutex::new(
-            File::open(&self.path).map_err(StoreError::io(&self.path))?,
-        ));
+        let file = self.file.clone();
         let mut take = |name: &str| Block {
             bytes: Bytes::InFile(file.clone()),
             ..later.remove(name).expect("read above")
@@ -669,7 +842,7 @@ impl SegmentFile {
             None => {
                 let (path, footer, file) = (self.path.clone(), self.footer.clone(), file.clone());
                 Col::lazy_holding(0, move || {
-                    let hashes = hashes_of_ids(&path, &footer, &mut file.lock());
+                    let hashes = hashes_of_ids(&path, &footer, &file);
                     expect_rows(&path, "ids", n, hashes)
                 })
             }
@@ -713,10 +886,10 @@ impl SegmentFile {
     /// (they rebuild the duplicate check of a store opened for writing).
     pub fn hashes_and_receive_times(&self) -> Result<(Vec<u64>, Vec<i64>)> {
         let n = self.footer.rows as usize;
-        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
-        let hashes = self.hashes(&mut f)?;
+        let f = &*self.file;
+        let hashes = self.hashes(f)?;
         let received = codec::decode_deltas(
-            &self.read_block(&mut f, self.column_block("received_at")?, "received_at")?,
+            &self.read_block(f, self.column_block("received_at")?, "received_at")?,
             n,
             "received_at",
         )?;
@@ -730,7 +903,7 @@ impl SegmentFile {
     }
 
     /// The rows' message hashes: the `msg_hash` column, or computed from the message ids.
-    fn hashes(&self, f: &mut File) -> Result<Vec<u64>> {
+    fn hashes(&self, f: &File) -> Result<Vec<u64>> {
         match self.footer.column("msg_hash") {
             Some(b) => codec::decode_u64s(
                 &self.read_block(f, b, "msg_hash")?,
@@ -744,13 +917,13 @@ impl SegmentFile {
     /// Reads the message hashes' blocks (the column, or the ids) and checks their checksums, so
     /// that a writer finds damage to its duplicate check's source at open.
     fn check_hashes(&self) -> Result<()> {
-        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
+        let f = &*self.file;
         let blocks: Vec<&BlockRef> = match self.footer.column("msg_hash") {
             Some(b) => vec![b],
             None => self.footer.ids.iter().collect(),
         };
         for b in blocks {
-            read_checked(&self.path, &mut f, b, "msg_hash")?;
+            read_checked(&self.path, f, b, "msg_hash")?;
         }
         Ok(())
     }
@@ -762,8 +935,8 @@ impl SegmentFile {
         let Some(b) = self.footer.column(BODY_LOC) else {
             return Ok((0..n as u32).map(|r| BodyLoc::new(generation, r)).collect());
         };
-        let mut f = File::open(&self.path).map_err(StoreError::io(&self.path))?;
-        let raw = self.read_block(&mut f, b, BODY_LOC)?;
+        let f = &*self.file;
+        let raw = self.read_block(f, b, BODY_LOC)?;
         let locs = codec::decode_deltas(&raw, n, BODY_LOC)?;
         if locs.len() != n {
             return Err(StoreError::Corrupt(format!(
@@ -779,7 +952,6 @@ impl SegmentFile {
     pub fn body_reader(&self) -> Result<BodyReader<'_>> {
         Ok(BodyReader {
             segment: self,
-            file: File::open(&self.path).map_err(StoreError::io(&self.path))?,
             block: usize::MAX,
             messages: Default::default(),
         })
@@ -787,10 +959,10 @@ impl SegmentFile {
 
     /// Calls `f(row, message)` for every row, in row order.
     pub fn for_each_body(&self, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<()> {
-        let mut file = File::open(&self.path).map_err(StoreError::io(&self.path))?;
+        let file = &*self.file;
         let mut row = 0usize;
         for i in 0..self.footer.bodies.len() {
-            let messages = self.message_block(&mut file, i)?;
+            let messages = self.message_block(file, i)?;
             for m in 0..messages.len() {
                 f(row, messages.get(m).expect("checked when decoded"))?;
                 row += 1;
@@ -809,7 +981,6 @@ impl SegmentFile {
 /// See [`SegmentFile::body_reader`].
 pub struct BodyReader<'a> {
     segment: &'a SegmentFile,
-    file: File,
     block: usize,
     messages: message_block::Decoded,
 }
@@ -819,7 +990,7 @@ impl BodyReader<'_> {
     pub fn get(&mut self, row: usize) -> Result<&str> {
         let block = row / BODY_BLOCK_ROWS;
         if block != self.block {
-            self.messages = self.segment.message_block(&mut self.file, block)?;
+            self.messages = self.segment.message_block(&self.segment.file, block)?;
             self.block = block;
         }
         self.messages.get(row % BODY_BLOCK_ROWS).ok_or_else(|| {
@@ -892,6 +1063,31 @@ mod tests {
             c.end_props();
         }
         c
+    }
+
+    /// A file stays readable, columns and messages, by whoever opened it after a compaction
+    /// removes its name (an export reading while a background merge commits).
+    #[test]
+    fn an_open_file_reads_after_its_name_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.seg");
+        let cols = sample(9_000);
+        let bodies: Vec<String> = (0..cols.len()).map(|i| format!("{{\"i\":{i}}}")).collect();
+        write(&p, &cols, bodies.clone().into_iter().map(Ok)).unwrap();
+        let s = SegmentFile::open(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(s.persons().unwrap(), cols.did);
+        assert_eq!(s.times().unwrap(), cols.ts);
+        assert_eq!(s.load_columns().unwrap().group.peek(), cols.group.peek());
+        let mut got = Vec::new();
+        s.for_each_body(|_, b| {
+            got.push(b.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, bodies);
+        assert_eq!(s.body_reader().unwrap().get(8_500).unwrap(), bodies[8_500]);
+        assert_eq!(s.load_body_locs(7).unwrap()[5], BodyLoc::new(7, 5));
     }
 
     #[test]

@@ -863,3 +863,176 @@ fn expected_journeys(
     out.sort();
     out
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        match e.file_type().unwrap().is_dir() {
+            true => copy_dir(&e.path(), &to.join(e.file_name())),
+            false => {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+}
+
+/// Every stored message, in the order the store holds them.
+fn messages_in_order(s: &Store) -> Vec<String> {
+    let mut out = Vec::new();
+    s.for_each_message(|m| {
+        out.push(m.to_string());
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// A full compaction within a small memory budget writes several segments, each of whole
+/// persons in person order, and the store holds then exactly what one merge of everything
+/// gives: the same journeys (identities linked after the rows were stored, a repeated message
+/// id, an erased person) and the same messages in the same order. The same compaction on a
+/// store opened only to compact (persons and times read from the files a merge at a time)
+/// gives the same again, and that store refuses appends.
+#[test]
+fn a_compaction_within_a_small_budget_writes_whole_persons_apart_with_the_same_rows() {
+    let (dir, one, lean) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    // several flushed segments and a background merge among them
+    let config = StoreConfig {
+        flush_rows: 300,
+        compact_after_segments: 4,
+        ..Default::default()
+    };
+    // events named by their time: a journey's order shows
+    let page = |id: String, anon: String, m: i64| {
+        tp(
+            json!({"type":"track","messageId":id,"anonymousId":anon,"event":format!("e{m}"),
+        "properties": {"path": format!("/p{}", m % 7)},
+        "timestamp": message::format_ts(1_699_000_000_000 + m * 60_000)}),
+        )
+    };
+    let s = Store::open(dir.path(), config.clone()).unwrap();
+    for b in 0..6i64 {
+        let rows = (0..250i64)
+            .map(|i| {
+                let k = b * 250 + i;
+                // a heavy person beside many light ones
+                let who = if k % 3 == 0 { 0 } else { k % 60 };
+                page(format!("m{k}"), format!("anon-{who}"), k % 97)
+            })
+            .collect();
+        s.append(rows).unwrap();
+    }
+    // ids linked after their rows were stored: persons' roots are not their rows' ids
+    for u in 0..20 {
+        s.append(vec![tp(
+            json!({"type":"identify","messageId":format!("i{u}"),
+            "userId":format!("user-{u}"),"anonymousId":format!("anon-{}", u * 3 + 1),
+            "timestamp":message::format_ts(1_699_000_000_000 + u * 60_000)}),
+        )])
+        .unwrap();
+    }
+    assert_eq!(s.erase_person("anon-7").unwrap(), 1);
+    // what the queries see before any compaction
+    let expected = journeys(&s);
+    s.close();
+    // a message stored again once the duplicate check's window has passed it
+    let s = Store::open(
+        dir.path(),
+        StoreConfig {
+            dedup_window_ms: 1,
+            ..config.clone()
+        },
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(
+        s.append(vec![page("m5".into(), "anon-5".into(), 5)])
+            .unwrap()
+            .stored,
+        1
+    );
+    s.close();
+    copy_dir(dir.path(), one.path());
+    copy_dir(dir.path(), lean.path());
+
+    let s = Store::open(dir.path(), config.clone()).unwrap();
+    s.compact().unwrap();
+    assert_eq!(manifest(dir.path()).segments.len(), 1);
+    assert_eq!(journeys(&s), expected);
+    let expected_messages = messages_in_order(&s);
+    // anon-7's 25 pages and user-2's identify (which linked anon-7) are erased; the repeat goes
+    assert_eq!(expected_messages.len(), 1500 + 20 - 26);
+    s.close();
+
+    // no background merge after it (that one would leave the messages where they are)
+    let budget = StoreConfig {
+        compact_memory_bytes: 64 * 150,
+        compact_after_segments: 1_000,
+        ..config.clone()
+    };
+    let s = Store::open(one.path(), budget.clone()).unwrap();
+    s.compact().unwrap();
+    let written = manifest(one.path()).segments;
+    assert!(written.len() >= 5, "{written:?}");
+    // each output in time order within every id (its person's order, whatever the person)
+    for name in &written {
+        let f = segment_file(one.path(), name);
+        let (did, ts) = (f.persons().unwrap(), f.times().unwrap());
+        let mut last = std::collections::HashMap::new();
+        for (d, t) in did.iter().zip(&ts) {
+            assert!(
+                *last.entry(*d).or_insert(*t) <= *t,
+                "{name}: id {d} out of order"
+            );
+            last.insert(*d, *t);
+        }
+    }
+    assert_eq!(journeys(&s), expected);
+    assert_eq!(messages_in_order(&s), expected_messages);
+    // background merges within the same budget write one segment each: those a flush starts
+    // end, with fewer segments than they found
+    s.close();
+    let s = Store::open(
+        one.path(),
+        StoreConfig {
+            compact_after_segments: 4,
+            ..budget.clone()
+        },
+    )
+    .unwrap();
+    let more = (0..200)
+        .map(|k| page(format!("n{k}"), format!("anon-{}", k % 60), k))
+        .collect();
+    s.append(more).unwrap();
+    s.flush().unwrap();
+    s.close();
+    let m = manifest(one.path());
+    assert!(
+        m.segments.len() <= written.len() && m.generation < 40,
+        "{m:?}"
+    );
+
+    let s = Store::open(
+        lean.path(),
+        StoreConfig {
+            compaction_only: true,
+            ..budget
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        s.append(vec![track("x", "u", "a", 1)]),
+        Err(StoreError::ReadOnly(_))
+    ));
+    s.compact().unwrap();
+    s.close();
+    assert_eq!(manifest(lean.path()).segments, written);
+    let s = Store::open(lean.path(), config).unwrap();
+    assert_eq!(journeys(&s), expected);
+    assert_eq!(messages_in_order(&s), expected_messages);
+}

@@ -1,13 +1,12 @@
-use crate::columns::Columns;
 use crate::delta::{Delta, DICTS};
 use crate::error::Result;
-use crate::segment::{self, BodyLoc, SegmentFile};
+use crate::segment::SegmentFile;
 use crate::wal;
-use itinera_core::Touchpoint;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::merge::{Merge, GROUP_BYTES_PER_ROW};
 use super::*;
 
 impl Inner {
@@ -68,7 +67,9 @@ impl Inner {
                 return Ok(false);
             }
             // the smallest segments, leaving `keep` - 1 segments out, up to the size bound
-            let cap = self.config.compact_max_rows as u64;
+            // within the merge's budget too: a background merge writes one segment
+            let budget_rows = self.config.compact_memory_bytes / GROUP_BYTES_PER_ROW;
+            let cap = self.config.compact_max_rows.min(budget_rows.max(2)) as u64;
             let mut by_size = all_segments.clone();
             by_size.retain(|s| s.file.footer.rows < cap);
             by_size.sort_by_key(|s| s.file.footer.rows);
@@ -96,90 +97,45 @@ impl Inner {
                 None
             }
         };
-        // gather the rows to keep: not erased, first copy of each message id
-        let total: usize = segments.iter().map(|s| s.cols.len()).sum();
-        let mut seen = rustc_hash::FxHashSet::default();
-        seen.reserve(total);
-        // by (person, time, receive time, segment, row): rows of equal time in the order they
-        // arrived, whichever segments they were in (the order every read merges them in)
-        let mut order: Vec<(u32, i64, i64, u32, u32)> = Vec::new();
-        for (si, s) in segments.iter().enumerate() {
-            let c = &s.cols;
-            // read once here: peeked, not kept with the segment
-            let (received_at, msg_hash) = (c.received_at.peek(), c.msg_hash.peek());
-            for i in 0..c.len() {
-                let d = c.did[i];
-                if erased.get(&d).is_some_and(|t| received_at[i] <= *t) {
-                    continue;
-                }
-                if !seen.insert(msg_hash[i]) {
-                    continue;
-                }
-                let root = roots.get(d as usize).copied().unwrap_or(d);
-                order.push((root, c.ts[i], received_at[i], si as u32, i as u32));
-            }
-        }
-        drop(seen);
-        order.sort_unstable();
-        let order: Vec<(u32, u32)> = order.into_iter().map(|(.., si, i)| (si, i)).collect();
-        let inputs: Vec<&Columns> = segments.iter().map(|s| &*s.cols).collect();
-        let mut cols = Columns::merged(&inputs, &order);
-        // where each input row's message is; a full compaction streams them in the output's
-        // order, one decoded block per file in memory (each file is sorted by person, so its
-        // rows are read mostly in order): memory does not grow with the data
-        let locs_in: Vec<Vec<BodyLoc>> = segments
-            .iter()
-            .map(|s| s.file.load_body_locs(s.generation()))
-            .collect::<Result<_>>()?;
-        let loc_of = |si: u32, i: u32| locs_in[si as usize][i as usize];
+        // rows to keep: not erased, the first copy of each message id; written as segments
+        // of whole persons, each merged within the memory budget (see `merge`)
+        let merge = Merge {
+            segments: &segments,
+            roots: &roots,
+            erased: &erased,
+            budget: self.config.compact_memory_bytes.max(1),
+            keep_decoded: !self.config.compaction_only,
+        };
+        let dropped = merge.duplicates_to_drop()?;
+        // a full compaction writes segments of whole persons within the budget; a background
+        // one writes one segment, so that each one leaves fewer segments than it found
+        let groups = match full {
+            true => merge.person_groups()?,
+            false => std::iter::once(0..u32::MAX).collect(),
+        };
         let mut files = message_files(&segments, &holders)?;
-        // segments written before typed properties (format 1): derive them from the messages
-        let legacy: Vec<bool> = segments
-            .iter()
-            .map(|s| s.file.footer.column("prop_count").is_none())
-            .collect();
-        if legacy.iter().any(|l| *l) {
-            let mut d = self.dicts.write();
-            let (mut key, mut val) = (Vec::new(), Vec::new());
-            let mut end = Vec::with_capacity(order.len());
-            for (row, &(si, i)) in order.iter().enumerate() {
-                match legacy[si as usize] {
-                    true => {
-                        let b = files.get(loc_of(si, i))?;
-                        for (k, v) in Touchpoint::props_from_body(b) {
-                            key.push(d.all[DICT_PROP_KEYS].intern(&k));
-                            val.push(d.all[DICT_PROP_VALUES].intern(&v));
-                        }
-                    }
-                    false => {
-                        let r = cols.prop_range(row);
-                        key.extend_from_slice(&cols.prop_key[r.clone()]);
-                        val.extend_from_slice(&cols.prop_val[r]);
-                    }
-                }
-                end.push(key.len() as u32);
-            }
-            (cols.prop_key, cols.prop_val, cols.prop_end) = (key.into(), val.into(), end.into());
-        }
-        let gen = self.new_generation();
         let seg_dir = self.dir.join("seg");
-        let name = format!("{gen:010}.seg");
-        let path = seg_dir.join(&name);
-        if full {
-            let it = order
-                .iter()
-                .map(|&(si, i)| files.get(loc_of(si, i)).map(str::to_string));
-            segment::write(&path, &cols, it)?;
-        } else {
-            // a background compaction rewrites the columns only: the messages stay where they
-            // are, each compressed once, and the merged rows point to them
-            let locs: Vec<BodyLoc> = order.iter().map(|&(si, i)| loc_of(si, i)).collect();
-            segment::write_located(&path, &cols, &locs)?;
+        let mut outputs = Vec::with_capacity(groups.len());
+        for persons in groups {
+            let gen = self.new_generation();
+            let name = format!("{gen:010}.seg");
+            let path = seg_dir.join(&name);
+            let hot = merge.write(&persons, &dropped, &path, full, &mut files, &self.dicts)?;
+            let Some(hot) = hot else { continue };
+            let file = SegmentFile::open(&path)?;
+            let cols = match self.config.compaction_only {
+                true => file.load_columns_lean()?,
+                false => file.columns_after_write(hot)?,
+            };
+            outputs.push(LoadedSegment {
+                name,
+                file,
+                cols: Arc::new(cols),
+            });
         }
         drop(files);
-        drop(locs_in);
-        let file = SegmentFile::open(&path)?;
-        let cols = file.columns_after_write(cols)?;
+        let written = outputs.len();
+        let gen = self.new_generation();
         // the commit: against the manifest as it is now (flushes may have added segments)
         let _commit = match flush_guard {
             Some(g) => g,
@@ -204,8 +160,8 @@ impl Inner {
                 // property values no row uses any more (an erased person's email, name…) go too
                 let mut used = vec![false; d.all[DICT_PROP_VALUES].len()];
                 let chunks = st.mem.iter().chain(&st.frozen).map(|c| &c.cols);
-                for c in std::iter::once(&cols).chain(chunks) {
-                    for v in &c.prop_val {
+                for c in outputs.iter().map(|s| &*s.cols).chain(chunks) {
+                    for v in c.prop_val.peek().iter() {
                         used[*v as usize] = true;
                     }
                 }
@@ -261,7 +217,9 @@ impl Inner {
         manifest
             .holders
             .extend(new_holders.iter().map(|h| h.name.clone()));
-        manifest.segments = std::iter::once(name.clone())
+        manifest.segments = outputs
+            .iter()
+            .map(|s| s.name.clone())
             .chain(
                 manifest
                     .segments
@@ -281,13 +239,8 @@ impl Inner {
                 .filter(|s| !compacted.contains(s.name.as_str()))
                 .cloned()
                 .collect();
-            st.segments = std::iter::once(Arc::new(LoadedSegment {
-                name,
-                file,
-                cols: Arc::new(cols),
-            }))
-            .chain(rest)
-            .collect();
+            let outputs = std::mem::take(&mut outputs).into_iter().map(Arc::new);
+            st.segments = outputs.chain(rest).collect();
             if full {
                 st.holders.clear();
             }
@@ -301,6 +254,7 @@ impl Inner {
         tracing::info!(
             generation = gen,
             segments = segments.len(),
+            written,
             full,
             erased_ids = erased_dids.len(),
             "compacted segments"

@@ -24,10 +24,18 @@ pub struct StoreConfig {
     pub dedup_window_ms: i64,
     /// Segments beyond this number trigger a compaction after a flush.
     pub compact_after_segments: usize,
-    /// Background compactions merge only segments smaller than this, into segments of about
-    /// this size at most, so the memory a compaction needs stays bounded however much data
-    /// there is (`itinera compact` merges everything).
+    /// Background compactions merge only segments smaller than this (and than
+    /// `compact_memory_bytes` / 64 rows), into one segment of about this size at most, so the
+    /// memory a compaction needs stays bounded however much data there is (`itinera compact`
+    /// merges everything).
     pub compact_max_rows: usize,
+    /// Memory a compaction plans to use for merging: it writes segments of whole persons of at
+    /// most this / 64 rows each, so a full compaction of any store stays within it (plus the
+    /// messages it streams: one decoded block per file that holds them).
+    pub compact_memory_bytes: usize,
+    /// Opens the store to compact it (`itinera compact`): segments' columns are read a merge at
+    /// a time and not held, no duplicate check is built, and appends and queries are refused.
+    pub compaction_only: bool,
     /// Opens the store for reading only, beside the process that owns the directory (a CLI
     /// query while `itinera serve` runs): no lock, nothing written or removed, the log read up
     /// to a torn tail without cutting it, and appends refused.
@@ -43,6 +51,8 @@ impl Default for StoreConfig {
             dedup_window_ms: 7 * 24 * 3600 * 1000,
             compact_after_segments: 8,
             compact_max_rows: 16_000_000,
+            compact_memory_bytes: 1 << 30,
+            compaction_only: false,
             read_only: false,
         }
     }

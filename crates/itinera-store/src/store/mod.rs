@@ -27,6 +27,7 @@ use std::sync::Arc;
 mod compaction;
 mod config;
 mod flush;
+mod merge;
 mod open;
 mod recent_ids;
 mod snapshots;
@@ -61,11 +62,17 @@ impl Store {
         batch: Vec<Touchpoint>,
         reply: impl FnOnce(Result<AppendOutcome>) + Send + 'static,
     ) {
+        if self.inner.config.compaction_only {
+            return reply(Err(StoreError::ReadOnly("opened to compact".into())));
+        }
         self.send(Op::Append(Prepared::new(batch)), Box::new(reply));
     }
 
     /// Appends touchpoints and waits until they are durable.
     pub fn append(&self, batch: Vec<Touchpoint>) -> Result<AppendOutcome> {
+        if self.inner.config.compaction_only {
+            return Err(StoreError::ReadOnly("opened to compact".into()));
+        }
         self.call(Op::Append(Prepared::new(batch)))
     }
 
@@ -774,6 +781,37 @@ mod tests {
         expected.sort();
         merged.sort();
         assert_eq!(merged, expected);
+    }
+
+    /// A background merge writes one segment whatever the budget (a full compaction writes
+    /// persons apart within it): a merge that wrote as many segments as it read would start
+    /// the next one on the same segments, without end.
+    #[test]
+    fn a_background_merge_within_a_small_budget_writes_one_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            compact_memory_bytes: 64 * 40,
+            compact_after_segments: 1_000,
+            ..Default::default()
+        };
+        let s = Store::open(dir.path(), config.clone()).unwrap();
+        for k in 0..4 {
+            s.append(varied_rows(k * 30, 30)).unwrap();
+            s.flush().unwrap();
+        }
+        let expected = every_column(&s);
+        s.close();
+        let config = StoreConfig {
+            compact_after_segments: 2,
+            ..config
+        };
+        let s = Store::open(dir.path(), config).unwrap();
+        let segments = |s: &Store| s.inner.state.read().segments.len();
+        assert_eq!(segments(&s), 4);
+        // the two smallest (30 rows each, 60 together: more than the budget's 40)
+        assert!(s.inner.compact(false).unwrap());
+        assert_eq!(segments(&s), 3);
+        assert_eq!(every_column(&s), expected);
     }
 
     #[test]

@@ -168,12 +168,16 @@ impl Store {
             // and building it was a tenth of a cold query on 10M recent events. A writer skips
             // files whose rows were all received before its window.
             let in_window = !config.read_only
+                && !config.compaction_only
                 && file
                     .footer
                     .max_received_at
                     .is_none_or(|latest| latest >= horizon);
             // a file in the window has its hashes read (and checked) just below: once is enough
-            let cols = file.load_columns_for(!config.read_only && !in_window)?;
+            let cols = match config.compaction_only {
+                true => file.load_columns_lean()?,
+                false => file.load_columns_for(!config.read_only && !in_window)?,
+            };
             if in_window {
                 let (hashes, received) = file.hashes_and_receive_times()?;
                 recent.extend(
@@ -191,6 +195,8 @@ impl Store {
         }
         if !config.read_only {
             remove_orphans(dir, &manifest)?;
+        }
+        if !config.read_only && !config.compaction_only {
             // a server's first queries should not wait for decoding: it decodes the events,
             // which every journey query reads, in the background (the other columns when a
             // query first reads them; a reader decodes only what its query reads)

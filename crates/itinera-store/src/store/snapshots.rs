@@ -243,6 +243,11 @@ impl Store {
     /// A consistent view for queries, built from what changed since the last one (see the
     /// module's documentation). Reused as a whole while nothing changed.
     pub fn snapshot(&self) -> Snapshot {
+        // its segments' persons and times are not loaded: a query would see no rows
+        assert!(
+            !self.inner.config.compaction_only,
+            "a store opened to compact answers no queries"
+        );
         // shared by every query until the next change: no one query's memory
         let _shared = itinera_engine::metered::uncharged();
         let mut st = self.inner.state.write();
