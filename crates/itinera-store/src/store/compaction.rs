@@ -111,16 +111,24 @@ impl Inner {
         // one writes one segment, so that each one leaves fewer segments than it found
         let groups = match full {
             true => merge.person_groups()?,
-            false => std::iter::once(0..u32::MAX).collect(),
+            false => vec![(0..u32::MAX, total_rows(&segments))],
         };
         let mut files = message_files(&segments, &holders)?;
         let seg_dir = self.dir.join("seg");
         let mut outputs = Vec::with_capacity(groups.len());
-        for persons in groups {
+        for (persons, rows) in groups {
             let gen = self.new_generation();
             let name = format!("{gen:010}.seg");
             let path = seg_dir.join(&name);
-            let hot = merge.write(&persons, &dropped, &path, full, &mut files, &self.dicts)?;
+            let hot = merge.write(
+                &persons,
+                rows,
+                &dropped,
+                &path,
+                full,
+                &mut files,
+                &self.dicts,
+            )?;
             let Some(hot) = hot else { continue };
             let file = SegmentFile::open(&path)?;
             let cols = match self.config.compaction_only {
@@ -261,4 +269,8 @@ impl Inner {
         );
         Ok(true)
     }
+}
+
+fn total_rows(segments: &[Arc<LoadedSegment>]) -> usize {
+    segments.iter().map(|s| s.file.footer.rows as usize).sum()
 }

@@ -94,8 +94,8 @@ impl Merge<'_> {
     }
 
     /// The outputs: ranges of person roots, in order, each of whole persons and at most the
-    /// budget's rows (a person with more rows is an output alone).
-    pub fn person_groups(&self) -> Result<Vec<Range<u32>>> {
+    /// budget's rows (a person with more rows is an output alone), with their rows.
+    pub fn person_groups(&self) -> Result<Vec<(Range<u32>, usize)>> {
         let max_rows = (self.budget / GROUP_BYTES_PER_ROW).max(1) as u64;
         let mut count: Vec<u64> = vec![0; self.roots.len()];
         for s in self.segments {
@@ -111,23 +111,26 @@ impl Merge<'_> {
         let (mut start, mut rows) = (0u32, 0u64);
         for (r, c) in count.iter().enumerate() {
             if rows > 0 && rows + c > max_rows {
-                groups.push(start..r as u32);
+                groups.push((start..r as u32, rows as usize));
                 (start, rows) = (r as u32, 0);
             }
             rows += c;
         }
         if rows > 0 {
-            groups.push(start..count.len() as u32);
+            groups.push((start..count.len() as u32, rows as usize));
         }
         Ok(groups)
     }
 
-    /// Writes the rows of the persons `persons` to `path`: with their messages (`inline`), or
-    /// pointing to where they are. Returns the persons, times and events written (kept
-    /// decoded for a serving store, else empty), or `None` when no row was left to write.
+    /// Writes the rows of the persons `persons` (about `rows` rows) to `path`: with their
+    /// messages (`inline`), or pointing to where they are. Returns the persons, times and
+    /// events written (kept decoded for a serving store, else empty), or `None` when no row
+    /// was left to write.
+    #[allow(clippy::too_many_arguments)]
     pub fn write(
         &self,
         persons: &Range<u32>,
+        rows: usize,
         dropped: &Dropped,
         path: &Path,
         inline: bool,
@@ -136,7 +139,8 @@ impl Merge<'_> {
     ) -> Result<Option<Columns>> {
         // by (person, time, receive time, input, row): rows of equal time in the order they
         // arrived, whichever segments they were in (the order every read merges them in)
-        let mut keys: Vec<(u32, i64, i64, u32, u32)> = Vec::new();
+        // (reserved whole: grown by doubling, they took up to three times their size)
+        let mut keys: Vec<(u32, i64, i64, u32, u32)> = Vec::with_capacity(rows);
         for (si, s) in self.segments.iter().enumerate() {
             let (did, ts, received) = (persons_of(s)?, times(s)?, s.cols.received_at.peek());
             for i in 0..did.len() {
@@ -158,9 +162,15 @@ impl Merge<'_> {
         let mut out = SegmentWriter::create(path, n)?;
         let ts: Vec<i64> = keys.iter().map(|k| k.1).collect();
         out.times(&ts)?;
+        let ts = self.keep_decoded.then_some(ts);
         out.received_times(&keys.iter().map(|k| k.2).collect::<Vec<_>>())?;
         // each input's rows with their places in the output
-        let mut places: Vec<Vec<(u32, u32)>> = vec![Vec::new(); self.segments.len()];
+        let mut of_input = vec![0usize; self.segments.len()];
+        for k in &keys {
+            of_input[k.3 as usize] += 1;
+        }
+        let mut places: Vec<Vec<(u32, u32)>> =
+            of_input.into_iter().map(Vec::with_capacity).collect();
         for (p, k) in keys.iter().enumerate() {
             places[k.3 as usize].push((p as u32, k.4));
         }
@@ -168,8 +178,10 @@ impl Merge<'_> {
         let gather = Gather { places: &places, n };
         let did = gather.column(|si| persons_of(&self.segments[si]))?;
         out.persons(&did)?;
+        let did = self.keep_decoded.then_some(did);
         let event = gather.column(|si| Ok(self.segments[si].cols.event.peek()))?;
         out.codes("event", &event)?;
+        let event = self.keep_decoded.then_some(event);
         let channel = gather.column(|si| Ok(self.segments[si].cols.channel.peek()))?;
         out.codes("channel", &channel)?;
         drop(channel);
@@ -193,14 +205,11 @@ impl Merge<'_> {
             false => out.located(&locs)?,
         }
         out.finish(&hashes)?;
-        Ok(Some(match self.keep_decoded {
-            true => Columns {
-                did,
-                ts,
-                event: event.into(),
-                ..Default::default()
-            },
-            false => Columns::default(),
+        Ok(Some(Columns {
+            did: did.unwrap_or_default(),
+            ts: ts.unwrap_or_default(),
+            event: event.unwrap_or_default().into(),
+            ..Default::default()
         }))
     }
 
