@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::merge::{Merge, GROUP_BYTES_PER_ROW};
+use super::merge::{Merge, Part, GROUP_BYTES_PER_ROW};
 use super::*;
 
 impl Inner {
@@ -109,26 +109,18 @@ impl Inner {
         let dropped = merge.duplicates_to_drop()?;
         // a full compaction writes segments of whole persons within the budget; a background
         // one writes one segment, so that each one leaves fewer segments than it found
-        let groups = match full {
-            true => merge.person_groups()?,
-            false => vec![(0..u32::MAX, total_rows(&segments))],
+        let parts = match full {
+            true => merge.parts()?,
+            false => vec![Part::persons(0..u32::MAX, total_rows(&segments))],
         };
         let mut files = message_files(&segments, &holders)?;
         let seg_dir = self.dir.join("seg");
-        let mut outputs = Vec::with_capacity(groups.len());
-        for (persons, rows) in groups {
+        let mut outputs = Vec::with_capacity(parts.len());
+        for part in parts {
             let gen = self.new_generation();
             let name = format!("{gen:010}.seg");
             let path = seg_dir.join(&name);
-            let hot = merge.write(
-                &persons,
-                rows,
-                &dropped,
-                &path,
-                full,
-                &mut files,
-                &self.dicts,
-            )?;
+            let hot = merge.write(&part, &dropped, &path, full, &mut files, &self.dicts)?;
             let Some(hot) = hot else { continue };
             let file = SegmentFile::open(&path)?;
             let cols = match self.config.compaction_only {

@@ -40,6 +40,35 @@ pub(super) struct Merge<'a> {
     pub keep_decoded: bool,
 }
 
+/// One output of a merge: the rows of the persons (roots) in `persons` with times in `times`
+/// (the last part of a person ends with no bound), about `rows` of them.
+pub(super) struct Part {
+    pub persons: Range<u32>,
+    pub times: Range<i64>,
+    pub rows: usize,
+}
+
+impl Part {
+    pub fn new(persons: Range<u32>, times: Range<i64>, rows: usize) -> Part {
+        Part {
+            persons,
+            times,
+            rows,
+        }
+    }
+
+    /// Every row of every person in `persons`.
+    pub fn persons(persons: Range<u32>, rows: usize) -> Part {
+        Part::new(persons, i64::MIN..i64::MAX, rows)
+    }
+
+    fn holds(&self, root: u32, ts: i64) -> bool {
+        self.persons.contains(&root)
+            && ts >= self.times.start
+            && (ts < self.times.end || self.times.end == i64::MAX)
+    }
+}
+
 /// Rows (input, row) left out as later copies of a message id.
 pub(super) type Dropped = FxHashSet<(u32, u32)>;
 
@@ -93,11 +122,13 @@ impl Merge<'_> {
         Ok(dropped)
     }
 
-    /// The outputs: ranges of person roots, in order, each of whole persons and at most the
-    /// budget's rows (a person with more rows is an output alone), with their rows.
-    pub fn person_groups(&self) -> Result<Vec<(Range<u32>, usize)>> {
-        let max_rows = (self.budget / GROUP_BYTES_PER_ROW).max(1) as u64;
-        let mut count: Vec<u64> = vec![0; self.roots.len()];
+    /// The outputs, in order: ranges of person roots, each of whole persons and at most the
+    /// budget's rows; a person with more rows than that (a bot, a shared device) is split by
+    /// time into outputs of at most the budget's rows, rows of one time kept together, so that
+    /// the person's pieces follow each other in time.
+    pub fn parts(&self) -> Result<Vec<Part>> {
+        let max_rows = (self.budget / GROUP_BYTES_PER_ROW).max(1);
+        let mut count: Vec<usize> = vec![0; self.roots.len()];
         for s in self.segments {
             for d in persons_of(s)?.iter() {
                 let r = self.root(*d) as usize;
@@ -107,30 +138,68 @@ impl Merge<'_> {
                 count[r] += 1;
             }
         }
-        let mut groups = Vec::new();
-        let (mut start, mut rows) = (0u32, 0u64);
+        let mut parts = Vec::new();
+        let (mut start, mut rows) = (0u32, 0usize);
         for (r, c) in count.iter().enumerate() {
-            if rows > 0 && rows + c > max_rows {
-                groups.push((start..r as u32, rows as usize));
-                (start, rows) = (r as u32, 0);
+            let r = r as u32;
+            if rows > 0 && (rows + c > max_rows || *c > max_rows) {
+                parts.push(Part::persons(start..r, rows));
+                (start, rows) = (r, 0);
+            }
+            if *c > max_rows {
+                parts.extend(self.split_by_time(r, max_rows)?);
+                start = r + 1;
+                continue;
             }
             rows += c;
         }
         if rows > 0 {
-            groups.push((start..count.len() as u32, rows as usize));
+            parts.push(Part::persons(start..count.len() as u32, rows));
         }
-        Ok(groups)
+        Ok(parts)
     }
 
-    /// Writes the rows of the persons `persons` (about `rows` rows) to `path`: with their
-    /// messages (`inline`), or pointing to where they are. Returns the persons, times and
+    /// The parts of one person's rows, by time, of at most `max_rows` rows unless one time has
+    /// more (its 8-byte times are collected and sorted to find where to cut).
+    fn split_by_time(&self, root: u32, max_rows: usize) -> Result<Vec<Part>> {
+        let mut times = Vec::new();
+        for s in self.segments {
+            let (did, ts) = (persons_of(s)?, times_of(s)?);
+            let mine = did
+                .iter()
+                .zip(ts.iter())
+                .filter(|(d, _)| self.root(**d) == root);
+            times.extend(mine.map(|(_, t)| *t));
+        }
+        times.sort_unstable();
+        let mut parts = Vec::new();
+        let (mut from, mut i) = (i64::MIN, 0usize);
+        while i < times.len() {
+            // the next cut: at most max_rows on, moved back to where a time begins (or on, past
+            // a time that alone holds more)
+            let mut end = (i + max_rows).min(times.len());
+            if end < times.len() {
+                let cut = times[end];
+                let back = times[i..end].partition_point(|t| *t < cut) + i;
+                end = match back > i {
+                    true => back,
+                    false => times[end..].partition_point(|t| *t == cut) + end,
+                };
+            }
+            let to = times.get(end).copied().unwrap_or(i64::MAX);
+            parts.push(Part::new(root..root + 1, from..to, end - i));
+            (from, i) = (to, end);
+        }
+        Ok(parts)
+    }
+
+    /// Writes the rows of `part` to `path`: with their messages (`inline`), or pointing to
+    /// where they are. Returns the persons, times and
     /// events written (kept decoded for a serving store, else empty), or `None` when no row
     /// was left to write.
-    #[allow(clippy::too_many_arguments)]
     pub fn write(
         &self,
-        persons: &Range<u32>,
-        rows: usize,
+        part: &Part,
         dropped: &Dropped,
         path: &Path,
         inline: bool,
@@ -140,12 +209,12 @@ impl Merge<'_> {
         // by (person, time, receive time, input, row): rows of equal time in the order they
         // arrived, whichever segments they were in (the order every read merges them in)
         // (reserved whole: grown by doubling, they took up to three times their size)
-        let mut keys: Vec<(u32, i64, i64, u32, u32)> = Vec::with_capacity(rows);
+        let mut keys: Vec<(u32, i64, i64, u32, u32)> = Vec::with_capacity(part.rows);
         for (si, s) in self.segments.iter().enumerate() {
-            let (did, ts, received) = (persons_of(s)?, times(s)?, s.cols.received_at.peek());
+            let (did, ts, received) = (persons_of(s)?, times_of(s)?, s.cols.received_at.peek());
             for i in 0..did.len() {
                 let d = did[i];
-                if !persons.contains(&self.root(d))
+                if !part.holds(self.root(d), ts[i])
                     || self.erased(d, || received[i])
                     || (!dropped.is_empty() && dropped.contains(&(si as u32, i as u32)))
                 {
@@ -348,7 +417,7 @@ fn persons_of(s: &LoadedSegment) -> Result<Cow<'_, [u32]>> {
 }
 
 /// An input's times, as [`persons_of`].
-fn times(s: &LoadedSegment) -> Result<Cow<'_, [i64]>> {
+fn times_of(s: &LoadedSegment) -> Result<Cow<'_, [i64]>> {
     match s.cols.ts.len() == rows(s) {
         true => Ok(Cow::Borrowed(&s.cols.ts)),
         false => s.file.times().map(Cow::Owned),
