@@ -615,7 +615,7 @@ fn run(cli: Cli) -> CliResult {
             print_record(format, &stats)
         }
         Command::Compact { data, project } => {
-            allocator::return_freed_memory_at_once();
+            allocator::return_freed_memory_soon();
             let cfg = load_config(&data, None)?;
             // the store opened lean: the merge reads the segments' columns a part at a time
             let store = itinera_store::StoreConfig {
