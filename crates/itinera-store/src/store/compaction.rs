@@ -113,14 +113,17 @@ impl Inner {
             true => merge.parts()?,
             false => vec![Part::persons(0..u32::MAX, total_rows(&segments))],
         };
-        let mut files = message_files(&segments, &holders)?;
         let seg_dir = self.dir.join("seg");
         let mut outputs = Vec::with_capacity(parts.len());
         for part in parts {
             let gen = self.new_generation();
             let name = format!("{gen:010}.seg");
             let path = seg_dir.join(&name);
+            // readers of the messages for this output only: the blocks they keep decoded (one
+            // per file, about 5 MB each) are let go before the next output's keys are built
+            let mut files = message_files(&segments, &holders)?;
             let hot = merge.write(&part, &dropped, &path, full, &mut files, &self.dicts)?;
+            drop(files);
             let Some(hot) = hot else { continue };
             let file = SegmentFile::open(&path)?;
             let cols = match self.config.compaction_only {
@@ -133,7 +136,6 @@ impl Inner {
                 cols: Arc::new(cols),
             });
         }
-        drop(files);
         let written = outputs.len();
         let gen = self.new_generation();
         // the commit: against the manifest as it is now (flushes may have added segments)
