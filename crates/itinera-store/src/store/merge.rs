@@ -147,7 +147,7 @@ impl Merge<'_> {
                 (start, rows) = (r, 0);
             }
             if *c > max_rows {
-                parts.extend(self.split_by_time(r, max_rows)?);
+                parts.extend(self.split_by_time(r, *c, max_rows)?);
                 start = r + 1;
                 continue;
             }
@@ -161,8 +161,8 @@ impl Merge<'_> {
 
     /// The parts of one person's rows, by time, of at most `max_rows` rows unless one time has
     /// more (its 8-byte times are collected and sorted to find where to cut).
-    fn split_by_time(&self, root: u32, max_rows: usize) -> Result<Vec<Part>> {
-        let mut times = Vec::new();
+    fn split_by_time(&self, root: u32, rows: usize, max_rows: usize) -> Result<Vec<Part>> {
+        let mut times = Vec::with_capacity(rows);
         for s in self.segments {
             let (did, ts) = (persons_of(s)?, times_of(s)?);
             let mine = did
@@ -194,9 +194,8 @@ impl Merge<'_> {
     }
 
     /// Writes the rows of `part` to `path`: with their messages (`inline`), or pointing to
-    /// where they are. Returns the persons, times and
-    /// events written (kept decoded for a serving store, else empty), or `None` when no row
-    /// was left to write.
+    /// where they are. Returns the persons, times and events written (kept decoded for a
+    /// serving store, else empty), or `None` when no row was left to write.
     pub fn write(
         &self,
         part: &Part,
@@ -207,8 +206,8 @@ impl Merge<'_> {
         dicts: &RwLock<Dicts>,
     ) -> Result<Option<Columns>> {
         // by (person, time, receive time, input, row): rows of equal time in the order they
-        // arrived, whichever segments they were in (the order every read merges them in)
-        // (reserved whole: grown by doubling, they took up to three times their size)
+        // arrived, whichever segments they were in (the order every read merges them in);
+        // reserved whole (grown by doubling, they took up to three times their size)
         let mut keys: Vec<(u32, i64, i64, u32, u32)> = Vec::with_capacity(part.rows);
         for (si, s) in self.segments.iter().enumerate() {
             let (did, ts, received) = (persons_of(s)?, times_of(s)?, s.cols.received_at.peek());
