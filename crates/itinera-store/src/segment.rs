@@ -1070,10 +1070,7 @@ mod tests {
     #[test]
     fn an_open_file_reads_after_its_name_is_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.seg");
-        let cols = sample(9_000);
-        let bodies: Vec<String> = (0..cols.len()).map(|i| format!("{{\"i\":{i}}}")).collect();
-        write(&p, &cols, bodies.clone().into_iter().map(Ok)).unwrap();
+        let (p, cols, bodies) = written(dir.path(), 9_000);
         let s = SegmentFile::open(&p).unwrap();
         std::fs::remove_file(&p).unwrap();
         assert_eq!(s.persons().unwrap(), cols.did);
@@ -1090,13 +1087,19 @@ mod tests {
         assert_eq!(s.load_body_locs(7).unwrap()[5], BodyLoc::new(7, 5));
     }
 
+    /// A segment of `n` sample rows written in `dir`, with its columns and messages.
+    fn written(dir: &Path, n: usize) -> (PathBuf, Columns, Vec<String>) {
+        let p = dir.join("a.seg");
+        let cols = sample(n);
+        let bodies: Vec<String> = (0..cols.len()).map(|i| format!("{{\"i\":{i}}}")).collect();
+        write(&p, &cols, bodies.clone().into_iter().map(Ok)).unwrap();
+        (p, cols, bodies)
+    }
+
     #[test]
     fn round_trip_and_checksums() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.seg");
-        let cols = sample(20_000);
-        let bodies: Vec<String> = (0..cols.len()).map(|i| format!("{{\"i\":{i}}}")).collect();
-        write(&p, &cols, bodies.clone().into_iter().map(Ok)).unwrap();
+        let (p, cols, bodies) = written(dir.path(), 20_000);
         let s = SegmentFile::open(&p).unwrap();
         let back = s.load_columns().unwrap();
         assert_eq!(back.did, cols.did);

@@ -433,12 +433,7 @@ fn segment_file(dir: &Path, name: &str) -> itinera_store::segment::SegmentFile {
 
 /// Every stored message, sorted.
 fn messages(s: &Store) -> Vec<String> {
-    let mut out = Vec::new();
-    s.for_each_message(|m| {
-        out.push(m.to_string());
-        Ok(())
-    })
-    .unwrap();
+    let mut out = messages_in_order(s);
     out.sort();
     out
 }
