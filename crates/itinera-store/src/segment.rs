@@ -1076,15 +1076,19 @@ mod tests {
         assert_eq!(s.persons().unwrap(), cols.did);
         assert_eq!(s.times().unwrap(), cols.ts);
         assert_eq!(s.load_columns().unwrap().group.peek(), cols.group.peek());
+        assert_eq!(every_body(&s), bodies);
+        assert_eq!(s.body_reader().unwrap().get(8_500).unwrap(), bodies[8_500]);
+        assert_eq!(s.load_body_locs(7).unwrap()[5], BodyLoc::new(7, 5));
+    }
+
+    fn every_body(s: &SegmentFile) -> Vec<String> {
         let mut got = Vec::new();
         s.for_each_body(|_, b| {
             got.push(b.to_string());
             Ok(())
         })
         .unwrap();
-        assert_eq!(got, bodies);
-        assert_eq!(s.body_reader().unwrap().get(8_500).unwrap(), bodies[8_500]);
-        assert_eq!(s.load_body_locs(7).unwrap()[5], BodyLoc::new(7, 5));
+        got
     }
 
     /// A segment of `n` sample rows written in `dir`, with its columns and messages.
@@ -1106,13 +1110,7 @@ mod tests {
         assert_eq!(back.ts, cols.ts);
         assert_eq!(back.group, cols.group);
         assert_eq!(back.msg_hash, cols.msg_hash);
-        let mut got = Vec::new();
-        s.for_each_body(|_, b| {
-            got.push(b.to_string());
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(got, bodies);
+        assert_eq!(every_body(&s), bodies);
         // single messages by row, in and out of order
         let mut reader = s.body_reader().unwrap();
         for row in [0, 1, 8191, 8192, 19_999, 3, 12_345] {
