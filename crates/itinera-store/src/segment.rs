@@ -778,19 +778,12 @@ impl SegmentFile {
 
     /// The columns decoded only when first read (besides the events and the message hashes).
     fn cold_columns(&self) -> Vec<&'static str> {
-        let mut cold = vec![
-            "channel",
-            "touchpoint",
-            "kind",
-            "group",
-            "revenue",
-            "received_at",
-        ];
         // typed properties are absent in format-1 segments (no properties)
-        if self.footer.column("prop_count").is_some() {
-            cold.extend(["prop_count", "prop_key", "prop_val"]);
-        }
-        cold
+        let with_props = self.footer.column("prop_count").is_some();
+        let cold = |c: &&str| !["did", "ts", "event"].contains(c);
+        (TYPED_COLUMNS.iter().copied())
+            .filter(|c| cold(c) && (with_props || !c.starts_with("prop_")))
+            .collect()
     }
 
     fn block(&self, name: &'static str, bytes: Bytes) -> Result<Block> {
