@@ -730,20 +730,22 @@ impl SegmentFile {
 
     /// The persons column, read from the file and decoded (not kept).
     pub fn persons(&self) -> Result<Vec<u32>> {
-        let n = self.footer.rows as usize;
-        let f = &*self.file;
-        let raw = self.read_block(f, self.column_block("did")?, "did")?;
-        let did = codec::decode_runs(&raw, n, "did")?;
-        self.expect_len("did", did)
+        self.decoded("did", codec::decode_runs)
     }
 
     /// The times column, read from the file and decoded (not kept).
     pub fn times(&self) -> Result<Vec<i64>> {
-        let n = self.footer.rows as usize;
-        let f = &*self.file;
-        let raw = self.read_block(f, self.column_block("ts")?, "ts")?;
-        let ts = codec::decode_deltas(&raw, n, "ts")?;
-        self.expect_len("ts", ts)
+        self.decoded("ts", codec::decode_deltas)
+    }
+
+    fn decoded<T>(
+        &self,
+        name: &'static str,
+        decode: fn(&[u8], usize, &'static str) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        let raw = self.read_block(&self.file, self.column_block(name)?, name)?;
+        let values = decode(&raw, self.footer.rows as usize, name)?;
+        self.expect_len(name, values)
     }
 
     fn expect_len<T>(&self, name: &str, values: Vec<T>) -> Result<Vec<T>> {
