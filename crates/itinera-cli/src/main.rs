@@ -191,7 +191,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Flush memory and merge all segments into one.
+    /// Flush memory and merge all segments (into segments of whole persons within `compact_memory_mb`).
     Compact {
         #[command(flatten)]
         data: DataArgs,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::merge::{Merge, Part, GROUP_BYTES_PER_ROW};
+use super::merge::{rows_within, Merge, Part};
 use super::*;
 
 impl Inner {
@@ -68,7 +68,7 @@ impl Inner {
             }
             // the smallest segments, leaving `keep` - 1 segments out, up to the size bound
             // within the merge's budget too: a background merge writes one segment
-            let budget_rows = self.config.compact_memory_bytes / GROUP_BYTES_PER_ROW;
+            let budget_rows = rows_within(self.config.compact_memory_bytes);
             let cap = self.config.compact_max_rows.min(budget_rows.max(2)) as u64;
             let mut by_size = all_segments.clone();
             by_size.retain(|s| s.file.footer.rows < cap);

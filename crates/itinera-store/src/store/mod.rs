@@ -162,8 +162,9 @@ impl Store {
         self.inner.flush(self)
     }
 
-    /// Rewrites all segments into one: identities folded in, erased persons and duplicates
-    /// removed from the files.
+    /// Rewrites all segments into segments of whole persons within the compaction's memory
+    /// budget (one, up to `compact_memory_bytes` / 64 rows): identities folded in, erased
+    /// persons and duplicates removed from the files.
     pub fn compact(&self) -> Result<()> {
         self.flush()?;
         self.inner.compact(true).map(|_| ())
