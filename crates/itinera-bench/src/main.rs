@@ -185,6 +185,9 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// The realistic load's analytics.js messages instead of the padded track calls.
+        #[arg(long)]
+        realistic: bool,
     },
 }
 
@@ -749,10 +752,19 @@ pub(crate) fn realistic_batch_body(run: u64, r: u64, batch: usize) -> String {
     body
 }
 
-fn parse_bench(events: u64, batch: usize, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn parse_bench(
+    events: u64,
+    batch: usize,
+    runs: usize,
+    realistic: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let bodies: Vec<String> = (0..events.div_ceil(batch as u64))
-        .map(|r| track_batch_body(0, r, batch))
+        .map(|r| match realistic {
+            true => realistic_batch_body(0, r, batch),
+            false => track_batch_body(0, r, batch),
+        })
         .collect();
+    let bytes: usize = bodies.iter().map(String::len).sum();
     let rules = itinera_core::ChannelRules::default();
     let opts = itinera_core::NormalizeOptions::at(1_750_000_000_000);
     let mut times = Vec::new();
@@ -771,9 +783,10 @@ fn parse_bench(events: u64, batch: usize, runs: usize) -> Result<(), Box<dyn std
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let per_event = times[times.len() / 2] / (bodies.len() * batch) as f64;
     println!(
-        "parse + normalize, one thread: {:.2} µs per event (median of {runs}), {:.0} events/s",
+        "parse + normalize, one thread: {:.2} µs per event (median of {runs}), {:.0} events/s, {:.0} bytes per event",
         per_event * 1e6,
-        1.0 / per_event
+        1.0 / per_event,
+        bytes as f64 / (bodies.len() * batch) as f64
     );
     Ok(())
 }
@@ -809,7 +822,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             events,
             batch,
             runs,
-        } => parse_bench(events, batch, runs),
+            realistic,
+        } => parse_bench(events, batch, runs, realistic),
         Command::Triggers {
             rate,
             seconds,
