@@ -170,6 +170,16 @@ fn host_matches(host: &str, pattern: &str) -> bool {
     }
 }
 
+/// Whether `needle` occurs in `haystack`, ASCII letters compared without case (a rule's pattern
+/// is compared with every message, so it is not lowercased for each).
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    needle.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 fn host_of(url: &str) -> Option<String> {
     url::Url::parse(url).ok().and_then(|u| {
         u.host_str()
@@ -206,7 +216,7 @@ impl ChannelRules {
             if let Some(r) = self
                 .libraries
                 .iter()
-                .find(|r| library.contains(&r.pattern.to_ascii_lowercase()))
+                .find(|r| contains_ignoring_case(&library, &r.pattern))
             {
                 return r.channel.clone();
             }
@@ -307,6 +317,19 @@ mod tests {
             base(json!({"context":{"library":{"name":"analytics-ios"}}})),
             "app"
         );
+        // a team's own rule, written with capitals, matches a library name in any case
+        let mut rules = ChannelRules::default();
+        rules.libraries.insert(
+            0,
+            Mapping {
+                pattern: "SalesForce".into(),
+                channel: "sales".into(),
+            },
+        );
+        let text = json!({"type":"page","anonymousId":"a","context":{"library":{"name":"Itinera-SALESFORCE-sync"}}})
+            .to_string();
+        let m = normalize(&text, None, None, &NormalizeOptions::at(0), || "id".into()).unwrap();
+        assert_eq!(rules.classify(&m), "sales");
         assert_eq!(
             channel(
                 json!({"type":"track","event":"Email Opened","userId":"u","timestamp":"1970-01-01T00:00:00Z"})

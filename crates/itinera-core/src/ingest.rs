@@ -47,7 +47,7 @@ pub fn parse_one(
 ) -> Result<Touchpoint, MessageError> {
     check_size(text.len())?;
     let m = message::normalize(text, forced_type, None, opts, new_id)?;
-    Ok(Touchpoint::from_message(&m, rules))
+    Ok(Touchpoint::from_message(m, rules))
 }
 
 /// Parses one message already split into members (the single-message endpoints read
@@ -62,7 +62,7 @@ pub fn parse_object(
 ) -> Result<Touchpoint, MessageError> {
     check_size(raw_len)?;
     let m = message::normalize_object(obj, forced_type, None, opts, new_id)?;
-    Ok(Touchpoint::from_message(&m, rules))
+    Ok(Touchpoint::from_message(m, rules))
 }
 
 fn check_size(raw_len: usize) -> Result<(), MessageError> {
@@ -94,7 +94,11 @@ pub struct BatchEnvelope<'a> {
 
 impl<'a> BatchEnvelope<'a> {
     pub fn parse(body: &'a [u8]) -> Result<BatchEnvelope<'a>, MessageError> {
-        let env: BatchEnvelope<'a> = serde_json::from_slice(body).map_err(|e| {
+        // checked as UTF-8 once, in one pass: parsed from bytes, every string and raw value
+        // would be checked on its own
+        let text = std::str::from_utf8(body)
+            .map_err(|e| MessageError::new("body", format!("invalid JSON: {e}")))?;
+        let env: BatchEnvelope<'a> = serde_json::from_str(text).map_err(|e| {
             let field = if e.is_data() { "batch" } else { "body" };
             MessageError::new(field, format!("invalid JSON: {e}"))
         })?;
@@ -132,7 +136,7 @@ impl<'a> BatchEnvelope<'a> {
                     format!("a message must be a JSON object, got {}", t.name()),
                 )),
             }
-            .map(|m| Touchpoint::from_message(&m, rules));
+            .map(|m| Touchpoint::from_message(m, rules));
             match parsed {
                 Ok(t) => out.touchpoints.push(t),
                 Err(e) => out.errors.push(IndexedError::new(index, e)),

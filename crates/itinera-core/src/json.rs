@@ -51,7 +51,36 @@ impl JsonType {
 /// position and its last value, as JSON parsers that keep the last value read it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RawObject<'a> {
-    members: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    members: Vec<Member<'a>>,
+}
+
+/// One member of a [`RawObject`].
+#[derive(Debug, Clone, PartialEq)]
+struct Member<'a> {
+    key: Cow<'a, str>,
+    value: Cow<'a, str>,
+    /// The value is known to hold no whitespace between its tokens, so writing the object
+    /// copies it instead of scanning it again: scalars as a parser hands them over, and what
+    /// the server wrote itself (a merged `context` would otherwise be scanned twice).
+    minified: bool,
+}
+
+impl<'a> Member<'a> {
+    /// A member whose value is raw text as a JSON parser returns it (no surrounding whitespace).
+    fn parsed(key: Cow<'a, str>, value: Cow<'a, str>) -> Member<'a> {
+        let minified = is_scalar(&value);
+        Member {
+            key,
+            value,
+            minified,
+        }
+    }
+}
+
+/// True when raw JSON text (without surrounding whitespace) is a string, number or literal: a
+/// single token, which has no whitespace to remove.
+fn is_scalar(text: &str) -> bool {
+    !matches!(text.as_bytes().first(), Some(b'{' | b'['))
 }
 
 impl<'a> RawObject<'a> {
@@ -78,17 +107,19 @@ impl<'a> RawObject<'a> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.members.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+        self.members
+            .iter()
+            .map(|m| (m.key.as_ref(), m.value.as_ref()))
     }
 
     /// The raw JSON text of a member.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.position(key).map(|i| self.members[i].1.as_ref())
+        self.position(key).map(|i| self.members[i].value.as_ref())
     }
 
     /// A member's raw text with the input's lifetime (a cheap copy when it is borrowed).
     pub fn get_cow(&self, key: &str) -> Option<Cow<'a, str>> {
-        self.position(key).map(|i| self.members[i].1.clone())
+        self.position(key).map(|i| self.members[i].value.clone())
     }
 
     /// Splits raw text when it is an object, borrowing from it when it is borrowed.
@@ -104,7 +135,11 @@ impl<'a> RawObject<'a> {
             members: self
                 .members
                 .into_iter()
-                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .map(|m| Member {
+                    key: Cow::Owned(m.key.into_owned()),
+                    value: Cow::Owned(m.value.into_owned()),
+                    minified: m.minified,
+                })
                 .collect(),
         }
     }
@@ -124,15 +159,23 @@ impl<'a> RawObject<'a> {
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        self.members.iter().position(|(k, _)| k == key)
+        self.members.iter().position(|m| m.key == key)
     }
 
-    /// Sets a member to raw JSON text: in place when present, else at the end.
+    /// Sets a member to minified JSON text (as [`RawObject::to_json`] and
+    /// [`push_json_string`] write it): in place when present, else at the end.
     pub fn set(&mut self, key: &'a str, text: impl Into<Cow<'a, str>>) {
-        let text = text.into();
+        let value = text.into();
         match self.position(key) {
-            Some(i) => self.members[i].1 = text,
-            None => self.members.push((Cow::Borrowed(key), text)),
+            Some(i) => {
+                self.members[i].value = value;
+                self.members[i].minified = true;
+            }
+            None => self.members.push(Member {
+                key: Cow::Borrowed(key),
+                value,
+                minified: true,
+            }),
         }
     }
 
@@ -143,10 +186,11 @@ impl<'a> RawObject<'a> {
         self.set(key, text);
     }
 
-    /// Adds a member only when the key is absent.
+    /// Adds a member only when the key is absent; `text` is raw JSON text as a parser returns
+    /// it.
     pub fn set_default(&mut self, key: Cow<'a, str>, text: Cow<'a, str>) {
         if self.position(&key).is_none() {
-            self.members.push((key, text));
+            self.members.push(Member::parsed(key, text));
         }
     }
 
@@ -159,13 +203,17 @@ impl<'a> RawObject<'a> {
     /// Appends the object as minified JSON.
     pub fn write(&self, out: &mut String) {
         out.push('{');
-        for (i, (k, v)) in self.members.iter().enumerate() {
+        for (i, m) in self.members.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_json_string(out, k);
+            push_json_string(out, &m.key);
             out.push(':');
-            push_minified(out, v);
+            if m.minified {
+                out.push_str(&m.value);
+            } else {
+                push_minified(out, &m.value);
+            }
         }
         out.push('}');
     }
@@ -175,7 +223,7 @@ impl<'a> RawObject<'a> {
             2 + self
                 .members
                 .iter()
-                .map(|(k, v)| k.len() + v.len() + 4)
+                .map(|m| m.key.len() + m.value.len() + 4)
                 .sum::<usize>(),
         );
         self.write(&mut out);
@@ -189,23 +237,26 @@ impl<'a> RawObject<'a> {
             (1..n).any(|i| {
                 self.members[..i]
                     .iter()
-                    .any(|(k, _)| *k == self.members[i].0)
+                    .any(|m| m.key == self.members[i].key)
             })
         } else {
             let mut seen = std::collections::HashSet::with_capacity(n);
-            !self.members.iter().all(|(k, _)| seen.insert(k.as_ref()))
+            !self.members.iter().all(|m| seen.insert(m.key.as_ref()))
         };
         if !repeated {
             return;
         }
-        let mut out: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(n);
+        let mut out: Vec<Member<'a>> = Vec::with_capacity(n);
         let mut index: std::collections::HashMap<String, usize> = Default::default();
-        for (k, v) in self.members.drain(..) {
-            match index.get(k.as_ref()) {
-                Some(&i) => out[i].1 = v,
+        for m in self.members.drain(..) {
+            match index.get(m.key.as_ref()) {
+                Some(&i) => {
+                    out[i].value = m.value;
+                    out[i].minified = m.minified;
+                }
                 None => {
-                    index.insert(k.to_string(), out.len());
-                    out.push((k, v));
+                    index.insert(m.key.to_string(), out.len());
+                    out.push(m);
                 }
             }
         }
@@ -221,7 +272,8 @@ impl<'a> RawObject<'a> {
         };
         while let Some(key) = map.next_key::<Key<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
-            obj.members.push((key.0, Cow::Borrowed(value.get())));
+            obj.members
+                .push(Member::parsed(key.0, Cow::Borrowed(value.get())));
         }
         obj.dedup();
         Ok(obj)
@@ -233,7 +285,7 @@ impl<'a> RawObject<'a> {
         1 + self
             .members
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 4)
+            .map(|m| m.key.len() + m.value.len() + 4)
             .sum::<usize>()
     }
 }
@@ -353,6 +405,20 @@ pub(crate) mod tests {
         assert_eq!(o.to_json(), r#"{"b":"two","a":{"x":[1,2]},"k\"ey":null}"#);
         assert_eq!(o.get_str("b").as_deref(), Some("two"));
         assert_eq!(o.get_object("a").unwrap().get("x"), Some("[1, 2]"));
+    }
+
+    #[test]
+    fn written_objects_are_minified_whatever_their_members_came_from() {
+        let mut o = RawObject::parse("{ \"a\" : [ 1 , 2 ] , \"s\" : \"x  y\" }").unwrap();
+        o.set_default(Cow::Borrowed("b"), Cow::Borrowed("{ \"c\" :\n true }"));
+        o.set(
+            "d",
+            RawObject::parse("{ \"e\" : [ null ] }").unwrap().to_json(),
+        );
+        assert_eq!(
+            o.to_json(),
+            r#"{"a":[1,2],"s":"x  y","b":{"c":true},"d":{"e":[null]}}"#
+        );
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub struct Touchpoint {
 }
 
 impl Touchpoint {
-    pub fn from_message(m: &Message<'_>, rules: &ChannelRules) -> Touchpoint {
+    /// Takes the message by value: its body and ids move into the touchpoint uncopied.
+    pub fn from_message(mut m: Message<'_>, rules: &ChannelRules) -> Touchpoint {
         let event = match m.kind {
             MessageType::Track => m.event.clone().unwrap_or_default(),
             k => k.implicit_event_name().to_string(),
@@ -78,31 +79,33 @@ impl Touchpoint {
                 value.filter(|v| v.is_finite())
             })
         });
-        let group_id = m.group_id.clone().or_else(|| {
+        let group_id = m.group_id.take().or_else(|| {
             m.context()
                 .and_then(|c| c.get_str("groupId"))
                 .map(Cow::into_owned)
         });
+        let channel = rules.classify(&m);
+        let props = scalar_props(
+            m.properties(),
+            m.traits(),
+            m.context_object("traits").as_ref(),
+            m.campaign(),
+        );
         Touchpoint {
             kind: m.kind,
-            message_id: m.message_id.clone(),
+            message_id: m.message_id,
             timestamp_ms: m.timestamp_ms,
             received_at_ms: m.received_at_ms,
-            user_id: m.user_id.clone(),
-            anonymous_id: m.anonymous_id.clone(),
-            previous_id: m.previous_id.clone(),
+            user_id: m.user_id,
+            anonymous_id: m.anonymous_id,
+            previous_id: m.previous_id,
             group_id,
             event,
-            channel: rules.classify(m),
+            channel,
             touchpoint,
             revenue,
-            props: scalar_props(
-                m.properties(),
-                m.traits(),
-                m.context_object("traits").as_ref(),
-                m.campaign(),
-            ),
-            body: m.body.clone(),
+            props,
+            body: m.body,
         }
     }
 
@@ -231,7 +234,7 @@ mod tests {
     fn tp(v: serde_json::Value) -> Touchpoint {
         let text = v.to_string();
         let m = normalize(&text, None, None, &NormalizeOptions::at(0), || "id".into()).unwrap();
-        Touchpoint::from_message(&m, &ChannelRules::default())
+        Touchpoint::from_message(m, &ChannelRules::default())
     }
 
     #[test]

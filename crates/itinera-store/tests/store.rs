@@ -9,7 +9,7 @@ fn tp(v: Value) -> Touchpoint {
         "gen".into()
     })
     .unwrap();
-    Touchpoint::from_message(&m, &ChannelRules::default())
+    Touchpoint::from_message(m, &ChannelRules::default())
 }
 
 fn now() -> i64 {

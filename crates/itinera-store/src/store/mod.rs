@@ -399,7 +399,7 @@ mod tests {
             || "gen".into(),
         )
         .unwrap();
-        Touchpoint::from_message(&m, &ChannelRules::default())
+        Touchpoint::from_message(m, &ChannelRules::default())
     }
 
     #[test]
