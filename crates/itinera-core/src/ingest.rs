@@ -2,7 +2,7 @@
 //! message. Shared by the HTTP API and bulk import so both accept exactly the same input.
 
 use crate::channel::ChannelRules;
-use crate::json::{JsonType, RawObject};
+use crate::json::{JsonType, RawObject, SplitMessage};
 use crate::message::{
     self, BatchDefaults, MessageError, MessageType, NormalizeOptions, MAX_MESSAGE_BYTES,
 };
@@ -61,7 +61,13 @@ pub fn parse_object(
     new_id: &mut impl FnMut() -> String,
 ) -> Result<Touchpoint, MessageError> {
     check_size(raw_len)?;
-    let m = message::normalize_object(obj, forced_type, None, opts, new_id)?;
+    let m = message::normalize_object(
+        SplitMessage::from_object(obj),
+        forced_type,
+        None,
+        opts,
+        new_id,
+    )?;
     Ok(Touchpoint::from_message(m, rules))
 }
 
@@ -128,8 +134,8 @@ impl<'a> BatchEnvelope<'a> {
         };
         for (index, item) in batch.into_iter().enumerate() {
             let parsed = match item {
-                BatchItem::Message(obj) => check_size(obj.json_len()).and_then(|()| {
-                    message::normalize_object(obj, None, Some(&defaults), opts, &mut new_id)
+                BatchItem::Message(m) => check_size(m.json_len()).and_then(|()| {
+                    message::normalize_object(m, None, Some(&defaults), opts, &mut new_id)
                 }),
                 BatchItem::Other(t) => Err(MessageError::new(
                     "",
@@ -147,10 +153,10 @@ impl<'a> BatchEnvelope<'a> {
 }
 
 /// One element of `batch`: a message split into members as it is read (one pass over its
-/// text), or the type of whatever else was there.
+/// text, its `context` split in the same pass), or the type of whatever else was there.
 #[derive(Debug)]
 enum BatchItem<'a> {
-    Message(RawObject<'a>),
+    Message(SplitMessage<'a>),
     Other(JsonType),
 }
 
@@ -163,7 +169,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for BatchItem<'a> {
                 f.write_str("a message")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                RawObject::from_map(map).map(BatchItem::Message)
+                SplitMessage::from_map(map).map(BatchItem::Message)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -319,6 +325,12 @@ mod tests {
             prop_assert!(p.errors.is_empty(), "{:?}", p.errors);
             let stored = &p.touchpoints[0].body;
             prop_assert!(!stored.contains('\n'));
+            if shared.is_none() {
+                // the context split as the batch is read, and split after the message was read
+                // whole, write the same text
+                let one = parse_one(&text, None, &NormalizeOptions::at(received), &ChannelRules::default(), &mut || unreachable!()).unwrap();
+                prop_assert_eq!(&one.body, stored);
+            }
             let got: Value = serde_json::from_str(stored).unwrap();
             prop_assert_eq!(got, expected_body(m, &shared, received));
         }
@@ -362,6 +374,64 @@ mod tests {
             p.touchpoints[0].body.contains("analytics-python"),
             "batch context is merged"
         );
+    }
+
+    #[test]
+    fn a_context_that_is_no_object_is_refused_and_a_repeated_one_keeps_its_last_value() {
+        let body = r#"{"batch": [
+            {"type":"track","userId":"u","event":"a","context":"web"},
+            {"type":"track","userId":"u","event":"a","context":[1, {"b": 2}]},
+            {"type":"track","userId":"u","event":"a","context":12.5},
+            {"type":"track","userId":"u","event":"a","context":null},
+            {"context":{"locale":"de-DE"},"type":"track","userId":"u","event":"a","context":{"locale":"en-GB"}},
+            {"context":{"locale":"de-DE"},"type":"track","userId":"u","event":"a","context":true}
+        ], "context": {"library": {"name": "analytics-python"}}}"#;
+        let p = parse_batch(
+            body.as_bytes(),
+            &NormalizeOptions::at(0),
+            &ChannelRules::default(),
+            || "id".into(),
+        )
+        .unwrap();
+        let refused: Vec<(usize, &str, &str)> = p
+            .errors
+            .iter()
+            .map(|e| (e.index, e.field.as_str(), e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            refused,
+            vec![
+                (0, "context", "must be an object, got string"),
+                (1, "context", "must be an object, got array"),
+                (2, "context", "must be an object, got number"),
+                (5, "context", "must be an object, got boolean"),
+            ]
+        );
+        assert_eq!(p.touchpoints.len(), 2);
+        // null: as absent from the stored message, and the batch's context does not fill it in
+        assert!(
+            !p.touchpoints[0].body.contains("context"),
+            "{}",
+            p.touchpoints[0].body
+        );
+        // repeated: the first position, the last value, the batch's context merged into it
+        assert!(p.touchpoints[1].body.starts_with(
+            r#"{"context":{"locale":"en-GB","library":{"name":"analytics-python"}},"type":"track""#
+        ), "{}", p.touchpoints[1].body);
+    }
+
+    #[test]
+    fn oversized_context() {
+        let big = "x".repeat(MAX_MESSAGE_BYTES);
+        let p = parse_batch(
+            &serde_json::to_vec(&json!({"batch":[{"type":"track","userId":"u","event":"a","context":{"page":{"title":big}}}]})).unwrap(),
+            &NormalizeOptions::at(0),
+            &ChannelRules::default(),
+            || "i".into(),
+        )
+        .unwrap();
+        assert_eq!(p.errors.len(), 1);
+        assert!(p.errors[0].reason.contains("limit"));
     }
 
     #[test]

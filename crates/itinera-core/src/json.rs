@@ -290,6 +290,145 @@ impl<'a> RawObject<'a> {
     }
 }
 
+/// A member's value split into members as the object holding it is read, when it is an object
+/// (else only its type is kept): ingestion reads every message's `context` and writes it again,
+/// and splitting it in the same pass saves a second pass over most of a message's text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Nested<'a> {
+    Object(RawObject<'a>),
+    Other(JsonType),
+}
+
+impl<'a> Nested<'a> {
+    /// Splits raw text (as a parser returns it) the same way.
+    pub fn of_text(text: Cow<'a, str>) -> Nested<'a> {
+        match JsonType::of(&text) {
+            JsonType::Object => RawObject::of_cow(text)
+                .map(Nested::Object)
+                .unwrap_or(Nested::Other(JsonType::Object)),
+            t => Nested::Other(t),
+        }
+    }
+
+    /// Text of the value's type that stands in the holding object for the split value, so that
+    /// its key keeps its place and its type reads as before.
+    pub fn placeholder(&self) -> &'static str {
+        match self {
+            Nested::Object(_) | Nested::Other(JsonType::Object) => "{}",
+            Nested::Other(JsonType::Null) => "null",
+            Nested::Other(JsonType::Boolean) => "false",
+            Nested::Other(JsonType::Number) => "0",
+            Nested::Other(JsonType::String) => "\"\"",
+            Nested::Other(JsonType::Array) => "[]",
+        }
+    }
+
+    /// Size as compact JSON, near enough for size limits (a value that is not an object counts
+    /// as its placeholder).
+    pub fn json_len(&self) -> usize {
+        match self {
+            Nested::Object(o) => o.json_len(),
+            other => other.placeholder().len(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Nested<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NestedVisitor;
+        impl<'de> Visitor<'de> for NestedVisitor {
+            type Value = Nested<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawObject::from_map(map).map(Nested::Object)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Nested::Other(JsonType::Array))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Nested::Other(JsonType::Boolean))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Nested::Other(JsonType::Number))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Nested::Other(JsonType::Number))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Nested::Other(JsonType::Number))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Nested::Other(JsonType::String))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Nested::Other(JsonType::Null))
+            }
+        }
+        d.deserialize_any(NestedVisitor)
+    }
+}
+
+/// A message split into members, its `context` split too (see [`Nested`]). The members hold the
+/// context's [`Nested::placeholder`] until it is written back.
+#[derive(Debug, Clone)]
+pub struct SplitMessage<'a> {
+    pub members: RawObject<'a>,
+    pub context: Option<Nested<'a>>,
+}
+
+impl<'a> SplitMessage<'a> {
+    /// Reads a map's members as [`RawObject::from_map`] does, splitting `context` as it goes.
+    pub fn from_map<'de: 'a, A: MapAccess<'de>>(mut map: A) -> Result<SplitMessage<'a>, A::Error> {
+        let mut members = RawObject {
+            members: Vec::with_capacity(map.size_hint().unwrap_or(12)),
+        };
+        let mut context = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if key.0 == "context" {
+                let nested: Nested<'de> = map.next_value()?;
+                members.members.push(Member {
+                    key: key.0,
+                    value: Cow::Borrowed(nested.placeholder()),
+                    minified: true,
+                });
+                // a repeated key keeps its last value, as the members do
+                context = Some(nested);
+            } else {
+                let value: &'de RawValue = map.next_value()?;
+                members
+                    .members
+                    .push(Member::parsed(key.0, Cow::Borrowed(value.get())));
+            }
+        }
+        members.dedup();
+        Ok(SplitMessage { members, context })
+    }
+
+    /// Splits the `context` of a message whose members were read whole.
+    pub fn from_object(mut members: RawObject<'a>) -> SplitMessage<'a> {
+        let context = members.position("context").map(|i| {
+            let member = &mut members.members[i];
+            let nested = Nested::of_text(member.value.clone());
+            member.value = Cow::Borrowed(nested.placeholder());
+            member.minified = true;
+            nested
+        });
+        SplitMessage { members, context }
+    }
+
+    /// The size of the message as compact JSON, near enough for size limits.
+    pub fn json_len(&self) -> usize {
+        let placeholder = self.context.as_ref().map_or(0, |c| c.placeholder().len());
+        self.members.json_len() - placeholder + self.context.as_ref().map_or(0, Nested::json_len)
+    }
+}
+
 impl<'de> Deserialize<'de> for RawObject<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct ObjectVisitor;

@@ -5,7 +5,7 @@
 //! the client sent none). Secrets (`writeKey`) are removed and `context.ip` follows the privacy
 //! policy. Errors name the field and the reason so that a client can fix its payload.
 
-use crate::json::{json_str, JsonType, RawObject};
+use crate::json::{json_str, JsonType, Nested, RawObject, SplitMessage};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -474,17 +474,27 @@ pub fn normalize<'a>(
     }
     let obj =
         RawObject::parse(text).map_err(|e| MessageError::new("", format!("invalid JSON: {e}")))?;
-    normalize_object(obj, forced_type, defaults, opts, fallback_id)
+    normalize_object(
+        SplitMessage::from_object(obj),
+        forced_type,
+        defaults,
+        opts,
+        fallback_id,
+    )
 }
 
 /// [`normalize`] for a message already split into members.
 pub fn normalize_object<'a>(
-    mut obj: RawObject<'a>,
+    message: SplitMessage<'a>,
     forced_type: Option<MessageType>,
     defaults: Option<&BatchDefaults<'a>>,
     opts: &NormalizeOptions,
     fallback_id: impl FnOnce() -> String,
 ) -> Result<Message<'a>, MessageError> {
+    let SplitMessage {
+        members: mut obj,
+        mut context,
+    } = message;
     obj.remove("writeKey");
     let kind = match forced_type {
         Some(t) => t,
@@ -524,25 +534,35 @@ pub fn normalize_object<'a>(
         obj.set_str("anonymousId", a);
     }
     // the batch's shared objects fill in keys the message lacks
-    for (field, shared) in [
-        ("context", defaults.and_then(|d| d.context.as_ref())),
-        (
-            "integrations",
-            defaults.and_then(|d| d.integrations.as_ref()),
-        ),
-    ] {
-        let Some(shared) = shared.filter(|s| !s.is_empty()) else {
-            continue;
-        };
-        match obj.get(field).map(|t| (JsonType::of(t), t)) {
-            None => obj.set(field, shared.to_json()),
+    fn fill(own: &mut RawObject<'_>, shared: &RawObject<'_>) {
+        for (k, v) in shared.iter() {
+            own.set_default(Cow::Owned(k.to_string()), Cow::Owned(v.to_string()));
+        }
+    }
+    if let Some(shared) = defaults
+        .and_then(|d| d.context.as_ref())
+        .filter(|s| !s.is_empty())
+    {
+        match &mut context {
+            None => {
+                obj.set("context", "{}");
+                context = Some(Nested::Object(shared.clone()));
+            }
+            Some(Nested::Object(own)) => fill(own, shared),
+            Some(Nested::Other(_)) => {}
+        }
+    }
+    if let Some(shared) = defaults
+        .and_then(|d| d.integrations.as_ref())
+        .filter(|s| !s.is_empty())
+    {
+        match obj.get("integrations").map(|t| (JsonType::of(t), t)) {
+            None => obj.set("integrations", shared.to_json()),
             Some((JsonType::Object, own)) => {
                 let mut own = RawObject::parse(own).expect("a raw object splits");
-                for (k, v) in shared.iter() {
-                    own.set_default(Cow::Owned(k.to_string()), Cow::Owned(v.to_string()));
-                }
+                fill(&mut own, shared);
                 let merged = own.to_json();
-                obj.set(field, merged);
+                obj.set("integrations", merged);
             }
             Some(_) => {}
         }
@@ -550,6 +570,7 @@ pub fn normalize_object<'a>(
     if let Some(sent_at) = defaults.and_then(|d| d.sent_at) {
         obj.set_default(Cow::Borrowed("sentAt"), Cow::Borrowed(sent_at));
     }
+    // `context` in the members is its placeholder, of its type
     for field in ["properties", "traits", "context", "integrations"] {
         match obj.get(field).map(JsonType::of) {
             None | Some(JsonType::Object) => {}
@@ -639,7 +660,11 @@ pub fn normalize_object<'a>(
     obj.set_str("timestamp", &format_ts(timestamp));
     obj.set_str("receivedAt", &format_ts(received));
 
-    let context = apply_ip_policy(&mut obj, opts);
+    let context = match context {
+        Some(Nested::Object(c)) if obj.contains("context") => Some(c),
+        _ => None,
+    };
+    let context = apply_ip_policy(&mut obj, context, opts);
     let context_part = |key: &str| {
         context
             .as_ref()
@@ -672,11 +697,12 @@ pub fn normalize_object<'a>(
 
 /// Applies the IP policy to `context.ip` (adding `context` when needed, removing it when it ends
 /// up empty) and returns the resulting context.
-fn apply_ip_policy<'a>(obj: &mut RawObject<'a>, opts: &NormalizeOptions) -> Option<RawObject<'a>> {
-    let mut ctx = obj
-        .get_cow("context")
-        .and_then(RawObject::of_cow)
-        .unwrap_or_default();
+fn apply_ip_policy<'a>(
+    obj: &mut RawObject<'a>,
+    context: Option<RawObject<'a>>,
+    opts: &NormalizeOptions,
+) -> Option<RawObject<'a>> {
+    let mut ctx = context.unwrap_or_default();
     let ip = ctx
         .get_str("ip")
         .map(Cow::into_owned)
