@@ -81,13 +81,23 @@ fn check_size(raw_len: usize) -> Result<(), MessageError> {
     Ok(())
 }
 
-/// A `batch` body, read without parsing its messages yet: `{"batch": [...], "context": {...},
-/// "integrations": {...}, "sentAt": "...", "writeKey": "..."}`. Each message is kept as raw JSON
-/// so its size is known without serializing it again.
-#[derive(Debug, serde::Deserialize)]
+/// A `batch` body, read without normalizing its messages yet: `{"batch": [...], "context":
+/// {...}, "integrations": {...}, "sentAt": "...", "writeKey": "..."}`. Each message is split into
+/// members whose values stay raw JSON, so its size is known without serializing it again.
+#[derive(Debug)]
 pub struct BatchEnvelope<'a> {
-    #[serde(borrow)]
     batch: Option<Vec<BatchItem<'a>>>,
+    context: Option<&'a RawValue>,
+    integrations: Option<&'a RawValue>,
+    sent_at: Option<&'a RawValue>,
+    pub write_key: Option<String>,
+}
+
+/// [`BatchEnvelope`] as read, its messages' `context` split as they are read when `SPLIT`.
+#[derive(serde::Deserialize)]
+struct Envelope<'a, const SPLIT: bool> {
+    #[serde(borrow)]
+    batch: Option<Vec<Item<'a, SPLIT>>>,
     #[serde(borrow)]
     context: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -95,7 +105,21 @@ pub struct BatchEnvelope<'a> {
     #[serde(borrow, rename = "sentAt")]
     sent_at: Option<&'a RawValue>,
     #[serde(rename = "writeKey")]
-    pub write_key: Option<String>,
+    write_key: Option<String>,
+}
+
+impl<'a, const SPLIT: bool> From<Envelope<'a, SPLIT>> for BatchEnvelope<'a> {
+    fn from(e: Envelope<'a, SPLIT>) -> Self {
+        BatchEnvelope {
+            batch: e
+                .batch
+                .map(|items| items.into_iter().map(|i| i.0).collect()),
+            context: e.context,
+            integrations: e.integrations,
+            sent_at: e.sent_at,
+            write_key: e.write_key,
+        }
+    }
 }
 
 impl<'a> BatchEnvelope<'a> {
@@ -104,10 +128,19 @@ impl<'a> BatchEnvelope<'a> {
         // would be checked on its own
         let text = std::str::from_utf8(body)
             .map_err(|e| MessageError::new("body", format!("invalid JSON: {e}")))?;
-        let env: BatchEnvelope<'a> = serde_json::from_str(text).map_err(|e| {
-            let field = if e.is_data() { "batch" } else { "body" };
-            MessageError::new(field, format!("invalid JSON: {e}"))
-        })?;
+        // splitting a context as it is read decodes its strings when it is no object, and a
+        // string that does not decode (a lone surrogate) would fail the whole body: such a body
+        // is read again with each message's context split after it, so that only that message
+        // is refused, naming its field
+        let env: BatchEnvelope<'a> = match serde_json::from_str::<Envelope<'a, true>>(text) {
+            Ok(env) => env.into(),
+            Err(_) => serde_json::from_str::<Envelope<'a, false>>(text)
+                .map_err(|e| {
+                    let field = if e.is_data() { "batch" } else { "body" };
+                    MessageError::new(field, format!("invalid JSON: {e}"))
+                })?
+                .into(),
+        };
         if env.batch.is_none() {
             return Err(MessageError::new("batch", "is required"));
         }
@@ -160,16 +193,24 @@ enum BatchItem<'a> {
     Other(JsonType),
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for BatchItem<'a> {
+/// A [`BatchItem`] as read: a message's `context` split in the same pass when `SPLIT`, else
+/// after the message was read whole.
+struct Item<'a, const SPLIT: bool>(BatchItem<'a>);
+
+impl<'de: 'a, 'a, const SPLIT: bool> Deserialize<'de> for Item<'a, SPLIT> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ItemVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for ItemVisitor<'a> {
+        struct ItemVisitor<'a, const SPLIT: bool>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a, const SPLIT: bool> Visitor<'de> for ItemVisitor<'a, SPLIT> {
             type Value = BatchItem<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a message")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                SplitMessage::from_map(map).map(BatchItem::Message)
+                match SPLIT {
+                    true => SplitMessage::from_map(map),
+                    false => RawObject::from_map(map).map(SplitMessage::from_object),
+                }
+                .map(BatchItem::Message)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -194,7 +235,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for BatchItem<'a> {
                 Ok(BatchItem::Other(JsonType::Null))
             }
         }
-        d.deserialize_any(ItemVisitor(std::marker::PhantomData))
+        d.deserialize_any(ItemVisitor::<SPLIT>(std::marker::PhantomData))
+            .map(Item)
     }
 }
 
@@ -418,6 +460,30 @@ mod tests {
         assert!(p.touchpoints[1].body.starts_with(
             r#"{"context":{"locale":"en-GB","library":{"name":"analytics-python"}},"type":"track""#
         ), "{}", p.touchpoints[1].body);
+    }
+
+    #[test]
+    fn a_context_string_that_does_not_decode_refuses_only_its_message() {
+        let body = br#"{"batch":[{"type":"track","userId":"u","event":"a","context":"\ud800"},{"type":"track","userId":"u","event":"a","context":{"locale":"de-DE"}}]}"#;
+        let p = parse_batch(
+            body,
+            &NormalizeOptions::at(0),
+            &ChannelRules::default(),
+            || "i".into(),
+        )
+        .unwrap();
+        assert_eq!(p.touchpoints.len(), 1);
+        assert!(p.touchpoints[0]
+            .body
+            .contains(r#""context":{"locale":"de-DE"}"#));
+        assert_eq!(
+            (
+                p.errors[0].index,
+                p.errors[0].field.as_str(),
+                p.errors[0].reason.as_str()
+            ),
+            (0, "context", "must be an object, got string")
+        );
     }
 
     #[test]
