@@ -2,15 +2,14 @@
 //! message. Shared by the HTTP API and bulk import so both accept exactly the same input.
 
 use crate::channel::ChannelRules;
-use crate::json::{JsonType, RawObject, SplitMessage};
+use crate::json::{ObjectOr, RawObject, ReadObject, SplitMessage};
 use crate::message::{
     self, BatchDefaults, MessageError, MessageType, NormalizeOptions, MAX_MESSAGE_BYTES,
 };
 use crate::touchpoint::Touchpoint;
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::MapAccess;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::fmt;
 
 /// A refused message: its position in the request (or line in a file), the field and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,11 +92,11 @@ pub struct BatchEnvelope<'a> {
     pub write_key: Option<String>,
 }
 
-/// [`BatchEnvelope`] as read, its messages' `context` split as they are read when `SPLIT`.
+/// [`BatchEnvelope`] as read, its messages read as `M`.
 #[derive(serde::Deserialize)]
-struct Envelope<'a, const SPLIT: bool> {
-    #[serde(borrow)]
-    batch: Option<Vec<Item<'a, SPLIT>>>,
+#[serde(bound(deserialize = "M: ReadObject<'de>"))]
+struct Envelope<'a, M> {
+    batch: Option<Vec<ObjectOr<M>>>,
     #[serde(borrow)]
     context: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -108,17 +107,36 @@ struct Envelope<'a, const SPLIT: bool> {
     write_key: Option<String>,
 }
 
-impl<'a, const SPLIT: bool> From<Envelope<'a, SPLIT>> for BatchEnvelope<'a> {
-    fn from(e: Envelope<'a, SPLIT>) -> Self {
+impl<'a, M: Into<SplitMessage<'a>>> From<Envelope<'a, M>> for BatchEnvelope<'a> {
+    fn from(e: Envelope<'a, M>) -> Self {
+        let item = |i: ObjectOr<M>| match i {
+            ObjectOr::Object(m) => ObjectOr::Object(m.into()),
+            ObjectOr::Other(t) => ObjectOr::Other(t),
+        };
         BatchEnvelope {
-            batch: e
-                .batch
-                .map(|items| items.into_iter().map(|i| i.0).collect()),
+            batch: e.batch.map(|items| items.into_iter().map(item).collect()),
             context: e.context,
             integrations: e.integrations,
             sent_at: e.sent_at,
             write_key: e.write_key,
         }
+    }
+}
+
+/// A message read whole, its `context` split after it.
+struct ReadWhole<'a>(SplitMessage<'a>);
+
+impl<'de: 'a, 'a> ReadObject<'de> for ReadWhole<'a> {
+    fn read<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        RawObject::from_map(map)
+            .map(SplitMessage::from_object)
+            .map(ReadWhole)
+    }
+}
+
+impl<'a> From<ReadWhole<'a>> for SplitMessage<'a> {
+    fn from(m: ReadWhole<'a>) -> Self {
+        m.0
     }
 }
 
@@ -132,9 +150,10 @@ impl<'a> BatchEnvelope<'a> {
         // string that does not decode (a lone surrogate) would fail the whole body: such a body
         // is read again with each message's context split after it, so that only that message
         // is refused, naming its field
-        let env: BatchEnvelope<'a> = match serde_json::from_str::<Envelope<'a, true>>(text) {
+        let env: BatchEnvelope<'a> = match serde_json::from_str::<Envelope<'a, SplitMessage>>(text)
+        {
             Ok(env) => env.into(),
-            Err(_) => serde_json::from_str::<Envelope<'a, false>>(text)
+            Err(_) => serde_json::from_str::<Envelope<'a, ReadWhole>>(text)
                 .map_err(|e| {
                     let field = if e.is_data() { "batch" } else { "body" };
                     MessageError::new(field, format!("invalid JSON: {e}"))
@@ -167,10 +186,10 @@ impl<'a> BatchEnvelope<'a> {
         };
         for (index, item) in batch.into_iter().enumerate() {
             let parsed = match item {
-                BatchItem::Message(m) => check_size(m.json_len()).and_then(|()| {
+                ObjectOr::Object(m) => check_size(m.json_len()).and_then(|()| {
                     message::normalize_object(m, None, Some(&defaults), opts, &mut new_id)
                 }),
-                BatchItem::Other(t) => Err(MessageError::new(
+                ObjectOr::Other(t) => Err(MessageError::new(
                     "",
                     format!("a message must be a JSON object, got {}", t.name()),
                 )),
@@ -187,58 +206,7 @@ impl<'a> BatchEnvelope<'a> {
 
 /// One element of `batch`: a message split into members as it is read (one pass over its
 /// text, its `context` split in the same pass), or the type of whatever else was there.
-#[derive(Debug)]
-enum BatchItem<'a> {
-    Message(SplitMessage<'a>),
-    Other(JsonType),
-}
-
-/// A [`BatchItem`] as read: a message's `context` split in the same pass when `SPLIT`, else
-/// after the message was read whole.
-struct Item<'a, const SPLIT: bool>(BatchItem<'a>);
-
-impl<'de: 'a, 'a, const SPLIT: bool> Deserialize<'de> for Item<'a, SPLIT> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ItemVisitor<'a, const SPLIT: bool>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a, const SPLIT: bool> Visitor<'de> for ItemVisitor<'a, SPLIT> {
-            type Value = BatchItem<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a message")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                match SPLIT {
-                    true => SplitMessage::from_map(map),
-                    false => RawObject::from_map(map).map(SplitMessage::from_object),
-                }
-                .map(BatchItem::Message)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(BatchItem::Other(JsonType::Array))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(BatchItem::Other(JsonType::Boolean))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(BatchItem::Other(JsonType::Number))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(BatchItem::Other(JsonType::Number))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(BatchItem::Other(JsonType::Number))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(BatchItem::Other(JsonType::String))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(BatchItem::Other(JsonType::Null))
-            }
-        }
-        d.deserialize_any(ItemVisitor::<SPLIT>(std::marker::PhantomData))
-            .map(Item)
-    }
-}
+type BatchItem<'a> = ObjectOr<SplitMessage<'a>>;
 
 /// Parses a whole `batch` body (see [`BatchEnvelope`]).
 pub fn parse_batch(
@@ -487,30 +455,22 @@ mod tests {
     }
 
     #[test]
-    fn oversized_context() {
-        let big = "x".repeat(MAX_MESSAGE_BYTES);
-        let p = parse_batch(
-            &serde_json::to_vec(&json!({"batch":[{"type":"track","userId":"u","event":"a","context":{"page":{"title":big}}}]})).unwrap(),
-            &NormalizeOptions::at(0),
-            &ChannelRules::default(),
-            || "i".into(),
-        )
-        .unwrap();
-        assert_eq!(p.errors.len(), 1);
-        assert!(p.errors[0].reason.contains("limit"));
-    }
-
-    #[test]
     fn oversized_message() {
         let big = "x".repeat(MAX_MESSAGE_BYTES);
-        let p = parse_batch(
-            &serde_json::to_vec(&json!({"batch":[{"type":"track","userId":"u","event":"a","properties":{"b":big}}]})).unwrap(),
-            &NormalizeOptions::at(0),
-            &ChannelRules::default(),
-            || "i".into(),
-        )
-        .unwrap();
-        assert_eq!(p.errors.len(), 1);
-        assert!(p.errors[0].reason.contains("limit"));
+        // in the properties, and in the context (split as the batch is read)
+        for message in [
+            json!({"type":"track","userId":"u","event":"a","properties":{"b":big}}),
+            json!({"type":"track","userId":"u","event":"a","context":{"page":{"title":big}}}),
+        ] {
+            let p = parse_batch(
+                &serde_json::to_vec(&json!({ "batch": [message] })).unwrap(),
+                &NormalizeOptions::at(0),
+                &ChannelRules::default(),
+                || "i".into(),
+            )
+            .unwrap();
+            assert_eq!(p.errors.len(), 1);
+            assert!(p.errors[0].reason.contains("limit"));
+        }
     }
 }

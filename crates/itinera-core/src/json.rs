@@ -290,16 +290,72 @@ impl<'a> RawObject<'a> {
     }
 }
 
-/// A member's value split into members as the object holding it is read, when it is an object
-/// (else only its type is kept): ingestion reads every message's `context` and writes it again,
-/// and splitting it in the same pass saves a second pass over most of a message's text.
+/// Values read from a JSON object as a deserializer visits it.
+pub trait ReadObject<'de>: Sized {
+    fn read<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+impl<'de: 'a, 'a> ReadObject<'de> for RawObject<'a> {
+    fn read<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        RawObject::from_map(map)
+    }
+}
+
+/// A JSON value read as `T` when it is an object; of any other value only its type is kept (a
+/// message, or an object the server reads and writes again, in one pass with what holds it).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Nested<'a> {
-    Object(RawObject<'a>),
+pub enum ObjectOr<T> {
+    Object(T),
     Other(JsonType),
 }
 
-impl<'a> Nested<'a> {
+impl<'de, T: ReadObject<'de>> Deserialize<'de> for ObjectOr<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AnyVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: ReadObject<'de>> Visitor<'de> for AnyVisitor<T> {
+            type Value = ObjectOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::read(map).map(ObjectOr::Object)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ObjectOr::Other(JsonType::Array))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other(JsonType::Boolean))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other(JsonType::Number))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other(JsonType::Number))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other(JsonType::Number))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other(JsonType::String))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other(JsonType::Null))
+            }
+        }
+        d.deserialize_any(AnyVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A member's value split into members as the object holding it is read, when it is an object
+/// (else only its type is kept): ingestion reads every message's `context` and writes it again,
+/// and splitting it in the same pass saves a second pass over most of a message's text.
+pub type Nested<'a> = ObjectOr<RawObject<'a>>;
+
+impl<'a> ObjectOr<RawObject<'a>> {
     /// Splits raw text (as a parser returns it) the same way.
     pub fn of_text(text: Cow<'a, str>) -> Nested<'a> {
         match JsonType::of(&text) {
@@ -330,47 +386,6 @@ impl<'a> Nested<'a> {
             Nested::Object(o) => o.json_len(),
             other => other.placeholder().len(),
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for Nested<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct NestedVisitor;
-        impl<'de> Visitor<'de> for NestedVisitor {
-            type Value = Nested<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                RawObject::from_map(map).map(Nested::Object)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Nested::Other(JsonType::Array))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Nested::Other(JsonType::Boolean))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Nested::Other(JsonType::Number))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Nested::Other(JsonType::Number))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Nested::Other(JsonType::Number))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Nested::Other(JsonType::String))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Nested::Other(JsonType::Null))
-            }
-        }
-        d.deserialize_any(NestedVisitor)
     }
 }
 
@@ -426,6 +441,12 @@ impl<'a> SplitMessage<'a> {
     pub fn json_len(&self) -> usize {
         let placeholder = self.context.as_ref().map_or(0, |c| c.placeholder().len());
         self.members.json_len() - placeholder + self.context.as_ref().map_or(0, Nested::json_len)
+    }
+}
+
+impl<'de: 'a, 'a> ReadObject<'de> for SplitMessage<'a> {
+    fn read<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        SplitMessage::from_map(map)
     }
 }
 
