@@ -455,6 +455,25 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_is_not_utf8_is_refused_naming_the_body() {
+        let mut body = br#"{"batch":[{"type":"track","userId":"u","event":"x"}]}"#.to_vec();
+        body[45] = 0xff;
+        let e = parse_batch(
+            &body,
+            &NormalizeOptions::at(0),
+            &ChannelRules::default(),
+            || "i".into(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "body");
+        assert!(
+            e.reason.starts_with("invalid JSON: invalid utf-8"),
+            "{}",
+            e.reason
+        );
+    }
+
+    #[test]
     fn oversized_message() {
         let big = "x".repeat(MAX_MESSAGE_BYTES);
         // in the properties, and in the context (split as the batch is read)

@@ -2,9 +2,10 @@
 //!
 //! Ingestion reads a handful of fields of every message and stores the rest as sent. Building a
 //! full `serde_json::Value` tree and serializing it again was most of the CPU time of HTTP
-//! ingestion, so messages are split into members whose values stay raw text; only the objects
-//! that are read (`context`, `properties`, ...) are split again, and the stored message is written
-//! from the members, minified.
+//! ingestion, so messages are split into members whose values stay raw text; a batch's messages
+//! have their `context` split in the same pass ([`SplitMessage`]), the other objects that are
+//! read (`properties`, `context.page`, ...) are split again, and the stored message is written
+//! from the members, minified (copying what is known to be minified).
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -357,7 +358,7 @@ pub type Nested<'a> = ObjectOr<RawObject<'a>>;
 
 impl<'a> ObjectOr<RawObject<'a>> {
     /// Splits raw text (as a parser returns it) the same way.
-    pub fn of_text(text: Cow<'a, str>) -> Nested<'a> {
+    fn of_text(text: Cow<'a, str>) -> Nested<'a> {
         match JsonType::of(&text) {
             JsonType::Object => RawObject::of_cow(text)
                 .map(Nested::Object)
@@ -368,7 +369,7 @@ impl<'a> ObjectOr<RawObject<'a>> {
 
     /// Text of the value's type that stands in the holding object for the split value, so that
     /// its key keeps its place and its type reads as before.
-    pub fn placeholder(&self) -> &'static str {
+    fn placeholder(&self) -> &'static str {
         match self {
             Nested::Object(_) | Nested::Other(JsonType::Object) => "{}",
             Nested::Other(JsonType::Null) => "null",
@@ -381,7 +382,7 @@ impl<'a> ObjectOr<RawObject<'a>> {
 
     /// Size as compact JSON, near enough for size limits (a value that is not an object counts
     /// as its placeholder).
-    pub fn json_len(&self) -> usize {
+    fn json_len(&self) -> usize {
         match self {
             Nested::Object(o) => o.json_len(),
             other => other.placeholder().len(),
