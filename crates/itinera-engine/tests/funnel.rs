@@ -385,6 +385,37 @@ fn journeys_without_ties() -> impl Strategy<Value = Vec<Vec<(i64, u8)>>> {
     )
 }
 
+/// Long journeys without ties (at least the 1,024 touchpoints from which the fast kernel reads
+/// a journey from its end first): events drawn from `mix` (weights of e0..e4), times a second
+/// or more apart. `early` keeps e0..e2 out of the journey's last seven eighths, so that its
+/// only complete chains start before the part read from the end.
+fn long_journey(seed: u64, len: usize, mix: [u32; 5], early: bool) -> Vec<(i64, u8)> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let total: u32 = mix.iter().sum();
+    let mut t = 0;
+    (0..len)
+        .map(|i| {
+            t += 1_000 + (next() % 600_000) as i64;
+            let mut r = (next() % total as u64) as u32;
+            let mut e = 0;
+            while r >= mix[e] {
+                r -= mix[e];
+                e += 1;
+            }
+            if early && i > len / 8 && e < 3 {
+                e = 4;
+            }
+            (t, e as u8)
+        })
+        .collect()
+}
+
 fn step_counts_and_levels(src: &MemorySource, q: &FunnelQuery) -> (Vec<u64>, Vec<u64>) {
     let r = run_funnel(src, q, &Default::default()).unwrap();
     (r.steps.iter().map(|s| s.count).collect(), r.levels)
@@ -422,6 +453,54 @@ fn documented_chain(seq: &[(i64, u8)], steps: &[u8], window: i64) -> Vec<i64> {
         }
     }
     best
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Long journeys, read from their end first by the fast kernel, reach what the general
+    /// kernel reaches and report the documented chain, each journey alone: journeys that
+    /// complete the funnel near their end, only early (before the part read from the end),
+    /// never (a bot that only views pages), and short ones beside them.
+    #[test]
+    fn long_journeys_read_from_the_end_report_the_documented_chain(
+        seed in any::<u64>(),
+        len in 1024usize..1600,
+        steps in prop::collection::vec(0u8..5, 2..6),
+        window_s in prop::sample::select(vec![60i64, 3_600, 86_400, 7 * 86_400]),
+        short in journeys_without_ties(),
+    ) {
+        let long = [
+            long_journey(seed, len, [1, 1, 1, 1, 1], false),
+            long_journey(seed ^ 1, len, [8, 4, 2, 1, 1], false),
+            long_journey(seed ^ 2, len, [1, 1, 1, 1, 1], true),
+            long_journey(seed ^ 3, len, [1, 0, 0, 0, 0], false),
+            long_journey(seed ^ 4, len * 2, [1, 1, 1, 0, 1], false),
+        ];
+        let window = window_s * 1_000;
+        let q = funnel(&names(&steps), window, FunnelOrder::Ordered);
+        for seq in &long {
+            let r = run_funnel(&source(std::slice::from_ref(seq)), &q, &Default::default()).unwrap();
+            let c = documented_chain(seq, &steps, window);
+            let reached = r.steps.iter().filter(|s| s.count == 1).count();
+            prop_assert_eq!(reached, c.len());
+            for k in 1..c.len() {
+                let seconds = |ms: i64| Some(ms as f64 / 1000.0);
+                prop_assert_eq!(r.steps[k].median_seconds_from_previous, seconds(c[k] - c[k - 1]));
+                prop_assert_eq!(r.steps[k].median_seconds_from_first, seconds(c[k] - c[0]));
+            }
+        }
+        let mut seqs = long.to_vec();
+        seqs.extend(short.into_iter().map(|j| j.into_iter().map(|(t, e)| (t * 1_000, e)).collect()));
+        let src = source(&seqs);
+        let mut general = q.clone();
+        general.exclusions.push(Exclusion {
+            selector: EventSelector::event("never"),
+            from_step: None,
+            to_step: None,
+        });
+        prop_assert_eq!(step_counts_and_levels(&src, &q), step_counts_and_levels(&src, &general));
+    }
 }
 
 proptest! {

@@ -8,9 +8,18 @@ pub struct SlotTable {
     stride: usize,
     slots: Vec<u8>,
     none: Vec<u8>,
-    /// When every event matches at most one step of at most [`SlotTable::SINGLE_STEPS`]: the
-    /// step of each event code (the dummy [`SlotTable::SINGLE_NONE`] when it matches none).
-    pub(super) single: Option<Vec<u8>>,
+    /// When every event matches at most one step of at most [`SlotTable::SINGLE_STEPS`].
+    pub(super) single: Option<SingleSteps>,
+}
+
+/// The step of each event code, for funnels where every event matches at most one step.
+#[derive(Debug, Clone)]
+pub struct SingleSteps {
+    /// Steps numbered from the first (the dummy [`SlotTable::SINGLE_NONE`] for no step).
+    pub(super) forward: Vec<u8>,
+    /// Steps numbered from the last: the funnel as [`FunnelKernel::latest_full_chain`] reads
+    /// a journey, from its end.
+    reversed: Vec<u8>,
 }
 
 impl SlotTable {
@@ -41,13 +50,20 @@ impl SlotTable {
             }
         }
         let single = (stride == 1 && n <= Self::SINGLE_STEPS).then(|| {
-            masks
-                .iter()
-                .map(|m| match m.count_ones() {
-                    0 => Self::SINGLE_NONE,
-                    _ => m.trailing_zeros() as u8,
-                })
-                .collect()
+            let numbered = |from_last: bool| {
+                masks
+                    .iter()
+                    .map(|m| match (m.count_ones(), from_last) {
+                        (0, _) => Self::SINGLE_NONE,
+                        (_, false) => m.trailing_zeros() as u8,
+                        (_, true) => (n - 1) as u8 - m.trailing_zeros() as u8,
+                    })
+                    .collect()
+            };
+            SingleSteps {
+                forward: numbered(false),
+                reversed: numbered(true),
+            }
         });
         Some(SlotTable {
             stride,
@@ -373,7 +389,7 @@ impl FunnelKernel {
     fn run_single_slots(
         &self,
         rows: &EventMasks<'_, '_>,
-        single: &[u8],
+        single: &SingleSteps,
         ties: bool,
     ) -> Option<(usize, i64)> {
         let bounded = self.entry_before != i64::MAX;
@@ -399,16 +415,75 @@ impl FunnelKernel {
     /// The loop of [`FunnelKernel::run_single_slots`] with a state of `SIZE` slots (the dummy
     /// step [`SlotTable::SINGLE_NONE`] reads slot `30 % SIZE` and writes the next one, both
     /// beyond the steps), checking the entry bound only when `BOUNDED` and ties only when
-    /// `TIES`.
+    /// `TIES`. A long journey is first read from its end (see
+    /// [`FunnelKernel::latest_full_chain`]).
     #[inline(always)]
     pub(super) fn single_slots<const SIZE: usize, const BOUNDED: bool, const TIES: bool>(
         &self,
         rows: &EventMasks<'_, '_>,
-        single: &[u8],
+        single: &SingleSteps,
     ) -> Option<(usize, i64)> {
         let (lo, hi) = (rows.lo, rows.hi);
-        let one = (&rows.journey.ts[lo..hi], &rows.journey.event[lo..hi]);
-        self.single_slots_over::<SIZE, BOUNDED, TIES>(std::iter::once(one), single)
+        let (ts, events) = (&rows.journey.ts[lo..hi], &rows.journey.event[lo..hi]);
+        // with an entry bound the latest chain may start too late; ties need every row seen
+        if !BOUNDED && !TIES && ts.len() >= Self::FROM_THE_END_ROWS {
+            let budget = ts.len() / Self::FROM_THE_END_SHARE;
+            if let Some(t0) = self.latest_full_chain::<SIZE>(ts, events, &single.reversed, budget) {
+                return Some((self.n, t0));
+            }
+        }
+        let one = (ts, events);
+        self.single_slots_over::<SIZE, BOUNDED, TIES>(std::iter::once(one), &single.forward)
+    }
+
+    /// Journeys at least this long are first read from their end.
+    const FROM_THE_END_ROWS: usize = 1024;
+    /// The share of a long journey read from its end before it is read from its start: what a
+    /// journey that never completes the funnel pays at most (an eighth more).
+    const FROM_THE_END_SHARE: usize = 8;
+
+    /// The start of the latest chain through every step, looked for among the last `budget`
+    /// rows of a journey without equal times (`reversed`: [`SingleSteps::reversed`]); None
+    /// when no such chain starts there.
+    ///
+    /// When a journey completes the funnel, what the forward kernels answer is that start
+    /// alone (the steps reached are all of them, and the chain is walked from it), and in a
+    /// long journey that converts again and again it lies near the end: a person with
+    /// millions of touchpoints (a bot, a shared device, a big account) then costs a few rows
+    /// instead of all of them. Read from the end, the funnel is the same funnel with time
+    /// negated and the steps numbered from the last: slot k + 1 holds the earliest end of a
+    /// chain from step n - k to the last, and the first touchpoint of step 1 (read from the
+    /// end) that completes such a chain within the window is the latest start.
+    #[inline(always)]
+    pub(super) fn latest_full_chain<const SIZE: usize>(
+        &self,
+        ts: &[i64],
+        events: &[u32],
+        reversed: &[u8],
+        budget: usize,
+    ) -> Option<i64> {
+        const UNSET: i64 = i64::MIN / 2;
+        debug_assert!(self.n < (SlotTable::SINGLE_NONE as usize) % SIZE);
+        let mut s = [UNSET; SIZE];
+        let w = self.window.min(i64::MAX / 4);
+        let full = self.n & (SIZE - 1);
+        let from = ts.len().saturating_sub(budget);
+        for (&t, &code) in ts[from..].iter().zip(&events[from..]).rev() {
+            let p = reversed
+                .get(code as usize)
+                .copied()
+                .unwrap_or(SlotTable::SINGLE_NONE) as usize;
+            // time read backwards
+            let back = 0i64.saturating_sub(t);
+            s[0] = back;
+            let pred = s[p & (SIZE - 1)];
+            let next = (p + 1) & (SIZE - 1);
+            s[next] = std::hint::select_unpredictable(back - w <= pred, pred, s[next]);
+            if s[full] != UNSET {
+                return Some(t);
+            }
+        }
+        None
     }
 
     /// [`FunnelKernel::single_slots`] over a journey in pieces (times and events), each

@@ -373,7 +373,7 @@ pub fn run_funnel<S: JourneySource>(
                     .as_ref()
                     .filter(|s| kernel.small_single(s, ties) && !runner.needs_outcome())
                 {
-                    let single = slots.single.as_deref().expect("a single-step table");
+                    let single = slots.single.as_ref().expect("a single-step table");
                     for &(lo, hi) in b.ranges {
                         let rows = rows_of(lo, hi);
                         let (best, t0) = kernel
@@ -438,7 +438,7 @@ pub fn run_funnel<S: JourneySource>(
             let single = slot_table
                 .as_ref()
                 .filter(|s| kernel.small_single(s, false) && !runner.needs_outcome())
-                .and_then(|s| s.single.as_deref())
+                .and_then(|s| s.single.as_ref().map(|s| s.forward.as_slice()))
                 .filter(|_| scan_opts.columns == JourneyColumns::NONE);
             let pieces = |acc: &mut PersonAcc, b: &PieceBatch<'_>, single: &[u8]| {
                 for k in 0..b.persons.len() {
