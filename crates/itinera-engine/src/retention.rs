@@ -127,6 +127,8 @@ pub fn run_retention<S: JourneySource>(
     let mut scan_opts = opts.clone();
     // returns may come after `to`; nothing before `from` matters
     scan_opts.from_ms = q.from_ms;
+    // times and what the selectors read: a person in pieces is copied together without the rest
+    scan_opts.columns = matcher.columns();
     // per part: table, latest touchpoint, scratch, (customers, repeat), members' last touchpoints
     type Part = (
         FxHashMap<i64, Vec<u64>>,
@@ -168,6 +170,10 @@ pub fn run_retention<S: JourneySource>(
                 let k = q.period.index(zone.local_ms(j.ts[i])) - cohort;
                 if k >= 1 && k as usize <= n {
                     back[k as usize] = true;
+                } else if k > n as i64 + 1 {
+                    // rows are in time order, and local time steps back by less than a period
+                    // (a daylight-saving change): no later row falls in a counted period
+                    break;
                 }
             }
             let row = acc.entry(cohort).or_insert_with(|| vec![0; n + 1]);
@@ -295,6 +301,71 @@ mod tests {
         // the latest touchpoint is at day 100: b (last seen day 10) has churned, a and c have not
         assert_eq!(r.churned, 1);
         assert_eq!(r.churn_rate, Some(1.0 / 3.0));
+    }
+
+    proptest::proptest! {
+        /// Cohort tables equal a direct count over every row, rows long after the counted
+        /// periods and returns in the cohort's own period included, in both modes and in
+        /// pieces (which copy only the columns the selectors read).
+        #[test]
+        fn tables_equal_a_direct_count(
+            journeys in proptest::collection::vec(
+                proptest::collection::vec((0i64..60 * D, proptest::bool::ANY), 1..30),
+                1..12,
+            ),
+            periods in 1usize..6,
+            on_or_after in proptest::bool::ANY,
+            pieces in 1usize..8,
+        ) {
+            let mut rows = Vec::new();
+            let mut expected: std::collections::BTreeMap<i64, Vec<u64>> = Default::default();
+            for (p, journey) in journeys.iter().enumerate() {
+                let mut journey = journey.clone();
+                journey.sort();
+                for &(t, signup) in &journey {
+                    rows.push(Row::new(&format!("p{p}"), t, if signup { "signup" } else { "visit" }));
+                }
+                let Some(first) = journey.iter().position(|&(_, signup)| signup) else {
+                    continue;
+                };
+                let cohort = journey[first].0.div_euclid(D);
+                let mut back = vec![false; periods + 1];
+                for &(t, signup) in &journey[first + 1..] {
+                    let k = t.div_euclid(D) - cohort;
+                    if !signup && (1..=periods as i64).contains(&k) {
+                        back[k as usize] = true;
+                    }
+                }
+                let row = expected.entry(cohort).or_insert_with(|| vec![0; periods + 1]);
+                row[0] += 1;
+                for k in 1..=periods {
+                    let hit = match on_or_after {
+                        false => back[k],
+                        true => back[k..].contains(&true),
+                    };
+                    row[k] += u64::from(hit);
+                }
+            }
+            let q = RetentionQuery {
+                cohort: EventSelector::event("signup"),
+                return_event: Some(EventSelector::event("visit")),
+                period: Period::Day,
+                periods,
+                mode: if on_or_after { RetentionMode::OnOrAfter } else { RetentionMode::On },
+                from_ms: None,
+                to_ms: None,
+                utc_offset_minutes: 0,
+                time_zone: None,
+                purchase: None,
+                churn_after: crate::Span(30 * D),
+            };
+            let expected: Vec<Vec<u64>> = expected.into_values().collect();
+            for src in [MemorySource::new(&rows), MemorySource::new(&rows).in_pieces(pieces)] {
+                let r = run_retention(&src, &q, &Default::default()).unwrap();
+                let got: Vec<Vec<u64>> = r.cohorts.into_iter().map(|c| c.returned).collect();
+                proptest::prop_assert_eq!(&got, &expected);
+            }
+        }
     }
 
     #[test]
