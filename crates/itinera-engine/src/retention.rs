@@ -8,7 +8,7 @@
 
 use crate::calendar::{Period, DAY_MS};
 use crate::error::{EngineError, Result};
-use crate::journey::{JourneySource, ScanOptions};
+use crate::journey::{Journey, JourneySource, ScanOptions};
 use crate::selector::{EventSelector, Matcher};
 use crate::stats::ratio;
 use rustc_hash::FxHashMap;
@@ -137,60 +137,62 @@ pub fn run_retention<S: JourneySource>(
         (u64, u64),
         Vec<i64>,
     );
-    let parts = source.scan(
-        &scan_opts,
-        Part::default,
-        |(acc, latest, back, buyers, last_seen): &mut Part, j| {
-            if let Some(last) = j.ts.last() {
-                *latest = (*latest).max(*last);
+    // each person's rows `lo..hi` of a batch's shared columns, read in place
+    let person = |(acc, latest, back, buyers, last_seen): &mut Part, j: &Journey<'_>, lo, hi| {
+        let Some(&last) = j.ts[lo..hi].last() else {
+            return;
+        };
+        *latest = (*latest).max(last);
+        let in_range = |t: i64| q.from_ms.is_none_or(|f| t >= f) && q.to_ms.is_none_or(|e| t < e);
+        let Some(first) = (lo..hi).find(|&i| matcher.row_mask(j, i) & 1 != 0 && in_range(j.ts[i]))
+        else {
+            return;
+        };
+        let cohort = q.period.index(zone.local_ms(j.ts[first]));
+        if purchase_bit != 0 {
+            let purchases = (first..hi)
+                .filter(|&i| matcher.row_mask(j, i) & purchase_bit != 0)
+                .take(2)
+                .count();
+            buyers.0 += u64::from(purchases >= 1);
+            buyers.1 += u64::from(purchases >= 2);
+        }
+        last_seen.push(last);
+        back.clear();
+        back.resize(n + 1, false);
+        for i in first + 1..hi {
+            if return_bit != 0 && matcher.row_mask(j, i) & return_bit == 0 {
+                continue;
             }
-            let in_range =
-                |t: i64| q.from_ms.is_none_or(|f| t >= f) && q.to_ms.is_none_or(|e| t < e);
-            let Some(first) =
-                (0..j.len()).find(|&i| matcher.row_mask(j, i) & 1 != 0 && in_range(j.ts[i]))
-            else {
-                return;
+            let k = q.period.index(zone.local_ms(j.ts[i])) - cohort;
+            if k >= 1 && k as usize <= n {
+                back[k as usize] = true;
+            } else if k > n as i64 + 1 {
+                // rows are in time order, and local time steps back by less than a period
+                // (a daylight-saving change): no later row falls in a counted period
+                break;
+            }
+        }
+        let row = acc.entry(cohort).or_insert_with(|| vec![0; n + 1]);
+        row[0] += 1;
+        let mut later = false;
+        for k in (1..=n).rev() {
+            later |= back[k];
+            let hit = match q.mode {
+                RetentionMode::On => back[k],
+                RetentionMode::OnOrAfter => later,
             };
-            let cohort = q.period.index(zone.local_ms(j.ts[first]));
-            if purchase_bit != 0 {
-                let purchases = (first..j.len())
-                    .filter(|&i| matcher.row_mask(j, i) & purchase_bit != 0)
-                    .take(2)
-                    .count();
-                buyers.0 += u64::from(purchases >= 1);
-                buyers.1 += u64::from(purchases >= 2);
+            if hit {
+                row[k] += 1;
             }
-            last_seen.push(*j.ts.last().expect("a matched row"));
-            back.clear();
-            back.resize(n + 1, false);
-            for i in first + 1..j.len() {
-                if return_bit != 0 && matcher.row_mask(j, i) & return_bit == 0 {
-                    continue;
-                }
-                let k = q.period.index(zone.local_ms(j.ts[i])) - cohort;
-                if k >= 1 && k as usize <= n {
-                    back[k as usize] = true;
-                } else if k > n as i64 + 1 {
-                    // rows are in time order, and local time steps back by less than a period
-                    // (a daylight-saving change): no later row falls in a counted period
-                    break;
-                }
-            }
-            let row = acc.entry(cohort).or_insert_with(|| vec![0; n + 1]);
-            row[0] += 1;
-            let mut later = false;
-            for k in (1..=n).rev() {
-                later |= back[k];
-                let hit = match q.mode {
-                    RetentionMode::On => back[k],
-                    RetentionMode::OnOrAfter => later,
-                };
-                if hit {
-                    row[k] += 1;
-                }
-            }
-        },
-    );
+        }
+    };
+    // batches of persons: no journey sliced per person (that was most of the cost)
+    let parts = source.scan_batches(&scan_opts, Part::default, |part: &mut Part, b| {
+        for &(lo, hi) in b.ranges {
+            person(part, &b.rows, lo as usize, hi as usize);
+        }
+    });
     if opts.control.as_ref().is_some_and(|c| c.is_cancelled()) {
         return Err(EngineError::Cancelled);
     }
