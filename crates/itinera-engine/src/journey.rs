@@ -467,7 +467,10 @@ pub struct PieceBatch<'a> {
 
 impl<'a> PieceBatch<'a> {
     /// The times and events of the k-th person's pieces, in order.
-    pub fn pieces(&self, k: usize) -> impl Iterator<Item = (&'a [i64], &'a [u32])> + Clone + 'a {
+    pub fn pieces(
+        &self,
+        k: usize,
+    ) -> impl DoubleEndedIterator<Item = (&'a [i64], &'a [u32])> + Clone + 'a {
         let (chunks, (lo, hi)) = (self.chunks, self.spans[k]);
         self.pieces[lo as usize..hi as usize]
             .iter()

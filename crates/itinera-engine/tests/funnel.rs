@@ -458,10 +458,12 @@ fn documented_chain(seq: &[(i64, u8)], steps: &[u8], window: i64) -> Vec<i64> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// Long journeys, read from their end first by the fast kernel, reach what the general
+    /// Long journeys, read from their end first by the fast kernels, reach what the general
     /// kernel reaches and report the documented chain, each journey alone: journeys that
     /// complete the funnel near their end, only early (before the part read from the end),
-    /// never (a bot that only views pages), and short ones beside them.
+    /// never (a bot that only views pages), and short ones beside them. In pieces (a store
+    /// being written to) they get the funnel of whole ones, also when two touchpoints share a
+    /// time before the part read from the end (which sends the journey to the general kernel).
     #[test]
     fn long_journeys_read_from_the_end_report_the_documented_chain(
         seed in any::<u64>(),
@@ -469,7 +471,11 @@ proptest! {
         steps in prop::collection::vec(0u8..5, 2..6),
         window_s in prop::sample::select(vec![60i64, 3_600, 86_400, 7 * 86_400]),
         short in journeys_without_ties(),
+        every in prop::sample::select(vec![100usize, 700, 5_000]),
+        tie_at in 1usize..512,
     ) {
+        let mut tied = long_journey(seed ^ 5, len, [1, 1, 1, 1, 1], false);
+        tied[tie_at].0 = tied[tie_at - 1].0;
         let long = [
             long_journey(seed, len, [1, 1, 1, 1, 1], false),
             long_journey(seed ^ 1, len, [8, 4, 2, 1, 1], false),
@@ -491,7 +497,11 @@ proptest! {
             }
         }
         let mut seqs = long.to_vec();
+        seqs.push(tied);
         seqs.extend(short.into_iter().map(|j| j.into_iter().map(|(t, e)| (t * 1_000, e)).collect()));
+        let whole = run_funnel(&source(&seqs), &q, &Default::default()).unwrap();
+        let cut = run_funnel(&source(&seqs).in_pieces(every), &q, &Default::default()).unwrap();
+        prop_assert_eq!(serde_json::to_value(whole).unwrap(), serde_json::to_value(cut).unwrap());
         let src = source(&seqs);
         let mut general = q.clone();
         general.exclusions.push(Exclusion {

@@ -81,6 +81,18 @@ impl SlotTable {
     const SMALL_STEPS: usize = 5;
 }
 
+/// True when two touchpoints of a journey in time-ordered pieces share a time.
+fn has_ties<'p>(pieces: impl Iterator<Item = (&'p [i64], &'p [u32])>) -> bool {
+    let mut last = None;
+    for (ts, _) in pieces {
+        if ts.first().is_some_and(|t| last == Some(*t)) || !crate::journey::distinct_times(ts) {
+            return true;
+        }
+        last = ts.last().copied().or(last);
+    }
+    false
+}
+
 /// What one person (or account) achieved.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -428,7 +440,8 @@ impl FunnelKernel {
         // with an entry bound the latest chain may start too late; ties need every row seen
         if !BOUNDED && !TIES && ts.len() >= Self::FROM_THE_END_ROWS {
             let budget = ts.len() / Self::FROM_THE_END_SHARE;
-            if let Some(t0) = self.latest_full_chain::<SIZE>(ts, events, &single.reversed, budget) {
+            let one = std::iter::once((ts, events));
+            if let Some(t0) = self.latest_full_chain::<SIZE>(one, &single.reversed, budget) {
                 return Some((self.n, t0));
             }
         }
@@ -442,9 +455,29 @@ impl FunnelKernel {
     /// journey that never completes the funnel pays at most (an eighth more).
     const FROM_THE_END_SHARE: usize = 8;
 
+    /// [`FunnelKernel::single_slots`] (8 slots, no entry bound, ties looked for) over a
+    /// journey in pieces (see [`FunnelKernel::single_slots_over`]): a long one is first read
+    /// from its end, and that answer stands when no two of its touchpoints share a time.
+    pub(super) fn single_slots_pieces<'p>(
+        &self,
+        pieces: impl DoubleEndedIterator<Item = (&'p [i64], &'p [u32])> + Clone,
+        single: &SingleSteps,
+    ) -> Option<(usize, i64)> {
+        let rows: usize = pieces.clone().map(|(ts, _)| ts.len()).sum();
+        if rows >= Self::FROM_THE_END_ROWS {
+            let budget = rows / Self::FROM_THE_END_SHARE;
+            if let Some(t0) = self.latest_full_chain::<8>(pieces.clone(), &single.reversed, budget)
+            {
+                // with equal times the forward kernel gives up too: the general one decides
+                return (!has_ties(pieces)).then_some((self.n, t0));
+            }
+        }
+        self.single_slots_over::<8, false, true>(pieces, &single.forward)
+    }
+
     /// The start of the latest chain through every step, looked for among the last `budget`
-    /// rows of a journey without equal times (`reversed`: [`SingleSteps::reversed`]); None
-    /// when no such chain starts there.
+    /// rows of a journey without equal times, given as time-ordered pieces
+    /// (`reversed`: [`SingleSteps::reversed`]); None when no such chain starts there.
     ///
     /// When a journey completes the funnel, what the forward kernels answer is that start
     /// alone (the steps reached are all of them, and the chain is walked from it), and in a
@@ -455,32 +488,37 @@ impl FunnelKernel {
     /// chain from step n - k to the last, and the first touchpoint of step 1 (read from the
     /// end) that completes such a chain within the window is the latest start.
     #[inline(always)]
-    pub(super) fn latest_full_chain<const SIZE: usize>(
+    pub(super) fn latest_full_chain<'p, const SIZE: usize>(
         &self,
-        ts: &[i64],
-        events: &[u32],
+        pieces: impl DoubleEndedIterator<Item = (&'p [i64], &'p [u32])>,
         reversed: &[u8],
-        budget: usize,
+        mut budget: usize,
     ) -> Option<i64> {
         const UNSET: i64 = i64::MIN / 2;
         debug_assert!(self.n < (SlotTable::SINGLE_NONE as usize) % SIZE);
         let mut s = [UNSET; SIZE];
         let w = self.window.min(i64::MAX / 4);
         let full = self.n & (SIZE - 1);
-        let from = ts.len().saturating_sub(budget);
-        for (&t, &code) in ts[from..].iter().zip(&events[from..]).rev() {
-            let p = reversed
-                .get(code as usize)
-                .copied()
-                .unwrap_or(SlotTable::SINGLE_NONE) as usize;
-            // time read backwards
-            let back = 0i64.saturating_sub(t);
-            s[0] = back;
-            let pred = s[p & (SIZE - 1)];
-            let next = (p + 1) & (SIZE - 1);
-            s[next] = std::hint::select_unpredictable(back - w <= pred, pred, s[next]);
-            if s[full] != UNSET {
-                return Some(t);
+        for (ts, events) in pieces.rev() {
+            let from = ts.len().saturating_sub(budget);
+            budget -= ts.len() - from;
+            for (&t, &code) in ts[from..].iter().zip(&events[from..]).rev() {
+                let p = reversed
+                    .get(code as usize)
+                    .copied()
+                    .unwrap_or(SlotTable::SINGLE_NONE) as usize;
+                // time read backwards
+                let back = 0i64.saturating_sub(t);
+                s[0] = back;
+                let pred = s[p & (SIZE - 1)];
+                let next = (p + 1) & (SIZE - 1);
+                s[next] = std::hint::select_unpredictable(back - w <= pred, pred, s[next]);
+                if s[full] != UNSET {
+                    return Some(t);
+                }
+            }
+            if budget == 0 {
+                break;
             }
         }
         None

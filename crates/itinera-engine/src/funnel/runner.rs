@@ -1,5 +1,5 @@
 use super::durations::{Durations, StepTimes};
-use super::kernel::CHAIN_SLOTS;
+use super::kernel::{SingleSteps, CHAIN_SLOTS};
 use super::render::render;
 use super::rows::{tag_of, EventMasks};
 use super::*;
@@ -438,11 +438,11 @@ pub fn run_funnel<S: JourneySource>(
             let single = slot_table
                 .as_ref()
                 .filter(|s| kernel.small_single(s, false) && !runner.needs_outcome())
-                .and_then(|s| s.single.as_ref().map(|s| s.forward.as_slice()))
+                .and_then(|s| s.single.as_ref())
                 .filter(|_| scan_opts.columns == JourneyColumns::NONE);
-            let pieces = |acc: &mut PersonAcc, b: &PieceBatch<'_>, single: &[u8]| {
+            let pieces = |acc: &mut PersonAcc, b: &PieceBatch<'_>, single: &SingleSteps| {
                 for k in 0..b.persons.len() {
-                    let chain = kernel.single_slots_over::<8, false, true>(b.pieces(k), single);
+                    let chain = kernel.single_slots_pieces(b.pieces(k), single);
                     if let Some((best, t0)) = chain {
                         let (t, scratch) = (&mut acc.0, &mut acc.2);
                         PersonRunner::record_table_chain_pieces(
