@@ -43,14 +43,19 @@ def levels_to_counts(levels):
     return [sum(n for lvl, n in levels.items() if lvl >= k) for k in range(1, len(STEPS) + 1)]
 
 
-def chdb_funnel(csv, runs):
-    tmp = tempfile.mkdtemp()
-    s = session.Session(tmp)
+def chdb_events(csv):
+    """A chDB session holding the stream as table b.ev (person, ts, event), merged."""
+    s = session.Session(tempfile.mkdtemp())
     s.query("CREATE DATABASE IF NOT EXISTS b")
     s.query("CREATE TABLE b.ev (person UInt64, ts UInt64, event UInt8) ENGINE = MergeTree ORDER BY (person, ts)")
     s.query(f"INSERT INTO b.ev SELECT person, ts, event FROM file('{csv}', CSVWithNames, "
             f"'person UInt64, ts Int64, event UInt8, channel UInt8')")
     s.query("OPTIMIZE TABLE b.ev FINAL")
+    return s
+
+
+def chdb_funnel(csv, runs):
+    s = chdb_events(csv)
     conds = ", ".join(f"event = {e}" for e in STEPS)
     sql = (f"SELECT level, count() FROM (SELECT person, windowFunnel({WINDOW_MS})(ts, {conds}) AS level "
            f"FROM b.ev GROUP BY person) GROUP BY level SETTINGS max_threads = 2")

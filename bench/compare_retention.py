@@ -10,24 +10,15 @@ Itinera's answer (`itinera query retention --cohort page_view --return "Order Co
 
 import argparse
 import json
-import tempfile
 
-from chdb import session
-
-from compare_funnel import timed
+from compare_funnel import chdb_events, timed
 
 PAGE_VIEW, ORDER_COMPLETED = 0, 4  # EVENTS in the bench
 PERIODS = 12
 
 
 def chdb_retention(csv, runs):
-    tmp = tempfile.mkdtemp()
-    s = session.Session(tmp)
-    s.query("CREATE DATABASE IF NOT EXISTS b")
-    s.query("CREATE TABLE b.ev (person UInt64, ts Int64, event UInt8) ENGINE = MergeTree ORDER BY (person, ts)")
-    s.query(f"INSERT INTO b.ev SELECT person, ts, event FROM file('{csv}', CSVWithNames, "
-            f"'person UInt64, ts Int64, event UInt8, channel UInt8')")
-    s.query("OPTIMIZE TABLE b.ev FINAL")
+    s = chdb_events(csv)
     week = "toMonday(toDateTime(intDiv({}, 1000), 'UTC'))"
     conds = ", ".join(f"{week.format('ts')} = {week.format('f')} + {7 * k} AND event = {ORDER_COMPLETED}"
                       for k in range(1, PERIODS + 1))

@@ -305,6 +305,23 @@ mod tests {
         assert_eq!(r.churn_rate, Some(1.0 / 3.0));
     }
 
+    /// Daily cohorts of `signup`, coming back = a `visit` during each of `periods` days.
+    fn signups_coming_back(periods: usize) -> RetentionQuery {
+        RetentionQuery {
+            cohort: EventSelector::event("signup"),
+            return_event: Some(EventSelector::event("visit")),
+            period: Period::Day,
+            periods,
+            mode: RetentionMode::On,
+            from_ms: None,
+            to_ms: None,
+            utc_offset_minutes: 0,
+            time_zone: None,
+            purchase: None,
+            churn_after: crate::Span(30 * D),
+        }
+    }
+
     proptest::proptest! {
         /// Cohort tables equal a direct count over every row, rows long after the counted
         /// periods and returns in the cohort's own period included, in both modes and in
@@ -348,19 +365,10 @@ mod tests {
                     row[k] += u64::from(hit);
                 }
             }
-            let q = RetentionQuery {
-                cohort: EventSelector::event("signup"),
-                return_event: Some(EventSelector::event("visit")),
-                period: Period::Day,
-                periods,
-                mode: if on_or_after { RetentionMode::OnOrAfter } else { RetentionMode::On },
-                from_ms: None,
-                to_ms: None,
-                utc_offset_minutes: 0,
-                time_zone: None,
-                purchase: None,
-                churn_after: crate::Span(30 * D),
-            };
+            let mut q = signups_coming_back(periods);
+            if on_or_after {
+                q.mode = RetentionMode::OnOrAfter;
+            }
             let expected: Vec<Vec<u64>> = expected.into_values().collect();
             for src in [MemorySource::new(&rows), MemorySource::new(&rows).in_pieces(pieces)] {
                 let r = run_retention(&src, &q, &Default::default()).unwrap();
@@ -383,19 +391,7 @@ mod tests {
             Row::new("c", base + D + 5, "signup"),
         ];
         let src = MemorySource::new(&rows);
-        let mut q = RetentionQuery {
-            cohort: EventSelector::event("signup"),
-            return_event: Some(EventSelector::event("visit")),
-            period: Period::Day,
-            periods: 3,
-            mode: RetentionMode::On,
-            from_ms: None,
-            to_ms: None,
-            utc_offset_minutes: 0,
-            time_zone: None,
-            purchase: None,
-            churn_after: crate::Span(30 * D),
-        };
+        let mut q = signups_coming_back(3);
         let r = run_retention(&src, &q, &Default::default()).unwrap();
         assert_eq!(r.cohorts.len(), 2);
         assert_eq!(r.cohorts[0].cohort, "2024-01-01");

@@ -416,6 +416,17 @@ fn long_journey(seed: u64, len: usize, mix: [u32; 5], early: bool) -> Vec<(i64, 
         .collect()
 }
 
+/// The same funnel sent down the general kernel: an exclusion that never matches.
+fn general_kernel(q: &FunnelQuery) -> FunnelQuery {
+    let mut general = q.clone();
+    general.exclusions.push(Exclusion {
+        selector: EventSelector::event("never"),
+        from_step: None,
+        to_step: None,
+    });
+    general
+}
+
 fn step_counts_and_levels(src: &MemorySource, q: &FunnelQuery) -> (Vec<u64>, Vec<u64>) {
     let r = run_funnel(src, q, &Default::default()).unwrap();
     (r.steps.iter().map(|s| s.count).collect(), r.levels)
@@ -503,13 +514,7 @@ proptest! {
         let cut = run_funnel(&source(&seqs).in_pieces(every), &q, &Default::default()).unwrap();
         prop_assert_eq!(serde_json::to_value(whole).unwrap(), serde_json::to_value(cut).unwrap());
         let src = source(&seqs);
-        let mut general = q.clone();
-        general.exclusions.push(Exclusion {
-            selector: EventSelector::event("never"),
-            from_step: None,
-            to_step: None,
-        });
-        prop_assert_eq!(step_counts_and_levels(&src, &q), step_counts_and_levels(&src, &general));
+        prop_assert_eq!(step_counts_and_levels(&src, &q), step_counts_and_levels(&src, &general_kernel(&q)));
     }
 }
 
@@ -528,13 +533,7 @@ proptest! {
         let n = names(&steps);
         let mut fast = funnel(&n, window, FunnelOrder::Ordered);
         fast.from_ms = from;
-        let mut general = fast.clone();
-        general.exclusions.push(Exclusion {
-            selector: EventSelector::event("never"),
-            from_step: None,
-            to_step: None,
-        });
-        prop_assert_eq!(step_counts_and_levels(&src, &fast), step_counts_and_levels(&src, &general));
+        prop_assert_eq!(step_counts_and_levels(&src, &fast), step_counts_and_levels(&src, &general_kernel(&fast)));
     }
 
     /// Persons handed over in pieces (a store being written to) get the funnel, its times and
