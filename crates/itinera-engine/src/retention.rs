@@ -187,7 +187,7 @@ pub fn run_retention<S: JourneySource>(
             }
         }
     };
-    // batches of persons: no journey sliced per person (that was most of the cost)
+    // batches of persons, their rows read in place: no journey sliced per person
     let parts = source.scan_batches(&scan_opts, Part::default, |part: &mut Part, b| {
         for &(lo, hi) in b.ranges {
             person(part, &b.rows, lo as usize, hi as usize);
