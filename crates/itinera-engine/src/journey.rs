@@ -463,6 +463,9 @@ pub struct PieceBatch<'a> {
     pub persons: &'a [u32],
     pub spans: &'a [(u32, u32)],
     pub pieces: &'a [(u32, u32, u32)],
+    /// For each chunk, whether no two neighbouring rows share a time (see [`distinct_times`];
+    /// false when unknown).
+    pub distinct: &'a [bool],
 }
 
 impl<'a> PieceBatch<'a> {
@@ -479,6 +482,23 @@ impl<'a> PieceBatch<'a> {
                 let rows = start as usize..end as usize;
                 (&j.ts[rows.clone()], &j.event[rows])
             })
+    }
+
+    /// True when two of the k-th person's touchpoints share a time: only pieces of chunks that
+    /// may hold equal times are read, and the edges between pieces.
+    pub fn has_ties(&self, k: usize) -> bool {
+        let (lo, hi) = self.spans[k];
+        let mut last = None;
+        for &(c, start, end) in &self.pieces[lo as usize..hi as usize] {
+            let ts = &self.chunks[c as usize].ts[start as usize..end as usize];
+            if ts.first().is_some_and(|t| last == Some(*t))
+                || (!self.distinct[c as usize] && !distinct_times(ts))
+            {
+                return true;
+            }
+            last = ts.last().copied().or(last);
+        }
+        false
     }
 
     /// The k-th person's times and events copied into `rows` (emptied first).

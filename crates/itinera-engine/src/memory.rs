@@ -232,6 +232,7 @@ impl JourneySource for MemorySource {
                 persons: &persons,
                 spans: &spans,
                 pieces: &pieces,
+                distinct: &[crate::journey::distinct_times(&self.cols.ts)],
             },
         );
         vec![acc]

@@ -762,6 +762,8 @@ impl Pieces {
             .iter()
             .map(|c| journey_of(0, c, 0, c.len(), opts.columns))
             .collect();
+        // known once per chunk (and already asked by the batches of the same chunks)
+        let distinct: Vec<bool> = chunks.iter().map(|c| c.distinct_times()).collect();
         g(
             acc,
             &PieceBatch {
@@ -769,6 +771,7 @@ impl Pieces {
                 persons: &self.persons,
                 spans: &self.spans,
                 pieces: &self.pieces,
+                distinct: &distinct,
             },
         );
         self.persons.clear();

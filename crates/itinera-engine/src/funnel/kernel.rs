@@ -81,18 +81,6 @@ impl SlotTable {
     const SMALL_STEPS: usize = 5;
 }
 
-/// True when two touchpoints of a journey in time-ordered pieces share a time.
-fn has_ties<'p>(pieces: impl Iterator<Item = (&'p [i64], &'p [u32])>) -> bool {
-    let mut last = None;
-    for (ts, _) in pieces {
-        if ts.first().is_some_and(|t| last == Some(*t)) || !crate::journey::distinct_times(ts) {
-            return true;
-        }
-        last = ts.last().copied().or(last);
-    }
-    false
-}
-
 /// What one person (or account) achieved.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -457,10 +445,12 @@ impl FunnelKernel {
 
     /// [`FunnelKernel::single_slots`] (8 slots, no entry bound, ties looked for) over a
     /// journey in pieces (see [`FunnelKernel::single_slots_over`]): a long one is first read
-    /// from its end, and that answer stands when no two of its touchpoints share a time.
+    /// from its end, and that answer stands when no two of its touchpoints share a time
+    /// (`has_ties`, asked only then).
     pub(super) fn single_slots_pieces<'p>(
         &self,
         pieces: impl DoubleEndedIterator<Item = (&'p [i64], &'p [u32])> + Clone,
+        has_ties: impl FnOnce() -> bool,
         single: &SingleSteps,
     ) -> Option<(usize, i64)> {
         let rows: usize = pieces.clone().map(|(ts, _)| ts.len()).sum();
@@ -469,7 +459,7 @@ impl FunnelKernel {
             if let Some(t0) = self.latest_full_chain::<8>(pieces.clone(), &single.reversed, budget)
             {
                 // with equal times the forward kernel gives up too: the general one decides
-                return (!has_ties(pieces)).then_some((self.n, t0));
+                return (!has_ties()).then_some((self.n, t0));
             }
         }
         self.single_slots_over::<8, false, true>(pieces, &single.forward)

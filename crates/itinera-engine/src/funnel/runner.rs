@@ -442,7 +442,7 @@ pub fn run_funnel<S: JourneySource>(
                 .filter(|_| scan_opts.columns == JourneyColumns::NONE);
             let pieces = |acc: &mut PersonAcc, b: &PieceBatch<'_>, single: &SingleSteps| {
                 for k in 0..b.persons.len() {
-                    let chain = kernel.single_slots_pieces(b.pieces(k), single);
+                    let chain = kernel.single_slots_pieces(b.pieces(k), || b.has_ties(k), single);
                     if let Some((best, t0)) = chain {
                         let (t, scratch) = (&mut acc.0, &mut acc.2);
                         PersonRunner::record_table_chain_pieces(
