@@ -89,9 +89,22 @@ impl RunIndex {
         }
         // each chunk's runs are in person order unless identities were merged since it was
         // written: then they are sorted, all together
-        let (runs, person_starts) = if lists.iter().all(|l| l.is_sorted()) {
-            let refs: Vec<(&[Run], u32)> = lists.iter().map(|l| (&l[..], 0)).collect();
-            merge_by_person(&refs)
+        let (runs, person_starts) = if lists.len() == 1 && lists[0].is_sorted() {
+            let runs = lists.pop().expect("one list");
+            let starts = person_starts_of(&runs);
+            (runs, starts)
+        } else if lists.iter().all(|l| l.is_sorted()) {
+            let starts: Vec<Vec<usize>> = lists.iter().map(|l| person_starts_of(l)).collect();
+            let refs: Vec<RunList<'_>> = lists
+                .iter()
+                .zip(&starts)
+                .map(|(runs, starts)| RunList {
+                    runs,
+                    starts,
+                    offset: 0,
+                })
+                .collect();
+            merge_by_person(&refs, Default::default())
         } else {
             let mut all: Vec<Run> = lists.into_iter().flatten().collect();
             all.sort_unstable();
@@ -164,29 +177,55 @@ fn person_starts_of(runs: &[Run]) -> Vec<usize> {
     starts
 }
 
-/// Merges run lists, each sorted by (person, chunk, row) and on chunks numbered below the next
-/// list's, into one such list (each list's chunk numbers shifted by its offset), with where
-/// each person starts. A person's runs are copied list by list, not compared one by one.
-fn merge_by_person(lists: &[(&[Run], u32)]) -> (Vec<Run>, Vec<usize>) {
-    let total = lists.iter().map(|(l, _)| l.len()).sum();
-    let mut out: Vec<Run> = Vec::with_capacity(total);
-    let mut starts = Vec::new();
-    let mut heads = vec![0usize; lists.len()];
+/// Buffers for a merged run list and its person starts.
+pub(crate) type RunBuffers = (Vec<Run>, Vec<usize>);
+
+/// A run list sorted by (person, chunk, row), where each of its persons starts in it (plus the
+/// end), and the shift of its chunk numbers in the merged list.
+struct RunList<'a> {
+    runs: &'a [Run],
+    starts: &'a [usize],
+    offset: u32,
+}
+
+/// Merges run lists, each on chunks numbered below the next list's once shifted, into one list
+/// sorted by (person, chunk, row), with where each person starts. A snapshot of a store being
+/// written to does this for every query, over every person of every part: a person's runs are
+/// copied list by list, found by the lists' own person starts, never compared one by one.
+/// The merged list is written into `buffers` (emptied first): a snapshot hands over the
+/// previous one's when no query holds it any more, so that the pages are not faulted in anew.
+fn merge_by_person(lists: &[RunList<'_>], buffers: RunBuffers) -> (Vec<Run>, Vec<usize>) {
+    const DONE: u64 = u64::MAX;
+    let total = lists.iter().map(|l| l.runs.len()).sum();
+    let persons: usize = lists.iter().map(|l| l.starts.len().saturating_sub(1)).sum();
+    let (mut out, mut starts) = buffers;
+    out.clear();
+    starts.clear();
+    out.reserve(total);
+    starts.reserve(persons.min(total) + 1);
+    // per list, the index of its next person in its starts, and that person (DONE at the end)
+    let mut next = vec![0usize; lists.len()];
+    let mut heads: Vec<u64> = lists
+        .iter()
+        .map(|l| l.runs.first().map_or(DONE, |r| u64::from(r.person)))
+        .collect();
     loop {
-        let next = lists
-            .iter()
-            .zip(&heads)
-            .filter_map(|((l, _), &h)| l.get(h).map(|r| r.person))
-            .min();
-        let Some(person) = next else { break };
+        let person = heads.iter().copied().min().unwrap_or(DONE);
+        if person == DONE {
+            break;
+        }
         starts.push(out.len());
-        for ((list, offset), head) in lists.iter().zip(heads.iter_mut()) {
-            let from = *head;
-            while *head < list.len() && list[*head].person == person {
-                *head += 1;
+        for ((list, head), at) in lists.iter().zip(heads.iter_mut()).zip(next.iter_mut()) {
+            if *head != person {
+                continue;
             }
-            let span = &list[from..*head];
-            match offset {
+            let span = &list.runs[list.starts[*at]..list.starts[*at + 1]];
+            *at += 1;
+            *head = list
+                .runs
+                .get(list.starts[*at])
+                .map_or(DONE, |r| u64::from(r.person));
+            match list.offset {
                 0 => out.extend_from_slice(span),
                 off => out.extend(span.iter().map(|r| Run {
                     chunk: r.chunk + off,
@@ -327,23 +366,33 @@ impl Snapshot {
     }
 
     /// The snapshot of a store whose segments are indexed by `base` and whose rows in memory
-    /// are in the sorted copies indexed by `mem`.
+    /// are in the sorted copies indexed by `mem`; its person index is written into `buffers`
+    /// when it needs one of its own.
     pub(crate) fn assemble(
         base: &RunIndex,
         mem: &[&RunIndex],
         roots: Arc<Vec<u32>>,
         erased: Arc<HashMap<u32, i64>>,
+        buffers: RunBuffers,
     ) -> Snapshot {
         let mut chunks = base.chunks.clone();
-        let mut lists = vec![(&base.runs[..], 0u32)];
+        let mut lists = vec![RunList {
+            runs: &base.runs,
+            starts: &base.person_starts,
+            offset: 0,
+        }];
         for m in mem {
-            lists.push((&m.runs[..], chunks.len() as u32));
+            lists.push(RunList {
+                runs: &m.runs,
+                starts: &m.person_starts,
+                offset: chunks.len() as u32,
+            });
             chunks.extend(m.chunks.iter().cloned());
         }
         let (runs, person_starts) = match lists.len() {
             1 => (base.runs.clone(), base.person_starts.clone()),
             _ => {
-                let (runs, starts) = merge_by_person(&lists);
+                let (runs, starts) = merge_by_person(&lists, buffers);
                 (Arc::new(runs), Arc::new(starts))
             }
         };
@@ -355,6 +404,17 @@ impl Snapshot {
             person_starts,
             blocks: Default::default(),
         }
+    }
+
+    /// The buffers of this snapshot's own person index, when nothing else holds them (see
+    /// [`Snapshot::assemble`]); empty ones otherwise.
+    pub(crate) fn into_buffers(self, base: &RunIndex) -> RunBuffers {
+        if Arc::ptr_eq(&self.runs, &base.runs) {
+            return Default::default();
+        }
+        let runs = Arc::try_unwrap(self.runs).unwrap_or_default();
+        let starts = Arc::try_unwrap(self.person_starts).unwrap_or_default();
+        (runs, starts)
     }
 
     /// Persons with at least one row (erased persons may still count until compaction).

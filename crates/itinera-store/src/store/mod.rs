@@ -630,7 +630,11 @@ mod tests {
     /// Every row of every journey a scan of all columns hands over, as text (codes are the
     /// store's own, so two states of one store compare).
     fn every_column(s: &Store) -> Vec<String> {
-        let parts = s.snapshot().scan_batches(
+        every_column_of(&s.snapshot())
+    }
+
+    fn every_column_of(snapshot: &Snapshot) -> Vec<String> {
+        let parts = snapshot.scan_batches(
             &ScanOptions::default(),
             Vec::new,
             |out: &mut Vec<String>, b| {
@@ -716,6 +720,37 @@ mod tests {
             "as the flushed segment has them"
         );
         assert_eq!(in_memory.len(), 42);
+    }
+
+    /// A snapshot's person index is written into the buffers of the one before when no query
+    /// holds that any more: one still held keeps its own, and every snapshot reads what was
+    /// stored when it was taken.
+    #[test]
+    fn a_snapshot_held_by_a_query_keeps_its_index_while_newer_ones_are_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        s.append(varied_rows(0, 20)).unwrap();
+        s.flush().unwrap();
+        s.append(varied_rows(20, 9)).unwrap();
+        let held = s.snapshot();
+        let first = every_column_of(&held);
+        assert_eq!(first.len(), 29);
+        let mut counts = Vec::new();
+        for k in 0..4 {
+            s.append(varied_rows(29 + k * 6, 6)).unwrap();
+            // each snapshot dropped before the next is built: its buffers are taken
+            counts.push(every_column(&s).len());
+        }
+        assert_eq!(counts, [35, 41, 47, 53]);
+        assert_eq!(
+            every_column_of(&held),
+            first,
+            "the held snapshot is unchanged"
+        );
+        s.flush().unwrap();
+        let all = every_column(&s);
+        assert_eq!(all.len(), 53);
+        assert!(first.iter().all(|row| all.contains(row)));
     }
 
     #[test]

@@ -314,7 +314,12 @@ impl Store {
             .into_iter()
             .chain(runs.parts())
             .collect();
-        let snap = Snapshot::assemble(&base, &parts, roots, erased);
+        // the last snapshot's index, when no query holds it any more, takes the new one
+        let buffers = match cache.last.take() {
+            Some((_, last)) => last.into_buffers(&base),
+            None => Default::default(),
+        };
+        let snap = Snapshot::assemble(&base, &parts, roots, erased, buffers);
         cache.frozen = Some(frozen_runs);
         cache.mem = Some(runs);
         cache.last = Some((key, snap.clone()));
