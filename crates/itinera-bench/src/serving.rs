@@ -128,8 +128,21 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
     let (loaded, after) = match plan.seconds {
         0 => (None, None),
         _ => {
+            store.take_snapshot_builds();
             let loaded = under_load(&plan, &host, &write_key, &query)?;
             println!("  funnel under load: {}", loaded.summary());
+            // every query under load builds its snapshot, on one thread, before its scan
+            let b = store.take_snapshot_builds();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let mean = |d: Duration| ms(d) / b.built.max(1) as f64;
+            println!(
+                "  snapshots built under load: {}, sorting and merging rows in memory {:.1} ms a query (max {:.1}), the person index {:.1} ms (max {:.1})",
+                b.built,
+                mean(b.copies),
+                ms(b.copies_max),
+                mean(b.index),
+                ms(b.index_max)
+            );
             state("serving store after the load, idle")?;
             let after = query.repeat(plan.runs)?;
             println!("  funnel: {}", after.summary());

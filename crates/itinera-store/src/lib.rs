@@ -28,7 +28,7 @@ pub use itinera_engine::ScanOptions;
 pub use manifest::FORMAT_VERSION;
 pub use scan::{PersonEvents, Snapshot, StoreView};
 pub use store::{
-    check_log_record, AppendOutcome, AppendPipeline, Dicts, Store, StoreConfig, StoreMemory,
-    StoreStats, DICT_CHANNELS, DICT_EVENTS, DICT_GROUPS, DICT_IDS, DICT_PROP_KEYS,
+    check_log_record, AppendOutcome, AppendPipeline, Dicts, SnapshotBuilds, Store, StoreConfig,
+    StoreMemory, StoreStats, DICT_CHANNELS, DICT_EVENTS, DICT_GROUPS, DICT_IDS, DICT_PROP_KEYS,
     DICT_PROP_VALUES, DICT_TOUCHPOINTS,
 };

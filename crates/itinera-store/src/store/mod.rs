@@ -40,6 +40,7 @@ pub use config::{
     StoreConfig, DICT_CHANNELS, DICT_EVENTS, DICT_GROUPS, DICT_IDS, DICT_PROP_KEYS,
     DICT_PROP_VALUES, DICT_TOUCHPOINTS,
 };
+pub use snapshots::SnapshotBuilds;
 use state::*;
 pub use state::{Dicts, HolderFile, LoadedSegment, StoreMemory, StoreStats};
 use writer::*;
@@ -751,6 +752,15 @@ mod tests {
         let all = every_column(&s);
         assert_eq!(all.len(), 53);
         assert!(first.iter().all(|row| all.contains(row)));
+        let builds = s.take_snapshot_builds();
+        // the held one, the four between appends, the one after the flush; none reused
+        assert_eq!(builds.built, 6, "{builds:?}");
+        s.snapshot();
+        assert_eq!(
+            s.take_snapshot_builds(),
+            SnapshotBuilds::default(),
+            "nothing changed: the last one is reused, not built"
+        );
     }
 
     #[test]

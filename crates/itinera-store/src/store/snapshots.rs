@@ -13,10 +13,37 @@
 
 use super::*;
 use crate::scan::RunIndex;
+use std::time::{Duration, Instant};
+
+/// What building snapshots has cost since it was last asked ([`Store::take_snapshot_builds`]):
+/// under load every query builds one before its scan starts, on one thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SnapshotBuilds {
+    /// Snapshots built (one reused while nothing changed is not counted).
+    pub built: u64,
+    /// Sorting the rows that arrived since the last one and merging sorted copies.
+    pub copies: Duration,
+    pub copies_max: Duration,
+    /// Merging the parts' person indexes into the snapshot's.
+    pub index: Duration,
+    pub index_max: Duration,
+}
+
+impl SnapshotBuilds {
+    fn add(&mut self, copies: Duration, index: Duration) {
+        self.built += 1;
+        self.copies += copies;
+        self.copies_max = self.copies_max.max(copies);
+        self.index += index;
+        self.index_max = self.index_max.max(index);
+    }
+}
 
 /// What the store keeps from one snapshot to the next.
 #[derive(Default)]
 pub(crate) struct SnapshotCache {
+    /// The cost of the snapshots built since it was last asked.
+    builds: SnapshotBuilds,
     /// The last snapshot and the addresses of what it was built from.
     last: Option<(Vec<usize>, Snapshot)>,
     /// The segments' index, and the addresses of the segments, roots and erasures it is for
@@ -240,6 +267,11 @@ impl Inner {
 }
 
 impl Store {
+    /// What building snapshots has cost since the last call (the serving bench reports it).
+    pub fn take_snapshot_builds(&self) -> SnapshotBuilds {
+        std::mem::take(&mut self.inner.snapshot_cache.lock().builds)
+    }
+
     /// A consistent view for queries, built from what changed since the last one (see the
     /// module's documentation). Reused as a whole while nothing changed.
     pub fn snapshot(&self) -> Snapshot {
@@ -307,6 +339,7 @@ impl Store {
             }
             (f, m) => (f, m),
         };
+        let started = Instant::now();
         let frozen_runs = MemoryRuns::update(old_frozen, &frozen, &roots);
         let runs = MemoryRuns::update(old_mem, &mem, &roots);
         let parts: Vec<&RunIndex> = frozen_runs
@@ -314,12 +347,14 @@ impl Store {
             .into_iter()
             .chain(runs.parts())
             .collect();
+        let copied = Instant::now();
         // the last snapshot's index, when no query holds it any more, takes the new one
         let buffers = match cache.last.take() {
             Some((_, last)) => last.into_buffers(&base),
             None => Default::default(),
         };
         let snap = Snapshot::assemble(&base, &parts, roots, erased, buffers);
+        cache.builds.add(copied - started, copied.elapsed());
         cache.frozen = Some(frozen_runs);
         cache.mem = Some(runs);
         cache.last = Some((key, snap.clone()));
