@@ -8,9 +8,8 @@
 //! least twice the size of the next. A new snapshot sorts only the rows committed since the last
 //! one into a new tail, then merges the newest two tails while the older is less than twice the
 //! newer (as a binary counter carries), and the oldest tail into the large copy when it reaches
-//! a quarter of its size, on a thread of its own: a snapshot copies about as many rows as
-//! arrived since the last one, not the whole tail, and there are a handful of tails however
-//! many snapshots are taken.
+//! a quarter of its size: a snapshot copies about as many rows as arrived since the last one,
+//! not the whole tail, and there are a handful of tails however many snapshots are taken.
 
 use super::*;
 use crate::scan::RunIndex;
@@ -69,16 +68,10 @@ struct MemoryRuns {
     large: Option<Copy>,
     /// Oldest first, each at least twice the size of the next.
     tails: Vec<Copy>,
-    /// The large copy merged with the oldest tail on a thread of its own: the query that
-    /// started it does not wait for it (that merge copies every row in memory; under load it
-    /// was the slowest part of building a snapshot). Until it is done, snapshots read the two
-    /// as they are and the oldest tail takes no carry.
-    merging: Option<std::thread::JoinHandle<Copy>>,
 }
 
 /// A sorted copy of memory rows, and where each of its rows is in the covered chunks (its
 /// columns other than the hot ones are gathered from there when first read).
-#[derive(Clone)]
 struct Copy {
     index: Arc<RunIndex>,
     origin: Arc<Vec<(u32, u32)>>,
@@ -110,10 +103,8 @@ impl MemoryRuns {
                 covered: chunks.to_vec(),
                 large: sorted(&all, 0, roots),
                 tails: Vec::new(),
-                merging: None,
             };
         };
-        m.take_finished_merge();
         let first_new = m.covered.len();
         if first_new == chunks.len() {
             return m;
@@ -123,19 +114,13 @@ impl MemoryRuns {
         let Some(new) = sorted(&all, first_new, roots) else {
             return m;
         };
-        let Some(large) = &m.large else {
+        let Some(large) = m.large.take() else {
             m.large = Some(new);
             return m;
         };
-        let large_rows = large.index.rows();
         m.tails.push(new);
-        // carry: the newest two merge while the older is not twice the newer (the oldest
-        // stays apart while it is being merged into the large copy)
-        let apart = usize::from(m.merging.is_some());
-        while m.tails.len() >= 2 + apart {
-            let [.., older, newer] = &m.tails[..] else {
-                unreachable!("two tails at least")
-            };
+        // carry: the newest two merge while the older is not twice the newer
+        while let [.., older, newer] = &m.tails[..] {
             if older.index.rows() >= 2 * newer.index.rows() {
                 break;
             }
@@ -143,36 +128,14 @@ impl MemoryRuns {
             m.tails.truncate(m.tails.len() - 2);
             m.tails.push(merged);
         }
-        let due = m.tails.first().filter(|o| o.index.rows() * 4 >= large_rows);
-        if let (Some(oldest), None, Some(large)) = (due, &m.merging, &m.large) {
-            let (large, oldest, roots) = (large.clone(), oldest.clone(), roots.clone());
-            let spawned = std::thread::Builder::new()
-                .name("itinera-copies".into())
-                .spawn(move || merge(&large, &oldest, &all, &roots));
-            match spawned {
-                Ok(h) => m.merging = Some(h),
-                // no thread: merged here, as the query waits
-                Err(_) => {
-                    let oldest = m.tails.remove(0);
-                    let large = m.large.take().expect("a large copy");
-                    let all: Arc<[SharedChunk]> = m.covered.as_slice().into();
-                    m.large = Some(merge(&large, &oldest, &all, &m.roots));
-                }
+        m.large = match m.tails.first() {
+            Some(oldest) if oldest.index.rows() * 4 >= large.index.rows() => {
+                let oldest = m.tails.remove(0);
+                Some(merge(&large, &oldest, &all, roots))
             }
-        }
+            _ => Some(large),
+        };
         m
-    }
-
-    /// Takes the large copy merged with the oldest tail in the background, once it is done.
-    fn take_finished_merge(&mut self) {
-        if !self.merging.as_ref().is_some_and(|h| h.is_finished()) {
-            return;
-        }
-        // a merge that panicked leaves the copies as they are
-        if let Some(Ok(merged)) = self.merging.take().map(|h| h.join()) {
-            self.large = Some(merged);
-            self.tails.remove(0);
-        }
     }
 
     fn parts(&self) -> Vec<&RunIndex> {
