@@ -419,9 +419,9 @@ impl<'a> JourneyBatch<'a> {
 }
 
 /// Asks the CPU for the time and event columns of a batch's rows a few hundred rows ahead of the
-/// kernel reading them. The rows are read in order, but person by person in short runs, and the
-/// hardware prefetcher alone left the funnel kernel waiting on the time column (a warm 4-step
-/// funnel over 10M events: 23.0 -> 21.0 ms with this hint, docs/benchmarks.md).
+/// kernel reading them. The rows are read in order, but person by person in short runs; the
+/// general funnel kernels spend long enough on a row for these hints to pay, the small
+/// single-step kernel does not use them (measured in docs/benchmarks.md).
 #[derive(Debug, Default)]
 pub struct RowPrefetch {
     /// Rows below these have been asked for already.

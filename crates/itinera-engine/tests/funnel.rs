@@ -466,6 +466,39 @@ fn documented_chain(seq: &[(i64, u8)], steps: &[u8], window: i64) -> Vec<i64> {
     best
 }
 
+/// Touchpoints as far apart as the short kernel's times go (and one beyond them), in windows
+/// up to and beyond that span: the fast kernels count what the general one counts.
+#[test]
+fn times_far_apart_count_as_the_general_kernel_counts() {
+    const BOUND: i64 = 1 << 54;
+    let journeys = [
+        vec![(-BOUND, 0u8), (BOUND - 1, 1), (BOUND, 2)],
+        vec![(-BOUND - 1, 0), (0, 1), (BOUND, 2)],
+        vec![(-BOUND, 0), (-BOUND + 1, 1), (BOUND + 1, 2)],
+        vec![(0, 0), (1, 1), (2, 2)],
+    ];
+    for window in [
+        1,
+        2 * BOUND - 2,
+        2 * BOUND - 1,
+        2 * BOUND,
+        2 * BOUND + 1,
+        i64::MAX / 2,
+    ] {
+        for journey in &journeys {
+            let src = source(std::slice::from_ref(journey));
+            let q = funnel(&names(&[0, 1, 2]), window, FunnelOrder::Ordered);
+            let fast = run_funnel(&src, &q, &Default::default()).unwrap();
+            let general = run_funnel(&src, &general_kernel(&q), &Default::default()).unwrap();
+            assert_eq!(
+                serde_json::to_value(&fast).unwrap(),
+                serde_json::to_value(&general).unwrap(),
+                "window {window}, journey {journey:?}"
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -572,7 +605,20 @@ proptest! {
         seqs in journeys_without_ties(),
         steps in prop::collection::vec(0u8..5, 2..6),
         window in 1i64..40,
+        // anywhere in time: before 1970, and beyond what the short kernel takes
+        offset in prop_oneof![
+            4 => Just(0i64),
+            1 => -(1i64 << 40)..(1i64 << 40),
+            1 => Just(-(1i64 << 54)),
+            1 => Just((1i64 << 54) - 400),
+            1 => Just(1i64 << 58),
+            1 => Just(-(1i64 << 58)),
+        ],
     ) {
+        let seqs: Vec<Vec<(i64, u8)>> = seqs
+            .into_iter()
+            .map(|seq| seq.into_iter().map(|(t, e)| (t + offset, e)).collect())
+            .collect();
         let src = source(&seqs);
         let q = funnel(&names(&steps), window, FunnelOrder::Ordered);
         let r = run_funnel(&src, &q, &Default::default()).unwrap();

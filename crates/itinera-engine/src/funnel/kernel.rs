@@ -437,6 +437,51 @@ impl FunnelKernel {
         self.single_slots_over::<SIZE, BOUNDED, TIES>(std::iter::once(one), &single.forward)
     }
 
+    /// [`FunnelKernel::single_slots`] (8 slots, no entry bound, no ties) for a short journey
+    /// ([`FunnelKernel::SHORT_ROWS`] rows at most) whose times lie within
+    /// ±[`FunnelKernel::SHORT_TIMES`]: the steps reached, the start of the best chain and the
+    /// start's row. Each start is kept with its row in the low bits (time × 64 + row), which
+    /// compares with a time × 64 as the time alone would: the walk of the chain's times then
+    /// begins at that row instead of counting the rows before it. None for other journeys.
+    #[inline(always)]
+    pub(super) fn single_slots_short(
+        &self,
+        ts: &[i64],
+        events: &[u32],
+        single: &[u8],
+    ) -> Option<(usize, i64, usize)> {
+        const SIZE: usize = 8;
+        const UNSET: i64 = i64::MIN / 2;
+        let (&first, &last) = (ts.first()?, ts.last()?);
+        if ts.len() > Self::SHORT_ROWS || first < -Self::SHORT_TIMES || last > Self::SHORT_TIMES {
+            return None;
+        }
+        let mut s = [UNSET; SIZE];
+        // no two of these times are further apart than twice the bound
+        let w = self.window.min(2 * Self::SHORT_TIMES) << 6;
+        for (i, (&t, &code)) in ts.iter().zip(events).enumerate() {
+            let p = single
+                .get(code as usize)
+                .copied()
+                .unwrap_or(SlotTable::SINGLE_NONE) as usize;
+            let own = t << 6;
+            s[0] = own | i as i64;
+            let earliest = own - w;
+            let pred = s[p & (SIZE - 1)];
+            let next = (p + 1) & (SIZE - 1);
+            s[next] = std::hint::select_unpredictable(earliest <= pred, pred, s[next]);
+        }
+        let (best, start) = self.chain_end(&s, UNSET);
+        Some((best, start >> 6, (start & 63) as usize))
+    }
+
+    /// Most rows of [`FunnelKernel::single_slots_short`]: the start's row fits six bits.
+    const SHORT_ROWS: usize = 64;
+    /// Largest time (ms, either sign) of [`FunnelKernel::single_slots_short`]: times × 64,
+    /// less a window of up to twice this, stay above the unset state (about 570,000 years
+    /// from 1970).
+    const SHORT_TIMES: i64 = 1 << 54;
+
     /// Journeys at least this long are first read from their end.
     const FROM_THE_END_ROWS: usize = 1024;
     /// The share of a long journey read from its end before it is read from its start: what a

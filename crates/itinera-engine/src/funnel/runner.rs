@@ -169,6 +169,24 @@ impl PersonRunner<'_> {
         }
     }
 
+    /// [`PersonRunner::record_table_chain`] for the chain found by
+    /// [`FunnelKernel::single_slots_short`] (steps reached, start, the start's row): the walk
+    /// begins at that row.
+    #[inline(always)]
+    fn record_chain_from(
+        masks: &[u64],
+        ts: &[i64],
+        events: &[u32],
+        (best, t0, first): (usize, i64, usize),
+        times: &mut [i64; CHAIN_SLOTS],
+        t: &mut Totals,
+    ) {
+        if Self::count_reached(best, t) {
+            let after = ts[first..].iter().zip(&events[first..]);
+            Self::walk_table_chain::<false>(masks, after, best, t0, times, t);
+        }
+    }
+
     /// Counts a person whose chain reached `best` steps; true when it has times between steps
     /// to record (one branch for the persons without).
     #[inline(always)]
@@ -355,8 +373,9 @@ pub fn run_funnel<S: JourneySource>(
             let batch = |(t, entries, scratch, outcome, _): &mut PersonAcc,
                          b: &JourneyBatch<'_>| {
                 let ties = !b.distinct_times;
+                // a person's rows as the table kernels read them, asked for ahead of time (the
+                // general kernels are slow enough per row for the hints to pay)
                 let mut prefetch = RowPrefetch::default();
-                // a person's rows as the table kernels read them, asked for ahead of time
                 let mut rows_of = |lo: u32, hi: u32| {
                     prefetch.ahead(&b.rows, lo as usize);
                     EventMasks {
@@ -375,7 +394,31 @@ pub fn run_funnel<S: JourneySource>(
                 {
                     let single = slots.single.as_ref().expect("a single-step table");
                     for &(lo, hi) in b.ranges {
-                        let rows = rows_of(lo, hi);
+                        let (lo, hi) = (lo as usize, hi as usize);
+                        let (ts, events) = (&b.rows.ts[lo..hi], &b.rows.event[lo..hi]);
+                        // most journeys: the chain's start comes with its row
+                        if let Some(chain) = kernel.single_slots_short(ts, events, &single.forward)
+                        {
+                            let times = &mut scratch.chain;
+                            PersonRunner::record_chain_from(
+                                event_masks,
+                                ts,
+                                events,
+                                chain,
+                                times,
+                                t,
+                            );
+                            continue;
+                        }
+                        // not asked for ahead: the processor's own prefetcher keeps up with this
+                        // kernel, and the hints cost it more than they saved (docs/benchmarks.md)
+                        let rows = EventMasks {
+                            journey: &b.rows,
+                            lo,
+                            hi,
+                            masks: event_masks,
+                            breakdown: runner.breakdown,
+                        };
                         let (best, t0) = kernel
                             .single_slots::<8, false, false>(&rows, single)
                             .expect("no ties looked for");
