@@ -267,14 +267,36 @@ impl<'a> RawObject<'a> {
 
 impl<'a> RawObject<'a> {
     /// Reads the members of a map a deserializer is visiting (for types that contain objects).
-    pub fn from_map<'de: 'a, A: MapAccess<'de>>(mut map: A) -> Result<RawObject<'a>, A::Error> {
+    pub fn from_map<'de: 'a, A: MapAccess<'de>>(map: A) -> Result<RawObject<'a>, A::Error> {
+        let no_split: Option<(&str, fn(&mut A) -> Result<&'static str, A::Error>)> = None;
+        Self::read_members(map, 8, no_split)
+    }
+
+    /// [`RawObject::from_map`], with the value of the member named in `split` read by the
+    /// function given with the name, which returns the text that stands in its place (see
+    /// [`SplitMessage`]). `capacity`: members expected when the map does not say. A repeated
+    /// key keeps its last value.
+    fn read_members<'de: 'a, A: MapAccess<'de>>(
+        mut map: A,
+        capacity: usize,
+        mut split: Option<(&str, impl FnMut(&mut A) -> Result<&'static str, A::Error>)>,
+    ) -> Result<RawObject<'a>, A::Error> {
         let mut obj = RawObject {
-            members: Vec::with_capacity(map.size_hint().unwrap_or(8)),
+            members: Vec::with_capacity(map.size_hint().unwrap_or(capacity)),
         };
         while let Some(key) = map.next_key::<Key<'de>>()? {
-            let value: &'de RawValue = map.next_value()?;
-            obj.members
-                .push(Member::parsed(key.0, Cow::Borrowed(value.get())));
+            let member = match &mut split {
+                Some((name, read)) if key.0 == *name => Member {
+                    key: key.0,
+                    value: Cow::Borrowed(read(&mut map)?),
+                    minified: true,
+                },
+                _ => {
+                    let value: &'de RawValue = map.next_value()?;
+                    Member::parsed(key.0, Cow::Borrowed(value.get()))
+                }
+            };
+            obj.members.push(member);
         }
         obj.dedup();
         Ok(obj)
@@ -401,29 +423,16 @@ pub struct SplitMessage<'a> {
 
 impl<'a> SplitMessage<'a> {
     /// Reads a map's members as [`RawObject::from_map`] does, splitting `context` as it goes.
-    pub fn from_map<'de: 'a, A: MapAccess<'de>>(mut map: A) -> Result<SplitMessage<'a>, A::Error> {
-        let mut members = RawObject {
-            members: Vec::with_capacity(map.size_hint().unwrap_or(12)),
-        };
+    pub fn from_map<'de: 'a, A: MapAccess<'de>>(map: A) -> Result<SplitMessage<'a>, A::Error> {
         let mut context = None;
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            if key.0 == "context" {
-                let nested: Nested<'de> = map.next_value()?;
-                members.members.push(Member {
-                    key: key.0,
-                    value: Cow::Borrowed(nested.placeholder()),
-                    minified: true,
-                });
-                // a repeated key keeps its last value, as the members do
-                context = Some(nested);
-            } else {
-                let value: &'de RawValue = map.next_value()?;
-                members
-                    .members
-                    .push(Member::parsed(key.0, Cow::Borrowed(value.get())));
-            }
-        }
-        members.dedup();
+        let read_context = |map: &mut A| {
+            let nested: Nested<'de> = map.next_value()?;
+            let placeholder = nested.placeholder();
+            // a repeated key keeps its last value, as the members do
+            context = Some(nested);
+            Ok(placeholder)
+        };
+        let members = RawObject::read_members(map, 12, Some(("context", read_context)))?;
         Ok(SplitMessage { members, context })
     }
 
