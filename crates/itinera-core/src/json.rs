@@ -268,25 +268,24 @@ impl<'a> RawObject<'a> {
 impl<'a> RawObject<'a> {
     /// Reads the members of a map a deserializer is visiting (for types that contain objects).
     pub fn from_map<'de: 'a, A: MapAccess<'de>>(map: A) -> Result<RawObject<'a>, A::Error> {
-        let no_split: Option<(&str, fn(&mut A) -> Result<&'static str, A::Error>)> = None;
-        Self::read_members(map, 8, no_split)
+        Self::read_members(map, 8, None, |_| unreachable!("no member is split"))
     }
 
-    /// [`RawObject::from_map`], with the value of the member named in `split` read by the
-    /// function given with the name, which returns the text that stands in its place (see
-    /// [`SplitMessage`]). `capacity`: members expected when the map does not say. A repeated
-    /// key keeps its last value.
+    /// [`RawObject::from_map`], with the value of the member named `split` read by `read`,
+    /// which returns the text that stands in its place (see [`SplitMessage`]). `capacity`:
+    /// members expected when the map does not say. A repeated key keeps its last value.
     fn read_members<'de: 'a, A: MapAccess<'de>>(
         mut map: A,
         capacity: usize,
-        mut split: Option<(&str, impl FnMut(&mut A) -> Result<&'static str, A::Error>)>,
+        split: Option<&str>,
+        mut read: impl FnMut(&mut A) -> Result<&'static str, A::Error>,
     ) -> Result<RawObject<'a>, A::Error> {
         let mut obj = RawObject {
             members: Vec::with_capacity(map.size_hint().unwrap_or(capacity)),
         };
         while let Some(key) = map.next_key::<Key<'de>>()? {
-            let member = match &mut split {
-                Some((name, read)) if key.0 == *name => Member {
+            let member = match split {
+                Some(name) if key.0 == name => Member {
                     key: key.0,
                     value: Cow::Borrowed(read(&mut map)?),
                     minified: true,
@@ -432,7 +431,7 @@ impl<'a> SplitMessage<'a> {
             context = Some(nested);
             Ok(placeholder)
         };
-        let members = RawObject::read_members(map, 12, Some(("context", read_context)))?;
+        let members = RawObject::read_members(map, 12, Some("context"), read_context)?;
         Ok(SplitMessage { members, context })
     }
 
