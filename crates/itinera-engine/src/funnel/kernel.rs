@@ -434,7 +434,7 @@ impl FunnelKernel {
             }
         }
         let one = (ts, events);
-        self.single_slots_over::<SIZE, BOUNDED, TIES>(std::iter::once(one), &single.forward)
+        self.single_slots_over::<SIZE, BOUNDED, TIES, false>(std::iter::once(one), &single.forward)
     }
 
     /// [`FunnelKernel::single_slots`] (8 slots, no entry bound, no ties) for a short journey
@@ -450,28 +450,14 @@ impl FunnelKernel {
         events: &[u32],
         single: &[u8],
     ) -> Option<(usize, i64, usize)> {
-        const SIZE: usize = 8;
-        const UNSET: i64 = i64::MIN / 2;
         let (&first, &last) = (ts.first()?, ts.last()?);
         if ts.len() > Self::SHORT_ROWS || first < -Self::SHORT_TIMES || last > Self::SHORT_TIMES {
             return None;
         }
-        let mut s = [UNSET; SIZE];
-        // no two of these times are further apart than twice the bound
-        let w = self.window.min(2 * Self::SHORT_TIMES) << 6;
-        for (i, (&t, &code)) in ts.iter().zip(events).enumerate() {
-            let p = single
-                .get(code as usize)
-                .copied()
-                .unwrap_or(SlotTable::SINGLE_NONE) as usize;
-            let own = t << 6;
-            s[0] = own | i as i64;
-            let earliest = own - w;
-            let pred = s[p & (SIZE - 1)];
-            let next = (p + 1) & (SIZE - 1);
-            s[next] = std::hint::select_unpredictable(earliest <= pred, pred, s[next]);
-        }
-        let (best, start) = self.chain_end(&s, UNSET);
+        let one = std::iter::once((ts, events));
+        let (best, start) = self
+            .single_slots_over::<8, false, false, true>(one, single)
+            .expect("no ties looked for");
         Some((best, start >> 6, (start & 63) as usize))
     }
 
@@ -507,7 +493,7 @@ impl FunnelKernel {
                 return (!has_ties()).then_some((self.n, t0));
             }
         }
-        self.single_slots_over::<8, false, true>(pieces, &single.forward)
+        self.single_slots_over::<8, false, true, false>(pieces, &single.forward)
     }
 
     /// The start of the latest chain through every step, looked for among the last `budget`
@@ -561,13 +547,15 @@ impl FunnelKernel {
 
     /// [`FunnelKernel::single_slots`] over a journey in pieces (times and events), each
     /// ordered by time and before the next: the state goes on from piece to piece, and ties
-    /// are looked for across them too.
+    /// are looked for across them too. With `ROWS` (for [`FunnelKernel::single_slots_short`])
+    /// each start is kept as time × 64 + row and the start is returned so.
     #[inline(always)]
     pub(super) fn single_slots_over<
         'p,
         const SIZE: usize,
         const BOUNDED: bool,
         const TIES: bool,
+        const ROWS: bool,
     >(
         &self,
         pieces: impl Iterator<Item = (&'p [i64], &'p [u32])>,
@@ -576,10 +564,15 @@ impl FunnelKernel {
         const UNSET: i64 = i64::MIN / 2;
         debug_assert!(self.n < (SlotTable::SINGLE_NONE as usize) % SIZE);
         let mut s = [UNSET; SIZE];
-        let w = self.window.min(i64::MAX / 4);
+        let w = match ROWS {
+            // no two of the short kernel's times are further apart than twice its bound
+            true => self.window.min(2 * Self::SHORT_TIMES) << 6,
+            false => self.window.min(i64::MAX / 4),
+        };
         let entry_before = self.entry_before;
         let mut tie = false;
         let mut prev = i64::MIN;
+        let mut row = 0i64;
         for (ts, events) in pieces {
             for (&t, &code) in ts.iter().zip(events) {
                 let p = single
@@ -592,16 +585,22 @@ impl FunnelKernel {
                 }
                 // s[k + 1] is the latest start of a chain reaching step k (0-based); s[0] is
                 // the touchpoint itself, the start of a chain at step 1 when it may still enter
+                let scaled = if ROWS { t << 6 } else { t };
                 let own = if !BOUNDED || t < entry_before {
-                    t
+                    if ROWS {
+                        scaled | row
+                    } else {
+                        t
+                    }
                 } else {
                     UNSET
                 };
+                row += 1;
                 // through the state rather than a select: the compiler turns a select next to
                 // a load into a branch, and whether a touchpoint is step 1 is unpredictable
                 s[0] = own;
                 // the window subtracted off the dependency chain: load, compare, move, store
-                let earliest = t - w;
+                let earliest = scaled - w;
                 let pred = s[p & (SIZE - 1)];
                 let next = (p + 1) & (SIZE - 1);
                 s[next] = std::hint::select_unpredictable(earliest <= pred, pred, s[next]);
