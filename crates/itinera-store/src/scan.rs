@@ -194,7 +194,7 @@ struct RunList<'a> {
 /// copied list by list, found by the lists' own person starts, never compared one by one.
 /// The merged list is written into `buffers` (emptied first): a snapshot hands over the
 /// previous one's when no query holds it any more, so that the pages are not faulted in anew.
-fn merge_by_person(lists: &[RunList<'_>], buffers: RunBuffers) -> (Vec<Run>, Vec<usize>) {
+fn merge_by_person(lists: &[RunList<'_>], buffers: RunBuffers) -> RunBuffers {
     const DONE: u64 = u64::MAX;
     let total = lists.iter().map(|l| l.runs.len()).sum();
     let persons: usize = lists.iter().map(|l| l.starts.len().saturating_sub(1)).sum();
