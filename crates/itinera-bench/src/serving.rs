@@ -38,6 +38,11 @@ pub struct ServingPlan {
     /// Leave the store as it is at the end (no full compaction): to measure it again.
     #[arg(long)]
     pub keep: bool,
+    /// Realistic events sent before each idle query (0: none), so that every query builds a
+    /// new snapshot as it does under load, without a load competing for the cores: what the
+    /// live state costs a query, measured alone and repeatably (on a copy of a kept store).
+    #[arg(long, default_value_t = 0)]
+    pub append_between: u64,
     /// Segments beyond which a background compaction starts (the store's default when omitted).
     #[arg(long)]
     pub compact_after_segments: Option<usize>,
@@ -124,6 +129,32 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
     state("serving store, idle")?;
     let idle = query.repeat(plan.runs)?;
     println!("  funnel: {}", idle.summary());
+    if plan.append_between > 0 {
+        store.take_snapshot_builds();
+        let mut sent = 0;
+        let appended = query.repeat_after(plan.runs, || {
+            let r = run_load(LoadPlan {
+                host: host.clone(),
+                write_key: write_key.clone(),
+                events: plan.append_between,
+                batch: 100,
+                concurrency: 1,
+                realistic: true,
+                rate: None,
+                stop: None,
+                // times go on after the first load's
+                first_message: plan.events.max(10_000_000) + sent,
+            })?;
+            sent += r.acked;
+            Ok(())
+        })?;
+        println!(
+            "  funnel after {} new events each: {}",
+            plan.append_between,
+            appended.summary()
+        );
+        print_snapshot_builds(store.take_snapshot_builds());
+    }
 
     let (loaded, after) = match plan.seconds {
         0 => (None, None),
@@ -131,19 +162,7 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
             store.take_snapshot_builds();
             let loaded = under_load(&plan, &host, &write_key, &query)?;
             println!("  funnel under load: {}", loaded.summary());
-            // every query under load builds a snapshot, on one thread, before its scan (a flush
-            // or compaction builds one on its own thread: counted too)
-            let b = store.take_snapshot_builds();
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            let mean = |d: Duration| ms(d) / b.built.max(1) as f64;
-            println!(
-                "  snapshots built under load: {}, sorting and merging rows in memory {:.1} ms a snapshot (max {:.1}), the person index {:.1} ms (max {:.1})",
-                b.built,
-                mean(b.copies),
-                ms(b.copies_max),
-                mean(b.index),
-                ms(b.index_max)
-            );
+            print_snapshot_builds(store.take_snapshot_builds());
             state("serving store after the load, idle")?;
             let after = query.repeat(plan.runs)?;
             println!("  funnel: {}", after.summary());
@@ -193,6 +212,21 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
     }
     println!();
     Ok(())
+}
+
+/// Every query on a store being written to builds a snapshot, on one thread, before its scan
+/// (a flush or compaction builds one on its own thread: counted too).
+fn print_snapshot_builds(b: itinera_store::SnapshotBuilds) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mean = |d: Duration| ms(d) / b.built.max(1) as f64;
+    println!(
+        "  snapshots built: {}, sorting and merging rows in memory {:.1} ms a snapshot (max {:.1}), the person index {:.1} ms (max {:.1})",
+        b.built,
+        mean(b.copies),
+        ms(b.copies_max),
+        mean(b.index),
+        ms(b.index_max)
+    );
 }
 
 /// Queries while ingesting at the plan's rate, then once the load is over.
@@ -324,9 +358,19 @@ impl Query {
 
     /// `runs` warm runs after one that warms the server.
     fn repeat(&self, runs: usize) -> Result<Timings, Box<dyn std::error::Error>> {
+        self.repeat_after(runs, || Ok(()))
+    }
+
+    /// [`Query::repeat`], calling `before` (not timed) before each run.
+    fn repeat_after(
+        &self,
+        runs: usize,
+        mut before: impl FnMut() -> BenchResult<()>,
+    ) -> BenchResult<Timings> {
         self.once()?;
         let mut t = Timings::default();
         for _ in 0..runs {
+            before()?;
             t.push(self.once()?);
         }
         Ok(t)

@@ -219,8 +219,8 @@ pub struct QueryControl {
     cancelled: AtomicBool,
     /// Cancelled because the query used up its time budget.
     timed_out: AtomicBool,
-    persons_done: AtomicU64,
-    persons_total: AtomicU64,
+    work_done: AtomicU64,
+    work_total: AtomicU64,
     /// Bytes the query may hold at once; 0 = no budget. Charged by [`crate::metered`].
     memory_limit: AtomicU64,
     /// Bytes allocated and not yet freed by the threads working for the query.
@@ -253,21 +253,21 @@ impl QueryControl {
         self.timed_out.load(Ordering::Relaxed)
     }
 
-    /// Fraction of persons scanned so far, 0…1.
+    /// Fraction of the scan's work done so far, 0…1 (the store counts rows).
     pub fn progress(&self) -> f64 {
-        let total = self.persons_total.load(Ordering::Relaxed);
+        let total = self.work_total.load(Ordering::Relaxed);
         if total == 0 {
             return 0.0;
         }
-        (self.persons_done.load(Ordering::Relaxed) as f64 / total as f64).min(1.0)
+        (self.work_done.load(Ordering::Relaxed) as f64 / total as f64).min(1.0)
     }
 
     pub fn add_total(&self, n: u64) {
-        self.persons_total.fetch_add(n, Ordering::Relaxed);
+        self.work_total.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn add_done(&self, n: u64) {
-        self.persons_done.fetch_add(n, Ordering::Relaxed);
+        self.work_done.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Sets the memory budget in bytes (0 = none). Enforced only where the process installs

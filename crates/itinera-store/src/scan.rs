@@ -68,12 +68,14 @@ pub(crate) struct Run {
 
 /// Chunks of rows and their runs sorted by (person, chunk, row): the person index of part of a
 /// store. Built once for the segments, and once for each sorted copy of the rows in memory; a
-/// snapshot merges the indexes of its parts.
+/// snapshot is made of such parts, and its scan threads merge them block by block.
 pub(crate) struct RunIndex {
     chunks: Vec<Arc<Columns>>,
-    runs: Arc<Vec<Run>>,
+    runs: Vec<Run>,
     /// Index into `runs` where each person starts, plus the end.
-    person_starts: Arc<Vec<usize>>,
+    person_starts: Vec<usize>,
+    /// The rows of the persons before each person, plus all rows: blocks are cut by rows.
+    rows_before: Vec<u64>,
 }
 
 impl RunIndex {
@@ -111,10 +113,21 @@ impl RunIndex {
             let starts = person_starts_of(&all);
             (all, starts)
         };
+        let mut rows_before = Vec::with_capacity(person_starts.len());
+        let mut rows = 0u64;
+        rows_before.push(0);
+        for w in person_starts.windows(2) {
+            rows += runs[w[0]..w[1]]
+                .iter()
+                .map(|r| u64::from(r.end - r.start))
+                .sum::<u64>();
+            rows_before.push(rows);
+        }
         RunIndex {
             chunks,
-            runs: Arc::new(runs),
-            person_starts: Arc::new(person_starts),
+            runs,
+            person_starts,
+            rows_before,
         }
     }
 
@@ -127,15 +140,30 @@ impl RunIndex {
         &self.chunks[0]
     }
 
-    /// Heap bytes of the index itself: its runs and where each person starts (its chunks are
-    /// counted where they belong).
+    /// Heap bytes of the index itself: its runs, where each person starts and the rows before
+    /// each (its chunks are counted where they belong).
     pub(crate) fn index_bytes(&self) -> usize {
-        index_bytes(&self.runs, &self.person_starts)
+        std::mem::size_of_val(&self.runs[..])
+            + std::mem::size_of_val(&self.person_starts[..])
+            + std::mem::size_of_val(&self.rows_before[..])
     }
-}
 
-fn index_bytes(runs: &[Run], person_starts: &[usize]) -> usize {
-    std::mem::size_of_val(runs) + std::mem::size_of_val(person_starts)
+    fn persons(&self) -> usize {
+        self.person_starts.len().saturating_sub(1)
+    }
+
+    /// The code of the `k`-th person.
+    fn person_at(&self, k: usize) -> u32 {
+        self.runs[self.person_starts[k]].person
+    }
+
+    /// The index of the first person from the `from`-th on whose code is not below `code`,
+    /// looking at most `limit` persons ahead (`from + limit` when none of them is).
+    fn first_from(&self, code: u64, from: usize, limit: usize) -> usize {
+        let end = self.persons().min(from.saturating_add(limit));
+        from + self.person_starts[from..end]
+            .partition_point(|&start| u64::from(self.runs[start].person) < code)
+    }
 }
 
 /// Appends the runs of chunk `chunk` (`c`) in row order: rows of one person, ordered by time.
@@ -180,8 +208,8 @@ fn person_starts_of(runs: &[Run]) -> Vec<usize> {
 /// Buffers for a merged run list and its person starts.
 pub(crate) type RunBuffers = (Vec<Run>, Vec<usize>);
 
-/// A run list sorted by (person, chunk, row), where each of its persons starts in it (plus the
-/// end), and the shift of its chunk numbers in the merged list.
+/// A run list sorted by (person, chunk, row), where each of some consecutive persons starts in
+/// it (plus where the last ends), and the shift of its chunk numbers in the merged list.
 struct RunList<'a> {
     runs: &'a [Run],
     starts: &'a [usize],
@@ -189,14 +217,16 @@ struct RunList<'a> {
 }
 
 /// Merges run lists, each on chunks numbered below the next list's once shifted, into one list
-/// sorted by (person, chunk, row), with where each person starts. A snapshot of a store being
-/// written to does this for every query, over every person of every part: a person's runs are
-/// copied list by list, found by the lists' own person starts, never compared one by one.
-/// The merged list is written into `buffers` (emptied first): a snapshot hands over the
-/// previous one's when no query holds it any more, so that the pages are not faulted in anew.
+/// sorted by (person, chunk, row), with where each person starts. A scan of a store being
+/// written to does this block by block in its threads: a person's runs are copied list by
+/// list, found by the lists' own person starts, never compared one by one. The merged list is
+/// written into `buffers` (emptied first), which a scan thread reuses from block to block.
 fn merge_by_person(lists: &[RunList<'_>], buffers: RunBuffers) -> RunBuffers {
     const DONE: u64 = u64::MAX;
-    let total = lists.iter().map(|l| l.runs.len()).sum();
+    let total = lists
+        .iter()
+        .map(|l| l.starts.last().map_or(0, |end| end - l.starts[0]))
+        .sum();
     let persons: usize = lists.iter().map(|l| l.starts.len().saturating_sub(1)).sum();
     let (mut out, mut starts) = buffers;
     out.clear();
@@ -205,26 +235,25 @@ fn merge_by_person(lists: &[RunList<'_>], buffers: RunBuffers) -> RunBuffers {
     starts.reserve(persons.min(total) + 1);
     // per list, the index of its next person in its starts, and that person (DONE at the end)
     let mut next = vec![0usize; lists.len()];
-    let mut heads: Vec<u64> = lists
-        .iter()
-        .map(|l| l.runs.first().map_or(DONE, |r| u64::from(r.person)))
-        .collect();
+    // the person at a list's `at`-th start, DONE past its last
+    let head = |l: &RunList<'_>, at: usize| match at + 1 < l.starts.len() {
+        true => u64::from(l.runs[l.starts[at]].person),
+        false => DONE,
+    };
+    let mut heads: Vec<u64> = lists.iter().map(|l| head(l, 0)).collect();
     loop {
         let person = heads.iter().copied().min().unwrap_or(DONE);
         if person == DONE {
             break;
         }
         starts.push(out.len());
-        for ((list, head), at) in lists.iter().zip(heads.iter_mut()).zip(next.iter_mut()) {
-            if *head != person {
+        for ((list, next_head), at) in lists.iter().zip(heads.iter_mut()).zip(next.iter_mut()) {
+            if *next_head != person {
                 continue;
             }
             let span = &list.runs[list.starts[*at]..list.starts[*at + 1]];
             *at += 1;
-            *head = list
-                .runs
-                .get(list.starts[*at])
-                .map_or(DONE, |r| u64::from(r.person));
+            *next_head = head(list, *at);
             match list.offset {
                 0 => out.extend_from_slice(span),
                 off => out.extend(span.iter().map(|r| Run {
@@ -245,27 +274,34 @@ pub struct Snapshot {
     chunks: Vec<Arc<Columns>>,
     roots: Arc<Vec<u32>>,
     erased: Arc<HashMap<u32, i64>>,
-    runs: Arc<Vec<Run>>,
-    /// Index into `runs` where each person starts, plus the end.
-    person_starts: Arc<Vec<usize>>,
-    /// The blocks scan threads take, built by the first scan (see [`Blocks`]).
-    blocks: Arc<std::sync::OnceLock<Blocks>>,
+    /// The person indexes the snapshot is made of: the segments' first, then one per sorted
+    /// copy of memory rows, each with the number of chunks before its own in `chunks`. They
+    /// are merged block by block as the scan threads take the blocks, never as a whole.
+    parts: Arc<[(Arc<RunIndex>, u32)]>,
+    /// The blocks scan threads take (see [`Blocks`]).
+    blocks: Arc<Blocks>,
 }
 
-/// At most this many persons in a block.
+/// At most this many persons (of one part) in a block.
 const STRIDE: usize = 4096;
 /// A block is closed before it would pass a 64th of the rows, within these bounds (a person
 /// with more is a block alone).
 const BLOCK_ROWS: std::ops::RangeInclusive<u64> = 4096..=1 << 17;
 
 /// The persons split into blocks of consecutive persons, the unit a scan thread takes at a
-/// time: at most [`STRIDE`] persons and a bounded number of rows each ([`BLOCK_ROWS`]). Counting rows, not
-/// persons, keeps both cores busy on heavy-tailed data: the bots and big accounts that hold
-/// most rows have the lowest codes, and a split by persons left one thread with most of the rows.
+/// time: at most [`STRIDE`] persons of each part and a bounded number of rows ([`BLOCK_ROWS`]).
+/// Counting rows, not persons, keeps both cores busy on heavy-tailed data: the bots and big
+/// accounts that hold most rows have the lowest codes, and a split by persons left one thread
+/// with most of the rows. A block is a range of person codes; where it starts in each part's
+/// index is found by bisection, so cutting the blocks reads a few entries of each index per
+/// block, not every person.
 struct Blocks {
-    /// The index of each block's first person, then the number of persons.
-    starts: Vec<usize>,
-    /// The rows before each block's first person, then all rows.
+    /// Per block bound (the number of blocks plus one), per part, the index of the part's first
+    /// person at or past the bound: block `b`'s persons in part `k` are
+    /// `bounds[b * parts + k]..bounds[(b + 1) * parts + k]`.
+    bounds: Vec<usize>,
+    parts: usize,
+    /// The rows before each block, then all rows.
     rows_before: Vec<u64>,
     /// Per block, the batches a scan of the whole history hands out, built by the first such
     /// scan and reused by the next ones (see [`BlockBatches`]).
@@ -273,38 +309,62 @@ struct Blocks {
 }
 
 impl Blocks {
-    fn of(runs: &[Run], person_starts: &[usize]) -> Blocks {
-        let persons = person_starts.len().saturating_sub(1);
-        let all: u64 = runs.iter().map(|r| u64::from(r.end - r.start)).sum();
+    fn of(parts: &[(Arc<RunIndex>, u32)]) -> Blocks {
+        let all: u64 = parts.iter().map(|(p, _)| p.rows() as u64).sum();
         let cap = (all / 64).clamp(*BLOCK_ROWS.start(), *BLOCK_ROWS.end());
-        let (mut starts, mut rows_before) = (vec![0], vec![0u64]);
-        let (mut in_block, mut rows) = (0u64, 0u64);
-        for p in 0..persons {
-            let n: u64 = runs[person_starts[p]..person_starts[p + 1]]
-                .iter()
-                .map(|r| u64::from(r.end - r.start))
-                .sum();
-            let first = *starts.last().expect("one start");
-            if p > first && (p - first == STRIDE || in_block + n > cap) {
-                starts.push(p);
-                rows_before.push(rows);
-                in_block = 0;
+        let mut at = vec![0usize; parts.len()];
+        let mut bounds = at.clone();
+        let mut rows_before = vec![0u64];
+        // the rows and the most persons of one part with codes from the block's start up to
+        // `end` (excluded); a block holds at most STRIDE persons of a part, so no part is
+        // searched further (which keeps the search within a few pages of each index)
+        let span = |at: &[usize], end: u64| {
+            let (mut rows, mut persons) = (0u64, 0usize);
+            for ((p, _), &k) in parts.iter().zip(at) {
+                let e = p.first_from(end, k, STRIDE + 1);
+                rows += p.rows_before[e] - p.rows_before[k];
+                persons = persons.max(e - k);
             }
-            in_block += n;
-            rows += n;
+            (rows, persons)
+        };
+        loop {
+            let first = parts
+                .iter()
+                .zip(&at)
+                .filter(|((p, _), &k)| k < p.persons())
+                .map(|((p, _), &k)| p.person_at(k))
+                .min();
+            let Some(first) = first else { break };
+            let fits = |end: u64| {
+                let (rows, persons) = span(&at, end);
+                rows <= cap && persons <= STRIDE
+            };
+            // the block ends at the largest code that fits, and holds its first person even
+            // when that one alone does not fit
+            let (mut lo, mut hi) = (u64::from(first) + 1, 1u64 << 32);
+            if fits(hi) {
+                lo = hi;
+            }
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                match fits(mid) {
+                    true => lo = mid,
+                    false => hi = mid,
+                }
+            }
+            let (rows, _) = span(&at, lo);
+            for ((p, _), k) in parts.iter().zip(at.iter_mut()) {
+                *k = p.first_from(lo, *k, STRIDE + 1);
+            }
+            bounds.extend_from_slice(&at);
+            rows_before.push(rows_before.last().expect("a first bound") + rows);
         }
-        if persons > 0 {
-            starts.push(persons);
-            rows_before.push(rows);
-        } else {
-            rows_before.clear();
-            starts.clear();
-        }
-        let whole = (0..starts.len().saturating_sub(1))
+        let whole = (0..rows_before.len() - 1)
             .map(|_| Default::default())
             .collect();
         Blocks {
-            starts,
+            bounds,
+            parts: parts.len(),
             rows_before,
             whole,
         }
@@ -314,9 +374,14 @@ impl Blocks {
         self.whole.len()
     }
 
-    /// The persons of block `b`.
-    fn persons(&self, b: usize) -> std::ops::Range<usize> {
-        self.starts[b]..self.starts[b + 1]
+    /// The persons of block `b` in part `k`, as indexes into the part's persons.
+    fn persons(&self, b: usize, k: usize) -> std::ops::Range<usize> {
+        self.bounds[b * self.parts + k]..self.bounds[(b + 1) * self.parts + k]
+    }
+
+    /// The rows of block `b`.
+    fn rows(&self, b: usize) -> u64 {
+        self.rows_before[b + 1] - self.rows_before[b]
     }
 
     /// The blocks thread `t` of `threads` takes when each takes a fixed share: consecutive
@@ -334,6 +399,28 @@ impl Blocks {
         };
         first_at(t).min(end)..end
     }
+
+    /// Heap bytes of the bounds (the batches kept for whole scans are not counted).
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&self.bounds[..]) + std::mem::size_of_val(&self.rows_before[..])
+    }
+}
+
+/// The person index of one block: its persons' runs, and where each person starts in them
+/// (plus where the last ends).
+struct BlockIndex<'a> {
+    runs: &'a [Run],
+    starts: &'a [usize],
+}
+
+impl BlockIndex<'_> {
+    fn persons(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    fn runs_of(&self, p: usize) -> &[Run] {
+        &self.runs[self.starts[p]..self.starts[p + 1]]
+    }
 }
 
 /// The batches of a range of persons: persons read in place from one chunk go together, the
@@ -345,81 +432,86 @@ struct BlockBatches {
     persons: Vec<u32>,
     ranges: Vec<(u32, u32)>,
     pieces: Vec<Piece>,
+    /// The runs of the gathered persons.
+    runs: Vec<Run>,
 }
 
 /// One part of a [`BlockBatches`], in person order.
 enum Piece {
     /// `persons[lo..hi]` and `ranges[lo..hi]`, rows of chunk `chunk`.
     Batch { chunk: u32, lo: u32, hi: u32 },
-    /// A person whose rows are gathered from several runs.
-    Gather(u32),
+    /// A person whose rows are gathered from the runs `runs[lo..hi]`.
+    Gather { lo: u32, hi: u32 },
 }
 
 impl Snapshot {
-    /// Heap bytes of the snapshot's own person index (its chunks belong to the segments and
-    /// the sorted copies of memory rows). Nothing when it shares the segments' index.
-    pub(crate) fn index_bytes(&self, base: &RunIndex) -> usize {
-        match Arc::ptr_eq(&self.runs, &base.runs) {
-            true => 0,
-            false => index_bytes(&self.runs, &self.person_starts),
-        }
+    /// Heap bytes of the snapshot's own blocks (its person indexes belong to the segments and
+    /// the sorted copies of memory rows).
+    pub(crate) fn index_bytes(&self) -> usize {
+        self.blocks.heap_bytes()
     }
 
     /// The snapshot of a store whose segments are indexed by `base` and whose rows in memory
-    /// are in the sorted copies indexed by `mem`; its person index is written into `buffers`
-    /// when it needs one of its own.
+    /// are in the sorted copies indexed by `mem`.
     pub(crate) fn assemble(
-        base: &RunIndex,
-        mem: &[&RunIndex],
+        base: &Arc<RunIndex>,
+        mem: &[Arc<RunIndex>],
         roots: Arc<Vec<u32>>,
         erased: Arc<HashMap<u32, i64>>,
-        buffers: RunBuffers,
     ) -> Snapshot {
         let mut chunks = base.chunks.clone();
-        let mut lists = vec![RunList {
-            runs: &base.runs,
-            starts: &base.person_starts,
-            offset: 0,
-        }];
+        let mut parts = vec![(base.clone(), 0)];
         for m in mem {
-            lists.push(RunList {
-                runs: &m.runs,
-                starts: &m.person_starts,
-                offset: chunks.len() as u32,
-            });
+            parts.push((m.clone(), chunks.len() as u32));
             chunks.extend(m.chunks.iter().cloned());
         }
-        let (runs, person_starts) = match lists.len() {
-            1 => (base.runs.clone(), base.person_starts.clone()),
-            _ => {
-                let (runs, starts) = merge_by_person(&lists, buffers);
-                (Arc::new(runs), Arc::new(starts))
-            }
-        };
         Snapshot {
             chunks,
             roots,
             erased,
-            runs,
-            person_starts,
-            blocks: Default::default(),
+            blocks: Arc::new(Blocks::of(&parts)),
+            parts: parts.into(),
         }
     }
 
-    /// The buffers of this snapshot's own person index, when nothing else holds them (see
-    /// [`Snapshot::assemble`]); empty ones otherwise.
-    pub(crate) fn into_buffers(self, base: &RunIndex) -> RunBuffers {
-        if Arc::ptr_eq(&self.runs, &base.runs) {
-            return Default::default();
+    /// The person index of block `b`: a part's own when only that part has persons in it
+    /// and its chunks come first, otherwise the parts' merged into `buffers`.
+    fn block_index<'a>(&'a self, b: usize, buffers: &'a mut RunBuffers) -> BlockIndex<'a> {
+        let lists: Vec<RunList<'_>> = self
+            .parts
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (part, offset))| {
+                let persons = self.blocks.persons(b, k);
+                (!persons.is_empty()).then(|| RunList {
+                    runs: &part.runs,
+                    starts: &part.person_starts[persons.start..=persons.end],
+                    offset: *offset,
+                })
+            })
+            .collect();
+        if let [only] = &lists[..] {
+            if only.offset == 0 {
+                return BlockIndex {
+                    runs: only.runs,
+                    starts: only.starts,
+                };
+            }
         }
-        let runs = Arc::try_unwrap(self.runs).unwrap_or_default();
-        let starts = Arc::try_unwrap(self.person_starts).unwrap_or_default();
-        (runs, starts)
+        *buffers = merge_by_person(&lists, std::mem::take(buffers));
+        BlockIndex {
+            runs: &buffers.0,
+            starts: &buffers.1,
+        }
     }
 
-    /// Persons with at least one row (erased persons may still count until compaction).
+    /// Persons with at least one row (erased persons may still count until compaction): the
+    /// blocks' indexes merged, one at a time.
     pub fn person_count(&self) -> usize {
-        self.person_starts.len().saturating_sub(1)
+        let mut buffers = RunBuffers::default();
+        (0..self.blocks.len())
+            .map(|b| self.block_index(b, &mut buffers).persons())
+            .sum()
     }
 
     pub fn rows(&self) -> usize {
@@ -451,16 +543,26 @@ impl Snapshot {
     }
 
     /// Runs `f` on the whole journey of the person with distinct-id code `did`: a binary
-    /// search of the person index, not a scan.
+    /// search of each part's person index, not a scan.
     pub fn journey_of<R>(&self, did: u32, f: impl Fn(&PersonEvents<'_>) -> R) -> Option<R> {
         let person = self.person_of(did);
-        let k = self.person_starts[..self.person_count()]
-            .partition_point(|&start| self.runs[start].person < person);
-        if k >= self.person_count() || self.runs[self.person_starts[k]].person != person {
+        let mut runs = Vec::new();
+        for (part, offset) in self.parts.iter() {
+            let k = part.first_from(u64::from(person), 0, usize::MAX);
+            if k < part.persons() && part.person_at(k) == person {
+                let own = &part.runs[part.person_starts[k]..part.person_starts[k + 1]];
+                runs.extend(own.iter().map(|r| Run {
+                    chunk: r.chunk + offset,
+                    ..*r
+                }));
+            }
+        }
+        if runs.is_empty() {
             return None;
         }
         let mut out = None;
-        self.visit(k, &ScanOptions::default(), &mut Scratch::default(), |j| {
+        let mut gathered = Gathered::default();
+        self.visit(&runs, &ScanOptions::default(), &mut gathered, |j| {
             out = Some(f(j))
         });
         out
@@ -474,10 +576,12 @@ impl Snapshot {
         init: impl Fn() -> A + Sync,
         f: impl Fn(&mut A, &PersonEvents<'_>) + Sync,
     ) -> Vec<A> {
-        let blocks = self.blocks();
         self.split_persons(opts, init, |acc, block, scratch| {
-            for p in blocks.persons(block) {
-                self.visit(p, opts, scratch, |ev| f(acc, ev));
+            let index = self.block_index(block, &mut scratch.index);
+            for p in 0..index.persons() {
+                self.visit(index.runs_of(p), opts, &mut scratch.gathered, |ev| {
+                    f(acc, ev)
+                });
             }
         })
     }
@@ -514,14 +618,14 @@ impl Snapshot {
         g: Option<&G>,
     ) -> Vec<A> {
         let whole = opts.from_ms.is_none() && opts.to_ms.is_none() && self.erased.is_empty();
-        let blocks = self.blocks();
         self.split_persons(opts, init, |acc, block, scratch| {
-            let persons = blocks.persons(block);
+            let index = &mut scratch.index;
             let built;
             let b = if whole {
-                blocks.whole[block].get_or_init(|| self.batches(persons, opts))
+                self.blocks.whole[block]
+                    .get_or_init(|| self.batches(&self.block_index(block, index), opts))
             } else {
-                built = self.batches(persons, opts);
+                built = self.batches(&self.block_index(block, index), opts);
                 &built
             };
             for piece in &b.pieces {
@@ -539,9 +643,9 @@ impl Snapshot {
                             },
                         )
                     }
-                    Piece::Gather(p) => {
-                        let Some(person) =
-                            self.pieces_of(p as usize, opts, &mut scratch.gathered.input)
+                    Piece::Gather { lo, hi } => {
+                        let runs = &b.runs[lo as usize..hi as usize];
+                        let Some(person) = self.pieces_of(runs, opts, &mut scratch.gathered.input)
                         else {
                             continue;
                         };
@@ -580,9 +684,9 @@ impl Snapshot {
         })
     }
 
-    /// The batches of `persons` (see [`BlockBatches`]), their rows within the scan's time range;
-    /// persons with no row in it are left out of the batches.
-    fn batches(&self, persons: std::ops::Range<usize>, opts: &ScanOptions) -> BlockBatches {
+    /// The batches of the persons of `index` (see [`BlockBatches`]), their rows within the
+    /// scan's time range; persons with no row in it are left out of the batches.
+    fn batches(&self, index: &BlockIndex<'_>, opts: &ScanOptions) -> BlockBatches {
         let mut b = BlockBatches::default();
         let mut open: Option<(u32, u32)> = None; // chunk and first index of the open batch
         let close = |b: &mut BlockBatches, open: &mut Option<(u32, u32)>| {
@@ -593,8 +697,8 @@ impl Snapshot {
                 }
             }
         };
-        for p in persons {
-            let runs = &self.runs[self.person_starts[p]..self.person_starts[p + 1]];
+        for p in 0..index.persons() {
+            let runs = index.runs_of(p);
             let single = (runs.len() == 1 && self.erased.is_empty()).then(|| runs[0]);
             if open.is_some_and(|(chunk, _)| single.is_none_or(|r| r.chunk != chunk)) {
                 close(&mut b, &mut open);
@@ -610,17 +714,16 @@ impl Snapshot {
                             .push((r.start + rows.start as u32, r.start + rows.end as u32));
                     }
                 }
-                None => b.pieces.push(Piece::Gather(p as u32)),
+                None => {
+                    let lo = b.runs.len() as u32;
+                    b.runs.extend_from_slice(runs);
+                    let hi = b.runs.len() as u32;
+                    b.pieces.push(Piece::Gather { lo, hi });
+                }
             }
         }
         close(&mut b, &mut open);
         b
-    }
-
-    /// The blocks scan threads take (built by the first scan of this snapshot).
-    fn blocks(&self) -> &Blocks {
-        self.blocks
-            .get_or_init(|| Blocks::of(&self.runs, &self.person_starts))
     }
 
     /// Runs `work(acc, block, scratch)` over the [`Blocks`] of persons, in parallel over
@@ -634,7 +737,7 @@ impl Snapshot {
         init: impl Fn() -> A + Sync,
         work: impl Fn(&mut A, usize, &mut Scratch) + Sync,
     ) -> Vec<A> {
-        let blocks = self.blocks();
+        let blocks = &*self.blocks;
         let threads = match opts.threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -643,7 +746,7 @@ impl Snapshot {
         }
         .clamp(1, blocks.len().max(1));
         if let Some(c) = &opts.control {
-            c.add_total(self.person_count() as u64);
+            c.add_total(blocks.rows_before.last().copied().unwrap_or(0));
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
@@ -671,7 +774,7 @@ impl Snapshot {
                             }
                             work(&mut acc, at, &mut scratch);
                             if let Some(c) = control {
-                                c.add_done(blocks.persons(at).len() as u64);
+                                c.add_done(blocks.rows(at));
                             }
                             at += 1;
                         }
@@ -686,14 +789,15 @@ impl Snapshot {
         })
     }
 
+    /// Calls `f` on the journey of the person whose runs are `runs`, gathered in `g` when they
+    /// are several.
     fn visit(
         &self,
-        p: usize,
+        runs: &[Run],
         opts: &ScanOptions,
-        scratch: &mut Scratch,
+        g: &mut Gathered,
         mut f: impl FnMut(&PersonEvents<'_>),
     ) {
-        let runs = &self.runs[self.person_starts[p]..self.person_starts[p + 1]];
         let person = runs[0].person;
         let needs_filter = !self.erased.is_empty();
         if runs.len() == 1 && !needs_filter {
@@ -708,18 +812,22 @@ impl Snapshot {
         }
         // several runs (rows in several segments, merged identities) or erased rows: the
         // visible rows in range of each run, gathered in time order
-        let g = &mut scratch.gathered;
         g.clear();
-        if self.pieces_of(p, opts, &mut g.input).is_some() {
+        if self.pieces_of(runs, opts, &mut g.input).is_some() {
             g.append(&self.chunks, opts.columns);
             f(&g.journey(person));
         }
     }
 
-    /// The pieces of person `p`'s rows that a scan with `opts` reads: each run's rows within
-    /// the time range, without erased rows. Returns the person, or None when nothing is left.
-    fn pieces_of(&self, p: usize, opts: &ScanOptions, input: &mut Vec<RunPiece>) -> Option<u32> {
-        let runs = &self.runs[self.person_starts[p]..self.person_starts[p + 1]];
+    /// The pieces of the rows of a person (its runs `runs`) that a scan with `opts` reads:
+    /// each run's rows within the time range, without erased rows. Returns the person, or None
+    /// when nothing is left.
+    fn pieces_of(
+        &self,
+        runs: &[Run],
+        opts: &ScanOptions,
+        input: &mut Vec<RunPiece>,
+    ) -> Option<u32> {
         input.clear();
         for r in runs {
             let c = &self.chunks[r.chunk as usize];
@@ -765,6 +873,8 @@ const GATHERED_BATCH_ROWS: usize = 1 << 14;
 /// A scan thread's buffers for gathered persons, reused from batch to batch.
 #[derive(Default)]
 struct Scratch {
+    /// The block's person index, when its parts' are merged.
+    index: RunBuffers,
     gathered: Gathered,
     persons: Vec<u32>,
     ranges: Vec<(u32, u32)>,

@@ -819,6 +819,99 @@ fn snapshots_taken_while_appending_give_whole_journeys() {
     assert_eq!(sequences(&s), expected, "after reopening");
 }
 
+/// A store being written to is scanned in blocks of persons, each block's person index merged
+/// from the segments' and the sorted copies of memory rows as a scan thread takes it. With
+/// thousands of persons in every part (several blocks, persons in several segments and copies,
+/// identities linked after their rows were flushed, one person alone bigger than a block,
+/// persons only in the newest rows),
+/// every person comes once and whole, in every kind of scan, and alone by `journey_of`.
+#[test]
+fn persons_in_many_blocks_and_parts_come_once_and_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        compact_after_segments: 100,
+        ..small()
+    };
+    let s = Store::open(dir.path(), cfg).unwrap();
+    let persons = 9_000usize;
+    let mut rows = Vec::new();
+    let mut links: Vec<(String, String)> = Vec::new();
+    let mut n = 0usize;
+    type Rows = Vec<(String, i64, String)>;
+    fn add(b: &mut Vec<Touchpoint>, rows: &mut Rows, n: &mut usize, id: &str) {
+        // times out of order within and between rounds, each its own (no ties to order)
+        let minute = ((*n * 7919) % 1_000_003) as i64;
+        let event = format!("e{}", *n % 13);
+        b.push(track(&format!("m{n}"), id, &event, minute));
+        rows.push((id.to_string(), minute, event));
+        *n += 1;
+    }
+    for round in 0..6 {
+        let mut b = Vec::new();
+        for p in (0..persons).filter(|p| (p + round) % 3 != 0) {
+            let id = match round {
+                0 | 1 if p % 5 == 0 => format!("a{p}"),
+                _ => format!("u{p}"),
+            };
+            add(&mut b, &mut rows, &mut n, &id);
+        }
+        // one person with more rows than a block holds
+        for _ in 0..3_000 {
+            add(&mut b, &mut rows, &mut n, "big");
+        }
+        if round == 2 {
+            // anonymous rows flushed in rounds 0 and 1 join their users' rows
+            for p in (0..persons).filter(|p| p % 10 == 0) {
+                let (anon, user) = (format!("a{p}"), format!("u{p}"));
+                b.push(tp(
+                    json!({"type":"identify","messageId":format!("m{n}"),"userId":user,
+                    "anonymousId":anon,"timestamp": message::format_ts(1_698_999_940_000)}),
+                ));
+                rows.push((user.clone(), -1, "identify".into()));
+                links.push((anon, user));
+                n += 1;
+            }
+        }
+        // appended in two halves with a snapshot between: the rows in memory are in a large
+        // sorted copy and tails
+        let mut half = b.split_off(b.len() / 2);
+        if round == 5 {
+            // persons only in the newest rows in memory: blocks of one copy's persons alone
+            for p in 0..5_000 {
+                add(&mut half, &mut rows, &mut n, &format!("n{p}"));
+            }
+        }
+        s.append(b).unwrap();
+        s.snapshot();
+        s.append(half).unwrap();
+        if round < 3 {
+            s.flush().unwrap();
+        }
+    }
+    let st = s.stats().unwrap();
+    assert!(st.segments >= 3 && st.memory_rows > 0, "{st:?}");
+    let expected = expected_journeys(&rows, &links);
+    assert_eq!(st.persons as usize, expected.len());
+    assert_eq!(sequences(&s), expected);
+    // both threads get blocks; journey_of finds each person in every part
+    let snap = s.snapshot();
+    let opts = ScanOptions {
+        threads: 2,
+        ..Default::default()
+    };
+    let parts = snap.scan_persons(&opts, Vec::new, |acc, p| {
+        acc.push((p.person, p.ts.to_vec(), p.event.to_vec()))
+    });
+    assert!(
+        parts.iter().all(|p| !p.is_empty()),
+        "two threads with blocks"
+    );
+    for (person, ts, event) in parts.into_iter().flatten().step_by(7) {
+        let alone = snap.journey_of(person, |j| (j.ts.to_vec(), j.event.to_vec()));
+        assert_eq!(alone, Some((ts, event)), "person {person}");
+    }
+}
+
 /// Every person's events in order, the persons sorted.
 fn sequences(s: &Store) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = journeys(s).into_iter().map(|(_, e)| e).collect();

@@ -10,6 +10,10 @@
 //! newer (as a binary counter carries), and the oldest tail into the large copy when it reaches
 //! a quarter of its size: a snapshot copies about as many rows as arrived since the last one,
 //! not the whole tail, and there are a handful of tails however many snapshots are taken.
+//!
+//! The snapshot keeps the parts' person indexes as they are (the segments' and one per sorted
+//! copy) and only cuts them into blocks of persons by bisection; each scan thread merges the
+//! indexes of the blocks it takes (see `scan.rs`).
 
 use super::*;
 use crate::scan::RunIndex;
@@ -24,7 +28,8 @@ pub struct SnapshotBuilds {
     /// Sorting the rows that arrived since the last one and merging sorted copies.
     pub copies: Duration,
     pub copies_max: Duration,
-    /// Merging the parts' person indexes into the snapshot's.
+    /// Cutting the snapshot's blocks from the parts' person indexes (the scan threads merge
+    /// the indexes, block by block).
     pub index: Duration,
     pub index_max: Duration,
 }
@@ -138,11 +143,11 @@ impl MemoryRuns {
         m
     }
 
-    fn parts(&self) -> Vec<&RunIndex> {
+    fn parts(&self) -> Vec<Arc<RunIndex>> {
         self.large
             .iter()
             .chain(&self.tails)
-            .map(|c| &*c.index)
+            .map(|c| c.index.clone())
             .collect()
     }
 
@@ -168,7 +173,7 @@ impl SnapshotCache {
         let base = self.base.as_ref().map(|(_, _, b)| b);
         let indexes = base.map_or(0, |b| b.index_bytes())
             + match (&self.last, base) {
-                (Some((_, snap)), Some(b)) => snap.index_bytes(b),
+                (Some((_, snap)), Some(_)) => snap.index_bytes(),
                 _ => 0,
             };
         copies + indexes
@@ -176,7 +181,7 @@ impl SnapshotCache {
 
     /// The sorted copies of the rows still taking appends.
     #[cfg(test)]
-    pub(crate) fn memory_copies(&self) -> Vec<&RunIndex> {
+    pub(crate) fn memory_copies(&self) -> Vec<Arc<RunIndex>> {
         self.mem.as_ref().map_or(Vec::new(), |m| m.parts())
     }
 }
@@ -342,18 +347,13 @@ impl Store {
         let started = Instant::now();
         let frozen_runs = MemoryRuns::update(old_frozen, &frozen, &roots);
         let runs = MemoryRuns::update(old_mem, &mem, &roots);
-        let parts: Vec<&RunIndex> = frozen_runs
+        let parts: Vec<Arc<RunIndex>> = frozen_runs
             .parts()
             .into_iter()
             .chain(runs.parts())
             .collect();
         let copied = Instant::now();
-        // the last snapshot's index, when no query holds it any more, takes the new one
-        let buffers = match cache.last.take() {
-            Some((_, last)) => last.into_buffers(&base),
-            None => Default::default(),
-        };
-        let snap = Snapshot::assemble(&base, &parts, roots, erased, buffers);
+        let snap = Snapshot::assemble(&base, &parts, roots, erased);
         cache.builds.add(copied - started, copied.elapsed());
         cache.frozen = Some(frozen_runs);
         cache.mem = Some(runs);
