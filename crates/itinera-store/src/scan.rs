@@ -340,8 +340,13 @@ impl Blocks {
                 rows <= cap && persons <= STRIDE
             };
             // the block ends at the largest code that fits, and holds its first person even
-            // when that one alone does not fit
+            // when that one alone does not fit; no end past a part's next STRIDE persons fits
             let (mut lo, mut hi) = (u64::from(first) + 1, 1u64 << 32);
+            for ((p, _), &k) in parts.iter().zip(&at) {
+                if k + STRIDE < p.persons() {
+                    hi = hi.min(u64::from(p.person_at(k + STRIDE)) + 1);
+                }
+            }
             if fits(hi) {
                 lo = hi;
             }
