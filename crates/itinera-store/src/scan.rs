@@ -280,6 +280,8 @@ pub struct Snapshot {
     parts: Arc<[(Arc<RunIndex>, u32)]>,
     /// The blocks scan threads take (see [`Blocks`]).
     blocks: Arc<Blocks>,
+    /// The number of persons, counted when first asked (see [`Snapshot::person_count`]).
+    persons: Arc<std::sync::OnceLock<usize>>,
 }
 
 /// At most this many persons (of one part) in a block.
@@ -476,6 +478,7 @@ impl Snapshot {
             erased,
             blocks: Arc::new(Blocks::of(&parts)),
             parts: parts.into(),
+            persons: Default::default(),
         }
     }
 
@@ -511,12 +514,14 @@ impl Snapshot {
     }
 
     /// Persons with at least one row (erased persons may still count until compaction): the
-    /// blocks' indexes merged, one at a time.
+    /// blocks' indexes merged, one at a time, when first asked.
     pub fn person_count(&self) -> usize {
-        let mut buffers = RunBuffers::default();
-        (0..self.blocks.len())
-            .map(|b| self.block_index(b, &mut buffers).persons())
-            .sum()
+        *self.persons.get_or_init(|| {
+            let mut buffers = RunBuffers::default();
+            (0..self.blocks.len())
+                .map(|b| self.block_index(b, &mut buffers).persons())
+                .sum()
+        })
     }
 
     pub fn rows(&self) -> usize {
