@@ -170,12 +170,8 @@ impl SnapshotCache {
             .chain(&self.mem)
             .map(MemoryRuns::heap_bytes)
             .sum();
-        let base = self.base.as_ref().map(|(_, _, b)| b);
-        let indexes = base.map_or(0, |b| b.index_bytes())
-            + match (&self.last, base) {
-                (Some((_, snap)), Some(_)) => snap.index_bytes(),
-                _ => 0,
-            };
+        let indexes = self.base.as_ref().map_or(0, |(_, _, b)| b.index_bytes())
+            + self.last.as_ref().map_or(0, |(_, snap)| snap.index_bytes());
         copies + indexes
     }
 
