@@ -484,13 +484,21 @@ pub fn run_funnel<S: JourneySource>(
                 .and_then(|s| s.single.as_ref())
                 .filter(|_| scan_opts.columns == JourneyColumns::NONE);
             let pieces = |acc: &mut PersonAcc, b: &PieceBatch<'_>, single: &SingleSteps| {
+                // a person's pieces as slices, found once for the kernel and the walk
+                let mut slices = Vec::new();
                 for k in 0..b.persons.len() {
-                    let chain = kernel.single_slots_pieces(b.pieces(k), || b.has_ties(k), single);
+                    slices.clear();
+                    slices.extend(b.pieces(k));
+                    let chain = kernel.single_slots_pieces(
+                        slices.iter().copied(),
+                        || b.has_ties(k),
+                        single,
+                    );
                     if let Some((best, t0)) = chain {
                         let (t, scratch) = (&mut acc.0, &mut acc.2);
                         PersonRunner::record_table_chain_pieces(
                             event_masks,
-                            b.pieces(k),
+                            slices.iter().copied(),
                             best,
                             t0,
                             &mut scratch.chain,
