@@ -823,8 +823,8 @@ fn snapshots_taken_while_appending_give_whole_journeys() {
 /// from the segments' and the sorted copies of memory rows as a scan thread takes it. With
 /// thousands of persons in every part (several blocks, persons in several segments and copies,
 /// identities linked after their rows were flushed, one person alone bigger than a block,
-/// persons only in the newest rows),
-/// every person comes once and whole, in every kind of scan, and alone by `journey_of`.
+/// persons only in the newest rows), every person comes once and whole, in every kind of scan,
+/// and alone by `journey_of`.
 #[test]
 fn persons_in_many_blocks_and_parts_come_once_and_whole() {
     let dir = tempfile::tempdir().unwrap();
