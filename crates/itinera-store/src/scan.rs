@@ -556,17 +556,20 @@ impl Snapshot {
     /// search of each part's person index, not a scan.
     pub fn journey_of<R>(&self, did: u32, f: impl Fn(&PersonEvents<'_>) -> R) -> Option<R> {
         let person = self.person_of(did);
-        let mut runs = Vec::new();
-        for (part, offset) in self.parts.iter() {
-            let k = part.first_from(u64::from(person), 0, usize::MAX);
-            if k < part.persons() && part.person_at(k) == person {
-                let own = &part.runs[part.person_starts[k]..part.person_starts[k + 1]];
-                runs.extend(own.iter().map(|r| Run {
-                    chunk: r.chunk + offset,
-                    ..*r
-                }));
-            }
-        }
+        // the person's runs in each part, merged as a block's are
+        let lists: Vec<RunList<'_>> = self
+            .parts
+            .iter()
+            .filter_map(|(part, offset)| {
+                let k = part.first_from(u64::from(person), 0, usize::MAX);
+                (k < part.persons() && part.person_at(k) == person).then(|| RunList {
+                    runs: &part.runs,
+                    starts: &part.person_starts[k..=k + 1],
+                    offset: *offset,
+                })
+            })
+            .collect();
+        let (runs, _) = merge_by_person(&lists, Default::default());
         if runs.is_empty() {
             return None;
         }
