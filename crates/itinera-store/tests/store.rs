@@ -196,6 +196,51 @@ fn append_dedup_recover_flush() {
     assert_eq!(stats.persons, 2);
 }
 
+/// The files in the store's segment directory, sorted.
+fn segment_dir_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("seg"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every close flushes; a store opened and closed without a write leaves its files as they
+/// were, while an erasure alone (no rows) is still written.
+#[test]
+fn flushing_nothing_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), small()).unwrap();
+    s.append(vec![track("n1", "u1", "a", 1), track("n2", "u2", "b", 2)])
+        .unwrap();
+    s.flush().unwrap();
+    let after_write = segment_dir_files(dir.path());
+    let deltas = manifest(dir.path()).deltas.len();
+    s.flush().unwrap();
+    s.close();
+    for _ in 0..3 {
+        let s = Store::open(dir.path(), small()).unwrap();
+        assert_eq!(journeys(&s).len(), 2);
+        s.flush().unwrap();
+        s.close();
+    }
+    assert_eq!(segment_dir_files(dir.path()), after_write);
+    assert_eq!(manifest(dir.path()).deltas.len(), deltas);
+    // an erasure of rows already in a segment changes nothing in memory, and is flushed
+    let s = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(s.erase_person("u1").unwrap(), 1);
+    s.flush().unwrap();
+    s.close();
+    assert_eq!(manifest(dir.path()).deltas.len(), deltas + 1);
+    let s = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(
+        journeys(&s),
+        vec![("u2".into(), vec!["b".into()])],
+        "the erasure outlives a restart"
+    );
+}
+
 #[test]
 fn late_identify_joins_anonymous_history_at_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,11 @@ impl Inner {
 
     pub(super) fn flush(self: &Arc<Self>, store: &Store) -> Result<()> {
         let _g = self.flush_lock.lock();
+        if self.nothing_to_flush() {
+            // every close flushes: a store opened and closed without a write must not leave
+            // one more (empty) delta file that every later open reads
+            return Ok(());
+        }
         let seq = store.call(Op::Freeze)?.stored as u64;
         let frozen: Vec<SharedChunk> = self.state.read().frozen.clone();
         let rows: usize = frozen.iter().map(|c| c.cols.len()).sum();
@@ -145,6 +150,18 @@ impl Inner {
             self.maybe_start_compaction();
         }
         Ok(())
+    }
+
+    /// Whether a flush would write neither a segment nor a delta: no rows in memory or frozen,
+    /// no identity links, erasures or strings since the last delta.
+    fn nothing_to_flush(&self) -> bool {
+        // lock order everywhere: dictionaries, then state
+        let d = self.dicts.read();
+        let st = self.state.read();
+        st.mem.iter().chain(&st.frozen).all(|c| c.cols.is_empty())
+            && st.pending_links.is_empty()
+            && st.pending_erased.is_empty()
+            && (0..DICTS).all(|k| d.all[k].len() == st.delta_starts[k])
     }
 
     /// Builds the duplicate check again from the rows received within the window, when the
