@@ -117,82 +117,19 @@ impl Store {
         // so that a flush deleting them meanwhile cannot make a reader start again
         let wal_dir = dir.join("wal");
         let pinned_log = wal::pin(&wal_dir, manifest.wal_from)?;
-        let mut dicts = Dicts::default();
-        let mut identity = IdentityGraph::new();
-        let mut erased = HashMap::new();
-        for name in &manifest.deltas {
-            let d = Delta::read(&dir.join("seg").join(name))?;
-            for (k, (start, strings)) in d.dicts.into_iter().enumerate() {
-                let have = dicts.all[k].len() as u64;
-                if start > have {
-                    return Err(StoreError::Corrupt(format!(
-                        "{name}: dictionary {k} starts at {start}, have {have}"
-                    )));
-                }
-                // deltas may overlap (a delta holds strings added up to its writing)
-                let skip = (have - start) as usize;
-                dicts.all[k].extend_loaded(strings.into_iter().skip(skip));
-            }
-            identity.grow(dicts.all[DICT_IDS].len() as u32);
-            for (a, b) in d.links {
-                identity.link(a, b);
-            }
-            erased.extend(d.erased);
-        }
-        identity.grow(dicts.all[DICT_IDS].len() as u32);
         let locked = (!config.read_only).then_some(dir_lock);
-        let mut segments = Vec::new();
-        // the hashes of the stored rows within the window, for the duplicate check
-        let mut recent = super::recent_ids::RecentIdsBuilder::default();
-        let horizon = now_ms() - config.dedup_window_ms;
-        for name in manifest.segments.iter().chain(&manifest.holders) {
-            if segment::generation_of(name).is_none() {
-                return Err(StoreError::Corrupt(format!(
-                    "manifest: {name} is not a segment name"
-                )));
-            }
-        }
-        let holders = manifest
-            .holders
-            .iter()
-            .map(|name| {
-                Ok(Arc::new(HolderFile {
-                    name: name.clone(),
-                    file: SegmentFile::open(&dir.join("seg").join(name))?,
-                }))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for name in &manifest.segments {
-            let file = SegmentFile::open(&dir.join("seg").join(name))?;
-            // the duplicate check guards writes: a reader (a query, an export) never writes,
-            // and building it was a tenth of a cold query on 10M recent events. A writer skips
-            // files whose rows were all received before its window.
-            let in_window = !config.read_only
-                && !config.compaction_only
-                && file
-                    .footer
-                    .max_received_at
-                    .is_none_or(|latest| latest >= horizon);
-            // a file in the window has its hashes read (and checked) just below: once is enough
-            let cols = match config.compaction_only {
-                true => file.load_columns_lean()?,
-                false => file.load_columns_for(!config.read_only && !in_window)?,
-            };
-            if in_window {
-                let (hashes, received) = file.hashes_and_receive_times()?;
-                recent.extend(
-                    hashes
-                        .into_iter()
-                        .zip(received)
-                        .filter(|(_, r)| *r >= horizon),
-                );
-            }
-            segments.push(Arc::new(LoadedSegment {
-                name: name.clone(),
-                file,
-                cols: Arc::new(cols),
-            }));
-        }
+        // the deltas (dictionaries, identities: one thread) are decoded while the segments load
+        let (read, loaded) = std::thread::scope(|s| {
+            let loaded = s.spawn(|| load_segments(dir, &manifest, &config));
+            let read = read_deltas(dir, &manifest);
+            (read, loaded.join().expect("loading the segments"))
+        });
+        let (dicts, identity, erased) = read?;
+        let LoadedFiles {
+            segments,
+            holders,
+            recent,
+        } = loaded?;
         if !config.read_only {
             remove_orphans(dir, &manifest)?;
         }
@@ -283,6 +220,109 @@ impl Store {
         *inner.writer.lock() = Some(handle);
         Ok((Store { inner }, true))
     }
+}
+
+/// The dictionaries, identity links and erasures of the manifest's deltas, in order.
+fn read_deltas(
+    dir: &Path,
+    manifest: &Manifest,
+) -> Result<(Dicts, IdentityGraph, HashMap<u32, i64>)> {
+    let mut dicts = Dicts::default();
+    let mut identity = IdentityGraph::new();
+    let mut erased = HashMap::new();
+    for name in &manifest.deltas {
+        let d = Delta::read(&dir.join("seg").join(name))?;
+        for (k, (start, strings)) in d.dicts.into_iter().enumerate() {
+            let have = dicts.all[k].len() as u64;
+            if start > have {
+                return Err(StoreError::Corrupt(format!(
+                    "{name}: dictionary {k} starts at {start}, have {have}"
+                )));
+            }
+            // deltas may overlap (a delta holds strings added up to its writing)
+            let skip = (have - start) as usize;
+            dicts.all[k].extend_loaded(strings.into_iter().skip(skip));
+        }
+        identity.grow(dicts.all[DICT_IDS].len() as u32);
+        for (a, b) in d.links {
+            identity.link(a, b);
+        }
+        erased.extend(d.erased);
+    }
+    identity.grow(dicts.all[DICT_IDS].len() as u32);
+    Ok((dicts, identity, erased))
+}
+
+/// The files a manifest names, opened.
+struct LoadedFiles {
+    /// With their columns loaded.
+    segments: Vec<Arc<LoadedSegment>>,
+    /// Files kept for the messages in them.
+    holders: Vec<Arc<HolderFile>>,
+    /// The hashes of the stored rows within the duplicate window (for a writer's check).
+    recent: super::recent_ids::RecentIdsBuilder,
+}
+
+/// The manifest's segments with their columns loaded, its holders of messages, and the hashes
+/// of the stored rows within the duplicate window.
+fn load_segments(dir: &Path, manifest: &Manifest, config: &StoreConfig) -> Result<LoadedFiles> {
+    let mut segments = Vec::new();
+    // the hashes of the stored rows within the window, for the duplicate check
+    let mut recent = super::recent_ids::RecentIdsBuilder::default();
+    let horizon = now_ms() - config.dedup_window_ms;
+    for name in manifest.segments.iter().chain(&manifest.holders) {
+        if segment::generation_of(name).is_none() {
+            return Err(StoreError::Corrupt(format!(
+                "manifest: {name} is not a segment name"
+            )));
+        }
+    }
+    let holders = manifest
+        .holders
+        .iter()
+        .map(|name| {
+            Ok(Arc::new(HolderFile {
+                name: name.clone(),
+                file: SegmentFile::open(&dir.join("seg").join(name))?,
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for name in &manifest.segments {
+        let file = SegmentFile::open(&dir.join("seg").join(name))?;
+        // the duplicate check guards writes: a reader (a query, an export) never writes,
+        // and building it was a tenth of a cold query on 10M recent events. A writer skips
+        // files whose rows were all received before its window.
+        let in_window = !config.read_only
+            && !config.compaction_only
+            && file
+                .footer
+                .max_received_at
+                .is_none_or(|latest| latest >= horizon);
+        // a file in the window has its hashes read (and checked) just below: once is enough
+        let cols = match config.compaction_only {
+            true => file.load_columns_lean()?,
+            false => file.load_columns_for(!config.read_only && !in_window)?,
+        };
+        if in_window {
+            let (hashes, received) = file.hashes_and_receive_times()?;
+            recent.extend(
+                hashes
+                    .into_iter()
+                    .zip(received)
+                    .filter(|(_, r)| *r >= horizon),
+            );
+        }
+        segments.push(Arc::new(LoadedSegment {
+            name: name.clone(),
+            file,
+            cols: Arc::new(cols),
+        }));
+    }
+    Ok(LoadedFiles {
+        segments,
+        holders,
+        recent,
+    })
 }
 
 pub(super) fn remove_orphans(dir: &Path, m: &Manifest) -> Result<()> {

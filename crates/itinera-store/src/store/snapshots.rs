@@ -322,7 +322,12 @@ impl Store {
         let base = match &cache.base {
             Some((k, _, b)) if *k == base_key => b.clone(),
             _ => {
-                let b = Arc::new(RunIndex::build(segments, &roots));
+                // every scan reads the events: decoded beside the index, on the core its
+                // build leaves idle (nothing to do where the server's background decode has)
+                let b = std::thread::scope(|s| {
+                    s.spawn(|| segments.iter().for_each(|c| _ = c.event.len()));
+                    Arc::new(RunIndex::build(segments.clone(), &roots))
+                });
                 cache.base = Some((base_key, (roots.clone(), erased.clone()), b.clone()));
                 b
             }
