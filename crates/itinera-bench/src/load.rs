@@ -18,6 +18,9 @@ pub struct LoadPlan {
     pub rate: Option<f64>,
     /// Makes the senders stop early (the rest of the plan is not sent).
     pub stop: Option<Arc<AtomicBool>>,
+    /// Told when the requests are built and sending starts: building them takes a core for
+    /// seconds, which must not be counted as load.
+    pub started: Option<std::sync::mpsc::Sender<()>>,
     /// Numbers the first message as if this many had been sent before: realistic messages'
     /// times go on from there, as live traffic's do after an earlier load.
     pub first_message: u64,
@@ -87,6 +90,9 @@ pub fn run_load(plan: LoadPlan) -> Result<LoadReport, Box<dyn std::error::Error>
             })
             .collect(),
     );
+    if let Some(started) = &plan.started {
+        let _ = started.send(());
+    }
     let per_request = plan
         .rate
         .map(|r| Duration::from_secs_f64(plan.batch as f64 / r.max(1.0)));

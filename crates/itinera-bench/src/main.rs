@@ -555,6 +555,7 @@ fn http_bench(
         realistic,
         rate: None,
         stop: None,
+        started: None,
         first_message: 0,
     })?;
     println!(

@@ -94,6 +94,7 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
             realistic: true,
             rate: None,
             stop: None,
+            started: None,
             first_message: 0,
         })?;
         println!(
@@ -142,6 +143,7 @@ pub fn serving_bench(plan: ServingPlan) -> Result<(), Box<dyn std::error::Error>
                 realistic: true,
                 rate: None,
                 stop: None,
+                started: None,
                 // times go on after the first load's
                 first_message: plan.events.max(10_000_000) + sent,
             })?;
@@ -238,6 +240,7 @@ fn under_load(
 ) -> BenchResult<Timings> {
     // the senders pace themselves; one query at a time
     let stop = Arc::new(AtomicBool::new(false));
+    let (started, sending) = std::sync::mpsc::channel();
     let loader = {
         let (host, write_key, stop) = (host.to_string(), write_key.to_string(), stop.clone());
         let events = plan.rate * plan.seconds;
@@ -254,11 +257,17 @@ fn under_load(
                 realistic: true,
                 rate: Some(rate),
                 stop: Some(stop),
+                started: Some(started),
                 first_message,
             })
             .map_err(|e| e.to_string())
         })
     };
+    // the queries start with the load: not while its requests are being built
+    if sending.recv().is_err() {
+        let r = loader.join().map_err(|_| "load thread panicked")??;
+        return Err(format!("the load ended before sending ({} acknowledged)", r.acked).into());
+    }
     let until = Instant::now() + Duration::from_secs(plan.seconds);
     let mut loaded = Timings::default();
     // a pause between queries, so that the load keeps its rate
