@@ -21,7 +21,7 @@ impl Inner {
             .name("itinera-compact".into())
             .spawn(move || {
                 while me.state.read().segments.len() > me.config.compact_after_segments {
-                    match me.compact(false) {
+                    match super::priority::in_background(|| me.compact(false)) {
                         Ok(true) => me.warm_snapshot(),
                         Ok(false) => break,
                         Err(e) => {

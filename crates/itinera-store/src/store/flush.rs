@@ -26,7 +26,9 @@ impl Inner {
                 .name("itinera-flush".into())
                 .spawn(move || {
                     let store = Store { inner: me.clone() };
-                    match me.flush(&store) {
+                    // the next query's snapshot is prepared at normal priority (one may wait
+                    // for it), the flush below it
+                    match super::priority::in_background(|| me.flush(&store)) {
                         Ok(()) => me.warm_snapshot(),
                         Err(e) => tracing::error!(error = %e, "background flush failed"),
                     }

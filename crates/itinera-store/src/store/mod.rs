@@ -29,6 +29,7 @@ mod config;
 mod flush;
 mod merge;
 mod open;
+mod priority;
 mod recent_ids;
 mod snapshots;
 mod state;
