@@ -21,7 +21,14 @@ impl Inner {
             .name("itinera-compact".into())
             .spawn(move || {
                 while me.state.read().segments.len() > me.config.compact_after_segments {
-                    match super::priority::in_background(|| me.compact(false)) {
+                    // below the foreground unless segments have piled up to twice the limit
+                    let behind =
+                        me.state.read().segments.len() > 2 * me.config.compact_after_segments;
+                    let merged = match behind {
+                        true => me.compact(false),
+                        false => super::priority::in_background(|| me.compact(false)),
+                    };
+                    match merged {
                         Ok(true) => me.warm_snapshot(),
                         Ok(false) => break,
                         Err(e) => {

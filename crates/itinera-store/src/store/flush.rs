@@ -26,9 +26,16 @@ impl Inner {
                 .name("itinera-flush".into())
                 .spawn(move || {
                     let store = Store { inner: me.clone() };
-                    // the next query's snapshot is prepared at normal priority (one may wait
-                    // for it), the flush below it
-                    match super::priority::in_background(|| me.flush(&store)) {
+                    // below the foreground while the flushes keep up with the writes; at normal
+                    // priority when rows have piled up past half a flush more (memory stays
+                    // within a few flushes' rows however long the load lasts). The next
+                    // query's snapshot is prepared at normal priority: one may wait for it.
+                    let behind = me.state.read().mem_rows > me.config.flush_rows * 3 / 2;
+                    let flushed = match behind {
+                        true => me.flush(&store),
+                        false => super::priority::in_background(|| me.flush(&store)),
+                    };
+                    match flushed {
                         Ok(()) => me.warm_snapshot(),
                         Err(e) => tracing::error!(error = %e, "background flush failed"),
                     }

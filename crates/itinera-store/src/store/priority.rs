@@ -3,11 +3,12 @@
 //! Flushes and background merges are work no request waits for: a query reads the rows in
 //! memory as they are, and a write is acknowledged once its log record is durable. On a machine
 //! whose cores ingestion and queries share, they run a few nice steps below the rest, so that a
-//! query and the writes being acknowledged take the cores first. They still advance under a load
-//! that keeps the cores busy (at about a tenth of the share of a thread of normal priority), and
-//! when the rows in memory reach their bound the writer waits for the flush and leaves it the
-//! cores. What a request may wait on (the snapshot a flush or merge prepares for the next query,
-//! an explicit flush, a close) runs at normal priority.
+//! query and the writes being acknowledged take the cores first. Under a load that keeps the
+//! cores busy they get about a tenth of the share of a thread of normal priority, so they run
+//! lowered only while they keep up: a flush that finds rows piled up past half a flush more, or
+//! a merge that finds twice the segments it is started at, runs at normal priority. What a
+//! request may wait on (the snapshot a flush or merge prepares for the next query, an explicit
+//! flush, a close) runs at normal priority.
 
 /// Nice steps below the calling thread's priority.
 const BACKGROUND_NICE_STEPS: i32 = 10;
