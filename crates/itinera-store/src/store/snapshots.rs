@@ -63,8 +63,6 @@ pub(crate) struct SnapshotCache {
 /// What a base key names, kept alive with it.
 type BaseHeld = (Arc<Vec<u32>>, Arc<std::collections::HashMap<u32, i64>>);
 
-const MAX_TAILS: usize = 2;
-
 /// The rows in memory as sorted copies.
 struct MemoryRuns {
     /// The roots the copies were sorted by.
@@ -128,7 +126,7 @@ impl MemoryRuns {
         m.tails.push(new);
         // carry: the newest two merge while the older is not twice the newer
         while let [.., older, newer] = &m.tails[..] {
-            if older.index.rows() >= 2 * newer.index.rows() && m.tails.len() <= MAX_TAILS {
+            if older.index.rows() >= 2 * newer.index.rows() {
                 break;
             }
             let merged = merge(older, newer, &all, roots);
