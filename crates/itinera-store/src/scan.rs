@@ -131,8 +131,9 @@ impl RunIndex {
         }
     }
 
+    /// All rows of its chunks (every row is in a run).
     pub(crate) fn rows(&self) -> usize {
-        self.chunks.iter().map(|c| c.len()).sum()
+        self.rows_before.last().copied().unwrap_or(0) as usize
     }
 
     /// The first chunk (an index of memory rows has one).
@@ -359,9 +360,12 @@ impl Blocks {
                     false => hi = mid,
                 }
             }
-            let (rows, _) = span(&at, lo);
+            // the block taken: each part moves past its persons in it
+            let mut rows = 0u64;
             for ((p, _), k) in parts.iter().zip(at.iter_mut()) {
-                *k = p.first_from(lo, *k, STRIDE + 1);
+                let e = p.first_from(lo, *k, STRIDE + 1);
+                rows += p.rows_before[e] - p.rows_before[*k];
+                *k = e;
             }
             bounds.extend_from_slice(&at);
             rows_before.push(rows_before.last().expect("a first bound") + rows);
