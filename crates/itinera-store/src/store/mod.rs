@@ -24,6 +24,7 @@ use itinera_core::Touchpoint;
 use std::path::Path;
 use std::sync::Arc;
 
+mod coded;
 mod compaction;
 mod config;
 mod flush;
@@ -31,6 +32,7 @@ mod merge;
 mod open;
 mod priority;
 mod recent_ids;
+mod replay;
 mod snapshots;
 mod state;
 mod writer;

@@ -189,14 +189,7 @@ impl Store {
             snapshot_cache: Mutex::new(Default::default()),
         });
 
-        // replay the log into the in-memory table
-        let mut replayed = 0u64;
-        let report = wal::replay_pinned(pinned_log, !inner.config.read_only, |payload| {
-            let rec = decode_record(payload)?;
-            replayed += 1;
-            inner.apply(rec, true);
-            Ok(())
-        })?;
+        let report = inner.replay(pinned_log)?;
         if report.frames > 0 || report.truncated_bytes > 0 {
             tracing::info!(
                 frames = report.frames,

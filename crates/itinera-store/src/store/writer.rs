@@ -1,6 +1,5 @@
 use crate::codec::{put_ivarint, put_str};
-use crate::columns::{Columns, MemChunk, NO_GROUP};
-use crate::delta::DICTS;
+use crate::columns::MemChunk;
 use crate::error::{Result, StoreError};
 use crate::wal::{frame_with, WalWriter};
 use itinera_core::Touchpoint;
@@ -8,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 
+use super::coded::Coded;
 use super::*;
 
 /// What an append did.
@@ -191,11 +191,11 @@ impl Inner {
                         };
                         if stored == keep.len() {
                             framed.extend_from_slice(&batch.framed);
-                            records.push(Record::Touchpoints(batch));
+                            records.push(Record::Touchpoints(batch.rows()));
                         } else if stored > 0 {
                             let kept = batch.retain(&keep);
                             framed.extend_from_slice(&kept.framed);
-                            records.push(Record::Touchpoints(kept));
+                            records.push(Record::Touchpoints(kept.rows()));
                         }
                         outcomes.push(out);
                         replies.push(req.reply);
@@ -306,71 +306,25 @@ impl Inner {
         }
     }
 
-    pub(super) fn apply_touchpoints(&self, batch: Prepared, replayed: bool) {
-        let Prepared {
-            touchpoints,
-            hashes,
-            framed,
-            ..
-        } = batch;
-        let mut cols = Columns::with_capacity(touchpoints.len());
-        // rows wait in memory until their flush: their properties' columns get the room they
-        // need, not the slack of growing
-        let pairs = touchpoints.iter().map(|t| t.props.len()).sum();
-        cols.prop_key.reserve_exact(pairs);
-        cols.prop_val.reserve_exact(pairs);
-        let mut links = Vec::new();
+    pub(super) fn apply_touchpoints(&self, batch: Rows, replayed: bool) {
         // the dictionaries stay locked until the rows are in the table, so that a compaction
         // (which takes both locks) sees every code in use when it blanks erased values
-        let mut d = self.dicts.write();
-        // neighbouring rows mostly share their person, event, channel, touchpoint and account
-        // (a batch comes from one client): the last string of each dictionary is compared
-        // before the dictionary is searched
-        let mut last: [Option<(&str, u32)>; DICTS] = [None; DICTS];
-        fn intern<'a>(
-            d: &mut Dicts,
-            last: &mut [Option<(&'a str, u32)>],
-            k: usize,
-            s: &'a str,
-        ) -> u32 {
-            match last[k] {
-                Some((l, c)) if l == s => c,
-                _ => {
-                    let c = d.all[k].intern(s);
-                    last[k] = Some((s, c));
-                    c
-                }
-            }
-        }
-        for (t, hash) in touchpoints.iter().zip(hashes) {
-            let did = intern(&mut d, &mut last, DICT_IDS, t.distinct_id());
-            for (a, b) in t.identity_links() {
-                let (a, b) = (d.all[DICT_IDS].intern(a), d.all[DICT_IDS].intern(b));
-                links.push((a, b));
-            }
-            cols.did.push(did);
-            cols.ts.push(t.timestamp_ms);
-            cols.event
-                .push(intern(&mut d, &mut last, DICT_EVENTS, &t.event));
-            cols.channel
-                .push(intern(&mut d, &mut last, DICT_CHANNELS, &t.channel));
-            cols.touchpoint
-                .push(intern(&mut d, &mut last, DICT_TOUCHPOINTS, &t.touchpoint));
-            cols.kind.push(t.kind.code());
-            cols.group.push(
-                t.group_id
-                    .as_deref()
-                    .map_or(NO_GROUP, |g| intern(&mut d, &mut last, DICT_GROUPS, g)),
-            );
-            cols.revenue.push(t.revenue.unwrap_or(f64::NAN));
-            cols.msg_hash.push(hash);
-            cols.received_at.push(t.received_at_ms);
-            for (k, v) in &t.props {
-                cols.prop_key.push(d.all[DICT_PROP_KEYS].intern(k));
-                cols.prop_val.push(d.all[DICT_PROP_VALUES].intern(v));
-            }
-            cols.end_props();
-        }
+        let d = self.dicts.write();
+        let coded = Coded::code(&d, &batch.touchpoints, &batch.hashes);
+        self.enter_rows(d, coded, batch.framed, replayed);
+    }
+
+    /// Enters coded rows into the memory table, with `framed`, the log record holding them.
+    /// `d` has been locked since the rows were coded, or nothing else has changed the
+    /// dictionaries meanwhile (a replay: no flush or compaction runs while a store opens).
+    pub(super) fn enter_rows(
+        &self,
+        mut d: parking_lot::RwLockWriteGuard<'_, Dicts>,
+        coded: Coded,
+        framed: Vec<u8>,
+        replayed: bool,
+    ) {
+        let (cols, links) = coded.enter(&mut d);
         let ids_len = d.ids().len() as u32;
         let mut st = self.state.write();
         drop(d);

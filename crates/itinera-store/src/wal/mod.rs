@@ -152,14 +152,15 @@ pub struct ReplayReport {
 }
 
 /// How a frame at some offset reads.
-enum Frame<'a> {
-    Good(&'a [u8], usize),
+enum Frame {
+    /// A whole frame whose checksum holds, ending at this offset.
+    Good(usize),
     /// Damaged, with the reason; `fits`: its header names a length that lies inside the file.
     Bad(&'static str, bool),
     End,
 }
 
-fn read_frame(data: &[u8], pos: usize) -> Frame<'_> {
+fn read_frame(data: &[u8], pos: usize) -> Frame {
     if pos == data.len() {
         return Frame::End;
     }
@@ -179,7 +180,7 @@ fn read_frame(data: &[u8], pos: usize) -> Frame<'_> {
     if len == 0 || crc32fast::hash(payload) != crc {
         return Frame::Bad("checksum mismatch", true);
     }
-    Frame::Good(payload, end)
+    Frame::Good(end)
 }
 
 /// The offset of the first good frame after a damaged one at `pos`, if any: a frame header whose
@@ -221,9 +222,9 @@ pub fn replay(
     dir: &Path,
     from: u64,
     cut_torn_tail: bool,
-    apply: impl FnMut(&[u8]) -> Result<()>,
+    mut apply: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReplayReport> {
-    replay_pinned(pin(dir, from)?, cut_torn_tail, apply)
+    replay_pinned(pin(dir, from)?, cut_torn_tail, |frame| apply(&frame[8..]))
 }
 
 /// The log files numbered `from` on, opened: a reader beside a live writer pins them as soon
@@ -259,7 +260,7 @@ pub fn pin(dir: &Path, from: u64) -> Result<PinnedLog> {
     })
 }
 
-/// [`replay`] of pinned log files.
+/// [`replay`] of pinned log files, calling `apply` with each whole frame (header and payload).
 pub fn replay_pinned(
     pinned: PinnedLog,
     cut_torn_tail: bool,
@@ -280,8 +281,8 @@ pub fn replay_pinned(
         let bad = loop {
             match read_frame(&data, pos) {
                 Frame::End => break None,
-                Frame::Good(payload, end) => {
-                    apply(payload)?;
+                Frame::Good(end) => {
+                    apply(&data[pos..end])?;
                     report.frames += 1;
                     pos = end;
                 }
@@ -342,7 +343,7 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
         loop {
             match read_frame(&data, pos) {
                 Frame::End => break,
-                Frame::Good(_, end) => {
+                Frame::Good(end) => {
                     report.frames += 1;
                     pos = end;
                 }
