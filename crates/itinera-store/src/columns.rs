@@ -1,7 +1,7 @@
 //! The in-memory columnar form of rows, shared by the memtable and decoded segments, and the
 //! self-contained row encoding of the write-ahead log.
 
-use crate::codec::{self, put_ivarint, put_opt_str, put_str, put_uvarint, Reader};
+use crate::codec::{self, put_ivarint, put_opt_str, put_str, Reader};
 use crate::error::{Result, StoreError};
 use crate::lazy::Col;
 use itinera_core::{MessageType, Touchpoint};
@@ -455,38 +455,19 @@ pub(crate) fn skip_to_body(r: &mut Reader<'_>) -> Result<()> {
 }
 
 pub fn decode_touchpoint(r: &mut Reader<'_>) -> Result<Touchpoint> {
-    let (mut t, message_id, body) = decode_touchpoint_parts(r, None)?;
+    let (mut t, message_id, body) = decode_touchpoint_parts(r)?;
     t.message_id = message_id.to_string();
-    t.body = std::str::from_utf8(body)
-        .map_err(|_| StoreError::Corrupt("log: message is not utf-8".into()))?
-        .to_string();
+    t.body = body.to_string();
     Ok(t)
 }
 
-/// Appends a touchpoint's typed properties as codes into its record's table of strings
-/// (`code` gives a string's code), after its message in records that hold them.
-pub(crate) fn encode_props<'a>(
-    out: &mut Vec<u8>,
-    props: &'a [(String, String)],
-    mut code: impl FnMut(&'a str) -> u32,
-) {
-    put_uvarint(out, props.len() as u64);
-    for (k, v) in props {
-        put_uvarint(out, code(k) as u64);
-        put_uvarint(out, code(v) as u64);
-    }
-}
-
-/// Reads one touchpoint as [`encode_touchpoint`] wrote it. Its typed properties follow it as
-/// codes into `table` ([`encode_props`]) when there is a table, else they are derived from its
-/// message. Its message id and message are borrowed from the record (the touchpoint's own are
-/// left empty): a replay of the log hashes the id and keeps the messages in the record, so
-/// copying them would be wasted. A message whose properties follow is not checked here to be
-/// utf-8: it is when it is read.
+/// Reads one touchpoint as [`encode_touchpoint`] wrote it, its typed properties derived from
+/// its message. Its message id and message are borrowed from the record (the touchpoint's own
+/// are left empty): a replay of the log hashes the id and keeps the messages in the record, so
+/// copying them would be wasted.
 pub(crate) fn decode_touchpoint_parts<'a>(
     r: &mut Reader<'a>,
-    table: Option<&[&str]>,
-) -> Result<(Touchpoint, &'a str, &'a [u8])> {
+) -> Result<(Touchpoint, &'a str, &'a str)> {
     let kind = MessageType::from_code(r.u8()?)
         .ok_or_else(|| StoreError::Corrupt("log: unknown message type".into()))?;
     let timestamp_ms = r.ivarint()?;
@@ -504,30 +485,9 @@ pub(crate) fn decode_touchpoint_parts<'a>(
         1 => Some(r.f64_le()?),
         _ => return Err(StoreError::Corrupt("log: bad revenue tag".into())),
     };
-    let n = r.len()?;
-    let body = r.bytes(n)?;
-    let props = match table {
-        Some(table) => {
-            let n = r.len()?;
-            let mut props = Vec::with_capacity(n);
-            let mut string = || -> Result<String> {
-                let code = r.uvarint()?;
-                table
-                    .get(usize::try_from(code).unwrap_or(usize::MAX))
-                    .map(|s| s.to_string())
-                    .ok_or_else(|| StoreError::Corrupt("log: property code out of range".into()))
-            };
-            for _ in 0..n {
-                props.push((string()?, string()?));
-            }
-            props
-        }
-        // written before the records held them: derived from the message, as at ingestion
-        None => Touchpoint::props_from_body(
-            std::str::from_utf8(body)
-                .map_err(|_| StoreError::Corrupt("log: message is not utf-8".into()))?,
-        ),
-    };
+    let body = r.str()?;
+    // the log keeps the message; its typed properties are derived from it again
+    let props = Touchpoint::props_from_body(body);
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(StoreError::Corrupt("log: touchpoint without an id".into()));
     }
@@ -548,15 +508,6 @@ pub(crate) fn decode_touchpoint_parts<'a>(
         body: String::new(),
     };
     Ok((t, message_id, body))
-}
-
-/// Reads past the typed properties [`encode_props`] wrote.
-pub(crate) fn skip_props(r: &mut Reader<'_>) -> Result<()> {
-    for _ in 0..r.len()? {
-        r.uvarint()?;
-        r.uvarint()?;
-    }
-    Ok(())
 }
 
 /// Hash of a message id as kept in the `msg_hash` column.

@@ -16,10 +16,7 @@ use std::path::Path;
 /// Format 4 added message blocks with the server's fields cut out and the message ids in blocks
 /// of their own, and files without a `msg_hash` column (`message_block`); the footer says which
 /// form a file's messages have, so older files read as they are.
-/// Format 5 added log records that hold the touchpoints' typed properties; older records are
-/// read as before. A writer records format 5 when it opens an older directory, before it
-/// writes a record older binaries could not read.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Manifest {

@@ -338,31 +338,6 @@ fn newer_format_is_refused() {
     }
 }
 
-/// A writer opening a directory of an older format records the current one before it writes
-/// a log record, which older binaries could not read; a reader leaves the directory as it is.
-#[test]
-fn a_writer_records_the_current_format_before_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    Store::open(dir.path(), small()).unwrap().close();
-    let p = dir.path().join("MANIFEST");
-    let format = || {
-        let m: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-        m["format"].as_u64().unwrap()
-    };
-    let mut m: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    m["format"] = json!(4);
-    std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
-    let read_only = StoreConfig {
-        read_only: true,
-        ..small()
-    };
-    Store::open(dir.path(), read_only).unwrap().close();
-    assert_eq!(format(), 4, "a reader wrote the manifest");
-    let s = Store::open(dir.path(), small()).unwrap();
-    assert_eq!(format(), itinera_store::FORMAT_VERSION as u64);
-    s.close();
-}
-
 /// Small flushes and frequent background merges.
 fn merging() -> StoreConfig {
     StoreConfig {

