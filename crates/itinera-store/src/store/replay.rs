@@ -49,6 +49,8 @@ impl Inner {
                                 hashes,
                                 framed,
                             }) => {
+                                // released before the send below: a decoder waiting on a
+                                // full queue must not keep the applier from the dictionaries
                                 let dicts = self.dicts.read();
                                 Decoded::Rows(
                                     Box::new(Coded::code(&dicts, &touchpoints, &hashes)),

@@ -246,6 +246,7 @@ pub(crate) fn read_record(frame: Vec<u8>) -> Result<Record> {
         erase => erase,
     })
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
