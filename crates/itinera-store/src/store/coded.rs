@@ -74,7 +74,7 @@ impl Coded {
     pub(crate) fn code<'a>(
         dicts: &'a Dicts,
         touchpoints: &'a [Touchpoint],
-        hashes: &[u64],
+        hashes: Vec<u64>,
     ) -> Coded {
         let n = touchpoints.len();
         let pairs: usize = touchpoints.iter().map(|t| t.props.len()).sum();
@@ -141,7 +141,7 @@ impl Coded {
         cols.kind = kind.into();
         cols.group = group.into();
         cols.revenue = revenue.into();
-        cols.msg_hash = hashes.to_vec().into();
+        cols.msg_hash = hashes.into();
         cols.received_at = received_at.into();
         cols.prop_end = prop_end.into();
         cols.prop_key = prop_key.into();

@@ -24,11 +24,7 @@ impl Inner {
                     // below the foreground unless segments have piled up to twice the limit
                     let behind =
                         me.state.read().segments.len() > 2 * me.config.compact_after_segments;
-                    let merged = match behind {
-                        true => me.compact(false),
-                        false => super::priority::in_background(|| me.compact(false)),
-                    };
-                    match merged {
+                    match super::priority::in_background_unless(behind, || me.compact(false)) {
                         Ok(true) => me.warm_snapshot(),
                         Ok(false) => break,
                         Err(e) => {

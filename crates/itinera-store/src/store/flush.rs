@@ -31,11 +31,7 @@ impl Inner {
                     // within a few flushes' rows however long the load lasts). The next
                     // query's snapshot is prepared at normal priority: one may wait for it.
                     let behind = me.state.read().mem_rows > me.config.flush_rows * 3 / 2;
-                    let flushed = match behind {
-                        true => me.flush(&store),
-                        false => super::priority::in_background(|| me.flush(&store)),
-                    };
-                    match flushed {
+                    match super::priority::in_background_unless(behind, || me.flush(&store)) {
                         Ok(()) => me.warm_snapshot(),
                         Err(e) => tracing::error!(error = %e, "background flush failed"),
                     }

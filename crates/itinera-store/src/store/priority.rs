@@ -17,6 +17,15 @@ const BACKGROUND_NICE_STEPS: i32 = 10;
 #[cfg(target_os = "linux")]
 const LOWEST_NICE: i32 = 19;
 
+/// Runs `work` below the foreground ([`in_background`]) while the background keeps up, and at
+/// the caller's priority once it has fallen `behind`.
+pub(super) fn in_background_unless<T: Send>(behind: bool, work: impl FnOnce() -> T + Send) -> T {
+    match behind {
+        true => work(),
+        false => in_background(work),
+    }
+}
+
 /// Runs `work` on a thread of lower scheduling priority and waits for it (a panic in it goes on
 /// in the caller).
 pub(super) fn in_background<T: Send>(work: impl FnOnce() -> T + Send) -> T {
@@ -61,5 +70,12 @@ mod tests {
             mine
         );
         assert_eq!(in_background(|| 41 + 1), 42);
+        let here = || getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        assert_eq!(in_background_unless(false, here), theirs);
+        assert_eq!(
+            in_background_unless(true, here),
+            mine,
+            "behind: not lowered"
+        );
     }
 }

@@ -53,7 +53,7 @@ impl Inner {
                                 // full queue must not keep the applier from the dictionaries
                                 let dicts = self.dicts.read();
                                 Decoded::Rows(
-                                    Box::new(Coded::code(&dicts, &touchpoints, &hashes)),
+                                    Box::new(Coded::code(&dicts, &touchpoints, hashes)),
                                     framed,
                                 )
                             }

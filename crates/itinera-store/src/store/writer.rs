@@ -310,7 +310,7 @@ impl Inner {
         // the dictionaries stay locked until the rows are in the table, so that a compaction
         // (which takes both locks) sees every code in use when it blanks erased values
         let d = self.dicts.write();
-        let coded = Coded::code(&d, &batch.touchpoints, &batch.hashes);
+        let coded = Coded::code(&d, &batch.touchpoints, batch.hashes);
         self.enter_rows(d, coded, batch.framed, replayed);
     }
 
